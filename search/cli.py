@@ -1,0 +1,156 @@
+"""The ``vitsearch`` command line. Heavy imports live inside the commands so ``--help`` is instant.
+
+Every user error (a :class:`VitsearchError`) becomes one line on stderr and exit code 2
+(3 when nothing fits a budget); no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vitsearch.spaces.errors import VitsearchError
+
+
+def _add_baseline(sub) -> None:
+    p = sub.add_parser("baseline", help="accuracy, measured latency and size of the uncompressed model")
+    p.add_argument("study", help="study file (YAML), or 'default' for the embedded default study")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_baseline)
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="compress the study's model with one config and evaluate it")
+    p.add_argument("study", help="study file (YAML), or 'default'")
+    p.add_argument("--config", required=True, help="CompressionConfig as JSON text or a path to a JSON file")
+    p.add_argument("--recovery-steps", type=int, default=None, help="distillation steps before scoring (default: the study's)")
+    p.add_argument("--json", action="store_true", help="print the Evaluation record as JSON")
+    p.set_defaults(func=cmd_eval)
+
+
+def _add_train_builtin(sub) -> None:
+    p = sub.add_parser("train-builtin", help="train the built-in vitsearch-tiny on mnist5k (about 30 min on 2 CPU cores)")
+    p.add_argument("--out", default=None, help="where to write the state dict (default: the packaged weights file)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's 120)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train_builtin)
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="search: Optuna draws candidates, Ray workers evaluate them")
+    p.add_argument("study", help="study file (YAML), or 'default'")
+    p.add_argument("--trials", type=int, default=None, help="completed trials wanted (default: the study's)")
+    p.add_argument("--workers", type=int, default=None, help="trials evaluated at a time (default: the study's)")
+    p.add_argument("--out", default=None, help="run dir (default: the study's output_dir)")
+    p.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: start Ray locally)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite in the run dir)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run")
+    p.add_argument("--batch-size", type=int, default=None, help="candidates per Tune trial (default: auto)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's and Tune's own output")
+    p.set_defaults(func=cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="vitsearch",
+        description="Compression search for Vision Transformers: sparsity, bit-width, head grouping, "
+                    "token budget and depth, searched jointly for a target device.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_run, _add_baseline, _add_eval, _add_train_builtin):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vitsearch`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except VitsearchError as exc:
+        print(f"vitsearch {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"vitsearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _print_record(record, as_json: bool, title: str) -> None:
+    """An Evaluation as JSON (flat metrics first, the full record under "record") or as lines."""
+    if as_json:
+        lat = record.latency or {}
+        flat = {"accuracy": record.accuracy, "top5": record.top5, "accuracy_source": record.accuracy_source,
+                "latency_ms": lat.get("median_ms"), "latency_p10_ms": lat.get("p10_ms"),
+                "latency_p90_ms": lat.get("p90_ms"), "latency_runs": lat.get("n_runs"),
+                "latency_source": lat.get("source"), "device": lat.get("device"),
+                "size_mb": record.size_mb, "size_mb_sparse_storage": record.size_mb_sparse_storage,
+                "macs": record.macs, "record": record.to_dict()}
+        print(json.dumps(flat, indent=2, default=str))
+    else:
+        print(title)
+        print("\n".join("  " + line for line in record.summary_lines()))
+
+
+def cmd_run(args) -> int:
+    """``vitsearch run STUDY``: run or resume a search."""
+    from vitsearch.search.engine import RunOptions, run_study
+
+    opts = RunOptions(args.trials, args.workers, args.out, args.address, args.storage, args.resume,
+                      args.verbose, args.batch_size)
+    summary = run_study(args.study, opts)
+    path = summary["run_dir"]
+    print(f"\n{summary['completed']}/{summary['requested']} trials completed in {summary['seconds']:.0f} s "
+          f"({summary['failed']} failed, {summary['infeasible']} infeasible, {summary['reused']} reused duplicates)")
+    print(f"Pareto front (feasible trials; latency source per row):\n{summary['front_table']}")
+    if summary["completed"] < summary["requested"]:
+        print(f"\nstopped early; resume with: vitsearch run {args.study} --resume {path}")
+    print(f"\nnext: vitsearch report {path}    |    vitsearch pick {path} --latency-ms <budget>")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    """``vitsearch baseline STUDY``: the uncompressed model's numbers."""
+    from vitsearch.search.session import load_session
+
+    session = load_session(args.study)
+    record = session.evaluate_baseline()
+    _print_record(record, args.json, f"baseline of {session.spec.model.name} ({session.data.describe()})")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    """``vitsearch eval STUDY --config JSON``: one compressed candidate's numbers."""
+    from vitsearch.search.session import load_session, read_config_arg
+
+    session = load_session(args.study)
+    config = read_config_arg(args.config)
+    if args.recovery_steps is not None and args.recovery_steps < 0:
+        raise VitsearchError(f"--recovery-steps: must be >= 0, got {args.recovery_steps}")
+    record = session.evaluate(config, recovery_steps=args.recovery_steps)
+    _print_record(record, args.json, f"{config.summary()} on {session.spec.model.name} ({session.data.describe()})")
+    return 0
+
+
+def cmd_train_builtin(args) -> int:
+    """``vitsearch train-builtin``: reproduce the shipped built-in weights."""
+    from dataclasses import replace
+
+    from vitsearch.evaluators.models import builtin_weights_path
+    from vitsearch.evaluators.training import Recipe, train_builtin
+
+    recipe = Recipe(seed=args.seed)
+    if args.epochs is not None:
+        if args.epochs <= 0:
+            raise VitsearchError(f"--epochs: must be > 0, got {args.epochs}")
+        recipe = replace(recipe, epochs=args.epochs)
+    out = Path(args.out) if args.out else builtin_weights_path()
+    summary = train_builtin(out, recipe)
+    print(f"vitsearch-tiny: val top-1 {summary['val_top1']:.4f} on {summary['val_images']} mnist5k val images "
+          f"(measured), {summary['wall_s']:.0f} s of training; weights -> {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The driver of one run: Ray, the Optuna study, Tune's Tuner, progress and tables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+
+from vitsearch.search.engine import Plan, eta_text, make_sampler, open_storage, stale_to_fail
+from vitsearch.spaces.errors import VitsearchError
+from vitsearch.search.results import ATTR_FEASIBLE, front_table, pareto_front, trials_frame, write_tables
+
+log = logging.getLogger("vitsearch.run")
+
+
+class SearchFailed(VitsearchError):
+    """Every candidate fails: the study stops instead of burning trials."""
+
+    exit_code = 1
+
+
+def _short_name(trial) -> str:
+    numbers = [c["number"] for c in trial.config.get("candidates", [])]
+    return f"batch_{trial.trial_id}_{numbers[0]}-{numbers[-1]}" if numbers else f"batch_{trial.trial_id}"
+
+
+class Driver:
+    """Runs a validated :class:`Plan` to completion (or until interrupted)."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.spec = plan.spec
+        self.objectives = [(o.metric, o.direction) for o in self.spec.objectives]
+        self.bar = None
+
+    # ---- setup -------------------------------------------------------------------------
+    def _load(self):
+        from vitsearch.evaluators import evaluate_accuracy
+        from vitsearch.search.feasibility import Feasibility
+        from vitsearch.search.session import load_session
+        from vitsearch.spaces import SearchSpace
+
+        session = load_session(self.spec)
+        space = SearchSpace.from_spec(self.spec.space, session.base, device=str(session.device))
+        c = self.spec.constraints
+        meta = self.plan.run_dir.meta() if self.plan.resume else {}
+        base_acc = meta.get("base_accuracy")
+        if base_acc is None and c.max_accuracy_drop is not None:
+            base_acc = evaluate_accuracy(session.base, session.data.val, session.device,
+                                         self.spec.data.eval_batch_size).top1
+        feas = Feasibility(c.max_latency_ms, c.max_size_mb,
+                           None if c.max_accuracy_drop is None else base_acc - c.max_accuracy_drop)
+        return session, space, feas, base_acc
+
+    def _start_logging(self) -> None:
+        handler = logging.FileHandler(self.plan.run_dir.log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        for name in ("vitsearch", "ray", "optuna"):
+            lg = logging.getLogger(name)
+            lg.addHandler(handler)
+            lg.setLevel(logging.INFO)
+            lg.propagate = self.plan.verbose and name != "vitsearch"
+        import optuna
+
+        optuna.logging.disable_default_handler()
+
+    def _init_ray(self) -> None:
+        import ray
+
+        os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no per-trial CSV/JSON/TBX files
+        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        if ray.is_initialized():
+            return
+        kwargs = dict(include_dashboard=False, log_to_driver=self.plan.verbose,
+                      logging_level=logging.INFO if self.plan.verbose else logging.ERROR)
+        if self.plan.address:
+            ray.init(address=self.plan.address, **kwargs)
+        else:
+            ray.init(num_cpus=self.plan.cpus, num_gpus=None, **kwargs)
+
+    # ---- run ---------------------------------------------------------------------------
+    def run(self) -> dict:
+        import optuna
+        import ray
+        from ray import tune
+
+        from vitsearch.search.searcher import CandidateSearch
+        from vitsearch.search.worker import evaluate_batch
+
+        session, space, feas, base_acc = self._load()  # model/data errors before anything is written
+        plan = self.plan
+        if not plan.resume:
+            plan.run_dir.create(self.spec, {
+                "trials": plan.trials, "storage": plan.storage_url, "study_name": self.spec.name,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "base_accuracy": base_acc, "space_size": space.size(),
+            })
+        self._start_logging()
+        storage = open_storage(plan.storage_url)
+        directions = [d for _, d in self.objectives]
+        study = optuna.create_study(storage=storage, study_name=self.spec.name, directions=directions,
+                                    load_if_exists=True)
+        stale = stale_to_fail(study)
+        if stale:
+            log.info("resume: %d trial(s) left RUNNING by the previous driver marked FAIL", stale)
+        if not study.trials:
+            for params in space.preset_params():  # the front always holds the uncompressed model
+                study.enqueue_trial(params, skip_if_exists=True)
+        self._init_ray()
+        searcher = CandidateSearch(space=space, objectives=self.objectives, feasibility=feas, target=plan.trials,
+                                   batch_size=plan.batch_size, sampler=make_sampler(self.spec, plan.trials),
+                                   storage=storage, study_name=self.spec.name, on_settle=self._on_settle)
+        self.study = searcher.study
+        self._progress_start(searcher.completed())
+        cpus_per = max(1, plan.cpus // plan.workers) if not plan.address else 1
+        trainable = tune.with_resources(
+            tune.with_parameters(evaluate_batch, session_holder=[ray.put(session)], feasibility=feas,
+                                 threads=cpus_per),
+            {"cpu": cpus_per})
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=plan.workers,
+                                        reuse_actors=True, trial_name_creator=_short_name,
+                                        trial_dirname_creator=_short_name),
+            run_config=tune.RunConfig(
+                name=f"attempt-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}",
+                storage_path=str((plan.run_dir.path / "tune").resolve()), verbose=2 if plan.verbose else 0,
+                failure_config=tune.FailureConfig(max_failures=2)))
+        started = time.time()
+        tuner.fit()
+        self._progress_close()
+        if searcher.gave_up():
+            write_tables(self.study, plan.run_dir.path)
+            raise SearchFailed(
+                f"stopped after {searcher.failures_in_a_row} failed trials in a row; last error: "
+                f"{searcher.last_error}; see {plan.run_dir.log_file} and trials.csv")
+        frame = write_tables(self.study, plan.run_dir.path)
+        return self._summary(frame, searcher.completed(), time.time() - started)
+
+    # ---- progress ----------------------------------------------------------------------
+    def _progress_start(self, done: int) -> None:
+        from tqdm.auto import tqdm
+
+        self._t0, self._done0 = time.time(), done
+        self.bar = tqdm(total=self.plan.trials, initial=done, desc=f"study {self.spec.name}", unit="trial",
+                        dynamic_ncols=True)
+
+    def _progress_close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def _on_settle(self, trial) -> None:
+        frame = write_tables(self.study, self.plan.run_dir.path)
+        done = int((frame["state"] == "COMPLETE").sum())
+        front = pareto_front(frame, self.objectives)
+        best = front["accuracy"].max() if not front.empty else float("nan")
+        log.info("trial %d %s%s", trial.number, trial.state.name,
+                 "" if trial.state.name == "COMPLETE" else f": {trial.user_attrs.get('error')}")
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.set_postfix_str(
+                f"failed {int((frame['state'] == 'FAIL').sum())}, infeasible "
+                f"{int((frame['feasible'] == False).sum())}, reused {int(frame['reused_from'].notna().sum())}, "  # noqa: E712
+                f"front {len(front)}, best feasible acc {best:.2%}, ETA {eta_text(done, self.plan.trials, self._t0, self._done0)}")
+            self.bar.refresh()
+
+    def _summary(self, frame, completed: int, seconds: float) -> dict:
+        front = pareto_front(frame, self.objectives)
+        path = self.plan.run_dir.path
+        summary = {
+            "run_dir": str(path), "completed": completed, "requested": self.plan.trials,
+            "failed": int((frame["state"] == "FAIL").sum()),
+            "infeasible": int((frame[ATTR_FEASIBLE] == False).sum()),  # noqa: E712
+            "reused": int(frame["reused_from"].notna().sum()),
+            "pareto": front["number"].astype(int).tolist(), "seconds": round(seconds, 1),
+            "front_table": front_table(front),
+        }
+        (path / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "front_table"}, indent=2))
+        return summary
+
+
+def frame_of(run_dir) -> "object":
+    """Trials table of a run dir, re-derived from its Optuna storage."""
+    import optuna
+
+    meta = run_dir.meta()
+    study = optuna.load_study(study_name=meta["study_name"], storage=open_storage(meta["storage"]))
+    return trials_frame(study)

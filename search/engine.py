@@ -1,0 +1,174 @@
+"""``vitsearch run``: Optuna draws candidates, Ray Tune workers evaluate them.
+
+Everything is validated (study, options, storage, Ray address, model, data) before the
+run dir is created, so bad input leaves nothing behind. The Optuna storage (SQLite in
+the run dir by default; any SQLAlchemy URL or ``journal:<file>``) holds every trial; a
+killed driver is resumed with ``--resume RUN_DIR``: trials left RUNNING are marked
+FAIL (they will be asked again) and the run goes on until the study holds the requested
+number of completed trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vitsearch.search.rundir import RunDir
+from vitsearch.search.study import StudySpec, load_study
+from vitsearch.spaces.errors import ConfigError
+
+log = logging.getLogger("vitsearch.run")
+
+
+@dataclass
+class RunOptions:
+    """Command-line overrides of the study's search settings."""
+
+    trials: int | None = None
+    workers: int | None = None
+    out: str | None = None
+    address: str | None = None
+    storage: str | None = None
+    resume: str | None = None
+    verbose: bool = False
+    batch_size: int | None = None
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{name}: must be a positive integer, got {value}")
+
+
+def open_storage(url: str):
+    """An Optuna storage for ``url`` (SQLAlchemy URL or ``journal:<path>``); ConfigError if it cannot open."""
+    import optuna
+
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            path = url.removeprefix("journal:").removeprefix("//")
+            return optuna.storages.JournalStorage(JournalFileBackend(path))
+        return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+    except Exception as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ConfigError(f"storage: cannot open {url!r} ({first}); use sqlite:///PATH, "
+                          "postgresql://USER@HOST/DB or journal:PATH") from None
+
+
+def check_address(address: str) -> None:
+    """Fail fast (one line) when a Ray head is not reachable at ``host:port``."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address: {address!r} is not HOST:PORT (e.g. 127.0.0.1:6379, as printed by `ray start --head`)")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        raise ConfigError(f"--address: no Ray head reachable at {address!r} ({exc.strerror or exc}); "
+                          "start one with `ray start --head` or drop --address to run locally") from None
+
+
+def make_sampler(spec: StudySpec, trials: int):
+    """NSGA-II (default), TPE (multivariate, constant liar) or random, seeded, constraint-aware."""
+    import optuna
+
+    from vitsearch.search.results import ATTR_CONSTRAINTS
+
+    def constraints(trial):
+        return trial.user_attrs.get(ATTR_CONSTRAINTS) or [0.0]
+
+    s = spec.search
+    if s.sampler == "nsga2":
+        population = s.population_size or max(6, min(20, trials // 4))
+        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=population, constraints_func=constraints)
+    if s.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True,
+                                          n_startup_trials=max(5, trials // 5), constraints_func=constraints)
+    return optuna.samplers.RandomSampler(seed=s.seed)
+
+
+@dataclass
+class Plan:
+    """A validated run: what the driver needs, resolved before anything is written."""
+
+    spec: StudySpec
+    run_dir: RunDir
+    resume: bool
+    trials: int
+    workers: int
+    cpus: int
+    storage_url: str
+    address: str | None
+    batch_size: int
+    verbose: bool
+
+
+def plan_run(study: str | Path, opts: RunOptions) -> Plan:
+    """Validate the study and options; nothing is written."""
+    _positive("--trials", opts.trials)
+    _positive("--workers", opts.workers)
+    _positive("--batch-size", opts.batch_size)
+    spec = load_study(study)
+    if opts.resume:
+        run_dir = RunDir(Path(opts.resume))
+        spec = run_dir.check_resumable(spec)
+        meta = run_dir.meta()
+    else:
+        run_dir = RunDir(Path(opts.out) if opts.out else spec.run_dir())
+        if run_dir.is_run_dir():
+            raise ConfigError(f"--out: {str(run_dir.path)!r} already holds a run; continue it with --resume "
+                              f"{run_dir.path} or choose another --out")
+        meta = {}
+    s = spec.search
+    trials = opts.trials or meta.get("trials") or s.trials
+    workers = opts.workers or s.workers
+    cpus = s.cpus or os.cpu_count() or 1
+    storage_url = opts.storage or meta.get("storage") or s.storage or run_dir.default_storage_url()
+    if not storage_url.startswith("sqlite:///") or storage_url != run_dir.default_storage_url():
+        open_storage(storage_url)  # fail before writing anything
+    address = opts.address or s.ray_address
+    if address:
+        check_address(address)
+    batch = opts.batch_size or s.batch_size or max(1, min(8, trials // (4 * workers)))
+    return Plan(spec, run_dir, bool(opts.resume), trials, workers, cpus, storage_url, address, batch, opts.verbose)
+
+
+def run_study(study: str | Path, opts: RunOptions) -> dict:
+    """Run (or resume) a study to the requested number of completed trials; returns a summary."""
+    from vitsearch.search.driver import Driver
+
+    plan = plan_run(study, opts)
+    return Driver(plan).run()
+
+
+def stale_to_fail(study) -> int:
+    """Mark trials left RUNNING by a dead driver as FAIL; returns how many."""
+    from optuna.trial import TrialState
+
+    from vitsearch.search.results import ATTR_ERROR
+
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(t._trial_id, ATTR_ERROR, "stale: the driver stopped while it ran; asked again")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        n += 1
+    return n
+
+
+def eta_text(done: int, total: int, started: float, done_at_start: int) -> str:
+    rate = (done - done_at_start) / max(time.time() - started, 1e-9)
+    return "?" if rate <= 0 else f"{math.ceil((total - done) / rate)} s"
+
+
+def console() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler

@@ -1,0 +1,98 @@
+"""Hard constraints of a study, checked cheapest first.
+
+Order: the predicted latency (driver, before any Tune trial, when a predictor is
+fitted), then size and latency of the compressed model (worker, before any accuracy
+work), then the accuracy drop (after accuracy). A candidate over a budget is recorded
+infeasible through Optuna's constraints (value <= 0 means satisfied) and is never
+accuracy-evaluated when a cost budget already rules it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: accuracy told to Optuna for a candidate never accuracy-evaluated (infeasible on cost):
+#: the worst possible, so samplers learn to avoid the region; tables show it as missing.
+PLACEHOLDER_ACCURACY = 0.0
+
+
+@dataclass(frozen=True)
+class Infeasible:
+    """Why a candidate is infeasible, the metrics known then, and its constraint values."""
+
+    text: str
+    metrics: dict[str, Any]
+    constraints: list[float]
+
+
+@dataclass
+class Feasibility:
+    """The study's budgets; ``min_accuracy`` is the base accuracy minus the allowed drop."""
+
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+    min_accuracy: float | None = None
+    predictor: Any = None
+    predictor_fingerprint: str | None = field(default=None)
+
+    def constraints(self, metrics: dict[str, Any]) -> list[float]:
+        """Optuna constraint values (<= 0 satisfied), one per set budget, fixed order."""
+        out = []
+        if self.max_latency_ms is not None:
+            out.append(_latency(metrics) - self.max_latency_ms)
+        if self.max_size_mb is not None:
+            out.append(metrics["size_mb"] - self.max_size_mb)
+        if self.min_accuracy is not None:
+            acc = metrics.get("accuracy")
+            out.append(self.min_accuracy - (PLACEHOLDER_ACCURACY if acc is None else acc))
+        return out
+
+    def cost_violation(self, metrics: dict[str, Any]) -> str | None:
+        """A latency or size budget the (measured or predicted) metrics exceed, as text."""
+        lat = _latency(metrics)
+        if self.max_latency_ms is not None and lat is not None and lat > self.max_latency_ms:
+            src = (metrics.get("latency") or {}).get("source", "measured")
+            return f"{src} latency {lat:.3f} ms > budget {self.max_latency_ms:g} ms"
+        if self.max_size_mb is not None and metrics.get("size_mb", 0) > self.max_size_mb:
+            return f"size {metrics['size_mb']:.3f} MB > budget {self.max_size_mb:g} MB"
+        return None
+
+    def accuracy_violation(self, metrics: dict[str, Any]) -> str | None:
+        acc = metrics.get("accuracy")
+        if self.min_accuracy is not None and acc is not None and acc < self.min_accuracy:
+            return f"accuracy {acc:.4f} < minimum {self.min_accuracy:.4f} (base accuracy minus the allowed drop)"
+        return None
+
+    def precheck(self, config) -> Infeasible | None:
+        """Driver-side check on the predicted latency (None without a predictor)."""
+        if self.predictor is None or self.max_latency_ms is None:
+            return None
+        pred = self.predictor.predict(config)
+        metrics = {"accuracy": None, "latency": {"median_ms": pred.median_ms, "source": "predicted",
+                                                  "uncertainty_ms": pred.uncertainty_ms,
+                                                  "fingerprint_id": self.predictor_fingerprint}}
+        if pred.median_ms <= self.max_latency_ms:
+            return None
+        return Infeasible(f"predicted latency {pred.median_ms:.3f} ms > budget {self.max_latency_ms:g} ms "
+                          "(not compressed, not evaluated)", metrics, self.constraints({**metrics, "size_mb": 0.0}))
+
+    def values(self, metrics: dict[str, Any], objectives: list[tuple[str, str]]) -> list[float]:
+        """Objective values for Optuna from an evaluation's metrics."""
+        return [float(_metric(metrics, m)) for m, _ in objectives]
+
+    def placeholder_values(self, metrics: dict[str, Any], objectives: list[tuple[str, str]]) -> list[float]:
+        """Objective values for a candidate stopped before accuracy: known costs, worst accuracy."""
+        out = []
+        for metric, _ in objectives:
+            value = PLACEHOLDER_ACCURACY if metric == "accuracy" else _metric(metrics, metric)
+            out.append(float("inf") if value is None else float(value))
+        return out
+
+
+def _latency(metrics: dict[str, Any]) -> float | None:
+    return (metrics.get("latency") or {}).get("median_ms")
+
+
+def _metric(metrics: dict[str, Any], name: str) -> float | None:
+    return _latency(metrics) if name == "latency_ms" else metrics.get(name)

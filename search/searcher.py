@@ -1,0 +1,178 @@
+"""Ray Tune's OptunaSearch, adapted to a compression study.
+
+What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
+
+* **Batches.** One Tune trial evaluates a batch of Optuna trials (candidates) and
+  reports each as it finishes; Tune's per-trial overhead (about a second here) is paid
+  once per batch, not per candidate.
+* **Cheap first.** A candidate that repeats an evaluated config reuses its metrics, and
+  one that the latency predictor already puts over the budget is recorded infeasible;
+  both are told to Optuna at once, without a Tune trial.
+* **Nothing swallowed.** Every tell sets the trial's user attributes (config,
+  evaluation, feasibility, constraints, worker, error) first, and a failing tell raises.
+* **Counting.** The searcher returns FINISHED when the study holds the requested number
+  of completed trials (counting those of earlier, resumed attempts).
+* Its state lives in the Optuna storage, so ``save``/``restore`` are no-ops: a resumed
+  run reattaches to the storage instead of unpickling a searcher.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from vitsearch.search.results import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
+                                      ATTR_INFEASIBLE, ATTR_REUSED, ATTR_SECONDS, ATTR_WORKER)
+
+MAX_ASKS_PER_SUGGEST = 64
+
+
+def config_key(config_dict: dict) -> str:
+    """Canonical JSON of a config: equal configs, equal keys."""
+    return json.dumps(config_dict, sort_keys=True)
+
+
+class CandidateSearch(OptunaSearch):
+    """OptunaSearch that hands Tune batches of candidates and settles cheap ones itself.
+
+    ``space``: a :class:`vitsearch.spaces.SearchSpace`; ``objectives``: (metric, direction)
+    pairs; ``feasibility``: a :class:`vitsearch.search.feasibility.Feasibility`;
+    ``target``: completed trials wanted in the study; ``on_settle(trial)`` is called after
+    every tell (progress, tables).
+    """
+
+    def __init__(self, *, space, objectives: list[tuple[str, str]], feasibility, target: int, batch_size: int,
+                 sampler: optuna.samplers.BaseSampler, storage, study_name: str,
+                 on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None):
+        self.vs_space = space
+        self.objectives = objectives
+        self.feasibility = feasibility
+        self.target = target
+        self.batch_size = batch_size
+        self.on_settle = on_settle
+        self._batches: dict[str, list[optuna.Trial]] = {}
+        self._told: set[int] = set()
+        self.failures_in_a_row = 0
+        self.max_failures_in_a_row = max(8, 2 * batch_size)
+        self.last_error: str | None = None
+        super().__init__(space=space.distributions(), metric=[m for m, _ in objectives],
+                         mode=["max" if d == "maximize" else "min" for _, d in objectives],
+                         sampler=sampler, storage=storage, study_name=study_name)
+        self._known: dict[str, int] = {}  # config key -> trial number of its evaluation
+        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get(ATTR_CONFIG) and t.user_attrs.get(ATTR_REUSED) is None:
+                self._known.setdefault(t.user_attrs[ATTR_CONFIG], t.number)
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    # ---- counting --------------------------------------------------------------------
+    def _open(self) -> int:
+        return sum(len(b) for b in self._batches.values())
+
+    def completed(self) -> int:
+        return len(self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    # ---- Tune's Searcher API -----------------------------------------------------------
+    def gave_up(self) -> bool:
+        """Too many failures in a row: something is broken for every candidate."""
+        return self.failures_in_a_row >= self.max_failures_in_a_row
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.gave_up():
+            return Searcher.FINISHED
+        batch: list[tuple[optuna.Trial, Any]] = []
+        in_flight = {self._key_of(t) for b in self._batches.values() for t in b}
+        for _ in range(MAX_ASKS_PER_SUGGEST):
+            if len(batch) >= self.batch_size or self.completed() + self._open() + len(batch) >= self.target:
+                break
+            trial = self._ot_study.ask(fixed_distributions=self._space)
+            config = self.vs_space.config_from_params(trial.params)
+            key = config_key(config.to_dict())
+            trial.set_user_attr(ATTR_CONFIG, key)
+            if key in self._known:
+                self._reuse(trial, self._known[key])
+            elif key in in_flight:
+                self._settle(trial, None, TrialState.PRUNED,
+                             {ATTR_ERROR: "duplicate of a config being evaluated; not evaluated twice"})
+            elif (reason := self.feasibility.precheck(config)) is not None:
+                self._settle(trial, self.feasibility.placeholder_values(reason.metrics, self.objectives),
+                             TrialState.COMPLETE, {ATTR_FEASIBLE: False, ATTR_INFEASIBLE: reason.text,
+                                                   ATTR_EVAL: reason.metrics, ATTR_CONSTRAINTS: reason.constraints})
+            else:
+                batch.append((trial, config))
+                in_flight.add(key)
+        if not batch:
+            return Searcher.FINISHED if self.completed() + self._open() >= self.target else None
+        self._batches[trial_id] = [t for t, _ in batch]
+        return {"candidates": [{"number": t.number, "config": c.to_dict()} for t, c in batch]}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        text = result.get("candidate_json")
+        if text is None:
+            return
+        payload = json.loads(text)
+        trial = self._find(trial_id, payload["number"])
+        if trial is None or trial.number in self._told:
+            return  # a retried batch re-reports what was already told
+        attrs = {ATTR_WORKER: payload.get("worker"), ATTR_SECONDS: payload.get("seconds")}
+        if payload.get("error"):
+            self._settle(trial, None, TrialState.FAIL, {**attrs, ATTR_ERROR: payload["error"]})
+            return
+        metrics = payload["evaluation"]
+        feasible = payload["feasible"]
+        values = (self.feasibility.values(metrics, self.objectives) if metrics.get("accuracy") is not None
+                  else self.feasibility.placeholder_values(metrics, self.objectives))
+        attrs.update({ATTR_EVAL: metrics, ATTR_FEASIBLE: feasible, ATTR_CONSTRAINTS: payload["constraints"],
+                      ATTR_INFEASIBLE: payload.get("infeasible_reason")})
+        self._settle(trial, values, TrialState.COMPLETE, attrs)
+        self._known.setdefault(self._key_of(trial), trial.number)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and not error:
+            self.on_trial_result(trial_id, result)
+        for trial in self._batches.pop(trial_id, []):
+            if trial.number not in self._told:
+                why = "the worker evaluating it failed (Ray actor died or the batch raised) after retries"
+                self._settle(trial, None, TrialState.FAIL, {ATTR_ERROR: why})
+
+    def save(self, checkpoint_path: str) -> None:  # state lives in the Optuna storage
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+    # ---- internals -----------------------------------------------------------------------
+    def _key_of(self, trial: optuna.Trial) -> str:
+        return trial.user_attrs[ATTR_CONFIG]
+
+    def _find(self, trial_id: str, number: int) -> optuna.Trial | None:
+        return next((t for t in self._batches.get(trial_id, []) if t.number == number), None)
+
+    def _reuse(self, trial: optuna.Trial, source: int) -> None:
+        src = self._ot_study._storage.get_trial(self._ot_study._storage.get_trial_id_from_study_id_trial_number(
+            self._ot_study._study_id, source))
+        attrs = {k: src.user_attrs.get(k) for k in (ATTR_EVAL, ATTR_FEASIBLE, ATTR_CONSTRAINTS, ATTR_INFEASIBLE)}
+        attrs[ATTR_REUSED] = source
+        self._settle(trial, list(src.values), TrialState.COMPLETE, attrs)
+
+    def _settle(self, trial: optuna.Trial, values, state: TrialState, attrs: dict) -> None:
+        for key, value in attrs.items():
+            if value is not None:
+                trial.set_user_attr(key, value)
+        # A failing tell must not vanish behind a log warning: let it raise.
+        frozen = self._ot_study.tell(trial, values, state=state, skip_if_finished=False)
+        self._told.add(trial.number)
+        if state == TrialState.FAIL:
+            self.failures_in_a_row += 1
+            self.last_error = attrs.get(ATTR_ERROR)
+        elif state == TrialState.COMPLETE:
+            self.failures_in_a_row = 0
+        if self.on_settle is not None:
+            self.on_settle(frozen)

@@ -1,0 +1,149 @@
+"""A loaded study: validated spec, resolved device, base model and data, loaded once.
+
+The CLI commands and the Ray workers of a search all evaluate candidates through a
+:class:`Session`; a worker receives one (it pickles: model and tensors) and reuses it
+for every trial it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vitsearch.evaluators.data import DataSplits
+from vitsearch.search.study import StudySpec, load_study
+from vitsearch.spaces.errors import ConfigError
+
+
+def read_config_arg(text: str):
+    """A CompressionConfig from JSON text or from a path to a JSON file."""
+    from vitsearch.spaces import CompressionConfig
+
+    source = text
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"--config: {text!r} is neither JSON text nor an existing JSON file")
+        source = path.read_text()
+    try:
+        data = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config: not valid JSON ({exc.msg} at char {exc.pos}); e.g. '{{\"depth\": {{\"keep\": 6}}}}'") from None
+    return CompressionConfig.from_dict(data)
+
+
+@dataclass
+class Session:
+    """Everything needed to evaluate candidates of one study on one device."""
+
+    spec: StudySpec
+    device: torch.device
+    base: nn.Module
+    data: DataSplits
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(batch, C, H, W) used for latency."""
+        size = self.spec.latency.input_size or self.data.input_size
+        return (self.spec.latency.batch_size, *size)
+
+    def evaluate_baseline(self):
+        """The uncompressed base model's Evaluation."""
+        from vitsearch.spaces import CompressionConfig
+
+        return self.evaluate(CompressionConfig(), recovery_steps=0)
+
+    def evaluate(self, config, recovery_steps: int | None = None):
+        """Compress, (recover,) and measure one candidate; returns an Evaluation record."""
+        from vitsearch.evaluators import Evaluation
+
+        metrics, _ = self.evaluate_staged(config, recovery_steps)
+        return Evaluation.from_dict(metrics)
+
+    def evaluate_staged(self, config, recovery_steps: int | None = None, feasibility=None, predictor=None):
+        """Cheapest first: compress, size, latency; stop if a cost budget is exceeded; then accuracy.
+
+        Returns (metrics, infeasible reason or None). ``metrics`` is an Evaluation dict, or,
+        when stopped on cost, the same keys with ``accuracy`` None. ``predictor`` (a fitted
+        LatencyPredictor) replaces the latency measurement.
+        """
+        from vitsearch.evaluators import analytic_macs, evaluate_accuracy, model_size
+        from vitsearch.evaluators.accuracy import recover
+        from vitsearch.spaces import compress
+
+        rec = self.spec.recovery
+        steps = rec.steps if recovery_steps is None else recovery_steps
+        phases: dict[str, float] = {}
+        with _phase(phases, "compress"):
+            model = compress(self.base, config, calibration=self.data.calibration, device=str(self.device))
+        size = model_size(model)
+        with _phase(phases, "latency"):
+            latency, fingerprint = self._latency(model, config, predictor)
+        metrics = {"config": config.to_dict(), "accuracy": None, "top5": None,
+                   "accuracy_source": "not evaluated", "size_mb": size.size_mb,
+                   "size_mb_sparse_storage": size.size_mb_sparse_storage,
+                   "macs": analytic_macs(self.base, config), "latency": latency, "fingerprint": fingerprint,
+                   "recovery_steps": 0, "phase_seconds": phases}
+        reason = feasibility.cost_violation(metrics) if feasibility is not None else None
+        if reason is not None:
+            return metrics, reason
+        if steps > 0:
+            with _phase(phases, "recovery"):
+                rc = self.spec.recovery
+                model = recover(self.base, config, self.data.train, steps=steps, device=self.device, lr=rc.lr,
+                                batch_size=rc.batch_size, temperature=rc.temperature, alpha=rc.alpha, seed=rc.seed,
+                                calibration=self.data.calibration)
+        with _phase(phases, "accuracy"):
+            acc = evaluate_accuracy(model, self.data.val, self.device, self.spec.data.eval_batch_size,
+                                    source=f"val split of {self.data.name}")
+        metrics.update(accuracy=acc.top1, top5=acc.top5, accuracy_source=acc.source, recovery_steps=steps)
+        return metrics, feasibility.accuracy_violation(metrics) if feasibility is not None else None
+
+    def _latency(self, model, config, predictor):
+        from vitsearch.evaluators import latency_entry, measure_latency
+
+        if predictor is not None:
+            pred = predictor.predict(config)
+            entry = latency_entry(median_ms=pred.median_ms, device=str(self.device),
+                                  fingerprint_id=predictor.fingerprint_id, batch=self.input_shape[0])
+            return entry, predictor.fingerprint
+        lat = self.spec.latency
+        result = measure_latency(model, self.input_shape, self.device, threads=lat.threads, warmup=lat.warmup,
+                                 max_runs=lat.max_runs, max_seconds=lat.max_seconds)
+        return latency_entry(result), result.fingerprint
+
+
+@contextmanager
+def _phase(phases: dict[str, float], name: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = round(time.perf_counter() - start, 4)
+
+
+def load_session(study: str | Path | StudySpec) -> Session:
+    """Validate the study, then resolve the device, load the model and the data (in that order)."""
+    from vitsearch.evaluators.accuracy import check_compatible
+    from vitsearch.evaluators.data import load_imagefolder, load_mnist5k
+    from vitsearch.evaluators.device import resolve_device
+    from vitsearch.evaluators.models import ModelSpec, load_base_model
+
+    spec = study if isinstance(study, StudySpec) else load_study(study)
+    device = resolve_device(spec.device)
+    m = spec.model
+    base = load_base_model(ModelSpec(m.name, m.pretrained, m.checkpoint, m.num_classes)).to(device)
+    if spec.data.source == "mnist5k":
+        data = load_mnist5k(seed=spec.data.seed, calibration_size=spec.data.calibration_size)
+    else:
+        data = load_imagefolder(spec.data.path, base, spec.data.calibration_size, spec.data.seed)
+    check_compatible(base, data.input_size, data.num_classes)
+    if spec.latency.input_size is not None:
+        check_compatible(base, spec.latency.input_size, data.num_classes)
+    return Session(spec, device, base, data)

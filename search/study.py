@@ -1,0 +1,194 @@
+"""Study files (``studies/*.yaml``): the pydantic schema and loading with one-line errors.
+
+A study names the base model, the data, the target device, how latency is measured,
+the objectives and hard constraints, the search space and the search settings. Unknown
+fields are refused (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vitsearch.spaces import SpaceSpec
+from vitsearch.spaces.errors import ConfigError
+
+METRICS = ("accuracy", "latency_ms", "size_mb", "macs")
+_DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Strict):
+    """``builtin:vitsearch-tiny``, ``timm:<name>`` (+ ``pretrained``), optional ``checkpoint``."""
+
+    name: str = "builtin:vitsearch-tiny"
+    pretrained: bool = True
+    checkpoint: str | None = None
+    num_classes: int | None = Field(default=None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        if not (v.startswith("builtin:") or v.startswith("timm:")) or v.endswith(":"):
+            raise ValueError("must be builtin:vitsearch-tiny or timm:<timm model name>")
+        return v
+
+
+class DataSection(_Strict):
+    """``mnist5k`` (built in) or ``imagefolder`` with ``path`` holding train/ and val/."""
+
+    source: Literal["mnist5k", "imagefolder"] = "mnist5k"
+    path: str | None = None
+    seed: int = 0
+    calibration_size: int = Field(default=256, gt=0)
+    eval_batch_size: int = Field(default=250, gt=0)
+
+    @model_validator(mode="after")
+    def _path_for_imagefolder(self) -> "DataSection":
+        if self.source == "imagefolder" and not self.path:
+            raise ValueError("data.path is required for source imagefolder (a folder with train/ and val/)")
+        return self
+
+
+class LatencySection(_Strict):
+    """How latency is measured: batch, input size (default: the model's), CPU threads."""
+
+    batch_size: int = Field(default=1, gt=0)
+    input_size: tuple[int, int, int] | None = None
+    threads: int | None = Field(default=None, gt=0)
+    warmup: int = Field(default=10, ge=0)
+    max_runs: int = Field(default=200, gt=0)
+    max_seconds: float = Field(default=10.0, gt=0)
+
+
+class Objective(_Strict):
+    metric: Literal["accuracy", "latency_ms", "size_mb", "macs"]
+    direction: Literal["maximize", "minimize"]
+
+
+class Constraints(_Strict):
+    """Hard limits; a candidate beyond one is infeasible. Accuracy drop is absolute (0..1)."""
+
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    max_size_mb: float | None = Field(default=None, gt=0)
+    max_accuracy_drop: float | None = Field(default=None, ge=0, le=1)
+
+
+class RecoverySection(_Strict):
+    """Short knowledge-distillation fine-tune of each candidate (0 steps = off)."""
+
+    steps: int = Field(default=0, ge=0)
+    lr: float = Field(default=1e-4, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    temperature: float = Field(default=2.0, gt=0)
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    seed: int = 0
+
+
+class SearchSection(_Strict):
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    trials: int = Field(default=40, gt=0)
+    workers: int = Field(default=2, gt=0)
+    cpus: int | None = Field(default=None, gt=0)
+    seed: int = 0
+    ray_address: str | None = None
+    storage: str | None = None
+    population_size: int | None = Field(default=None, gt=1)
+    batch_size: int | None = Field(default=None, gt=0)
+
+
+class StudySpec(_Strict):
+    """A whole study file."""
+
+    name: str = "default"
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    device: str = "cpu"
+    latency: LatencySection = LatencySection()
+    objectives: tuple[Objective, ...] = (
+        Objective(metric="accuracy", direction="maximize"),
+        Objective(metric="latency_ms", direction="minimize"),
+    )
+    constraints: Constraints = Constraints()
+    space: SpaceSpec = SpaceSpec()
+    recovery: RecoverySection = RecoverySection()
+    search: SearchSection = SearchSection()
+    output_dir: str = "runs/{name}"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not _DEVICE.match(v):
+            raise ValueError("must be cpu, cuda, cuda:N or auto")
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: tuple[Objective, ...]) -> tuple[Objective, ...]:
+        metrics = [o.metric for o in v]
+        if not v or len(set(metrics)) != len(metrics):
+            raise ValueError(f"must list one or more distinct metrics of {', '.join(METRICS)}")
+        return v
+
+    def run_dir(self) -> Path:
+        """Where a run of this study writes by default."""
+        return Path(self.output_dir.format(name=self.name))
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"unknown field {where!r}; remove it or check its spelling"
+    shown = repr(first.get("input"))
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    return f"field {where!r}: {msg}; got {shown}{more}"
+
+
+def parse_study(data: Any, source: str = "<study>") -> StudySpec:
+    """Validate a parsed study document; raises ConfigError with one line."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a study file must be a YAML mapping of fields, got {type(data).__name__}")
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_one_line(exc)}") from None
+
+
+def default_study_path() -> Path:
+    """The embedded default study shipped with the package."""
+    return Path(str(resources.files("vitsearch.studies") / "default.yaml"))
+
+
+def load_study(path: str | Path) -> StudySpec:
+    """Read and validate a study file (``default`` names the embedded default)."""
+    import yaml
+
+    p = default_study_path() if str(path) == "default" else Path(path)
+    if not p.is_file():
+        raise ConfigError(f"study file {str(p)!r} does not exist; give a YAML study file such as studies/default.yaml")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"study file {str(p)!r}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
+    return parse_study(data, str(p))
+
+
+def study_to_yaml(spec: StudySpec) -> str:
+    """The resolved study (every default filled in), as YAML."""
+    import yaml
+
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Ready study files (YAML); ``default.yaml`` is the embedded default study."""

@@ -1,0 +1,100 @@
+"""The CLI as a user meets it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+
+def vitsearch(*args, cwd=None, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "vitsearch.search.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def study(tmp_path, doc: dict):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_help_is_fast_and_lists_commands():
+    start = time.perf_counter()
+    out = vitsearch("--help")
+    assert out.returncode == 0
+    for cmd in ("run", "baseline", "eval", "train-builtin"):
+        assert cmd in out.stdout
+    assert time.perf_counter() - start < 10  # generous: a cold interpreter on a loaded CI box
+    # no heavy import at CLI import time
+    probe = subprocess.run([sys.executable, "-c", "import sys, vitsearch.search.cli; "
+                            "print(any(m in sys.modules for m in ('torch', 'ray', 'optuna', 'timm')))"],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_baseline_json_on_default_study(tmp_path):
+    out = vitsearch("baseline", "default", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["accuracy"] >= 0.97
+    assert data["latency_ms"] > 0 and data["latency_source"] == "measured" and data["latency_runs"] >= 5
+    assert data["device"] == "cpu" and 4.0 < data["size_mb"] < 7.0
+    assert data["record"]["fingerprint"]["threads"] == 1
+
+
+def test_eval_prints_every_number_with_its_source(tmp_path):
+    out = vitsearch("eval", "default", "--config", '{"depth": {"keep": 4}}', cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "depth 4" in text and "measured on val split of mnist5k, 1000 images" in text
+    assert "measured over" in text and "analytic" in text
+
+
+def _ckpt(tmp_path):
+    from vitsearch.evaluators.models import create_vitsearch_tiny
+
+    path = tmp_path / "deit.pt"
+    import timm
+
+    torch.save(timm.create_model("deit_tiny_patch16_224", pretrained=False).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"nope": 1}, "unknown field 'nope'"),
+    ({"search": {"trials": "x"}}, "field 'search.trials'"),
+    ({"model": {"name": "timm:nonexistent_vit"}}, "unknown timm model"),
+    ({"model": {"name": "timm:resnet18", "pretrained": False}}, "not a supported ViT"),
+    ({"data": {"source": "imagefolder", "path": "/does/not/exist"}}, "does not exist"),
+    ({"device": "cuda"} if not torch.cuda.is_available() else {"device": "cuda:99"}, "cuda"),
+    ({"latency": {"batch_size": 0}}, "latency.batch_size"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, doc, match):
+    out = vitsearch("baseline", study(tmp_path, doc), cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert match in out.stderr and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "s.yaml"]  # nothing written
+
+
+def test_bad_checkpoint_and_empty_data_folder(tmp_path):
+    ckpt = _ckpt(tmp_path)
+    out = vitsearch("baseline", study(tmp_path, {"model": {"checkpoint": str(ckpt)}}))
+    assert out.returncode == 2 and "does not match the architecture" in out.stderr
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "val").mkdir()
+    out = vitsearch("baseline", study(tmp_path, {"data": {"source": "imagefolder", "path": str(tmp_path / "data")}}))
+    assert out.returncode == 2 and "no images" in out.stderr
+
+
+def test_bad_config_argument(tmp_path):
+    out = vitsearch("eval", "default", "--config", "{not json")
+    assert out.returncode == 2 and "--config: not valid JSON" in out.stderr
+    out = vitsearch("eval", "default", "--config", '{"depth": {"keep": 0}}')
+    assert out.returncode == 2 and "depth" in out.stderr and out.stderr.count("\n") == 1

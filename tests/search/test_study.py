@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vitsearch.search.study import StudySpec, default_study_path, load_study, parse_study, study_to_yaml
+from vitsearch.spaces.errors import ConfigError
+
+STUDIES = sorted((Path(__file__).parents[2] / "studies").glob("*.yaml"))
+
+
+def test_studies_folder_is_not_empty():
+    assert {p.name for p in STUDIES} >= {"default.yaml", "deit_small_imagenet.yaml"}
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_every_study_file_validates(path):
+    spec = load_study(path)
+    # the resolved form round-trips: what a run dir stores reloads to the same spec
+    assert parse_study(yaml.safe_load(study_to_yaml(spec))) == spec
+
+
+def test_embedded_default_is_the_repo_default():
+    assert default_study_path().read_text() == (Path(__file__).parents[2] / "studies" / "default.yaml").read_text()
+    spec = load_study("default")
+    assert spec.model.name == "builtin:vitsearch-tiny" and spec.data.source == "mnist5k" and spec.device == "cpu"
+
+
+def test_defaults_fill_an_empty_study():
+    spec = parse_study({})
+    assert [o.metric for o in spec.objectives] == ["accuracy", "latency_ms"]
+    assert spec.search.sampler == "nsga2" and spec.run_dir() == Path("runs/default")
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"modle": {}}, "unknown field 'modle'"),
+    ({"model": {"name": "resnet"}}, "field 'model.name'"),
+    ({"device": "gpu"}, "field 'device'.*cpu, cuda, cuda:N or auto.*'gpu'"),
+    ({"latency": {"batch_size": 0}}, "field 'latency.batch_size'"),
+    ({"search": {"sampler": "cmaes"}}, "field 'search.sampler'.*'cmaes'"),
+    ({"search": {"trials": "many"}}, "field 'search.trials'"),
+    ({"data": {"source": "imagefolder"}}, "data.path is required"),
+    ({"objectives": [{"metric": "accuracy", "direction": "maximize"}] * 2}, "distinct"),
+    ([1, 2], "YAML mapping"),
+])
+def test_bad_study_documents_give_one_line(doc, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        parse_study(doc, "x.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_bad_study_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_study(bad)
+
+
+def test_spec_is_frozen():
+    spec = StudySpec()
+    with pytest.raises(Exception):
+        spec.device = "cuda"
