@@ -6,7 +6,7 @@ from vitsearch.spaces.errors import DataError, DeviceError, ModelError, Vitsearc
 from .accuracy import AccuracyResult, evaluate_accuracy, recover
 from .data import DataSplits, load_imagefolder, load_mnist5k
 from .devicelock import device_lock
-from .fingerprint import device_fingerprint, fingerprint_id
+from .fingerprint import device_fingerprint, fingerprint_id, resolve_device
 from .latency import LatencyResult, measure_latency, measure_repeatability
 from .macs import analytic_macs
 from .models import ModelSpec, create_vitsearch_tiny, load_base_model
@@ -16,7 +16,7 @@ from .size import SizeReport, model_size
 __all__ = [
     "AccuracyResult", "evaluate_accuracy", "recover",
     "DataSplits", "load_imagefolder", "load_mnist5k",
-    "device_lock", "device_fingerprint", "fingerprint_id",
+    "device_lock", "device_fingerprint", "fingerprint_id", "resolve_device",
     "LatencyResult", "measure_latency", "measure_repeatability",
     "analytic_macs", "ModelSpec", "create_vitsearch_tiny", "load_base_model",
     "Evaluation", "latency_entry", "SizeReport", "model_size",

@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timezone
 
 from vitsearch.search.engine import Plan, eta_text, make_sampler, open_storage, stale_to_fail
-from vitsearch.spaces.errors import VitsearchError
+from vitsearch.spaces.errors import ConfigError, VitsearchError
 from vitsearch.search.results import ATTR_FEASIBLE, front_table, pareto_front, trials_frame, write_tables
 
 log = logging.getLogger("vitsearch.run")
@@ -77,7 +77,13 @@ class Driver:
         kwargs = dict(include_dashboard=False, log_to_driver=self.plan.verbose,
                       logging_level=logging.INFO if self.plan.verbose else logging.ERROR)
         if self.plan.address:
-            ray.init(address=self.plan.address, **kwargs)
+            try:
+                ray.init(address=self.plan.address, **kwargs)
+            except Exception as exc:
+                detail = str(exc).strip().splitlines()[-1][:240] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"--address: could not join the Ray cluster at {self.plan.address!r} ({detail}); "
+                                  "with token authentication set RAY_AUTH_MODE=token and share the cluster's token "
+                                  "(ray get-auth-token)") from None
         else:
             ray.init(num_cpus=self.plan.cpus, num_gpus=None, **kwargs)
 
@@ -91,6 +97,7 @@ class Driver:
         from vitsearch.search.worker import evaluate_batch
 
         session, space, feas, base_acc = self._load()  # model/data errors before anything is written
+        self._init_ray()
         plan = self.plan
         if not plan.resume:
             plan.run_dir.create(self.spec, {
@@ -109,7 +116,6 @@ class Driver:
         if not study.trials:
             for params in space.preset_params():  # the front always holds the uncompressed model
                 study.enqueue_trial(params, skip_if_exists=True)
-        self._init_ray()
         searcher = CandidateSearch(space=space, objectives=self.objectives, feasibility=feas, target=plan.trials,
                                    batch_size=plan.batch_size, sampler=make_sampler(self.spec, plan.trials),
                                    storage=storage, study_name=self.spec.name, on_settle=self._on_settle)

@@ -132,7 +132,7 @@ def load_session(study: str | Path | StudySpec) -> Session:
     """Validate the study, then resolve the device, load the model and the data (in that order)."""
     from vitsearch.evaluators.accuracy import check_compatible
     from vitsearch.evaluators.data import load_imagefolder, load_mnist5k
-    from vitsearch.evaluators.device import resolve_device
+    from vitsearch.evaluators.fingerprint import resolve_device
     from vitsearch.evaluators.models import ModelSpec, load_base_model
 
     spec = study if isinstance(study, StudySpec) else load_study(study)

@@ -22,6 +22,8 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
+RAY = str(Path(sys.executable).parent / "ray")
+
 STUDY = {
     "name": "t",
     "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5},
@@ -111,7 +113,7 @@ def test_resume_after_sigkill(tmp_path):
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-run
     proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    subprocess.run([RAY, "stop", "--force"], capture_output=True)
     killed_at = _completed(run / "optuna.db")
     assert 3 <= killed_at < 8
 
@@ -130,19 +132,24 @@ def test_resume_after_sigkill(tmp_path):
 
 
 def test_external_ray_cluster(tmp_path):
+    # Loopback only: Ray resolves 127.0.0.1 to the machine's outward IP unless told it is
+    # not forming a multi-host cluster (this flag), for the head and the driver alike.
+    # The head uses token authentication; a driver joining it must say so too.
+    loopback = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
     port = 6390 + os.getpid() % 50
-    start = subprocess.run(["ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+    start = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=120, env={**os.environ, **loopback})
     assert start.returncode == 0, start.stderr[-2000:]
     try:
         study_path = write_study(tmp_path, search={"trials": 4})
-        out = vitsearch("run", study_path, "--out", tmp_path / "run", "--address", f"127.0.0.1:{port}")
+        out = vitsearch("run", study_path, "--out", tmp_path / "run", "--address", f"127.0.0.1:{port}",
+                        env=loopback)
         assert out.returncode == 0, out.stderr[-3000:]
         _, frame = load(tmp_path / "run")
         assert (frame.state == "COMPLETE").sum() == 4
     finally:
-        subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
 
 
 @pytest.mark.parametrize("args, match", [

@@ -1,0 +1,334 @@
+"""Latency measurement: real timed forward passes, with the device fingerprint.
+
+CPU: a fixed torch thread count for the measurement (restored afterwards and recorded),
+warm-up passes, then passes timed with ``time.perf_counter_ns`` until the median is
+stable (the median of the last half of the samples is within ``rel_tol`` of the median
+of all, checked every ``check_every`` passes once ``min_runs`` are in) or a cap
+(``max_runs`` passes or ``max_seconds`` of timed passes) is reached.
+
+CUDA: the same loop, each pass bracketed by CUDA events and synchronised, so a sample
+is one forward's device time; the fingerprint adds the GPU temperature after the
+measurement next to the one before (throttling shows). The CUDA path was not exercised
+on a GPU (no GPU on the development machine).
+
+The whole measurement holds the device's inter-process lock (:mod:`.devicelock`), so
+no two measurements on one device overlap. Inputs are fp32 and created once; models
+with fp16/bf16 weights cast internally.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitsearch.spaces.errors import ConfigError
+
+from .devicelock import device_lock
+from .fingerprint import device_fingerprint, gpu_temperature, read_cpuinfo, resolve_device
+
+#: Fewer timed passes than this never end a measurement, whatever the time cap.
+MIN_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """One latency measurement: statistics over ``n_runs`` timed passes, in ms."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    n_runs: int
+    n_warmup: int
+    input_shape: tuple[int, ...]
+    batch: int
+    device: str
+    threads: int | None
+    stable: bool
+    stop_reason: str
+    timed_seconds: float
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    source: str = "measured"
+    measured_at: str = ""  # UTC ISO 8601 time of the first timed pass
+
+    @property
+    def fingerprint_id(self) -> str | None:
+        """The fingerprint's short identity hash."""
+        return self.fingerprint.get("fingerprint_id")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict."""
+        out = asdict(self)
+        out["input_shape"] = list(self.input_shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyResult:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["input_shape"] = tuple(data["input_shape"])
+        return cls(**data)
+
+    def summary(self) -> str:
+        """One human line saying what was measured, where and how."""
+        where = self.fingerprint.get("cpu_model") or self.fingerprint.get("gpu_name") or self.device
+        threads = f", {self.threads} threads" if self.threads is not None else ""
+        return (
+            f"{self.median_ms:.3f} ms median (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f}), "
+            f"{self.source} over {self.n_runs} timed passes after {self.n_warmup} warm-up, "
+            f"batch {self.batch}, on {self.device} [{where}{threads}], stop: {self.stop_reason}, "
+            f"fingerprint {self.fingerprint_id}"
+        )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    warmup: int
+    min_runs: int
+    max_runs: int
+    max_seconds: float
+    rel_tol: float
+    check_every: int
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    device: str | torch.device = "cpu",
+    *,
+    threads: int | None = None,
+    warmup: int = 10,
+    min_runs: int = 20,
+    max_runs: int = 1000,
+    max_seconds: float = 10.0,
+    rel_tol: float = 0.01,
+    check_every: int = 10,
+    lock: bool = True,
+    lock_timeout: float | None = None,
+) -> LatencyResult:
+    """Time forward passes of ``model`` on fp32 inputs of ``input_shape`` (B, C, H, W).
+
+    ``device``: "cpu", "cuda", "cuda:N" or "auto". ``threads``: CPU threads for the
+    measurement (default: the physical cores this process may use); ignored on CUDA
+    (recorded as None). A model not on ``device`` is measured as a copy moved there;
+    the model itself is left as it was (device and train/eval mode). At least one
+    warm-up pass always runs: it turns a model/input mismatch into a ConfigError.
+    Timed passes stop when stable (see the module docstring), at ``max_runs``, or once
+    ``max_seconds`` of timed passes are spent (never before 5 passes); the result says
+    which. ``lock`` holds the device's inter-process lock for the whole measurement.
+
+    CUDA path not exercised on a GPU (no GPU on the development machine).
+    """
+    shape = check_input_shape(input_shape)
+    plan = _check_plan(warmup, min_runs, max_runs, max_seconds, rel_tol, check_every)
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        threads = default_threads() if threads is None else _check_threads(threads)
+    else:
+        threads = None
+    with device_lock(dev, timeout=lock_timeout) if lock else nullcontext():
+        return _measure_locked(_on_device(model, dev), shape, dev, threads, plan)
+
+
+def measure_repeatability(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    device: str | torch.device = "cpu",
+    repeats: int = 5,
+    **kw: Any,
+) -> dict[str, Any]:
+    """Measure the same model ``repeats`` times: the spread of the medians (noise floor).
+
+    Returns the medians, ``spread`` = max/min - 1, the ``mape`` (mean absolute
+    percentage deviation, as a fraction) of each median from the median of medians and
+    its maximum, with the fingerprint. ``kw`` goes to :func:`measure_latency`; the
+    device lock is held across all repeats.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
+        raise ConfigError(f"repeats: {repeats!r} is not an integer >= 2; give how many measurements to compare, e.g. 5")
+    dev = resolve_device(device)
+    use_lock = kw.pop("lock", True)
+    model = _on_device(model, dev)
+    with device_lock(dev, timeout=kw.get("lock_timeout")) if use_lock else nullcontext():
+        results = [measure_latency(model, input_shape, dev, lock=False, **kw) for _ in range(repeats)]
+    medians = [r.median_ms for r in results]
+    center = statistics.median(medians)
+    deviations = [abs(m - center) / center for m in medians]
+    return {
+        "medians_ms": medians,
+        "median_of_medians_ms": center,
+        "spread": max(medians) / min(medians) - 1.0,
+        "mape": sum(deviations) / len(deviations),
+        "max_ape": max(deviations),
+        "n_runs": [r.n_runs for r in results],
+        "repeats": repeats,
+        "input_shape": list(results[0].input_shape),
+        "device": results[0].device,
+        "threads": results[0].threads,
+        "fingerprint": results[0].fingerprint,
+        "fingerprint_id": results[0].fingerprint_id,
+    }
+
+
+def default_threads() -> int:
+    """Physical cores, capped by the CPUs this process may run on (the CPU default)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    physical = read_cpuinfo().get("physical_cores") or available
+    return max(1, min(physical, available))
+
+
+def check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    """Validate an input shape ``(batch, channels, height, width)``; ConfigError if not."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    if shape is None or len(shape) != 4 or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise ConfigError(
+            f"input_shape: {input_shape!r} is not 4 integers; give (batch, channels, height, width), e.g. (1, 3, 224, 224)"
+        )
+    if shape[0] <= 0:
+        raise ConfigError(f"batch size: {shape[0]} is not allowed; the batch size must be >= 1")
+    if any(s <= 0 for s in shape[1:]):
+        raise ConfigError(f"input_shape: {shape} has a non-positive size; channels, height and width must be >= 1")
+    return shape
+
+
+def _check_threads(threads: Any) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
+        raise ConfigError(f"threads: {threads!r} is not a positive integer; give the number of CPU threads, e.g. 2")
+    return threads
+
+
+def _check_plan(warmup, min_runs, max_runs, max_seconds, rel_tol, check_every) -> _Plan:
+    ints = {"warmup": (warmup, 0), "min_runs": (min_runs, 1), "max_runs": (max_runs, 1), "check_every": (check_every, 1)}
+    for name, (value, low) in ints.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name}: {value!r} is not an integer >= {low}")
+    if max_runs < min_runs:
+        raise ConfigError(f"max_runs: {max_runs} is below min_runs {min_runs}; give max_runs >= min_runs")
+    for name, value in {"max_seconds": max_seconds, "rel_tol": rel_tol}.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or value == float("inf"):
+            raise ConfigError(f"{name}: {value!r} is not a positive finite number")
+    return _Plan(warmup, min_runs, max_runs, float(max_seconds), float(rel_tol), check_every)
+
+
+def _on_device(model: nn.Module, dev: torch.device) -> nn.Module:
+    """The model itself if it already lives on ``dev``, else a copy moved there."""
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        first = next(iter(model.buffers()), None)
+    if first is None or _same_device(first.device, dev):
+        return model
+    return copy.deepcopy(model).to(dev)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.type == "cpu" or (a.index or 0) == (b.index or 0))
+
+
+def _measure_locked(model: nn.Module, shape: tuple[int, ...], dev: torch.device,
+                    threads: int | None, plan: _Plan) -> LatencyResult:
+    modes = {m: m.training for m in model.modules()}
+    saved_threads = torch.get_num_threads()
+    try:
+        model.eval()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        fingerprint = device_fingerprint(dev, threads if threads is not None else saved_threads)
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
+        with torch.inference_mode():
+            run_once = _cpu_pass(model, x) if dev.type == "cpu" else _cuda_pass(model, x, dev)
+            _warm_up(run_once, plan.warmup, shape)
+            started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            start = time.perf_counter()
+            samples, reason = _sample(run_once, plan)
+            timed = time.perf_counter() - start
+        if dev.type == "cuda":
+            fingerprint["temperature_after_c"] = gpu_temperature(dev.index, fingerprint.get("gpu_uuid"))
+    finally:
+        torch.set_num_threads(saved_threads)
+        for m, mode in modes.items():
+            m.training = mode
+    return _result(samples, reason, timed, plan, shape, dev, threads, fingerprint, started)
+
+
+def _cpu_pass(model: nn.Module, x: torch.Tensor) -> Callable[[], float]:
+    def once() -> float:
+        t0 = time.perf_counter_ns()
+        model(x)
+        return (time.perf_counter_ns() - t0) / 1e6
+    return once
+
+
+def _cuda_pass(model: nn.Module, x: torch.Tensor, dev: torch.device) -> Callable[[], float]:
+    """CUDA events around one forward, synchronised (not exercised on a GPU here)."""
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+
+    def once() -> float:
+        with torch.cuda.device(dev):
+            torch.cuda.synchronize(dev)
+            start.record()
+            model(x)
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end))
+    return once
+
+
+def _warm_up(run_once: Callable[[], float], n: int, shape: tuple[int, ...]) -> None:
+    """Warm-up passes; the first one turns a model/input mismatch into one clear line."""
+    try:
+        run_once()
+    except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"input_shape: the model's first forward on inputs of shape {shape} failed ({first}); "
+            "give the (batch, channels, height, width) the model was built for"
+        ) from None
+    for _ in range(n - 1):
+        run_once()
+
+
+def _sample(run_once: Callable[[], float], plan: _Plan) -> tuple[list[float], str]:
+    samples: list[float] = []
+    deadline = time.perf_counter() + plan.max_seconds
+    while True:
+        samples.append(run_once())
+        n = len(samples)
+        if n >= plan.max_runs:
+            return samples, "max_runs"
+        if n >= plan.min_runs and n % plan.check_every == 0 and is_stable(samples, plan.rel_tol):
+            return samples, "stable"
+        if time.perf_counter() >= deadline and n >= MIN_SAMPLES:
+            return samples, "max_seconds"
+
+
+def is_stable(samples: Sequence[float], rel_tol: float) -> bool:
+    """Whether the median of the last half is within ``rel_tol`` of the median of all."""
+    whole = statistics.median(samples)
+    recent = statistics.median(samples[len(samples) // 2:])
+    return abs(recent - whole) <= rel_tol * whole
+
+
+def _result(samples, reason, timed, plan, shape, dev, threads, fingerprint, started) -> LatencyResult:
+    arr = np.asarray(samples, dtype=np.float64)
+    p10, median, p90 = np.percentile(arr, [10, 50, 90])
+    return LatencyResult(
+        median_ms=float(median), p10_ms=float(p10), p90_ms=float(p90), mean_ms=float(arr.mean()),
+        n_runs=len(samples), n_warmup=max(plan.warmup, 1), input_shape=shape, batch=shape[0],
+        device=str(dev), threads=threads, stable=reason == "stable", stop_reason=reason,
+        timed_seconds=timed, fingerprint=fingerprint, measured_at=started,
+    )
