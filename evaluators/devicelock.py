@@ -82,3 +82,25 @@ def device_lock(device: str | torch.device, timeout: float | None = None) -> Ite
         yield path
     finally:
         lock.release()
+
+
+@contextmanager
+def device_busy(device: str | torch.device) -> Iterator[Path]:
+    """Hold a *shared* lock on ``device`` while doing non-timed work on it (accuracy, recovery).
+
+    Any number of processes can hold it together; a latency measurement (the exclusive
+    :func:`device_lock` on the same file, both ``flock``-based) waits until none holds
+    it, and work waits while a measurement runs, so no measurement overlaps a trial's
+    computation on the same device. Not re-entrant with :func:`device_lock` in one
+    process: release it before measuring.
+    """
+    import fcntl
+
+    path = device_lock_path(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor drops the flock

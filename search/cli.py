@@ -52,6 +52,17 @@ def _add_run(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def _add_bench_search(sub) -> None:
+    p = sub.add_parser("bench-search", help="benchmark: hypervolume vs trials for NSGA-II, TPE and random")
+    p.add_argument("study", help="study file (YAML), or 'default'")
+    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--seeds", type=int, default=3, help="seeds per sampler (0..N-1)")
+    p.add_argument("--samplers", default="nsga2,tpe,random")
+    p.add_argument("--out", default="benchmarks/results/search", help="cache and results folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench_search)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(
@@ -59,8 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compression search for Vision Transformers: sparsity, bit-width, head grouping, "
                     "token budget and depth, searched jointly for a target device.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_baseline, _add_eval, _add_train_builtin):
+    for add in (_add_run, _add_baseline, _add_eval, _add_train_builtin, _add_bench_search):
         add(sub)
+    from vitsearch.search import cmd_predictor, cmd_report  # light modules: heavy imports stay in handlers
+
+    cmd_predictor.register(sub)
+    cmd_report.register(sub)
     return parser
 
 
@@ -103,6 +118,10 @@ def cmd_run(args) -> int:
     path = summary["run_dir"]
     print(f"\n{summary['completed']}/{summary['requested']} trials completed in {summary['seconds']:.0f} s "
           f"({summary['failed']} failed, {summary['infeasible']} infeasible, {summary['reused']} reused duplicates)")
+    if summary.get("engine_overhead_share") is not None:
+        print(f"engine overhead: {summary['engine_overhead_share']:.1%} of worker time outside candidate evaluation "
+              f"({summary['evaluations']} evaluations, {summary['evaluation_seconds']:.0f} s of evaluation on "
+              f"{summary['workers']} workers; measured, Ray start-up excluded)")
     print(f"Pareto front (feasible trials; latency source per row):\n{summary['front_table']}")
     if summary["completed"] < summary["requested"]:
         print(f"\nstopped early; resume with: vitsearch run {args.study} --resume {path}")
@@ -130,6 +149,21 @@ def cmd_eval(args) -> int:
         raise VitsearchError(f"--recovery-steps: must be >= 0, got {args.recovery_steps}")
     record = session.evaluate(config, recovery_steps=args.recovery_steps)
     _print_record(record, args.json, f"{config.summary()} on {session.spec.model.name} ({session.data.describe()})")
+    return 0
+
+
+def cmd_bench_search(args) -> int:
+    """``vitsearch bench-search STUDY``: samplers against random search."""
+    from vitsearch.search.bench import format_summary, run_bench
+
+    samplers = [x.strip() for x in args.samplers.split(",") if x.strip()]
+    bad = [x for x in samplers if x not in ("nsga2", "tpe", "random")]
+    if bad or not samplers:
+        raise VitsearchError(f"--samplers: {bad[0] if bad else args.samplers!r} is not a sampler; use nsga2, tpe, random")
+    if args.trials <= 0 or args.seeds <= 0:
+        raise VitsearchError(f"--trials/--seeds: must be positive, got {args.trials}/{args.seeds}")
+    summary = run_bench(args.study, args.trials, list(range(args.seeds)), samplers, Path(args.out))
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
 

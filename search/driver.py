@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -50,15 +51,53 @@ class Driver:
         if base_acc is None and c.max_accuracy_drop is not None:
             base_acc = evaluate_accuracy(session.base, session.data.val, session.device,
                                          self.spec.data.eval_batch_size).top1
+        predictor = self._predictor(session)
         feas = Feasibility(c.max_latency_ms, c.max_size_mb,
-                           None if c.max_accuracy_drop is None else base_acc - c.max_accuracy_drop)
+                           None if c.max_accuracy_drop is None else base_acc - c.max_accuracy_drop,
+                           predictor=predictor, predictor_fingerprint=getattr(predictor, "fingerprint_id", None))
         return session, space, feas, base_acc
 
+    def _predictor(self, session):
+        """The study's fitted latency predictor for this device, or None (then latency is measured)."""
+        from pathlib import Path
+
+        from vitsearch.evaluators import device_fingerprint
+        from vitsearch.spaces.errors import DeviceError
+
+        mode = self.spec.latency.predictor
+        if mode == "off":
+            return None
+        from vitsearch.evaluators.predictor import LatencyPredictor, default_profile_dir
+
+        path = default_profile_dir(self.spec) if mode == "auto" else Path(mode)
+        if not path.exists():
+            if mode == "auto":
+                log.info("no latency profile at %s: latency is measured for every candidate "
+                         "(run `vitsearch profile` to search with predicted latency)", path)
+                return None
+            raise ConfigError(f"latency.predictor: {mode!r} does not exist; give a profile dir written by "
+                              "`vitsearch profile`, 'auto' or 'off'")
+        predictor = LatencyPredictor.load(path)
+        try:
+            predictor.check_device(device_fingerprint(session.device, self.spec.latency.threads))
+        except DeviceError as exc:
+            if mode != "auto":
+                raise
+            log.info("latency profile at %s not used: %s", path, exc)
+            return None
+        return predictor
+
     def _start_logging(self) -> None:
+        import ray  # noqa: F401  (installs Ray's own stderr handler, which we replace below)
+
         handler = logging.FileHandler(self.plan.run_dir.log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         for name in ("vitsearch", "ray", "optuna"):
             lg = logging.getLogger(name)
+            if not self.plan.verbose:  # Ray's console output goes to run.log unless --verbose
+                for h in [h for h in lg.handlers if isinstance(h, logging.StreamHandler)
+                          and not isinstance(h, logging.FileHandler)]:
+                    lg.removeHandler(h)
             lg.addHandler(handler)
             lg.setLevel(logging.INFO)
             lg.propagate = self.plan.verbose and name != "vitsearch"
@@ -97,6 +136,10 @@ class Driver:
         from vitsearch.search.worker import evaluate_batch
 
         session, space, feas, base_acc = self._load()  # model/data errors before anything is written
+        self.latency_source = ("predicted by the latency predictor fitted on this device (fingerprint "
+                               f"{feas.predictor_fingerprint}); the report and pick re-measure" if feas.predictor
+                               else f"measured on {session.device} for every candidate (no fitted profile)")
+        print(f"vitsearch run: {space.size():,} configs in the space; latency {self.latency_source}", file=sys.stderr)
         self._init_ray()
         plan = self.plan
         if not plan.resume:
@@ -124,7 +167,7 @@ class Driver:
         cpus_per = max(1, plan.cpus // plan.workers) if not plan.address else 1
         trainable = tune.with_resources(
             tune.with_parameters(evaluate_batch, session_holder=[ray.put(session)], feasibility=feas,
-                                 threads=cpus_per),
+                                 predictor=feas.predictor, threads=cpus_per),
             {"cpu": cpus_per})
         tuner = tune.Tuner(
             trainable,
@@ -144,7 +187,7 @@ class Driver:
                 f"stopped after {searcher.failures_in_a_row} failed trials in a row; last error: "
                 f"{searcher.last_error}; see {plan.run_dir.log_file} and trials.csv")
         frame = write_tables(self.study, plan.run_dir.path)
-        return self._summary(frame, searcher.completed(), time.time() - started)
+        return self._summary(frame, searcher.completed(), time.time() - started, searcher.told)
 
     # ---- progress ----------------------------------------------------------------------
     def _progress_start(self, done: int) -> None:
@@ -173,15 +216,23 @@ class Driver:
                 f"front {len(front)}, best feasible acc {best:.2%}, ETA {eta_text(done, self.plan.trials, self._t0, self._done0)}")
             self.bar.refresh()
 
-    def _summary(self, frame, completed: int, seconds: float) -> dict:
+    def _summary(self, frame, completed: int, seconds: float, told: set[int]) -> dict:
         front = pareto_front(frame, self.objectives)
         path = self.plan.run_dir.path
+        evaluated = frame[frame["eval_seconds"].notna() & frame["number"].isin(told)]  # this attempt only
+        busy = float(evaluated["eval_seconds"].sum())
+        slots = seconds * self.plan.workers
         summary = {
             "run_dir": str(path), "completed": completed, "requested": self.plan.trials,
+            "workers": self.plan.workers, "batch_size": self.plan.batch_size,
+            "evaluations": int(len(evaluated)), "evaluation_seconds": round(busy, 2),
+            # worker time not spent evaluating: Ray + Tune + Optuna + bookkeeping + idle slots
+            "engine_overhead_share": round(max(0.0, 1 - busy / slots), 4) if slots > 0 else None,
             "failed": int((frame["state"] == "FAIL").sum()),
             "infeasible": int((frame[ATTR_FEASIBLE] == False).sum()),  # noqa: E712
             "reused": int(frame["reused_from"].notna().sum()),
             "pareto": front["number"].astype(int).tolist(), "seconds": round(seconds, 1),
+            "latency_source": self.latency_source,
             "front_table": front_table(front),
         }
         (path / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "front_table"}, indent=2))

@@ -72,6 +72,11 @@ class CandidateSearch(OptunaSearch):
     def study(self) -> optuna.Study:
         return self._ot_study
 
+    @property
+    def told(self) -> set[int]:
+        """Numbers of the trials settled by this searcher (this attempt)."""
+        return set(self._told)
+
     # ---- counting --------------------------------------------------------------------
     def _open(self) -> int:
         return sum(len(b) for b in self._batches.values())

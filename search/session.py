@@ -75,12 +75,13 @@ class Session:
         """
         from vitsearch.evaluators import analytic_macs, evaluate_accuracy, model_size
         from vitsearch.evaluators.accuracy import recover
+        from vitsearch.evaluators.devicelock import device_busy
         from vitsearch.spaces import compress
 
         rec = self.spec.recovery
         steps = rec.steps if recovery_steps is None else recovery_steps
         phases: dict[str, float] = {}
-        with _phase(phases, "compress"):
+        with _phase(phases, "compress"), device_busy(self.device):
             model = compress(self.base, config, calibration=self.data.calibration, device=str(self.device))
         size = model_size(model)
         with _phase(phases, "latency"):
@@ -94,12 +95,12 @@ class Session:
         if reason is not None:
             return metrics, reason
         if steps > 0:
-            with _phase(phases, "recovery"):
+            with _phase(phases, "recovery"), device_busy(self.device):
                 rc = self.spec.recovery
                 model = recover(self.base, config, self.data.train, steps=steps, device=self.device, lr=rc.lr,
                                 batch_size=rc.batch_size, temperature=rc.temperature, alpha=rc.alpha, seed=rc.seed,
                                 calibration=self.data.calibration)
-        with _phase(phases, "accuracy"):
+        with _phase(phases, "accuracy"), device_busy(self.device):
             acc = evaluate_accuracy(model, self.data.val, self.device, self.spec.data.eval_batch_size,
                                     source=f"val split of {self.data.name}")
         metrics.update(accuracy=acc.top1, top5=acc.top5, accuracy_source=acc.source, recovery_steps=steps)

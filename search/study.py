@@ -66,6 +66,10 @@ class LatencySection(_Strict):
     warmup: int = Field(default=10, ge=0)
     max_runs: int = Field(default=200, gt=0)
     max_seconds: float = Field(default=10.0, gt=0)
+    #: "auto": use the study's fitted latency predictor (``vitsearch profile``) when its
+    #: device fingerprint matches this machine, else measure; "off": always measure; or a
+    #: path to a profile dir / predictor file (then it must exist and match).
+    predictor: str = "auto"
 
 
 class Objective(_Strict):

@@ -1,0 +1,108 @@
+"""``vitsearch profile`` and ``vitsearch predictor-eval``: the latency predictor's commands.
+
+Light at import (argparse only): heavy imports live inside the handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from vitsearch.spaces.errors import ConfigError
+
+
+def register(sub) -> None:
+    """Add this module's sub-commands to the `vitsearch` parser."""
+    p = sub.add_parser("profile", help="measure the study's device and fit its latency predictor")
+    p.add_argument("study", help="study file (YAML), or 'default'")
+    p.add_argument("--out", default=None, help="profile dir (default: profiles/<study name>)")
+    p.add_argument("--budget-minutes", type=float, default=8.0, help="time budget for measuring (default 8)")
+    p.add_argument("--models", type=int, default=None, help="whole-model sample size cap (default 400)")
+    p.add_argument("--refine", action="store_true",
+                   help="measure where the fitted predictor is least certain / most wrong, then refit")
+    p.add_argument("--refine-n", type=int, default=40, help="configs measured by --refine (default 40)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_profile)
+
+    e = sub.add_parser("predictor-eval", help="score the fitted predictor on fresh held-out measurements")
+    e.add_argument("study", help="study file (YAML), or 'default'")
+    e.add_argument("--profile", default=None, help="profile dir (default: profiles/<study name>)")
+    e.add_argument("--n", type=int, default=50, help="held-out configs measured (default 50)")
+    e.add_argument("--seed", type=int, default=777, help="seed of the held-out draw")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_predictor_eval)
+
+
+def _positive(name: str, value, kind=float) -> None:
+    if value is not None and (not isinstance(value, (int, float)) or not value > 0 or math.isinf(value)):
+        raise ConfigError(f"{name}: {value!r} is not allowed; expected a positive {kind.__name__}")
+
+
+def cmd_profile(args) -> int:
+    """``vitsearch profile STUDY``: components + whole models, resumable, then fit (or ``--refine``)."""
+    _positive("--budget-minutes", args.budget_minutes)
+    _positive("--models", args.models, int)
+    _positive("--refine-n", args.refine_n, int)
+    from vitsearch.evaluators.profile import N_MODELS, refine_profile, run_profile
+    from vitsearch.search.session import load_session
+
+    session = load_session(args.study)
+    show = not args.json
+    if args.refine:
+        out = refine_profile(session, args.out, n=args.refine_n, budget_minutes=args.budget_minutes,
+                             seed=args.seed, progress=show)
+    else:
+        out = run_profile(session, args.out, budget_minutes=args.budget_minutes,
+                          n_models=args.models or N_MODELS, seed=args.seed, progress=show)
+    out["device"] = str(session.device)
+    out["input_shape"] = list(session.input_shape)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    if args.refine:
+        print(f"refined {out['dir']}: {out['measured']} whole models measured on {out['device']} "
+              f"({out['uncertain']} least certain, {out['remeasured_worst']} worst fitted re-measured), "
+              f"{out['models_total']} in all; fit MAPE (predicted vs measured, training set) "
+              f"{_pct(out['train_mape_before'])} -> {_pct(out['train_mape_after'])}; {out['seconds']:.0f} s")
+    else:
+        budget = " (stopped by the time budget; run again to continue)" if out["stopped_by_budget"] else ""
+        print(f"profiled {out['dir']} on {out['device']} (fingerprint {out['fingerprint_id']}), input "
+              f"{tuple(out['input_shape'])}: {out['components']} component timings, {out['models_total']} whole "
+              f"models measured, {out['seconds']:.0f} s{budget}; fit MAPE (predicted vs measured, training set) "
+              f"{_pct(out['train_mape'])}")
+    print(f"next: vitsearch predictor-eval {args.study}" + (f" --profile {out['dir']}" if args.out else ""))
+    return 0
+
+
+def cmd_predictor_eval(args) -> int:
+    """``vitsearch predictor-eval STUDY``: held-out configs measured fresh vs predicted."""
+    _positive("--n", args.n, int)
+    from vitsearch.evaluators.predictor_eval import evaluate_predictor
+    from vitsearch.search.session import load_session
+
+    session = load_session(args.study)
+    res = evaluate_predictor(session, args.profile, n=args.n, seed=args.seed, progress=not args.json)
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "rows"} | {"rows": res["rows"]}, indent=2,
+                         default=str))
+        return 0
+    fp = res["fingerprint"]
+    where = f"{res['device']} [{fp.get('cpu_model') or fp.get('gpu_name')}, {fp.get('threads')} threads, " \
+            f"fingerprint {res['fingerprint_id']}], input {tuple(res['input_shape'])}"
+    print(f"predictor-eval of {res['profile_dir']}: {res['n']} held-out configs never used in fitting, each "
+          f"measured twice on {where}; mean load average {res['load_avg_1m']}")
+    print(f"  predicted vs measured:    within +-10% {_pct(res['within_10pct'])}, within +-5% "
+          f"{_pct(res['within_5pct'])}, MAPE {_pct(res['mape'])}, Spearman {res['spearman']:.3f}, "
+          f"Kendall {res['kendall']:.3f}")
+    print(f"  re-measured vs measured:  within +-10% {_pct(res['noise_within_10pct'])}, within +-5% "
+          f"{_pct(res['noise_within_5pct'])}, MAPE {_pct(res['noise_mape'])}, Spearman "
+          f"{res['noise_spearman']:.3f}  (the measurement's own noise floor)")
+    print(f"  prediction: {res['predict_ms'] * 1000:.0f} us per config (measured wall time of predict()); "
+          f"a measurement: {res['measure_ms_per_config']:.0f} ms of timed passes; "
+          f"{res['out_of_range']} prediction(s) out of the profiled range")
+    return 0
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}%"

@@ -1,0 +1,99 @@
+"""``vitsearch report``, ``vitsearch pick`` and ``vitsearch list``: read a run dir back.
+
+Kept light at import (argparse only): pandas, plotly, matplotlib and torch load inside
+the handlers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    """Add ``report``, ``pick`` and ``list`` to the `vitsearch` parser."""
+    p = sub.add_parser("report", help="Pareto-front report of a run: HTML, PNG, CSV/parquet, Markdown")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vitsearch run`")
+    p.add_argument("--out", default=None, help="where to write the report (default: RUN_DIR/report)")
+    p.add_argument("--no-remeasure", action="store_true",
+                   help="keep the recorded latencies (default: re-measure the front when this device is the study's)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("pick", help="the most accurate Pareto variant within a latency budget, exported")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vitsearch run`")
+    p.add_argument("--latency-ms", type=float, required=True, help="latency budget in ms (> 0)")
+    p.add_argument("--min-accuracy", type=float, default=None, help="also require top-1 >= this fraction (0..1)")
+    p.add_argument("--max-size-mb", type=float, default=None, help="also require size <= this many MB")
+    p.add_argument("--out", default=None, help="variant dir to write (default: RUN_DIR/variants/trial-N)")
+    p.add_argument("--no-remeasure", action="store_true", help="judge the budget on the recorded latencies")
+    p.set_defaults(func=cmd_pick)
+
+    p = sub.add_parser("list", help="the Pareto front of a run as a table")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vitsearch run`")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_report(args) -> int:
+    """``vitsearch report RUN_DIR``."""
+    from vitsearch.search.report import build
+    from vitsearch.search.runview import load_run
+
+    view = load_run(args.run_dir)
+    out = Path(args.out) if args.out else view.path / "report"
+    result = build(view, out, remeasure=not args.no_remeasure, progress=sys.stderr.isatty())
+    print(f"latencies: {result['remeasure'].why}")
+    for name, path in result["paths"].items():
+        print(f"{name:>14}: {path}")
+    return 0
+
+
+def cmd_pick(args) -> int:
+    """``vitsearch pick RUN_DIR --latency-ms X``."""
+    from vitsearch.search.pick import check_budget, choose, export, runner_up_line
+    from vitsearch.search.runview import check_remeasure, front_latency, load_run, remeasure_front
+    from vitsearch.search.session import load_session
+
+    check_budget(args.latency_ms, args.min_accuracy, args.max_size_mb)  # before any slow work
+    view = load_run(args.run_dir)
+    session = None
+    check = check_remeasure(view)
+    if args.no_remeasure:
+        check.done, check.why = False, "not re-measured (--no-remeasure); latencies are as recorded"
+    elif check.done:
+        session = load_session(view.spec)
+        check = remeasure_front(view, session, progress=sys.stderr.isatty())
+    choice = choose(front_latency(view, check), args.latency_ms, args.min_accuracy, args.max_size_mb)
+    print(f"latencies: {check.why}")
+    print(choice.why)
+    print(runner_up_line(choice))
+    session = session or load_session(view.spec)
+    out = Path(args.out) if args.out else view.path / "variants" / f"trial-{int(choice.winner['number'])}"
+    prov = export(view, choice, session, out, check.why)
+    ex = prov["export"]
+    print(f"accuracy at export: {prov['accuracy']['at_export']:.2%} (recorded {prov['accuracy']['recorded']:.2%})")
+    print("torch.export: " + ("program.pt2 written" if ex["exported"] else f"not exported ({ex['reason']})"))
+    print(f"exported -> {out}   (load: vitsearch.search.load_variant({str(out)!r}).model)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    """``vitsearch list RUN_DIR``: the front with the Markdown summary's columns."""
+    from vitsearch.search.report import FRONT_COLUMNS, front_rows
+    from vitsearch.search.runview import load_run
+
+    view = load_run(args.run_dir)
+    rows = front_rows(view.front)
+    if not rows:
+        print("(no feasible completed trial on the front yet)")
+        return 0
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(FRONT_COLUMNS)]
+    right = {0, 1, 2, 4, 5}
+    fmt = lambda cells: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    print(fmt(list(FRONT_COLUMNS)))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(fmt(r))
+    print(f"\n{len(rows)} Pareto variant(s) of {(view.frame['state'] == 'COMPLETE').sum()} completed trials; "
+          "latency as recorded during search (source per row)")
+    return 0

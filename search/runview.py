@@ -1,0 +1,162 @@
+"""A finished (or running) run dir read back for reporting and picking.
+
+:func:`load_run` opens the run's Optuna study (the source of truth), derives the trial
+table and the Pareto front, and refuses a directory that is not a run dir or holds no
+completed trial. :func:`remeasure_front` times the front again on this machine, but
+only when this machine's device fingerprint is the one the study's latencies carry:
+a latency from another device would be compared with nothing it can predict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vitsearch.search.rundir import RunDir
+from vitsearch.search.study import StudySpec
+from vitsearch.spaces.errors import ConfigError, VitsearchError
+
+
+@dataclass
+class RunView:
+    """A run dir's spec, metadata, Optuna study, trial table and Pareto front."""
+
+    path: Path
+    spec: StudySpec
+    meta: dict[str, Any]
+    study: Any
+    frame: pd.DataFrame
+    front: pd.DataFrame
+    objectives: list[tuple[str, str]]
+
+    @property
+    def base_accuracy(self) -> float | None:
+        return self.meta.get("base_accuracy")
+
+    @property
+    def min_accuracy(self) -> float | None:
+        """Base accuracy minus the study's allowed drop (None without that constraint)."""
+        drop = self.spec.constraints.max_accuracy_drop
+        return None if drop is None or self.base_accuracy is None else self.base_accuracy - drop
+
+    def evaluation(self, number: int) -> dict[str, Any]:
+        """The stored evaluation record of trial ``number``."""
+        return self.study.trials[number].user_attrs.get("evaluation") or {}
+
+    def study_fingerprint(self) -> dict[str, Any]:
+        """The device fingerprint most front (else completed) trials were timed on."""
+        rows = self.front if not self.front.empty else self.frame[self.frame["state"] == "COMPLETE"]
+        fps = [self.evaluation(int(n)).get("fingerprint") or {} for n in rows["number"]]
+        fps = [fp for fp in fps if fp.get("fingerprint_id")]
+        if not fps:
+            return {}
+        common = Counter(fp["fingerprint_id"] for fp in fps).most_common(1)[0][0]
+        return next(fp for fp in fps if fp["fingerprint_id"] == common)
+
+
+def load_run(path: str | Path) -> RunView:
+    """Open ``path`` as a run dir; ConfigError (exit 2) if it is not one or has no completed trial."""
+    import optuna
+
+    from vitsearch.search.engine import open_storage
+    from vitsearch.search.results import pareto_front, trials_frame
+
+    run = RunDir(Path(path))
+    if not run.is_run_dir():
+        raise ConfigError(f"RUN_DIR: {str(path)!r} is not a vitsearch run dir (no study.yaml and run.json); "
+                          "give a directory written by `vitsearch run`")
+    meta, spec = run.meta(), run.spec()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(meta.get("storage") or run.default_storage_url())
+    try:
+        study = optuna.load_study(study_name=meta.get("study_name", spec.name), storage=storage)
+    except KeyError:
+        raise ConfigError(f"RUN_DIR: {str(path)!r} has no Optuna study {meta.get('study_name')!r} in its storage; "
+                          "was the run started? (`vitsearch run STUDY --out DIR`)") from None
+    frame = trials_frame(study)
+    if not (frame["state"] == "COMPLETE").any():
+        raise ConfigError(f"RUN_DIR: {str(path)!r} holds no completed trial yet; let `vitsearch run` "
+                          f"finish at least one (resume with --resume {path})")
+    objectives = [(o.metric, o.direction) for o in spec.objectives]
+    front = pareto_front(frame, objectives)
+    return RunView(Path(path), spec, meta, study, frame, front.reset_index(drop=True), objectives)
+
+
+@dataclass
+class Remeasure:
+    """Whether and how the front's latencies were checked on this machine."""
+
+    done: bool
+    why: str
+    here: dict[str, Any] = field(default_factory=dict)
+    table: pd.DataFrame | None = None  # number, recorded_*, remeasured_* per front row
+
+
+def current_fingerprint(spec: StudySpec) -> dict[str, Any]:
+    """This machine's fingerprint for the study's device and thread count (as measurements see it)."""
+    from vitsearch.evaluators import device_fingerprint, resolve_device
+    from vitsearch.evaluators.latency import default_threads
+
+    dev = resolve_device(spec.device)
+    threads = spec.latency.threads or default_threads() if dev.type == "cpu" else None
+    return device_fingerprint(dev, threads)
+
+
+def check_remeasure(view: RunView) -> Remeasure:
+    """Decide whether the front can be re-measured here (fingerprint ids must match)."""
+    study_fp = view.study_fingerprint()
+    try:
+        here = current_fingerprint(view.spec)
+    except VitsearchError as exc:  # the study's device is absent here
+        return Remeasure(False, f"not re-measured: the study's device is not available here ({exc})")
+    want = study_fp.get("fingerprint_id")
+    if want != here["fingerprint_id"]:
+        return Remeasure(False, f"not re-measured: this machine's fingerprint {here['fingerprint_id']} differs "
+                                f"from the study's {want}; latencies are as recorded for the study's device", here)
+    return Remeasure(True, f"re-measured on this machine (fingerprint {want} matches the study's)", here)
+
+
+def remeasure_front(view: RunView, session=None, progress: bool = True) -> Remeasure:
+    """Time every front config again when the fingerprint matches; else say why not."""
+    check = check_remeasure(view)
+    if not check.done or view.front.empty:
+        return check
+    from tqdm import tqdm
+
+    from vitsearch.evaluators import measure_latency
+    from vitsearch.search.session import load_session
+    from vitsearch.spaces import CompressionConfig, compress
+
+    session = session or load_session(view.spec)
+    lat = view.spec.latency
+    rows = []
+    for _, r in tqdm(list(view.front.iterrows()), desc="re-measuring the front", unit="variant", disable=not progress):
+        config = CompressionConfig.from_dict(json.loads(r["config"]))
+        model = compress(session.base, config, calibration=session.data.calibration, device=str(session.device))
+        res = measure_latency(model, session.input_shape, session.device, threads=lat.threads,
+                              warmup=lat.warmup, max_runs=lat.max_runs, max_seconds=lat.max_seconds)
+        rows.append({"number": int(r["number"]), "recorded_ms": r["latency_ms"], "recorded_source": r["latency_source"],
+                     "remeasured_ms": res.median_ms, "remeasured_p10_ms": res.p10_ms,
+                     "remeasured_p90_ms": res.p90_ms, "remeasured_runs": res.n_runs,
+                     "rel_error": r["latency_ms"] / res.median_ms - 1.0})
+    check.table = pd.DataFrame(rows)
+    return check
+
+
+def front_latency(view: RunView, check: Remeasure) -> pd.DataFrame:
+    """The front with ``budget_ms``/``budget_source``: re-measured latency where available, else recorded."""
+    front = view.front.copy()
+    if check.table is not None and not check.table.empty:
+        front = front.merge(check.table[["number", "remeasured_ms", "remeasured_p10_ms", "remeasured_p90_ms",
+                                         "remeasured_runs"]], on="number", how="left")
+        front["budget_ms"] = front["remeasured_ms"]
+        front["budget_source"] = "re-measured here"
+    else:
+        front["budget_ms"] = front["latency_ms"]
+        front["budget_source"] = front["latency_source"].map(lambda s: f"{s} (as recorded)")
+    return front

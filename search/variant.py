@@ -1,0 +1,143 @@
+"""An exported deployment variant: write it, and load it back.
+
+A variant dir holds ``config.json`` (the CompressionConfig), ``weights.pt`` (the state
+dict of the *prepared* float model, i.e. after depth/heads/sparsity/tokens and any
+distillation, before precision), ``study.yaml`` (to rebuild the base model),
+``provenance.json`` and, where ``torch.export`` works, ``program.pt2``.
+
+Why the float state and not the quantized one: torchao's int8 tensors are tensor
+subclasses whose classes ``torch.load(weights_only=True)`` refuses unless each one is
+registered with ``add_safe_globals``, and those classes change between torchao releases.
+The float state loads with plain ``weights_only=True`` and :func:`load_variant`
+re-applies precision with the same deterministic ``finalize`` the search used, so the
+rebuilt model is the one that was evaluated (the file is the fp32 size; the deployed
+size is in the provenance).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vitsearch.spaces.errors import ConfigError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.pt"
+PROVENANCE_FILE = "provenance.json"
+STUDY_FILE = "study.yaml"
+PROGRAM_FILE = "program.pt2"
+README_FILE = "README.md"
+
+
+@dataclass
+class Variant:
+    """A loaded variant: the compressed model (eval mode), its config, provenance and study."""
+
+    model: Any
+    config: Any
+    provenance: dict[str, Any]
+    spec: Any
+
+
+def load_variant(path: str | Path, device: str = "cpu") -> Variant:
+    """Rebuild the compressed model from the base model + ``config.json`` + ``weights.pt``.
+
+    ``device``: where to build it ("cpu" or "cuda[:N]"); precision is applied for that
+    device, so a variant with a precision the device cannot run raises DeviceError.
+    """
+    import torch
+
+    from vitsearch.evaluators.models import ModelSpec, load_base_model
+    from vitsearch.search.study import load_study
+    from vitsearch.spaces import CompressionConfig, finalize, prepare
+
+    path = Path(path)
+    missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, STUDY_FILE, PROVENANCE_FILE) if not (path / f).is_file()]
+    if missing:
+        raise ConfigError(f"variant: {str(path)!r} lacks {', '.join(missing)}; give a directory written by "
+                          "`vitsearch pick`")
+    config = CompressionConfig.from_json((path / CONFIG_FILE).read_text())
+    spec = load_study(path / STUDY_FILE)
+    m = spec.model
+    base = load_base_model(ModelSpec(m.name, m.pretrained, m.checkpoint, m.num_classes))
+    # Shapes depend only on the config; the loaded state overrides every weight and mask,
+    # so the data-free rankings used here to build the structure do not matter.
+    prepared = prepare(base, config, calibration=None, device=device)
+    state = torch.load(path / WEIGHTS_FILE, map_location=device, weights_only=True)
+    try:
+        prepared.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"variant: {WEIGHTS_FILE} does not fit {CONFIG_FILE} on {m.name} "
+                          f"({str(exc).splitlines()[0][:200]}); re-export with `vitsearch pick`") from None
+    provenance = json.loads((path / PROVENANCE_FILE).read_text())
+    prepared.vitsearch_info = provenance.get("compression") or prepared.vitsearch_info
+    model = finalize(prepared, config, device=device)
+    return Variant(model.eval(), config, provenance, spec)
+
+
+def export_program(model, example, path: Path) -> dict[str, Any]:
+    """``torch.export`` the model to ``path``; returns a note saying whether and why (not)."""
+    import torch
+
+    try:
+        program = torch.export.export(model, (example,))
+        torch.export.save(program, path)
+        loaded = torch.export.load(path).module()
+        with torch.inference_mode():
+            diff = float((loaded(example).float() - model(example).float()).abs().max())
+    except Exception as exc:  # what the exporter refuses varies by layer and torch version
+        path.unlink(missing_ok=True)
+        return {"exported": False, "reason": f"torch.export failed: {type(exc).__name__}: "
+                                             f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"}
+    return {"exported": True, "file": PROGRAM_FILE, "torch_version": torch.__version__,
+            "input_shape": list(example.shape), "max_abs_diff_vs_eager": diff}
+
+
+def write_variant(out: Path, prepared, config, study_file: Path, provenance: dict[str, Any],
+                  program_of=None) -> Path:
+    """Write a variant dir atomically (temp dir + rename); an older variant at ``out`` is replaced.
+
+    ``program_of(path) -> note``, when given, writes the torch.export program.
+    """
+    import torch
+
+    if out.exists() and any(out.iterdir()) and not (out / PROVENANCE_FILE).is_file():
+        raise ConfigError(f"--out: {str(out)!r} exists and is not a vitsearch variant dir; choose another --out")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / CONFIG_FILE).write_text(config.to_json(indent=2))
+    torch.save({k: v.detach().cpu().contiguous() for k, v in prepared.state_dict().items()}, tmp / WEIGHTS_FILE)
+    shutil.copyfile(study_file, tmp / STUDY_FILE)
+    if program_of is not None:
+        provenance["export"] = program_of(tmp / PROGRAM_FILE)
+    (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str))
+    (tmp / README_FILE).write_text(readme(provenance))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def readme(p: dict[str, Any]) -> str:
+    """A short human description of the variant dir."""
+    ex = p.get("export") or {}
+    lat = p["latency"]
+    export_line = (f"`{PROGRAM_FILE}`: torch.export program (torch {ex.get('torch_version')}, input "
+                   f"{ex.get('input_shape')}); load with `torch.export.load(path).module()`"
+                   if ex.get("exported") else f"no `{PROGRAM_FILE}`: {ex.get('reason', 'export not attempted')}")
+    return "\n".join([
+        f"# vitsearch variant: trial {p['trial']} of study `{p['study']}`", "",
+        f"- config: {p['config_summary']}",
+        f"- base model: {p['base_model']}",
+        f"- accuracy: {p['accuracy']['recorded']:.2%} recorded ({p['accuracy']['source']}); "
+        f"{p['accuracy']['at_export']:.2%} re-evaluated at export",
+        f"- latency: {lat['used_ms']:.3f} ms ({lat['used_source']})",
+        f"- size: {p['size_mb']:.3f} MB deployed (weights.pt holds the fp32 prepared state)", "",
+        "Load: `from vitsearch.search import load_variant; v = load_variant(DIR); v.model(images)`", "",
+        f"- `{CONFIG_FILE}`: CompressionConfig; `{WEIGHTS_FILE}`: state dict of the prepared float model "
+        "(`torch.load(weights_only=True)`), precision is re-applied on load",
+        f"- {export_line}", ""])
