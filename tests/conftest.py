@@ -8,8 +8,9 @@ import torch
 
 @pytest.fixture(autouse=True, scope="session")
 def _fixed_threads():
-    # CI machines have 2 cores; pin torch so timings and results do not depend on the host.
-    torch.set_num_threads(2)
+    # One thread: the suite also starts Ray workers and CLI subprocesses on a 2-core box,
+    # and oversubscribed torch threads slow everything down many times over.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,108 @@
+"""CompressionConfig: one frozen, validated, versioned sub-config per knob.
+
+JSON form (``{}`` is the identity)::
+
+    {"schema_version": 1,
+     "depth":    {"keep": 6},
+     "heads":    {"kv_heads": 2, "keep": 6},
+     "tokens":   {"method": "merge", "schedule": {"2": 0.7, "4": 0.7}},
+     "sparsity": {"attn": "dense", "mlp": "2:4"},
+     "precision":{"attn": "fp32", "mlp": "int8"}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .knobs.base import ORDER
+from .knobs.depth import DepthConfig
+from .knobs.heads import HeadsConfig
+from .knobs.precision import PrecisionConfig
+from .knobs.sparsity import SparsityConfig
+from .knobs.tokens import TokensConfig, check_schedule_fits
+
+SCHEMA_VERSION = 1
+_SUB = {"depth": DepthConfig, "heads": HeadsConfig, "tokens": TokensConfig,
+        "sparsity": SparsityConfig, "precision": PrecisionConfig}
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """What to compress and how; every field defaults to "unchanged"."""
+
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    tokens: TokensConfig = field(default_factory=TokensConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in _SUB.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, cls.from_dict(value))
+            elif not isinstance(value, cls):
+                raise ConfigError(f"{name}: {value!r} is not allowed; expected a {cls.__name__} or a JSON object")
+        if self.depth.keep is not None:
+            check_schedule_fits(self.tokens, self.depth.keep)
+
+    # ---- JSON -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-ready dict: schema_version plus the non-identity knobs."""
+        out: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        for name in ORDER:
+            sub = getattr(self, name).to_dict()
+            if sub:
+                out[name] = sub
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "CompressionConfig":
+        """Build from the JSON form; unknown keys and newer schema versions are refused."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config: expected a JSON object, got {type(data).__name__} {data!r}")
+        data = dict(data)
+        version = data.pop("schema_version", SCHEMA_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+            raise ConfigError(f"config.schema_version: {version!r} is not allowed; this vitsearch reads "
+                              f"version 1..{SCHEMA_VERSION} (upgrade vitsearch for newer configs)")
+        unknown = sorted(set(data) - set(_SUB))
+        if unknown:
+            raise ConfigError(f"config: unknown knob(s) {', '.join(map(str, unknown))}; "
+                              f"allowed: schema_version, {', '.join(ORDER)}")
+        return cls(**{name: _SUB[name].from_dict(value) for name, value in data.items()})
+
+    def to_json(self, **kwargs: Any) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CompressionConfig":
+        """Parse JSON text; a syntax error is a ConfigError."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config: {text[:80]!r} is not valid JSON ({exc.msg} at char {exc.pos})") from None
+        return cls.from_dict(data)
+
+    # ---- views ------------------------------------------------------------------
+    def is_identity(self) -> bool:
+        """True when compressing with this config changes nothing."""
+        return all(getattr(self, name).is_identity() for name in ORDER)
+
+    def summary(self) -> str:
+        """Short human label, e.g. ``depth 6 | kv 2 | tokens merge@2:0.7 | mlp 2:4 | mlp int8``."""
+        parts = [s for s in (getattr(self, name).summary() for name in ORDER) if s]
+        return " | ".join(parts) or "identity"
+
+    def knob_columns(self) -> dict[str, Any]:
+        """Flat scalar columns (one group per knob) for trial tables."""
+        out: dict[str, Any] = {}
+        for name in ORDER:
+            out.update(getattr(self, name).columns())
+        return out

@@ -1,0 +1,177 @@
+"""Precision knob: dtype casts (fp16/bf16) and torchao quantization (int8, int4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from vitsearch.spaces.errors import ConfigError, DeviceError
+
+from .base import Context, check_keys, non_default_dict, register
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+PARTS = ("attn", "mlp")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-weight", "int4-weight")
+
+
+@dataclass(frozen=True)
+class PrecisionConfig:
+    """Numeric format of the attention (qkv, proj) and MLP (fc1, fc2) linears."""
+
+    attn: str = "fp32"
+    mlp: str = "fp32"
+
+    def __post_init__(self) -> None:
+        for part in PARTS:
+            value = getattr(self, part)
+            if value not in PRECISIONS:
+                raise ConfigError(f"precision.{part}: {value!r} is not allowed; expected one of {', '.join(PRECISIONS)}")
+
+    def is_identity(self) -> bool:
+        """True when everything stays fp32."""
+        return self.attn == "fp32" and self.mlp == "fp32"
+
+    def to_dict(self) -> dict:
+        """JSON form (only non-default fields)."""
+        return non_default_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "PrecisionConfig":
+        """Inverse of :meth:`to_dict`."""
+        return cls(**check_keys("precision", data, PARTS))
+
+    def summary(self) -> str | None:
+        """e.g. ``mlp int8``."""
+        parts = [f"{p} {getattr(self, p)}" for p in PARTS if getattr(self, p) != "fp32"]
+        return " ".join(parts) or None
+
+    def columns(self) -> dict:
+        """Flat scalar columns for tables."""
+        return {"precision_attn": self.attn, "precision_mlp": self.mlp}
+
+
+# ---- handler ---------------------------------------------------------------------
+#: What each device kind really runs (probed with torch 2.14 / torchao 0.18): on CPU
+#: torchao's int4 weight-only path needs the mslk kernel package, which is absent.
+SUPPORTED = {
+    "cpu": ("fp32", "fp16", "bf16", "int8", "int8-weight"),
+    "cuda": PRECISIONS,  # int4-weight is probed when applied; a failure is a DeviceError
+}
+HALF = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+def supported_precisions(device: str) -> tuple[str, ...]:
+    """Precisions ``device`` ('cpu', 'cuda', 'cuda:1', ...) can run."""
+    return SUPPORTED.get(str(device).split(":")[0], ("fp32",))
+
+
+def check_precision_device(cfg: PrecisionConfig, device: str) -> None:
+    """DeviceError naming the device and what it supports when a part asks for more."""
+    ok = supported_precisions(device)
+    for part in PARTS:
+        value = getattr(cfg, part)
+        if value not in ok:
+            why = " (torchao's int4 kernels need the mslk package, absent here)" if value == "int4-weight" else ""
+            raise DeviceError(f"precision.{part}: {value!r} cannot run on device {device!r}{why}; "
+                              f"{device} supports {', '.join(ok)}")
+
+
+def _cast_in(dtype: torch.dtype, _module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.to(dtype) if _is_float(a) else a for a in args)
+
+
+def _cast_out(_module: nn.Module, _args: tuple, out: Any) -> Any:
+    import torch
+
+    if isinstance(out, tuple):
+        return tuple(o.to(torch.float32) if _is_float(o) else o for o in out)
+    return out.to(torch.float32) if _is_float(out) else out
+
+
+def _is_float(t: Any) -> bool:
+    import torch
+
+    return isinstance(t, torch.Tensor) and t.is_floating_point()
+
+
+def _cast(module: nn.Module, dtype: torch.dtype) -> None:
+    # Hooks (module-level functions, picklable) keep fp32 in and out of the cast part,
+    # so callers still pass fp32 images and read fp32 logits.
+    module.to(dtype)
+    module.register_forward_pre_hook(partial(_cast_in, dtype))
+    module.register_forward_hook(_cast_out)
+
+
+def apply_precision(model: nn.Module, cfg: PrecisionConfig, ctx: Context) -> None:
+    """Dtype casts, then torchao ``quantize_`` on the selected linears."""
+    import torch
+
+    check_precision_device(cfg, ctx.device)
+    if cfg.is_identity():
+        return
+    halves = {getattr(cfg, p) for p in PARTS}
+    if len(halves) == 1 and halves <= set(HALF):  # one half dtype everywhere: cast the whole model
+        _cast(model, getattr(torch, HALF[cfg.attn]))
+    else:
+        for part in PARTS:
+            if getattr(cfg, part) in HALF:
+                for block in model.blocks:
+                    _cast(block.attn if part == "attn" else block.mlp, getattr(torch, HALF[getattr(cfg, part)]))
+    for kind in ("int8", "int8-weight", "int4-weight"):
+        parts = [p for p in PARTS if getattr(cfg, p) == kind]
+        if parts:
+            _quantize(model, kind, parts, ctx)
+    ctx.info["precision"] = {"attn": cfg.attn, "mlp": cfg.mlp, "device": ctx.device}
+
+
+def _quantize(model: nn.Module, kind: str, parts: list[str], ctx: Context) -> None:
+    import torch
+    from torchao.quantization import (Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig,
+                                      Int8WeightOnlyConfig, quantize_)
+
+    from vitsearch.spaces import vit
+
+    targets = {}
+    for i, block in enumerate(model.blocks):
+        for part in parts:
+            for name, lin in vit.part_linears(block, part).items():
+                targets[id(lin)] = (f"blocks.{i}.{part}.{name}", lin, part)
+    if kind == "int8":
+        make = lambda lin: Int8DynamicActivationInt8WeightConfig()  # noqa: E731
+    elif kind == "int8-weight":
+        make = lambda lin: Int8WeightOnlyConfig()  # noqa: E731
+    else:
+        make = lambda lin: Int4WeightOnlyConfig(group_size=_int4_group(lin))  # noqa: E731
+    for fqn, lin, part in targets.values():
+        if kind == "int4-weight":
+            lin.to(torch.bfloat16)  # torchao's int4 path takes bf16 weights
+        try:
+            quantize_(lin, make(lin))
+        except (ImportError, RuntimeError, NotImplementedError, ValueError) as exc:
+            raise DeviceError(f"precision.{part}: {kind} failed on {ctx.device} for {fqn} "
+                              f"{tuple(lin.weight.shape)} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+                              f"choose another precision") from None
+        if type(lin.weight) in (torch.Tensor, torch.nn.Parameter):  # torchao skips shapes it cannot take
+            raise DeviceError(f"precision.{part}: torchao left {fqn} {tuple(lin.weight.shape)} unquantized "
+                              f"for {kind} on {ctx.device}; choose another precision")
+        # torchao binds a functools.partial as extra_repr, which breaks pickling (Ray).
+        lin.__dict__.pop("extra_repr", None)
+        if kind == "int4-weight":
+            lin.register_forward_pre_hook(partial(_cast_in, torch.bfloat16))
+            lin.register_forward_hook(_cast_out)
+
+
+def _int4_group(lin: nn.Module) -> int:
+    for g in (128, 64, 32):
+        if lin.in_features % g == 0:
+            return g
+    return 128  # torchao then leaves it unquantized, which _quantize reports
+
+
+register("precision", PrecisionConfig, finalize=apply_precision,
+         examples=({"attn": "int8", "mlp": "int8"}, {"attn": "int8-weight", "mlp": "int8-weight"},
+                   {"attn": "bf16", "mlp": "bf16"}, {"attn": "fp16", "mlp": "int8"}))

@@ -1,0 +1,163 @@
+"""Sparsity knob: 2:4 semi-structured, unstructured magnitude, structured MLP channels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vitsearch.spaces.errors import ConfigError, ModelError
+
+from .base import Context, check_keys, non_default_dict, register
+
+if TYPE_CHECKING:
+    from torch import nn
+
+PARTS = ("attn", "mlp")
+ALLOWED = "dense | 2:4 | unstructured:<p> | structured:<p> (mlp only), with 0 < p < 1"
+
+
+def parse_sparsity(where: str, value: Any) -> tuple[str, float]:
+    """``(kind, p)`` of a sparsity string; ConfigError naming field and value otherwise."""
+    if value in ("dense", "2:4"):
+        return value, 0.0 if value == "dense" else 0.5
+    kind, sep, share = str(value).partition(":") if isinstance(value, str) else ("", "", "")
+    if sep and kind in ("unstructured", "structured"):
+        try:
+            p = float(share)
+        except ValueError:
+            p = -1.0
+        if 0.0 < p < 1.0:
+            if kind == "structured" and not where.endswith("mlp"):
+                raise ConfigError(f"{where}: {value!r} is not allowed; structured pruning removes MLP hidden "
+                                  "channels and applies to sparsity.mlp only (attn: dense | 2:4 | unstructured:<p>)")
+            return kind, p
+    raise ConfigError(f"{where}: {value!r} is not allowed; expected {ALLOWED}")
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """Sparsity pattern of the attention (qkv, proj) and MLP (fc1, fc2) linears."""
+
+    attn: str = "dense"
+    mlp: str = "dense"
+
+    def __post_init__(self) -> None:
+        for part in PARTS:
+            kind, p = parse_sparsity(f"sparsity.{part}", getattr(self, part))
+            # One canonical spelling so that equal configs compare and hash equal.
+            canon = kind if kind in ("dense", "2:4") else f"{kind}:{p:g}"
+            object.__setattr__(self, part, canon)
+
+    def is_identity(self) -> bool:
+        """True when every part is dense."""
+        return self.attn == "dense" and self.mlp == "dense"
+
+    def to_dict(self) -> dict:
+        """JSON form (only non-default fields)."""
+        return non_default_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "SparsityConfig":
+        """Inverse of :meth:`to_dict`."""
+        return cls(**check_keys("sparsity", data, PARTS))
+
+    def part(self, name: str) -> tuple[str, float]:
+        """Parsed ``(kind, p)`` for ``attn`` or ``mlp``."""
+        return parse_sparsity(f"sparsity.{name}", getattr(self, name))
+
+    def summary(self) -> str | None:
+        """e.g. ``mlp 2:4``."""
+        parts = [f"{p} {getattr(self, p)}" for p in PARTS if getattr(self, p) != "dense"]
+        return " ".join(parts) or None
+
+    def columns(self) -> dict:
+        """Flat scalar columns for tables."""
+        return {"sparsity_attn": self.attn, "sparsity_mlp": self.mlp}
+
+
+# ---- handler ---------------------------------------------------------------------
+MASK = "weight_mask"  # buffer name on masked linears; reapply_masks() looks for it
+HALF = ("fp16", "bf16")
+
+
+def apply_sparsity(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> None:
+    """Masks (2:4, unstructured) as buffers on the linears; structured pruning shrinks fc1/fc2."""
+    for part in PARTS:
+        kind, p = cfg.part(part)
+        if kind == "structured":
+            _structured(model, p, ctx)
+        elif kind != "dense":
+            _mask_part(model, part, kind, p)
+            ctx.info.setdefault("sparsity", {})[part] = {"kind": kind, "share": p}
+
+
+def _mask_part(model: nn.Module, part: str, kind: str, p: float) -> None:
+    import torch
+
+    from vitsearch.spaces import ops, vit
+
+    for i, block in enumerate(model.blocks):
+        for name, lin in vit.part_linears(block, part).items():
+            if kind == "2:4" and lin.in_features % 4:
+                raise ModelError(f"sparsity.{part}: 2:4 needs input widths divisible by 4, but "
+                                 f"blocks.{i}.{part}.{name} has {lin.in_features}; use unstructured:0.5")
+            mask = ops.two_four_mask(lin.weight) if kind == "2:4" else ops.magnitude_mask(lin.weight, p)
+            if hasattr(lin, MASK):  # an already-masked layer keeps its earlier zeros too
+                mask &= getattr(lin, MASK)
+            lin.register_buffer(MASK, mask)
+            with torch.no_grad():
+                lin.weight.mul_(mask)
+
+
+def _structured(model: nn.Module, p: float, ctx: Context) -> None:
+    from vitsearch.spaces import ops, vit
+    from vitsearch.spaces.importance import channel_scores
+
+    scores, criterion = channel_scores(model, ctx.batches, ctx.device)
+    kept = []
+    for block, s in zip(model.blocks, scores):
+        hidden = block.mlp.fc1.out_features
+        keep = ops.top_indices(s, max(1, round(hidden * (1 - p))))
+        vit.shrink_mlp(block.mlp, keep.to(block.mlp.fc1.weight.device))
+        kept.append(len(keep))
+    ctx.info["criterion"]["mlp"] = criterion
+    ctx.info.setdefault("sparsity", {})["mlp"] = {"kind": "structured", "share": p, "hidden_kept": kept}
+
+
+def finalize_sparsity(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> None:
+    """On CUDA with fp16/bf16, 2:4-masked weights become semi-structured sparse tensors.
+
+    Elsewhere (CPU, fp32, int8) and for shapes the sparse kernels refuse, weights stay
+    masked dense: correct, without speedup; ``vitsearch_info`` says how many layers
+    run on sparse kernels so that the latency numbers can be read against it.
+    """
+    import torch
+    from torch import nn
+
+    from vitsearch.spaces import vit
+
+    for part in PARTS:
+        if cfg.part(part)[0] != "2:4":
+            continue
+        record = ctx.info.setdefault("sparsity", {}).setdefault(part, {})
+        linears = [lin for block in model.blocks for lin in vit.part_linears(block, part).values()]
+        converted, refused = 0, None
+        if ctx.device.startswith("cuda") and getattr(ctx.config.precision, part) in HALF:
+            for lin in linears:
+                if MASK not in lin._buffers:  # not prepared with 2:4 masks: packing would corrupt it
+                    refused = "weights carry no 2:4 mask (finalize a model from prepare())"
+                    continue
+                try:
+                    sparse = torch.sparse.to_sparse_semi_structured(lin.weight.detach().contiguous())
+                except (RuntimeError, ValueError, NotImplementedError) as exc:
+                    refused = f"{tuple(lin.weight.shape)}: {str(exc).splitlines()[0][:160]}"
+                    continue
+                lin.weight = nn.Parameter(sparse, requires_grad=False)
+                converted += 1
+        record.update(sparse_kernels=converted == len(linears) if converted else False,
+                      sparse_layers=f"{converted}/{len(linears)}", refused=refused)
+
+
+register("sparsity", SparsityConfig, prepare=apply_sparsity, finalize=finalize_sparsity,
+         examples=({"attn": "2:4", "mlp": "2:4"}, {"attn": "unstructured:0.3", "mlp": "unstructured:0.6"},
+                   {"mlp": "structured:0.5"}))
