@@ -91,11 +91,10 @@ def recover(base: nn.Module, config, train: Dataset, *, steps: int, device: torc
 
     ``steps == 0`` is plain ``compress``. Returns a new model; ``base`` is untouched.
     """
-    from vitsearch.spaces import finalize, prepare, reapply_masks
+    from vitsearch.spaces import finalize
 
-    student = prepare(base, config, calibration=calibration, device=str(device))
-    if steps > 0:
-        _distil(student, base, train, steps, device, lr, batch_size, temperature, alpha, seed, reapply_masks)
+    student = distilled(base, config, train, steps=steps, device=device, lr=lr, batch_size=batch_size,
+                        temperature=temperature, alpha=alpha, seed=seed, calibration=calibration)
     model = finalize(student, config, device=str(device))
     info = getattr(model, "vitsearch_info", None)
     if isinstance(info, dict):
@@ -103,7 +102,24 @@ def recover(base: nn.Module, config, train: Dataset, *, steps: int, device: torc
     return model
 
 
-def _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, seed, reapply_masks):
+def distilled(base: nn.Module, config, train: Dataset, *, steps: int, device: torch.device | str = "cpu",
+              lr: float = 1e-4, batch_size: int = 64, temperature: float = 2.0, alpha: float = 0.5,
+              seed: int = 0, calibration=None) -> nn.Module:
+    """The float model before quantization: ``prepare`` (structure, masks), then ``steps`` of distillation.
+
+    Deterministic for a given seed, so an exported variant can be rebuilt exactly.
+    """
+    from vitsearch.spaces import prepare
+
+    student = prepare(base, config, calibration=calibration, device=str(device))
+    if steps > 0:
+        _distil(student, base, train, steps, device, lr, batch_size, temperature, alpha, seed)
+    return student
+
+
+def _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, seed):
+    from vitsearch.spaces import reapply_masks
+
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     sampler = RandomSampler(train, replacement=True, num_samples=steps * batch_size, generator=gen)

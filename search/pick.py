@@ -87,15 +87,12 @@ def runner_up_line(choice: Choice) -> str:
 
 def rebuild(session, config, steps: int):
     """The prepared float model as the search built it (compress, then ``steps`` of distillation)."""
-    from vitsearch.evaluators.accuracy import _distil
-    from vitsearch.spaces import prepare, reapply_masks
+    from vitsearch.evaluators.accuracy import distilled
 
-    prepared = prepare(session.base, config, calibration=session.data.calibration, device=str(session.device))
-    if steps > 0:
-        rc = session.spec.recovery
-        _distil(prepared, session.base, session.data.train, steps, session.device, rc.lr, rc.batch_size,
-                rc.temperature, rc.alpha, rc.seed, reapply_masks)
-    return prepared
+    rc = session.spec.recovery
+    return distilled(session.base, config, session.data.train, steps=steps, device=session.device, lr=rc.lr,
+                     batch_size=rc.batch_size, temperature=rc.temperature, alpha=rc.alpha, seed=rc.seed,
+                     calibration=session.data.calibration)
 
 
 def export(view, choice: Choice, session, out: Path, remeasure_why: str) -> dict[str, Any]:

@@ -94,6 +94,7 @@ def front_rows(front: pd.DataFrame) -> list[list[str]]:
 
 
 def markdown_table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
+    """A GitHub Markdown table (``|`` in cells escaped)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows])
 

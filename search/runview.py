@@ -36,6 +36,7 @@ class RunView:
 
     @property
     def base_accuracy(self) -> float | None:
+        """The uncompressed model's accuracy measured at the start of the run (None if not recorded)."""
         return self.meta.get("base_accuracy")
 
     @property

@@ -1,0 +1,318 @@
+"""LatencyPredictor: per-component latency tables summed, then a calibrated correction.
+
+Why this shape. A compressed ViT's latency is mostly the sum of its parts (stem,
+attention and MLP per block, token-reduction steps), each measured on the target device
+over the shapes the space can produce (:mod:`.profile`). But at batch 1 on a CPU the sum
+of parts timed alone is far from the whole: per-op dispatch overhead, residual adds and
+norms that no part contains, weights that sit in cache when one block is timed in a loop
+and do not when twelve blocks take turns, and int8 dynamic quantization whose cost per
+call does not scale like its matmuls. So the predictor fits, on whole-model measurements
+of sampled configs, a *calibrated additive model*:
+
+    latency = sum_g  a_g * (sum of component ms in group g)  +  sum_k  b_k * count_k  +  c
+
+with one factor ``a_g`` per component group (stem, attention and MLP per precision,
+reduction steps) - the cache / fusion correction, multiplicative and per format - and
+one per-op overhead ``b_k`` per structural count (blocks, token-reducing blocks, blocks
+attending under a token-size mask, GQA blocks). It is fitted on relative error (every
+config counts alike, fast or slow) by ridge regression shrunk towards the plain sum
+(a = 1, b = c = 0): with few whole-model samples it degrades to the sum of parts rather
+than to nonsense, with many the data win. A tree ensemble was the alternative; a linear
+model in these physically meaningful terms extrapolates sanely, needs 10x fewer
+samples, and predicts in microseconds with nothing but a dot product. A bootstrap
+ensemble of the same fit gives the uncertainty (plus the residual noise of the fit).
+
+A second stage (:mod:`.residual`, from 40 whole-model samples on) multiplies by
+``exp(trees(config))``: boosted trees on the log-ratio measured / first stage, for the
+interactions a sum cannot express.
+
+What is predicted: the profile's statistic of a forward pass (``state["statistic"]``,
+default the 10th percentile of the pass times, see :data:`.profile.STATISTIC`) on the
+machine in its quietest state seen while profiling (whole-model timings are rescaled by
+a reference model timed in every chunk). ``Prediction.median_ms`` keeps the name the
+search engine reads; on a quiet machine the p10 and the median of the passes agree
+within a few percent, under load the measured median is higher.
+
+Plain data only (dicts, lists, floats): the object pickles for Ray and saves as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from bisect import bisect_left
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vitsearch.spaces.errors import ConfigError, DeviceError
+from vitsearch.spaces.knobs.tokens import tokens_per_block
+
+from .components import Dims, attn_key, hidden_for, mlp_key
+from .residual import CompiledTrees, config_features
+
+PREDICTOR_FILE = "predictor.json"
+FORMAT_VERSION = 1
+COUNT_FEATURES = ("n_blocks", "n_token_blocks", "n_masked_blocks", "n_gqa_blocks", "const")
+
+
+def is_count(column: str) -> bool:
+    """Structural-count columns (prior coefficient 0) as opposed to component-ms sums (prior 1)."""
+    return column in COUNT_FEATURES or column.startswith(("nb_", "tok_"))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A predicted latency (ms) with its uncertainty (one standard deviation, ms)."""
+
+    median_ms: float
+    uncertainty_ms: float
+    out_of_range: bool = False
+    reason: str | None = None
+
+
+def default_profile_dir(spec: Any) -> Path:
+    """Where ``vitsearch profile`` writes for a study: ``profiles/<study name>`` (relative to cwd).
+
+    The predictor inside is tied to the study's batch and input size; ``load_for_study``
+    refuses one fitted for another shape.
+    """
+    return Path("profiles") / str(spec.name)
+
+
+class Table:
+    """One component key: measured ms at token-count anchors, linearly interpolated."""
+
+    __slots__ = ("tokens", "ms")
+
+    def __init__(self, tokens: list[int], ms: list[float]) -> None:
+        self.tokens, self.ms = list(tokens), list(ms)
+
+    def at(self, n: int) -> tuple[float, bool]:
+        """(ms at ``n`` tokens, inside the measured range)."""
+        t, m = self.tokens, self.ms
+        if len(t) == 1 or n <= t[0]:
+            return m[0] * (n / t[0] if n < t[0] and t[0] else 1.0), n >= t[0]
+        if n >= t[-1]:
+            if n == t[-1] or len(t) < 2:
+                return m[-1], n == t[-1]
+            slope = (m[-1] - m[-2]) / (t[-1] - t[-2])
+            return m[-1] + slope * (n - t[-1]), False
+        i = bisect_left(t, n)
+        if t[i] == n:
+            return m[i], True
+        w = (n - t[i - 1]) / (t[i] - t[i - 1])
+        return m[i - 1] + w * (m[i] - m[i - 1]), True
+
+
+class LatencyPredictor:
+    """Predicts whole-model latency of a CompressionConfig on the device it was profiled on.
+
+    Built by :func:`fit` from a profile table; saved and loaded as JSON. Picklable (Ray),
+    deterministic and side-effect free; ``predict`` takes microseconds.
+    """
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+        self.dims = Dims(**state["dims"])
+        self.tables = {part: {k: Table(**v) for k, v in state["tables"][part].items()}
+                       for part in ("attn", "mlp", "reduce")}
+        self.stem_ms = float(state["tables"]["stem"])
+        self.columns: list[str] = list(state["columns"])
+        self.coef: list[float] = list(state["coef"])
+        self.boot: list[list[float]] = [list(b) for b in state["boot"]]
+        self.sigma_rel = float(state["sigma_rel"])
+        self._col = {c: i for i, c in enumerate(self.columns)}
+        self.residual = state.get("residual")
+        self._trees = CompiledTrees(self.residual) if self.residual else None
+        self.vocab = state.get("vocab") or {"precision": [], "sparsity": [], "method": []}
+        self._floor = 0.05 * self.stem_ms if self.stem_ms > 0 else 1e-6
+
+    # ---- identity -------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> dict:
+        """The fingerprint of the device the profile was measured on."""
+        return dict(self.state["fingerprint"])
+
+    @property
+    def fingerprint_id(self) -> str:
+        """Short id of :attr:`fingerprint`."""
+        return str(self.state["fingerprint"]["fingerprint_id"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(batch, C, H, W) the profile was measured at."""
+        return tuple(self.state["input_shape"])
+
+    @property
+    def trained_keys(self) -> set[str]:
+        """Config JSON keys of the whole-model measurements used in fitting."""
+        return set(self.state.get("trained_keys", []))
+
+    def check_device(self, fingerprint: dict) -> None:
+        """DeviceError (one line) unless ``fingerprint`` is the device this was fitted on."""
+        other = fingerprint.get("fingerprint_id")
+        if other != self.fingerprint_id:
+            fp = self.fingerprint
+            where = fp.get("cpu_model") or fp.get("gpu_name") or fp.get("device")
+            raise DeviceError(
+                f"latency predictor: fitted on device fingerprint {self.fingerprint_id} ({where}, "
+                f"{fp.get('threads')} threads), but this device is {other}; run `vitsearch profile` on this "
+                "device (or with the study's thread count) to fit one for it")
+
+    def check_input_shape(self, shape: tuple[int, ...]) -> None:
+        """ConfigError unless ``shape`` is the (batch, C, H, W) the profile was measured at."""
+        if tuple(shape) != self.input_shape:
+            raise ConfigError(f"latency predictor: fitted for input {self.input_shape}, but the study measures "
+                              f"{tuple(shape)}; run `vitsearch profile` for this batch / input size")
+
+    # ---- prediction -----------------------------------------------------------------
+    def features(self, config: Any) -> tuple[list[float], list[str]]:
+        """The correction model's feature row for ``config``, and why it is out of range."""
+        d, why = self.dims, []
+        h = config.heads.keep or d.num_heads
+        kv = config.heads.kv_heads or h
+        pa, pm = config.precision.attn, config.precision.mlp
+        at = self._table("attn", attn_key(h, kv, pa, config.sparsity.attn), why)
+        mt = self._table("mlp", mlp_key(hidden_for(d, config.sparsity.mlp), pm, config.sparsity.mlp), why)
+        per = tokens_per_block(config, d.num_patches, d.num_prefix_tokens, d.depth)
+        method = config.tokens.method
+        rt = self.tables["reduce"].get(method)
+        reducing = any(s < 1.0 for _, s in config.tokens.schedule)
+        masked = n_masked = 0
+        attn_ms = mlp_ms = red_ms = 0.0
+        for n_a, n_m in per:
+            attn_ms += self._at(at, n_a, "attention", why)
+            mlp_ms += self._at(mt, n_m, "MLP", why)
+            n_masked += masked
+            if n_m != n_a:
+                if rt is None:
+                    why.append(f"token {method} not profiled")
+                else:
+                    red_ms += self._at(rt, n_a, f"token {method} from", why)
+                masked = masked or method == "merge"
+        nb, col = len(per), self._col
+        a_col = f"attn_{pa}" if f"attn_{pa}" in col else "attn_other"
+        m_col = f"mlp_{pm}" if f"mlp_{pm}" in col else "mlp_other"
+        f = {"stem": self.stem_ms, a_col: attn_ms, m_col: mlp_ms, "reduce": red_ms, "n_blocks": nb,
+             "n_token_blocks": nb if reducing else 0, "n_masked_blocks": n_masked,
+             "n_gqa_blocks": nb if kv != h else 0, "const": 1.0,
+             # per-format call overhead beyond the factor, and its interplay with token blocks
+             f"nb_{a_col}": nb, f"nb_{m_col}": nb, f"tok_{a_col}": nb if reducing else 0,
+             f"tok_{m_col}": nb if reducing else 0}
+        return [float(f.get(c, 0.0)) for c in self.columns], why
+
+    @staticmethod
+    def _at(table: Table, n: int, what: str, why: list[str]) -> float:
+        v, ok = table.at(n)
+        if not ok:
+            why.append(f"{what} {n} tokens (profiled {table.tokens[0]}..{table.tokens[-1]})")
+        return v
+
+    def _table(self, part: str, key: str, why: list[str]) -> Table:
+        table = self.tables[part].get(key)
+        if table is not None:
+            return table
+        # Not profiled (another precision / width than the space held): the closest
+        # profiled key stands in, and the prediction says it is out of range.
+        why.append(f"{part} {key} not profiled")
+        return min(self.tables[part].items(), key=lambda kv_: _key_distance(key, kv_[0]))[1]
+
+    def predict(self, config: Any) -> Prediction:
+        """Predicted latency of ``config`` (a CompressionConfig) on the profiled device and shape."""
+        row, why = self.features(config)
+        mean = max(_dot(self.coef, row), self._floor)
+        factor = math.exp(self.second_stage(config, mean))
+        boot = [max(_dot(b, row), self._floor) * factor for b in self.boot]
+        return self._prediction(mean * factor, boot, why)
+
+    def second_stage(self, config: Any, first_ms: float) -> float:
+        """Log-ratio the residual trees (:mod:`.residual`) add to the first stage (0 without trees)."""
+        if self._trees is None:
+            return 0.0
+        return self._trees(config_features(config, self.dims, self.vocab, first_ms))
+
+    def predict_many(self, configs: list[Any]) -> list[Prediction]:
+        """:meth:`predict` for each config."""
+        return [self.predict(c) for c in configs]
+
+    def _prediction(self, mean: float, boot: list[float], why: list[str]) -> Prediction:
+        if boot:
+            mu = sum(boot) / len(boot)
+            var = sum((b - mu) ** 2 for b in boot) / max(1, len(boot) - 1)
+        else:
+            var = 0.0
+        unc = math.sqrt(var + (self.sigma_rel * mean) ** 2)
+        reason = "; ".join(dict.fromkeys(why)) if why else None
+        return Prediction(float(mean), float(unc), bool(why), reason)
+
+    def model_uncertainty(self, config: Any) -> float:
+        """Relative bootstrap spread only (how unsure the fit is, not the noise): for refinement."""
+        row, why = self.features(config)
+        boot = [_dot(b, row) for b in self.boot]
+        mean = max(_dot(self.coef, row), 1e-9)
+        mu = sum(boot) / max(1, len(boot))
+        sd = math.sqrt(sum((b - mu) ** 2 for b in boot) / max(1, len(boot) - 1)) if boot else 0.0
+        return sd / mean + (1.0 if why else 0.0)
+
+    def sum_of_parts(self, config: Any) -> float:
+        """The uncorrected sum of component latencies (ms), for diagnostics."""
+        row, _ = self.features(config)
+        return sum(v for c, v in zip(self.columns, row) if not is_count(c))
+
+    # ---- persistence ----------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write as JSON (``path`` is a file or a profile dir); atomic."""
+        p = Path(path)
+        if p.is_dir() or not p.suffix:
+            p.mkdir(parents=True, exist_ok=True)
+            p = p / PREDICTOR_FILE
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1, sort_keys=True))
+        tmp.replace(p)
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyPredictor":
+        """Load from a profile dir or a predictor file; ConfigError with one line if absent or wrong."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / PREDICTOR_FILE
+        if not p.is_file():
+            raise ConfigError(f"latency predictor: {str(p)!r} does not exist; run `vitsearch profile STUDY` "
+                              "first (it writes profiles/<study name>/predictor.json)")
+        try:
+            state = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"latency predictor: {str(p)!r} is not valid JSON ({exc.msg}); re-run "
+                              "`vitsearch profile`") from None
+        if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(f"latency predictor: {str(p)!r} has format {state.get('format_version')!r}, this "
+                              f"vitsearch reads {FORMAT_VERSION}; re-run `vitsearch profile`")
+        return cls(state)
+
+    def __getstate__(self) -> dict:
+        return self.state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state)
+
+    def __repr__(self) -> str:
+        return (f"LatencyPredictor(fingerprint {self.fingerprint_id}, input {self.input_shape}, "
+                f"{self.state.get('n_models')} whole-model samples)")
+
+
+def load_for_study(spec: Any, input_shape: tuple[int, ...], path: str | Path | None = None) -> LatencyPredictor:
+    """The study's fitted predictor (``default_profile_dir`` unless ``path``), checked against the shape."""
+    pred = LatencyPredictor.load(path or default_profile_dir(spec))
+    pred.check_input_shape(tuple(input_shape))
+    return pred
+
+
+def _dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b))
+
+
+def _key_distance(a: str, b: str) -> float:
+    pa, pb = a.split("-"), b.split("-")
+    return sum(0 if x == y else 1 for x, y in zip(pa, pb)) + abs(len(pa) - len(pb))

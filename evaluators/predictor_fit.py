@@ -1,0 +1,122 @@
+"""Fitting a :class:`~.predictor.LatencyPredictor` from component and whole-model timings.
+
+Kept apart from the predictor so that predicting needs neither numpy nor pandas (the
+object Ray ships is plain Python), and so a synthetic profile can be fitted in tests.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from .components import Dims
+from .predictor import COUNT_FEATURES, FORMAT_VERSION, LatencyPredictor, is_count
+from .residual import config_features, fit_trees, vocab_of
+
+#: Ridge strength towards the plain sum of parts, in units of one whole-model sample.
+LAMBDA = 0.5
+N_BOOT = 32
+
+
+def build_tables(dims: Dims, components: list[dict]) -> tuple[dict, list[str], list[str]]:
+    """Component rows ``{part, component (or key), tokens, median_ms, precision}`` -> tables and precisions.
+
+    Repeated measurements of one (key, tokens) are combined by their median.
+    """
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    prec = {"attn": set(), "mlp": set()}
+    for r in components:
+        groups[(r["part"], r.get("component") or r["key"], int(r["tokens"]))].append(float(r["median_ms"]))
+        if r["part"] in prec and r.get("precision"):
+            prec[r["part"]].add(r["precision"])
+    tables: dict[str, Any] = {"attn": {}, "mlp": {}, "reduce": {}, "stem": 0.0}
+    per_key: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for (part, key, n), values in groups.items():
+        if part == "stem":
+            tables["stem"] = float(np.median(values))
+        else:
+            per_key[(part, key)][n] = float(np.median(values))
+    for (part, key), points in per_key.items():
+        ns = sorted(points)
+        tables[part][key] = {"tokens": ns, "ms": [points[n] for n in ns]}
+    return tables, sorted(prec["attn"]), sorted(prec["mlp"])
+
+
+def columns_for(attn_prec: list[str], mlp_prec: list[str], interactions: bool = True) -> list[str]:
+    """Feature columns: component-ms groups first, then structural counts.
+
+    With ``interactions``, block counts per non-reference format (its call overhead beyond
+    the group factor) and per format x token-reducing blocks (the token path swaps in
+    another attention module and adds per-block work that interacts with the format).
+    """
+    ms = ["stem", *(f"attn_{p}" for p in attn_prec), "attn_other", *(f"mlp_{p}" for p in mlp_prec),
+          "mlp_other", "reduce"]
+    extra = []
+    if interactions:
+        for part, precs in (("attn", attn_prec), ("mlp", mlp_prec)):
+            ref = "fp32" if "fp32" in precs else (precs[0] if precs else None)
+            extra += [f"{kind}_{part}_{p}" for p in precs if p != ref for kind in ("nb", "tok")]
+    return [*ms, *COUNT_FEATURES, *extra]
+
+
+def fit_predictor(dims: Dims, components: list[dict], models: list[tuple[Any, float]], fingerprint: dict,
+                  input_shape: tuple[int, ...], meta: dict | None = None, lam: float = LAMBDA,
+                  n_boot: int = N_BOOT, seed: int = 0, interactions: bool = True,
+                  residual: bool = True) -> LatencyPredictor:
+    """Fit the correction on whole-model ``(config, measured ms)`` pairs over the component tables."""
+    tables, attn_prec, mlp_prec = build_tables(dims, components)
+    columns = columns_for(attn_prec, mlp_prec, interactions)
+    prior = [0.0 if is_count(c) else 1.0 for c in columns]
+    state = {"format_version": FORMAT_VERSION, "dims": dims.to_dict(), "tables": tables, "columns": columns,
+             "coef": prior, "boot": [], "sigma_rel": 0.1, "fingerprint": dict(fingerprint),
+             "input_shape": list(input_shape), "n_models": 0, "trained_keys": [], **(meta or {})}
+    draft = LatencyPredictor(state)
+    merged = _merge_repeats(models)
+    if not merged:
+        return draft
+    X = np.array([draft.features(c)[0] for c, _ in merged], dtype=np.float64)
+    y = np.array([ms for _, ms in merged], dtype=np.float64)
+    coef = solve(X, y, np.array(prior), lam)
+    rng = np.random.default_rng(seed)
+    boot = [solve(X[idx], y[idx], np.array(prior), lam)
+            for idx in (rng.integers(0, len(y), len(y)) for _ in range(n_boot if len(y) > 2 else 0))]
+    rel = 1.0 - (X @ coef) / y
+    dof = max(1, len(y) - np.count_nonzero(X.std(axis=0) > 0))
+    # The first stage's residual spread: conservative for the two-stage prediction (the
+    # trees' in-sample residual would flatter it).
+    sigma = float(np.sqrt(np.sum(rel ** 2) / dof)) if len(y) > len(columns) else 0.1
+    state.update(coef=[float(v) for v in coef], boot=[[float(v) for v in b] for b in boot], sigma_rel=sigma,
+                 n_models=len(merged), trained_keys=sorted(c.to_json(sort_keys=True) for c, _ in merged),
+                 first_stage_train_mape=float(np.mean(np.abs(rel))))
+    if residual:
+        first = np.maximum(X @ coef, LatencyPredictor(state)._floor)
+        configs = [c for c, _ in merged]
+        vocab = vocab_of(configs)
+        feats = [config_features(c, dims, vocab, float(f)) for c, f in zip(configs, first)]
+        state.update(vocab=vocab, residual=fit_trees(feats, list(np.log(y / first)), seed))
+    out = LatencyPredictor(state)
+    pred = np.array([p.median_ms for p in out.predict_many([c for c, _ in merged])])
+    state["train_mape"] = float(np.mean(np.abs(pred / y - 1.0)))
+    return out
+
+
+def solve(X: np.ndarray, y: np.ndarray, prior: np.ndarray, lam: float) -> np.ndarray:
+    """Ridge on relative error, shrunk towards ``prior``: min sum (1 - x.b / y)^2 + lam sum s_j^2 (b - prior)_j^2."""
+    Xr = X / y[:, None]
+    resid = 1.0 - Xr @ prior
+    scale = np.sqrt(np.mean(Xr ** 2, axis=0))
+    scale[scale == 0] = 1.0
+    A = Xr.T @ Xr + lam * np.diag(scale ** 2)
+    delta = np.linalg.solve(A, Xr.T @ resid)
+    return prior + delta
+
+
+def _merge_repeats(models: list[tuple[Any, float]]) -> list[tuple[Any, float]]:
+    """One (config, median of its measurements) per distinct config."""
+    by: dict[Any, list[float]] = defaultdict(list)
+    for config, ms in models:
+        if ms > 0 and np.isfinite(ms):
+            by[config].append(float(ms))
+    return [(c, float(np.median(v))) for c, v in by.items()]

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from vitsearch.evaluators.accuracy import check_compatible, evaluate_accuracy, recover
+from vitsearch.spaces import CompressionConfig, compress
+from vitsearch.spaces.errors import DataError
+
+
+def test_accuracy_equals_direct_computation(builtin_model, mnist):
+    x, y = mnist.val.tensors
+    with torch.inference_mode():
+        logits = builtin_model(x)
+    direct1 = (logits.argmax(-1) == y).sum().item() / len(y)
+    direct5 = (logits.topk(5, -1).indices == y[:, None]).any(-1).sum().item() / len(y)
+    got = evaluate_accuracy(builtin_model, mnist.val, batch_size=128)
+    assert got.top1 == pytest.approx(direct1, abs=1e-9) and got.top5 == pytest.approx(direct5, abs=1e-9)
+    assert got.n == 1000 and "1000 images" in got.source
+
+
+@pytest.mark.slow
+def test_recovery_improves_a_damaged_model(builtin_model, mnist):
+    config = CompressionConfig.from_dict({"depth": {"keep": 4}})
+    before = evaluate_accuracy(compress(builtin_model, config, calibration=mnist.calibration), mnist.val).top1
+    after_model = recover(builtin_model, config, mnist.train, steps=60, seed=0, calibration=mnist.calibration)
+    after = evaluate_accuracy(after_model, mnist.val).top1
+    assert after > before + 0.005
+    assert after_model.vitsearch_info["recovery_steps"] == 60
+    # seeded: the same run gives the same model
+    again = recover(builtin_model, config, mnist.train, steps=60, seed=0, calibration=mnist.calibration)
+    assert evaluate_accuracy(again, mnist.val).top1 == after
+
+
+def test_masks_survive_recovery(builtin_model, mnist):
+    config = CompressionConfig.from_dict({"sparsity": {"attn": "2:4", "mlp": "2:4"}})
+    model = recover(builtin_model, config, mnist.train, steps=5, lr=1e-3, seed=0)
+    linears = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "blocks" in n]
+    assert linears
+    for lin in linears:
+        groups = lin.weight.detach().reshape(-1, 4)
+        assert ((groups == 0).sum(-1) >= 2).all()
+    # the teacher is untouched
+    assert (builtin_model.blocks[0].mlp.fc1.weight != 0).float().mean() > 0.99
+
+
+def test_labels_outside_classes_and_bad_input(builtin_model, mnist):
+    from torch.utils.data import TensorDataset
+
+    x, y = mnist.val.tensors
+    with pytest.raises(DataError, match="outside the model's 10 classes"):
+        evaluate_accuracy(builtin_model, TensorDataset(x[:8], y[:8] + 10))
+    with pytest.raises(DataError, match="model takes 1x28x28"):
+        check_compatible(builtin_model, (3, 28, 28), 10)
+    with pytest.raises(DataError, match="predicts 10"):
+        check_compatible(builtin_model, (1, 28, 28), 100)
+    with pytest.raises(Exception, match="batch_size"):
+        evaluate_accuracy(builtin_model, mnist.val, batch_size=0)

@@ -1,0 +1,298 @@
+"""Latency predictor: fit on synthetic profiles with known costs, persistence, refusals,
+and one real small profile -> fit -> predictor-eval of the built-in model.
+
+Nothing asserts a speed: timings on a shared CI machine are noise. The end-to-end test
+checks structure and ranges only, with tiny timing caps.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+
+import pytest
+import yaml
+
+from vitsearch.evaluators.components import Dims, attn_key, mlp_key, pick_anchors
+from vitsearch.evaluators.predictor import LatencyPredictor, Prediction, Table, default_profile_dir
+from vitsearch.evaluators.predictor_eval import scores
+from vitsearch.evaluators.predictor_fit import fit_predictor
+from vitsearch.spaces import CompressionConfig, tokens_per_block
+from vitsearch.spaces.errors import ConfigError, DeviceError
+
+DIMS = Dims(embed_dim=32, num_heads=4, head_dim=8, mlp_hidden=64, depth=4, num_patches=16, num_prefix_tokens=1)
+FP = {"kind": "cpu", "cpu_model": "test CPU", "threads": 1, "fingerprint_id": "aaaaaaaaaaaa"}
+SHAPE = (1, 1, 16, 16)
+ANCHORS = list(range(5, 18, 2)) + [17]
+HEADS = [(4, 4), (4, 2), (4, 1), (2, 2), (2, 1)]
+PRECS = ["fp32", "int8"]
+MLPS = {"dense": 64, "structured:0.5": 32}
+
+
+def attn_cost(h, kv, prec, n):
+    return (0.004 * n * (h + 2 * kv) + 0.05) * (2.0 if prec == "int8" else 1.0)
+
+
+def mlp_cost(f, prec, n):
+    return (0.0005 * n * f + 0.03) * (1.5 if prec == "int8" else 1.0)
+
+
+def reduce_cost(n):
+    return 0.02 + 0.001 * n
+
+
+STEM = 0.2
+
+
+def synthetic_components():
+    rows = [{"part": "stem", "key": "stem", "tokens": 0, "median_ms": STEM}]
+    for (h, kv), prec in [(hk, p) for hk in HEADS for p in PRECS]:
+        rows += [{"part": "attn", "key": attn_key(h, kv, prec, "dense"), "tokens": n, "precision": prec,
+                  "median_ms": attn_cost(h, kv, prec, n)} for n in sorted(set(ANCHORS))]
+    for (sp, f), prec in [(m, p) for m in MLPS.items() for p in PRECS]:
+        rows += [{"part": "mlp", "key": mlp_key(f, prec, sp), "tokens": n, "precision": prec,
+                  "median_ms": mlp_cost(f, prec, n)} for n in sorted(set(ANCHORS))]
+    rows += [{"part": "reduce", "key": "merge", "tokens": n, "median_ms": reduce_cost(n)} for n in (9, 13, 17)]
+    return rows
+
+
+def additive_truth(c: CompressionConfig) -> float:
+    """The exact sum of parts of ``c`` under the synthetic costs."""
+    h = c.heads.keep or 4
+    kv = c.heads.kv_heads or h
+    f = MLPS[c.sparsity.mlp]
+    total = STEM
+    for n_a, n_m in tokens_per_block(c, DIMS.num_patches, DIMS.num_prefix_tokens, DIMS.depth):
+        total += attn_cost(h, kv, c.precision.attn, n_a) + mlp_cost(f, c.precision.mlp, n_m)
+        total += reduce_cost(n_a) if n_m != n_a else 0.0
+    return total
+
+
+def random_configs(n, seed=0):
+    rng = random.Random(seed)
+    out = set()
+    while len(out) < n:
+        h, kv = rng.choice(HEADS)
+        keep = rng.randint(2, 4)
+        sched = {str(b): rng.choice([0.75, 0.5]) for b in (0, 1) if rng.random() < 0.5}
+        out.add(CompressionConfig.from_dict({
+            "depth": {"keep": keep} if keep < 4 else {},
+            "heads": {k: v for k, v in (("keep", h), ("kv_heads", kv)) if v != (4 if k == "keep" else h)},
+            "tokens": {"schedule": sched} if sched else {},
+            "sparsity": {"mlp": rng.choice(list(MLPS))},
+            "precision": {"attn": rng.choice(PRECS), "mlp": rng.choice(PRECS)}}))
+    return sorted(out, key=lambda c: c.to_json(sort_keys=True))
+
+
+@pytest.fixture(scope="module")
+def configs():
+    return random_configs(60)
+
+
+@pytest.fixture(scope="module")
+def additive(configs):
+    return fit_predictor(DIMS, synthetic_components(), [(c, additive_truth(c)) for c in configs], FP, SHAPE)
+
+
+def test_recovers_known_additive_costs(additive, configs):
+    held_out = [c for c in random_configs(120, seed=1) if c not in set(configs)][:30]
+    for c in held_out:
+        pred = additive.predict(c)
+        assert not pred.out_of_range, pred.reason
+        assert pred.median_ms == pytest.approx(additive_truth(c), rel=1e-6)
+    coef = dict(zip(additive.columns, additive.coef))
+    assert coef["attn_fp32"] == pytest.approx(1.0, abs=1e-6) and coef["n_blocks"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_learns_per_format_factor_and_per_block_overhead(configs):
+    def truth(c):  # int8 attention 1.3x slower in the whole model, plus 0.05 ms per block
+        base = additive_truth(c)
+        h = c.heads.keep or 4
+        extra = 0.0
+        for n_a, _ in tokens_per_block(c, DIMS.num_patches, 1, DIMS.depth):
+            if c.precision.attn == "int8":
+                extra += 0.3 * attn_cost(h, c.heads.kv_heads or h, "int8", n_a)
+            extra += 0.05
+        return base + extra
+
+    p = fit_predictor(DIMS, synthetic_components(), [(c, truth(c)) for c in configs], FP, SHAPE)
+    coef = dict(zip(p.columns, p.coef))
+    # ridge shrinks towards the plain sum, and a per-block overhead is partly collinear
+    # with the per-call constants inside the component costs: judge the fit by its
+    # predictions, the coefficients only roughly
+    assert coef["attn_int8"] == pytest.approx(1.3, rel=0.05) and coef["n_blocks"] > 0.02
+    for c in random_configs(20, seed=3):
+        assert p.predict(c).median_ms == pytest.approx(truth(c), rel=0.01)
+
+
+def test_second_stage_learns_an_interaction_the_sum_cannot(configs):
+    def truth(c):  # int8 attention costs 20 % more in models that also reduce tokens
+        slow = c.precision.attn == "int8" and bool(c.tokens.schedule)
+        return additive_truth(c) * (1.2 if slow else 1.0)
+
+    train = random_configs(150, seed=7)
+    test = [c for c in random_configs(300, seed=8) if c not in set(train)][:40]
+    errs = {}
+    for residual in (False, True):
+        p = fit_predictor(DIMS, synthetic_components(), [(c, truth(c)) for c in train], FP, SHAPE, residual=residual)
+        errs[residual] = sum(abs(p.predict(c).median_ms / truth(c) - 1) for c in test) / len(test)
+        again = pickle.loads(pickle.dumps(p))
+        assert again.predict(test[0]) == p.predict(test[0])
+    assert errs[True] < 0.8 * errs[False] and errs[True] < 0.02
+
+
+def test_few_samples_fall_back_to_the_sum_of_parts(configs):
+    p = fit_predictor(DIMS, synthetic_components(), [], FP, SHAPE)
+    c = configs[0]
+    assert p.predict(c).median_ms == pytest.approx(additive_truth(c))
+    assert p.predict(c).uncertainty_ms > 0
+
+
+def test_save_load_and_pickle_round_trip(additive, configs, tmp_path):
+    path = additive.save(tmp_path)
+    assert path.name == "predictor.json"
+    for loaded in (LatencyPredictor.load(tmp_path), LatencyPredictor.load(path), pickle.loads(pickle.dumps(additive))):
+        assert loaded.fingerprint_id == "aaaaaaaaaaaa" and loaded.input_shape == SHAPE
+        assert loaded.predict_many(configs[:10]) == additive.predict_many(configs[:10])
+    assert isinstance(additive.predict(configs[0]), Prediction)
+
+
+def test_missing_or_bad_file_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="vitsearch profile") as err:
+        LatencyPredictor.load(tmp_path / "nope")
+    assert "\n" not in str(err.value)
+    (tmp_path / "predictor.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        LatencyPredictor.load(tmp_path)
+
+
+def test_fingerprint_mismatch_refused(additive):
+    additive.check_device({"fingerprint_id": "aaaaaaaaaaaa"})
+    with pytest.raises(DeviceError, match="bbbbbbbbbbbb") as err:
+        additive.check_device({"fingerprint_id": "bbbbbbbbbbbb"})
+    assert "\n" not in str(err.value) and "vitsearch profile" in str(err.value)
+    with pytest.raises(ConfigError, match="batch"):
+        additive.check_input_shape((8, 1, 16, 16))
+
+
+def test_out_of_range_flagged(additive):
+    inside = CompressionConfig.from_dict({"tokens": {"schedule": {"0": 0.5}}})
+    assert not additive.predict(inside).out_of_range
+    # 16 -> 8 -> 4 patch tokens: 5 with the class token is profiled, 3 (below) is not.
+    below = CompressionConfig.from_dict({"tokens": {"method": "prune", "schedule": {"0": 0.5, "1": 0.25}}})
+    pred = additive.predict(below)
+    assert pred.out_of_range and "prune" in pred.reason and pred.median_ms > 0
+    bf16 = CompressionConfig.from_dict({"precision": {"mlp": "bf16"}})
+    pred = additive.predict(bf16)
+    assert pred.out_of_range and "not profiled" in pred.reason and pred.median_ms > 0
+
+
+def test_table_interpolates_and_reports_range():
+    t = Table([10, 20, 40], [1.0, 2.0, 3.0])
+    assert t.at(15) == (1.5, True) and t.at(40) == (3.0, True) and t.at(30) == (2.5, True)
+    assert t.at(50)[1] is False and t.at(50)[0] == pytest.approx(3.5)
+    assert t.at(5)[1] is False
+
+
+def test_pick_anchors_spans_min_and_max():
+    a = pick_anchors(list(range(3, 51)), 6)
+    assert a[0] == 3 and a[-1] == 50 and len(a) == 6
+    assert pick_anchors([7, 3, 3]) == [3, 7]
+
+
+def test_scores_known_values():
+    s = scores([10, 20, 30, 40], [10.5, 19, 36, 40])
+    assert s["within_10pct"] == 0.75 and s["within_5pct"] == 0.75
+    assert s["mape"] == pytest.approx((0.05 + 0.05 + 0.2 + 0) / 4)
+    assert s["spearman"] == pytest.approx(1.0) and s["kendall"] == pytest.approx(1.0)
+
+
+def test_default_profile_dir_names_the_study():
+    from vitsearch.search.study import parse_study
+
+    assert str(default_profile_dir(parse_study({"name": "x"}))) == "profiles/x"
+
+
+def test_sample_configs_distinct_and_inside_the_space(builtin_model):
+    from vitsearch.evaluators.profile import sample_configs
+    from vitsearch.spaces import SearchSpace
+
+    space = SearchSpace.from_spec({}, builtin_model)
+    cs = sample_configs(space, 40, seed=0)
+    keys = [c.to_json(sort_keys=True) for c in cs]
+    assert len(cs) == 40 and len(set(keys)) == 40
+    for c in cs:
+        space.params_for(c)  # raises if outside
+    again = sample_configs(space, 10, seed=5, presets=False, exclude=set(keys))
+    assert not set(c.to_json(sort_keys=True) for c in again) & set(keys)
+
+
+def test_component_plan_covers_the_space(builtin_model):
+    from vitsearch.evaluators.components import plan_components
+    from vitsearch.evaluators.profile import sample_configs
+    from vitsearch.spaces import SearchSpace
+
+    space = SearchSpace.from_spec({}, builtin_model)
+    dims = Dims.of(builtin_model)
+    plan = plan_components(space, dims)
+    for c in sample_configs(space, 60, seed=2):
+        h = c.heads.keep or dims.num_heads
+        assert attn_key(h, c.heads.kv_heads or h, c.precision.attn, c.sparsity.attn) in plan.attn
+        for n_a, n_m in tokens_per_block(c, dims.num_patches, dims.num_prefix_tokens, dims.depth):
+            assert min(plan.token_counts) <= n_m <= n_a <= max(plan.token_counts)
+
+
+# ---- a real (tiny) profile of the built-in model, end to end ------------------------------------
+SMALL_STUDY = {
+    "name": "predictor-test",
+    "latency": {"batch_size": 1, "threads": 1, "warmup": 1, "max_runs": 6, "max_seconds": 0.02},
+    "space": {"depth": {"keep_min": 6}, "heads": {"keep": [6], "kv_heads": [2, 6]},
+              "tokens": {"shares": [1.0, 0.7]}, "sparsity": {"attn": ["dense"], "mlp": ["dense", "structured:0.5"]},
+              "precision": {"attn": ["fp32"], "mlp": ["fp32", "int8"]}},
+}
+
+
+@pytest.mark.slow
+def test_profile_fit_predict_eval_end_to_end(tmp_path, monkeypatch, capsys):
+    from vitsearch.evaluators import profile
+    from vitsearch.evaluators.timing import TimingPlan
+    from vitsearch.search.cli import main
+
+    monkeypatch.setenv("VITSEARCH_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setattr(profile, "COMPONENT_PLAN", TimingPlan(target_s=0.005, min_passes=3, max_passes=6,
+                                                              rounds=1, warmup=1))
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(SMALL_STUDY))
+    out = tmp_path / "prof"
+    assert main(["profile", str(study), "--out", str(out), "--models", "6", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["models_total"] == 6 and summary["components"] > 10
+    assert (out / "predictor.json").is_file() and list((out / "timings").glob("part-*.parquet"))
+
+    rows = profile.ProfileStore(out).rows()
+    assert all(r["fingerprint_id"] == summary["fingerprint_id"] and len(r["samples_ms"]) == r["n_runs"] for r in rows)
+    # resumable: a second run measures nothing new
+    assert main(["profile", str(study), "--out", str(out), "--models", "6", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["models_measured_now"] == 0
+
+    assert main(["predictor-eval", str(study), "--profile", str(out), "--n", "3", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    for k in ("within_10pct", "within_5pct", "mape", "spearman", "kendall", "predict_ms", "noise_mape", "n",
+              "device", "fingerprint_id"):
+        assert k in res
+    assert res["n"] == 3 and 0 <= res["within_10pct"] <= 1 and 0 <= res["within_5pct"] <= res["within_10pct"]
+    assert res["mape"] >= 0 and res["noise_mape"] >= 0 and 0 < res["predict_ms"] < 5
+    trained = LatencyPredictor.load(out).trained_keys
+    assert not {r["config"] for r in res["rows"]} & trained  # held out: never used in fitting
+
+    assert main(["profile", str(study), "--out", str(out), "--refine", "--refine-n", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["models_total"] >= 7
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from vitsearch.search.cli import main
+
+    assert main(["predictor-eval", "default", "--profile", str(tmp_path / "none"), "--n", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--n" in err and "\n" not in err

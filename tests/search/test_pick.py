@@ -1,0 +1,193 @@
+"""`vitsearch pick`: choosing within a budget, exit codes, and exported variants that load back.
+
+The choice rules are tested on synthetic fronts; the export on one real small run built
+once for the module (8 trials, one worker, Ray capped at 2 CPUs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from vitsearch.spaces.errors import ConfigError, NothingWithinBudget
+
+STUDY = {
+    "name": "t",
+    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5},
+    "data": {"eval_batch_size": 500},
+    "constraints": {"max_accuracy_drop": 0.05},
+    "search": {"trials": 8, "workers": 1, "cpus": 2, "seed": 0, "batch_size": 2},
+}
+
+
+def vitsearch(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "vitsearch.search.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ))
+
+
+def make_run(root: Path) -> Path:
+    """A small real run of the built-in study (shared by this module's tests)."""
+    study = root / "study.yaml"
+    study.write_text(yaml.safe_dump(STUDY))
+    proc = vitsearch("run", study, "--out", root / "run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root / "run"
+
+
+def front(*rows):
+    return pd.DataFrame([{"number": n, "accuracy": a, "budget_ms": ms, "size_mb": mb, "summary": f"cfg{n}",
+                          "budget_source": "measured (as recorded)"} for n, a, ms, mb in rows])
+
+
+FRONT = front((1, 0.90, 1.0, 1.0), (2, 0.95, 2.0, 2.0), (3, 0.97, 3.0, 4.0), (4, 0.98, 4.0, 5.0))
+
+
+def test_most_accurate_within_budget_wins():
+    from vitsearch.search.pick import choose, runner_up_line
+
+    c = choose(FRONT, 3.5)
+    assert int(c.winner["number"]) == 3 and int(c.runner_up["number"]) == 2
+    assert "most accurate (97.00%)" in c.why and "1 more accurate" in c.why
+    assert "runner-up: trial 2" in runner_up_line(c)
+    assert int(choose(FRONT, 3.0).winner["number"]) == 3  # the budget is inclusive
+    assert int(choose(FRONT, 100, max_size_mb=2.5).winner["number"]) == 2
+    assert int(choose(FRONT, 100, min_accuracy=0.975).winner["number"]) == 4
+    only = choose(FRONT, 1.5)
+    assert int(only.winner["number"]) == 1 and only.runner_up is None
+
+
+def test_nothing_within_budget_names_the_fastest():
+    from vitsearch.search.pick import choose
+
+    with pytest.raises(NothingWithinBudget, match=r"within 0.5 ms; the fastest is trial 1 at 1.000 ms") as exc:
+        choose(FRONT, 0.5)
+    assert exc.value.exit_code == 3
+    with pytest.raises(NothingWithinBudget, match="accuracy >= 99.00%"):
+        choose(FRONT, 10, min_accuracy=0.99)
+
+
+@pytest.mark.parametrize("kw", [{"latency_ms": 0}, {"latency_ms": -2}, {"latency_ms": float("nan")},
+                                {"latency_ms": 5, "min_accuracy": 1.5}, {"latency_ms": 5, "max_size_mb": 0}])
+def test_meaningless_budgets_are_refused(kw):
+    from vitsearch.search.pick import choose
+
+    with pytest.raises(ConfigError) as exc:
+        choose(FRONT, **kw)
+    assert exc.value.exit_code == 2
+
+
+# ---- on a real run ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("pick"))
+
+
+def recorded_front(run_dir):
+    from vitsearch.search.runview import load_run
+
+    view = load_run(run_dir)
+    return view, view.front.sort_values("latency_ms")
+
+
+def check_variant(out, number, view):
+    """The variant dir is complete, loads with weights_only, and reproduces its recorded accuracy."""
+    from vitsearch.evaluators import evaluate_accuracy, load_mnist5k
+    from vitsearch.search.variant import load_variant
+
+    for name in ("config.json", "weights.pt", "provenance.json", "study.yaml", "README.md"):
+        assert (out / name).is_file(), name
+    state = torch.load(out / "weights.pt", weights_only=True)
+    assert all(type(t) is torch.Tensor for t in state.values())
+    prov = json.loads((out / "provenance.json").read_text())
+    ev = view.evaluation(number)
+    assert prov["trial"] == number and prov["study"] == "t" and prov["base_model"] == "builtin:vitsearch-tiny"
+    assert prov["device_fingerprint"]["fingerprint_id"] == ev["fingerprint"]["fingerprint_id"]
+    assert prov["accuracy"]["recorded"] == ev["accuracy"] == prov["accuracy"]["at_export"]
+    assert prov["latency"]["used_source"] and prov["latency"]["recorded"]["source"] == "measured"
+    variant = load_variant(out)
+    acc = evaluate_accuracy(variant.model, load_mnist5k(seed=0).val, "cpu", 500)
+    assert acc.top1 == ev["accuracy"]  # CPU kernels are deterministic: exact, no tolerance
+    ex = prov["export"]
+    if ex["exported"]:
+        program = torch.export.load(out / "program.pt2").module()
+        x = torch.randn(*ex["input_shape"])
+        with torch.inference_mode():
+            assert torch.allclose(program(x), variant.model(x), atol=1e-4)
+    else:
+        assert ex["reason"] and "program.pt2" in (out / "README.md").read_text()
+    return prov
+
+
+@pytest.mark.slow
+def test_pick_between_fastest_and_slowest_exports_a_loadable_variant(run_dir, tmp_path):
+    from vitsearch.search.pick import choose
+    from vitsearch.search.runview import Remeasure, front_latency
+
+    view, fr = recorded_front(run_dir)
+    lo, hi = fr["latency_ms"].iloc[0], fr["latency_ms"].iloc[-1]
+    budget = (lo + hi) / 2 if len(fr) > 1 else hi * 1.01
+    expected = choose(front_latency(view, Remeasure(False, "")), budget).winner
+    out = tmp_path / "variant"
+    proc = vitsearch("pick", run_dir, "--latency-ms", budget, "--no-remeasure", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"trial {int(expected['number'])} wins" in proc.stdout and "runner-up" in proc.stdout
+    assert "as recorded" in proc.stdout
+    check_variant(out, int(expected["number"]), view)
+
+
+@pytest.mark.slow
+def test_pick_remeasures_on_the_study_device(run_dir):
+    view, fr = recorded_front(run_dir)
+    proc = vitsearch("pick", run_dir, "--latency-ms", 1e6)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "re-measured on this machine" in proc.stdout
+    best = fr.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
+    number = int(best["number"])
+    assert f"trial {number} wins" in proc.stdout
+    prov = check_variant(run_dir / "variants" / f"trial-{number}", number, view)
+    assert prov["latency"]["remeasured"]["n_runs"] >= 5
+    assert prov["latency"]["used_source"] == "re-measured here"
+
+
+@pytest.mark.slow
+def test_pick_exit_codes(run_dir):
+    proc = vitsearch("pick", run_dir, "--latency-ms", 0)
+    assert proc.returncode == 2 and "--latency-ms: must be > 0, got 0" in proc.stderr
+    proc = vitsearch("pick", run_dir, "--latency-ms", 1e-6, "--no-remeasure")
+    assert proc.returncode == 3, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "the fastest is trial" in proc.stderr
+
+
+def test_quantized_variant_round_trips(builtin_model, mnist, tmp_path):
+    """int8 (torchao) layers: the float state is stored, precision re-applied on load, outputs identical."""
+    from vitsearch.search.study import load_study
+    from vitsearch.search.variant import load_variant, write_variant
+    from vitsearch.spaces import CompressionConfig, finalize, prepare
+
+    config = CompressionConfig.from_dict({"depth": {"keep": 6}, "sparsity": {"mlp": "2:4"},
+                                          "precision": {"attn": "int8", "mlp": "int8-weight"}})
+    prepared = prepare(builtin_model, config, calibration=mnist.calibration)
+    model = finalize(prepared, config)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(load_study("default").model_dump(mode="json")))
+    out = write_variant(tmp_path / "v", prepared, config, study,
+                        {"trial": 0, "study": "default", "config_summary": config.summary(), "base_model": "b",
+                         "accuracy": {"recorded": 0.9, "source": "x", "at_export": 0.9},
+                         "latency": {"used_ms": 1.0, "used_source": "measured"}, "size_mb": 1.0})
+    state = torch.load(out / "weights.pt", weights_only=True)
+    assert all(type(t) is torch.Tensor for t in state.values())
+    loaded = load_variant(out).model
+    x = mnist.val[0][0][None]
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), model(x))
+    assert type(loaded.blocks[0].attn.qkv.weight) not in (torch.Tensor, torch.nn.Parameter)  # quantized again

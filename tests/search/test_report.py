@@ -1,0 +1,206 @@
+"""`vitsearch report` and `vitsearch list` on a real small run, rendered in headless Chromium.
+
+One run (8 trials, one worker so timings do not overlap, real Ray capped at 2 CPUs) is built once for the module; the report
+is written once (re-measuring the front: this machine is the study's device) and every
+test reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+STUDY = {
+    "name": "t",
+    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5},
+    "data": {"eval_batch_size": 500},
+    "constraints": {"max_accuracy_drop": 0.05},
+    "search": {"trials": 8, "workers": 1, "cpus": 2, "seed": 0, "batch_size": 2},
+}
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--virtual-time-budget=8000"]
+
+
+def vitsearch(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "vitsearch.search.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ))
+
+
+def make_run(root: Path) -> Path:
+    """A small real run of the built-in study (shared by this module's tests)."""
+    study = root / "study.yaml"
+    study.write_text(yaml.safe_dump(STUDY))
+    proc = vitsearch("run", study, "--out", root / "run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    proc = vitsearch("report", run_dir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc, run_dir / "report"
+
+
+def test_report_writes_every_artifact(report, run_dir):
+    proc, out = report
+    assert "re-measured on this machine" in proc.stdout  # same machine: the fingerprint matches
+    for name in ("report.html", "summary.md", "front.png", "importance.png", "latency_check.png",
+                 "trials.csv", "trials.parquet", "front.csv", "front.parquet"):
+        assert (out / name).is_file(), name
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert len(trials) == len(pd.read_csv(out / "trials.csv")) >= 6
+    front = pd.read_parquet(out / "front.parquet")
+    assert len(front) >= 1 and front["remeasured_ms"].gt(0).all()
+    assert (front["budget_source"] == "re-measured here").all()
+
+
+def test_pngs_are_real_images(report):
+    import matplotlib.image
+
+    _, out = report
+    for name in ("front.png", "importance.png", "latency_check.png"):
+        path = out / name
+        assert path.stat().st_size > 15_000, name  # a blank 600x500 PNG is ~3 kB
+        img = matplotlib.image.imread(path)
+        assert img.shape[0] >= 400 and img.shape[1] >= 500
+        assert img[..., :3].std() > 0.05, f"{name} looks blank"
+
+
+def test_html_is_self_contained_and_honest(report):
+    _, out = report
+    text = (out / "report.html").read_text()
+    assert "<script src=" not in text  # plotly.js is embedded, not fetched
+    assert "Plotly.newPlot" in text and "plotly.js v" in text and len(text) > 3_000_000
+    for needle in ("Device fingerprint", "How the numbers were obtained", "re-measured on this machine",
+                   "repeatability", "fingerprint_id", "Knob effects"):
+        assert needle in text, needle
+
+
+def test_summary_and_list_share_columns(report, run_dir):
+    from vitsearch.search.report import FRONT_COLUMNS
+
+    _, out = report
+    md = (out / "summary.md").read_text()
+    assert "| " + " | ".join(FRONT_COLUMNS) + " |" in md
+    assert "## Best under common latency budgets" in md and "how the numbers were obtained" in md.lower()
+    proc = vitsearch("list", run_dir)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:6] == ["trial", "accuracy", "latency", "ms", "source", "size"]
+    front = pd.read_csv(out / "front.csv")
+    listed = [int(line.split()[0]) for line in lines[2:2 + len(front)]]
+    assert listed == front["number"].tolist()
+
+
+def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+def _console(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    import matplotlib.image
+
+    _, out = report
+    url = (out / "report.html").resolve().as_uri()
+    shot = tmp_path / "shot.png"
+    proc = _chromium(["--window-size=1200,1400", f"--screenshot={shot}", url], tmp_path)
+    assert shot.is_file(), proc.stderr[-2000:]
+    img = matplotlib.image.imread(shot)[..., :3]
+    assert (img.mean(axis=-1) < 0.9).mean() > 0.02, "screenshot is (nearly) blank"
+    assert _console(proc.stderr) == []
+    dom = _chromium(["--dump-dom", url], tmp_path)
+    assert _console(dom.stderr) == []
+    html = dom.stdout
+    fig0 = html[html.index('id="fig0"'):html.index('id="fig1"')]
+    assert 'class="main-svg"' in fig0  # plotly drew the Pareto figure
+    front = pd.read_csv(out / "front.csv")
+    assert fig0.count('class="point"') >= len(front)
+
+
+def test_console_errors_are_detected(tmp_path):
+    """The console check above is not vacuous: a page that throws is caught."""
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><script>throw new Error('boom')</script></body></html>")
+    proc = _chromium(["--dump-dom", page.as_uri()], tmp_path)
+    assert any("boom" in line for line in _console(proc.stderr))
+
+
+def test_other_device_is_not_remeasured(run_dir, tmp_path, monkeypatch):
+    from vitsearch.search import runview
+    from vitsearch.search.report import build
+
+    real = runview.current_fingerprint
+    monkeypatch.setattr(runview, "current_fingerprint", lambda spec: {**real(spec), "fingerprint_id": "000000000000"})
+    view = runview.load_run(run_dir)
+    result = build(view, tmp_path / "r", remeasure=True, progress=False)
+    assert not result["remeasure"].done
+    assert "latencies are as recorded for the study's device" in result["remeasure"].why
+    assert "000000000000" in (tmp_path / "r" / "report.html").read_text()
+    assert not (tmp_path / "r" / "latency_check.png").exists()
+    assert (result["front"]["budget_source"] == "measured (as recorded)").all()
+
+
+def test_predicted_latencies_get_a_hit_rate():
+    from vitsearch.search.report import latency_check_summary
+    from vitsearch.search.runview import Remeasure
+
+    table = pd.DataFrame({"number": [1, 2, 3, 4], "recorded_source": ["predicted"] * 4,
+                          "recorded_ms": [1.0, 2.0, 3.5, 5.0], "remeasured_ms": [1.05, 2.0, 3.0, 4.0]})
+    table["rel_error"] = table["recorded_ms"] / table["remeasured_ms"] - 1
+    label, line = latency_check_summary(Remeasure(True, "", table=table))
+    assert label == "predicted" and line.startswith("predictor hit rate: 50% of 4")
+
+
+def test_too_few_trials_for_importance(run_dir):
+    import optuna
+
+    from vitsearch.search.report import knob_importances
+    from vitsearch.search.runview import load_run
+
+    view = load_run(run_dir)
+    small = optuna.create_study(directions=["maximize", "minimize"])
+    small.add_trials(view.study.trials[:2])
+    view.study = small
+    importances, why = knob_importances(view)
+    assert importances == {} and why.startswith("not computed")
+
+
+def test_bad_run_dirs(tmp_path):
+    import optuna
+
+    from vitsearch.search.rundir import RunDir
+    from vitsearch.search.study import load_study
+
+    proc = vitsearch("report", tmp_path / "nope")
+    assert proc.returncode == 2 and "not a vitsearch run dir" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    empty = RunDir(tmp_path / "empty")
+    url = empty.default_storage_url()
+    empty.create(load_study("default"), {"storage": url, "study_name": "default"})
+    optuna.create_study(storage=url, study_name="default", directions=["maximize", "minimize"])
+    for cmd in (["report"], ["list"], ["pick", "--latency-ms", "5"]):
+        proc = vitsearch(cmd[0], empty.path, *cmd[1:])
+        assert proc.returncode == 2 and "no completed trial" in proc.stderr, proc.stderr
