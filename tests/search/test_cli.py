@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -11,11 +10,8 @@ import time
 import pytest
 import torch
 import yaml
+from clitools import vitsearch
 
-
-def vitsearch(*args, cwd=None, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "vitsearch.search.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 def study(tmp_path, doc: dict):
@@ -58,7 +54,6 @@ def test_eval_prints_every_number_with_its_source(tmp_path):
 
 
 def _ckpt(tmp_path):
-    from vitsearch.evaluators.models import create_vitsearch_tiny
 
     path = tmp_path / "deit.pt"
     import timm

@@ -19,6 +19,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from clitools import vitsearch
 
 pytestmark = pytest.mark.slow
 
@@ -40,11 +41,6 @@ def write_study(tmp_path: Path, **overrides) -> Path:
     path.write_text(yaml.safe_dump(doc))
     return path
 
-
-def vitsearch(*args, env=None, timeout=600, **kw):
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "vitsearch.search.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, **kw)
 
 
 def load(run_dir: Path) -> tuple[optuna.Study, pd.DataFrame]:

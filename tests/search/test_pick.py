@@ -7,39 +7,18 @@ once for the module (8 trials, one worker, Ray capped at 2 CPUs).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from clitools import vitsearch
 import torch
 import yaml
 
 from vitsearch.spaces.errors import ConfigError, NothingWithinBudget
 
-STUDY = {
-    "name": "t",
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5},
-    "data": {"eval_batch_size": 500},
-    "constraints": {"max_accuracy_drop": 0.05},
-    "search": {"trials": 8, "workers": 1, "cpus": 2, "seed": 0, "batch_size": 2},
-}
 
 
-def vitsearch(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "vitsearch.search.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ))
 
-
-def make_run(root: Path) -> Path:
-    """A small real run of the built-in study (shared by this module's tests)."""
-    study = root / "study.yaml"
-    study.write_text(yaml.safe_dump(STUDY))
-    proc = vitsearch("run", study, "--out", root / "run")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return root / "run"
 
 
 def front(*rows):
@@ -87,9 +66,6 @@ def test_meaningless_budgets_are_refused(kw):
 # ---- on a real run ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("pick"))
 
 
 def recorded_front(run_dir):

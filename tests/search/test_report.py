@@ -7,47 +7,24 @@ test reads it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
+from clitools import vitsearch
 
 pytestmark = pytest.mark.slow
 
-STUDY = {
-    "name": "t",
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5},
-    "data": {"eval_batch_size": 500},
-    "constraints": {"max_accuracy_drop": 0.05},
-    "search": {"trials": 8, "workers": 1, "cpus": 2, "seed": 0, "batch_size": 2},
-}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--enable-logging=stderr", "--virtual-time-budget=8000"]
 
 
-def vitsearch(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "vitsearch.search.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ))
 
 
-def make_run(root: Path) -> Path:
-    """A small real run of the built-in study (shared by this module's tests)."""
-    study = root / "study.yaml"
-    study.write_text(yaml.safe_dump(STUDY))
-    proc = vitsearch("run", study, "--out", root / "run")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return root / "run"
 
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("report"))
 
 
 @pytest.fixture(scope="module")
