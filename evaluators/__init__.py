@@ -10,6 +10,7 @@ from .fingerprint import device_fingerprint, fingerprint_id, resolve_device
 from .latency import LatencyResult, measure_latency, measure_repeatability
 from .macs import analytic_macs
 from .models import ModelSpec, create_vitsearch_tiny, load_base_model
+from .predictor import LatencyPredictor, Prediction, default_profile_dir, load_for_study
 from .record import Evaluation, latency_entry
 from .size import SizeReport, model_size
 
@@ -19,6 +20,7 @@ __all__ = [
     "device_lock", "device_fingerprint", "fingerprint_id", "resolve_device",
     "LatencyResult", "measure_latency", "measure_repeatability",
     "analytic_macs", "ModelSpec", "create_vitsearch_tiny", "load_base_model",
+    "LatencyPredictor", "Prediction", "default_profile_dir", "load_for_study",
     "Evaluation", "latency_entry", "SizeReport", "model_size",
     "VitsearchError", "ModelError", "DataError", "DeviceError",
 ]

@@ -36,15 +36,15 @@ def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
 class EvalCache:
     """Evaluations by canonical config JSON, persisted after every new one."""
 
-    def __init__(self, path: Path, session):
-        self.path, self.session = path, session
+    def __init__(self, path: Path, session, predictor=None):
+        self.path, self.session, self.predictor = path, session, predictor
         self.data: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
         self.new = 0
 
     def get(self, config) -> dict:
         key = json.dumps(config.to_dict(), sort_keys=True)
         if key not in self.data:
-            metrics, _ = self.session.evaluate_staged(config, recovery_steps=0)
+            metrics, _ = self.session.evaluate_staged(config, recovery_steps=0, predictor=self.predictor)
             self.data[key] = {"accuracy": metrics["accuracy"], "latency_ms": metrics["latency"]["median_ms"],
                               "size_mb": metrics["size_mb"]}
             self.new += 1
@@ -58,7 +58,7 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     from tqdm.auto import tqdm
 
     from vitsearch.search.engine import make_sampler
-    from vitsearch.search.session import load_session
+    from vitsearch.search.session import load_session, study_predictor
     from vitsearch.spaces import CompressionConfig, SearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -66,7 +66,11 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     spec = session.spec
     space = SearchSpace.from_spec(spec.space, session.base, device=str(session.device))
     out.mkdir(parents=True, exist_ok=True)
-    cache = EvalCache(out / "eval_cache.json", session)
+    predictor = study_predictor(session)
+    source = ("predicted by the study's latency predictor" if predictor is not None
+              else "measured once per config on this device")
+    cache = EvalCache(out / f"eval_cache_{'predicted' if predictor is not None else 'measured'}.json", session,
+                      predictor)
     base = cache.get(CompressionConfig())
     drop = spec.constraints.max_accuracy_drop if spec.constraints.max_accuracy_drop is not None else 0.05
     ref = (-(base["accuracy"] - drop), base["latency_ms"] * 1.2)  # minimise (-accuracy, latency)
@@ -88,6 +92,7 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
             curves[name][seed] = curve
     bar.close()
     summary = _summarise(curves, trials, ref, base, cache, time.time() - started, session)
+    summary["latency_source"] = source + ", cached"
     (out / "bench_search.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -91,10 +91,12 @@ def cmd_predictor_eval(args) -> int:
     where = f"{res['device']} [{fp.get('cpu_model') or fp.get('gpu_name')}, {fp.get('threads')} threads, " \
             f"fingerprint {res['fingerprint_id']}], input {tuple(res['input_shape'])}"
     print(f"predictor-eval of {res['profile_dir']}: {res['n']} held-out configs never used in fitting, each "
-          f"measured twice on {where}; mean load average {res['load_avg_1m']}")
-    stat = "10th percentile" if res["statistic"] == "p10" else res["statistic"]
-    print(f"  latency = the {stat} of each measurement's pass times (contention-robust); noise of the median "
-          f"for comparison: MAPE {_pct(res['noise_mape_of_median'])}")
+          f"measured twice on {where}; mean load average {res['load_avg_1m']:.2f}")
+    if res["statistic"] == "p10":
+        print("  latency = the 10th percentile of each measurement's pass times (contention-robust); noise of "
+              f"the median for comparison: MAPE {_pct(res['noise_mape_of_median'])}")
+    else:
+        print(f"  latency = the {res['statistic']} of each measurement's pass times, as everywhere in vitsearch")
     print(f"  predicted vs measured:    within +-10% {_pct(res['within_10pct'])}, within +-5% "
           f"{_pct(res['within_5pct'])}, MAPE {_pct(res['mape'])}, Spearman {res['spearman']:.3f}, "
           f"Kendall {res['kendall']:.3f}")

@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timezone
 
 from vitsearch.search.engine import Plan, eta_text, make_sampler, open_storage, stale_to_fail
+from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
 from vitsearch.search.results import ATTR_FEASIBLE, front_table, pareto_front, trials_frame, write_tables
 
@@ -51,41 +52,12 @@ class Driver:
         if base_acc is None and c.max_accuracy_drop is not None:
             base_acc = evaluate_accuracy(session.base, session.data.val, session.device,
                                          self.spec.data.eval_batch_size).top1
-        predictor = self._predictor(session)
+        predictor = study_predictor(session)
         feas = Feasibility(c.max_latency_ms, c.max_size_mb,
                            None if c.max_accuracy_drop is None else base_acc - c.max_accuracy_drop,
                            predictor=predictor, predictor_fingerprint=getattr(predictor, "fingerprint_id", None))
         return session, space, feas, base_acc
 
-    def _predictor(self, session):
-        """The study's fitted latency predictor for this device, or None (then latency is measured)."""
-        from pathlib import Path
-
-        from vitsearch.evaluators import device_fingerprint
-        from vitsearch.spaces.errors import DeviceError
-
-        mode = self.spec.latency.predictor
-        if mode == "off":
-            return None
-        from vitsearch.evaluators.predictor import LatencyPredictor, default_profile_dir
-
-        path = default_profile_dir(self.spec) if mode == "auto" else Path(mode)
-        if not path.exists():
-            if mode == "auto":
-                log.info("no latency profile at %s: latency is measured for every candidate "
-                         "(run `vitsearch profile` to search with predicted latency)", path)
-                return None
-            raise ConfigError(f"latency.predictor: {mode!r} does not exist; give a profile dir written by "
-                              "`vitsearch profile`, 'auto' or 'off'")
-        predictor = LatencyPredictor.load(path)
-        try:
-            predictor.check_device(device_fingerprint(session.device, self.spec.latency.threads))
-        except DeviceError as exc:
-            if mode != "auto":
-                raise
-            log.info("latency profile at %s not used: %s", path, exc)
-            return None
-        return predictor
 
     def _start_logging(self) -> None:
         import ray  # noqa: F401  (installs Ray's own stderr handler, which we replace below)
@@ -227,7 +199,7 @@ class Driver:
             "workers": self.plan.workers, "batch_size": self.plan.batch_size,
             "evaluations": int(len(evaluated)), "evaluation_seconds": round(busy, 2),
             # worker time not spent evaluating: Ray + Tune + Optuna + bookkeeping + idle slots
-            "engine_overhead_share": round(max(0.0, 1 - busy / slots), 4) if slots > 0 else None,
+            "engine_overhead_share": round(max(0.0, 1 - busy / slots), 4) if slots > 0 and len(evaluated) else None,
             "failed": int((frame["state"] == "FAIL").sum()),
             "infeasible": int((frame[ATTR_FEASIBLE] == False).sum()),  # noqa: E712
             "reused": int(frame["reused_from"].notna().sum()),

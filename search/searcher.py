@@ -79,7 +79,8 @@ class CandidateSearch(OptunaSearch):
 
     # ---- counting --------------------------------------------------------------------
     def _open(self) -> int:
-        return sum(len(b) for b in self._batches.values())
+        """Candidates handed to Tune and not told yet (told ones already count as completed)."""
+        return sum(1 for b in self._batches.values() for t in b if t.number not in self._told)
 
     def completed(self) -> int:
         return len(self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

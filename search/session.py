@@ -129,6 +129,43 @@ def _phase(phases: dict[str, float], name: str):
         phases[name] = round(time.perf_counter() - start, 4)
 
 
+def study_predictor(session: Session):
+    """The study's fitted latency predictor for this device and shape, or None (then latency is measured).
+
+    ``latency.predictor``: "auto" uses ``profiles/<study name>`` when it exists and its
+    fingerprint matches this machine; "off" never; a path must exist and match.
+    """
+    import logging
+
+    from vitsearch.evaluators import device_fingerprint
+    from vitsearch.spaces.errors import DeviceError
+
+    log = logging.getLogger("vitsearch.run")
+    spec = session.spec
+    mode = spec.latency.predictor
+    if mode == "off":
+        return None
+    from vitsearch.evaluators.predictor import default_profile_dir, load_for_study
+
+    path = default_profile_dir(spec) if mode == "auto" else Path(mode)
+    if not path.exists():
+        if mode == "auto":
+            log.info("no latency profile at %s: latency is measured for every candidate "
+                     "(run `vitsearch profile` to search with predicted latency)", path)
+            return None
+        raise ConfigError(f"latency.predictor: {mode!r} does not exist; give a profile dir written by "
+                          "`vitsearch profile`, 'auto' or 'off'")
+    try:
+        predictor = load_for_study(spec, session.input_shape, path)
+        predictor.check_device(device_fingerprint(session.device, spec.latency.threads))
+    except (DeviceError, ConfigError) as exc:
+        if mode != "auto":
+            raise
+        log.info("latency profile at %s not used: %s", path, exc)
+        return None
+    return predictor
+
+
 def load_session(study: str | Path | StudySpec) -> Session:
     """Validate the study, then resolve the device, load the model and the data (in that order)."""
     from vitsearch.evaluators.accuracy import check_compatible
