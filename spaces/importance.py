@@ -75,13 +75,17 @@ def block_scores(model: nn.Module, batches: list[torch.Tensor] | None, device: s
         def fn(_mod, args, out):
             totals[i] += float(ops.one_minus_cosine(args[0], out))
         return fn
-    handles = [b.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
+    _run_hooked(model, batches, device, [b.register_forward_hook(hook(i)) for i, b in enumerate(blocks)])
+    return totals, CALIBRATION
+
+
+def _run_hooked(model: nn.Module, batches, device: str, handles: list) -> None:
+    """Run the calibration batches with the given hooks installed, then remove them."""
     try:
         _run(model, batches, device)
     finally:
         for h in handles:
             h.remove()
-    return totals, CALIBRATION
 
 
 @torch.no_grad()
@@ -120,12 +124,7 @@ def head_scores(model: nn.Module, batches: list[torch.Tensor] | None, device: st
             contrib = torch.einsum("bnhd,ohd->bnho", heads, w)
             totals[i].add_(contrib.norm(dim=-1).mean(dim=(0, 1)).cpu())
         return fn
-    handles = [a.proj.register_forward_pre_hook(hook(i, a)) for i, a in enumerate(attns)]
-    try:
-        _run(model, batches, device)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, batches, device, [a.proj.register_forward_pre_hook(hook(i, a)) for i, a in enumerate(attns)])
     return totals, CALIBRATION
 
 

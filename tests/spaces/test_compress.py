@@ -11,16 +11,8 @@ import torch.nn.functional as F
 
 from vitsearch.spaces import (CompressionConfig, ConfigError, DeviceError, ModelError, compress, finalize,
                               prepare, reapply_masks)
-from vitsearch.spaces.knobs import REGISTRY
 
-KNOB_EXAMPLES = {f"{k.name}-{i}": {k.name: ex} for k in REGISTRY.values() for i, ex in enumerate(k.examples)}
-ALL_FIVE = {
-    "depth": {"keep": 6},
-    "heads": {"kv_heads": 2, "keep": 4},
-    "tokens": {"method": "merge", "schedule": {"2": 0.7, "4": 0.7}},
-    "sparsity": {"attn": "2:4", "mlp": "structured:0.25"},
-    "precision": {"attn": "int8", "mlp": "int8"},
-}
+from knob_examples import ALL_FIVE, KNOB_EXAMPLES
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
