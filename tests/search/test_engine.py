@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -107,9 +108,8 @@ def test_resume_after_sigkill(tmp_path):
     while _completed(run / "optuna.db") < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     assert proc.poll() is None, "the run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-run
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, mid-run
     proc.wait()
-    subprocess.run([RAY, "stop", "--force"], capture_output=True)
     killed_at = _completed(run / "optuna.db")
     assert 3 <= killed_at < 8
 
@@ -133,11 +133,21 @@ def test_external_ray_cluster(tmp_path):
     # The head uses token authentication; a driver joining it must say so too.
     loopback = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
     port = 6390 + os.getpid() % 50
-    start = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                            "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                           capture_output=True, text=True, timeout=120, env={**os.environ, **loopback})
-    assert start.returncode == 0, start.stderr[-2000:]
+    # --block keeps the head in the foreground, in a process group of its own: the test
+    # stops exactly this cluster (`ray stop` would stop every Ray instance on the machine).
+    head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, **loopback})
     try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None, "ray start --head exited"
+                time.sleep(0.5)
         study_path = write_study(tmp_path, search={"trials": 4})
         out = vitsearch("run", study_path, "--out", tmp_path / "run", "--address", f"127.0.0.1:{port}",
                         env=loopback)
@@ -145,7 +155,8 @@ def test_external_ray_cluster(tmp_path):
         _, frame = load(tmp_path / "run")
         assert (frame.state == "COMPLETE").sum() == 4
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
 
 
 @pytest.mark.parametrize("args, match", [
