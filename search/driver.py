@@ -96,7 +96,8 @@ class Driver:
                                   "with token authentication set RAY_AUTH_MODE=token and share the cluster's token "
                                   "(ray get-auth-token)") from None
         else:
-            ray.init(num_cpus=self.plan.cpus, num_gpus=None, **kwargs)
+            # "local": always a fresh local instance, never a cluster that `ray start` left on this machine
+            ray.init(address="local", num_cpus=self.plan.cpus, num_gpus=None, **kwargs)
 
     # ---- run ---------------------------------------------------------------------------
     def run(self) -> dict:

@@ -157,6 +157,10 @@ def test_external_ray_cluster(tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+        # `ray start` records its address for later drivers; forget this dead test cluster.
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.is_file() and f":{port}" in current.read_text():
+            current.unlink()
 
 
 @pytest.mark.parametrize("args, match", [
