@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from vitsearch.search.engine import Plan, eta_text, make_sampler, open_storage, stale_to_fail
 from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
-from vitsearch.search.results import ATTR_FEASIBLE, front_table, pareto_front, trials_frame, write_tables
+from vitsearch.search.results import ATTR_FEASIBLE, front_table, pareto_front, write_tables
 
 log = logging.getLogger("vitsearch.run")
 
@@ -211,11 +211,3 @@ class Driver:
         (path / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "front_table"}, indent=2))
         return summary
 
-
-def frame_of(run_dir) -> "object":
-    """Trials table of a run dir, re-derived from its Optuna storage."""
-    import optuna
-
-    meta = run_dir.meta()
-    study = optuna.load_study(study_name=meta["study_name"], storage=open_storage(meta["storage"]))
-    return trials_frame(study)

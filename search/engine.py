@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,8 +166,3 @@ def eta_text(done: int, total: int, started: float, done_at_start: int) -> str:
     rate = (done - done_at_start) / max(time.time() - started, 1e-9)
     return "?" if rate <= 0 else f"{math.ceil((total - done) / rate)} s"
 
-
-def console() -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    return handler
