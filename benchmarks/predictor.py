@@ -12,6 +12,12 @@ Usage::
 
     .venv/bin/python benchmarks/predictor.py builtin-b1 [--budget-minutes 8] [--n 50] [--out profiles/bench]
     .venv/bin/python benchmarks/predictor.py builtin-b1 --refine 40   # refine, then re-evaluate
+    .venv/bin/python benchmarks/predictor.py builtin-b1 --rescore --before old.json   # A/B, same measurements
+
+``--rescore`` measures nothing: it scores the predictor(s) on every held-out eval already
+stored in the profile dir (``eval/*``), so a refit or ``--refine`` is judged on exactly
+the measurements the previous predictor was judged on (configs the new one trained on
+are dropped from both sides).
 
 Writes ``<out>/<target>/`` (the profile dir) and ``<out>/<target>.json`` (profile summary
 and predictor-eval result). Check ``uptime`` first: on a loaded machine the noise floor
@@ -60,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="profiles/bench")
     ap.add_argument("--refine", type=int, default=0, help="run profile --refine with this many configs first")
     ap.add_argument("--skip-profile", action="store_true", help="reuse the profile dir's timings (refit only)")
+    ap.add_argument("--rescore", action="store_true", help="score on the stored evals only (measures nothing)")
+    ap.add_argument("--before", default=None, help="with --rescore: a predictor.json to compare against")
     args = ap.parse_args(argv)
+    if args.rescore:
+        return rescore(Path(args.out) / args.target, args.before)
 
     from vitsearch.evaluators.predictor_eval import evaluate_predictor
     from vitsearch.evaluators.profile import ProfileContext, fit_from_store, refine_profile, run_profile
@@ -87,6 +97,34 @@ def main(argv: list[str] | None = None) -> int:
                                 "load_avg_1m", "fingerprint_id", "device")}
     print(json.dumps({"target": args.target, "profile": result.get("profile"), "eval": brief}, indent=1,
                      default=str))
+    return 0
+
+
+BRIEF = ("n", "within_10pct", "within_5pct", "mape", "spearman", "within_10pct_calibrated_once",
+         "mape_calibrated_once", "within_10pct_drift_normalized", "mape_drift_normalized", "noise_within_10pct",
+         "noise_mape", "reference_ms_profile", "reference_ms_eval")
+
+
+def rescore(pdir: Path, before: str | None) -> int:
+    """Score the current (and a previous) predictor on every stored eval of ``pdir``."""
+    from vitsearch.evaluators.predictor import LatencyPredictor
+    from vitsearch.evaluators.predictor_eval import score_rows
+    from vitsearch.evaluators.profile import ProfileStore
+    from vitsearch.spaces import CompressionConfig
+
+    now = LatencyPredictor.load(pdir)
+    predictors = {"current": now} | ({"before": LatencyPredictor.load(before)} if before else {})
+    trained = set().union(*(p.trained_keys for p in predictors.values()))
+    results = {}
+    for sub in sorted((pdir / "eval").iterdir()) if (pdir / "eval").is_dir() else []:
+        rows = ProfileStore(pdir, f"eval/{sub.name}").rows()
+        keys = [k for k in dict.fromkeys(r["key"] for r in rows if r["kind"] == "model" and r["phase"] == "eval")
+                if k not in trained]
+        configs = [CompressionConfig.from_dict(json.loads(k)) for k in keys]
+        for name, pred in predictors.items():
+            res = score_rows(pred, configs, rows)
+            results[f"{sub.name} {name}"] = {k: res.get(k) for k in BRIEF}
+    print(json.dumps(results, indent=1, default=str))
     return 0
 
 

@@ -127,6 +127,26 @@ class LatencyPredictor:
         self._trees = CompiledTrees(self.residual) if self.residual else None
         self.vocab = state.get("vocab") or {"precision": [], "sparsity": [], "method": []}
         self._floor = 0.05 * self.stem_ms if self.stem_ms > 0 else 1e-6
+        self.scale = float((state.get("calibration") or {}).get("factor", 1.0))
+
+    # ---- calibration ------------------------------------------------------------------
+    def calibrated(self, reference_ms_now: float, how: str = "") -> "LatencyPredictor":
+        """A copy whose predictions follow the device's current speed.
+
+        The fit targets the machine in its quietest state seen while profiling (the
+        reference model's time ``state["reference_ms"]``). Timing that same reference now
+        and scaling every prediction by now / quiet carries the profile over to a device
+        that has since slowed down or sped up (thermal state, a co-tenant, a governor) -
+        one measurement instead of a new profile. ``how`` says how it was timed.
+        """
+        quiet = self.state.get("reference_ms")
+        if not quiet or not reference_ms_now or reference_ms_now <= 0:
+            raise ConfigError("latency predictor: cannot calibrate, the profile has no reference timing "
+                              "(re-run `vitsearch profile`)")
+        state = dict(self.state)
+        state["calibration"] = {"factor": float(reference_ms_now) / float(quiet), "reference_ms_now":
+                                float(reference_ms_now), "reference_ms_profile": float(quiet), "how": how}
+        return LatencyPredictor(state)
 
     # ---- identity -------------------------------------------------------------------
     @property
@@ -222,7 +242,7 @@ class LatencyPredictor:
         """Predicted latency of ``config`` (a CompressionConfig) on the profiled device and shape."""
         row, why = self.features(config)
         mean = max(_dot(self.coef, row), self._floor)
-        factor = math.exp(self.second_stage(config, mean))
+        factor = math.exp(self.second_stage(config, mean)) * self.scale
         boot = [max(_dot(b, row), self._floor) * factor for b in self.boot]
         return self._prediction(mean * factor, boot, why)
 

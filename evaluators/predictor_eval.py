@@ -76,9 +76,12 @@ def score_rows(predictor: Any, configs: list, rows: list[dict]) -> dict:
     noise = scores(measured, [again[k] for k in keys])
     med = {p: {r["key"]: r["median_ms"] for r in rows if r["phase"] == p and r["kind"] == "model"}
            for p in ("eval", "noise")}
-    # Drift-normalised view: each fresh measurement rescaled by the profile's quiet
-    # reference over its own chunk's reference (what the predictor targets). Reported
-    # beside the raw scores, never instead of them.
+    # Calibrated views, beside the raw scores, never instead of them. The predictor
+    # targets the device in its quietest profiled state; `LatencyPredictor.calibrated`
+    # rescales it by the reference model timed now. "calibrated_once": one reference
+    # timing, the first of this eval, for every config (what `latency.calibrate` does at
+    # the start of a run); "drift_normalized": the reference timed with each chunk of
+    # configs (a calibration every ~CHUNK measurements).
     quiet = predictor.state.get("reference_ms")
     refs = {r["key"]: r.get(f"ref_{stat}_ms") for r in rows if r["phase"] == "eval" and r["kind"] == "model"}
     if quiet and all(refs.get(k) for k in keys):
@@ -86,6 +89,13 @@ def score_rows(predictor: Any, configs: list, rows: list[dict]) -> dict:
         out.update({f"{k}_drift_normalized": norm[k] for k in ("within_10pct", "within_5pct", "mape", "spearman")},
                    reference_ms_profile=quiet,
                    reference_ms_eval=float(np.median([refs[k] for k in keys])))
+        ref_rows = [r for r in rows if r["kind"] == "reference" and r["phase"] == "eval"]
+        if ref_rows:
+            once = min(ref_rows, key=lambda r: r.get("measured_at") or "")[f"{stat}_ms"]
+            cal = predictor.calibrated(once, "first reference timing of this eval")
+            c = scores(measured, [p.median_ms for p in cal.predict_many(configs)])
+            out.update({f"{k}_calibrated_once": c[k] for k in ("within_10pct", "within_5pct", "mape", "spearman")},
+                       calibration_factor_once=cal.scale)
     out.update(noise_mape=noise["mape"], noise_within_10pct=noise["within_10pct"],
                noise_within_5pct=noise["within_5pct"], noise_spearman=noise["spearman"],
                noise_mape_of_median=scores([med["eval"][k] for k in keys], [med["noise"][k] for k in keys])["mape"],

@@ -291,6 +291,21 @@ def _measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar
     return done
 
 
+def time_reference(session: Any, profile_dir: str | Path | None = None) -> dict:
+    """Time the uncompressed model now, exactly as the profile timed its reference.
+
+    Returns the measurement row (``median_ms``, ``p10_ms``, ``n_runs``, ...); with
+    :meth:`LatencyPredictor.calibrated` it rescales a profile to the device's current speed.
+    """
+    from .devicelock import device_lock
+    from .timing import time_interleaved
+
+    ctx = ProfileContext.of(session, profile_dir)
+    with device_lock(session.device):
+        samples = time_interleaved([reference_fn(ctx)], ctx.model_plan, ctx.threads, session.device)
+    return row("reference", "reference", samples[0], ctx.fingerprint, "calibration")
+
+
 def reference_fn(ctx: ProfileContext):
     """The uncompressed model's forward (built once per context)."""
     if getattr(ctx, "_ref", None) is None:

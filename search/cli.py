@@ -118,10 +118,13 @@ def cmd_run(args) -> int:
     path = summary["run_dir"]
     print(f"\n{summary['completed']}/{summary['requested']} trials completed in {summary['seconds']:.0f} s "
           f"({summary['failed']} failed, {summary['infeasible']} infeasible, {summary['reused']} reused duplicates)")
-    if summary.get("engine_overhead_share") is not None:
-        print(f"engine overhead: {summary['engine_overhead_share']:.1%} of worker time outside candidate evaluation "
-              f"({summary['evaluations']} evaluations, {summary['evaluation_seconds']:.0f} s of evaluation on "
-              f"{summary['workers']} workers; measured, Ray start-up excluded)")
+    eng = summary.get("engine") or {}
+    if eng.get("steady_overhead_share") is not None:
+        print(f"engine overhead (measured, worker clocks): {eng['steady_overhead_share']:.1%} per trial - worker time "
+              f"between its first and last evaluation not spent evaluating; {eng['engine_overhead_share']:.1%} all-in "
+              f"with the one-off {eng['startup_seconds']:.1f} s worker start-up and {eng['drain_seconds']:.1f} s drain "
+              f"({eng['evaluations']} evaluations, {eng['evaluation_seconds']:.0f} s of evaluation on "
+              f"{summary['workers']} workers)")
     print(f"Pareto front (feasible trials; latency source per row):\n{summary['front_table']}")
     if summary["completed"] < summary["requested"]:
         print(f"\nstopped early; resume with: vitsearch run {args.study} --resume {path}")

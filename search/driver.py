@@ -9,12 +9,16 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from vitsearch.search.accounting import descendants_cpu, engine_books
 from vitsearch.search.engine import Plan, eta_text, make_sampler, open_storage, stale_to_fail
 from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
 from vitsearch.search.results import ATTR_FEASIBLE, front_table, pareto_front, write_tables
 
 log = logging.getLogger("vitsearch.run")
+
+#: seconds between rewrites of trials.parquet/csv and the progress bar's front figures
+TABLES_EVERY_S = 2.0
 
 
 class SearchFailed(VitsearchError):
@@ -109,8 +113,11 @@ class Driver:
         from vitsearch.search.worker import evaluate_batch
 
         session, space, feas, base_acc = self._load()  # model/data errors before anything is written
+        cal = (feas.predictor.state.get("calibration") or {}) if feas.predictor else {}
         self.latency_source = ("predicted by the latency predictor fitted on this device (fingerprint "
-                               f"{feas.predictor_fingerprint}); the report and pick re-measure" if feas.predictor
+                               f"{feas.predictor_fingerprint}"
+                               + (f", calibrated x{cal['factor']:.3f}: {cal['how']}" if cal else "")
+                               + "); the report and pick re-measure" if feas.predictor
                                else f"measured on {session.device} for every candidate (no fitted profile)")
         print(f"vitsearch run: {space.size():,} configs in the space; latency {self.latency_source}", file=sys.stderr)
         self._init_ray()
@@ -140,7 +147,9 @@ class Driver:
         cpus_per = max(1, plan.cpus // plan.workers) if not plan.address else 1
         trainable = tune.with_resources(
             tune.with_parameters(evaluate_batch, session_holder=[ray.put(session)], feasibility=feas,
-                                 predictor=feas.predictor, threads=cpus_per),
+                                 predictor=feas.predictor, threads=cpus_per,
+                                 # off only for the engine benchmark's A/B (benchmarks/engine.py)
+                                 pipeline=os.environ.get("VITSEARCH_ENGINE_PIPELINE", "1") != "0"),
             {"cpu": cpus_per})
         tuner = tune.Tuner(
             trainable,
@@ -151,8 +160,11 @@ class Driver:
                 name=f"attempt-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}",
                 storage_path=str((plan.run_dir.path / "tune").resolve()), verbose=2 if plan.verbose else 0,
                 failure_config=tune.FailureConfig(max_failures=2)))
+        ray_cpu0, driver_cpu0 = descendants_cpu(), time.process_time()
         started = time.time()
         tuner.fit()
+        ended = time.time()
+        cpu = {"driver": time.process_time() - driver_cpu0, "ray": descendants_cpu(), "ray0": ray_cpu0}
         self._progress_close()
         if searcher.gave_up():
             write_tables(self.study, plan.run_dir.path)
@@ -160,13 +172,15 @@ class Driver:
                 f"stopped after {searcher.failures_in_a_row} failed trials in a row; last error: "
                 f"{searcher.last_error}; see {plan.run_dir.log_file} and trials.csv")
         frame = write_tables(self.study, plan.run_dir.path)
-        return self._summary(frame, searcher.completed(), time.time() - started, searcher.told)
+        books = engine_books(searcher.timings, started, ended, plan.workers)
+        books.update(_cpu_books(cpu, searcher.timings))
+        return self._summary(frame, searcher.completed(), ended - started, books)
 
     # ---- progress ----------------------------------------------------------------------
     def _progress_start(self, done: int) -> None:
         from tqdm.auto import tqdm
 
-        self._t0, self._done0 = time.time(), done
+        self._t0, self._done0, self._done, self._tables_at = time.time(), done, done, 0.0
         self.bar = tqdm(total=self.plan.trials, initial=done, desc=f"study {self.spec.name}", unit="trial",
                         dynamic_ncols=True)
 
@@ -175,32 +189,48 @@ class Driver:
             self.bar.close()
 
     def _on_settle(self, trial) -> None:
-        frame = write_tables(self.study, self.plan.run_dir.path)
-        done = int((frame["state"] == "COMPLETE").sum())
-        front = pareto_front(frame, self.objectives)
-        best = front["accuracy"].max() if not front.empty else float("nan")
+        """After every tell: log line and progress count; tables and front at most every TABLES_EVERY_S.
+
+        The Optuna storage is the record (committed at each tell); the tables are views of
+        it, rewritten in full, so refreshing them on every tell would cost the driver -
+        which shares the CPU with the workers - more than the tell itself. They are
+        always rewritten at the end of the run and on ``--resume``.
+        """
         log.info("trial %d %s%s", trial.number, trial.state.name,
                  "" if trial.state.name == "COMPLETE" else f": {trial.user_attrs.get('error')}")
+        self._done += trial.state.name == "COMPLETE"
         if self.bar is not None:
-            self.bar.n = done
+            self.bar.n = self._done
+        now = time.monotonic()
+        if now - self._tables_at < TABLES_EVERY_S and self._done < self.plan.trials:
+            if self.bar is not None:
+                self.bar.refresh()
+            return
+        self._tables_at = now
+        frame = write_tables(self.study, self.plan.run_dir.path)
+        self._done = int((frame["state"] == "COMPLETE").sum())
+        front = pareto_front(frame, self.objectives)
+        best = front["accuracy"].max() if not front.empty else float("nan")
+        if self.bar is not None:
+            self.bar.n = self._done
             self.bar.set_postfix_str(
                 f"failed {int((frame['state'] == 'FAIL').sum())}, infeasible "
                 f"{int((frame['feasible'] == False).sum())}, reused {int(frame['reused_from'].notna().sum())}, "  # noqa: E712
-                f"front {len(front)}, best feasible acc {best:.2%}, ETA {eta_text(done, self.plan.trials, self._t0, self._done0)}")
+                f"front {len(front)}, best feasible acc {best:.2%}, "
+                f"ETA {eta_text(self._done, self.plan.trials, self._t0, self._done0)}")
             self.bar.refresh()
 
-    def _summary(self, frame, completed: int, seconds: float, told: set[int]) -> dict:
+    def _summary(self, frame, completed: int, seconds: float, books: dict) -> dict:
         front = pareto_front(frame, self.objectives)
         path = self.plan.run_dir.path
-        evaluated = frame[frame["eval_seconds"].notna() & frame["number"].isin(told)]  # this attempt only
-        busy = float(evaluated["eval_seconds"].sum())
-        slots = seconds * self.plan.workers
         summary = {
             "run_dir": str(path), "completed": completed, "requested": self.plan.trials,
             "workers": self.plan.workers, "batch_size": self.plan.batch_size,
-            "evaluations": int(len(evaluated)), "evaluation_seconds": round(busy, 2),
-            # worker time not spent evaluating: Ray + Tune + Optuna + bookkeeping + idle slots
-            "engine_overhead_share": round(max(0.0, 1 - busy / slots), 4) if slots > 0 and len(evaluated) else None,
+            "evaluations": books.get("evaluations", 0), "evaluation_seconds": books.get("evaluation_seconds", 0.0),
+            # worker time not spent evaluating (this attempt): all-in, and per trial (steady state)
+            "engine_overhead_share": books.get("engine_overhead_share"),
+            "steady_overhead_share": books.get("steady_overhead_share"),
+            "engine": books,
             "failed": int((frame["state"] == "FAIL").sum()),
             "infeasible": int((frame[ATTR_FEASIBLE] == False).sum()),  # noqa: E712
             "reused": int(frame["reused_from"].notna().sum()),
@@ -211,3 +241,18 @@ class Driver:
         (path / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "front_table"}, indent=2))
         return summary
 
+
+def _cpu_books(cpu: dict, timings: list[dict]) -> dict:
+    """CPU seconds of the fit: driver, Ray system processes, workers (evaluation vs the rest)."""
+    out = {"driver_cpu_seconds": round(cpu["driver"], 2)}
+    if cpu.get("ray") is not None and cpu.get("ray0") is not None:
+        out["ray_system_cpu_seconds"] = round(cpu["ray"]["ray_system"] - cpu["ray0"]["ray_system"], 2)
+    if timings:
+        out["evaluation_cpu_seconds"] = round(sum(t.get("cpu_seconds", 0.0) for t in timings), 2)
+        last: dict[str, float] = {}
+        for t in timings:  # a worker process's CPU so far, as of its latest report
+            last[t["worker"]] = max(last.get(t["worker"], 0.0), t.get("process_cpu_seconds", 0.0))
+        out["worker_process_cpu_seconds"] = round(sum(last.values()), 2)
+    if out.get("evaluation_cpu_seconds"):
+        out["driver_cpu_per_evaluation"] = round(cpu["driver"] / len(timings), 4)
+    return out

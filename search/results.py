@@ -26,6 +26,7 @@ ATTR_ERROR = "error"
 ATTR_WORKER = "worker"
 ATTR_CONSTRAINTS = "constraints"
 ATTR_SECONDS = "eval_seconds"
+ATTR_TIMING = "eval_timing"  # worker clock: started_at, finished_at (epoch s), cpu_seconds
 
 COLUMNS = ["number", "state", "feasible", "reused_from", "summary", "accuracy", "top5", "accuracy_source",
            "latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_source", "latency_runs", "latency_device",

@@ -27,7 +27,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from vitsearch.search.results import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
-                                      ATTR_INFEASIBLE, ATTR_REUSED, ATTR_SECONDS, ATTR_WORKER)
+                                      ATTR_INFEASIBLE, ATTR_REUSED, ATTR_SECONDS, ATTR_TIMING, ATTR_WORKER)
 
 MAX_ASKS_PER_SUGGEST = 64
 
@@ -57,6 +57,7 @@ class CandidateSearch(OptunaSearch):
         self.on_settle = on_settle
         self._batches: dict[str, list[optuna.Trial]] = {}
         self._told: set[int] = set()
+        self.timings: list[dict] = []  # worker-side clocks of this attempt's evaluations (engine accounting)
         self.failures_in_a_row = 0
         self.max_failures_in_a_row = max(8, 2 * batch_size)
         self.last_error: str | None = None
@@ -127,7 +128,11 @@ class CandidateSearch(OptunaSearch):
         trial = self._find(trial_id, payload["number"])
         if trial is None or trial.number in self._told:
             return  # a retried batch re-reports what was already told
-        attrs = {ATTR_WORKER: payload.get("worker"), ATTR_SECONDS: payload.get("seconds")}
+        timing = {k: payload[k] for k in ("started_at", "finished_at", "cpu_seconds", "process_cpu_seconds")
+                  if payload.get(k) is not None}
+        attrs = {ATTR_WORKER: payload.get("worker"), ATTR_SECONDS: payload.get("seconds"), ATTR_TIMING: timing or None}
+        if timing:
+            self.timings.append({"worker": payload.get("worker"), "seconds": payload.get("seconds"), **timing})
         if payload.get("error"):
             self._settle(trial, None, TrialState.FAIL, {**attrs, ATTR_ERROR: payload["error"]})
             return

@@ -163,6 +163,15 @@ def study_predictor(session: Session):
             raise
         log.info("latency profile at %s not used: %s", path, exc)
         return None
+    if spec.latency.calibrate:
+        from vitsearch.evaluators.profile import time_reference
+
+        ref = time_reference(session, path if path.is_dir() else path.parent)
+        stat = predictor.state.get("statistic", "median")
+        predictor = predictor.calibrated(ref[f"{stat}_ms"], f"uncompressed model timed at run start, "
+                                                           f"{ref['n_runs']} passes, {stat}")
+        log.info("latency predictor calibrated: x%.3f (reference %.3f ms now vs %.3f ms profiled)", predictor.scale,
+                 ref[f"{stat}_ms"], predictor.state["reference_ms"])
     return predictor
 
 

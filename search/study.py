@@ -70,6 +70,10 @@ class LatencySection(_Strict):
     #: device fingerprint matches this machine, else measure; "off": always measure; or a
     #: path to a profile dir / predictor file (then it must exist and match).
     predictor: str = "auto"
+    #: with a predictor: time the uncompressed model once at the start of a run and scale
+    #: every prediction by (its time now / its time when profiled), so predictions follow
+    #: the device's current speed rather than its quietest profiled state.
+    calibrate: bool = False
 
 
 class Objective(_Strict):

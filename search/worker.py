@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
+import threading
 import time
 import traceback
 from typing import Any
@@ -32,8 +34,8 @@ def evaluate_candidate(session, config_dict: dict, feasibility, predictor=None, 
     """Evaluate one candidate; every outcome, an exception included, becomes a payload."""
     from vitsearch.spaces import CompressionConfig
 
-    start = time.perf_counter()
-    payload: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}"}
+    start, cpu0 = time.perf_counter(), time.thread_time()
+    payload: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "started_at": time.time()}
     try:
         _inject_faults_for_tests(number)
         config = CompressionConfig.from_dict(config_dict)
@@ -45,23 +47,60 @@ def evaluate_candidate(session, config_dict: dict, feasibility, predictor=None, 
         where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
         payload["error"] = f"{type(exc).__name__}: {exc}{where}"
     payload["seconds"] = round(time.perf_counter() - start, 4)
+    payload["cpu_seconds"] = round(time.thread_time() - cpu0, 4)  # this thread's CPU (torch at 1 thread: all of it)
+    payload["finished_at"] = time.time()
+    payload["process_cpu_seconds"] = round(time.process_time(), 3)  # the worker process so far, for the engine's books
     return payload
 
 
-def evaluate_batch(config: dict, session_holder: list, feasibility, predictor=None, threads: int = 1) -> None:
-    """Tune function trainable: one report per candidate, in order."""
+def evaluate_batch(config: dict, session_holder: list, feasibility, predictor=None, threads: int = 1,
+                   pipeline: bool = True) -> None:
+    """Tune function trainable: evaluate the batch's candidates in order, one report each.
+
+    ``tune.report`` blocks until Tune's controller has taken the result (a round trip
+    through the driver: Optuna tell, tables, progress). With ``pipeline`` (the default)
+    the candidates are evaluated on a second thread that runs ahead, so that round trip
+    overlaps the next candidate's evaluation instead of stalling the worker; results are
+    still reported in order, each once.
+    """
     import torch
     from ray import tune
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # process-wide: the evaluation thread uses it too
     _restore_priority()
     session = _session(session_holder)
-    for cand in config["candidates"]:
+    candidates = config["candidates"]
+
+    def evaluate(cand: dict) -> dict:
         payload = evaluate_candidate(session, cand["config"], feasibility, predictor, number=cand["number"])
         payload["number"] = cand["number"]
         payload["niceness"] = os.getpriority(os.PRIO_PROCESS, 0)
+        return payload
+
+    def report(payload: dict) -> None:
         # Tune flattens nested result dicts before the searcher sees them: send JSON text.
-        tune.report({"candidate_json": json.dumps(payload), "candidate_number": cand["number"]})
+        tune.report({"candidate_json": json.dumps(payload), "candidate_number": payload["number"]})
+
+    if not pipeline:
+        for cand in candidates:
+            report(evaluate(cand))
+        return
+    done: queue.Queue = queue.Queue()
+
+    def produce() -> None:
+        for i, cand in enumerate(candidates):
+            try:
+                done.put(evaluate(cand))
+            except BaseException as exc:  # evaluate_candidate catches Exception; this is the rest
+                for rest in candidates[i:]:
+                    done.put({"number": rest["number"], "error": f"evaluation thread stopped: {exc!r}"})
+                raise
+
+    runner = threading.Thread(target=produce, name="vitsearch-evaluate", daemon=True)
+    runner.start()
+    for _ in candidates:
+        report(done.get())
+    runner.join()
 
 
 def _inject_faults_for_tests(number: int) -> None:

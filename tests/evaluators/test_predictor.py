@@ -158,6 +158,20 @@ def test_save_load_and_pickle_round_trip(additive, configs, tmp_path):
     assert isinstance(additive.predict(configs[0]), Prediction)
 
 
+def test_calibration_scales_predictions_by_the_reference_now(additive, configs, tmp_path):
+    with pytest.raises(ConfigError, match="no reference timing"):
+        additive.calibrated(1.0)  # the synthetic fit has no reference model timing
+    base = LatencyPredictor({**additive.state, "reference_ms": 2.0})
+    slow = base.calibrated(2.5, "test")
+    assert slow.scale == pytest.approx(1.25) and base.scale == 1.0  # a copy; the original is untouched
+    for c in configs[:10]:
+        a, b = base.predict(c), slow.predict(c)
+        assert b.median_ms == pytest.approx(1.25 * a.median_ms)
+        assert b.uncertainty_ms == pytest.approx(1.25 * a.uncertainty_ms)
+    loaded = LatencyPredictor.load(slow.save(tmp_path))
+    assert loaded.scale == pytest.approx(1.25) and loaded.state["calibration"]["how"] == "test"
+
+
 def test_missing_or_bad_file_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="vitsearch profile") as err:
         LatencyPredictor.load(tmp_path / "nope")
@@ -285,6 +299,18 @@ def test_profile_fit_predict_eval_end_to_end(tmp_path, monkeypatch, capsys):
     assert res["mape"] >= 0 and res["noise_mape"] >= 0 and 0 < res["predict_ms"] < 5
     trained = LatencyPredictor.load(out).trained_keys
     assert not {r["config"] for r in res["rows"]} & trained  # held out: never used in fitting
+    assert res["calibration_factor_once"] > 0 and 0 <= res["within_10pct_calibrated_once"] <= 1
+
+    # latency.calibrate: the run's predictor is rescaled by the reference model timed now
+    from vitsearch.search.session import load_session, study_predictor
+
+    spec = yaml.safe_load(study.read_text())
+    spec["latency"] = {**spec.get("latency", {}), "predictor": str(out), "calibrate": True}
+    study.write_text(yaml.safe_dump(spec))
+    calibrated = study_predictor(load_session(study))
+    cal = calibrated.state["calibration"]
+    assert calibrated.scale == pytest.approx(cal["reference_ms_now"] / cal["reference_ms_profile"]) > 0
+    assert "run start" in cal["how"]
 
     assert main(["profile", str(study), "--out", str(out), "--refine", "--refine-n", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["models_total"] >= 7

@@ -1,0 +1,107 @@
+"""The engine's books: where a run's worker time went, from clocks the workers report.
+
+Every evaluation carries its worker's wall clock (``started_at``/``finished_at``) and the
+CPU its thread used; the driver adds its own CPU time and that of Ray's system
+processes. From these, :func:`engine_books` splits a run into
+
+* **start-up** - from ``Tuner.fit`` to the first candidate starting (worker processes
+  start, import torch, receive the session), paid once per run;
+* **steady state** - each worker from its first candidate's start to its last one's end:
+  the time in there not spent evaluating is the engine's *per-trial* overhead (Tune's
+  trial start/stop between batches, reporting round trips, waiting for the driver);
+* **drain** - from the last evaluation's end to ``fit`` returning, once per run.
+
+All figures are measured on this run; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from statistics import median
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (Linux /proc), None where unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def descendants_cpu(root: int | None = None) -> dict[str, float] | None:
+    """CPU seconds of the live descendants of ``root`` (default: this process), by kind.
+
+    ``ray_workers``: Ray worker processes (``ray::`` in their command line), whose CPU is
+    mostly evaluation; ``ray_system``: the rest (GCS, raylet, log monitor, ...). None
+    where /proc is not available.
+    """
+    root = os.getpid() if root is None else root
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    parent: dict[int, int] = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    children: dict[int, list[int]] = defaultdict(list)
+    for pid, ppid in parent.items():
+        children[ppid].append(pid)
+    out = {"ray_workers": 0.0, "ray_system": 0.0}
+    stack = list(children[root])
+    while stack:
+        pid = stack.pop()
+        stack.extend(children[pid])
+        cpu = process_cpu_seconds(pid)
+        if cpu is None:
+            continue
+        try:
+            cmd = (proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            cmd = ""
+        out["ray_workers" if cmd.startswith("ray::") else "ray_system"] += cpu
+    return out
+
+
+def engine_books(timings: list[dict], fit_start: float, fit_end: float, workers: int) -> dict:
+    """Start-up, steady-state and drain figures of one attempt (see the module docstring).
+
+    ``timings``: one dict per evaluated candidate with ``worker``, ``seconds``,
+    ``started_at`` and ``finished_at`` (epoch seconds, the worker's clock; workers on
+    other machines need synchronised clocks for start-up/drain, not for steady state).
+    """
+    rows = [t for t in timings if t.get("started_at") is not None and t.get("finished_at") is not None]
+    fit = fit_end - fit_start
+    if not rows or fit <= 0:
+        return {"fit_seconds": round(fit, 2), "evaluations": len(rows)}
+    busy = sum(float(t["seconds"]) for t in rows)
+    by_worker: dict[str, list[dict]] = defaultdict(list)
+    for t in rows:
+        by_worker[t["worker"]].append(t)
+    span = 0.0
+    gaps: list[float] = []
+    for items in by_worker.values():
+        items.sort(key=lambda t: t["started_at"])
+        span += items[-1]["finished_at"] - items[0]["started_at"]
+        gaps += [max(0.0, b["started_at"] - a["finished_at"]) for a, b in zip(items, items[1:])]
+    first = min(t["started_at"] for t in rows)
+    last = max(t["finished_at"] for t in rows)
+    return {
+        "fit_seconds": round(fit, 2),
+        "evaluations": len(rows),
+        "evaluation_seconds": round(busy, 2),
+        "worker_processes": len(by_worker),
+        "startup_seconds": round(max(0.0, first - fit_start), 2),
+        "drain_seconds": round(max(0.0, fit_end - last), 2),
+        # the per-trial overhead: worker time between its first and last evaluation not spent evaluating
+        "steady_overhead_share": round(max(0.0, 1 - busy / span), 4) if span > 0 else None,
+        "median_gap_seconds": round(median(gaps), 4) if gaps else None,
+        "mean_evaluation_seconds": round(busy / len(rows), 4),
+        # everything: start-up, drain and idle slots included
+        "engine_overhead_share": round(max(0.0, 1 - busy / (fit * workers)), 4),
+    }

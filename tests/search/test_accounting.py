@@ -1,0 +1,87 @@
+"""The engine's books (search/accounting.py) and the worker's evaluation pipeline."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from vitsearch.search.accounting import descendants_cpu, engine_books, process_cpu_seconds
+
+
+def _t(worker: str, start: float, seconds: float) -> dict:
+    return {"worker": worker, "seconds": seconds, "started_at": start, "finished_at": start + seconds}
+
+
+def test_engine_books_split_startup_steady_state_and_drain():
+    # fit 0..20 s, 2 workers; w1 evaluates 2..6 and 7..11 (1 s gap), w2 3..8 and 8..18 (no gap)
+    timings = [_t("w1", 2, 4), _t("w1", 7, 4), _t("w2", 3, 5), _t("w2", 8, 10)]
+    books = engine_books(timings, fit_start=0.0, fit_end=20.0, workers=2)
+    assert books["evaluations"] == 4 and books["evaluation_seconds"] == 23
+    assert books["startup_seconds"] == 2 and books["drain_seconds"] == 2
+    # steady state: spans 9 s + 15 s = 24 s, busy 23 s
+    assert books["steady_overhead_share"] == pytest.approx(1 - 23 / 24, abs=1e-4)
+    assert books["median_gap_seconds"] == pytest.approx(0.5)
+    assert books["engine_overhead_share"] == pytest.approx(1 - 23 / 40, abs=1e-4)
+    assert books["worker_processes"] == 2
+
+
+def test_engine_books_without_evaluations():
+    assert engine_books([], 0.0, 5.0, 2) == {"fit_seconds": 5.0, "evaluations": 0}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_cpu_of_this_process_and_its_children():
+    start = process_cpu_seconds(os.getpid())
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    assert process_cpu_seconds(os.getpid()) >= start + 0.15
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.process_time()+0.3\n"
+                              "while time.process_time()<t: pass\ntime.sleep(30)"])
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and (descendants_cpu() or {}).get("ray_system", 0) < 0.25:
+            time.sleep(0.1)
+        assert descendants_cpu()["ray_system"] >= 0.25  # not a ray:: process: counted as system
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_pipeline_reports_every_candidate_in_order_while_the_next_evaluates(monkeypatch):
+    """The worker's evaluation thread runs ahead of the (blocking) report."""
+    import ray.tune
+
+    from vitsearch.search import worker
+
+    events: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def fake_evaluate(session, config, feasibility, predictor=None, number=None):
+        with lock:
+            events.append(("start", number))
+        time.sleep(0.05)
+        return {"seconds": 0.05, "evaluation": {"n": number}}
+
+    def slow_report(metrics):  # Tune's report blocks until the driver takes the result
+        time.sleep(0.2)
+        with lock:
+            events.append(("report", metrics["candidate_number"]))
+
+    monkeypatch.setattr(worker, "evaluate_candidate", fake_evaluate)
+    monkeypatch.setattr(worker, "_session", lambda holder: object())
+    monkeypatch.setattr(ray.tune, "report", slow_report)
+    batch = {"candidates": [{"number": n, "config": {}} for n in (4, 5, 6)]}
+    worker.evaluate_batch(batch, [None], feasibility=None)
+    assert [n for kind, n in events if kind == "report"] == [4, 5, 6]
+    # every candidate started before the first report returned: evaluation did not wait on reporting
+    assert events.index(("start", 6)) < events.index(("report", 4))
+    events.clear()
+    worker.evaluate_batch(batch, [None], feasibility=None, pipeline=False)  # the serial path, for comparison
+    assert events == [("start", 4), ("report", 4), ("start", 5), ("report", 5), ("start", 6), ("report", 6)]
