@@ -14,7 +14,7 @@ fresh run dir under benchmarks/results/engine/, varying one thing:
 For each it prints the run's own books (summary.json "engine", see search/accounting.py):
 wall time (Ray start included), evaluations, evaluation seconds, throughput, the
 per-trial (steady-state) overhead, the all-in overhead with the one-off start-up and
-drain, and driver CPU per evaluation. All measured on this machine, one run each:
+drain, and driver CPU per settled trial. All measured on this machine, one run each:
 compare within a table, not across runs on different days.
 """
 
@@ -64,13 +64,13 @@ def main() -> None:
     print(f"engine benchmark, study {args.study}, {args.trials} trials, compare {args.compare}, "
           f"load average before {load:.2f} (measured, one run each)")
     print(f"{'variant':>12} {'wall s':>7} {'fit s':>6} {'evals':>5} {'eval s':>7} {'evals/s':>8} {'per-trial':>9} "
-          f"{'all-in':>7} {'start s':>7} {'drain s':>7} {'drv cpu/eval':>12}")
+          f"{'all-in':>7} {'start s':>7} {'drain s':>7} {'drv cpu/trial':>12}")
     for name, r in rows.items():
         e = r.get("engine") or {}
         print(f"{name:>12} {r['wall_s']:>7.1f} {r['seconds']:>6.1f} {r['evaluations']:>5} {r['evaluation_seconds']:>7.1f} "
               f"{r['throughput_per_s']:>8.3f} {e.get('steady_overhead_share', float('nan')):>9.1%} "
               f"{e.get('engine_overhead_share', float('nan')):>7.1%} {e.get('startup_seconds', float('nan')):>7.1f} "
-              f"{e.get('drain_seconds', float('nan')):>7.1f} {e.get('driver_cpu_per_evaluation', float('nan')):>12.3f}")
+              f"{e.get('drain_seconds', float('nan')):>7.1f} {e.get('driver_cpu_per_settled_trial', float('nan')):>12.3f}")
     names = list(rows)
     print(f"throughput {names[-1]} / {names[0]}: "
           f"{rows[names[-1]]['throughput_per_s'] / rows[names[0]]['throughput_per_s']:.2f}x (measured)")

@@ -160,18 +160,21 @@ class Driver:
                 name=f"attempt-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}",
                 storage_path=str((plan.run_dir.path / "tune").resolve()), verbose=2 if plan.verbose else 0,
                 failure_config=tune.FailureConfig(max_failures=2)))
-        ray_cpu0, driver_cpu0 = descendants_cpu(), time.process_time()
+        local = not plan.address  # Ray's system processes are this driver's children only when it started them
+        ray_cpu0, driver_cpu0 = descendants_cpu() if local else None, time.process_time()
         started = time.time()
-        tuner.fit()
-        ended = time.time()
-        cpu = {"driver": time.process_time() - driver_cpu0, "ray": descendants_cpu(), "ray0": ray_cpu0}
-        self._progress_close()
+        try:
+            tuner.fit()
+            ended = time.time()
+        finally:
+            frame = self._refresh()  # tables and progress as the storage has them, however fit ended
+            self._progress_close()
+        cpu = {"driver": time.process_time() - driver_cpu0, "ray": descendants_cpu() if local else None,
+               "ray0": ray_cpu0, "settled": len(searcher.told)}
         if searcher.gave_up():
-            write_tables(self.study, plan.run_dir.path)
             raise SearchFailed(
                 f"stopped after {searcher.failures_in_a_row} failed trials in a row; last error: "
                 f"{searcher.last_error}; see {plan.run_dir.log_file} and trials.csv")
-        frame = write_tables(self.study, plan.run_dir.path)
         books = engine_books(searcher.timings, started, ended, plan.workers)
         books.update(_cpu_books(cpu, searcher.timings))
         return self._summary(frame, searcher.completed(), ended - started, books)
@@ -201,12 +204,15 @@ class Driver:
         self._done += trial.state.name == "COMPLETE"
         if self.bar is not None:
             self.bar.n = self._done
-        now = time.monotonic()
-        if now - self._tables_at < TABLES_EVERY_S and self._done < self.plan.trials:
+        if time.monotonic() - self._tables_at < TABLES_EVERY_S and self._done < self.plan.trials:
             if self.bar is not None:
                 self.bar.refresh()
             return
-        self._tables_at = now
+        self._refresh()
+
+    def _refresh(self):
+        """Rewrite the tables from the storage, put their figures on the progress bar; the frame."""
+        self._tables_at = time.monotonic()
         frame = write_tables(self.study, self.plan.run_dir.path)
         self._done = int((frame["state"] == "COMPLETE").sum())
         front = pareto_front(frame, self.objectives)
@@ -219,6 +225,7 @@ class Driver:
                 f"front {len(front)}, best feasible acc {best:.2%}, "
                 f"ETA {eta_text(self._done, self.plan.trials, self._t0, self._done0)}")
             self.bar.refresh()
+        return frame
 
     def _summary(self, frame, completed: int, seconds: float, books: dict) -> dict:
         front = pareto_front(frame, self.objectives)
@@ -244,15 +251,16 @@ class Driver:
 
 def _cpu_books(cpu: dict, timings: list[dict]) -> dict:
     """CPU seconds of the fit: driver, Ray system processes, workers (evaluation vs the rest)."""
-    out = {"driver_cpu_seconds": round(cpu["driver"], 2)}
+    out = {"driver_cpu_seconds": round(cpu["driver"], 2),
+           # every settled trial costs the driver an ask and a tell, evaluated or not
+           "driver_cpu_per_settled_trial": round(cpu["driver"] / cpu["settled"], 4) if cpu["settled"] else None}
     if cpu.get("ray") is not None and cpu.get("ray0") is not None:
-        out["ray_system_cpu_seconds"] = round(cpu["ray"]["ray_system"] - cpu["ray0"]["ray_system"], 2)
+        # live processes only: one that exited during the fit took its CPU time with it
+        out["ray_system_cpu_seconds"] = round(max(0.0, cpu["ray"]["ray_system"] - cpu["ray0"]["ray_system"]), 2)
     if timings:
         out["evaluation_cpu_seconds"] = round(sum(t.get("cpu_seconds", 0.0) for t in timings), 2)
         last: dict[str, float] = {}
         for t in timings:  # a worker process's CPU so far, as of its latest report
             last[t["worker"]] = max(last.get(t["worker"], 0.0), t.get("process_cpu_seconds", 0.0))
         out["worker_process_cpu_seconds"] = round(sum(last.values()), 2)
-    if out.get("evaluation_cpu_seconds"):
-        out["driver_cpu_per_evaluation"] = round(cpu["driver"] / len(timings), 4)
     return out

@@ -76,21 +76,20 @@ def check_address(address: str) -> None:
 
 
 def make_sampler(spec: StudySpec, trials: int):
-    """NSGA-II (default), TPE (multivariate, constant liar) or random, seeded, constraint-aware."""
+    """NSGA-II (default), TPE (multivariate, constant liar) or random, seeded.
+
+    Constraint-aware through the constraints the searcher sets on each trial
+    (``Trial.set_constraint``) before telling it.
+    """
     import optuna
-
-    from vitsearch.search.results import ATTR_CONSTRAINTS
-
-    def constraints(trial):
-        return trial.user_attrs.get(ATTR_CONSTRAINTS) or [0.0]
 
     s = spec.search
     if s.sampler == "nsga2":
         population = s.population_size or max(6, min(20, trials // 4))
-        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=population, constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=population)
     if s.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True,
-                                          n_startup_trials=max(5, trials // 5), constraints_func=constraints)
+                                          n_startup_trials=max(5, trials // 5))
     return optuna.samplers.RandomSampler(seed=s.seed)
 
 

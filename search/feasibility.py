@@ -48,6 +48,11 @@ class Feasibility:
             out.append(self.min_accuracy - (PLACEHOLDER_ACCURACY if acc is None else acc))
         return out
 
+    def constraint_names(self) -> list[str]:
+        """Names of :meth:`constraints`' values, same order (Optuna's ``Trial.set_constraint`` keys)."""
+        return [name for name, limit in (("latency_ms", self.max_latency_ms), ("size_mb", self.max_size_mb),
+                                         ("accuracy", self.min_accuracy)) if limit is not None]
+
     def cost_violation(self, metrics: dict[str, Any]) -> str | None:
         """A latency or size budget the (measured or predicted) metrics exceed, as text."""
         lat = _latency(metrics)
@@ -72,6 +77,8 @@ class Feasibility:
         metrics = {"accuracy": None, "latency": {"median_ms": pred.median_ms, "source": "predicted",
                                                   "uncertainty_ms": pred.uncertainty_ms,
                                                   "fingerprint_id": self.predictor_fingerprint}}
+        if getattr(self.predictor, "scale", 1.0) != 1.0:
+            metrics["latency"]["calibration_factor"] = round(self.predictor.scale, 4)
         if pred.median_ms <= self.max_latency_ms:
             return None
         return Infeasible(f"predicted latency {pred.median_ms:.3f} ms > budget {self.max_latency_ms:g} ms "

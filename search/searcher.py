@@ -177,6 +177,10 @@ class CandidateSearch(OptunaSearch):
         for key, value in attrs.items():
             if value is not None:
                 trial.set_user_attr(key, value)
+        if state == TrialState.COMPLETE and attrs.get(ATTR_CONSTRAINTS):
+            # Optuna's constraint API (<= 0 feasible), read by NSGA-II and TPE alike
+            for name, value in zip(self.feasibility.constraint_names(), attrs[ATTR_CONSTRAINTS], strict=True):
+                trial.set_constraint(name, value)
         # A failing tell must not vanish behind a log warning: let it raise.
         frozen = self._ot_study.tell(trial, values, state=state, skip_if_finished=False)
         self._told.add(trial.number)

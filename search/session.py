@@ -113,6 +113,8 @@ class Session:
             pred = predictor.predict(config)
             entry = latency_entry(median_ms=pred.median_ms, device=str(self.device),
                                   fingerprint_id=predictor.fingerprint_id, batch=self.input_shape[0])
+            if predictor.scale != 1.0:  # latency.calibrate: the factor this attempt used
+                entry["calibration_factor"] = round(predictor.scale, 4)
             return entry, predictor.fingerprint
         lat = self.spec.latency
         result = measure_latency(model, self.input_shape, self.device, threads=lat.threads, warmup=lat.warmup,
@@ -166,10 +168,16 @@ def study_predictor(session: Session):
     if spec.latency.calibrate:
         from vitsearch.evaluators.profile import time_reference
 
-        ref = time_reference(session, path if path.is_dir() else path.parent)
-        stat = predictor.state.get("statistic", "median")
-        predictor = predictor.calibrated(ref[f"{stat}_ms"], f"uncompressed model timed at run start, "
-                                                           f"{ref['n_runs']} passes, {stat}")
+        try:
+            ref = time_reference(session, path if path.is_dir() else path.parent)
+            stat = predictor.state.get("statistic", "median")
+            predictor = predictor.calibrated(ref[f"{stat}_ms"], f"uncompressed model timed at run start, "
+                                                               f"{ref['n_runs']} passes, {stat}")
+        except (DeviceError, ConfigError) as exc:
+            if mode != "auto":
+                raise
+            log.info("latency profile at %s not used: calibration failed: %s", path, exc)
+            return None
         log.info("latency predictor calibrated: x%.3f (reference %.3f ms now vs %.3f ms profiled)", predictor.scale,
                  ref[f"{stat}_ms"], predictor.state["reference_ms"])
     return predictor

@@ -86,21 +86,29 @@ def evaluate_batch(config: dict, session_holder: list, feasibility, predictor=No
             report(evaluate(cand))
         return
     done: queue.Queue = queue.Queue()
+    stop = threading.Event()  # set when Tune stops this trial early (report raises SystemExit)
 
     def produce() -> None:
         for i, cand in enumerate(candidates):
+            if stop.is_set():
+                return
             try:
                 done.put(evaluate(cand))
             except BaseException as exc:  # evaluate_candidate catches Exception; this is the rest
+                why = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 for rest in candidates[i:]:
-                    done.put({"number": rest["number"], "error": f"evaluation thread stopped: {exc!r}"})
-                raise
+                    done.put({"number": rest["number"], "error": f"evaluation thread stopped: {why}"})
+                return
 
     runner = threading.Thread(target=produce, name="vitsearch-evaluate", daemon=True)
     runner.start()
-    for _ in candidates:
-        report(done.get())
-    runner.join()
+    try:
+        for _ in candidates:
+            report(done.get())
+    finally:
+        # never leave an evaluation running into the next batch of a reused actor
+        stop.set()
+        runner.join()
 
 
 def _inject_faults_for_tests(number: int) -> None:

@@ -66,11 +66,15 @@ def test_pipeline_reports_every_candidate_in_order_while_the_next_evaluates(monk
     def fake_evaluate(session, config, feasibility, predictor=None, number=None):
         with lock:
             events.append(("start", number))
-        time.sleep(0.05)
+        if number == 6:
+            last_started.set()
         return {"seconds": 0.05, "evaluation": {"n": number}}
 
+    last_started = threading.Event()
+
     def slow_report(metrics):  # Tune's report blocks until the driver takes the result
-        time.sleep(0.2)
+        if pipelined:  # the evaluation thread must reach the last candidate while the first report blocks
+            assert last_started.wait(timeout=30)
         with lock:
             events.append(("report", metrics["candidate_number"]))
 
@@ -78,10 +82,37 @@ def test_pipeline_reports_every_candidate_in_order_while_the_next_evaluates(monk
     monkeypatch.setattr(worker, "_session", lambda holder: object())
     monkeypatch.setattr(ray.tune, "report", slow_report)
     batch = {"candidates": [{"number": n, "config": {}} for n in (4, 5, 6)]}
+    pipelined = True
     worker.evaluate_batch(batch, [None], feasibility=None)
     assert [n for kind, n in events if kind == "report"] == [4, 5, 6]
     # every candidate started before the first report returned: evaluation did not wait on reporting
     assert events.index(("start", 6)) < events.index(("report", 4))
     events.clear()
+    pipelined = False
     worker.evaluate_batch(batch, [None], feasibility=None, pipeline=False)  # the serial path, for comparison
     assert events == [("start", 4), ("report", 4), ("start", 5), ("report", 5), ("start", 6), ("report", 6)]
+
+
+def test_pipeline_stops_its_thread_when_tune_stops_the_trial(monkeypatch):
+    """Tune stopping a trial makes report raise: no evaluation may run on into the next batch."""
+    import ray.tune
+
+    from vitsearch.search import worker
+
+    started: list[int] = []
+
+    def fake_evaluate(session, config, feasibility, predictor=None, number=None):
+        started.append(number)
+        time.sleep(0.05)
+        return {"seconds": 0.05}
+
+    def stopping_report(metrics):
+        raise SystemExit  # what Ray's session does when the controller stops the trial
+
+    monkeypatch.setattr(worker, "evaluate_candidate", fake_evaluate)
+    monkeypatch.setattr(worker, "_session", lambda holder: object())
+    monkeypatch.setattr(ray.tune, "report", stopping_report)
+    with pytest.raises(SystemExit):
+        worker.evaluate_batch({"candidates": [{"number": n, "config": {}} for n in range(20)]}, [None], None)
+    assert not [t for t in threading.enumerate() if t.name == "vitsearch-evaluate"]
+    assert len(started) < 20  # stopped between candidates, not run to the end

@@ -87,12 +87,15 @@ def test_short_study_with_faults_and_budget(tmp_path):
     assert len(set(evaluated_configs(frame))) == len(evaluated_configs(frame))
     # a normal Optuna study: directions and constraints are visible to optuna.load_study users
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    budgeted = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert budgeted and all(set(t.constraints) == {"latency_ms"} for t in budgeted)  # Trial.set_constraint
+    assert all(t.constraints["latency_ms"] > 0 for t in budgeted if t.number in set(infeasible.number))
     # the engine's books: every evaluation on the worker clocks, shares in range, CPU accounted
     summary = json.loads((run / "summary.json").read_text())
     books = summary["engine"]
     evaluated = frame[frame.eval_seconds.notna()]
     assert books["evaluations"] == summary["evaluations"] == len(evaluated) > 0
-    assert 0 <= books["steady_overhead_share"] <= books["engine_overhead_share"] < 1
+    assert 0 <= books["steady_overhead_share"] < 1 and 0 <= books["engine_overhead_share"] < 1
     assert books["startup_seconds"] > 0 and books["evaluation_cpu_seconds"] > 0
     assert books["worker_process_cpu_seconds"] >= books["evaluation_cpu_seconds"]
     assert books["worker_processes"] >= 2  # the killed worker's replacement has another pid
