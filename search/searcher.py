@@ -57,6 +57,7 @@ class CandidateSearch(OptunaSearch):
         self.on_settle = on_settle
         self._batches: dict[str, list[optuna.Trial]] = {}
         self._told: set[int] = set()
+        self._completed_here = 0  # trials this searcher told COMPLETE
         self.timings: list[dict] = []  # worker-side clocks of this attempt's evaluations (engine accounting)
         self.failures_in_a_row = 0
         self.max_failures_in_a_row = max(8, 2 * batch_size)
@@ -96,8 +97,11 @@ class CandidateSearch(OptunaSearch):
             return Searcher.FINISHED
         batch: list[tuple[optuna.Trial, Any]] = []
         in_flight = {self._key_of(t) for b in self._batches.values() for t in b}
+        completed_before = self._completed_here
+        base = self.completed() + self._open()  # one storage read per suggest, not one per ask
         for _ in range(MAX_ASKS_PER_SUGGEST):
-            if len(batch) >= self.batch_size or self.completed() + self._open() + len(batch) >= self.target:
+            done_here = self._completed_here - completed_before  # reused / infeasible, settled just now
+            if len(batch) >= self.batch_size or base + done_here + len(batch) >= self.target:
                 break
             trial = self._ot_study.ask(fixed_distributions=self._space)
             config = self.vs_space.config_from_params(trial.params)
@@ -189,5 +193,6 @@ class CandidateSearch(OptunaSearch):
             self.last_error = attrs.get(ATTR_ERROR)
         elif state == TrialState.COMPLETE:
             self.failures_in_a_row = 0
+            self._completed_here += 1
         if self.on_settle is not None:
             self.on_settle(frozen)

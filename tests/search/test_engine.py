@@ -90,6 +90,8 @@ def test_short_study_with_faults_and_budget(tmp_path):
     budgeted = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert budgeted and all(set(t.constraints) == {"latency_ms"} for t in budgeted)  # Trial.set_constraint
     assert all(t.constraints["latency_ms"] > 0 for t in budgeted if t.number in set(infeasible.number))
+    with sqlite3.connect(run / "optuna.db") as con:  # write-ahead log: cheap commits, readable while running
+        assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
     # the engine's books: every evaluation on the worker clocks, shares in range, CPU accounted
     summary = json.loads((run / "summary.json").read_text())
     books = summary["engine"]
