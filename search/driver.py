@@ -140,8 +140,9 @@ class Driver:
             for params in space.preset_params():  # the front always holds the uncompressed model
                 study.enqueue_trial(params, skip_if_exists=True)
         searcher = CandidateSearch(space=space, objectives=self.objectives, feasibility=feas, target=plan.trials,
-                                   batch_size=plan.batch_size, sampler=make_sampler(self.spec, plan.trials),
-                                   storage=storage, study_name=self.spec.name, on_settle=self._on_settle)
+                                   batch_size=plan.batch_size, workers=plan.workers,
+                                   sampler=make_sampler(self.spec, plan.trials), storage=storage,
+                                   study_name=self.spec.name, on_settle=self._on_settle)
         self.study = searcher.study
         self._progress_start(searcher.completed())
         cpus_per = max(1, plan.cpus // plan.workers) if not plan.address else 1

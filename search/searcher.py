@@ -42,11 +42,13 @@ class CandidateSearch(OptunaSearch):
 
     ``space``: a :class:`vitsearch.spaces.SearchSpace`; ``objectives``: (metric, direction)
     pairs; ``feasibility``: a :class:`vitsearch.search.feasibility.Feasibility`;
-    ``target``: completed trials wanted in the study; ``on_settle(trial)`` is called after
+    ``target``: completed trials wanted in the study; ``workers``: concurrent Tune trials
+    (the last batches shrink so they finish together); ``on_settle(trial)`` is called after
     every tell (progress, tables).
     """
 
     def __init__(self, *, space, objectives: list[tuple[str, str]], feasibility, target: int, batch_size: int,
+                 workers: int = 1,
                  sampler: optuna.samplers.BaseSampler, storage, study_name: str,
                  on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None):
         self.vs_space = space
@@ -54,6 +56,7 @@ class CandidateSearch(OptunaSearch):
         self.feasibility = feasibility
         self.target = target
         self.batch_size = batch_size
+        self.workers = max(1, workers)
         self.on_settle = on_settle
         self._batches: dict[str, list[optuna.Trial]] = {}
         self._told: set[int] = set()
@@ -99,9 +102,12 @@ class CandidateSearch(OptunaSearch):
         in_flight = {self._key_of(t) for b in self._batches.values() for t in b}
         completed_before = self._completed_here
         base = self.completed() + self._open()  # one storage read per suggest, not one per ask
+        # Near the end, share what is left between the workers instead of handing it all to
+        # the first free one (which left the other idle for up to a whole batch).
+        size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)))
         for _ in range(MAX_ASKS_PER_SUGGEST):
             done_here = self._completed_here - completed_before  # reused / infeasible, settled just now
-            if len(batch) >= self.batch_size or base + done_here + len(batch) >= self.target:
+            if len(batch) >= size or base + done_here + len(batch) >= self.target:
                 break
             trial = self._ot_study.ask(fixed_distributions=self._space)
             config = self.vs_space.config_from_params(trial.params)

@@ -116,3 +116,28 @@ def test_pipeline_stops_its_thread_when_tune_stops_the_trial(monkeypatch):
         worker.evaluate_batch({"candidates": [{"number": n, "config": {}} for n in range(20)]}, [None], None)
     assert not [t for t in threading.enumerate() if t.name == "vitsearch-evaluate"]
     assert len(started) < 20  # stopped between candidates, not run to the end
+
+
+def test_last_batches_are_shared_between_workers(builtin_model, tmp_path):
+    """Near the target the searcher splits what is left instead of handing it all to one worker."""
+    import optuna
+
+    from vitsearch.search.feasibility import Feasibility
+    from vitsearch.search.searcher import CandidateSearch
+    from vitsearch.search.study import parse_study
+    from vitsearch.spaces import SearchSpace
+
+    space = SearchSpace.from_spec(parse_study({"name": "x"}).space, builtin_model)
+    search = CandidateSearch(space=space, objectives=[("accuracy", "maximize"), ("latency_ms", "minimize")],
+                             feasibility=Feasibility(None, None, None), target=10, batch_size=8, workers=2,
+                             sampler=optuna.samplers.RandomSampler(seed=0),
+                             storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"),
+                             study_name="x")
+    sizes = []
+    for i in range(6):
+        out = search.suggest(f"t{i}")
+        if not isinstance(out, dict):
+            break
+        sizes.append(len(out["candidates"]))
+    # 10 wanted, 2 workers: 5, then half of the 5 left, ... never more than 10 in all
+    assert sizes[:2] == [5, 3] and sum(sizes) == 10 and sizes == sorted(sizes, reverse=True)
