@@ -223,7 +223,7 @@ class Driver:
             self.bar.set_postfix_str(
                 f"failed {int((frame['state'] == 'FAIL').sum())}, infeasible "
                 f"{int((frame['feasible'] == False).sum())}, reused {int(frame['reused_from'].notna().sum())}, "  # noqa: E712
-                f"front {len(front)}, best feasible acc {best:.2%}, "
+                f"front {len(front)}, best feasible acc {'n/a' if best != best else f'{best:.2%}'}, "
                 f"ETA {eta_text(self._done, self.plan.trials, self._t0, self._done0)}")
             self.bar.refresh()
         return frame
