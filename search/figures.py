@@ -15,9 +15,24 @@ _AXIS = {"accuracy": "top-1 accuracy", "latency_ms": "latency (ms)", "size_mb": 
 
 
 def _groups(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Completed trials with both plotted metrics, split into feasible and infeasible."""
-    done = frame[(frame["state"] == "COMPLETE") & frame["accuracy"].notna() & frame["latency_ms"].notna()]
-    return {"feasible": done[done["feasible"] == True], "infeasible": done[done["feasible"] != True]}  # noqa: E712
+    """Completed trials with both plotted metrics, split into feasible and infeasible; plus
+    ``skipped``: settled infeasible on their (predicted) latency or size, never accuracy-evaluated."""
+    done = frame[(frame["state"] == "COMPLETE") & frame["latency_ms"].notna()]
+    scored = done[done["accuracy"].notna()]
+    return {"feasible": scored[scored["feasible"] == True],  # noqa: E712
+            "infeasible": scored[scored["feasible"] != True],  # noqa: E712
+            "skipped": done[done["accuracy"].isna() & (done["feasible"] == False)]}  # noqa: E712
+
+
+def _floor(groups: dict[str, pd.DataFrame]) -> float:
+    """Where skipped trials sit: just under the lowest plotted accuracy (they have none)."""
+    lows = [g["accuracy"].min() for k, g in groups.items() if k != "skipped" and not g.empty]
+    return (min(lows) if lows else 1.0) - 0.02
+
+
+def _skipped_hover(df: pd.DataFrame) -> list[str]:
+    return [f"trial {int(r['number'])}<br>{r['summary']}<br>not accuracy-evaluated: {r['infeasible_reason']}"
+            for _, r in df.iterrows()]
 
 
 def _hover(df: pd.DataFrame) -> list[str]:
@@ -39,6 +54,11 @@ def pareto_plotly(frame: pd.DataFrame, front: pd.DataFrame, budgets: dict[str, f
     fig.add_trace(go.Scatter(x=g["infeasible"]["latency_ms"], y=g["infeasible"]["accuracy"], mode="markers",
                              name="infeasible trials", marker=dict(color="crimson", symbol="x", size=8),
                              hovertext=_hover(g["infeasible"]), hoverinfo="text"))
+    if not g["skipped"].empty:
+        fig.add_trace(go.Scatter(x=g["skipped"]["latency_ms"], y=[_floor(g)] * len(g["skipped"]), mode="markers",
+                                 name="over budget, not evaluated (accuracy unknown)",
+                                 marker=dict(color="crimson", symbol="triangle-down", size=8, opacity=0.6),
+                                 hovertext=_skipped_hover(g["skipped"]), hoverinfo="text"))
     if not front.empty:
         fig.add_trace(go.Scatter(
             x=front["latency_ms"], y=front["accuracy"], mode="lines+markers", name="Pareto front",
@@ -104,6 +124,9 @@ def pareto_png(frame: pd.DataFrame, front: pd.DataFrame, budgets: dict[str, Any]
     ax.scatter(g["feasible"]["latency_ms"], g["feasible"]["accuracy"], c="lightgray", s=25, label="feasible trials")
     ax.scatter(g["infeasible"]["latency_ms"], g["infeasible"]["accuracy"], c="crimson", marker="x", s=30,
                label="infeasible trials")
+    if not g["skipped"].empty:
+        ax.scatter(g["skipped"]["latency_ms"], [_floor(g)] * len(g["skipped"]), c="crimson", marker="v", s=25,
+                   alpha=0.6, label="over budget, not evaluated (accuracy unknown)")
     if not front.empty:
         ax.step(front["latency_ms"], front["accuracy"], where="post", color="steelblue", lw=1)
         sc = ax.scatter(front["latency_ms"], front["accuracy"], c=front["size_mb"], cmap="viridis", s=80,

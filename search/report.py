@@ -204,7 +204,10 @@ def render_html(view, front, check, check_line, importances, imp_how, figs) -> s
     body = [f"<h1>vitsearch report: study <code>{esc(view.spec.name)}</code></h1>",
             f"<p>Run dir <code>{esc(str(view.path))}</code>; {(view.frame['state'] == 'COMPLETE').sum()} completed "
             f"trials ({(view.frame['feasible'] == False).sum()} infeasible, "  # noqa: E712
-            f"{(view.frame['state'] == 'FAIL').sum()} failed), {len(view.front)} on the Pareto front.</p>"]
+            f"{(view.frame['state'] == 'FAIL').sum()} failed), {len(view.front)} on the Pareto front. "
+            f"{_skipped_count(view.frame)} infeasible trial(s) were settled on their predicted or measured "
+            "latency / size alone, without accuracy work; the front figure shows them as triangles under "
+            "the lowest measured accuracy.</p>"]
     for i, (title, fig) in enumerate(figs):
         body.append(f"<h2>{esc(title)}</h2>")
         if title == "Knob effects":
@@ -235,3 +238,9 @@ def _kv_table(d: dict[str, Any], caption: str) -> str:
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v) if not isinstance(v, str) else v)}"
                    "</td></tr>" for k, v in d.items())
     return f"<table><caption>{html.escape(caption)}</caption>{rows}</table>"
+
+
+def _skipped_count(frame) -> int:
+    """Completed, infeasible trials that were never accuracy-evaluated (cheap first)."""
+    return int(((frame["state"] == "COMPLETE") & (frame["feasible"] == False)  # noqa: E712
+                & frame["accuracy"].isna()).sum())

@@ -181,3 +181,29 @@ def test_bad_run_dirs(tmp_path):
     for cmd in (["report"], ["list"], ["pick", "--latency-ms", "5"]):
         proc = vitsearch(cmd[0], empty.path, *cmd[1:])
         assert proc.returncode == 2 and "no completed trial" in proc.stderr, proc.stderr
+
+
+def test_over_budget_trials_without_accuracy_are_plotted_on_the_floor(tmp_path):
+    """Cheap-first trials (infeasible on predicted latency, never accuracy-evaluated) still show."""
+    import pandas as pd
+
+    from vitsearch.search.figures import pareto_plotly, pareto_png
+
+    rows = [
+        {"number": 0, "state": "COMPLETE", "feasible": True, "accuracy": 0.98, "latency_ms": 2.0, "size_mb": 5.0},
+        {"number": 1, "state": "COMPLETE", "feasible": True, "accuracy": 0.95, "latency_ms": 1.2, "size_mb": 3.0},
+        {"number": 2, "state": "COMPLETE", "feasible": False, "accuracy": None, "latency_ms": 2.6, "size_mb": 5.0,
+         "infeasible_reason": "predicted latency 2.600 ms > budget 2.2 ms"},
+        {"number": 3, "state": "COMPLETE", "feasible": False, "accuracy": None, "latency_ms": 3.0, "size_mb": 5.0,
+         "infeasible_reason": "predicted latency 3.000 ms > budget 2.2 ms"},
+        {"number": 4, "state": "FAIL", "feasible": None, "accuracy": None, "latency_ms": None, "size_mb": None},
+    ]
+    frame = pd.DataFrame(rows).assign(summary="x", latency_source="predicted")
+    front = frame.iloc[:2]
+    fig = pareto_plotly(frame, front, {"max_latency_ms": 2.2})
+    skipped = [t for t in fig.data if t.name.startswith("over budget")]
+    assert len(skipped) == 1 and list(skipped[0].x) == [2.6, 3.0]
+    assert max(skipped[0].y) < 0.95  # under every accuracy actually measured
+    assert "not accuracy-evaluated: predicted latency 3.000 ms" in skipped[0].hovertext[1]
+    out = pareto_png(frame, front, {"max_latency_ms": 2.2}, tmp_path / "front.png")
+    assert out.stat().st_size > 10_000
