@@ -312,6 +312,11 @@ def test_profile_fit_predict_eval_end_to_end(tmp_path, monkeypatch, capsys):
     assert calibrated.scale == pytest.approx(cal["reference_ms_now"] / cal["reference_ms_profile"])
     assert calibrated.scale > 0
     assert "run start" in cal["how"]
+    from vitsearch.search.feasibility import Feasibility
+
+    # the factor travels with every predicted latency the engine records
+    over = Feasibility(1e-6, None, None, predictor=calibrated).precheck(CompressionConfig())
+    assert over.metrics["latency"]["calibration_factor"] == pytest.approx(calibrated.scale, abs=1e-4)
 
     assert main(["profile", str(study), "--out", str(out), "--refine", "--refine-n", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["models_total"] >= 7
