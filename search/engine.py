@@ -54,10 +54,16 @@ def open_storage(url: str):
 
             path = url.removeprefix("journal:").removeprefix("//")
             return optuna.storages.JournalStorage(JournalFileBackend(path))
+        if url.startswith("sqlite") and (url.rstrip("/") in ("sqlite:", "sqlite://") or ":memory:" in url
+                                         or "mode=memory" in url):
+            raise ConfigError(f"storage: {url!r} is an in-memory database; a run needs storage that outlives "
+                              "the driver (resume, report, pick): use sqlite:///PATH, postgresql://... or journal:PATH")
         storage = optuna.storages.RDBStorage(url, heartbeat_interval=None)
-        if url.startswith("sqlite"):
+        if storage.engine.dialect.name == "sqlite":
             _sqlite_wal(storage.engine)
         return storage
+    except ConfigError:
+        raise
     except Exception as exc:
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ConfigError(f"storage: cannot open {url!r} ({first}); use sqlite:///PATH, "

@@ -24,9 +24,10 @@ def _groups(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
             "skipped": done[done["accuracy"].isna() & (done["feasible"] == False)]}  # noqa: E712
 
 
-def _floor(groups: dict[str, pd.DataFrame]) -> float:
-    """Where skipped trials sit: just under the lowest plotted accuracy (they have none)."""
+def _floor(groups: dict[str, pd.DataFrame], min_accuracy: float | None = None) -> float:
+    """Where skipped trials sit: under the lowest plotted accuracy and the accuracy budget (they have none)."""
     lows = [g["accuracy"].min() for k, g in groups.items() if k != "skipped" and not g.empty]
+    lows += [min_accuracy] if min_accuracy is not None else []
     return (min(lows) if lows else 1.0) - 0.02
 
 
@@ -55,7 +56,8 @@ def pareto_plotly(frame: pd.DataFrame, front: pd.DataFrame, budgets: dict[str, f
                              name="infeasible trials", marker=dict(color="crimson", symbol="x", size=8),
                              hovertext=_hover(g["infeasible"]), hoverinfo="text"))
     if not g["skipped"].empty:
-        fig.add_trace(go.Scatter(x=g["skipped"]["latency_ms"], y=[_floor(g)] * len(g["skipped"]), mode="markers",
+        floor = _floor(g, budgets.get("min_accuracy"))
+        fig.add_trace(go.Scatter(x=g["skipped"]["latency_ms"], y=[floor] * len(g["skipped"]), mode="markers",
                                  name="over budget, not evaluated (accuracy unknown)",
                                  marker=dict(color="crimson", symbol="triangle-down", size=8, opacity=0.6),
                                  hovertext=_skipped_hover(g["skipped"]), hoverinfo="text"))
@@ -125,7 +127,8 @@ def pareto_png(frame: pd.DataFrame, front: pd.DataFrame, budgets: dict[str, Any]
     ax.scatter(g["infeasible"]["latency_ms"], g["infeasible"]["accuracy"], c="crimson", marker="x", s=30,
                label="infeasible trials")
     if not g["skipped"].empty:
-        ax.scatter(g["skipped"]["latency_ms"], [_floor(g)] * len(g["skipped"]), c="crimson", marker="v", s=25,
+        floor = _floor(g, budgets.get("min_accuracy"))
+        ax.scatter(g["skipped"]["latency_ms"], [floor] * len(g["skipped"]), c="crimson", marker="v", s=25,
                    alpha=0.6, label="over budget, not evaluated (accuracy unknown)")
     if not front.empty:
         ax.step(front["latency_ms"], front["accuracy"], where="post", color="steelblue", lw=1)

@@ -204,10 +204,10 @@ def render_html(view, front, check, check_line, importances, imp_how, figs) -> s
     body = [f"<h1>vitsearch report: study <code>{esc(view.spec.name)}</code></h1>",
             f"<p>Run dir <code>{esc(str(view.path))}</code>; {(view.frame['state'] == 'COMPLETE').sum()} completed "
             f"trials ({(view.frame['feasible'] == False).sum()} infeasible, "  # noqa: E712
-            f"{(view.frame['state'] == 'FAIL').sum()} failed), {len(view.front)} on the Pareto front. "
-            f"{_skipped_count(view.frame)} infeasible trial(s) were settled on their predicted or measured "
-            "latency / size alone, without accuracy work; the front figure shows them as triangles under "
-            "the lowest measured accuracy.</p>"]
+            f"{(view.frame['state'] == 'FAIL').sum()} failed), {len(view.front)} on the Pareto front."
+            + (f" {n} infeasible trial(s) were settled on their predicted or measured latency / size alone, "
+               "without accuracy work; the front figure shows them as triangles under the lowest accuracy "
+               "shown." if (n := _skipped_count(view.frame)) else "") + "</p>"]
     for i, (title, fig) in enumerate(figs):
         body.append(f"<h2>{esc(title)}</h2>")
         if title == "Knob effects":

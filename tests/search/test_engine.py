@@ -182,6 +182,7 @@ def test_external_ray_cluster(tmp_path):
     (["--workers", "-1"], "--workers: must be a positive integer"),
     (["--address", "127.0.0.1:1"], "no Ray head reachable"),
     (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "storage: cannot open"),
+    (["--storage", "sqlite:///:memory:"], "in-memory database"),
     (["--resume", "."], "is not a vitsearch run dir"),
 ])
 def test_bad_run_input(tmp_path, args, match):
