@@ -75,6 +75,44 @@ def non_default_dict(cfg: Any) -> dict:
     return out
 
 
+#: the two parts of a transformer block that per-part knobs (sparsity, precision) set separately
+PARTS = ("attn", "mlp")
+
+
+class PartsConfig:
+    """Mixin of a knob set once per part (``attn``, ``mlp``), with one default value.
+
+    The subclass is a frozen dataclass with fields ``attn`` and ``mlp`` and names its
+    knob (``KNOB``) and its identity value (``DEFAULT``); identity, the JSON form, the
+    one-line summary and the table columns follow from those.
+    """
+
+    KNOB: str
+    DEFAULT: str
+
+    def is_identity(self) -> bool:
+        """True when every part keeps the default."""
+        return all(getattr(self, p) == self.DEFAULT for p in PARTS)
+
+    def to_dict(self) -> dict:
+        """JSON form (only non-default fields)."""
+        return non_default_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any):
+        """Inverse of :meth:`to_dict`."""
+        return cls(**check_keys(cls.KNOB, data, PARTS))
+
+    def summary(self) -> str | None:
+        """e.g. ``mlp int8`` or ``attn 2:4``; None when nothing changes."""
+        parts = [f"{p} {getattr(self, p)}" for p in PARTS if getattr(self, p) != self.DEFAULT]
+        return " ".join(parts) or None
+
+    def columns(self) -> dict:
+        """Flat scalar columns for tables."""
+        return {f"{self.KNOB}_{p}": getattr(self, p) for p in PARTS}
+
+
 def check_positive_int(where: str, value: Any, allow_none: bool = True) -> None:
     """Positive int (not bool), or None when allowed."""
     if value is None and allow_none:

@@ -8,19 +8,21 @@ from typing import TYPE_CHECKING, Any
 
 from vitsearch.spaces.errors import ConfigError, DeviceError
 
-from .base import Context, check_keys, non_default_dict, register
+from .base import PARTS, Context, PartsConfig, register
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-PARTS = ("attn", "mlp")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-weight", "int4-weight")
 
 
 @dataclass(frozen=True)
-class PrecisionConfig:
+class PrecisionConfig(PartsConfig):
     """Numeric format of the attention (qkv, proj) and MLP (fc1, fc2) linears."""
+
+    KNOB = "precision"
+    DEFAULT = "fp32"
 
     attn: str = "fp32"
     mlp: str = "fp32"
@@ -30,28 +32,6 @@ class PrecisionConfig:
             value = getattr(self, part)
             if value not in PRECISIONS:
                 raise ConfigError(f"precision.{part}: {value!r} is not allowed; expected one of {', '.join(PRECISIONS)}")
-
-    def is_identity(self) -> bool:
-        """True when everything stays fp32."""
-        return self.attn == "fp32" and self.mlp == "fp32"
-
-    def to_dict(self) -> dict:
-        """JSON form (only non-default fields)."""
-        return non_default_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "PrecisionConfig":
-        """Inverse of :meth:`to_dict`."""
-        return cls(**check_keys("precision", data, PARTS))
-
-    def summary(self) -> str | None:
-        """e.g. ``mlp int8``."""
-        parts = [f"{p} {getattr(self, p)}" for p in PARTS if getattr(self, p) != "fp32"]
-        return " ".join(parts) or None
-
-    def columns(self) -> dict:
-        """Flat scalar columns for tables."""
-        return {"precision_attn": self.attn, "precision_mlp": self.mlp}
 
 
 # ---- handler ---------------------------------------------------------------------

@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from vitsearch.spaces.errors import ConfigError, ModelError
 
-from .base import Context, check_keys, non_default_dict, register
+from .base import PARTS, Context, PartsConfig, register
 
 if TYPE_CHECKING:
     from torch import nn
 
-PARTS = ("attn", "mlp")
 ALLOWED = "dense | 2:4 | unstructured:<p> | structured:<p> (mlp only), with 0 < p < 1"
 
 
@@ -35,8 +34,11 @@ def parse_sparsity(where: str, value: Any) -> tuple[str, float]:
 
 
 @dataclass(frozen=True)
-class SparsityConfig:
+class SparsityConfig(PartsConfig):
     """Sparsity pattern of the attention (qkv, proj) and MLP (fc1, fc2) linears."""
+
+    KNOB = "sparsity"
+    DEFAULT = "dense"
 
     attn: str = "dense"
     mlp: str = "dense"
@@ -48,31 +50,9 @@ class SparsityConfig:
             canon = kind if kind in ("dense", "2:4") else f"{kind}:{p:g}"
             object.__setattr__(self, part, canon)
 
-    def is_identity(self) -> bool:
-        """True when every part is dense."""
-        return self.attn == "dense" and self.mlp == "dense"
-
-    def to_dict(self) -> dict:
-        """JSON form (only non-default fields)."""
-        return non_default_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "SparsityConfig":
-        """Inverse of :meth:`to_dict`."""
-        return cls(**check_keys("sparsity", data, PARTS))
-
     def part(self, name: str) -> tuple[str, float]:
         """Parsed ``(kind, p)`` for ``attn`` or ``mlp``."""
         return parse_sparsity(f"sparsity.{name}", getattr(self, name))
-
-    def summary(self) -> str | None:
-        """e.g. ``mlp 2:4``."""
-        parts = [f"{p} {getattr(self, p)}" for p in PARTS if getattr(self, p) != "dense"]
-        return " ".join(parts) or None
-
-    def columns(self) -> dict:
-        """Flat scalar columns for tables."""
-        return {"sparsity_attn": self.attn, "sparsity_mlp": self.mlp}
 
 
 # ---- handler ---------------------------------------------------------------------
