@@ -105,3 +105,25 @@ def engine_books(timings: list[dict], fit_start: float, fit_end: float, workers:
         # everything: start-up, drain and idle slots included
         "engine_overhead_share": round(max(0.0, 1 - busy / (fit * workers)), 4),
     }
+
+
+def cpu_books(timings: list[dict], driver_cpu: float, settled: int, ray_before: dict | None,
+              ray_after: dict | None) -> dict:
+    """CPU seconds of the fit: driver, Ray system processes, workers (evaluation vs the rest).
+
+    ``ray_before``/``ray_after``: :func:`descendants_cpu` around the fit (None when this
+    driver did not start Ray); ``settled``: trials the driver told, evaluated or not.
+    """
+    out = {"driver_cpu_seconds": round(driver_cpu, 2),
+           # every settled trial costs the driver an ask and a tell, evaluated or not
+           "driver_cpu_per_settled_trial": round(driver_cpu / settled, 4) if settled else None}
+    if ray_before is not None and ray_after is not None:
+        # live processes only: one that exited during the fit took its CPU time with it
+        out["ray_system_cpu_seconds"] = round(max(0.0, ray_after["ray_system"] - ray_before["ray_system"]), 2)
+    if timings:
+        out["evaluation_cpu_seconds"] = round(sum(t.get("cpu_seconds", 0.0) for t in timings), 2)
+        last: dict[str, float] = {}
+        for t in timings:  # a worker process's CPU so far, as of its latest report
+            last[t["worker"]] = max(last.get(t["worker"], 0.0), t.get("process_cpu_seconds", 0.0))
+        out["worker_process_cpu_seconds"] = round(sum(last.values()), 2)
+    return out

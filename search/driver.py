@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from vitsearch.search.accounting import descendants_cpu, engine_books
+from vitsearch.search.accounting import cpu_books, descendants_cpu, engine_books
 from vitsearch.search.engine import Plan, eta_text, make_sampler, open_storage, stale_to_fail
 from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
@@ -170,14 +170,13 @@ class Driver:
         finally:
             frame = self._refresh()  # tables and progress as the storage has them, however fit ended
             self._progress_close()
-        cpu = {"driver": time.process_time() - driver_cpu0, "ray": descendants_cpu() if local else None,
-               "ray0": ray_cpu0, "settled": len(searcher.told)}
+        driver_cpu, ray_cpu1 = time.process_time() - driver_cpu0, descendants_cpu() if local else None
         if searcher.gave_up():
             raise SearchFailed(
                 f"stopped after {searcher.failures_in_a_row} failed trials in a row; last error: "
                 f"{searcher.last_error}; see {plan.run_dir.log_file} and trials.csv")
         books = engine_books(searcher.timings, started, ended, plan.workers)
-        books.update(_cpu_books(cpu, searcher.timings))
+        books.update(cpu_books(searcher.timings, driver_cpu, len(searcher.told), ray_cpu0, ray_cpu1))
         return self._summary(frame, searcher.completed(), ended - started, books)
 
     # ---- progress ----------------------------------------------------------------------
@@ -248,20 +247,3 @@ class Driver:
         }
         (path / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "front_table"}, indent=2))
         return summary
-
-
-def _cpu_books(cpu: dict, timings: list[dict]) -> dict:
-    """CPU seconds of the fit: driver, Ray system processes, workers (evaluation vs the rest)."""
-    out = {"driver_cpu_seconds": round(cpu["driver"], 2),
-           # every settled trial costs the driver an ask and a tell, evaluated or not
-           "driver_cpu_per_settled_trial": round(cpu["driver"] / cpu["settled"], 4) if cpu["settled"] else None}
-    if cpu.get("ray") is not None and cpu.get("ray0") is not None:
-        # live processes only: one that exited during the fit took its CPU time with it
-        out["ray_system_cpu_seconds"] = round(max(0.0, cpu["ray"]["ray_system"] - cpu["ray0"]["ray_system"]), 2)
-    if timings:
-        out["evaluation_cpu_seconds"] = round(sum(t.get("cpu_seconds", 0.0) for t in timings), 2)
-        last: dict[str, float] = {}
-        for t in timings:  # a worker process's CPU so far, as of its latest report
-            last[t["worker"]] = max(last.get(t["worker"], 0.0), t.get("process_cpu_seconds", 0.0))
-        out["worker_process_cpu_seconds"] = round(sum(last.values()), 2)
-    return out

@@ -126,7 +126,8 @@ class CandidateSearch(OptunaSearch):
                 batch.append((trial, config))
                 in_flight.add(key)
         if not batch:
-            return Searcher.FINISHED if self.completed() + self._open() >= self.target else None
+            done_here = self._completed_here - completed_before
+            return Searcher.FINISHED if base + done_here >= self.target else None
         self._batches[trial_id] = [t for t, _ in batch]
         return {"candidates": [{"number": t.number, "config": c.to_dict()} for t, c in batch]}
 

@@ -160,27 +160,30 @@ def study_predictor(session: Session):
     try:
         predictor = load_for_study(spec, session.input_shape, path)
         predictor.check_device(device_fingerprint(session.device, spec.latency.threads))
+        if spec.latency.calibrate:
+            predictor = _calibrated(session, predictor, path if path.is_dir() else path.parent)
     except (DeviceError, ConfigError) as exc:
         if mode != "auto":
             raise
         log.info("latency profile at %s not used: %s", path, exc)
         return None
-    if spec.latency.calibrate:
-        from vitsearch.evaluators.profile import time_reference
-
-        try:
-            ref = time_reference(session, path if path.is_dir() else path.parent)
-            stat = predictor.state.get("statistic", "median")
-            predictor = predictor.calibrated(ref[f"{stat}_ms"], f"uncompressed model timed at run start, "
-                                                               f"{ref['n_runs']} passes, {stat}")
-        except (DeviceError, ConfigError) as exc:
-            if mode != "auto":
-                raise
-            log.info("latency profile at %s not used: calibration failed: %s", path, exc)
-            return None
-        log.info("latency predictor calibrated: x%.3f (reference %.3f ms now vs %.3f ms profiled)", predictor.scale,
-                 ref[f"{stat}_ms"], predictor.state["reference_ms"])
     return predictor
+
+
+def _calibrated(session: Session, predictor, profile_dir: Path):
+    """``latency.calibrate``: the predictor rescaled by the uncompressed model timed now."""
+    import logging
+
+    from vitsearch.evaluators.profile import time_reference
+
+    ref = time_reference(session, profile_dir)
+    stat = predictor.state.get("statistic", "median")
+    out = predictor.calibrated(ref[f"{stat}_ms"], f"uncompressed model timed at run start, {ref['n_runs']} passes, "
+                                                  f"{stat}")
+    logging.getLogger("vitsearch.run").info(
+        "latency predictor calibrated: x%.3f (reference %.3f ms now vs %.3f ms profiled)", out.scale,
+        ref[f"{stat}_ms"], predictor.state["reference_ms"])
+    return out
 
 
 def load_session(study: str | Path | StudySpec) -> Session:
