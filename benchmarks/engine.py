@@ -11,7 +11,7 @@ fresh run dir under benchmarks/results/engine/, varying one thing:
   driver stalls the worker);
 * ``batch``: 2 workers, --batch-size 2 vs 5 vs 10.
 
-For each it prints the run's own books (summary.json "engine", see search/accounting.py):
+For each it prints the run's own books (summary.json "engine", see search/engine/accounting.py):
 wall time (Ray start included), evaluations, evaluation seconds, throughput, the
 per-trial (steady-state) overhead, the all-in overhead with the one-off start-up and
 drain, and driver CPU per settled trial. All measured on this machine, one run each:

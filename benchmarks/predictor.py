@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rescore:
         return rescore(Path(args.out) / args.target, args.before)
 
-    from vitsearch.evaluators.predictor_eval import evaluate_predictor
-    from vitsearch.evaluators.profile import ProfileContext, fit_from_store, refine_profile, run_profile
+    from vitsearch.evaluators.latency.evaluate import evaluate_predictor
+    from vitsearch.evaluators.latency.profile import ProfileContext, fit_from_store, refine_profile, run_profile
 
     session = session_for(args.target)
     pdir = Path(args.out) / args.target
@@ -107,9 +107,9 @@ BRIEF = ("n", "within_10pct", "within_5pct", "mape", "spearman", "within_10pct_c
 
 def rescore(pdir: Path, before: str | None) -> int:
     """Score the current (and a previous) predictor on every stored eval of ``pdir``."""
-    from vitsearch.evaluators.predictor import LatencyPredictor
-    from vitsearch.evaluators.predictor_eval import score_rows
-    from vitsearch.evaluators.profile import ProfileStore
+    from vitsearch.evaluators.latency.predictor import LatencyPredictor
+    from vitsearch.evaluators.latency.evaluate import score_rows
+    from vitsearch.evaluators.latency.profile import ProfileStore
     from vitsearch.spaces import CompressionConfig
 
     now = LatencyPredictor.load(pdir)

@@ -27,7 +27,7 @@ def main() -> None:
     import torch
 
     from vitsearch.evaluators import evaluate_accuracy
-    from vitsearch.evaluators.accuracy import recover
+    from vitsearch.evaluators.distill import recover
     from vitsearch.search.session import load_session
     from vitsearch.spaces import CompressionConfig
 

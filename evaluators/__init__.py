@@ -3,16 +3,17 @@ recovery), latency (measurement, device fingerprint, lock), size and MACs."""
 
 from vitsearch.spaces.errors import DataError, DeviceError, ModelError, VitsearchError
 
-from .accuracy import AccuracyResult, evaluate_accuracy, recover
-from .data import DataSplits, load_imagefolder, load_mnist5k
-from .devicelock import device_lock
-from .fingerprint import device_fingerprint, fingerprint_id, resolve_device
-from .latency import LatencyResult, measure_latency, measure_repeatability
-from .macs import analytic_macs
-from .models import ModelSpec, create_vitsearch_tiny, load_base_model
-from .predictor import LatencyPredictor, Prediction, default_profile_dir, load_for_study
-from .record import Evaluation, latency_entry
-from .size import SizeReport, model_size
+from vitsearch.evaluators.accuracy import AccuracyResult, evaluate_accuracy
+from vitsearch.evaluators.distill import recover
+from vitsearch.evaluators.data import DataSplits, load_imagefolder, load_mnist5k
+from vitsearch.evaluators.latency.devicelock import device_lock
+from vitsearch.evaluators.latency.fingerprint import device_fingerprint, fingerprint_id, resolve_device
+from vitsearch.evaluators.latency.measure import LatencyResult, measure_latency, measure_repeatability
+from vitsearch.evaluators.macs import analytic_macs
+from vitsearch.evaluators.models import ModelSpec, create_vitsearch_tiny, load_base_model
+from vitsearch.evaluators.latency.predictor import LatencyPredictor, Prediction, default_profile_dir, load_for_study
+from vitsearch.evaluators.record import Evaluation, latency_entry
+from vitsearch.evaluators.size import SizeReport, model_size
 
 __all__ = [
     "AccuracyResult", "evaluate_accuracy", "recover",

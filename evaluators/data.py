@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from vitsearch.spaces.errors import DataError
 
-from .models import MNIST_MEAN, MNIST_STD
+from vitsearch.evaluators.models import MNIST_MEAN, MNIST_STD
 
 MNIST5K_TRAIN_PER_CLASS = 400
 MNIST5K_VAL_PER_CLASS = 100

@@ -24,7 +24,7 @@ def latency_entry(result: Any = None, *, median_ms: float | None = None, device:
                   source: str = "predicted") -> dict[str, Any]:
     """The ``latency`` dict of an :class:`Evaluation`.
 
-    From a :class:`~vitsearch.evaluators.latency.LatencyResult` (``source`` measured),
+    From a :class:`~vitsearch.evaluators.latency.measure.LatencyResult` (``source`` measured),
     or from a predicted ``median_ms`` on ``device`` (p10/p90/n_runs are None then).
     """
     if result is not None:

@@ -68,8 +68,8 @@ def train_builtin(out: Path, recipe: Recipe = Recipe(), progress: bool = True, l
     """
     from tqdm.auto import tqdm
 
-    from .data import load_mnist5k
-    from .models import create_vitsearch_tiny
+    from vitsearch.evaluators.data import load_mnist5k
+    from vitsearch.evaluators.models import create_vitsearch_tiny
 
     torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)

@@ -74,8 +74,8 @@ class Session:
         LatencyPredictor) replaces the latency measurement.
         """
         from vitsearch.evaluators import analytic_macs, evaluate_accuracy, model_size
-        from vitsearch.evaluators.accuracy import recover
-        from vitsearch.evaluators.devicelock import device_busy
+        from vitsearch.evaluators.distill import recover
+        from vitsearch.evaluators.latency.devicelock import device_busy
         from vitsearch.spaces import compress
 
         rec = self.spec.recovery
@@ -147,7 +147,7 @@ def study_predictor(session: Session):
     mode = spec.latency.predictor
     if mode == "off":
         return None
-    from vitsearch.evaluators.predictor import default_profile_dir, load_for_study
+    from vitsearch.evaluators.latency.predictor import default_profile_dir, load_for_study
 
     path = default_profile_dir(spec) if mode == "auto" else Path(mode)
     if not path.exists():
@@ -174,7 +174,7 @@ def _calibrated(session: Session, predictor, profile_dir: Path):
     """``latency.calibrate``: the predictor rescaled by the uncompressed model timed now."""
     import logging
 
-    from vitsearch.evaluators.profile import time_reference
+    from vitsearch.evaluators.latency.profile import time_reference
 
     ref = time_reference(session, profile_dir)
     stat = predictor.state.get("statistic", "median")
@@ -190,7 +190,7 @@ def load_session(study: str | Path | StudySpec) -> Session:
     """Validate the study, then resolve the device, load the model and the data (in that order)."""
     from vitsearch.evaluators.accuracy import check_compatible
     from vitsearch.evaluators.data import load_imagefolder, load_mnist5k
-    from vitsearch.evaluators.fingerprint import resolve_device
+    from vitsearch.evaluators.latency.fingerprint import resolve_device
     from vitsearch.evaluators.models import ModelSpec, load_base_model
 
     spec = study if isinstance(study, StudySpec) else load_study(study)

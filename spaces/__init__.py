@@ -1,15 +1,15 @@
 """What can be changed and how: CompressionConfig, compress(), SearchSpace, the knobs."""
 
-from .config import SCHEMA_VERSION, CompressionConfig
-from .errors import ConfigError, DeviceError, ModelError, VitsearchError
-from .knobs.depth import DepthConfig
-from .knobs.heads import HeadsConfig
-from .knobs.precision import PrecisionConfig
-from .knobs.sparsity import SparsityConfig
-from .knobs.tokens import TokensConfig, tokens_per_block
+from vitsearch.spaces.config import SCHEMA_VERSION, CompressionConfig
+from vitsearch.spaces.errors import ConfigError, DeviceError, ModelError, VitsearchError
+from vitsearch.spaces.knobs.depth import DepthConfig
+from vitsearch.spaces.knobs.heads import HeadsConfig
+from vitsearch.spaces.knobs.precision import PrecisionConfig
+from vitsearch.spaces.knobs.sparsity import SparsityConfig
+from vitsearch.spaces.knobs.tokens import TokensConfig, tokens_per_block
 
 _LAZY = {  # torch-heavy names load on first use, so importing the package stays fast
-    "compress": "pipeline", "prepare": "pipeline", "finalize": "pipeline", "reapply_masks": "pipeline",
+    "compress": "compression", "prepare": "compression", "finalize": "compression", "reapply_masks": "compression",
     "SearchSpace": "space", "SpaceSpec": "space", "ModelDims": "space",
     "supported_precisions": "knobs.precision",
 }

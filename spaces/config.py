@@ -16,13 +16,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .knobs.base import ORDER
-from .knobs.depth import DepthConfig
-from .knobs.heads import HeadsConfig
-from .knobs.precision import PrecisionConfig
-from .knobs.sparsity import SparsityConfig
-from .knobs.tokens import TokensConfig, check_schedule_fits
+from vitsearch.spaces.errors import ConfigError
+from vitsearch.spaces.knobs.base import ORDER
+from vitsearch.spaces.knobs.depth import DepthConfig
+from vitsearch.spaces.knobs.heads import HeadsConfig
+from vitsearch.spaces.knobs.precision import PrecisionConfig
+from vitsearch.spaces.knobs.sparsity import SparsityConfig
+from vitsearch.spaces.knobs.tokens import TokensConfig, check_schedule_fits
 
 SCHEMA_VERSION = 1
 _SUB = {"depth": DepthConfig, "heads": HeadsConfig, "tokens": TokensConfig,

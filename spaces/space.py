@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .config import CompressionConfig
-from .errors import ConfigError
-from .knobs.heads import divisors
-from .knobs.precision import PRECISIONS, supported_precisions
-from .knobs.sparsity import parse_sparsity
-from .knobs.tokens import MIN_MERGE_SHARE
+from vitsearch.spaces.config import CompressionConfig
+from vitsearch.spaces.errors import ConfigError
+from vitsearch.spaces.knobs.heads import divisors
+from vitsearch.spaces.knobs.precision import PRECISIONS, supported_precisions
+from vitsearch.spaces.knobs.sparsity import parse_sparsity
+from vitsearch.spaces.vit.ops import MIN_MERGE_SHARE
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

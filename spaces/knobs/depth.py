@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitsearch.spaces.errors import ConfigError
 
-from .base import Context, check_keys, check_positive_int, non_default_dict, register
+from vitsearch.spaces.knobs.base import Context, check_keys, check_positive_int, non_default_dict, register
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,15 +46,15 @@ class DepthConfig:
 
 
 # ---- handler ---------------------------------------------------------------------
-#: base model -> {fingerprint: (scores, criterion)}; weak so cached models can be freed.
+#: base model -> {weights_digest: (scores, criterion)}; weak so cached models can be freed.
 _RANKINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def block_ranking(model: nn.Module, ctx: Context) -> tuple[list[float], str]:
     """Block importance scores (cached per base model, weights and calibration data)."""
-    from vitsearch.spaces.importance import block_scores, fingerprint
+    from vitsearch.spaces.vit.importance import block_scores, weights_digest
 
-    key = fingerprint(model, ctx.batches)
+    key = weights_digest(model, ctx.batches)
     try:
         per_model = _RANKINGS.setdefault(ctx.base, {})
     except TypeError:  # not weak-referenceable: no cache

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitsearch.spaces.errors import ConfigError, ModelError
 
-from .base import Context, check_keys, check_positive_int, non_default_dict, register
+from vitsearch.spaces.knobs.base import Context, check_keys, check_positive_int, non_default_dict, register
 
 if TYPE_CHECKING:
     from torch import nn
@@ -68,8 +68,8 @@ def apply_heads(model: nn.Module, cfg: HeadsConfig, ctx: Context) -> None:
     """Prune query heads to ``keep`` by importance, then mean-pool K/V into ``kv_heads`` groups."""
     if cfg.is_identity():
         return
-    from vitsearch.spaces import ops, vit
-    from vitsearch.spaces.importance import head_scores
+    from vitsearch.spaces.vit import adapter as vit, ops
+    from vitsearch.spaces.vit.importance import head_scores
 
     heads = {b.attn.num_heads for b in model.blocks}
     if len(heads) != 1:

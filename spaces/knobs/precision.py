@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitsearch.spaces.errors import ConfigError, DeviceError
 
-from .base import PARTS, Context, PartsConfig, register
+from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, register
 
 if TYPE_CHECKING:
     import torch
@@ -113,7 +113,7 @@ def _quantize(model: nn.Module, kind: str, parts: list[str], ctx: Context) -> No
     from torchao.quantization import (Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig,
                                       Int8WeightOnlyConfig, quantize_)
 
-    from vitsearch.spaces import vit
+    from vitsearch.spaces.vit import adapter as vit
 
     targets = {}
     for i, block in enumerate(model.blocks):

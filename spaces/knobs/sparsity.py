@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitsearch.spaces.errors import ConfigError, ModelError
 
-from .base import PARTS, Context, PartsConfig, register
+from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, register
 
 if TYPE_CHECKING:
     from torch import nn
@@ -74,7 +74,7 @@ def apply_sparsity(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> None:
 def _mask_part(model: nn.Module, part: str, kind: str, p: float) -> None:
     import torch
 
-    from vitsearch.spaces import ops, vit
+    from vitsearch.spaces.vit import adapter as vit, ops
 
     for i, block in enumerate(model.blocks):
         for name, lin in vit.part_linears(block, part).items():
@@ -90,8 +90,8 @@ def _mask_part(model: nn.Module, part: str, kind: str, p: float) -> None:
 
 
 def _structured(model: nn.Module, p: float, ctx: Context) -> None:
-    from vitsearch.spaces import ops, vit
-    from vitsearch.spaces.importance import channel_scores
+    from vitsearch.spaces.vit import adapter as vit, ops
+    from vitsearch.spaces.vit.importance import channel_scores
 
     scores, criterion = channel_scores(model, ctx.batches, ctx.device)
     kept = []
@@ -114,7 +114,7 @@ def finalize_sparsity(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> No
     import torch
     from torch import nn
 
-    from vitsearch.spaces import vit
+    from vitsearch.spaces.vit import adapter as vit
 
     for part in PARTS:
         if cfg.part(part)[0] != "2:4":

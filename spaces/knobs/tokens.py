@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from vitsearch.spaces.errors import ConfigError, ModelError
 
-from .base import Context, check_keys, register
+from vitsearch.spaces.knobs.base import Context, check_keys, register
+from vitsearch.spaces.vit.ops import MIN_MERGE_SHARE, reduced_count  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from torch import nn
 
 METHODS = ("merge", "prune")
-MIN_MERGE_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -114,11 +114,6 @@ def _share(block: int, share: Any, method: str) -> float:
     return share
 
 
-def reduced_count(num_patch: int, share: float) -> int:
-    """Patch tokens left after a block with ``share`` (the one rounding rule)."""
-    return max(1, round(share * num_patch))
-
-
 def tokens_per_block(config: Any, num_patch_tokens: int, num_prefix_tokens: int, depth: int) -> list[tuple[int, int]]:
     """(tokens entering attention, tokens entering MLP) per kept block, prefix included.
 
@@ -154,7 +149,7 @@ def apply_tokens(model: nn.Module, cfg: TokensConfig, ctx: Context) -> None:
     """Turn every block into a token-reducing block and let ``model.blocks`` carry token sizes."""
     if not cfg.schedule:
         return
-    from vitsearch.spaces import vit
+    from vitsearch.spaces.vit import adapter as vit
 
     kept = len(model.blocks)
     check_schedule_fits(cfg, kept)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from vitsearch.evaluators.accuracy import check_compatible, evaluate_accuracy, recover
+from vitsearch.evaluators.accuracy import check_compatible, evaluate_accuracy
+from vitsearch.evaluators.distill import recover
 from vitsearch.spaces import CompressionConfig, compress
 from vitsearch.spaces.errors import DataError
 

@@ -6,11 +6,11 @@ import time
 
 import torch
 
-from vitsearch.evaluators.devicelock import device_busy, device_lock
+from vitsearch.evaluators.latency.devicelock import device_busy, device_lock
 
 HOLD = """
 import sys, time
-from vitsearch.evaluators.devicelock import device_busy
+from vitsearch.evaluators.latency.devicelock import device_busy
 with device_busy("cpu"):
     print("held", flush=True)
     time.sleep(float(sys.argv[1]))

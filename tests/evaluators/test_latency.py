@@ -16,9 +16,9 @@ import threading
 import pytest
 import torch
 
-from vitsearch.evaluators.devicelock import device_lock, device_lock_path
-from vitsearch.evaluators.fingerprint import device_fingerprint, fingerprint_id, nvml_info, resolve_device
-from vitsearch.evaluators.latency import LatencyResult, is_stable, measure_latency, measure_repeatability
+from vitsearch.evaluators.latency.devicelock import device_lock, device_lock_path
+from vitsearch.evaluators.latency.fingerprint import device_fingerprint, fingerprint_id, nvml_info, resolve_device
+from vitsearch.evaluators.latency.measure import LatencyResult, is_stable, measure_latency, measure_repeatability
 from vitsearch.evaluators.models import create_vitsearch_tiny
 from vitsearch.spaces.errors import ConfigError, DeviceError
 
@@ -168,7 +168,7 @@ _CHILD = textwrap.dedent("""
     import json, sys, time
     import torch
     from torch import nn
-    import vitsearch.evaluators.latency as lat
+    import vitsearch.evaluators.latency.measure as lat
 
     intervals = []
     inner = lat._measure_locked

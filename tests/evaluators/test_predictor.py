@@ -14,10 +14,10 @@ import random
 import pytest
 import yaml
 
-from vitsearch.evaluators.components import Dims, attn_key, mlp_key, pick_anchors
-from vitsearch.evaluators.predictor import LatencyPredictor, Prediction, Table, default_profile_dir
-from vitsearch.evaluators.predictor_eval import scores
-from vitsearch.evaluators.predictor_fit import fit_predictor
+from vitsearch.evaluators.latency.components import Dims, attn_key, mlp_key, pick_anchors
+from vitsearch.evaluators.latency.predictor import LatencyPredictor, Prediction, Table, default_profile_dir
+from vitsearch.evaluators.latency.evaluate import scores
+from vitsearch.evaluators.latency.fit import fit_predictor
 from vitsearch.spaces import CompressionConfig, tokens_per_block
 from vitsearch.spaces.errors import ConfigError, DeviceError
 
@@ -229,7 +229,7 @@ def test_default_profile_dir_names_the_study():
 
 
 def test_sample_configs_distinct_and_inside_the_space(builtin_model):
-    from vitsearch.evaluators.profile import sample_configs
+    from vitsearch.evaluators.latency.profile import sample_configs
     from vitsearch.spaces import SearchSpace
 
     space = SearchSpace.from_spec({}, builtin_model)
@@ -243,8 +243,8 @@ def test_sample_configs_distinct_and_inside_the_space(builtin_model):
 
 
 def test_component_plan_covers_the_space(builtin_model):
-    from vitsearch.evaluators.components import plan_components
-    from vitsearch.evaluators.profile import sample_configs
+    from vitsearch.evaluators.latency.components import plan_components
+    from vitsearch.evaluators.latency.profile import sample_configs
     from vitsearch.spaces import SearchSpace
 
     space = SearchSpace.from_spec({}, builtin_model)
@@ -269,8 +269,8 @@ SMALL_STUDY = {
 
 @pytest.mark.slow
 def test_profile_fit_predict_eval_end_to_end(tmp_path, monkeypatch, capsys):
-    from vitsearch.evaluators import profile
-    from vitsearch.evaluators.timing import TimingPlan
+    from vitsearch.evaluators.latency import profile
+    from vitsearch.evaluators.latency.timing import TimingPlan
     from vitsearch.search.cli import main
 
     monkeypatch.setenv("VITSEARCH_LOCK_DIR", str(tmp_path / "locks"))
@@ -312,7 +312,7 @@ def test_profile_fit_predict_eval_end_to_end(tmp_path, monkeypatch, capsys):
     assert calibrated.scale == pytest.approx(cal["reference_ms_now"] / cal["reference_ms_profile"])
     assert calibrated.scale > 0
     assert "run start" in cal["how"]
-    from vitsearch.search.feasibility import Feasibility
+    from vitsearch.search.engine.feasibility import Feasibility
 
     # the factor travels with every predicted latency the engine records
     over = Feasibility(1e-6, None, None, predictor=calibrated).precheck(CompressionConfig())

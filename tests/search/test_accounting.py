@@ -1,4 +1,4 @@
-"""The engine's books (search/accounting.py) and the worker's evaluation pipeline."""
+"""The engine's books (search/engine/accounting.py) and the worker's evaluation pipeline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from vitsearch.search.accounting import descendants_cpu, engine_books, process_cpu_seconds
+from vitsearch.search.engine.accounting import descendants_cpu, engine_books, process_cpu_seconds
 
 
 def _t(worker: str, start: float, seconds: float) -> dict:
@@ -58,7 +58,7 @@ def test_pipeline_reports_every_candidate_in_order_while_the_next_evaluates(monk
     """The worker's evaluation thread runs ahead of the (blocking) report."""
     import ray.tune
 
-    from vitsearch.search import worker
+    from vitsearch.search.engine import worker
 
     events: list[tuple[str, int]] = []
     lock = threading.Lock()
@@ -97,7 +97,7 @@ def test_pipeline_stops_its_thread_when_tune_stops_the_trial(monkeypatch):
     """Tune stopping a trial makes report raise: no evaluation may run on into the next batch."""
     import ray.tune
 
-    from vitsearch.search import worker
+    from vitsearch.search.engine import worker
 
     started: list[int] = []
 
@@ -122,8 +122,8 @@ def test_last_batches_are_shared_between_workers(builtin_model, tmp_path):
     """Near the target the searcher splits what is left instead of handing it all to one worker."""
     import optuna
 
-    from vitsearch.search.feasibility import Feasibility
-    from vitsearch.search.searcher import CandidateSearch
+    from vitsearch.search.engine.feasibility import Feasibility
+    from vitsearch.search.engine.searcher import CandidateSearch
     from vitsearch.search.study import parse_study
     from vitsearch.spaces import SearchSpace
 

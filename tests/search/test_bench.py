@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from vitsearch.search.bench import hypervolume_2d, run_bench
-from vitsearch.search.results import pareto_mask
+from vitsearch.search.engine.sampler_bench import hypervolume_2d, run_bench
+from vitsearch.search.results.tables import pareto_mask
 
 
 def test_hypervolume_known_areas():

@@ -30,7 +30,7 @@ FRONT = front((1, 0.90, 1.0, 1.0), (2, 0.95, 2.0, 2.0), (3, 0.97, 3.0, 4.0), (4,
 
 
 def test_most_accurate_within_budget_wins():
-    from vitsearch.search.pick import choose, runner_up_line
+    from vitsearch.search.results.pick import choose, runner_up_line
 
     c = choose(FRONT, 3.5)
     assert int(c.winner["number"]) == 3 and int(c.runner_up["number"]) == 2
@@ -44,7 +44,7 @@ def test_most_accurate_within_budget_wins():
 
 
 def test_nothing_within_budget_names_the_fastest():
-    from vitsearch.search.pick import choose
+    from vitsearch.search.results.pick import choose
 
     with pytest.raises(NothingWithinBudget, match=r"within 0.5 ms; the fastest is trial 1 at 1.000 ms") as exc:
         choose(FRONT, 0.5)
@@ -56,7 +56,7 @@ def test_nothing_within_budget_names_the_fastest():
 @pytest.mark.parametrize("kw", [{"latency_ms": 0}, {"latency_ms": -2}, {"latency_ms": float("nan")},
                                 {"latency_ms": 5, "min_accuracy": 1.5}, {"latency_ms": 5, "max_size_mb": 0}])
 def test_meaningless_budgets_are_refused(kw):
-    from vitsearch.search.pick import choose
+    from vitsearch.search.results.pick import choose
 
     with pytest.raises(ConfigError) as exc:
         choose(FRONT, **kw)
@@ -69,7 +69,7 @@ def test_meaningless_budgets_are_refused(kw):
 
 
 def recorded_front(run_dir):
-    from vitsearch.search.runview import load_run
+    from vitsearch.search.results.runview import load_run
 
     view = load_run(run_dir)
     return view, view.front.sort_values("latency_ms")
@@ -78,7 +78,7 @@ def recorded_front(run_dir):
 def check_variant(out, number, view):
     """The variant dir is complete, loads with weights_only, and reproduces its recorded accuracy."""
     from vitsearch.evaluators import evaluate_accuracy, load_mnist5k
-    from vitsearch.search.variant import load_variant
+    from vitsearch.search.results.variant import load_variant
 
     for name in ("config.json", "weights.pt", "provenance.json", "study.yaml", "README.md"):
         assert (out / name).is_file(), name
@@ -106,8 +106,8 @@ def check_variant(out, number, view):
 
 @pytest.mark.slow
 def test_pick_between_fastest_and_slowest_exports_a_loadable_variant(run_dir, tmp_path):
-    from vitsearch.search.pick import choose
-    from vitsearch.search.runview import Remeasure, front_latency
+    from vitsearch.search.results.pick import choose
+    from vitsearch.search.results.runview import Remeasure, front_latency
 
     view, fr = recorded_front(run_dir)
     lo, hi = fr["latency_ms"].iloc[0], fr["latency_ms"].iloc[-1]
@@ -147,7 +147,7 @@ def test_pick_exit_codes(run_dir):
 def test_quantized_variant_round_trips(builtin_model, mnist, tmp_path):
     """int8 (torchao) layers: the float state is stored, precision re-applied on load, outputs identical."""
     from vitsearch.search.study import load_study
-    from vitsearch.search.variant import load_variant, write_variant
+    from vitsearch.search.results.variant import load_variant, write_variant
     from vitsearch.spaces import CompressionConfig, finalize, prepare
 
     config = CompressionConfig.from_dict({"depth": {"keep": 6}, "sparsity": {"mlp": "2:4"},

@@ -70,7 +70,7 @@ def test_html_is_self_contained_and_honest(report):
 
 
 def test_summary_and_list_share_columns(report, run_dir):
-    from vitsearch.search.report import FRONT_COLUMNS
+    from vitsearch.search.results.report import FRONT_COLUMNS
 
     _, out = report
     md = (out / "summary.md").read_text()
@@ -126,8 +126,8 @@ def test_console_errors_are_detected(tmp_path):
 
 
 def test_other_device_is_not_remeasured(run_dir, tmp_path, monkeypatch):
-    from vitsearch.search import runview
-    from vitsearch.search.report import build
+    from vitsearch.search.results import runview
+    from vitsearch.search.results.report import build
 
     real = runview.current_fingerprint
     monkeypatch.setattr(runview, "current_fingerprint", lambda spec: {**real(spec), "fingerprint_id": "000000000000"})
@@ -141,8 +141,8 @@ def test_other_device_is_not_remeasured(run_dir, tmp_path, monkeypatch):
 
 
 def test_predicted_latencies_get_a_hit_rate():
-    from vitsearch.search.report import latency_check_summary
-    from vitsearch.search.runview import Remeasure
+    from vitsearch.search.results.report import latency_check_summary
+    from vitsearch.search.results.runview import Remeasure
 
     table = pd.DataFrame({"number": [1, 2, 3, 4], "recorded_source": ["predicted"] * 4,
                           "recorded_ms": [1.0, 2.0, 3.5, 5.0], "remeasured_ms": [1.05, 2.0, 3.0, 4.0]})
@@ -154,8 +154,8 @@ def test_predicted_latencies_get_a_hit_rate():
 def test_too_few_trials_for_importance(run_dir):
     import optuna
 
-    from vitsearch.search.report import knob_importances
-    from vitsearch.search.runview import load_run
+    from vitsearch.search.results.report import knob_importances
+    from vitsearch.search.results.runview import load_run
 
     view = load_run(run_dir)
     small = optuna.create_study(directions=["maximize", "minimize"])
@@ -168,7 +168,7 @@ def test_too_few_trials_for_importance(run_dir):
 def test_bad_run_dirs(tmp_path):
     import optuna
 
-    from vitsearch.search.rundir import RunDir
+    from vitsearch.search.results.rundir import RunDir
     from vitsearch.search.study import load_study
 
     proc = vitsearch("report", tmp_path / "nope")
@@ -187,7 +187,7 @@ def test_over_budget_trials_without_accuracy_are_plotted_on_the_floor(tmp_path):
     """Cheap-first trials (infeasible on predicted latency, never accuracy-evaluated) still show."""
     import pandas as pd
 
-    from vitsearch.search.figures import pareto_plotly, pareto_png
+    from vitsearch.search.results.figures import pareto_plotly, pareto_png
 
     rows = [
         {"number": 0, "state": "COMPLETE", "feasible": True, "accuracy": 0.98, "latency_ms": 2.0, "size_mb": 5.0},

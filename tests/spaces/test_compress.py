@@ -234,7 +234,7 @@ def test_prepared_model_trains(tiny, tiny_input, method):
 
 
 def test_permuting_heads_keeps_outputs(tiny, tiny_input):
-    from vitsearch.spaces import vit
+    from vitsearch.spaces.vit import adapter as vit
 
     model = prepare(tiny, {"heads": {"kv_heads": 6}})
     ref = model(tiny_input)

@@ -59,7 +59,7 @@ def test_keep_one_schedule_is_identical(tiny, tiny_input):
 
 
 def test_merge_is_size_weighted_average():
-    from vitsearch.spaces.ops import bipartite_merge
+    from vitsearch.spaces.vit.ops import bipartite_merge
 
     # prefix 9; patches p0=1 (A), p1=4 of size 2 (B), p2=3 (A), p3=5 (B); p0 matches p1 best
     x = torch.tensor([[[9.0], [1.0], [4.0], [3.0], [5.0]]])
@@ -71,7 +71,7 @@ def test_merge_is_size_weighted_average():
 
 
 def test_prune_fuses_the_rest_by_attention():
-    from vitsearch.spaces.ops import evit_prune
+    from vitsearch.spaces.vit.ops import evit_prune
 
     x = torch.tensor([[[7.0], [1.0], [2.0], [3.0], [4.0]]])
     attn = torch.tensor([[0.1, 0.5, 0.3, 0.1]])

@@ -62,7 +62,7 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     import optuna
     from tqdm.auto import tqdm
 
-    from vitsearch.search.engine import make_sampler
+    from vitsearch.search.engine.plan import make_sampler
     from vitsearch.search.session import load_session, study_predictor
     from vitsearch.spaces import CompressionConfig, SearchSpace
 

@@ -44,7 +44,7 @@ def cmd_profile(args) -> int:
     _positive("--budget-minutes", args.budget_minutes)
     _positive("--models", args.models, int)
     _positive("--refine-n", args.refine_n, int)
-    from vitsearch.evaluators.profile import N_MODELS, refine_profile, run_profile
+    from vitsearch.evaluators.latency.profile import N_MODELS, refine_profile, run_profile
     from vitsearch.search.session import load_session
 
     session = load_session(args.study)
@@ -78,7 +78,7 @@ def cmd_profile(args) -> int:
 def cmd_predictor_eval(args) -> int:
     """``vitsearch predictor-eval STUDY``: held-out configs measured fresh vs predicted."""
     _positive("--n", args.n, int)
-    from vitsearch.evaluators.predictor_eval import evaluate_predictor
+    from vitsearch.evaluators.latency.evaluate import evaluate_predictor
     from vitsearch.search.session import load_session
 
     session = load_session(args.study)

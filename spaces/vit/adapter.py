@@ -2,7 +2,7 @@
 
 Block / Attention / Mlp / LayerScale layout, prefix (class + register) tokens and the
 fused attention path live here; the knob handlers call these helpers and the pure maths
-in :mod:`vitsearch.spaces.ops`. Patched modules are swapped for module-level classes
+in :mod:`vitsearch.spaces.vit.ops`. Patched modules are swapped for module-level classes
 (no closures, no shared mutable state) so compressed models pickle for Ray.
 """
 
@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from . import ops
-from .errors import ModelError
-from .knobs.tokens import reduced_count
+from vitsearch.spaces.vit import ops
+from vitsearch.spaces.errors import ModelError
 
 PART_LINEARS = {"attn": ("qkv", "proj"), "mlp": ("fc1", "fc2")}
 
@@ -189,7 +188,7 @@ class TokenBlock(Block):
     def forward_tokens(self, x: torch.Tensor, size: torch.Tensor | None):
         """One block on ``x``; ``size`` (B, N, 1) counts tokens merged into each (None = all 1)."""
         n = x.shape[1] - self.prefix_tokens
-        target = n if self.token_share is None else reduced_count(n, self.token_share)
+        target = n if self.token_share is None else ops.reduced_count(n, self.token_share)
         need = self.token_method if target < n else None
         bias = None if size is None else size.log().transpose(1, 2)[:, None]  # proportional attention
         res = self.attn(self.norm1(x), size_bias=bias, need=need)

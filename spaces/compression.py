@@ -14,13 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import knobs  # noqa: F401  (registers every knob)
-from .config import CompressionConfig
-from .errors import ConfigError, DeviceError
-from .importance import calibration_batches
-from .knobs.base import ORDER, REGISTRY, Context
-from .knobs.precision import check_precision_device
-from .knobs.sparsity import MASK
+from vitsearch.spaces import knobs  # noqa: F401  (registers every knob)
+from vitsearch.spaces.config import CompressionConfig
+from vitsearch.spaces.errors import ConfigError, DeviceError
+from vitsearch.spaces.vit.importance import calibration_batches
+from vitsearch.spaces.knobs.base import ORDER, REGISTRY, Context
+from vitsearch.spaces.knobs.precision import check_precision_device
+from vitsearch.spaces.knobs.sparsity import MASK
 
 FINALIZE_ORDER = ("precision", "sparsity")  # sparse kernels take the final dtype
 
@@ -40,7 +40,7 @@ def compress(model: nn.Module, config: CompressionConfig | dict | str | None = N
 def prepare(model: nn.Module, config: CompressionConfig | dict | str | None = None,
             calibration: Any = None, device: str = "cpu") -> nn.Module:
     """Depth, heads, sparsity masks and tokens on a float copy of ``model`` (still trainable)."""
-    from .vit import check_vit
+    from vitsearch.spaces.vit.adapter import check_vit
 
     config = as_config(config)
     check_vit(model)

@@ -35,8 +35,8 @@ def register(sub) -> None:
 
 def cmd_report(args) -> int:
     """``vitsearch report RUN_DIR``."""
-    from vitsearch.search.report import build
-    from vitsearch.search.runview import load_run
+    from vitsearch.search.results.report import build
+    from vitsearch.search.results.runview import load_run
 
     view = load_run(args.run_dir)
     out = Path(args.out) if args.out else view.path / "report"
@@ -49,8 +49,8 @@ def cmd_report(args) -> int:
 
 def cmd_pick(args) -> int:
     """``vitsearch pick RUN_DIR --latency-ms X``."""
-    from vitsearch.search.pick import check_budget, choose, export, runner_up_line
-    from vitsearch.search.runview import check_remeasure, front_latency, load_run, remeasure_front
+    from vitsearch.search.results.pick import check_budget, choose, export, runner_up_line
+    from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
     from vitsearch.search.session import load_session
 
     check_budget(args.latency_ms, args.min_accuracy, args.max_size_mb)  # before any slow work
@@ -78,8 +78,8 @@ def cmd_pick(args) -> int:
 
 def cmd_list(args) -> int:
     """``vitsearch list RUN_DIR``: the front with the Markdown summary's columns."""
-    from vitsearch.search.report import FRONT_COLUMNS, front_rows
-    from vitsearch.search.runview import load_run
+    from vitsearch.search.results.report import FRONT_COLUMNS, front_rows
+    from vitsearch.search.results.runview import load_run
 
     view = load_run(args.run_dir)
     rows = front_rows(view.front)

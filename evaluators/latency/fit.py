@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from .components import Dims
-from .predictor import COUNT_FEATURES, FORMAT_VERSION, LatencyPredictor, is_count
-from .residual import config_features, fit_trees, vocab_of
+from vitsearch.evaluators.latency.components import Dims
+from vitsearch.evaluators.latency.predictor import COUNT_FEATURES, FORMAT_VERSION, LatencyPredictor, is_count
+from vitsearch.evaluators.latency.residual import config_features, fit_trees, vocab_of
 
 #: Ridge strength towards the plain sum of parts, in units of one whole-model sample.
 LAMBDA = 0.5

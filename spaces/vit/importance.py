@@ -12,8 +12,8 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from . import ops
-from .errors import DataError
+from vitsearch.spaces.vit import ops
+from vitsearch.spaces.errors import DataError
 
 MAX_CALIBRATION_IMAGES = 64  # ranking needs a rough order, not a precise estimate
 CALIBRATION = "calibration"
@@ -49,7 +49,7 @@ def _image(item: Any) -> torch.Tensor:
     return item[0] if isinstance(item, (tuple, list)) else item
 
 
-def fingerprint(model: nn.Module, batches: list[torch.Tensor] | None) -> tuple:
+def weights_digest(model: nn.Module, batches: list[torch.Tensor] | None) -> tuple:
     """Cheap content hash of the weights (and calibration data) for ranking caches."""
     with torch.no_grad():
         w = tuple(round(float(p.double().abs().sum()), 6) for p in model.parameters())

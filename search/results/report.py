@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from vitsearch.search.runview import Remeasure, RunView, front_latency, remeasure_front
+from vitsearch.search.results.runview import Remeasure, RunView, front_latency, remeasure_front
 
 #: the summary's front columns (``vitsearch list`` prints the same ones)
 FRONT_COLUMNS = ("trial", "accuracy", "latency ms", "source", "size MB", "MMACs", "config")
@@ -141,9 +141,9 @@ def _pct(x: float | None) -> str:
 
 def build(view: RunView, out: Path, remeasure: bool = True, progress: bool = True) -> dict[str, Any]:
     """Write the whole report under ``out``; returns the paths written and the re-measure outcome."""
-    from vitsearch.search import figures
-    from vitsearch.search.rundir import write_atomic
-    from vitsearch.search.runview import check_remeasure
+    from vitsearch.search.results import figures
+    from vitsearch.search.results.rundir import write_atomic
+    from vitsearch.search.results.runview import check_remeasure
 
     out.mkdir(parents=True, exist_ok=True)
     check = remeasure_front(view, progress=progress) if remeasure else check_remeasure(view)

@@ -72,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_run, _add_baseline, _add_eval, _add_train_builtin, _add_bench_search):
         add(sub)
-    from vitsearch.search import cmd_predictor, cmd_report  # light modules: heavy imports stay in handlers
+    from vitsearch.search.cli import predictor, results  # light modules: heavy imports stay in handlers
 
-    cmd_predictor.register(sub)
-    cmd_report.register(sub)
+    predictor.register(sub)
+    results.register(sub)
     return parser
 
 
@@ -110,7 +110,7 @@ def _print_record(record, as_json: bool, title: str) -> None:
 
 def cmd_run(args) -> int:
     """``vitsearch run STUDY``: run or resume a search."""
-    from vitsearch.search.engine import RunOptions, run_study
+    from vitsearch.search.engine.driver import RunOptions, run_study
 
     opts = RunOptions(args.trials, args.workers, args.out, args.address, args.storage, args.resume,
                       args.verbose, args.batch_size)
@@ -157,7 +157,7 @@ def cmd_eval(args) -> int:
 
 def cmd_bench_search(args) -> int:
     """``vitsearch bench-search STUDY``: samplers against random search."""
-    from vitsearch.search.bench import format_summary, run_bench
+    from vitsearch.search.engine.sampler_bench import format_summary, run_bench
 
     samplers = [x.strip() for x in args.samplers.split(",") if x.strip()]
     bad = [x for x in samplers if x not in ("nsga2", "tpe", "random")]

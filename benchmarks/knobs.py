@@ -1,6 +1,6 @@
 """Latency of each knob alone and combined, against the dense fp32 model, in one run.
 
-    python -m vitsearch.spaces.bench [--arch deit_small_patch16_224] [--batch 1 8]
+    python benchmarks/knobs.py [--arch deit_small_patch16_224] [--batch 1 8]
 
 The models are built first, then timed interleaved (round-robin, a few passes each per
 round) so that drift of the machine hits all of them alike; each number is the median
@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from .config import CompressionConfig
-from .pipeline import compress
+from vitsearch.spaces.config import CompressionConfig
+from vitsearch.spaces.compression import compress
 
 
 def variants(depth: int, heads: int) -> dict[str, dict]:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     """Build every variant, time them at each batch size, print a Markdown table."""
     import timm
 
-    ap = argparse.ArgumentParser(prog="python -m vitsearch.spaces.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python benchmarks/knobs.py", description=__doc__.split("\n")[0])
     ap.add_argument("--arch", default="deit_small_patch16_224", help="timm architecture (random weights)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())

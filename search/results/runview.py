@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from vitsearch.search.rundir import RunDir
+from vitsearch.search.results.rundir import RunDir
 from vitsearch.search.study import StudySpec
 from vitsearch.spaces.errors import ConfigError, VitsearchError
 
@@ -64,8 +64,8 @@ def load_run(path: str | Path) -> RunView:
     """Open ``path`` as a run dir; ConfigError (exit 2) if it is not one or has no completed trial."""
     import optuna
 
-    from vitsearch.search.engine import open_storage
-    from vitsearch.search.results import pareto_front, trials_frame
+    from vitsearch.search.storage import open_storage
+    from vitsearch.search.results.tables import pareto_front, trials_frame
 
     run = RunDir(Path(path))
     if not run.is_run_dir():
@@ -101,7 +101,7 @@ class Remeasure:
 def current_fingerprint(spec: StudySpec) -> dict[str, Any]:
     """This machine's fingerprint for the study's device and thread count (as measurements see it)."""
     from vitsearch.evaluators import device_fingerprint, resolve_device
-    from vitsearch.evaluators.latency import default_threads
+    from vitsearch.evaluators.latency.measure import default_threads
 
     dev = resolve_device(spec.device)
     threads = spec.latency.threads or default_threads() if dev.type == "cpu" else None

@@ -28,8 +28,8 @@ from typing import Any
 
 from vitsearch.spaces.errors import ConfigError, DeviceError
 
-from . import components as comp
-from .timing import TimingPlan
+from vitsearch.evaluators.latency import components as comp
+from vitsearch.evaluators.latency.timing import TimingPlan
 
 N_MODELS = 400        # whole-model sample upper bound; the budget usually stops earlier
 CHUNK = 6             # models built and timed round-robin together
@@ -141,9 +141,9 @@ class ProfileContext:
         """Resolve from a loaded study Session; refuse a dir profiled on another device or shape."""
         from vitsearch.spaces import SearchSpace
 
-        from .fingerprint import device_fingerprint
-        from .latency import default_threads
-        from .predictor import default_profile_dir
+        from vitsearch.evaluators.latency.fingerprint import device_fingerprint
+        from vitsearch.evaluators.latency.measure import default_threads
+        from vitsearch.evaluators.latency.predictor import default_profile_dir
 
         spec, dev = session.spec, session.device
         threads = (spec.latency.threads or default_threads()) if dev.type == "cpu" else None
@@ -206,7 +206,7 @@ def fit_from_store(ctx: ProfileContext, statistic: str | None = None) -> Any:
     """Fit the predictor on every row of the profile dir (``statistic``: p10 | median) and save it there."""
     from vitsearch.spaces import CompressionConfig
 
-    from .predictor_fit import fit_predictor
+    from vitsearch.evaluators.latency.fit import fit_predictor
 
     rows = [r for r in ProfileStore(ctx.out).rows() if r["fingerprint_id"] == ctx.fingerprint["fingerprint_id"]]
     stat = f"{statistic or STATISTIC}_ms"
@@ -227,8 +227,8 @@ def _measure_components(ctx: ProfileContext, plan: comp.Plan, items: list, store
                         deadline: float) -> None:
     import torch
 
-    from .devicelock import device_lock
-    from .timing import time_interleaved
+    from vitsearch.evaluators.latency.devicelock import device_lock
+    from vitsearch.evaluators.latency.timing import time_interleaved
 
     dev, base, B = ctx.session.device, ctx.session.base, ctx.session.input_shape[0]
     one = comp.one_block_base(base)
@@ -269,8 +269,8 @@ def _measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar
     slows every pass, p10 included), and the fit rescales each chunk to the quietest
     reference seen, so a profile taken under load still predicts the quiet latency.
     """
-    from .devicelock import device_lock
-    from .timing import time_interleaved
+    from vitsearch.evaluators.latency.devicelock import device_lock
+    from vitsearch.evaluators.latency.timing import time_interleaved
 
     done = 0
     target = ProfileStore(ctx.out, sub) if sub else store
@@ -297,8 +297,8 @@ def time_reference(session: Any, profile_dir: str | Path | None = None) -> dict:
     Returns the measurement row (``median_ms``, ``p10_ms``, ``n_runs``, ...); with
     :meth:`LatencyPredictor.calibrated` it rescales a profile to the device's current speed.
     """
-    from .devicelock import device_lock
-    from .timing import time_interleaved
+    from vitsearch.evaluators.latency.devicelock import device_lock
+    from vitsearch.evaluators.latency.timing import time_interleaved
 
     ctx = ProfileContext.of(session, profile_dir)
     with device_lock(session.device):
@@ -345,7 +345,7 @@ def model_fns(session: Any, configs: list) -> list:
 def refine_profile(session: Any, out: str | Path | None = None, n: int = 40, budget_minutes: float = 5.0,
                    seed: int = 1, progress: bool = True) -> dict:
     """Measure where the predictor is least certain, re-measure where it fits worst, refit."""
-    from .predictor import LatencyPredictor
+    from vitsearch.evaluators.latency.predictor import LatencyPredictor
 
     ctx = ProfileContext.of(session, out)
     predictor = LatencyPredictor.load(ctx.out)

@@ -1,4 +1,4 @@
-"""``vitsearch run``: Optuna draws candidates, Ray Tune workers evaluate them.
+"""Planning a run: the study and options validated, resolved into a :class:`Plan`.
 
 Everything is validated (study, options, storage, Ray address, model, data) before the
 run dir is created, so bad input leaves nothing behind. The Optuna storage (SQLite in
@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitsearch.search.rundir import RunDir
+from vitsearch.search.results.rundir import RunDir
+from vitsearch.search.storage import open_storage
 from vitsearch.search.study import StudySpec, load_study
 from vitsearch.spaces.errors import ConfigError
 
@@ -42,53 +43,6 @@ class RunOptions:
 def _positive(name: str, value: int | None) -> None:
     if value is not None and value <= 0:
         raise ConfigError(f"{name}: must be a positive integer, got {value}")
-
-
-def open_storage(url: str):
-    """An Optuna storage for ``url`` (SQLAlchemy URL or ``journal:<path>``); ConfigError if it cannot open."""
-    import optuna
-
-    try:
-        if url.startswith("journal:"):
-            from optuna.storages.journal import JournalFileBackend
-
-            path = url.removeprefix("journal:").removeprefix("//")
-            return optuna.storages.JournalStorage(JournalFileBackend(path))
-        if url.startswith("sqlite") and (url.rstrip("/") in ("sqlite:", "sqlite://") or ":memory:" in url
-                                         or "mode=memory" in url):
-            raise ConfigError(f"storage: {url!r} is an in-memory database; a run needs storage that outlives "
-                              "the driver (resume, report, pick): use sqlite:///PATH, postgresql://... or journal:PATH")
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=None)
-        if storage.engine.dialect.name == "sqlite":
-            _sqlite_wal(storage.engine)
-        return storage
-    except ConfigError:
-        raise
-    except Exception as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ConfigError(f"storage: cannot open {url!r} ({first}); use sqlite:///PATH, "
-                          "postgresql://USER@HOST/DB or journal:PATH") from None
-
-
-def _sqlite_wal(engine) -> None:
-    """Write-ahead log, fsync at checkpoints: about 2.4x cheaper Optuna trials on SQLite.
-
-    Measured here: ask (9 parameters) + 8 user attributes + a constraint + tell took
-    50 ms per trial with SQLite's defaults, 21 ms with these. A committed tell survives
-    the driver being killed (it is in the WAL file); only an OS crash or power loss can
-    lose the last transactions. WAL also lets optuna-dashboard read while the run
-    writes. Not for a database on a network file system (use PostgreSQL or journal:).
-    """
-    from sqlalchemy import event
-
-    def on_connect(dbapi_connection, _record) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(engine, "connect", on_connect)
-    engine.dispose()  # connections opened while Optuna created its tables get the pragmas too
 
 
 def check_address(address: str) -> None:
@@ -169,19 +123,11 @@ def plan_run(study: str | Path, opts: RunOptions) -> Plan:
     return Plan(spec, run_dir, bool(opts.resume), trials, workers, cpus, storage_url, address, batch, opts.verbose)
 
 
-def run_study(study: str | Path, opts: RunOptions) -> dict:
-    """Run (or resume) a study to the requested number of completed trials; returns a summary."""
-    from vitsearch.search.driver import Driver
-
-    plan = plan_run(study, opts)
-    return Driver(plan).run()
-
-
 def stale_to_fail(study) -> int:
     """Mark trials left RUNNING by a dead driver as FAIL; returns how many."""
     from optuna.trial import TrialState
 
-    from vitsearch.search.results import ATTR_ERROR
+    from vitsearch.search.results.tables import ATTR_ERROR
 
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

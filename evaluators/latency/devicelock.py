@@ -27,7 +27,7 @@ import torch
 
 from vitsearch.spaces.errors import DeviceError
 
-from .fingerprint import resolve_device
+from vitsearch.evaluators.latency.fingerprint import resolve_device
 
 LOCK_DIR_ENV = "VITSEARCH_LOCK_DIR"
 

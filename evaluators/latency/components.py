@@ -49,7 +49,7 @@ class Dims:
     @classmethod
     def of(cls, model: Any) -> "Dims":
         """Read from a timm VisionTransformer base model."""
-        from .macs import vit_dims
+        from vitsearch.evaluators.macs import vit_dims
 
         d = vit_dims(model)
         return cls(d.embed_dim, d.num_heads, d.head_dim, d.mlp_hidden, d.depth, d.num_patches,
@@ -205,7 +205,7 @@ def reduce_fn(method: str, n_in: int, dims: Dims, batch: int, device: str):
     """
     import torch
 
-    from vitsearch.spaces import ops
+    from vitsearch.spaces.vit import ops
 
     g = torch.Generator().manual_seed(0)
     p = dims.num_prefix_tokens

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vitsearch.search.rundir import write_atomic
+from vitsearch.search.results.rundir import write_atomic
 
 #: user attributes the engine sets on every finished trial
 ATTR_CONFIG = "config"

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from vitsearch.search.results import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
+from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
                                       ATTR_INFEASIBLE, ATTR_REUSED, ATTR_SECONDS, ATTR_TIMING, ATTR_WORKER)
 
 MAX_ASKS_PER_SUGGEST = 64
@@ -41,7 +41,7 @@ class CandidateSearch(OptunaSearch):
     """OptunaSearch that hands Tune batches of candidates and settles cheap ones itself.
 
     ``space``: a :class:`vitsearch.spaces.SearchSpace`; ``objectives``: (metric, direction)
-    pairs; ``feasibility``: a :class:`vitsearch.search.feasibility.Feasibility`;
+    pairs; ``feasibility``: a :class:`vitsearch.search.engine.feasibility.Feasibility`;
     ``target``: completed trials wanted in the study; ``workers``: concurrent Tune trials
     (the last batches shrink so they finish together); ``on_settle(trial)`` is called after
     every tell (progress, tables).

@@ -4,7 +4,7 @@ The budget is checked against latencies re-measured on this machine when its dev
 fingerprint is the study's, else against the recorded (measured or predicted) ones,
 and the output says which. The winner is rebuilt exactly as the search evaluated it
 (compress, the same distillation steps and seed), re-evaluated, and written with
-:func:`vitsearch.search.variant.write_variant`.
+:func:`vitsearch.search.results.variant.write_variant`.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def runner_up_line(choice: Choice) -> str:
 
 def rebuild(session, config, steps: int):
     """The prepared float model as the search built it (compress, then ``steps`` of distillation)."""
-    from vitsearch.evaluators.accuracy import distilled
+    from vitsearch.evaluators.distill import distilled
 
     rc = session.spec.recovery
     return distilled(session.base, config, session.data.train, steps=steps, device=session.device, lr=rc.lr,
@@ -102,7 +102,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str) -> dict
     import torch
 
     from vitsearch.evaluators import evaluate_accuracy
-    from vitsearch.search.variant import export_program, write_variant
+    from vitsearch.search.results.variant import export_program, write_variant
     from vitsearch.spaces import CompressionConfig, finalize
 
     row = choice.winner

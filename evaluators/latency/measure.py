@@ -34,8 +34,8 @@ from torch import nn
 
 from vitsearch.spaces.errors import ConfigError
 
-from .devicelock import device_lock
-from .fingerprint import device_fingerprint, gpu_temperature, read_cpuinfo, resolve_device
+from vitsearch.evaluators.latency.devicelock import device_lock
+from vitsearch.evaluators.latency.fingerprint import device_fingerprint, gpu_temperature, read_cpuinfo, resolve_device
 
 #: Fewer timed passes than this never end a measurement, whatever the time cap.
 MIN_SAMPLES = 5

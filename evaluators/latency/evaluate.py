@@ -38,8 +38,8 @@ def scores(measured: list[float], predicted: list[float]) -> dict[str, float]:
 def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: int = 50, seed: int = EVAL_SEED,
                        progress: bool = True) -> dict:
     """Measure ``n`` held-out configs twice; score the predictor and the measurement noise."""
-    from .predictor import LatencyPredictor
-    from .profile import CHUNK, ProfileContext, ProfileStore, _bar, _measure_models, sample_configs
+    from vitsearch.evaluators.latency.predictor import LatencyPredictor
+    from vitsearch.evaluators.latency.profile import CHUNK, ProfileContext, ProfileStore, _bar, _measure_models, sample_configs
 
     ctx = ProfileContext.of(session, profile_dir)
     predictor = LatencyPredictor.load(ctx.out)

@@ -48,8 +48,8 @@ from typing import Any
 from vitsearch.spaces.errors import ConfigError, DeviceError
 from vitsearch.spaces.knobs.tokens import tokens_per_block
 
-from .components import Dims, attn_key, hidden_for, mlp_key
-from .residual import CompiledTrees, config_features
+from vitsearch.evaluators.latency.components import Dims, attn_key, hidden_for, mlp_key
+from vitsearch.evaluators.latency.residual import CompiledTrees, config_features
 
 PREDICTOR_FILE = "predictor.json"
 FORMAT_VERSION = 1

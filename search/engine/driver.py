@@ -7,13 +7,15 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from datetime import datetime, timezone
 
-from vitsearch.search.accounting import cpu_books, descendants_cpu, engine_books
-from vitsearch.search.engine import Plan, eta_text, make_sampler, open_storage, stale_to_fail
+from vitsearch.search.engine.accounting import cpu_books, descendants_cpu, engine_books
+from vitsearch.search.engine.plan import Plan, RunOptions, eta_text, make_sampler, plan_run, stale_to_fail
+from vitsearch.search.storage import open_storage
 from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
-from vitsearch.search.results import ATTR_FEASIBLE, front_table, pareto_front, write_tables
+from vitsearch.search.results.tables import ATTR_FEASIBLE, front_table, pareto_front, write_tables
 
 log = logging.getLogger("vitsearch.run")
 
@@ -44,7 +46,7 @@ class Driver:
     # ---- setup -------------------------------------------------------------------------
     def _load(self):
         from vitsearch.evaluators import evaluate_accuracy
-        from vitsearch.search.feasibility import Feasibility
+        from vitsearch.search.engine.feasibility import Feasibility
         from vitsearch.search.session import load_session
         from vitsearch.spaces import SearchSpace
 
@@ -109,8 +111,8 @@ class Driver:
         import ray
         from ray import tune
 
-        from vitsearch.search.searcher import CandidateSearch
-        from vitsearch.search.worker import evaluate_batch
+        from vitsearch.search.engine.searcher import CandidateSearch
+        from vitsearch.search.engine.worker import evaluate_batch
 
         session, space, feas, base_acc = self._load()  # model/data errors before anything is written
         cal = (feas.predictor.state.get("calibration") or {}) if feas.predictor else {}
@@ -247,3 +249,9 @@ class Driver:
         }
         (path / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "front_table"}, indent=2))
         return summary
+
+
+def run_study(study: str | Path, opts: RunOptions) -> dict:
+    """Run (or resume) a study to the requested number of completed trials; returns a summary."""
+    plan = plan_run(study, opts)
+    return Driver(plan).run()

@@ -1,0 +1,5 @@
+import sys
+
+from vitsearch.search.cli.main import main
+
+sys.exit(main())
