@@ -19,7 +19,7 @@ from vitsearch.spaces.errors import ConfigError
 from vitsearch.spaces.knobs.heads import divisors
 from vitsearch.spaces.knobs.precision import PRECISIONS, supported_precisions
 from vitsearch.spaces.knobs.sparsity import parse_sparsity
-from vitsearch.spaces.vit.ops import MIN_MERGE_SHARE
+from vitsearch.spaces.vit.counts import MIN_MERGE_SHARE
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

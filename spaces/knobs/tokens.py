@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from vitsearch.spaces.errors import ConfigError, ModelError
 
 from vitsearch.spaces.knobs.base import Context, check_keys, register
-from vitsearch.spaces.vit.ops import MIN_MERGE_SHARE, reduced_count  # noqa: F401  (re-exported)
+from vitsearch.spaces.vit.counts import MIN_MERGE_SHARE, reduced_count  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from torch import nn

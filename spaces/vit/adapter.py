@@ -14,6 +14,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from vitsearch.spaces.vit import ops
+from vitsearch.spaces.vit.counts import reduced_count
 from vitsearch.spaces.errors import ModelError
 
 PART_LINEARS = {"attn": ("qkv", "proj"), "mlp": ("fc1", "fc2")}
@@ -188,7 +189,7 @@ class TokenBlock(Block):
     def forward_tokens(self, x: torch.Tensor, size: torch.Tensor | None):
         """One block on ``x``; ``size`` (B, N, 1) counts tokens merged into each (None = all 1)."""
         n = x.shape[1] - self.prefix_tokens
-        target = n if self.token_share is None else ops.reduced_count(n, self.token_share)
+        target = n if self.token_share is None else reduced_count(n, self.token_share)
         need = self.token_method if target < n else None
         bias = None if size is None else size.log().transpose(1, 2)[:, None]  # proportional attention
         res = self.attn(self.norm1(x), size_bias=bias, need=need)

@@ -8,15 +8,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# One bipartite merge step pairs each token of one half with one of the other: it can
-# remove at most half of the tokens.
-MIN_MERGE_SHARE = 0.5
-
-
-def reduced_count(num_patch: int, share: float) -> int:
-    """Patch tokens left after a block with ``share`` (the one rounding rule)."""
-    return max(1, round(share * num_patch))
-
 
 def two_four_mask(weight: torch.Tensor) -> torch.Tensor:
     """Bool mask keeping the 2 largest magnitudes in every group of 4 input columns."""
