@@ -118,7 +118,7 @@ class Session:
             return entry, predictor.fingerprint
         lat = self.spec.latency
         result = measure_latency(model, self.input_shape, self.device, threads=lat.threads, warmup=lat.warmup,
-                                 max_runs=lat.max_runs, max_seconds=lat.max_seconds)
+                                 min_runs=lat.min_runs, max_runs=lat.max_runs, max_seconds=lat.max_seconds)
         return latency_entry(result), result.fingerprint
 
 

@@ -75,6 +75,11 @@ class LatencySection(_Strict):
     #: the device's current speed rather than its quietest profiled state.
     calibrate: bool = False
 
+    @property
+    def min_runs(self) -> int:
+        """Timed passes before the stability check: measure_latency's 20, or all of a smaller max_runs."""
+        return min(20, self.max_runs)
+
 
 class Objective(_Strict):
     metric: Literal["accuracy", "latency_ms", "size_mb", "macs"]
@@ -180,19 +185,35 @@ def default_study_path() -> Path:
 
 
 def load_study(path: str | Path) -> StudySpec:
-    """Read and validate a study file (``default`` names the embedded default)."""
+    """Read and validate a study file (``default`` names the embedded default).
+
+    Relative paths written in the file are anchored at the file's folder
+    (:mod:`vitsearch.search.paths`); an empty or non-UTF-8 file is refused.
+    """
     import yaml
+
+    from vitsearch.search.paths import resolve_study_paths
 
     p = default_study_path() if str(path) == "default" else Path(path)
     if not p.is_file():
         raise ConfigError(f"study file {str(p)!r} does not exist; give a YAML study file such as studies/default.yaml")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"study file {str(p)!r} is not UTF-8 text (byte {exc.start}); give a YAML study file "
+                          "such as studies/default.yaml") from None
+    if "\x00" in text:
+        raise ConfigError(f"study file {str(p)!r} holds NUL bytes, not YAML text; give a YAML study file")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"study file {str(p)!r}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
-    return parse_study(data, str(p))
+    if data is None:  # nothing but blanks and comments: not "the default study" by accident
+        raise ConfigError(f"study file {str(p)!r} is empty; write at least `name: <study name>` "
+                          "(every other field has a default), or use `default`")
+    return resolve_study_paths(parse_study(data, str(p)), p.parent.absolute())
 
 
 def study_to_yaml(spec: StudySpec) -> str:

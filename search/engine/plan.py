@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vitsearch.search.paths import absolute_storage_url
 from vitsearch.search.results.rundir import RunDir
 from vitsearch.search.storage import open_storage
 from vitsearch.search.study import StudySpec, load_study
@@ -113,7 +114,9 @@ def plan_run(study: str | Path, opts: RunOptions) -> Plan:
     trials = opts.trials or meta.get("trials") or s.trials
     workers = opts.workers or s.workers
     cpus = s.cpus or os.cpu_count() or 1
-    storage_url = opts.storage or meta.get("storage") or s.storage or run_dir.default_storage_url()
+    # --storage is relative to the working directory (the study's own was anchored at load)
+    cli_storage = absolute_storage_url(opts.storage, Path.cwd()) if opts.storage else None
+    storage_url = cli_storage or meta.get("storage") or s.storage or run_dir.default_storage_url()
     if not storage_url.startswith("sqlite:///") or storage_url != run_dir.default_storage_url():
         open_storage(storage_url)  # fail before writing anything
     address = opts.address or s.ray_address

