@@ -19,10 +19,12 @@ from vitsearch.spaces.errors import ConfigError
 
 METRICS = ("accuracy", "latency_ms", "size_mb", "macs")
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
+#: a study name is a folder name (runs/{name}, profiles/{name}) and an Optuna study name
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSection(_Strict):
@@ -108,7 +110,7 @@ class RecoverySection(_Strict):
 class SearchSection(_Strict):
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     trials: int = Field(default=40, gt=0)
-    workers: int = Field(default=2, gt=0)
+    workers: int = Field(default=2, gt=0, le=256)
     cpus: int | None = Field(default=None, gt=0)
     seed: int = 0
     ray_address: str | None = None
@@ -134,6 +136,25 @@ class StudySpec(_Strict):
     recovery: RecoverySection = RecoverySection()
     search: SearchSection = SearchSection()
     output_dir: str = "runs/{name}"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v) or ".." in v:
+            raise ValueError("must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter "
+                             "or digit, without '..' (it names the run folder)")
+        return v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, v: str) -> str:
+        try:
+            v.format(name="x")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may hold no {...} field but {name}, e.g. runs/{name}") from None
+        if not v.strip():
+            raise ValueError("must be a folder path, e.g. runs/{name}")
+        return v
 
     @field_validator("device")
     @classmethod

@@ -74,3 +74,185 @@ def test_a_study_runs_from_another_working_directory(tmp_path):
     frame = pd.read_parquet(proj / "out" / "rel" / "trials.parquet")
     assert (frame.state == "COMPLETE").sum() == 3 and (frame.state == "FAIL").sum() == 0
     assert list(elsewhere.iterdir()) == []  # nothing written in the working directory
+
+
+# ---- bad input: one line, exit 2, nothing written, judged before Ray or a model -------------
+NAN, INF = float("nan"), float("inf")
+
+#: (study document overrides, text the one line must hold); each is run as `vitsearch run`
+BAD_STUDIES = [
+    ({"modle": {}}, "unknown field 'modle'"),
+    ({"model": {"nme": "x"}}, "unknown field 'model.nme'"),
+    ({"model": "builtin:vitsearch-tiny"}, "field 'model'"),
+    ({"model": {"name": "resnet"}}, "field 'model.name'"),
+    ({"model": {"name": "timm:"}}, "field 'model.name'"),
+    ({"model": {"pretrained": "perhaps"}}, "field 'model.pretrained'"),
+    ({"model": {"num_classes": 0}}, "field 'model.num_classes'"),
+    ({"model": {"checkpoint": 5}}, "field 'model.checkpoint'"),
+    ({"data": {"source": "cifar"}}, "field 'data.source'"),
+    ({"data": {"source": "imagefolder"}}, "data.path is required"),
+    ({"data": {"calibration_size": 0}}, "field 'data.calibration_size'"),
+    ({"data": {"eval_batch_size": -1}}, "field 'data.eval_batch_size'"),
+    ({"data": {"seed": "x"}}, "field 'data.seed'"),
+    ({"device": "gpu"}, "field 'device'"),
+    ({"device": "cuda:x"}, "field 'device'"),
+    ({"latency": {"batch_size": 0}}, "field 'latency.batch_size'"),
+    ({"latency": {"batch_size": 10**12}}, "latency.batch_size: 1000000000000 inputs of 1x28x28 need"),
+    ({"latency": {"input_size": [1, 2]}}, "field 'latency.input_size"),
+    ({"latency": {"threads": 0}}, "field 'latency.threads'"),
+    ({"latency": {"warmup": -1}}, "field 'latency.warmup'"),
+    ({"latency": {"max_runs": 0}}, "field 'latency.max_runs'"),
+    ({"latency": {"max_seconds": 0}}, "field 'latency.max_seconds'"),
+    ({"latency": {"max_seconds": INF}}, "field 'latency.max_seconds'"),
+    ({"latency": {"predictor": "nowhere"}}, "latency.predictor:"),
+    ({"latency": {"calibrate": "sometimes"}}, "field 'latency.calibrate'"),
+    ({"objectives": []}, "field 'objectives'"),
+    ({"objectives": [{"metric": "accuracy", "direction": "maximize"}] * 2}, "distinct"),
+    ({"objectives": [{"metric": "speed", "direction": "minimize"}]}, "field 'objectives.0.metric'"),
+    ({"objectives": [{"metric": "accuracy", "direction": "up"}]}, "field 'objectives.0.direction'"),
+    ({"constraints": {"max_latency_ms": 0}}, "field 'constraints.max_latency_ms'"),
+    ({"constraints": {"max_latency_ms": NAN}}, "field 'constraints.max_latency_ms'"),
+    ({"constraints": {"max_size_mb": -1}}, "field 'constraints.max_size_mb'"),
+    ({"constraints": {"max_accuracy_drop": 2}}, "field 'constraints.max_accuracy_drop'"),
+    ({"recovery": {"steps": -1}}, "field 'recovery.steps'"),
+    ({"recovery": {"lr": 0}}, "field 'recovery.lr'"),
+    ({"recovery": {"lr": INF}}, "field 'recovery.lr'"),
+    ({"recovery": {"alpha": 1.5}}, "field 'recovery.alpha'"),
+    ({"recovery": {"temperature": 0}}, "field 'recovery.temperature'"),
+    ({"recovery": {"batch_size": 0}}, "field 'recovery.batch_size'"),
+    ({"search": {"sampler": "cmaes"}}, "field 'search.sampler'"),
+    ({"search": {"trials": 0}}, "field 'search.trials'"),
+    ({"search": {"trials": "many"}}, "field 'search.trials'"),
+    ({"search": {"workers": 100000}}, "field 'search.workers'"),
+    ({"search": {"workers": 9, "cpus": 2}}, "search.workers: 9 trials at a time is more than allowed"),
+    ({"search": {"cpus": 0}}, "field 'search.cpus'"),
+    ({"search": {"population_size": 1}}, "field 'search.population_size'"),
+    ({"search": {"batch_size": 0}}, "field 'search.batch_size'"),
+    ({"search": {"storage": "sqlite:///:memory:"}}, "in-memory database"),
+    ({"search": {"storage": "nosuch://x"}}, "storage: cannot open"),
+    ({"search": {"ray_address": "nohostport"}}, "is not HOST:PORT"),
+    ({"name": "x" * 5000}, "field 'name'"),
+    ({"name": "../../etc/evil"}, "field 'name'"),
+    ({"name": "a/b"}, "field 'name'"),
+    ({"name": ".."}, "field 'name'"),
+    ({"name": ""}, "field 'name'"),
+    ({"name": "bad name"}, "field 'name'"),
+    ({"output_dir": "runs/{nam}"}, "field 'output_dir'"),
+    ({"space": {"knob": {}}}, "unknown field 'space.knob'"),
+    ({"space": {"depth": {"keep_min": 0}}}, "field 'space.depth.keep_min'"),
+    ({"space": {"tokens": {"methods": ["drop"]}}}, "field 'space.tokens.methods.0'"),
+]
+
+#: files that are not a study: (name, bytes, text the line must hold)
+BAD_STUDY_FILES = [
+    ("empty.yaml", b"", "is empty"),
+    ("blank.yaml", b"\n  \n# only a comment\n", "is empty"),
+    ("binary.yaml", bytes(range(128, 256)) * 4, "is not UTF-8 text"),
+    ("nul.yaml", b"name: a\x00b\n", "NUL bytes"),
+    ("broken.yaml", b"model: [unclosed\n", "not valid YAML at line"),
+    ("list.yaml", b"- 1\n- 2\n", "YAML mapping"),
+]
+
+#: command lines (after `vitsearch`); {study} is a valid small study, {file} an existing file
+BAD_COMMANDS = [
+    (["run", "missing.yaml"], "does not exist"),
+    (["run", "{study}", "--out", "{file}"], "is an existing file, not a folder"),
+    (["run", "{study}", "--out", "{file}/sub"], "is a file"),
+    (["run", "{study}", "--workers", "100000"], "--workers: 100000 trials at a time is more than allowed"),
+    (["run", "{study}", "--workers", "0"], "--workers: must be a positive integer"),
+    (["run", "{study}", "--trials", "-3"], "--trials: must be a positive integer"),
+    (["run", "{study}", "--batch-size", "0"], "--batch-size: must be a positive integer"),
+    (["run", "{study}", "--address", "127.0.0.1:1"], "no Ray head reachable"),
+    (["run", "{study}", "--resume", "nowhere"], "is not a vitsearch run dir"),
+    (["run", "{study}", "--storage", "sqlite:///:memory:"], "in-memory database"),
+    (["report", "nowhere", "--out", "{file}"], "is an existing file, not a folder"),
+    (["report", "nowhere"], "nowhere"),
+    (["pick", "nowhere", "--latency-ms", "inf"], "--latency-ms: must be > 0, got inf"),
+    (["pick", "nowhere", "--latency-ms", "nan"], "--latency-ms: must be > 0, got nan"),
+    (["pick", "nowhere", "--latency-ms", "0"], "--latency-ms: must be > 0"),
+    (["pick", "nowhere", "--latency-ms", "-1"], "--latency-ms: must be > 0"),
+    (["pick", "nowhere", "--latency-ms", "2", "--min-accuracy", "2"], "--min-accuracy"),
+    (["pick", "nowhere", "--latency-ms", "2", "--max-size-mb", "inf"], "--max-size-mb: must be > 0"),
+    (["pick", "nowhere", "--latency-ms", "2", "--out", "{file}"], "is an existing file, not a folder"),
+    (["eval", "{study}", "--config", "[1,2]"], "must be a JSON object"),
+    (["eval", "{study}", "--config", "{bad"], "not valid JSON"),
+    (["eval", "{study}", "--config", "nofile.json"], "neither JSON text nor an existing JSON file"),
+    (["eval", "{study}", "--config", '{"depth": {"keep": "x"}}'], "depth"),
+    (["eval", "{study}", "--config", '{"warp": {}}'], "warp"),
+    (["eval", "{study}", "--config", "{}", "--recovery-steps", "-1"], "--recovery-steps"),
+    (["eval", "{resnet}", "--config", "{}"], "is a ResNet, not a supported ViT"),
+    (["baseline", "{resnet}"], "is a ResNet, not a supported ViT"),
+    (["baseline", "{builtin_other}"], "unknown built-in model"),
+    (["bench-search", "{study}", "--samplers", "cmaes"], "--samplers"),
+    (["train-builtin", "--epochs", "0"], "--epochs"),
+    (["train-builtin", "--out", "{file}/w.pt"], "is a file"),
+    (["profile", "{study}", "--budget-minutes", "0"], "--budget-minutes"),
+    (["profile", "{study}", "--out", "{file}"], "is an existing file, not a folder"),
+]
+
+
+def _snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _one_line_exit_2(argv: list[str], root: Path, capsys, match: str) -> None:
+    from vitsearch.search.cli import main
+
+    before = _snapshot(root)
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert err.count("\n") == 1 and err.startswith("vitsearch ") and out == "", err
+    assert match in err, err
+    assert _snapshot(root) == before, "something was written"
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _study(root: Path, doc: dict, name: str = "study.yaml") -> Path:
+    path = root / name
+    path.write_text(yaml.safe_dump({"name": "t", **TINY, **doc}))
+    return path
+
+
+@pytest.mark.parametrize("doc, match", BAD_STUDIES, ids=[f"study{i}" for i in range(len(BAD_STUDIES))])
+def test_bad_study_fields(cwd, capsys, doc, match):
+    path = _study(cwd, doc)
+    _one_line_exit_2(["run", path, "--out", cwd / "run"], cwd, capsys, match)
+
+
+@pytest.mark.parametrize("name, data, match", BAD_STUDY_FILES, ids=[f[0] for f in BAD_STUDY_FILES])
+def test_bad_study_files(cwd, capsys, name, data, match):
+    (cwd / name).write_bytes(data)
+    _one_line_exit_2(["run", name], cwd, capsys, match)
+
+
+@pytest.mark.parametrize("argv, match", BAD_COMMANDS, ids=[" ".join(a[:1] + a[2:])[:40] for a, _ in BAD_COMMANDS])
+def test_bad_command_lines(cwd, capsys, argv, match):
+    paths = {"study": _study(cwd, {}), "file": cwd / "a_file",
+             "resnet": _study(cwd, {"model": {"name": "timm:resnet50"}}, "resnet.yaml"),
+             "builtin_other": _study(cwd, {"model": {"name": "builtin:other"}}, "other.yaml")}
+    paths["file"].write_text("x")
+    for key, value in paths.items():
+        argv = [a.replace("{%s}" % key, str(value)) for a in argv]
+    _one_line_exit_2(argv, cwd, capsys, match)
+
+
+def test_the_table_is_at_least_fifty():
+    assert len(BAD_STUDIES) + len(BAD_STUDY_FILES) + len(BAD_COMMANDS) >= 50
+
+
+def test_bad_input_through_a_real_process(tmp_path):
+    """The installed CLI (a fresh process) answers like main(): one line, exit 2, nothing written."""
+    (tmp_path / "empty.yaml").write_text("")
+    for argv, match in ((["run", "empty.yaml"], "is empty"),
+                        (["pick", "nowhere", "--latency-ms", "inf"], "--latency-ms")):
+        before = _snapshot(tmp_path)
+        proc = vitsearch(*argv, cwd=tmp_path, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and match in proc.stderr, proc.stderr
+        assert _snapshot(tmp_path) == before
