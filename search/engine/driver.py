@@ -254,4 +254,5 @@ class Driver:
 def run_study(study: str | Path, opts: RunOptions) -> dict:
     """Run (or resume) a study to the requested number of completed trials; returns a summary."""
     plan = plan_run(study, opts)
-    return Driver(plan).run()
+    with plan.run_dir.locked(new=not plan.resume):  # one driver per run dir
+        return Driver(plan).run()

@@ -108,9 +108,7 @@ def plan_run(study: str | Path, opts: RunOptions) -> Plan:
     else:
         run_dir = RunDir(Path(opts.out) if opts.out else spec.run_dir())
         check_out_dir(run_dir.path, "--out" if opts.out else "output_dir")
-        if run_dir.is_run_dir():
-            raise ConfigError(f"--out: {str(run_dir.path)!r} already holds a run; continue it with --resume "
-                              f"{run_dir.path} or choose another --out")
+        run_dir.refuse_if_run()
         meta = {}
     s = spec.search
     trials = opts.trials or meta.get("trials") or s.trials

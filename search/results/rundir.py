@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ STUDY_FILE = "study.yaml"
 META_FILE = "run.json"
 DB_FILE = "optuna.db"
 LOG_FILE = "run.log"
+#: held (flock) by the one driver writing the run dir; the kernel drops it when that process dies
+LOCK_FILE = ".driver.lock"
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -69,6 +72,46 @@ class RunDir:
         write_atomic(self.study_file, study_to_yaml(spec))
         self.write_meta(meta)
 
+    def refuse_if_run(self) -> None:
+        """ConfigError when this folder already holds a run (a new run must not mix with it)."""
+        if self.is_run_dir():
+            raise ConfigError(f"--out: {str(self.path)!r} already holds a run; continue it with --resume "
+                              f"{self.path} or choose another --out")
+
+    @contextmanager
+    def locked(self, new: bool):
+        """Hold the run dir for this driver (``flock``; released on exit, also by the kernel on SIGKILL).
+
+        Another driver holding it is refused in one line before anything is written. A new
+        run dir that never got its study file (the run failed before starting) is removed
+        again, lock file included, so bad input leaves nothing behind.
+        """
+        import fcntl
+
+        created = [p for p in (self.path, *self.path.parents) if not p.exists()]  # leaf first
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"run dir {str(self.path)!r} is in use by another vitsearch run (driver pid {holder}); "
+                              "wait for it to end, or give another --out (drivers share a study through "
+                              "--storage, not a run dir)") from None
+        try:
+            if new:  # another driver may have created it since the plan was checked
+                self.refuse_if_run()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield self
+        finally:
+            if created and not self.study_file.exists():
+                (self.path / LOCK_FILE).unlink(missing_ok=True)  # before unlocking: no one can lock a stale inode
+                for folder in created:
+                    _remove_if_empty(folder)
+            os.close(fd)
+
     def check_resumable(self, spec: StudySpec | None) -> StudySpec:
         """The stored study; refuse a dir that is not a run dir or whose study differs."""
         if not self.is_run_dir():
@@ -84,6 +127,13 @@ class RunDir:
                 f"--resume: the study file differs from the one {str(self.path)!r} was started with "
                 f"(first difference at {diff}); resume with the same study file or start a new run with --out")
         return stored
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # not empty: something else lives there
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str:

@@ -256,3 +256,60 @@ def test_bad_input_through_a_real_process(tmp_path):
         proc = vitsearch(*argv, cwd=tmp_path, timeout=120)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and match in proc.stderr, proc.stderr
         assert _snapshot(tmp_path) == before
+
+
+# ---- one driver per run dir -----------------------------------------------------------------
+HOLD = """
+import sys, time
+from pathlib import Path
+from vitsearch.search.results.rundir import RunDir
+from vitsearch.search.study import load_study
+run = RunDir(Path(sys.argv[1]))
+with run.locked(new=True):
+    if sys.argv[2] == "create":  # what a driver does once its model and data are loaded
+        run.create(load_study(sys.argv[3]), {"trials": 2})
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _hold(run: Path, study: Path, create: bool) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run), "create" if create else "-", str(study)],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_run_dir_belongs_to_one_driver(cwd, capsys):
+    from vitsearch.search.results.rundir import RunDir
+
+    study, run = _study(cwd, {}), cwd / "run"
+    holder = _hold(run, study, create=False)  # a driver still loading its model: no study.yaml yet
+    try:
+        _one_line_exit_2(["run", study, "--out", run], cwd, capsys,
+                         f"is in use by another vitsearch run (driver pid {holder.pid})")
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunDir(run).locked(new=True):  # the kernel dropped the killed holder's lock
+        pass
+    holder = _hold(run, study, create=True)  # a running driver
+    try:
+        _one_line_exit_2(["run", study, "--resume", run], cwd, capsys, "is in use by another vitsearch run")
+        _one_line_exit_2(["run", study, "--out", run], cwd, capsys, "already holds a run")
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunDir(run).locked(new=False):
+        pass
+
+
+def test_a_failed_start_leaves_no_folder(cwd):
+    """The lock's folder (and parents it made) go again when the run never got its study file."""
+    from vitsearch.search.results.rundir import RunDir
+    from vitsearch.spaces.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model failed"):
+        with RunDir(cwd / "a" / "b" / "run").locked(new=True):
+            raise ConfigError("model failed")
+    assert list(cwd.iterdir()) == []
