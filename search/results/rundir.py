@@ -102,15 +102,32 @@ class RunDir:
         try:
             if new:  # another driver may have created it since the plan was checked
                 self.refuse_if_run()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            # what the previous holder (now dead: it let go of the lock) recorded: pid, Ray session
+            self.previous_holder = os.pread(fd, 4096, 0).decode(errors="replace").splitlines()
+            self._lock_fd = fd
+            self._write_lock([str(os.getpid())])
             yield self
         finally:
+            self._lock_fd = None
             if created and not self.study_file.exists():
                 (self.path / LOCK_FILE).unlink(missing_ok=True)  # before unlocking: no one can lock a stale inode
                 for folder in created:
                     _remove_if_empty(folder)
             os.close(fd)
+
+    def _write_lock(self, lines: list[str]) -> None:
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, ("\n".join(lines) + "\n").encode(), 0)
+
+    def note_ray_session(self, session: str | None) -> None:
+        """Record the local Ray session of this driver in the lock file (reaped if the driver is killed)."""
+        if getattr(self, "_lock_fd", None) is not None and session:
+            self._write_lock([str(os.getpid()), session])
+
+    def previous_ray_session(self) -> str | None:
+        """The Ray session folder the last driver of this run dir recorded (it is dead: we hold the lock)."""
+        prev = getattr(self, "previous_holder", None) or []
+        return prev[1] if len(prev) > 1 and prev[1].strip() else None
 
     def check_resumable(self, spec: StudySpec | None) -> StudySpec:
         """The stored study; refuse a dir that is not a run dir or whose study differs."""

@@ -20,7 +20,9 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from clitools import vitsearch
+from clitools import is_loopback, listening_sockets, vitsearch
+
+from vitsearch.search.engine.raylocal import session_processes
 
 pytestmark = pytest.mark.slow
 
@@ -128,6 +130,12 @@ def test_resume_after_sigkill(tmp_path):
     while _completed(run / "optuna.db") < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     assert proc.poll() is None, "the run ended before it could be killed"
+    # a local run's Ray listens on loopback only: the driver, GCS, raylet, agents and workers
+    session = (run / ".driver.lock").read_text().split()[1]
+    ray_pids = session_processes(session)
+    sockets = listening_sockets(ray_pids)
+    assert proc.pid in ray_pids and sockets, "no Ray process or listening socket seen in /proc"
+    assert all(is_loopback(addr) for addr, _ in sockets), sockets
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, mid-run
     proc.wait()
     killed_at = _completed(run / "optuna.db")
@@ -137,6 +145,8 @@ def test_resume_after_sigkill(tmp_path):
 
     out = vitsearch("run", study_path, "--resume", run)
     assert out.returncode == 0, out.stderr[-3000:]
+    # workers of the killed driver's Ray (own sessions, orphaned) are gone: reaped at the resume's start
+    assert session_processes(session) == []
     study, frame = load(run)
     assert (frame.state == "COMPLETE").sum() == 8
     configs = evaluated_configs(frame)

@@ -313,3 +313,28 @@ def test_a_failed_start_leaves_no_folder(cwd):
         with RunDir(cwd / "a" / "b" / "run").locked(new=True):
             raise ConfigError("model failed")
     assert list(cwd.iterdir()) == []
+
+
+# ---- Ray stays local ----------------------------------------------------------------------------
+def test_reap_kills_only_what_writes_into_the_dead_session(tmp_path):
+    """What a killed driver's Ray left (processes with files open in its session folder) is killed; nothing else."""
+    from vitsearch.search.engine.raylocal import reap, session_processes
+
+    session, other = tmp_path / "session_x", tmp_path / "session_y"
+    (session / "logs").mkdir(parents=True)
+    (other / "logs").mkdir(parents=True)
+    hold = "import sys, time\nf = open(sys.argv[1], 'w')\nprint('ok', flush=True)\ntime.sleep(600)"
+    procs = [subprocess.Popen([sys.executable, "-c", hold, str(folder / "logs" / "worker.out")],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True) for folder in (session, other)]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ok"
+        assert session_processes(str(session)) == [procs[0].pid]
+        assert reap(str(session)) == 1
+        assert procs[0].wait(timeout=30) == -9
+        assert procs[1].poll() is None  # another session's process is left alone
+        assert reap(str(tmp_path / "gone")) == 0 and reap(None) == 0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
