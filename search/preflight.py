@@ -111,6 +111,6 @@ def check_predictor_path(spec) -> None:
 
 
 def check_study(spec) -> None:
-    """Every machine-dependent check of a study that needs no model: run before loading one."""
+    """Every machine-dependent check of a study to run that needs no model: before Ray or a model."""
     check_predictor_path(spec)
     check_latency_batch(spec)

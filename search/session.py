@@ -212,10 +212,10 @@ def load_session(study: str | Path | StudySpec) -> Session:
     from vitsearch.evaluators.latency.fingerprint import resolve_device
     from vitsearch.evaluators.models import ModelSpec, load_base_model
 
-    from vitsearch.search.preflight import check_study
+    from vitsearch.search.preflight import check_latency_batch
 
     spec = study if isinstance(study, StudySpec) else load_study(study)
-    check_study(spec)  # what needs no model, before loading one
+    check_latency_batch(spec)  # before loading a model
     device = resolve_device(spec.device)
     m = spec.model
     base = load_base_model(ModelSpec(m.name, m.pretrained, m.checkpoint, m.num_classes)).to(device)

@@ -338,3 +338,12 @@ def test_reap_kills_only_what_writes_into_the_dead_session(tmp_path):
         for p in procs:
             p.kill()
             p.wait()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in a read-only-permission folder")
+@pytest.mark.parametrize("argv", [["pick", "nowhere", "--latency-ms", "2", "--out", "ro/v"],
+                                  ["report", "nowhere", "--out", "ro/r"], ["run", "{study}", "--out", "ro/run"]])
+def test_unwritable_out_folders(cwd, capsys, argv):
+    study = _study(cwd, {})
+    (cwd / "ro").mkdir(mode=0o555)
+    _one_line_exit_2([a.replace("{study}", str(study)) for a in argv], cwd, capsys, "is not writable")
