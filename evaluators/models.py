@@ -108,6 +108,23 @@ def check_supported(model: nn.Module, name: str) -> nn.Module:
     return model
 
 
+def check_timm_architecture(arch: str, kwargs: dict | None = None) -> None:
+    """Refuse a timm architecture that is not a VisionTransformer, judged without weights.
+
+    The model is built on PyTorch's meta device (shapes only: no memory, no download,
+    well under a second even for ViT-g); where an architecture cannot be built there,
+    the check is left to the real build.
+    """
+    import timm
+
+    try:
+        with torch.device("meta"):
+            probe = timm.create_model(arch, pretrained=False, **(kwargs or {}))
+    except Exception:  # noqa: BLE001 - the real build reports its own error
+        return
+    check_supported(probe, f"timm:{arch}")
+
+
 def _create_timm(arch: str, pretrained: bool, num_classes: int | None) -> nn.Module:
     import timm
 
@@ -118,6 +135,7 @@ def _create_timm(arch: str, pretrained: bool, num_classes: int | None) -> nn.Mod
             f"(e.g. deit_small_patch16_224){', similar: ' + ', '.join(hint) if hint else ''}"
         )
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    check_timm_architecture(arch, kwargs)  # refuse a non-ViT before any weight download
     try:
         model = timm.create_model(arch, pretrained=pretrained, **kwargs)
     except Exception as exc:

@@ -22,20 +22,38 @@ from vitsearch.spaces.errors import ConfigError
 
 
 def read_config_arg(text: str):
-    """A CompressionConfig from JSON text or from a path to a JSON file."""
+    """A CompressionConfig from JSON text or from a path to a JSON file (a JSON object either way)."""
     from vitsearch.spaces import CompressionConfig
 
     source = text
-    if not text.lstrip().startswith("{"):
+    if not text.lstrip().startswith(("{", "[", '"')) and not _json_scalar(text):
         path = Path(text)
         if not path.is_file():
-            raise ConfigError(f"--config: {text!r} is neither JSON text nor an existing JSON file")
-        source = path.read_text()
+            raise ConfigError(f"--config: {text[:80]!r} is neither JSON text nor an existing JSON file; "
+                              "e.g. '{\"depth\": {\"keep\": 6}}'")
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--config: {text!r} could not be read as UTF-8 text ({type(exc).__name__})") from None
     try:
         data = json.loads(source)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--config: not valid JSON ({exc.msg} at char {exc.pos}); e.g. '{{\"depth\": {{\"keep\": 6}}}}'") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: must be a JSON object of knobs, got a JSON {_JSON_TYPES.get(type(data), 'value')} "
+                          f"({json.dumps(data)[:60]}); e.g. '{{\"depth\": {{\"keep\": 6}}}}', or '{{}}' for none")
     return CompressionConfig.from_dict(data)
+
+
+_JSON_TYPES = {list: "array", int: "number", float: "number", str: "string", bool: "boolean", type(None): "null"}
+
+
+def _json_scalar(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -118,7 +136,7 @@ class Session:
             return entry, predictor.fingerprint
         lat = self.spec.latency
         result = measure_latency(model, self.input_shape, self.device, threads=lat.threads, warmup=lat.warmup,
-                                 max_runs=lat.max_runs, max_seconds=lat.max_seconds)
+                                 min_runs=lat.min_runs, max_runs=lat.max_runs, max_seconds=lat.max_seconds)
         return latency_entry(result), result.fingerprint
 
 
@@ -155,8 +173,9 @@ def study_predictor(session: Session):
             log.info("no latency profile at %s: latency is measured for every candidate "
                      "(run `vitsearch profile` to search with predicted latency)", path)
             return None
-        raise ConfigError(f"latency.predictor: {mode!r} does not exist; give a profile dir written by "
-                          "`vitsearch profile`, 'auto' or 'off'")
+        from vitsearch.search.preflight import check_predictor_path
+
+        check_predictor_path(spec)  # raises: the path does not exist
     try:
         predictor = load_for_study(spec, session.input_shape, path)
         predictor.check_device(device_fingerprint(session.device, spec.latency.threads))
@@ -193,7 +212,10 @@ def load_session(study: str | Path | StudySpec) -> Session:
     from vitsearch.evaluators.latency.fingerprint import resolve_device
     from vitsearch.evaluators.models import ModelSpec, load_base_model
 
+    from vitsearch.search.preflight import check_latency_batch
+
     spec = study if isinstance(study, StudySpec) else load_study(study)
+    check_latency_batch(spec)  # before loading a model
     device = resolve_device(spec.device)
     m = spec.model
     base = load_base_model(ModelSpec(m.name, m.pretrained, m.checkpoint, m.num_classes)).to(device)

@@ -19,10 +19,12 @@ from vitsearch.spaces.errors import ConfigError
 
 METRICS = ("accuracy", "latency_ms", "size_mb", "macs")
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
+#: a study name is a folder name (runs/{name}, profiles/{name}) and an Optuna study name
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSection(_Strict):
@@ -75,6 +77,11 @@ class LatencySection(_Strict):
     #: the device's current speed rather than its quietest profiled state.
     calibrate: bool = False
 
+    @property
+    def min_runs(self) -> int:
+        """Timed passes before the stability check: measure_latency's 20, or all of a smaller max_runs."""
+        return min(20, self.max_runs)
+
 
 class Objective(_Strict):
     metric: Literal["accuracy", "latency_ms", "size_mb", "macs"]
@@ -103,7 +110,7 @@ class RecoverySection(_Strict):
 class SearchSection(_Strict):
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     trials: int = Field(default=40, gt=0)
-    workers: int = Field(default=2, gt=0)
+    workers: int = Field(default=2, gt=0, le=256)
     cpus: int | None = Field(default=None, gt=0)
     seed: int = 0
     ray_address: str | None = None
@@ -129,6 +136,25 @@ class StudySpec(_Strict):
     recovery: RecoverySection = RecoverySection()
     search: SearchSection = SearchSection()
     output_dir: str = "runs/{name}"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v) or ".." in v:
+            raise ValueError("must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter "
+                             "or digit, without '..' (it names the run folder)")
+        return v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, v: str) -> str:
+        try:
+            v.format(name="x")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may hold no {...} field but {name}, e.g. runs/{name}") from None
+        if not v.strip():
+            raise ValueError("must be a folder path, e.g. runs/{name}")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -180,19 +206,35 @@ def default_study_path() -> Path:
 
 
 def load_study(path: str | Path) -> StudySpec:
-    """Read and validate a study file (``default`` names the embedded default)."""
+    """Read and validate a study file (``default`` names the embedded default).
+
+    Relative paths written in the file are anchored at the file's folder
+    (:mod:`vitsearch.search.paths`); an empty or non-UTF-8 file is refused.
+    """
     import yaml
+
+    from vitsearch.search.paths import resolve_study_paths
 
     p = default_study_path() if str(path) == "default" else Path(path)
     if not p.is_file():
         raise ConfigError(f"study file {str(p)!r} does not exist; give a YAML study file such as studies/default.yaml")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"study file {str(p)!r} is not UTF-8 text (byte {exc.start}); give a YAML study file "
+                          "such as studies/default.yaml") from None
+    if "\x00" in text:
+        raise ConfigError(f"study file {str(p)!r} holds NUL bytes, not YAML text; give a YAML study file")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"study file {str(p)!r}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
-    return parse_study(data, str(p))
+    if data is None:  # nothing but blanks and comments: not "the default study" by accident
+        raise ConfigError(f"study file {str(p)!r} is empty; write at least `name: <study name>` "
+                          "(every other field has a default), or use `default`")
+    return resolve_study_paths(parse_study(data, str(p)), p.parent.absolute())
 
 
 def study_to_yaml(spec: StudySpec) -> str:

@@ -146,10 +146,10 @@ def cmd_eval(args) -> int:
     """``vitsearch eval STUDY --config JSON``: one compressed candidate's numbers."""
     from vitsearch.search.session import load_session, read_config_arg
 
-    session = load_session(args.study)
-    config = read_config_arg(args.config)
+    config = read_config_arg(args.config)  # judged before the model and data load
     if args.recovery_steps is not None and args.recovery_steps < 0:
         raise VitsearchError(f"--recovery-steps: must be >= 0, got {args.recovery_steps}")
+    session = load_session(args.study)
     record = session.evaluate(config, recovery_steps=args.recovery_steps)
     _print_record(record, args.json, f"{config.summary()} on {session.spec.model.name} ({session.data.describe()})")
     return 0
@@ -165,6 +165,9 @@ def cmd_bench_search(args) -> int:
         raise VitsearchError(f"--samplers: {bad[0] if bad else args.samplers!r} is not a sampler; use nsga2, tpe, random")
     if args.trials <= 0 or args.seeds <= 0:
         raise VitsearchError(f"--trials/--seeds: must be positive, got {args.trials}/{args.seeds}")
+    from vitsearch.search.preflight import check_out_dir
+
+    check_out_dir(args.out, "--out")
     summary = run_bench(args.study, args.trials, list(range(args.seeds)), samplers, Path(args.out))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
@@ -177,6 +180,10 @@ def cmd_train_builtin(args) -> int:
     from vitsearch.evaluators.models import builtin_weights_path
     from vitsearch.evaluators.training import Recipe, train_builtin
 
+    from vitsearch.search.preflight import check_out_file
+
+    if args.out:
+        check_out_file(args.out, "--out")
     recipe = Recipe(seed=args.seed)
     if args.epochs is not None:
         if args.epochs <= 0:

@@ -44,6 +44,10 @@ def cmd_profile(args) -> int:
     _positive("--budget-minutes", args.budget_minutes)
     _positive("--models", args.models, int)
     _positive("--refine-n", args.refine_n, int)
+    if args.out:
+        from vitsearch.search.preflight import check_out_dir
+
+        check_out_dir(args.out, "--out")
     from vitsearch.evaluators.latency.profile import N_MODELS, refine_profile, run_profile
     from vitsearch.search.session import load_session
 

@@ -38,8 +38,13 @@ def cmd_report(args) -> int:
     from vitsearch.search.results.report import build
     from vitsearch.search.results.runview import load_run
 
+    from vitsearch.search.preflight import check_out_dir
+
+    if args.out:
+        check_out_dir(args.out, "--out")  # before the run is read or anything re-measured
     view = load_run(args.run_dir)
     out = Path(args.out) if args.out else view.path / "report"
+    check_out_dir(out, "--out")
     result = build(view, out, remeasure=not args.no_remeasure, progress=sys.stderr.isatty())
     print(f"latencies: {result['remeasure'].why}")
     for name, path in result["paths"].items():
@@ -53,8 +58,14 @@ def cmd_pick(args) -> int:
     from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
     from vitsearch.search.session import load_session
 
+    from vitsearch.search.preflight import check_out_dir
+
     check_budget(args.latency_ms, args.min_accuracy, args.max_size_mb)  # before any slow work
+    if args.out:
+        check_out_dir(args.out, "--out")
     view = load_run(args.run_dir)
+    if not args.out:
+        check_out_dir(view.path / "variants", "--out (default RUN_DIR/variants)")
     session = None
     check = check_remeasure(view)
     if args.no_remeasure:

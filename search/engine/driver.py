@@ -102,8 +102,12 @@ class Driver:
                                   "with token authentication set RAY_AUTH_MODE=token and share the cluster's token "
                                   "(ray get-auth-token)") from None
         else:
-            # "local": always a fresh local instance, never a cluster that `ray start` left on this machine
-            ray.init(address="local", num_cpus=self.plan.cpus, num_gpus=None, **kwargs)
+            from vitsearch.search.engine.raylocal import init_local, reap
+
+            # "local": always a fresh local instance, never a cluster that `ray start` left on this machine;
+            # on 127.0.0.1; its session is noted in the run dir's lock, and what a killed driver left is reaped
+            reap(self.plan.run_dir.previous_ray_session())
+            self.plan.run_dir.note_ray_session(init_local(self.plan.cpus, **kwargs))
 
     # ---- run ---------------------------------------------------------------------------
     def run(self) -> dict:
@@ -254,4 +258,5 @@ class Driver:
 def run_study(study: str | Path, opts: RunOptions) -> dict:
     """Run (or resume) a study to the requested number of completed trials; returns a summary."""
     plan = plan_run(study, opts)
-    return Driver(plan).run()
+    with plan.run_dir.locked(new=not plan.resume):  # one driver per run dir
+        return Driver(plan).run()

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vitsearch.search.paths import absolute_storage_url
+from vitsearch.search.preflight import check_out_dir, check_study, check_workers
 from vitsearch.search.results.rundir import RunDir
 from vitsearch.search.storage import open_storage
 from vitsearch.search.study import StudySpec, load_study
@@ -105,18 +107,21 @@ def plan_run(study: str | Path, opts: RunOptions) -> Plan:
         meta = run_dir.meta()
     else:
         run_dir = RunDir(Path(opts.out) if opts.out else spec.run_dir())
-        if run_dir.is_run_dir():
-            raise ConfigError(f"--out: {str(run_dir.path)!r} already holds a run; continue it with --resume "
-                              f"{run_dir.path} or choose another --out")
+        check_out_dir(run_dir.path, "--out" if opts.out else "output_dir")
+        run_dir.refuse_if_run()
         meta = {}
     s = spec.search
     trials = opts.trials or meta.get("trials") or s.trials
     workers = opts.workers or s.workers
     cpus = s.cpus or os.cpu_count() or 1
-    storage_url = opts.storage or meta.get("storage") or s.storage or run_dir.default_storage_url()
+    address = opts.address or s.ray_address
+    check_workers(workers, cpus, local=not address, flag="--workers" if opts.workers else "search.workers")
+    check_study(spec)
+    # --storage is relative to the working directory (the study's own was anchored at load)
+    cli_storage = absolute_storage_url(opts.storage, Path.cwd()) if opts.storage else None
+    storage_url = cli_storage or meta.get("storage") or s.storage or run_dir.default_storage_url()
     if not storage_url.startswith("sqlite:///") or storage_url != run_dir.default_storage_url():
         open_storage(storage_url)  # fail before writing anything
-    address = opts.address or s.ray_address
     if address:
         check_address(address)
     batch = opts.batch_size or s.batch_size or max(1, min(8, trials // (4 * workers)))

@@ -35,12 +35,12 @@ class Choice:
 
 def check_budget(latency_ms: float, min_accuracy: float | None, max_size_mb: float | None) -> None:
     """ConfigError (exit 2) for a budget that cannot mean anything."""
-    if not latency_ms > 0:
-        raise ConfigError(f"--latency-ms: must be > 0, got {latency_ms:g}")
+    if not 0 < latency_ms < float("inf"):
+        raise ConfigError(f"--latency-ms: must be > 0, got {latency_ms:g}; give a finite budget in ms, e.g. 2.0")
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise ConfigError(f"--min-accuracy: must be a fraction in [0, 1] (e.g. 0.95), got {min_accuracy:g}")
-    if max_size_mb is not None and not max_size_mb > 0:
-        raise ConfigError(f"--max-size-mb: must be > 0, got {max_size_mb:g}")
+    if max_size_mb is not None and not 0 < max_size_mb < float("inf"):
+        raise ConfigError(f"--max-size-mb: must be > 0, got {max_size_mb:g}; give a finite size in MB")
 
 
 def choose(front: pd.DataFrame, latency_ms: float, min_accuracy: float | None = None,

@@ -140,7 +140,7 @@ def remeasure_front(view: RunView, session=None, progress: bool = True) -> Remea
         config = CompressionConfig.from_dict(json.loads(r["config"]))
         model = compress(session.base, config, calibration=session.data.calibration, device=str(session.device))
         res = measure_latency(model, session.input_shape, session.device, threads=lat.threads,
-                              warmup=lat.warmup, max_runs=lat.max_runs, max_seconds=lat.max_seconds)
+                              warmup=lat.warmup, min_runs=lat.min_runs, max_runs=lat.max_runs, max_seconds=lat.max_seconds)
         rows.append({"number": int(r["number"]), "recorded_ms": r["latency_ms"], "recorded_source": r["latency_source"],
                      "remeasured_ms": res.median_ms, "remeasured_p10_ms": res.p10_ms,
                      "remeasured_p90_ms": res.p90_ms, "remeasured_runs": res.n_runs,

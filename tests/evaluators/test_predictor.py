@@ -296,7 +296,7 @@ def test_profile_fit_predict_eval_end_to_end(tmp_path, monkeypatch, capsys):
               "device", "fingerprint_id"):
         assert k in res
     assert res["n"] == 3 and 0 <= res["within_10pct"] <= 1 and 0 <= res["within_5pct"] <= res["within_10pct"]
-    assert res["mape"] >= 0 and res["noise_mape"] >= 0 and 0 < res["predict_ms"] < 5
+    assert res["mape"] >= 0 and res["noise_mape"] >= 0 and res["predict_ms"] > 0  # a time: no bound that load could break
     trained = LatencyPredictor.load(out).trained_keys
     assert not {r["config"] for r in res["rows"]} & trained  # held out: never used in fitting
     assert res["calibration_factor_once"] > 0 and 0 <= res["within_10pct_calibrated_once"] <= 1

@@ -33,3 +33,48 @@ def make_run(root: Path, study: dict = SMALL_STUDY) -> Path:
     proc = vitsearch("run", path, "--out", root / "run")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return root / "run"
+
+
+def _address(hexaddr: str) -> str:
+    import socket
+
+    raw = bytes.fromhex(hexaddr.split(":")[0])
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+
+
+def listening_sockets(pids) -> list[tuple[str, int]]:
+    """(local address, pid) of every listening TCP socket the processes ``pids`` hold (Linux /proc)."""
+    owner = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owner[target[8:-1]] = pid
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] == "0A" and cols[9] in owner:  # 0A: LISTEN
+                found.append((_address(cols[1]), owner[cols[9]]))
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 or an IPv4-mapped loopback address."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)

@@ -45,7 +45,7 @@ def test_cpu_of_this_process_and_its_children():
     child = subprocess.Popen([sys.executable, "-c", "import time\nt=time.process_time()+0.3\n"
                               "while time.process_time()<t: pass\ntime.sleep(30)"])
     try:
-        deadline = time.time() + 20
+        deadline = time.time() + 300  # a bound on wall time only; a loaded machine is slow, not wrong
         while time.time() < deadline and (descendants_cpu() or {}).get("ray_system", 0) < 0.25:
             time.sleep(0.1)
         assert descendants_cpu()["ray_system"] >= 0.25  # not a ray:: process: counted as system

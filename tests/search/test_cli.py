@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -21,13 +20,11 @@ def study(tmp_path, doc: dict):
 
 
 def test_help_is_fast_and_lists_commands():
-    start = time.perf_counter()
     out = vitsearch("--help")
     assert out.returncode == 0
     for cmd in ("run", "baseline", "eval", "train-builtin"):
         assert cmd in out.stdout
-    assert time.perf_counter() - start < 10  # generous: a cold interpreter on a loaded CI box
-    # no heavy import at CLI import time
+    # fast = no heavy import at CLI import time (what decides it; a wall-clock bound would follow the load)
     probe = subprocess.run([sys.executable, "-c", "import sys, vitsearch.search.cli; "
                             "print(any(m in sys.modules for m in ('torch', 'ray', 'optuna', 'timm')))"],
                            capture_output=True, text=True)

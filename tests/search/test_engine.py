@@ -20,7 +20,9 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from clitools import vitsearch
+from clitools import is_loopback, listening_sockets, vitsearch
+
+from vitsearch.search.engine.raylocal import session_processes
 
 pytestmark = pytest.mark.slow
 
@@ -55,15 +57,16 @@ def evaluated_configs(frame: pd.DataFrame) -> list[str]:
 
 
 def test_short_study_with_faults_and_budget(tmp_path):
-    """8 trials, 2 workers: one trial raises, one worker dies mid-trial, a latency budget."""
-    # Budget: between the uncompressed model and the strongest preset, measured here first.
+    """8 trials, 2 workers: one trial raises, one worker dies mid-trial, a size and a latency budget."""
+    # The size budget excludes the uncompressed model (sizes do not depend on the machine's
+    # load, so at least one trial is infeasible on every run); the latency budget is set but
+    # loose: a measured latency moves with load, and a test must not.
     from vitsearch.search.session import load_session
     from vitsearch.spaces import CompressionConfig
 
     study_path = write_study(tmp_path)
-    session = load_session(study_path)
-    full = session.evaluate_staged(CompressionConfig())[0]["latency"]["median_ms"]
-    study_path = write_study(tmp_path, constraints={"max_latency_ms": round(full * 0.85, 4)})
+    full = load_session(study_path).evaluate_staged(CompressionConfig())[0]["size_mb"]
+    study_path = write_study(tmp_path, constraints={"max_size_mb": round(full * 0.95, 4), "max_latency_ms": 1e6})
     marker = tmp_path / "crashed"
     faults = json.dumps({"raise_on": [2], "crash_once": str(marker)})
     out = vitsearch("run", study_path, "--out", tmp_path / "run", env={"VITSEARCH_TEST_FAULTS": faults})
@@ -75,10 +78,10 @@ def test_short_study_with_faults_and_budget(tmp_path):
     assert states.get("COMPLETE") == 8
     failed = frame[frame.state == "FAIL"]
     assert "injected fault for trial 2" in failed.error.str.cat()
-    # infeasible (over the latency budget) trials were never accuracy-evaluated
+    # infeasible (over the size budget) trials were never accuracy-evaluated
     infeasible = frame[frame.feasible == False]  # noqa: E712
-    assert len(infeasible) >= 1
-    assert infeasible.accuracy.isna().all() and infeasible.latency_ms.gt(full * 0.85).all()
+    assert 0 in set(infeasible.number)  # the uncompressed model
+    assert infeasible.accuracy.isna().all() and infeasible.size_mb.gt(full * 0.95).all()
     # the uncompressed model (first preset) was evaluated, and tables agree with the study
     assert frame.loc[frame.number == 0, "summary"].item() == "identity"
     assert len(frame) == len(study.trials)
@@ -88,8 +91,8 @@ def test_short_study_with_faults_and_budget(tmp_path):
     # a normal Optuna study: directions and constraints are visible to optuna.load_study users
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     budgeted = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert budgeted and all(set(t.constraints) == {"latency_ms"} for t in budgeted)  # Trial.set_constraint
-    assert all(t.constraints["latency_ms"] > 0 for t in budgeted if t.number in set(infeasible.number))
+    assert budgeted and all(set(t.constraints) == {"latency_ms", "size_mb"} for t in budgeted)  # Trial.set_constraint
+    assert all(t.constraints["size_mb"] > 0 for t in budgeted if t.number in set(infeasible.number))
     with sqlite3.connect(run / "optuna.db") as con:  # write-ahead log: cheap commits, readable while running
         assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
     # the engine's books: every evaluation on the worker clocks, shares in range, CPU accounted
@@ -100,7 +103,13 @@ def test_short_study_with_faults_and_budget(tmp_path):
     assert 0 <= books["steady_overhead_share"] < 1 and 0 <= books["engine_overhead_share"] < 1
     assert books["startup_seconds"] > 0 and books["evaluation_cpu_seconds"] > 0
     assert books["worker_process_cpu_seconds"] >= books["evaluation_cpu_seconds"]
-    assert books["worker_processes"] >= 2  # the killed worker's replacement has another pid
+    # Which actors Tune gives the batches to is its choice (with reuse_actors one actor may
+    # take them all under load), and the crashed worker died before reporting anything, so
+    # at least one process reported; what is guaranteed is that the crashed candidate was
+    # asked again and settled (Tune retried its batch on a fresh actor).
+    assert books["worker_processes"] >= 1
+    crashed = int(marker.read_text())
+    assert frame.loc[frame.number == crashed, "state"].item() == ("FAIL" if crashed == 2 else "COMPLETE")
 
 
 def _completed(db: Path) -> int:
@@ -122,13 +131,23 @@ def test_resume_after_sigkill(tmp_path):
     while _completed(run / "optuna.db") < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     assert proc.poll() is None, "the run ended before it could be killed"
+    # a local run's Ray listens on loopback only: the driver, GCS, raylet, agents and workers
+    session = (run / ".driver.lock").read_text().split()[1]
+    ray_pids = session_processes(session)
+    sockets = listening_sockets(ray_pids)
+    assert proc.pid in ray_pids and sockets, "no Ray process or listening socket seen in /proc"
+    assert all(is_loopback(addr) for addr, _ in sockets), sockets
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, mid-run
     proc.wait()
     killed_at = _completed(run / "optuna.db")
-    assert 3 <= killed_at < 8
+    # the run may have completed more trials between the last poll and the kill (all 8 on
+    # a fast machine); resuming must hold in every case
+    assert killed_at >= 3
 
     out = vitsearch("run", study_path, "--resume", run)
     assert out.returncode == 0, out.stderr[-3000:]
+    # workers of the killed driver's Ray (own sessions, orphaned) are gone: reaped at the resume's start
+    assert session_processes(session) == []
     study, frame = load(run)
     assert (frame.state == "COMPLETE").sum() == 8
     configs = evaluated_configs(frame)

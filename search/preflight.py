@@ -1,0 +1,116 @@
+"""Checks made before anything slow or irreversible: before Ray starts, a model loads or a file is written.
+
+Each raises a :class:`ConfigError` with one line (what, the value, what is accepted);
+none writes anything. The study schema (:mod:`vitsearch.search.study`) judges single
+fields; these judge what needs the file system or the machine: output folders, the
+memory a latency batch needs, a predictor path, the number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from vitsearch.spaces.errors import ConfigError
+
+#: more concurrent trials than this is a typo, whatever the cluster
+MAX_WORKERS = 256
+#: local runs: trials at a time per CPU Ray is given (more only queue up and share cores)
+WORKERS_PER_CPU = 4
+#: input sizes of models whose size is known without building them
+BUILTIN_INPUT = {"builtin:vitsearch-tiny": (1, 28, 28)}
+
+
+def check_out_dir(path: str | Path, flag: str) -> None:
+    """``path`` can become a folder we write into: not a file, under a writable existing folder."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag}: {str(p)!r} is an existing file, not a folder; give a folder path")
+    _check_writable_ancestor(p, flag)
+
+
+def check_out_file(path: str | Path, flag: str) -> None:
+    """``path`` can become a file we write: not a folder, its folder writable."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag}: {str(p)!r} is a folder; give a file path")
+    _check_writable_ancestor(p.parent if str(p.parent) else Path("."), flag)
+
+
+def _check_writable_ancestor(p: Path, flag: str) -> None:
+    anc = p.absolute()
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"{flag}: {str(p)!r} is not a possible folder: {str(anc)!r} is a file; give another path")
+    if not os.access(anc, os.W_OK | os.X_OK) or os.statvfs(anc).f_flag & os.ST_RDONLY:
+        raise ConfigError(f"{flag}: {str(p)!r} is not writable (no write permission in {str(anc)!r}); "
+                          "give a path in a folder you can write")
+
+
+def check_workers(workers: int, cpus: int, local: bool, flag: str = "--workers") -> None:
+    """A sane number of concurrent trials: at most 4 per CPU of a local Ray and never above 256."""
+    cap = min(MAX_WORKERS, WORKERS_PER_CPU * cpus) if local else MAX_WORKERS
+    if workers > cap:
+        where = f"{WORKERS_PER_CPU} per CPU of the {cpus} a local Ray gets, at most {MAX_WORKERS}" if local \
+            else f"at most {MAX_WORKERS}"
+        raise ConfigError(f"{flag}: {workers} trials at a time is more than allowed here ({where}); "
+                          f"give {flag} 1..{cap}")
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to new allocations (Linux MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _input_size(spec) -> tuple[int, ...] | None:
+    if spec.latency.input_size is not None:
+        return tuple(spec.latency.input_size)
+    name = spec.model.name
+    if name in BUILTIN_INPUT:
+        return BUILTIN_INPUT[name]
+    if name.startswith("timm:"):
+        import timm
+
+        cfg = timm.get_pretrained_cfg(name.removeprefix("timm:"))
+        return tuple(cfg.input_size) if cfg is not None and cfg.input_size else None
+    return None
+
+
+def check_latency_batch(spec) -> None:
+    """Refuse a latency batch whose input tensor alone (fp32) exceeds the memory available now."""
+    size = _input_size(spec)
+    free = available_memory_bytes()
+    if size is None or free is None:
+        return
+    need = spec.latency.batch_size * math.prod(size) * 4
+    if need > free:
+        fits = max(1, free // (math.prod(size) * 4))
+        raise ConfigError(
+            f"latency.batch_size: {spec.latency.batch_size} inputs of {'x'.join(map(str, size))} need "
+            f"{need / 2**30:,.1f} GiB for the input alone, more than the {free / 2**30:,.1f} GiB available; "
+            f"give at most {fits:,} (a real batch size is far smaller)")
+
+
+def check_predictor_path(spec) -> None:
+    """A ``latency.predictor`` path (not auto/off) must exist."""
+    mode = spec.latency.predictor
+    if mode not in ("auto", "off") and not Path(mode).exists():
+        raise ConfigError(f"latency.predictor: {mode!r} does not exist; give a profile dir written by "
+                          "`vitsearch profile`, 'auto' or 'off'")
+
+
+def check_study(spec) -> None:
+    """Every machine-dependent check of a study to run that needs no model: before Ray or a model."""
+    check_predictor_path(spec)
+    check_latency_batch(spec)
