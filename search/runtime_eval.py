@@ -89,8 +89,10 @@ def _measure(session, deployed, numerics):
     from vitsearch.evaluators.runtimes.deploy import latency_fields, measure
 
     lat = session.spec.latency
-    result = measure(deployed, session.input_shape, session.device, threads=lat.threads, warmup=lat.warmup,
-                     max_runs=lat.max_runs, max_seconds=lat.max_seconds)
+    # the study's measurement protocol where the session offers one (the interleaved one), else a burst
+    kw = session.latency_kwargs() if hasattr(session, "latency_kwargs") else dict(
+        threads=lat.threads, warmup=lat.warmup, max_runs=lat.max_runs, max_seconds=lat.max_seconds)
+    result = measure(deployed, session.input_shape, session.device, **kw)
     return {**latency_entry(result), **latency_fields(deployed, numerics)}, result.fingerprint
 
 

@@ -125,8 +125,9 @@ def quantize(proto: Any, nodes: dict[str, list[str]], config: Any) -> tuple[Any,
             continue
         targets = [n for p in parts for n in nodes[p]]
         before = _count(proto, QUANT_OPS[kind])
-        with quiet(), tempfile.TemporaryDirectory() as tmp:
-            proto = _dynamic(proto, targets, Path(tmp)) if kind == "int8" else _nbits(proto, targets, NBITS[kind])
+        with tempfile.TemporaryDirectory() as tmp:
+            proto = (dynamic_int8(proto, targets, Path(tmp)) if kind == "int8"
+                     else weight_only_nbits(proto, targets, NBITS[kind]))
         made = _count(proto, QUANT_OPS[kind]) - before
         if made != len(targets):
             raise DeviceError(f"precision.{parts[0]}: ONNX Runtime quantised {made} of {len(targets)} linears to "
@@ -138,27 +139,31 @@ def quantize(proto: Any, nodes: dict[str, list[str]], config: Any) -> tuple[Any,
     return proto, realised
 
 
-def _dynamic(proto: Any, targets: list[str], tmp: Path) -> Any:
+def dynamic_int8(proto: Any, targets: list[str], tmp: Path) -> Any:
+    """``quantize_dynamic`` (int8 weights, dynamic int8 activations) of the ``targets`` nodes only."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = tmp / "float.onnx", tmp / "int8.onnx"
     onnx.save(proto, src)
-    quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=targets,
-                     weight_type=QuantType.QInt8, per_channel=False)
+    with quiet():
+        quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=targets,
+                         weight_type=QuantType.QInt8, per_channel=False)
     out = onnx.load(dst)
     del out.graph.value_info[:]
     return out
 
 
-def _nbits(proto: Any, targets: list[str], bits: int) -> Any:
+def weight_only_nbits(proto: Any, targets: list[str], bits: int) -> Any:
+    """``MatMulNBits`` weight-only quantisation (``bits`` 4 or 8) of the ``targets`` MatMul nodes only."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     # nodes_to_include widens the op-type selection instead of narrowing it: exclude the rest
     others = [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and n.name not in set(targets)]
     quantizer = MatMulNBitsQuantizer(proto, bits=bits, block_size=BLOCK, is_symmetric=True,
                                      nodes_to_exclude=others, op_types_to_quantize=("MatMul",))
-    quantizer.process()
+    with quiet():
+        quantizer.process()
     out = quantizer.model.model
     del out.graph.value_info[:]
     return out

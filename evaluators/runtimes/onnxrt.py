@@ -66,7 +66,7 @@ class OnnxRuntime(Runtime):
                 realised[f"precision.{part}"] = f"{getattr(config.precision, part)} graph, CUDA provider"
         blob = proto.SerializeToString()
         session = make_session(blob, example.device, threads)
-        run = _cuda_runner(session, example) if cuda else _cpu_runner(session)
+        run = runner(session, example.device, int(example.shape[0]))
         run(example)  # the first run allocates; it is part of the build, not of latency
         return Deployed(self.name, self.version(), run, str(example.device), int(example.shape[0]),
                         time.perf_counter() - start, realised, provider=session.get_providers()[0], artifact=blob,
@@ -94,6 +94,11 @@ def make_session(model: bytes | str, device: torch.device, threads: int | None):
     return session
 
 
+def runner(session, device: torch.device, batch: int):
+    """A callable running ``session`` on ``device`` (fp32 images -> fp32 logits), built for ``batch``."""
+    return _cuda_runner(session, device, batch) if device.type == "cuda" else _cpu_runner(session)
+
+
 def _cpu_runner(session):
     name = session.get_inputs()[0].name
 
@@ -103,13 +108,13 @@ def _cpu_runner(session):
     return run
 
 
-def _cuda_runner(session, example: torch.Tensor):
+def _cuda_runner(session, device: torch.device, batch: int):
     """Inputs and outputs bound on the GPU with IOBinding (not exercised: no GPU here)."""
     import numpy as np
 
     inp, out_meta = session.get_inputs()[0], session.get_outputs()[0]
-    idx = example.device.index or 0
-    out_shape = [int(example.shape[0]), *[int(d) for d in out_meta.shape[1:]]]
+    idx = device.index or 0
+    out_shape = [batch, *[int(d) for d in out_meta.shape[1:]]]
 
     def run(x: torch.Tensor) -> torch.Tensor:
         x = x.detach().float().contiguous()
