@@ -231,7 +231,7 @@ def _runtime(dev: torch.device, name: str, build: bool) -> str:
     deployed, num = build_checked(name, prepare(base, config, device=str(dev)), config, TINY_SHAPE, dev,
                                   1 if dev.type == "cpu" else None, images)
     r = measure(deployed, TINY_SHAPE, dev, threads=1 if dev.type == "cpu" else None, warmup=3, min_runs=10,
-                max_runs=50, max_seconds=1.0, lock_timeout=120)
+                max_runs=50, max_seconds=1.0, lock=False)  # a build check: the timing checks take the lock
     return (f"{name} {deployed.version} ({deployed.provider or 'torch'}): built in {deployed.build_seconds:.1f} s, "
             f"outputs vs eager max diff {num['max_abs_logit_diff']:.1g}, median {r.median_ms:.3f} ms")
 
