@@ -11,7 +11,7 @@ candidate shares ``VisionTransformer.forward``'s code object, and after
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -26,12 +26,17 @@ class CompileRuntime(Runtime):
     """torch.compile with the inductor backend."""
 
     name = "compile"
+    #: reset dynamo before each candidate (a search holds one compiled candidate at a time); a caller
+    #: that keeps several compiled programs alive (benchmarks/runtimes.py) turns it off and raises
+    #: ``torch._dynamo.config.recompile_limit`` instead
+    reset_caches: ClassVar[bool] = True
 
     def deploy(self, prepared: nn.Module, config: Any, example: torch.Tensor, threads: int | None) -> Deployed:
         """Finalize, compile for ``example``'s shape, and run once (the compile)."""
         start = time.perf_counter()
         model = finalized(prepared, config, example.device)
-        torch._dynamo.reset()  # see the module docstring
+        if self.reset_caches:
+            torch._dynamo.reset()  # see the module docstring
         mode = "reduce-overhead" if example.device.type == "cuda" else None
         program = torch.compile(model, backend="inductor", dynamic=False, mode=mode)
         saved = torch.get_num_threads()
