@@ -87,7 +87,8 @@ class RuntimeModule(nn.Module):
         super().__init__()
         self.deployed = deployed
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the deployed program for ``x``."""
         return self.deployed(x)
 
 
