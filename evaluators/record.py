@@ -133,6 +133,9 @@ def _latency_line(latency: dict[str, Any] | None, fingerprint: dict[str, Any] | 
     device = f"{latency['device']}" + (f" [{where}{threads}]" if where else "")
     ident = f", fingerprint {latency['fingerprint_id']}" if latency.get("fingerprint_id") else ""
     device += f", batch {latency['batch']}" if latency.get("batch") else ""
+    if latency.get("runtime"):  # a non-eager runtime: name it, and its one-off build time (not latency)
+        device += (f", in {latency['runtime']} {latency.get('runtime_version', '')}"
+                   + (f" (built in {latency['build_seconds']:.1f} s)" if latency.get("build_seconds") else ""))
     if latency["source"] == "measured":
         return (f"latency: {latency['median_ms']:.3f} ms median (p10 {latency['p10_ms']:.3f}, p90 "
                 f"{latency['p90_ms']:.3f}), measured over {latency['n_runs']} timed passes on {device}{ident}")

@@ -98,6 +98,10 @@ class Session:
 
         rec = self.spec.recovery
         steps = rec.steps if recovery_steps is None else recovery_steps
+        if self.spec.latency.runtime != "eager":  # built, checked and timed in the deployed runtime
+            from vitsearch.search.runtime_eval import evaluate_in_runtime
+
+            return evaluate_in_runtime(self, config, steps, feasibility, predictor, phase=_phase)
         phases: dict[str, float] = {}
         with _phase(phases, "compress"), device_busy(self.device):
             model = compress(self.base, config, calibration=self.data.calibration, device=str(self.device))
@@ -157,7 +161,7 @@ def study_predictor(session: Session):
     """
     import logging
 
-    from vitsearch.evaluators import device_fingerprint
+    from vitsearch.evaluators.runtimes.deploy import runtime_fingerprint
     from vitsearch.spaces.errors import DeviceError
 
     log = logging.getLogger("vitsearch.run")
@@ -178,7 +182,7 @@ def study_predictor(session: Session):
         check_predictor_path(spec)  # raises: the path does not exist
     try:
         predictor = load_for_study(spec, session.input_shape, path)
-        predictor.check_device(device_fingerprint(session.device, spec.latency.threads))
+        predictor.check_device(runtime_fingerprint(session.device, spec.latency.threads, spec.latency.runtime))
         if spec.latency.calibrate:
             predictor = _calibrated(session, predictor, path if path.is_dir() else path.parent)
     except (DeviceError, ConfigError) as exc:
@@ -211,12 +215,14 @@ def load_session(study: str | Path | StudySpec) -> Session:
     from vitsearch.evaluators.data import load_imagefolder, load_mnist5k
     from vitsearch.evaluators.latency.fingerprint import resolve_device
     from vitsearch.evaluators.models import ModelSpec, load_base_model
+    from vitsearch.search.runtime_eval import check_study_runtime
 
     from vitsearch.search.preflight import check_latency_batch
 
     spec = study if isinstance(study, StudySpec) else load_study(study)
     check_latency_batch(spec)  # before loading a model
     device = resolve_device(spec.device)
+    check_study_runtime(spec, device)
     m = spec.model
     base = load_base_model(ModelSpec(m.name, m.pretrained, m.checkpoint, m.num_classes)).to(device)
     if spec.data.source == "mnist5k":

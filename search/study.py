@@ -76,6 +76,9 @@ class LatencySection(_Strict):
     #: every prediction by (its time now / its time when profiled), so predictions follow
     #: the device's current speed rather than its quietest profiled state.
     calibrate: bool = False
+    #: what latency is measured in (and accuracy, where the runtime quantises): eager
+    #: PyTorch, torch.compile, ONNX Runtime or TensorRT (GPU); see README "Runtimes".
+    runtime: Literal["eager", "compile", "onnxruntime", "tensorrt"] = "eager"
 
     @property
     def min_runs(self) -> int:

@@ -148,9 +148,12 @@ class SearchSpace:
     bound: the K/V head count used is the largest allowed choice dividing the kept heads.
     """
 
-    def __init__(self, spec: SpaceSpec | dict | None, dims: ModelDims, device: str = "cpu") -> None:
+    def __init__(self, spec: SpaceSpec | dict | None, dims: ModelDims, device: str = "cpu",
+                 precisions: tuple[str, ...] | None = None) -> None:
         self.spec = spec if isinstance(spec, SpaceSpec) else SpaceSpec.model_validate(spec or {})
         self.dims, self.device = dims, str(device)
+        #: what the deployment runtime realises (default: eager PyTorch on ``device``)
+        self.precisions = precisions or supported_precisions(self.device)
         s, d = self.spec, dims
         self.keep_range = (s.depth.keep_min or math.ceil(d.depth / 2), s.depth.keep_max or d.depth)
         self.head_keep = s.heads.keep or sorted({d.num_heads - d.num_heads // 3, d.num_heads})
@@ -161,9 +164,10 @@ class SearchSpace:
         self._check()
 
     @classmethod
-    def from_spec(cls, spec: SpaceSpec | dict | None, model: Any, device: str = "cpu") -> "SearchSpace":
+    def from_spec(cls, spec: SpaceSpec | dict | None, model: Any, device: str = "cpu",
+                  precisions: tuple[str, ...] | None = None) -> "SearchSpace":
         """Build for a timm ViT (reads its depth, heads and token counts)."""
-        return cls(spec, ModelDims.of(model), device)
+        return cls(spec, ModelDims.of(model), device, precisions)
 
     def _check(self) -> None:
         d, lo, hi = self.dims, *self.keep_range
@@ -180,7 +184,7 @@ class SearchSpace:
         if self.token_blocks and max(self.token_blocks) >= hi:
             raise ConfigError(f"space.tokens.blocks: {max(self.token_blocks)} is not allowed; blocks must be "
                               f"below depth keep_max {hi}")
-        ok = supported_precisions(self.device)
+        ok = self.precisions
         for part in ("attn", "mlp"):
             bad = [p for p in getattr(self.spec.precision, part) if p not in ok]
             if bad:

@@ -30,6 +30,7 @@ from vitsearch.spaces.errors import ConfigError, DeviceError
 IDENTITY_FIELDS = (
     "kind", "cpu_model", "machine", "threads", "torch_version", "cpu_capability",
     "gpu_name", "gpu_memory_mb", "driver_version", "cuda_version",
+    "runtime", "runtime_version",  # set only for non-eager runtimes (evaluators/runtimes/deploy.py)
 )
 ACCEPTED_DEVICES = '"cpu", "cuda", "cuda:N" or "auto"'
 

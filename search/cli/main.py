@@ -72,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_run, _add_baseline, _add_eval, _add_train_builtin, _add_bench_search):
         add(sub)
-    from vitsearch.search.cli import predictor, results  # light modules: heavy imports stay in handlers
+    from vitsearch.search.cli import doctor, predictor, results  # light modules: heavy imports stay in handlers
 
     predictor.register(sub)
     results.register(sub)
+    doctor.register(sub)
     return parser
 
 

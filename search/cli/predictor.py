@@ -50,7 +50,12 @@ def cmd_profile(args) -> int:
         check_out_dir(args.out, "--out")
     from vitsearch.evaluators.latency.profile import N_MODELS, refine_profile, run_profile
     from vitsearch.search.session import load_session
+    from vitsearch.search.study import load_study
 
+    runtime = load_study(args.study).latency.runtime
+    if runtime != "eager":  # a profile times eager components; its predictor would be refused by this study
+        raise ConfigError(f"latency.runtime: {runtime!r} cannot be profiled yet (profiles time eager PyTorch); "
+                          "a search in it measures every candidate in the runtime, or profile with runtime: eager")
     session = load_session(args.study)
     show = not args.json
     if args.refine:

@@ -82,7 +82,8 @@ def cmd_pick(args) -> int:
     prov = export(view, choice, session, out, check.why)
     ex = prov["export"]
     print(f"accuracy at export: {prov['accuracy']['at_export']:.2%} (recorded {prov['accuracy']['recorded']:.2%})")
-    print("torch.export: " + ("program.pt2 written" if ex["exported"] else f"not exported ({ex['reason']})"))
+    what = ex.get("runtime", "torch.export")
+    print(f"{what}: " + (f"{ex.get('file', 'program.pt2')} written" if ex["exported"] else f"not exported ({ex['reason']})"))
     print(f"exported -> {out}   (load: vitsearch.search.load_variant({str(out)!r}).model)")
     return 0
 

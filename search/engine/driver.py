@@ -47,11 +47,14 @@ class Driver:
     def _load(self):
         from vitsearch.evaluators import evaluate_accuracy
         from vitsearch.search.engine.feasibility import Feasibility
+        from vitsearch.search.runtime_eval import runtime_search_space
         from vitsearch.search.session import load_session
-        from vitsearch.spaces import SearchSpace
 
         session = load_session(self.spec)
-        space = SearchSpace.from_spec(self.spec.space, session.base, device=str(session.device))
+        space, notes = runtime_search_space(self.spec, session.base, session.device)
+        for note in notes:  # printed at the start of the run: what the runtime cannot realise
+            log.warning(note)
+            print(f"note: {note}")
         c = self.spec.constraints
         meta = self.plan.run_dir.meta() if self.plan.resume else {}
         base_acc = meta.get("base_accuracy")

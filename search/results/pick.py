@@ -102,26 +102,37 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str) -> dict
     import torch
 
     from vitsearch.evaluators import evaluate_accuracy
-    from vitsearch.search.results.variant import export_program, write_variant
+    from vitsearch.search.results.variant import export_program, structure_config, write_variant
     from vitsearch.spaces import CompressionConfig, finalize
 
     row = choice.winner
     number = int(row["number"])
     ev = view.evaluation(number)
     config = CompressionConfig.from_dict(json.loads(row["config"]))
-    prepared = rebuild(session, config, int(ev.get("recovery_steps") or 0))
+    runtime = view.spec.latency.runtime
+    prepared = rebuild(session, config if runtime == "eager" else structure_config(config),
+                       int(ev.get("recovery_steps") or 0))
     info = copy.deepcopy(getattr(prepared, "vitsearch_info", {}))
-    model = finalize(prepared, config, device=str(session.device))
-    acc = evaluate_accuracy(model, session.data.val, session.device, view.spec.data.eval_batch_size,
-                            source=f"val split of {session.data.name}")
+    in_runtime = None
+    if runtime != "eager":  # built, scored, re-measured and exported in the study's runtime
+        from vitsearch.search.results.runtime_export import export_in_runtime
+
+        acc, program_of, in_runtime = export_in_runtime(session, prepared, config)
+    else:
+        model = finalize(prepared, config, device=str(session.device))
+        acc = evaluate_accuracy(model, session.data.val, session.device, view.spec.data.eval_batch_size,
+                                source=f"val split of {session.data.name}")
     tol = ACCURACY_TOLERANCE[session.device.type]
     if abs(acc.top1 - ev["accuracy"]) > tol:
         raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f}, not its recorded "
                           f"{ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
     provenance = _provenance(view, row, ev, config, acc, tol, info, remeasure_why)
-    example = torch.randn(*session.input_shape, device=session.device)
-    write_variant(out, prepared, config, view.path / "study.yaml", provenance,
-                  program_of=lambda p: export_program(model, example, p))
+    if in_runtime is not None:
+        provenance["latency"]["in_runtime"] = in_runtime
+    else:
+        example = torch.randn(*session.input_shape, device=session.device)
+        program_of = lambda p: export_program(model, example, p)  # noqa: E731
+    write_variant(out, prepared, config, view.path / "study.yaml", provenance, program_of=program_of)
     return provenance
 
 

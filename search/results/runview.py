@@ -110,6 +110,10 @@ def current_fingerprint(spec: StudySpec) -> dict[str, Any]:
 
 def check_remeasure(view: RunView) -> Remeasure:
     """Decide whether the front can be re-measured here (fingerprint ids must match)."""
+    runtime = view.spec.latency.runtime
+    if runtime != "eager":  # re-measuring the front in eager would compare another runtime's numbers
+        return Remeasure(False, f"not re-measured: the front was measured in {runtime}; as recorded "
+                                f"(pick re-measures the picked variant in {runtime} at export)")
     study_fp = view.study_fingerprint()
     try:
         here = current_fingerprint(view.spec)

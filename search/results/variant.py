@@ -40,6 +40,9 @@ class Variant:
     config: Any
     provenance: dict[str, Any]
     spec: Any
+    #: the exported runtime program (ONNX Runtime session, AOTInductor package, TensorRT engine) as a
+    #: callable, images -> fp32 logits; None for an eager study or where the export failed
+    runtime_model: Any = None
 
 
 def load_variant(path: str | Path, device: str = "cpu") -> Variant:
@@ -47,6 +50,8 @@ def load_variant(path: str | Path, device: str = "cpu") -> Variant:
 
     ``device``: where to build it ("cpu" or "cuda[:N]"); precision is applied for that
     device, so a variant with a precision the device cannot run raises DeviceError.
+    A variant picked from a non-eager study also carries its runtime program:
+    ``Variant.runtime_model`` runs it (images -> fp32 logits).
     """
     import torch
 
@@ -64,8 +69,10 @@ def load_variant(path: str | Path, device: str = "cpu") -> Variant:
     m = spec.model
     base = load_base_model(ModelSpec(m.name, m.pretrained, m.checkpoint, m.num_classes))
     # Shapes depend only on the config; the loaded state overrides every weight and mask,
-    # so the data-free rankings used here to build the structure do not matter.
-    prepared = prepare(base, config, calibration=None, device=device)
+    # so the data-free rankings used here to build the structure do not matter. In a
+    # non-eager study the runtime realised precision, which eager may not (int4 on CPU).
+    eager_config = config if spec.latency.runtime == "eager" or _eager_ok(config, device) else structure_config(config)
+    prepared = prepare(base, eager_config, calibration=None, device=device)
     state = torch.load(path / WEIGHTS_FILE, map_location=device, weights_only=True)
     try:
         prepared.load_state_dict(state, strict=True)
@@ -74,8 +81,28 @@ def load_variant(path: str | Path, device: str = "cpu") -> Variant:
                           f"({str(exc).splitlines()[0][:200]}); re-export with `vitsearch pick`") from None
     provenance = json.loads((path / PROVENANCE_FILE).read_text())
     prepared.vitsearch_info = provenance.get("compression") or prepared.vitsearch_info
-    model = finalize(prepared, config, device=device)
-    return Variant(model.eval(), config, provenance, spec)
+    ex = provenance.get("export") or {}
+    runtime_model = None
+    if ex.get("runtime") and ex.get("exported"):
+        from vitsearch.search.results.runtime_export import load_runtime_model
+
+        runtime_model = load_runtime_model(ex["runtime"], path / ex["file"], device, spec.latency.threads,
+                                           ex["input_shape"][0])
+    model = finalize(prepared, eager_config, device=device)
+    return Variant(model.eval(), config, provenance, spec, runtime_model)
+
+
+def _eager_ok(config, device: str) -> bool:
+    from vitsearch.evaluators.runtimes.support import precision_refusal
+
+    return all(precision_refusal("eager", device, getattr(config.precision, p)) is None for p in ("attn", "mlp"))
+
+
+def structure_config(config):
+    """``config`` with quantised precisions left at fp32: what torch builds before a runtime quantises."""
+    from vitsearch.evaluators.runtimes.onnxexport import float_config
+
+    return float_config(config, keep_half=True)
 
 
 def export_program(model, example, path: Path) -> dict[str, Any]:
@@ -126,9 +153,14 @@ def readme(p: dict[str, Any]) -> str:
     """A short human description of the variant dir."""
     ex = p.get("export") or {}
     lat = p["latency"]
-    export_line = (f"`{PROGRAM_FILE}`: torch.export program (torch {ex.get('torch_version')}, input "
-                   f"{ex.get('input_shape')}); load with `torch.export.load(path).module()`"
-                   if ex.get("exported") else f"no `{PROGRAM_FILE}`: {ex.get('reason', 'export not attempted')}")
+    if ex.get("runtime"):
+        export_line = (f"`{ex['file']}`: the {ex['runtime']} {ex.get('runtime_version')} program the search ran "
+                       f"(input {ex.get('input_shape')}); `load_variant(DIR).runtime_model` runs it"
+                       if ex.get("exported") else f"no {ex['runtime']} file: {ex.get('reason')}")
+    else:
+        export_line = (f"`{PROGRAM_FILE}`: torch.export program (torch {ex.get('torch_version')}, input "
+                       f"{ex.get('input_shape')}); load with `torch.export.load(path).module()`"
+                       if ex.get("exported") else f"no `{PROGRAM_FILE}`: {ex.get('reason', 'export not attempted')}")
     return "\n".join([
         f"# vitsearch variant: trial {p['trial']} of study `{p['study']}`", "",
         f"- config: {p['config_summary']}",

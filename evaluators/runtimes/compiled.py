@@ -1,0 +1,55 @@
+"""The ``compile`` runtime: ``torch.compile`` (inductor) of the finalized model, static shapes.
+
+One program per candidate, compiled for the example's shape (``dynamic=False``), on CUDA
+with CUDA graphs (``mode="reduce-overhead"``). Compilation happens in the first call,
+which :meth:`CompileRuntime.deploy` makes, so ``build_seconds`` holds the compile time
+and no timed pass pays it. Dynamo's caches are reset before each candidate: every
+candidate shares ``VisionTransformer.forward``'s code object, and after
+``cache_size_limit`` recompilations of it dynamo would silently fall back to eager.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from vitsearch.evaluators.runtimes.base import Deployed, Runtime, register
+from vitsearch.evaluators.runtimes.eager import finalized, torch_deployed
+from vitsearch.spaces.errors import DeviceError
+
+
+@register
+class CompileRuntime(Runtime):
+    """torch.compile with the inductor backend."""
+
+    name = "compile"
+    #: reset dynamo before each candidate (a search holds one compiled candidate at a time); a caller
+    #: that keeps several compiled programs alive (benchmarks/runtimes.py) turns it off and raises
+    #: ``torch._dynamo.config.recompile_limit`` instead
+    reset_caches: ClassVar[bool] = True
+
+    def deploy(self, prepared: nn.Module, config: Any, example: torch.Tensor, threads: int | None) -> Deployed:
+        """Finalize, compile for ``example``'s shape, and run once (the compile)."""
+        start = time.perf_counter()
+        model = finalized(prepared, config, example.device)
+        if self.reset_caches:
+            torch._dynamo.reset()  # see the module docstring
+        mode = "reduce-overhead" if example.device.type == "cuda" else None
+        program = torch.compile(model, backend="inductor", dynamic=False, mode=mode)
+        saved = torch.get_num_threads()
+        try:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            with torch.inference_mode():
+                program(example)
+        except Exception as exc:  # inductor's failures vary by op and version: say which and stop
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise DeviceError(f"latency.runtime: torch.compile failed for {config.summary()} "
+                              f"({type(exc).__name__}: {first}); use runtime eager for it") from None
+        finally:
+            torch.set_num_threads(saved)
+        return torch_deployed(self, program, model, config, example, start, static=True,
+                              provider=f"inductor{'' if mode is None else ', ' + mode}")

@@ -1,0 +1,52 @@
+"""The eager runtime: the finalized PyTorch model as is (torchao for int8, torch casts for halves)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitsearch.evaluators.runtimes.base import Deployed, Runtime, register
+
+
+def finalized(prepared: nn.Module, config: Any, device: torch.device | str) -> nn.Module:
+    """``vitsearch.spaces.finalize`` of ``prepared`` on ``device`` (a copy; eval mode)."""
+    from vitsearch.spaces import finalize
+
+    return finalize(prepared, config, device=str(device)).eval()
+
+
+def realised_precision(config: Any, table: dict[str, str]) -> dict[str, str]:
+    """``{"precision.attn": how, ...}`` for the parts that are not fp32."""
+    return {f"precision.{p}": table[getattr(config.precision, p)] for p in ("attn", "mlp")
+            if getattr(config.precision, p) != "fp32"}
+
+
+def torch_deployed(runtime: Runtime, program: Any, model: nn.Module, config: Any, example: torch.Tensor,
+                   start: float, static: bool, provider: str | None = None) -> Deployed:
+    """A :class:`Deployed` around a torch callable (the eager model or a compiled program of it)."""
+    from vitsearch.evaluators.runtimes.support import PRECISION
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return program(x).float()
+
+    table = PRECISION[(runtime.name, example.device.type)]
+    return Deployed(runtime.name, runtime.version(), run, str(example.device),
+                    int(example.shape[0]) if static else None, time.perf_counter() - start,
+                    realised_precision(config, table), provider=provider, module=model)
+
+
+@register
+class EagerRuntime(Runtime):
+    """PyTorch eager: what vitsearch measured before runtimes existed."""
+
+    name = "eager"
+
+    def deploy(self, prepared: nn.Module, config: Any, example: torch.Tensor, threads: int | None) -> Deployed:
+        """The finalized model, called under ``torch.inference_mode``."""
+        start = time.perf_counter()
+        model = finalized(prepared, config, example.device)
+        return torch_deployed(self, model, model, config, example, start, static=False)

@@ -1,0 +1,178 @@
+"""A candidate as an ONNX graph, and ONNX Runtime's own quantisation of its linears.
+
+Export: ``torch.onnx.export(..., dynamo=True, opset_version=18)`` of the finalized
+*float* model (2:4 / unstructured masks baked into dense weights; fp16/bf16 casts kept
+only where the target provider runs halves). The TorchScript exporter fails on token
+merging (``Tensor.__round__``) and on grouped K/V (SDPA with ``enable_gqa``); the dynamo
+exporter takes both. Static shapes: the graph is built for the example's batch.
+
+Quantisation: ORT's, not torchao's (an ORT session cannot run torchao tensor
+subclasses). Each linear of a part is located in the graph by the module scope the
+exporter records on every node (``pkg.torch.onnx.name_scopes``, e.g.
+``blocks.3.mlp.fc1``), so precision is applied per part exactly as the config says:
+
+* ``int8``: ``quantize_dynamic`` (DynamicQuantizeLinear + MatMulInteger, int8 weights);
+  it refuses the dynamo graph in shape inference ("Inferred shape and existing shape
+  differ") unless the graph's stored ``value_info`` is cleared first, which is done.
+* ``int8-weight`` / ``int4-weight``: ``MatMulNBitsQuantizer`` (weight-only, blocks of 32,
+  symmetric).
+
+Every targeted linear must come out quantised, or the build fails with the count.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitsearch.spaces.errors import DeviceError
+
+OPSET = 18
+QUANT_OPS = {"int8": "MatMulInteger", "int8-weight": "MatMulNBits", "int4-weight": "MatMulNBits"}
+NBITS = {"int8-weight": 8, "int4-weight": 4}
+BLOCK = 32
+
+
+def float_config(config: Any, keep_half: bool) -> Any:
+    """``config`` with every quantised precision set to fp32 (and halves too unless ``keep_half``)."""
+    from vitsearch.spaces.knobs.precision import PrecisionConfig
+
+    keep = ("fp16", "bf16") if keep_half else ()
+    p = config.precision
+    new = PrecisionConfig(attn=p.attn if p.attn in keep else "fp32", mlp=p.mlp if p.mlp in keep else "fp32")
+    return dataclasses.replace(config, precision=new)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence the exporter's and quantiser's progress chatter (INFO logs, root warnings)."""
+    names = ("onnx_ir", "onnxscript", "torch.onnx", "root", "")
+    saved = {n: logging.getLogger(n).level for n in names}
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.ERROR)
+        yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def export_onnx(prepared: nn.Module, config: Any, example: torch.Tensor, keep_half: bool = False):
+    """(ModelProto, {part: [MatMul node names]}) of the float candidate, built for ``example``'s shape."""
+    import warnings
+
+    from vitsearch.evaluators.runtimes.eager import finalized
+
+    model = finalized(prepared, float_config(config, keep_half), "cpu")
+    x = example.detach().to("cpu", torch.float32)
+    try:
+        with quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (x,), dynamo=True, opset_version=OPSET, verbose=False)
+    except Exception as exc:  # the exporter's failures vary by op: name the candidate and stop
+        raise DeviceError(f"latency.runtime: ONNX export failed for {config.summary()} "
+                          f"({type(exc).__name__}: {_first_line(exc)}); use runtime eager or compile for it") from None
+    proto = program.model_proto
+    del proto.graph.value_info[:]  # stale shapes there make ORT's quantiser refuse the graph
+    return proto, part_nodes(proto, model)
+
+
+def part_nodes(proto: Any, model: nn.Module) -> dict[str, list[str]]:
+    """MatMul/Gemm node names of each part's linears, found by their recorded module scope."""
+    from vitsearch.spaces.vit import adapter as vit
+
+    owner: dict[str, str] = {}
+    for i, block in enumerate(model.blocks):
+        for part in ("attn", "mlp"):
+            for name in vit.part_linears(block, part):
+                owner[f"blocks.{i}.{part}.{name}"] = part
+    found: dict[str, list[str]] = {"attn": [], "mlp": []}
+    for node in proto.graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        meta = {p.key: p.value for p in node.metadata_props}
+        try:
+            scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        except (ValueError, SyntaxError):
+            scopes = []
+        parts = {owner[s] for s in scopes if s in owner}
+        if len(parts) == 1:
+            found[parts.pop()].append(node.name)
+    want = {p: sum(1 for v in owner.values() if v == p) for p in ("attn", "mlp")}
+    for part, names in found.items():
+        if len(names) != want[part]:
+            raise DeviceError(f"precision.{part}: found {len(names)} of the {want[part]} {part} linears in the "
+                              "exported ONNX graph (module scopes missing); cannot quantise them in ONNX Runtime")
+    return found
+
+
+def quantize(proto: Any, nodes: dict[str, list[str]], config: Any) -> tuple[Any, dict[str, str]]:
+    """ORT-quantise each part's linears as ``config.precision`` says; (ModelProto, what was done per part)."""
+    import onnx
+
+    realised: dict[str, str] = {}
+    for kind in ("int8", "int8-weight", "int4-weight"):
+        parts = [p for p in ("attn", "mlp") if getattr(config.precision, p) == kind]
+        if not parts:
+            continue
+        targets = [n for p in parts for n in nodes[p]]
+        before = _count(proto, QUANT_OPS[kind])
+        with tempfile.TemporaryDirectory() as tmp:
+            proto = (dynamic_int8(proto, targets, Path(tmp)) if kind == "int8"
+                     else weight_only_nbits(proto, targets, NBITS[kind]))
+        made = _count(proto, QUANT_OPS[kind]) - before
+        if made != len(targets):
+            raise DeviceError(f"precision.{parts[0]}: ONNX Runtime quantised {made} of {len(targets)} linears to "
+                              f"{kind}; choose another precision for runtime onnxruntime")
+        how = (f"ORT quantize_dynamic int8 (DynamicQuantizeLinear + MatMulInteger), {made} linears"
+               if kind == "int8" else f"ORT MatMulNBits {NBITS[kind]}-bit weights (block {BLOCK}), {made} linears")
+        realised.update({f"precision.{p}": how for p in parts})
+    onnx.checker.check_model(proto)
+    return proto, realised
+
+
+def dynamic_int8(proto: Any, targets: list[str], tmp: Path) -> Any:
+    """``quantize_dynamic`` (int8 weights, dynamic int8 activations) of the ``targets`` nodes only."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = tmp / "float.onnx", tmp / "int8.onnx"
+    onnx.save(proto, src)
+    with quiet():
+        quantize_dynamic(src, dst, op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=targets,
+                         weight_type=QuantType.QInt8, per_channel=False)
+    out = onnx.load(dst)
+    del out.graph.value_info[:]
+    return out
+
+
+def weight_only_nbits(proto: Any, targets: list[str], bits: int) -> Any:
+    """``MatMulNBits`` weight-only quantisation (``bits`` 4 or 8) of the ``targets`` MatMul nodes only."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    # nodes_to_include widens the op-type selection instead of narrowing it: exclude the rest
+    others = [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and n.name not in set(targets)]
+    quantizer = MatMulNBitsQuantizer(proto, bits=bits, block_size=BLOCK, is_symmetric=True,
+                                     nodes_to_exclude=others, op_types_to_quantize=("MatMul",))
+    with quiet():
+        quantizer.process()
+    out = quantizer.model.model
+    del out.graph.value_info[:]
+    return out
+
+
+def _count(proto: Any, op: str) -> int:
+    return sum(1 for n in proto.graph.node if n.op_type == op)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""

@@ -1,0 +1,95 @@
+"""A picked variant exported for the study's runtime, and loaded back as a callable.
+
+* ``onnxruntime``: ``model.onnx``, the exported graph with ORT's quantisation applied,
+  exactly the program the search timed and (where it quantises) scored;
+* ``compile``: ``program_aoti.pt2``, an AOTInductor package of the finalized model
+  (``torch._inductor.aoti_compile_and_package``), static shape;
+* ``tensorrt``: ``model.engine``, the serialized engine (GPU; not exercised here).
+
+Each file is loaded back right after writing and its outputs compared with the
+program that was built (``max_abs_diff_vs_built`` in the provenance); the variant is
+also re-measured in its runtime then. :func:`load_runtime_model` rebuilds the callable
+from the file (fp32 images in, fp32 logits out).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+FILES = {"onnxruntime": "model.onnx", "compile": "program_aoti.pt2", "tensorrt": "model.engine"}
+
+
+def write_runtime_file(deployed, example: torch.Tensor, folder: Path) -> dict[str, Any]:
+    """Write ``deployed``'s program into ``folder``, load it back, compare; returns the provenance note."""
+    name = deployed.runtime
+    path = folder / FILES[name]
+    try:
+        if name == "compile":
+            program = torch.export.export(deployed.module, (example,))
+            torch._inductor.aoti_compile_and_package(program, package_path=str(path))
+        else:
+            path.write_bytes(deployed.artifact)
+        loaded = load_runtime_model(name, path, example.device, threads=None, batch=int(example.shape[0]))
+        with torch.inference_mode():
+            diff = float((loaded(example).float().cpu() - deployed(example).float().cpu()).abs().max())
+    except Exception as exc:  # what an exporter refuses varies by layer and version: say so, keep the rest
+        path.unlink(missing_ok=True)
+        text = str(exc).strip()
+        return {"runtime": name, "exported": False,
+                "reason": f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"}
+    return {"runtime": name, "runtime_version": deployed.version, "exported": True, "file": path.name,
+            "input_shape": list(example.shape), "realised": dict(deployed.realised),
+            "max_abs_diff_vs_built": diff}
+
+
+def load_runtime_model(runtime: str, path: Path, device: torch.device | str = "cpu", threads: int | None = None,
+                       batch: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The runtime program stored at ``path`` as a callable (images -> fp32 logits)."""
+    from vitsearch.evaluators.runtimes import Deployed
+
+    dev = torch.device(device)
+    if runtime == "onnxruntime":
+        from vitsearch.evaluators.runtimes.onnxrt import make_session, runner
+
+        session = make_session(str(path), dev, threads)
+        fn = runner(session, dev, batch or 1)
+    elif runtime == "compile":
+        fn = torch._inductor.aoti_load_package(str(path))
+    else:
+        from vitsearch.evaluators.runtimes.tensorrt import engine_runner
+
+        fn = engine_runner(path.read_bytes(), torch.zeros(batch or 1, 1, device=dev))
+    return Deployed(runtime, "", lambda x: fn(x).float(), str(dev), batch, 0.0)
+
+
+def export_in_runtime(session, prepared, config):
+    """Build the picked variant in the study's runtime, check it, score and re-measure it there.
+
+    Returns (AccuracyResult, ``program_of(path) -> note`` for ``write_variant``, the
+    latency entry measured in the runtime). Accuracy is run in the runtime where it
+    changes numerics (as the search scored it), else on the eager model.
+    """
+    from vitsearch.evaluators import evaluate_accuracy, latency_entry
+    from vitsearch.evaluators.latency.measure import default_threads
+    from vitsearch.evaluators.runtimes import get_runtime
+    from vitsearch.evaluators.runtimes.deploy import build_checked, latency_fields, measure
+    from vitsearch.evaluators.runtimes.eager import finalized
+    from vitsearch.evaluators.runtimes.numerics import accuracy_in_runtime
+
+    lat, dev = session.spec.latency, session.device
+    threads = (lat.threads or default_threads()) if dev.type == "cpu" else None
+    deployed, numerics = build_checked(lat.runtime, prepared, config, session.input_shape, dev, threads,
+                                       session.data.calibration)
+    source, batch = f"val split of {session.data.name}", session.spec.data.eval_batch_size
+    if get_runtime(lat.runtime).changes_numerics(config):
+        acc = accuracy_in_runtime(deployed, session.data.val, batch, source)
+    else:
+        acc = evaluate_accuracy(finalized(prepared, config, dev), session.data.val, dev, batch, source=source)
+    result = measure(deployed, session.input_shape, dev, threads=lat.threads, warmup=lat.warmup,
+                     max_runs=lat.max_runs, max_seconds=lat.max_seconds)
+    entry = {**latency_entry(result), **latency_fields(deployed, numerics), "note": "re-measured in the runtime at export"}
+    example = torch.randn(*session.input_shape, generator=torch.Generator().manual_seed(1)).to(dev)
+    return acc, (lambda path: write_runtime_file(deployed, example, Path(path).parent)), entry

@@ -1,0 +1,66 @@
+"""`latency.runtime` in a study: validation, a candidate evaluated in ONNX Runtime, and its export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitsearch.search.study import parse_study
+from vitsearch.spaces import CompressionConfig
+from vitsearch.spaces.errors import ConfigError, DeviceError
+
+LATENCY = {"threads": 1, "warmup": 2, "max_runs": 20, "max_seconds": 0.3, "predictor": "off"}
+
+
+def _spec(runtime: str, **extra):
+    return parse_study({"name": "rt", "latency": {**LATENCY, "runtime": runtime}, **extra})
+
+
+def test_runtime_field_and_its_one_line_errors():
+    from vitsearch.search.runtime_eval import check_study_runtime
+
+    assert parse_study({}).latency.runtime == "eager"
+    with pytest.raises(ConfigError, match=r"field 'latency.runtime': Input should be 'eager', 'compile', "
+                                          r"'onnxruntime' or 'tensorrt'; got 'openvino'"):
+        _spec("openvino")
+    with pytest.raises(DeviceError, match="'tensorrt' cannot be used: it runs on CUDA GPUs only"):
+        check_study_runtime(_spec("tensorrt"), torch.device("cpu"))
+    explicit = _spec("onnxruntime", space={"precision": {"mlp": ["fp32", "fp16"]}})
+    with pytest.raises(ConfigError, match=r"space.precision.mlp: 'fp16' cannot run in runtime 'onnxruntime'"):
+        check_study_runtime(explicit, torch.device("cpu"))
+    assert check_study_runtime(_spec("onnxruntime"), torch.device("cpu")) == []
+
+
+def test_search_space_in_a_runtime_offers_what_it_realises(builtin_model):
+    from vitsearch.search.runtime_eval import runtime_search_space
+
+    spec = _spec("onnxruntime", space={"precision": {"mlp": ["fp32", "int4-weight"]}})
+    space, notes = runtime_search_space(spec, builtin_model, torch.device("cpu"))
+    assert notes == [] and space.distributions()["precision.mlp"].choices == ("fp32", "int4-weight")
+    with pytest.raises(ConfigError, match="'int4-weight' cannot run in runtime 'eager' on cpu: torchao's int4"):
+        runtime_search_space(_spec("eager", space=spec.space.model_dump()), builtin_model, torch.device("cpu"))
+
+
+def test_candidate_scored_timed_in_ort_and_exported_as_onnx(tmp_path):
+    from vitsearch.search.results.runtime_export import export_in_runtime, load_runtime_model
+    from vitsearch.search.session import load_session
+    from vitsearch.spaces import prepare
+
+    session = load_session(_spec("onnxruntime"))
+    config = CompressionConfig.from_dict({"depth": {"keep": 6}, "precision": {"attn": "int8", "mlp": "int8"}})
+    ev = session.evaluate(config)
+    lat = ev.latency
+    assert lat["source"] == "measured" and lat["runtime"] == "onnxruntime" and lat["build_seconds"] > 0
+    assert lat["numerics"]["top1_agreement"] >= 0.9 and "MatMulInteger" in lat["realised"]["precision.mlp"]
+    assert ev.fingerprint["runtime"] == "onnxruntime" and "build" in ev.phase_seconds
+    assert "run in onnxruntime" in ev.accuracy_source and ev.accuracy > 0.9
+    assert "in onnxruntime" in ev.summary_lines()[2]
+    prepared = prepare(session.base, {"depth": {"keep": 6}}, calibration=session.data.calibration)
+    acc, program_of, entry = export_in_runtime(session, prepared, config)
+    assert acc.top1 == ev.accuracy  # the exported program reproduces the recorded accuracy exactly
+    note = program_of(tmp_path / "program.pt2")
+    assert note["exported"] and note["max_abs_diff_vs_built"] == 0.0 and entry["runtime"] == "onnxruntime"
+    loaded = load_runtime_model("onnxruntime", tmp_path / note["file"], "cpu", 1, batch=1)
+    x = torch.randn(3, 1, 28, 28)  # a batch-1 program run on 3 images, chunk by chunk
+    expected = torch.cat([loaded(x[i:i + 1]) for i in range(3)])
+    assert torch.equal(loaded(x), expected) and expected.shape == (3, 10)
