@@ -24,7 +24,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,6 +36,7 @@ from vitsearch.spaces.errors import ConfigError
 
 from vitsearch.evaluators.latency.devicelock import device_lock
 from vitsearch.evaluators.latency.fingerprint import device_fingerprint, gpu_temperature, read_cpuinfo, resolve_device
+from vitsearch.evaluators.latency.hygiene import thread_report
 
 #: Fewer timed passes than this never end a measurement, whatever the time cap.
 MIN_SAMPLES = 5
@@ -61,6 +62,20 @@ class LatencyResult:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     source: str = "measured"
     measured_at: str = ""  # UTC ISO 8601 time of the first timed pass
+    # Interleaved protocol (:mod:`.interleaved`; None for a plain burst): candidate /
+    # reference ratio and its interval; median_ms = ratio x the reference's ms named by
+    # ``basis``; p10/p90 are the candidate's pass spread scaled to that median.
+    protocol: str = "burst"
+    ratio: float | None = None
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    low_ms: float | None = None
+    high_ms: float | None = None
+    confidence: float | None = None
+    basis: str | None = None
+    reference_ms_now: float | None = None
+    reference_ms_profile: float | None = None
+    thread_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fingerprint_id(self) -> str | None:
@@ -84,6 +99,13 @@ class LatencyResult:
         """One human line saying what was measured, where and how."""
         where = self.fingerprint.get("cpu_model") or self.fingerprint.get("gpu_name") or self.device
         threads = f", {self.threads} threads" if self.threads is not None else ""
+        if self.ratio is not None:
+            ref = self.reference_ms_profile if self.basis == "reference in profile" else self.reference_ms_now
+            return (f"{self.median_ms:.3f} ms [{self.low_ms:.3f}, {self.high_ms:.3f}] "
+                    f"({round(100 * self.confidence)} % interval) = ratio {self.ratio:.3f} [{self.ratio_low:.3f}, "
+                    f"{self.ratio_high:.3f}] x {ref:.3f} ms ({self.basis}), measured interleaved with the "
+                    f"uncompressed model over {self.n_runs} timed passes each, batch {self.batch}, on {self.device} "
+                    f"[{where}{threads}], stop: {self.stop_reason}, fingerprint {self.fingerprint_id}")
         return (
             f"{self.median_ms:.3f} ms median (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f}), "
             f"{self.source} over {self.n_runs} timed passes after {self.n_warmup} warm-up, "
@@ -116,8 +138,16 @@ def measure_latency(
     check_every: int = 10,
     lock: bool = True,
     lock_timeout: float | None = None,
+    reference: Any = None,
+    interleave: Any = None,
+    reference_ms_profile: float | None = None,
 ) -> LatencyResult:
     """Time forward passes of ``model`` on fp32 inputs of ``input_shape`` (B, C, H, W).
+
+    With a ``reference`` (the uncompressed model, or a callable), the protocol is
+    :func:`.interleaved.measure_interleaved` (``interleave``: its InterleavePlan, or a
+    dict of its fields), and the result carries the ratio and its interval; the plain
+    burst below is what runs without one.
 
     ``device``: "cpu", "cuda", "cuda:N" or "auto". ``threads``: CPU threads for the
     measurement (default: the physical cores this process may use); ignored on CUDA
@@ -131,6 +161,9 @@ def measure_latency(
     CUDA path not exercised on a GPU (no GPU on the development machine).
     """
     shape = check_input_shape(input_shape)
+    if reference is not None:
+        return _interleaved(model, reference, shape, device, threads, warmup, interleave, reference_ms_profile,
+                            lock, lock_timeout)
     plan = _check_plan(warmup, min_runs, max_runs, max_seconds, rel_tol, check_every)
     dev = resolve_device(device)
     if dev.type == "cpu":
@@ -139,6 +172,29 @@ def measure_latency(
         threads = None
     with device_lock(dev, timeout=lock_timeout) if lock else nullcontext():
         return _measure_locked(_on_device(model, dev), shape, dev, threads, plan)
+
+
+def _interleaved(model, reference, shape, device, threads, warmup, interleave, reference_ms_profile, lock,
+                 lock_timeout) -> LatencyResult:
+    from vitsearch.evaluators.latency.interleaved import InterleavePlan, measure_interleaved
+
+    if interleave is None:
+        plan = InterleavePlan(warmup=max(1, min(warmup, 10)))
+    elif isinstance(interleave, InterleavePlan):
+        plan = interleave
+    else:
+        plan = InterleavePlan(**{"warmup": max(1, min(warmup, 10)), **dict(interleave)})
+    r = measure_interleaved(model, reference, shape, device, threads=threads, plan=plan,
+                            reference_ms_profile=reference_ms_profile, lock=lock, lock_timeout=lock_timeout)
+    scale = r.ms / r.candidate_ms_now
+    return LatencyResult(
+        median_ms=r.ms, p10_ms=r.candidate_p10_ms * scale, p90_ms=r.candidate_p90_ms * scale, mean_ms=r.ms,
+        n_runs=r.passes, n_warmup=max(plan.warmup, 1), input_shape=shape, batch=shape[0], device=r.device,
+        threads=r.threads, stable=r.stop_reason == "target", stop_reason=r.stop_reason, timed_seconds=r.seconds,
+        fingerprint=r.fingerprint, measured_at=r.measured_at, protocol=r.protocol, ratio=r.ratio,
+        ratio_low=r.ci_low, ratio_high=r.ci_high, low_ms=r.ms_ci[0], high_ms=r.ms_ci[1], confidence=r.confidence,
+        basis=r.basis, reference_ms_now=r.reference_ms_now, reference_ms_profile=r.reference_ms_profile,
+        thread_info=r.thread_info)
 
 
 def measure_repeatability(
@@ -251,6 +307,7 @@ def _measure_locked(model: nn.Module, shape: tuple[int, ...], dev: torch.device,
         with torch.inference_mode():
             run_once = _cpu_pass(model, x) if dev.type == "cpu" else _cuda_pass(model, x, dev)
             _warm_up(run_once, plan.warmup, shape)
+            hygiene = thread_report()
             started = datetime.now(timezone.utc).isoformat(timespec="seconds")
             start = time.perf_counter()
             samples, reason = _sample(run_once, plan)
@@ -261,7 +318,8 @@ def _measure_locked(model: nn.Module, shape: tuple[int, ...], dev: torch.device,
         torch.set_num_threads(saved_threads)
         for m, mode in modes.items():
             m.training = mode
-    return _result(samples, reason, timed, plan, shape, dev, threads, fingerprint, started)
+    return replace(_result(samples, reason, timed, plan, shape, dev, threads, fingerprint, started),
+                   thread_info=hygiene)
 
 
 def _cpu_pass(model: nn.Module, x: torch.Tensor) -> Callable[[], float]:
