@@ -53,7 +53,7 @@ def interval_text(latency: dict[str, Any] | None) -> str:
     if not latency or latency.get("median_ms") is None:
         return "n/a"
     lo, hi, conf = latency.get("low_ms"), latency.get("high_ms"), latency.get("confidence")
-    band = f" [{lo:.3f}, {hi:.3f}] ({round(100 * conf)} %)" if lo is not None and hi is not None and conf else ""
+    band = "" if lo is None or hi is None else f" [{lo:.3f}, {hi:.3f}]" + (f" ({round(100 * conf)} %)" if conf else "")
     return f"{latency['median_ms']:.3f} ms{band} {latency.get('source', 'measured')}"
 
 

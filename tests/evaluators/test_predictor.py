@@ -336,3 +336,51 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["predictor-eval", "default", "--profile", str(tmp_path / "none"), "--n", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--n" in err and "\n" not in err
+
+
+def test_old_protocol_profile_refused(tmp_path):
+    (tmp_path / "predictor.json").write_text(json.dumps({"format_version": 1, "coef": []}))
+    with pytest.raises(ConfigError, match="old latency protocol") as err:
+        LatencyPredictor.load(tmp_path)
+    assert "\n" not in str(err.value) and "vitsearch profile" in str(err.value)
+
+
+def test_old_protocol_profile_dir_refused_by_profile(tmp_path, capsys):
+    from vitsearch.search.cli import main
+
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(SMALL_STUDY))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "meta.json").write_text(json.dumps({"fingerprint_id": "x", "model": "builtin:vitsearch-tiny"}))
+    assert main(["profile", str(study), "--out", str(tmp_path / "old"), "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "old latency protocol" in err and "\n" not in err
+    assert not (tmp_path / "old" / "timings").exists()  # nothing written
+
+
+def test_prediction_carries_ratio_and_interval(additive, configs):
+    base = LatencyPredictor({**additive.state, "reference_ms": 2.0})
+    p = base.predict(configs[0])
+    assert p.reference_ms == 2.0 and p.ratio == pytest.approx(p.median_ms / 2.0)
+    assert p.low_ms < p.median_ms < p.high_ms
+    assert p.high_ms - p.median_ms == pytest.approx(1.6448536 * p.uncertainty_ms)
+    entry = p.interval_entry()
+    assert entry["confidence"] == 0.9 and entry["ratio_low"] == pytest.approx(p.low_ms / 2.0)
+    slow = base.calibrated(3.0, "test").predict(configs[0])
+    assert slow.ratio == pytest.approx(p.ratio) and slow.reference_ms == pytest.approx(3.0)
+
+
+def test_over_budget_only_when_the_interval_is_over(additive, configs):
+    from vitsearch.search.engine.feasibility import Feasibility
+
+    c = configs[0]
+    p = additive.predict(c)
+    assert p.low_ms < p.median_ms
+    between = Feasibility((p.low_ms + p.median_ms) / 2, None, None, predictor=additive)
+    assert between.precheck(c) is None  # the point estimate is over, the interval is not
+    over = Feasibility(p.low_ms * 0.99, None, None, predictor=additive).precheck(c)
+    assert over is not None and "95 % probability" in over.text and over.constraints[0] > 0
+    measured = {"size_mb": 1.0, "latency": {"median_ms": 2.0, "low_ms": 1.8, "high_ms": 2.2, "source": "measured"}}
+    assert Feasibility(1.9, None, None).cost_violation(measured) is None
+    assert "2.000 ms [1.800, 2.200]" in Feasibility(1.7, None, None).cost_violation(measured)
+    assert Feasibility(1.9, None, None).constraints(measured) == [pytest.approx(-0.1)]
