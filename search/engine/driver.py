@@ -15,7 +15,7 @@ from vitsearch.search.engine.plan import Plan, RunOptions, eta_text, make_sample
 from vitsearch.search.storage import open_storage
 from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
-from vitsearch.search.results.tables import ATTR_FEASIBLE, front_table, pareto_front, write_tables
+from vitsearch.search.results.tables import ATTR_FEASIBLE, fastest_text, front_table, pareto_front, write_tables
 
 log = logging.getLogger("vitsearch.run")
 
@@ -225,6 +225,7 @@ class Driver:
                 f"failed {int((frame['state'] == 'FAIL').sum())}, infeasible "
                 f"{int((frame['feasible'] == False).sum())}, reused {int(frame['reused_from'].notna().sum())}, "  # noqa: E712
                 f"front {len(front)}, best feasible acc {'n/a' if best != best else f'{best:.2%}'}, "
+                f"{fastest_text(front)}, "
                 f"ETA {eta_text(self._done, self.plan.trials, self._t0, self._done0)}")
             self.bar.refresh()
         return frame

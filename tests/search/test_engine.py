@@ -28,7 +28,8 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 STUDY = {
     "name": "t",
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5},
+    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5,
+                "interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}},
     "data": {"eval_batch_size": 500},
     "search": {"trials": 8, "workers": 2, "cpus": 2, "seed": 0, "batch_size": 2},
 }
