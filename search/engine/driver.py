@@ -89,6 +89,11 @@ class Driver:
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no per-trial CSV/JSON/TBX files
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # Ray starts workers at nice 15 (their main thread; grpc threads stay at 0): every
+        # latency timed in a worker would yield to any other process. Local clusters start
+        # them at 0; on `ray start` clusters set RAY_worker_niceness=0 there (each
+        # measurement records the timing thread's nice value either way).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         if ray.is_initialized():
             return
         kwargs = dict(include_dashboard=False, log_to_driver=self.plan.verbose,
