@@ -41,6 +41,10 @@ def latency_entry(result: Any = None, *, median_ms: float | None = None, device:
                "fingerprint_id": result.fingerprint_id, "batch": result.batch}
         out.update({k: getattr(result, k, None) for k in INTERVAL_KEYS})
         out["stop_reason"] = result.stop_reason
+        if getattr(result, "thread_info", None):
+            from vitsearch.evaluators.latency.hygiene import compact
+
+            out["thread"] = compact(result.thread_info)
         return out
     out = {"median_ms": median_ms, "p10_ms": None, "p90_ms": None, "n_runs": None,
            "source": source, "device": device, "fingerprint_id": fingerprint_id, "batch": batch}

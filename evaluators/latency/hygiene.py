@@ -75,6 +75,17 @@ def _warnings(timing: dict | None, groups: dict) -> list[str]:
     return out
 
 
+def compact(report: dict[str, Any]) -> dict[str, Any]:
+    """What a latency record keeps: the timing thread's nice / policy / CPUs, thread count, warnings."""
+    if not report or not report.get("available"):
+        return {"available": False}
+    t = report.get("timing_thread") or {}
+    return {"nice": t.get("nice"), "policy": t.get("policy"), "affinity": t.get("affinity"),
+            "threads": sum(g["threads"] for g in report["groups"]),
+            "nice_values": sorted({g["nice"] for g in report["groups"]}),
+            "warnings": list(report.get("warnings") or [])}
+
+
 def short(report: dict[str, Any]) -> str:
     """One line: the timing thread's nice / policy / CPUs, thread count and any warning."""
     if not report.get("available"):
