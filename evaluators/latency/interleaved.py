@@ -177,11 +177,11 @@ def measure_interleaved(candidate: Any, reference: Any, input_shape: Sequence[in
 
     from vitsearch.evaluators.latency.devicelock import device_lock
     from vitsearch.evaluators.latency.fingerprint import device_fingerprint, resolve_device
-    from vitsearch.evaluators.latency.measure import _check_threads, default_threads
+    from vitsearch.evaluators.latency.prepare import check_threads, default_threads
 
     plan = (plan or InterleavePlan()).checked()
     dev = resolve_device(device)
-    threads = (default_threads() if threads is None else _check_threads(threads)) if dev.type == "cpu" else None
+    threads = (default_threads() if threads is None else check_threads(threads)) if dev.type == "cpu" else None
     if reference_ms_profile is not None and not (isinstance(reference_ms_profile, (int, float))
                                                  and reference_ms_profile > 0):
         raise ConfigError(f"reference_ms_profile: {reference_ms_profile!r} is not a positive time in ms")
@@ -201,12 +201,12 @@ def measure_interleaved(candidate: Any, reference: Any, input_shape: Sequence[in
 
 def _run(fns, plan: InterleavePlan, dev, threads, fingerprint, reference_ms_profile) -> InterleavedResult:
     from vitsearch.evaluators.latency.hygiene import thread_report
-    from vitsearch.evaluators.latency.measure import _warm_up
+    from vitsearch.evaluators.latency.prepare import warm_up
 
     timers = [_pass_timer(fn, dev) for fn in fns]
     shape_hint = "(the model's input)"
     for t in timers:
-        _warm_up(lambda t=t: t(1), max(plan.warmup, 1), shape_hint)
+        warm_up(lambda t=t: t(1), max(plan.warmup, 1), shape_hint)
     hygiene = thread_report()  # after warm-up: torch's pool threads exist now
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     samples: list[list[float]] = [[], []]
@@ -253,13 +253,13 @@ def _as_callable(m: Any, input_shape: Sequence[int] | None, dev) -> Callable[[],
     import torch
     from torch import nn
 
-    from vitsearch.evaluators.latency.measure import _on_device, check_input_shape
+    from vitsearch.evaluators.latency.prepare import check_input_shape, on_device
 
     if isinstance(m, nn.Module):
         if input_shape is None:
             raise ConfigError("input_shape: required to time a module; give (batch, channels, height, width)")
         shape = check_input_shape(input_shape)
-        model = _on_device(m, dev)
+        model = on_device(m, dev)
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
         return lambda: model(x)
     if not callable(m):

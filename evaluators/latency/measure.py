@@ -18,8 +18,6 @@ with fp16/bf16 weights cast internally.
 
 from __future__ import annotations
 
-import copy
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -35,8 +33,10 @@ from torch import nn
 from vitsearch.spaces.errors import ConfigError
 
 from vitsearch.evaluators.latency.devicelock import device_lock
-from vitsearch.evaluators.latency.fingerprint import device_fingerprint, gpu_temperature, read_cpuinfo, resolve_device
+from vitsearch.evaluators.latency.fingerprint import device_fingerprint, gpu_temperature, resolve_device
 from vitsearch.evaluators.latency.hygiene import thread_report
+from vitsearch.evaluators.latency.prepare import (  # noqa: F401  (default_threads, check_input_shape: public here too)
+    check_input_shape, check_threads, default_threads, on_device, warm_up)
 
 #: Fewer timed passes than this never end a measurement, whatever the time cap.
 MIN_SAMPLES = 5
@@ -167,11 +167,11 @@ def measure_latency(
     plan = _check_plan(warmup, min_runs, max_runs, max_seconds, rel_tol, check_every)
     dev = resolve_device(device)
     if dev.type == "cpu":
-        threads = default_threads() if threads is None else _check_threads(threads)
+        threads = default_threads() if threads is None else check_threads(threads)
     else:
         threads = None
     with device_lock(dev, timeout=lock_timeout) if lock else nullcontext():
-        return _measure_locked(_on_device(model, dev), shape, dev, threads, plan)
+        return _measure_locked(on_device(model, dev), shape, dev, threads, plan)
 
 
 def _interleaved(model, reference, shape, device, threads, warmup, interleave, reference_ms_profile, lock,
@@ -215,7 +215,7 @@ def measure_repeatability(
         raise ConfigError(f"repeats: {repeats!r} is not an integer >= 2; give how many measurements to compare, e.g. 5")
     dev = resolve_device(device)
     use_lock = kw.pop("lock", True)
-    model = _on_device(model, dev)
+    model = on_device(model, dev)
     with device_lock(dev, timeout=kw.get("lock_timeout")) if use_lock else nullcontext():
         results = [measure_latency(model, input_shape, dev, lock=False, **kw) for _ in range(repeats)]
     medians = [r.median_ms for r in results]
@@ -237,36 +237,6 @@ def measure_repeatability(
     }
 
 
-def default_threads() -> int:
-    """Physical cores, capped by the CPUs this process may run on (the CPU default)."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    physical = read_cpuinfo().get("physical_cores") or available
-    return max(1, min(physical, available))
-
-
-def check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
-    """Validate an input shape ``(batch, channels, height, width)``; ConfigError if not."""
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        shape = None
-    if shape is None or len(shape) != 4 or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
-        raise ConfigError(
-            f"input_shape: {input_shape!r} is not 4 integers; give (batch, channels, height, width), e.g. (1, 3, 224, 224)"
-        )
-    if shape[0] <= 0:
-        raise ConfigError(f"batch size: {shape[0]} is not allowed; the batch size must be >= 1")
-    if any(s <= 0 for s in shape[1:]):
-        raise ConfigError(f"input_shape: {shape} has a non-positive size; channels, height and width must be >= 1")
-    return shape
-
-
-def _check_threads(threads: Any) -> int:
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
-        raise ConfigError(f"threads: {threads!r} is not a positive integer; give the number of CPU threads, e.g. 2")
-    return threads
-
-
 def _check_plan(warmup, min_runs, max_runs, max_seconds, rel_tol, check_every) -> _Plan:
     ints = {"warmup": (warmup, 0), "min_runs": (min_runs, 1), "max_runs": (max_runs, 1), "check_every": (check_every, 1)}
     for name, (value, low) in ints.items():
@@ -278,20 +248,6 @@ def _check_plan(warmup, min_runs, max_runs, max_seconds, rel_tol, check_every) -
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or value == float("inf"):
             raise ConfigError(f"{name}: {value!r} is not a positive finite number")
     return _Plan(warmup, min_runs, max_runs, float(max_seconds), float(rel_tol), check_every)
-
-
-def _on_device(model: nn.Module, dev: torch.device) -> nn.Module:
-    """The model itself if it already lives on ``dev``, else a copy moved there."""
-    first = next(iter(model.parameters()), None)
-    if first is None:
-        first = next(iter(model.buffers()), None)
-    if first is None or _same_device(first.device, dev):
-        return model
-    return copy.deepcopy(model).to(dev)
-
-
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    return a.type == b.type and (a.type == "cpu" or (a.index or 0) == (b.index or 0))
 
 
 def _measure_locked(model: nn.Module, shape: tuple[int, ...], dev: torch.device,
@@ -306,7 +262,7 @@ def _measure_locked(model: nn.Module, shape: tuple[int, ...], dev: torch.device,
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
         with torch.inference_mode():
             run_once = _cpu_pass(model, x) if dev.type == "cpu" else _cuda_pass(model, x, dev)
-            _warm_up(run_once, plan.warmup, shape)
+            warm_up(run_once, plan.warmup, shape)
             hygiene = thread_report()
             started = datetime.now(timezone.utc).isoformat(timespec="seconds")
             start = time.perf_counter()
@@ -344,20 +300,6 @@ def _cuda_pass(model: nn.Module, x: torch.Tensor, dev: torch.device) -> Callable
             end.synchronize()
             return float(start.elapsed_time(end))
     return once
-
-
-def _warm_up(run_once: Callable[[], float], n: int, shape: tuple[int, ...]) -> None:
-    """Warm-up passes; the first one turns a model/input mismatch into one clear line."""
-    try:
-        run_once()
-    except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"input_shape: the model's first forward on inputs of shape {shape} failed ({first}); "
-            "give the (batch, channels, height, width) the model was built for"
-        ) from None
-    for _ in range(n - 1):
-        run_once()
 
 
 def _sample(run_once: Callable[[], float], plan: _Plan) -> tuple[list[float], str]:
