@@ -8,9 +8,17 @@ Targets (the issue's goals, this CPU, one thread as the default study):
   weights: latency does not depend on the weights' values), 3x224x224, batch 1, the
   default search space
 
+Every latency is the interleaved ratio to the uncompressed model (evaluators/latency/
+interleaved.py); predictor-eval measures each held-out config twice, minutes apart,
+and scores the predictor and the measurement's own repeatability the same way (share
+within +-10 % / +-5 % with 95 % Wilson intervals, MAPE, Spearman), on a uniform set and,
+with ``--near RUN_DIR``, on the neighbourhood of a real run's front.
+
 Usage::
 
-    .venv/bin/python benchmarks/predictor.py builtin-b1 [--budget-minutes 8] [--n 50] [--out profiles/bench]
+    .venv/bin/python benchmarks/predictor.py builtin-b1 [--budget-minutes 8] [--n 100] [--out profiles/bench]
+    .venv/bin/python benchmarks/predictor.py builtin-b1 --skip-profile --skip-uniform --near runs/default
+    .venv/bin/python benchmarks/predictor.py builtin-b1 --skip-profile --skip-uniform --cost 20
     .venv/bin/python benchmarks/predictor.py builtin-b1 --refine 40   # refine, then re-evaluate
     .venv/bin/python benchmarks/predictor.py builtin-b1 --rescore --before old.json   # A/B, same measurements
 
@@ -62,10 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("target", choices=["builtin-b1", "builtin-b8", "deit_small-b1"])
     ap.add_argument("--budget-minutes", type=float, default=8.0)
-    ap.add_argument("--n", type=int, default=50, help="held-out configs for predictor-eval")
+    ap.add_argument("--n", type=int, default=100, help="held-out configs per evaluation set")
     ap.add_argument("--out", default="profiles/bench")
     ap.add_argument("--refine", type=int, default=0, help="run profile --refine with this many configs first")
     ap.add_argument("--skip-profile", action="store_true", help="reuse the profile dir's timings (refit only)")
+    ap.add_argument("--skip-uniform", action="store_true", help="no uniform evaluation set")
+    ap.add_argument("--near", default=None, metavar="RUN_DIR", help="also evaluate on this run's front neighbourhood")
+    ap.add_argument("--cost", type=int, default=0, help="compare the wall time of a burst and an interleaved "
+                                                          "measurement on this many configs")
     ap.add_argument("--rescore", action="store_true", help="score on the stored evals only (measures nothing)")
     ap.add_argument("--before", default=None, help="with --rescore: a predictor.json to compare against")
     args = ap.parse_args(argv)
@@ -77,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     session = session_for(args.target)
     pdir = Path(args.out) / args.target
-    result = {"target": args.target, "load_avg_before": os.getloadavg()}
+    result = {"target": args.target, "load_avg_before": os.getloadavg(), "evals": {}}
     t0 = time.monotonic()
     if not args.skip_profile:
         result["profile"] = run_profile(session, pdir, budget_minutes=args.budget_minutes)
@@ -85,24 +97,66 @@ def main(argv: list[str] | None = None) -> int:
         fit_from_store(ProfileContext.of(session, pdir))
     if args.refine:
         result["refine"] = refine_profile(session, pdir, n=args.refine, budget_minutes=args.budget_minutes)
-    ev = evaluate_predictor(session, pdir, n=args.n)
-    result["eval"] = ev
+    if args.cost:
+        result["cost"] = measurement_cost(session, pdir, args.cost)
+        print(json.dumps({"cost": result["cost"]}, indent=1))
+    sets = ([] if args.skip_uniform else [("uniform", None)]) + ([("front", front_of(args.near))] if args.near else [])
+    for name, front in sets:
+        result["evals"][name] = evaluate_predictor(session, pdir, n=args.n, front=front)
+        print(json.dumps({name: brief(result["evals"][name])}, indent=1, default=str))
     result["wall_s"] = round(time.monotonic() - t0, 1)
     result["load_avg_after"] = os.getloadavg()
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / f"{args.target}{'-refined' if args.refine else ''}.json").write_text(
         json.dumps(result, indent=1, default=str))
-    brief = {k: ev[k] for k in ("n", "within_10pct", "within_5pct", "mape", "spearman", "kendall", "predict_ms",
-                                "noise_mape", "noise_within_10pct", "noise_spearman", "out_of_range",
-                                "load_avg_1m", "fingerprint_id", "device")}
-    print(json.dumps({"target": args.target, "profile": result.get("profile"), "eval": brief}, indent=1,
-                     default=str))
     return 0
 
 
-BRIEF = ("n", "within_10pct", "within_5pct", "mape", "spearman", "within_10pct_calibrated_once",
-         "mape_calibrated_once", "within_10pct_drift_normalized", "mape_drift_normalized", "noise_within_10pct",
-         "noise_mape", "reference_ms_profile", "reference_ms_eval")
+def brief(ev: dict) -> dict:
+    """The figures the README reports, from one evaluation set."""
+    keep = ("n", "within_10pct", "within_10pct_ci", "within_5pct", "within_5pct_ci", "mape", "spearman")
+    out = {k: ev.get(k) for k in ("set", "n", "repeat_gap_s", "measure_s_per_config", "measure_halfwidth_median",
+                                  "stop_reasons", "reference_ms_profile", "reference_ms_eval", "load_avg_1m",
+                                  "predict_ms", "out_of_range", "seconds")}
+    for part in ("predicted", "predicted_vs_mean_of_two", "repeatability"):
+        if ev.get(part):
+            out[part] = {k: ev[part].get(k) for k in keep}
+    return out
+
+
+def front_of(run_dir: str) -> list:
+    """The configs of a run's Pareto front."""
+    from vitsearch.search.results.runview import load_run
+    from vitsearch.spaces import CompressionConfig
+
+    return [CompressionConfig.from_json(c) for c in load_run(run_dir).front["config"]]
+
+
+def measurement_cost(session, pdir: Path, n: int) -> dict:
+    """Wall time per measurement: today's burst (study defaults) vs the interleaved protocol, same configs.
+
+    Wall time from the first warm-up pass to the result, compression excluded; each
+    config measured both ways back to back (order alternating).
+    """
+    import statistics
+
+    from vitsearch.evaluators.latency.measure import measure_latency
+    from vitsearch.evaluators.latency.profile import ProfileContext, sample_configs
+    from vitsearch.spaces import compress
+
+    ctx = ProfileContext.of(session, pdir)
+    lat = session.spec.latency
+    burst, inter = [], []
+    for i, c in enumerate(sample_configs(ctx.space, n, seed=4242, presets=False)):
+        model = compress(session.base, c, calibration=None, device=str(session.device))
+        runs = [("burst", dict(threads=lat.threads, warmup=lat.warmup, max_runs=lat.max_runs,
+                               max_seconds=lat.max_seconds)), ("interleaved", session.latency_kwargs())]
+        for name, kw in runs if i % 2 == 0 else runs[::-1]:
+            t = time.perf_counter()
+            measure_latency(model, session.input_shape, session.device, **kw)
+            (burst if name == "burst" else inter).append(time.perf_counter() - t)
+    return {"n": n, "burst_median_s": statistics.median(burst), "interleaved_median_s": statistics.median(inter),
+            "burst_s": burst, "interleaved_s": inter}
 
 
 def rescore(pdir: Path, before: str | None) -> int:
@@ -122,8 +176,7 @@ def rescore(pdir: Path, before: str | None) -> int:
                 if k not in trained]
         configs = [CompressionConfig.from_dict(json.loads(k)) for k in keys]
         for name, pred in predictors.items():
-            res = score_rows(pred, configs, rows)
-            results[f"{sub.name} {name}"] = {k: res.get(k) for k in BRIEF}
+            results[f"{sub.name} {name}"] = brief(score_rows(pred, configs, rows))
     print(json.dumps(results, indent=1, default=str))
     return 0
 

@@ -8,6 +8,7 @@ from vitsearch.evaluators.distill import recover
 from vitsearch.evaluators.data import DataSplits, load_imagefolder, load_mnist5k
 from vitsearch.evaluators.latency.devicelock import device_lock
 from vitsearch.evaluators.latency.fingerprint import device_fingerprint, fingerprint_id, resolve_device
+from vitsearch.evaluators.latency.interleaved import InterleavedResult, InterleavePlan, measure_interleaved
 from vitsearch.evaluators.latency.measure import LatencyResult, measure_latency, measure_repeatability
 from vitsearch.evaluators.macs import analytic_macs
 from vitsearch.evaluators.models import ModelSpec, create_vitsearch_tiny, load_base_model
@@ -20,6 +21,7 @@ __all__ = [
     "DataSplits", "load_imagefolder", "load_mnist5k",
     "device_lock", "device_fingerprint", "fingerprint_id", "resolve_device",
     "LatencyResult", "measure_latency", "measure_repeatability",
+    "InterleavedResult", "InterleavePlan", "measure_interleaved",
     "analytic_macs", "ModelSpec", "create_vitsearch_tiny", "load_base_model",
     "LatencyPredictor", "Prediction", "default_profile_dir", "load_for_study",
     "Evaluation", "latency_entry", "SizeReport", "model_size",

@@ -19,20 +19,46 @@ LATENCY_SOURCES = ("measured", "predicted")
 LATENCY_KEYS = ("median_ms", "p10_ms", "p90_ms", "n_runs", "source", "device", "fingerprint_id")
 
 
+#: Interval keys a latency entry carries beside LATENCY_KEYS (None where unknown): the ms
+#: interval and its confidence, the ratio to the uncompressed reference, and which
+#: reference time turned the ratio into ms.
+INTERVAL_KEYS = ("low_ms", "high_ms", "confidence", "ratio", "ratio_low", "ratio_high", "basis",
+                 "reference_ms_now", "reference_ms_profile", "protocol")
+
+
 def latency_entry(result: Any = None, *, median_ms: float | None = None, device: str | None = None,
                   fingerprint_id: str | None = None, batch: int | None = None,
-                  source: str = "predicted") -> dict[str, Any]:
+                  source: str = "predicted", interval: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``latency`` dict of an :class:`Evaluation`.
 
-    From a :class:`~vitsearch.evaluators.latency.measure.LatencyResult` (``source`` measured),
-    or from a predicted ``median_ms`` on ``device`` (p10/p90/n_runs are None then).
+    From a :class:`~vitsearch.evaluators.latency.measure.LatencyResult` (``source`` measured,
+    with its interval when measured interleaved), or from a predicted ``median_ms`` on
+    ``device`` (p10/p90/n_runs are None then; ``interval`` holds :data:`INTERVAL_KEYS`).
     """
     if result is not None:
-        return {"median_ms": result.median_ms, "p10_ms": result.p10_ms, "p90_ms": result.p90_ms,
-                "n_runs": result.n_runs, "source": result.source, "device": result.device,
-                "fingerprint_id": result.fingerprint_id, "batch": result.batch}
-    return {"median_ms": median_ms, "p10_ms": None, "p90_ms": None, "n_runs": None,
-            "source": source, "device": device, "fingerprint_id": fingerprint_id, "batch": batch}
+        out = {"median_ms": result.median_ms, "p10_ms": result.p10_ms, "p90_ms": result.p90_ms,
+               "n_runs": result.n_runs, "source": result.source, "device": result.device,
+               "fingerprint_id": result.fingerprint_id, "batch": result.batch}
+        out.update({k: getattr(result, k, None) for k in INTERVAL_KEYS})
+        out["stop_reason"] = result.stop_reason
+        if getattr(result, "thread_info", None):
+            from vitsearch.evaluators.latency.hygiene import compact
+
+            out["thread"] = compact(result.thread_info)
+        return out
+    out = {"median_ms": median_ms, "p10_ms": None, "p90_ms": None, "n_runs": None,
+           "source": source, "device": device, "fingerprint_id": fingerprint_id, "batch": batch}
+    out.update({k: (interval or {}).get(k) for k in INTERVAL_KEYS})
+    return out
+
+
+def interval_text(latency: dict[str, Any] | None) -> str:
+    """``"1.234 ms [1.20, 1.27] measured"``: a latency with its interval and how it was obtained."""
+    if not latency or latency.get("median_ms") is None:
+        return "n/a"
+    lo, hi, conf = latency.get("low_ms"), latency.get("high_ms"), latency.get("confidence")
+    band = "" if lo is None or hi is None else f" [{lo:.3f}, {hi:.3f}]" + (f" ({round(100 * conf)} %)" if conf else "")
+    return f"{latency['median_ms']:.3f} ms{band} {latency.get('source', 'measured')}"
 
 
 @dataclass
@@ -136,7 +162,13 @@ def _latency_line(latency: dict[str, Any] | None, fingerprint: dict[str, Any] | 
     if latency.get("runtime"):  # a non-eager runtime: name it, and its one-off build time (not latency)
         device += (f", in {latency['runtime']} {latency.get('runtime_version', '')}"
                    + (f" (built in {latency['build_seconds']:.1f} s)" if latency.get("build_seconds") else ""))
+    if latency["source"] == "measured" and latency.get("ratio") is not None:
+        ref = latency["reference_ms_profile"] if latency.get("basis") == "reference in profile" \
+            else latency["reference_ms_now"]
+        return (f"latency: {interval_text(latency)} = ratio {latency['ratio']:.3f} [{latency['ratio_low']:.3f}, "
+                f"{latency['ratio_high']:.3f}] to the uncompressed model x {ref:.3f} ms ({latency['basis']}), "
+                f"timed interleaved with it over {latency['n_runs']} passes each on {device}{ident}")
     if latency["source"] == "measured":
         return (f"latency: {latency['median_ms']:.3f} ms median (p10 {latency['p10_ms']:.3f}, p90 "
                 f"{latency['p90_ms']:.3f}), measured over {latency['n_runs']} timed passes on {device}{ident}")
-    return f"latency: {latency['median_ms']:.3f} ms, predicted by the latency predictor for {device}{ident}"
+    return f"latency: {interval_text(latency)} by the latency predictor for {device}{ident}"

@@ -134,14 +134,23 @@ class Session:
         if predictor is not None:
             pred = predictor.predict(config)
             entry = latency_entry(median_ms=pred.median_ms, device=str(self.device),
-                                  fingerprint_id=predictor.fingerprint_id, batch=self.input_shape[0])
+                                  fingerprint_id=predictor.fingerprint_id, batch=self.input_shape[0],
+                                  interval=pred.interval_entry())
             if predictor.scale != 1.0:  # latency.calibrate: the factor this attempt used
                 entry["calibration_factor"] = round(predictor.scale, 4)
             return entry, predictor.fingerprint
-        lat = self.spec.latency
-        result = measure_latency(model, self.input_shape, self.device, threads=lat.threads, warmup=lat.warmup,
-                                 min_runs=lat.min_runs, max_runs=lat.max_runs, max_seconds=lat.max_seconds)
+        result = measure_latency(model, self.input_shape, self.device, **self.latency_kwargs())
         return latency_entry(result), result.fingerprint
+
+    def latency_kwargs(self) -> dict:
+        """How this study measures a latency: interleaved with the base model (see measure_latency)."""
+        from vitsearch.evaluators.latency.predictor import profile_reference_ms
+
+        lat = self.spec.latency
+        if not hasattr(self, "_profile_ref"):  # read once: the profile does not change during a session
+            self._profile_ref = profile_reference_ms(self.spec, self.device, lat.threads)
+        return {"threads": lat.threads, "warmup": lat.warmup, "reference": self.base,
+                "interleave": lat.interleave.model_dump(), "reference_ms_profile": self._profile_ref}
 
 
 @contextmanager
@@ -200,12 +209,11 @@ def _calibrated(session: Session, predictor, profile_dir: Path):
     from vitsearch.evaluators.latency.profile import time_reference
 
     ref = time_reference(session, profile_dir)
-    stat = predictor.state.get("statistic", "median")
-    out = predictor.calibrated(ref[f"{stat}_ms"], f"uncompressed model timed at run start, {ref['n_runs']} passes, "
-                                                  f"{stat}")
+    out = predictor.calibrated(ref["median_ms"], f"uncompressed model timed at run start, {ref['n_runs']} passes, "
+                                                 "median")
     logging.getLogger("vitsearch.run").info(
         "latency predictor calibrated: x%.3f (reference %.3f ms now vs %.3f ms profiled)", out.scale,
-        ref[f"{stat}_ms"], predictor.state["reference_ms"])
+        ref["median_ms"], predictor.state["reference_ms"])
     return out
 
 

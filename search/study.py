@@ -59,6 +59,23 @@ class DataSection(_Strict):
         return self
 
 
+class InterleaveSection(_Strict):
+    """The interleaved protocol (evaluators/latency/interleaved.py): chunk size and stop rule."""
+
+    chunk: int = Field(default=4, ge=1, le=64)
+    target_halfwidth: float = Field(default=0.03, ge=1e-4, le=0.5)
+    max_seconds: float = Field(default=3.0, gt=0, le=3600)
+    min_pairs: int = Field(default=6, ge=3, le=10_000)
+    max_pairs: int = Field(default=400, ge=3, le=100_000)
+    confidence: float = Field(default=0.95, ge=0.5, le=0.999)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "InterleaveSection":
+        if self.max_pairs < self.min_pairs:
+            raise ValueError(f"max_pairs {self.max_pairs} is below min_pairs {self.min_pairs}")
+        return self
+
+
 class LatencySection(_Strict):
     """How latency is measured: batch, input size (default: the model's), CPU threads."""
 
@@ -84,6 +101,8 @@ class LatencySection(_Strict):
     def min_runs(self) -> int:
         """Timed passes before the stability check: measure_latency's 20, or all of a smaller max_runs."""
         return min(20, self.max_runs)
+    #: every measured latency is timed interleaved with the uncompressed model
+    interleave: InterleaveSection = InterleaveSection()
 
 
 class Objective(_Strict):

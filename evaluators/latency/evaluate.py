@@ -1,15 +1,23 @@
-"""``vitsearch predictor-eval``: judge a fitted predictor against fresh measurements.
+"""``vitsearch predictor-eval``: judge a fitted predictor against fresh interleaved measurements.
 
-Held-out configs come from a Sobol sequence with another seed than the profile's, minus
-every config the predictor was fitted on. Each is measured twice, in two separate
-round-robin passes over its chunk: the first measurement is what the prediction is
-scored against, the second measured against the first is the noise floor (how well a
-re-measurement "predicts" a measurement). Rows go to ``<profile dir>/eval/`` - never to
-``timings/``, so a refit cannot train on them.
+Two evaluation sets: held-out configs drawn uniformly over the space (a Sobol sequence
+with another seed than the profile's), and - given the configs of a real run's front -
+the front's neighbourhood: each front config moved by one step of one knob, where the
+search actually decides. Configs the predictor was fitted on are excluded.
+
+Each config is measured twice with the interleaved protocol (its ratio to the
+uncompressed model, :mod:`.interleaved`), in two passes over the whole set, so the two
+measurements of a config are minutes apart for a set of ~100. The prediction is scored
+against the first measurement (and against the mean of both); the second against the
+first is the measurement's own repeatability, scored the same way - the noise floor the
+predictor cannot beat. Shares come with a 95 % Wilson interval. Rows go to
+``<profile dir>/eval/`` - never to ``timings/``, so a refit cannot train on them.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -19,13 +27,26 @@ import numpy as np
 EVAL_SEED = 777
 
 
-def scores(measured: list[float], predicted: list[float]) -> dict[str, float]:
-    """Share within +-10 % / +-5 %, MAPE (fractions) and rank correlations of predicted vs measured."""
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a share ``k / n``."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def scores(measured: list[float], predicted: list[float]) -> dict[str, Any]:
+    """Share within +-10 % / +-5 % (with Wilson intervals), MAPE and rank correlations."""
     from scipy.stats import kendalltau, spearmanr
 
     m, p = np.asarray(measured, float), np.asarray(predicted, float)
     ape = np.abs(p - m) / m
-    out = {"within_10pct": float(np.mean(ape <= 0.10)), "within_5pct": float(np.mean(ape <= 0.05)),
+    k10, k5 = int(np.sum(ape <= 0.10)), int(np.sum(ape <= 0.05))
+    out = {"n": int(len(m)), "within_10pct": k10 / len(m), "within_10pct_ci": wilson(k10, len(m)),
+           "within_5pct": k5 / len(m), "within_5pct_ci": wilson(k5, len(m)),
            "mape": float(np.mean(ape)), "max_ape": float(np.max(ape))}
     if len(m) > 2 and np.ptp(m) > 0 and np.ptp(p) > 0:
         out["spearman"] = float(spearmanr(m, p).statistic)
@@ -35,28 +56,59 @@ def scores(measured: list[float], predicted: list[float]) -> dict[str, float]:
     return out
 
 
-def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: int = 50, seed: int = EVAL_SEED,
-                       progress: bool = True) -> dict:
-    """Measure ``n`` held-out configs twice; score the predictor and the measurement noise."""
+def front_neighbours(space: Any, front: list, n: int, seed: int = EVAL_SEED, exclude: set[str] = frozenset()) -> list:
+    """Up to ``n`` distinct configs one knob step away from a ``front`` config (seeded order)."""
+    from optuna.distributions import IntDistribution
+
+    dists = space.distributions()
+    pool, seen = [], set(exclude) | {c.to_json(sort_keys=True) for c in front}
+    for config in front:
+        params = space.params_for(config)
+        for name, value in params.items():
+            d = dists.get(name)
+            if d is None:
+                continue
+            values = list(range(d.low, d.high + 1)) if isinstance(d, IntDistribution) else list(d.choices)
+            i = values.index(value) if value in values else None
+            for j in ([] if i is None else (i - 1, i + 1)):
+                if 0 <= j < len(values):
+                    c = space.config_from_params({**params, name: values[j]})
+                    key = c.to_json(sort_keys=True)
+                    if key not in seen:
+                        seen.add(key)
+                        pool.append(c)
+    random.Random(seed).shuffle(pool)
+    return pool[:n]
+
+
+def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: int = 100, seed: int = EVAL_SEED,
+                       progress: bool = True, front: list | None = None) -> dict:
+    """Measure ``n`` held-out configs twice (interleaved); score the predictor and the repeatability.
+
+    ``front``: configs of a real run's front; then the set is their one-step neighbourhood
+    (``set`` "front neighbourhood") instead of a uniform draw (``set`` "uniform").
+    """
     from vitsearch.evaluators.latency.predictor import LatencyPredictor
-    from vitsearch.evaluators.latency.profile import CHUNK, ProfileContext, ProfileStore, _bar, _measure_models, sample_configs
+    from vitsearch.evaluators.latency.profile import ProfileContext, ProfileStore, _bar, _measure_models, sample_configs
 
     ctx = ProfileContext.of(session, profile_dir)
     predictor = LatencyPredictor.load(ctx.out)
     predictor.check_device(ctx.fingerprint)
     predictor.check_input_shape(tuple(session.input_shape))
-    configs = sample_configs(ctx.space, n, seed=seed, presets=False, exclude=predictor.trained_keys)
+    if front:
+        configs, which = front_neighbours(ctx.space, front, n, seed, predictor.trained_keys), "front neighbourhood"
+    else:
+        configs, which = sample_configs(ctx.space, n, seed=seed, presets=False,
+                                        exclude=predictor.trained_keys), "uniform"
     sub = f"eval/{time.strftime('%Y%m%dT%H%M%S')}-{seed}"
     bar = _bar(2 * len(configs), progress, f"predictor-eval {ctx.out.name}")
     started = time.monotonic()
     no_deadline = time.monotonic() + 10 ** 9
-    for i in range(0, len(configs), CHUNK):  # both measurements of a chunk close in time
-        chunk = configs[i:i + CHUNK]
-        for phase in ("eval", "noise"):
-            _measure_models(ctx, chunk, None, bar, no_deadline, phase, sub)
+    for phase in ("eval", "noise"):  # the whole set, twice: a config's two measurements minutes apart
+        _measure_models(ctx, configs, None, bar, no_deadline, phase, sub)
     bar.close()
     out = score_rows(predictor, configs, ProfileStore(ctx.out, sub).rows())
-    out.update(predict_ms=predict_time_ms(predictor, configs), device=str(session.device),
+    out.update(set=which, predict_ms=predict_time_ms(predictor, configs), device=str(session.device),
                fingerprint_id=ctx.fingerprint["fingerprint_id"], fingerprint=ctx.fingerprint,
                input_shape=list(session.input_shape), study=session.spec.name, profile_dir=str(ctx.out),
                eval_dir=str(ctx.out / sub), seconds=round(time.monotonic() - started, 1))
@@ -64,47 +116,44 @@ def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: i
 
 
 def score_rows(predictor: Any, configs: list, rows: list[dict]) -> dict:
-    """Scores of ``predictor`` on measured eval rows (phases eval and noise), by its own statistic."""
-    stat = predictor.state.get("statistic", "median")
-    rows = [r for r in rows if r["kind"] == "model"] + [r for r in rows if r["kind"] != "model"]
-    first = {r["key"]: r[f"{stat}_ms"] for r in rows if r["phase"] == "eval" and r["kind"] == "model"}
-    again = {r["key"]: r[f"{stat}_ms"] for r in rows if r["phase"] == "noise" and r["kind"] == "model"}
-    keys = [c.to_json(sort_keys=True) for c in configs]
+    """Scores of ``predictor``'s ratios on the eval rows' measured ratios (phases eval and noise)."""
+    first = {r["key"]: r for r in rows if r["phase"] == "eval" and r["kind"] == "model"}
+    again = {r["key"]: r for r in rows if r["phase"] == "noise" and r["kind"] == "model"}
+    keys = [c.to_json(sort_keys=True) for c in configs if c.to_json(sort_keys=True) in first]
+    configs = [c for c in configs if c.to_json(sort_keys=True) in first]
     preds = predictor.predict_many(configs)
-    measured = [first[k] for k in keys]
-    out = {"n": len(configs), "statistic": stat, **scores(measured, [p.median_ms for p in preds])}
-    noise = scores(measured, [again[k] for k in keys])
-    med = {p: {r["key"]: r["median_ms"] for r in rows if r["phase"] == p and r["kind"] == "model"}
-           for p in ("eval", "noise")}
-    # Calibrated views, beside the raw scores, never instead of them. The predictor
-    # targets the device in its quietest profiled state; `LatencyPredictor.calibrated`
-    # rescales it by the reference model timed now. "calibrated_once": one reference
-    # timing, the first of this eval, for every config (what `latency.calibrate` does at
-    # the start of a run); "drift_normalized": the reference timed with each chunk of
-    # configs (a calibration every ~CHUNK measurements).
-    quiet = predictor.state.get("reference_ms")
-    refs = {r["key"]: r.get(f"ref_{stat}_ms") for r in rows if r["phase"] == "eval" and r["kind"] == "model"}
-    if quiet and all(refs.get(k) for k in keys):
-        norm = scores([first[k] * quiet / refs[k] for k in keys], [p.median_ms for p in preds])
-        out.update({f"{k}_drift_normalized": norm[k] for k in ("within_10pct", "within_5pct", "mape", "spearman")},
-                   reference_ms_profile=quiet,
-                   reference_ms_eval=float(np.median([refs[k] for k in keys])))
-        ref_rows = [r for r in rows if r["kind"] == "reference" and r["phase"] == "eval"]
-        if ref_rows:
-            once = min(ref_rows, key=lambda r: r.get("measured_at") or "")[f"{stat}_ms"]
-            cal = predictor.calibrated(once, "first reference timing of this eval")
-            c = scores(measured, [p.median_ms for p in cal.predict_many(configs)])
-            out.update({f"{k}_calibrated_once": c[k] for k in ("within_10pct", "within_5pct", "mape", "spearman")},
-                       calibration_factor_once=cal.scale)
-    out.update(noise_mape=noise["mape"], noise_within_10pct=noise["within_10pct"],
-               noise_within_5pct=noise["within_5pct"], noise_spearman=noise["spearman"],
-               noise_mape_of_median=scores([med["eval"][k] for k in keys], [med["noise"][k] for k in keys])["mape"],
-               measure_ms_per_config=_measure_cost(rows), out_of_range=sum(p.out_of_range for p in preds),
+    measured = [first[k]["ratio"] for k in keys]
+    predicted = [p.ratio for p in preds]
+    out = {"statistic": "ratio to the uncompressed model, interleaved", "predicted": scores(measured, predicted)}
+    both = [k for k in keys if k in again]
+    if both:
+        a, b = [first[k]["ratio"] for k in both], [again[k]["ratio"] for k in both]
+        out["repeatability"] = scores(a, b)
+        mean2 = [math.sqrt(x * y) for x, y in zip(a, b)]
+        pb = [p.ratio for k, p in zip(keys, preds) if k in again]
+        out["predicted_vs_mean_of_two"] = scores(mean2, pb)
+        gaps = [_gap_s(first[k], again[k]) for k in both]
+        out["repeat_gap_s"] = float(np.median(gaps)) if gaps else None
+    halfwidths = [(r["ratio_high"] - r["ratio_low"]) / 2 / r["ratio"] for r in list(first.values())]
+    out.update(n=len(keys), measure_s_per_config=float(np.mean([r["seconds"] for r in first.values()])),
+               measure_halfwidth_median=float(np.median(halfwidths)),
+               stop_reasons={s: sum(r["stop_reason"] == s for r in first.values()) for s in
+                             ("target", "max_seconds", "max_pairs")},
+               reference_ms_profile=predictor.state.get("reference_ms"),
+               reference_ms_eval=float(np.median([r["ref_median_ms"] for r in first.values()])),
+               out_of_range=sum(p.out_of_range for p in preds),
                load_avg_1m=float(np.mean([r["load_avg_1m"] for r in rows])) if rows else None,
-               rows=[{"config": k, "measured_ms": first[k], "remeasured_ms": again[k], "measured_median_ms":
-                      med["eval"][k], "predicted_ms": p.median_ms, "uncertainty_ms": p.uncertainty_ms,
+               rows=[{"config": k, "measured_ratio": first[k]["ratio"],
+                      "remeasured_ratio": again[k]["ratio"] if k in again else None,
+                      "predicted_ratio": p.ratio, "predicted_ms": p.median_ms, "uncertainty_ms": p.uncertainty_ms,
                       "out_of_range": p.out_of_range} for k, p in zip(keys, preds)])
     return out
+
+
+def _gap_s(a: dict, b: dict) -> float:
+    from datetime import datetime
+
+    return abs((datetime.fromisoformat(b["measured_at"]) - datetime.fromisoformat(a["measured_at"])).total_seconds())
 
 
 def predict_time_ms(predictor: Any, configs: list, repeat: int = 20) -> float:
@@ -116,8 +165,3 @@ def predict_time_ms(predictor: Any, configs: list, repeat: int = 20) -> float:
         for c in configs:
             predictor.predict(c)
     return (time.perf_counter() - t0) * 1000.0 / (repeat * len(configs))
-
-
-def _measure_cost(rows: list[dict]) -> float:
-    """Mean timed milliseconds spent per measurement (excludes compression and warm-up)."""
-    return float(np.mean([sum(r["samples_ms"]) for r in rows])) if rows else float("nan")

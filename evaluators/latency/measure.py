@@ -18,13 +18,11 @@ with fp16/bf16 weights cast internally.
 
 from __future__ import annotations
 
-import copy
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -35,7 +33,10 @@ from torch import nn
 from vitsearch.spaces.errors import ConfigError
 
 from vitsearch.evaluators.latency.devicelock import device_lock
-from vitsearch.evaluators.latency.fingerprint import device_fingerprint, gpu_temperature, read_cpuinfo, resolve_device
+from vitsearch.evaluators.latency.fingerprint import device_fingerprint, gpu_temperature, resolve_device
+from vitsearch.evaluators.latency.hygiene import thread_report
+from vitsearch.evaluators.latency.prepare import (  # noqa: F401  (default_threads, check_input_shape: public here too)
+    check_input_shape, check_threads, default_threads, on_device, warm_up)
 
 #: Fewer timed passes than this never end a measurement, whatever the time cap.
 MIN_SAMPLES = 5
@@ -61,6 +62,20 @@ class LatencyResult:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     source: str = "measured"
     measured_at: str = ""  # UTC ISO 8601 time of the first timed pass
+    # Interleaved protocol (:mod:`.interleaved`; None for a plain burst): candidate /
+    # reference ratio and its interval; median_ms = ratio x the reference's ms named by
+    # ``basis``; p10/p90 are the candidate's pass spread scaled to that median.
+    protocol: str = "burst"
+    ratio: float | None = None
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    low_ms: float | None = None
+    high_ms: float | None = None
+    confidence: float | None = None
+    basis: str | None = None
+    reference_ms_now: float | None = None
+    reference_ms_profile: float | None = None
+    thread_info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fingerprint_id(self) -> str | None:
@@ -84,6 +99,13 @@ class LatencyResult:
         """One human line saying what was measured, where and how."""
         where = self.fingerprint.get("cpu_model") or self.fingerprint.get("gpu_name") or self.device
         threads = f", {self.threads} threads" if self.threads is not None else ""
+        if self.ratio is not None:
+            ref = self.reference_ms_profile if self.basis == "reference in profile" else self.reference_ms_now
+            return (f"{self.median_ms:.3f} ms [{self.low_ms:.3f}, {self.high_ms:.3f}] "
+                    f"({round(100 * self.confidence)} % interval) = ratio {self.ratio:.3f} [{self.ratio_low:.3f}, "
+                    f"{self.ratio_high:.3f}] x {ref:.3f} ms ({self.basis}), measured interleaved with the "
+                    f"uncompressed model over {self.n_runs} timed passes each, batch {self.batch}, on {self.device} "
+                    f"[{where}{threads}], stop: {self.stop_reason}, fingerprint {self.fingerprint_id}")
         return (
             f"{self.median_ms:.3f} ms median (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f}), "
             f"{self.source} over {self.n_runs} timed passes after {self.n_warmup} warm-up, "
@@ -116,8 +138,16 @@ def measure_latency(
     check_every: int = 10,
     lock: bool = True,
     lock_timeout: float | None = None,
+    reference: Any = None,
+    interleave: Any = None,
+    reference_ms_profile: float | None = None,
 ) -> LatencyResult:
     """Time forward passes of ``model`` on fp32 inputs of ``input_shape`` (B, C, H, W).
+
+    With a ``reference`` (the uncompressed model, or a callable), the protocol is
+    :func:`.interleaved.measure_interleaved` (``interleave``: its InterleavePlan, or a
+    dict of its fields), and the result carries the ratio and its interval; the plain
+    burst below is what runs without one.
 
     ``device``: "cpu", "cuda", "cuda:N" or "auto". ``threads``: CPU threads for the
     measurement (default: the physical cores this process may use); ignored on CUDA
@@ -131,14 +161,40 @@ def measure_latency(
     CUDA path not exercised on a GPU (no GPU on the development machine).
     """
     shape = check_input_shape(input_shape)
+    if reference is not None:
+        return _interleaved(model, reference, shape, device, threads, warmup, interleave, reference_ms_profile,
+                            lock, lock_timeout)
     plan = _check_plan(warmup, min_runs, max_runs, max_seconds, rel_tol, check_every)
     dev = resolve_device(device)
     if dev.type == "cpu":
-        threads = default_threads() if threads is None else _check_threads(threads)
+        threads = default_threads() if threads is None else check_threads(threads)
     else:
         threads = None
     with device_lock(dev, timeout=lock_timeout) if lock else nullcontext():
-        return _measure_locked(_on_device(model, dev), shape, dev, threads, plan)
+        return _measure_locked(on_device(model, dev), shape, dev, threads, plan)
+
+
+def _interleaved(model, reference, shape, device, threads, warmup, interleave, reference_ms_profile, lock,
+                 lock_timeout) -> LatencyResult:
+    from vitsearch.evaluators.latency.interleaved import InterleavePlan, measure_interleaved
+
+    if interleave is None:
+        plan = InterleavePlan(warmup=max(1, min(warmup, 10)))
+    elif isinstance(interleave, InterleavePlan):
+        plan = interleave
+    else:
+        plan = InterleavePlan(**{"warmup": max(1, min(warmup, 10)), **dict(interleave)})
+    r = measure_interleaved(model, reference, shape, device, threads=threads, plan=plan,
+                            reference_ms_profile=reference_ms_profile, lock=lock, lock_timeout=lock_timeout)
+    scale = r.ms / r.candidate_ms_now
+    return LatencyResult(
+        median_ms=r.ms, p10_ms=r.candidate_p10_ms * scale, p90_ms=r.candidate_p90_ms * scale, mean_ms=r.ms,
+        n_runs=r.passes, n_warmup=max(plan.warmup, 1), input_shape=shape, batch=shape[0], device=r.device,
+        threads=r.threads, stable=r.stop_reason == "target", stop_reason=r.stop_reason, timed_seconds=r.seconds,
+        fingerprint=r.fingerprint, measured_at=r.measured_at, protocol=r.protocol, ratio=r.ratio,
+        ratio_low=r.ci_low, ratio_high=r.ci_high, low_ms=r.ms_ci[0], high_ms=r.ms_ci[1], confidence=r.confidence,
+        basis=r.basis, reference_ms_now=r.reference_ms_now, reference_ms_profile=r.reference_ms_profile,
+        thread_info=r.thread_info)
 
 
 def measure_repeatability(
@@ -159,7 +215,7 @@ def measure_repeatability(
         raise ConfigError(f"repeats: {repeats!r} is not an integer >= 2; give how many measurements to compare, e.g. 5")
     dev = resolve_device(device)
     use_lock = kw.pop("lock", True)
-    model = _on_device(model, dev)
+    model = on_device(model, dev)
     with device_lock(dev, timeout=kw.get("lock_timeout")) if use_lock else nullcontext():
         results = [measure_latency(model, input_shape, dev, lock=False, **kw) for _ in range(repeats)]
     medians = [r.median_ms for r in results]
@@ -181,36 +237,6 @@ def measure_repeatability(
     }
 
 
-def default_threads() -> int:
-    """Physical cores, capped by the CPUs this process may run on (the CPU default)."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    physical = read_cpuinfo().get("physical_cores") or available
-    return max(1, min(physical, available))
-
-
-def check_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
-    """Validate an input shape ``(batch, channels, height, width)``; ConfigError if not."""
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        shape = None
-    if shape is None or len(shape) != 4 or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
-        raise ConfigError(
-            f"input_shape: {input_shape!r} is not 4 integers; give (batch, channels, height, width), e.g. (1, 3, 224, 224)"
-        )
-    if shape[0] <= 0:
-        raise ConfigError(f"batch size: {shape[0]} is not allowed; the batch size must be >= 1")
-    if any(s <= 0 for s in shape[1:]):
-        raise ConfigError(f"input_shape: {shape} has a non-positive size; channels, height and width must be >= 1")
-    return shape
-
-
-def _check_threads(threads: Any) -> int:
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0:
-        raise ConfigError(f"threads: {threads!r} is not a positive integer; give the number of CPU threads, e.g. 2")
-    return threads
-
-
 def _check_plan(warmup, min_runs, max_runs, max_seconds, rel_tol, check_every) -> _Plan:
     ints = {"warmup": (warmup, 0), "min_runs": (min_runs, 1), "max_runs": (max_runs, 1), "check_every": (check_every, 1)}
     for name, (value, low) in ints.items():
@@ -222,20 +248,6 @@ def _check_plan(warmup, min_runs, max_runs, max_seconds, rel_tol, check_every) -
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or value == float("inf"):
             raise ConfigError(f"{name}: {value!r} is not a positive finite number")
     return _Plan(warmup, min_runs, max_runs, float(max_seconds), float(rel_tol), check_every)
-
-
-def _on_device(model: nn.Module, dev: torch.device) -> nn.Module:
-    """The model itself if it already lives on ``dev``, else a copy moved there."""
-    first = next(iter(model.parameters()), None)
-    if first is None:
-        first = next(iter(model.buffers()), None)
-    if first is None or _same_device(first.device, dev):
-        return model
-    return copy.deepcopy(model).to(dev)
-
-
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    return a.type == b.type and (a.type == "cpu" or (a.index or 0) == (b.index or 0))
 
 
 def _measure_locked(model: nn.Module, shape: tuple[int, ...], dev: torch.device,
@@ -250,7 +262,8 @@ def _measure_locked(model: nn.Module, shape: tuple[int, ...], dev: torch.device,
         x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dev)
         with torch.inference_mode():
             run_once = _cpu_pass(model, x) if dev.type == "cpu" else _cuda_pass(model, x, dev)
-            _warm_up(run_once, plan.warmup, shape)
+            warm_up(run_once, plan.warmup, shape)
+            hygiene = thread_report()
             started = datetime.now(timezone.utc).isoformat(timespec="seconds")
             start = time.perf_counter()
             samples, reason = _sample(run_once, plan)
@@ -261,7 +274,8 @@ def _measure_locked(model: nn.Module, shape: tuple[int, ...], dev: torch.device,
         torch.set_num_threads(saved_threads)
         for m, mode in modes.items():
             m.training = mode
-    return _result(samples, reason, timed, plan, shape, dev, threads, fingerprint, started)
+    return replace(_result(samples, reason, timed, plan, shape, dev, threads, fingerprint, started),
+                   thread_info=hygiene)
 
 
 def _cpu_pass(model: nn.Module, x: torch.Tensor) -> Callable[[], float]:
@@ -286,20 +300,6 @@ def _cuda_pass(model: nn.Module, x: torch.Tensor, dev: torch.device) -> Callable
             end.synchronize()
             return float(start.elapsed_time(end))
     return once
-
-
-def _warm_up(run_once: Callable[[], float], n: int, shape: tuple[int, ...]) -> None:
-    """Warm-up passes; the first one turns a model/input mismatch into one clear line."""
-    try:
-        run_once()
-    except (RuntimeError, ValueError, AssertionError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"input_shape: the model's first forward on inputs of shape {shape} failed ({first}); "
-            "give the (batch, channels, height, width) the model was built for"
-        ) from None
-    for _ in range(n - 1):
-        run_once()
 
 
 def _sample(run_once: Callable[[], float], plan: _Plan) -> tuple[list[float], str]:

@@ -26,12 +26,12 @@ A second stage (:mod:`.residual`, from 40 whole-model samples on) multiplies by
 ``exp(trees(config))``: boosted trees on the log-ratio measured / first stage, for the
 interactions a sum cannot express.
 
-What is predicted: the profile's statistic of a forward pass (``state["statistic"]``,
-default the 10th percentile of the pass times, see :data:`.profile.STATISTIC`) on the
-machine in its quietest state seen while profiling (whole-model timings are rescaled by
-a reference model timed in every chunk). ``Prediction.median_ms`` keeps the name the
-search engine reads; on a quiet machine the p10 and the median of the passes agree
-within a few percent, under load the measured median is higher.
+What is predicted: the ratio of the config's latency to the uncompressed model's, as
+the interleaved protocol (:mod:`.interleaved`) measures it, in ms units: the fit's
+whole-model targets are the measured ratios times ``state["reference_ms"]`` (the
+reference's median time over the profile), so ``Prediction.ratio`` = ms / reference_ms
+and ``Prediction.median_ms`` (the name the search engine reads) = ratio x reference_ms.
+A profile measured with the old protocol (format 1) is refused with a hint to re-profile.
 
 Plain data only (dicts, lists, floats): the object pickles for Ray and saves as JSON.
 """
@@ -52,7 +52,11 @@ from vitsearch.evaluators.latency.components import Dims, attn_key, hidden_for, 
 from vitsearch.evaluators.latency.residual import CompiledTrees, config_features
 
 PREDICTOR_FILE = "predictor.json"
-FORMAT_VERSION = 1
+#: 2: fitted on interleaved ratios to the uncompressed model (:data:`.interleaved.PROTOCOL`).
+FORMAT_VERSION = 2
+#: z of the two-sided 90 % normal interval: a latency is "over budget" only when the
+#: interval's low end is (over with >= 95 % probability), "within" only when its high end is.
+Z90 = 1.6448536
 COUNT_FEATURES = ("n_blocks", "n_token_blocks", "n_masked_blocks", "n_gqa_blocks", "const")
 
 
@@ -63,12 +67,41 @@ def is_count(column: str) -> bool:
 
 @dataclass(frozen=True)
 class Prediction:
-    """A predicted latency (ms) with its uncertainty (one standard deviation, ms)."""
+    """A predicted latency (ms) with its uncertainty (one standard deviation, ms).
+
+    ``median_ms`` = predicted ratio to the uncompressed model x ``reference_ms`` (the
+    reference's time in the profile, times the calibration factor where calibrated).
+    """
 
     median_ms: float
     uncertainty_ms: float
     out_of_range: bool = False
     reason: str | None = None
+    reference_ms: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """Predicted candidate / uncompressed-model latency ratio."""
+        return self.median_ms / self.reference_ms if self.reference_ms else None
+
+    @property
+    def low_ms(self) -> float:
+        """Low end of the 90 % interval (ms)."""
+        return max(0.0, self.median_ms - Z90 * self.uncertainty_ms)
+
+    @property
+    def high_ms(self) -> float:
+        """High end of the 90 % interval (ms)."""
+        return self.median_ms + Z90 * self.uncertainty_ms
+
+    def interval_entry(self) -> dict[str, Any]:
+        """The interval keys of a latency entry (:data:`vitsearch.evaluators.record.INTERVAL_KEYS`)."""
+        r = self.ratio
+        return {"low_ms": self.low_ms, "high_ms": self.high_ms, "confidence": 0.9, "ratio": r,
+                "ratio_low": None if r is None else self.low_ms / self.reference_ms,
+                "ratio_high": None if r is None else self.high_ms / self.reference_ms,
+                "basis": "reference in profile", "reference_ms_now": None, "reference_ms_profile": self.reference_ms,
+                "protocol": "predicted from interleaved ratios"}
 
 
 def default_profile_dir(spec: Any) -> Path:
@@ -264,7 +297,8 @@ class LatencyPredictor:
             var = 0.0
         unc = math.sqrt(var + (self.sigma_rel * mean) ** 2)
         reason = "; ".join(dict.fromkeys(why)) if why else None
-        return Prediction(float(mean), float(unc), bool(why), reason)
+        ref = self.state.get("reference_ms")
+        return Prediction(float(mean), float(unc), bool(why), reason, float(ref) * self.scale if ref else None)
 
     def model_uncertainty(self, config: Any) -> float:
         """Relative bootstrap spread only (how unsure the fit is, not the noise): for refinement."""
@@ -306,6 +340,10 @@ class LatencyPredictor:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"latency predictor: {str(p)!r} is not valid JSON ({exc.msg}); re-run "
                               "`vitsearch profile`") from None
+        if isinstance(state, dict) and state.get("format_version") == 1:
+            raise ConfigError(f"latency predictor: {str(p)!r} was measured with the old latency protocol (one "
+                              "burst per model); re-profile with `vitsearch profile STUDY --out NEW_DIR` (or "
+                              "delete the profile dir) to measure interleaved ratios")
         if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
             raise ConfigError(f"latency predictor: {str(p)!r} has format {state.get('format_version')!r}, this "
                               f"vitsearch reads {FORMAT_VERSION}; re-run `vitsearch profile`")
@@ -327,6 +365,33 @@ def load_for_study(spec: Any, input_shape: tuple[int, ...], path: str | Path | N
     pred = LatencyPredictor.load(path or default_profile_dir(spec))
     pred.check_input_shape(tuple(input_shape))
     return pred
+
+
+def profile_reference_ms(spec: Any, device: Any, threads: int | None) -> float | None:
+    """The uncompressed model's time in the study's profile, if one matches this device; else None.
+
+    Measured latencies use it as their ms basis (ratio x this), so they compare with each
+    other and with predictions whenever they were taken; without a matching profile they
+    use the reference timed in the measurement itself.
+    """
+    from vitsearch.evaluators.latency.fingerprint import device_fingerprint
+    from vitsearch.evaluators.latency.measure import default_threads
+
+    mode = spec.latency.predictor
+    p = default_profile_dir(spec) if mode in ("auto", "off") else Path(mode)
+    p = p / PREDICTOR_FILE if p.is_dir() else p
+    try:
+        state = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION or not state.get("reference_ms"):
+        return None
+    if list(state.get("input_shape") or []) != [spec.latency.batch_size, *(state.get("input_shape") or [0])[1:]]:
+        return None
+    fp = device_fingerprint(device, (threads or default_threads()) if str(device).startswith("cpu") else 1)
+    if fp["fingerprint_id"] != (state.get("fingerprint") or {}).get("fingerprint_id"):
+        return None
+    return float(state["reference_ms"])
 
 
 def _dot(a: list[float], b: list[float]) -> float:

@@ -32,13 +32,11 @@ from vitsearch.evaluators.latency import components as comp
 from vitsearch.evaluators.latency.timing import TimingPlan
 
 N_MODELS = 400        # whole-model sample upper bound; the budget usually stops earlier
-CHUNK = 6             # models built and timed round-robin together
-#: Which statistic of a measurement's pass times the predictor is fitted on and judged by.
-#: The median, like every latency vitsearch reports, so predicted and re-measured numbers
-#: in reports and pick compare like with like. On this shared 2-core CPU the 10th
-#: percentile re-measured more tightly under load (~2 % vs ~3 % MAPE); "p10" is kept as
-#: an option for profiling a busy machine, but then the rest of the tool would disagree.
-STATISTIC = "median"
+CHUNK = 6             # model rows written per part file
+#: A whole-model measurement in a profile stops at this many seconds of timed pairs at
+#: most (or earlier at the study's ``latency.interleave`` target), so a profile's budget
+#: buys a few hundred models.
+PROFILE_MAX_SECONDS = 2.0
 COMPONENT_PLAN = TimingPlan(target_s=0.15, min_passes=15, max_passes=300, rounds=3, warmup=5)
 
 
@@ -135,6 +133,7 @@ class ProfileContext:
     threads: int | None
     fingerprint: dict
     model_plan: TimingPlan
+    interleave: Any = None
 
     @classmethod
     def of(cls, session: Any, out: str | Path | None) -> "ProfileContext":
@@ -152,14 +151,22 @@ class ProfileContext:
         lat = spec.latency
         plan = TimingPlan(target_s=min(0.6, lat.max_seconds), min_passes=15, max_passes=lat.max_runs, rounds=3,
                           warmup=max(1, min(lat.warmup, 10)))
+        from vitsearch.evaluators.latency.interleaved import InterleavePlan
+
+        il = lat.interleave
+        inter = InterleavePlan(chunk=il.chunk, target_halfwidth=il.target_halfwidth, min_pairs=il.min_pairs,
+                               max_pairs=il.max_pairs, confidence=il.confidence,
+                               max_seconds=min(il.max_seconds, PROFILE_MAX_SECONDS)).checked()
         ctx = cls(session, root, SearchSpace.from_spec(spec.space, session.base, str(dev)),
-                  comp.Dims.of(session.base), threads, fp, plan)
+                  comp.Dims.of(session.base), threads, fp, plan, inter)
         ctx._check_meta()
         return ctx
 
     def meta(self) -> dict:
         """The identity of this profile (what its rows are valid for)."""
-        return {"study": self.session.spec.name, "model": self.session.spec.model.name,
+        from vitsearch.evaluators.latency.interleaved import PROTOCOL
+
+        return {"study": self.session.spec.name, "model": self.session.spec.model.name, "latency_protocol": PROTOCOL,
                 "input_shape": list(self.session.input_shape), "dims": self.dims.to_dict(),
                 "fingerprint_id": self.fingerprint["fingerprint_id"], "fingerprint": self.fingerprint}
 
@@ -168,6 +175,10 @@ class ProfileContext:
         mine = self.meta()
         if path.is_file():
             old = json.loads(path.read_text())
+            if old.get("latency_protocol") != mine["latency_protocol"]:
+                raise ConfigError(f"profile dir {str(self.out)!r} holds timings of the old latency protocol "
+                                  f"({old.get('latency_protocol') or 'one burst per model'}); re-profile into a new "
+                                  "--out (or delete the dir) to measure interleaved ratios")
             if old.get("fingerprint_id") != mine["fingerprint_id"]:
                 raise DeviceError(f"profile dir {str(self.out)!r} holds timings of device {old.get('fingerprint_id')}, "
                                   f"this device is {mine['fingerprint_id']}; give another --out")
@@ -202,21 +213,29 @@ def run_profile(session: Any, out: str | Path | None = None, budget_minutes: flo
             "stopped_by_budget": time.monotonic() >= deadline}
 
 
-def fit_from_store(ctx: ProfileContext, statistic: str | None = None) -> Any:
-    """Fit the predictor on every row of the profile dir (``statistic``: p10 | median) and save it there."""
+def fit_from_store(ctx: ProfileContext) -> Any:
+    """Fit the predictor on every row of the profile dir and save it there.
+
+    The whole-model targets are the interleaved ratios times the profile's reference
+    time (the median of the uncompressed model's time over every measurement), so the
+    predictor predicts ratios in ms units: ms = ratio x ``reference_ms``.
+    """
+    import numpy as np
+
     from vitsearch.spaces import CompressionConfig
 
     from vitsearch.evaluators.latency.fit import fit_predictor
+    from vitsearch.evaluators.latency.interleaved import PROTOCOL
 
     rows = [r for r in ProfileStore(ctx.out).rows() if r["fingerprint_id"] == ctx.fingerprint["fingerprint_id"]]
-    stat = f"{statistic or STATISTIC}_ms"
-    components = [{**r, "median_ms": r[stat]} for r in rows if r["kind"] == "component"]
+    components = [r for r in rows if r["kind"] == "component"]
     if not components:
         raise ConfigError(f"profile dir {str(ctx.out)!r}: no component timings yet; give a larger --budget-minutes")
-    model_rows = [r for r in rows if r["kind"] == "model"]
-    scale, quiet = drift_scale(model_rows, stat)
-    models = [(CompressionConfig.from_json(r["key"]), r[stat] * k) for r, k in zip(model_rows, scale)]
-    meta = {"reference_ms": quiet, "drift_scale_range": [min(scale), max(scale)] if scale else None,"study": ctx.session.spec.name, "model": ctx.session.spec.model.name, "statistic": stat[:-3],
+    model_rows = [r for r in rows if r["kind"] == "model" and r.get("protocol") == PROTOCOL]
+    ref = float(np.median([r["ref_median_ms"] for r in model_rows])) if model_rows else None
+    models = [(CompressionConfig.from_json(r["key"]), r["ratio"] * ref) for r in model_rows]
+    meta = {"reference_ms": ref, "latency_protocol": PROTOCOL, "study": ctx.session.spec.name,
+            "model": ctx.session.spec.model.name, "statistic": "ratio",
             "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     predictor = fit_predictor(ctx.dims, components, models, ctx.fingerprint, tuple(ctx.session.input_shape), meta)
     predictor.save(ctx.out)
@@ -261,74 +280,64 @@ def _measure_components(ctx: ProfileContext, plan: comp.Plan, items: list, store
 
 def _measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar, deadline: float,
                     phase: str, sub: str | None = None) -> int:
-    """Compress and time ``configs`` in chunks, round-robin within a chunk; returns how many.
+    """Compress each config and time it interleaved with the uncompressed model; returns how many.
 
-    Every chunk also times the uncompressed model (the *reference*, a ``kind=reference``
-    row; its statistics ride on each model row as ``ref_*_ms``): the machine's state
-    drifts over minutes on a shared CPU (another process on the sibling hyperthread
-    slows every pass, p10 included), and the fit rescales each chunk to the quietest
-    reference seen, so a profile taken under load still predicts the quiet latency.
+    One row per config (written ``CHUNK`` at a time): the ratio to the reference with its
+    interval (:mod:`.interleaved`), the candidate's and the reference's raw pass times.
+    The ratio cancels what the shared machine does to both over the seconds they
+    alternate, so a profile taken under load predicts the same ratios as a quiet one.
     """
-    from vitsearch.evaluators.latency.devicelock import device_lock
-    from vitsearch.evaluators.latency.timing import time_interleaved
+    from vitsearch.evaluators.latency.interleaved import measure_interleaved
+    from vitsearch.spaces import compress
 
-    done = 0
+    done, pending = 0, []
     target = ProfileStore(ctx.out, sub) if sub else store
-    ref = reference_fn(ctx)
-    for i in range(0, len(configs), CHUNK):
+    session = ctx.session
+    for c in configs:
         if time.monotonic() >= deadline:
             break
-        chunk = configs[i:i + CHUNK]
-        fns = [ref, *model_fns(ctx.session, chunk)]
-        with device_lock(ctx.session.device):
-            samples = time_interleaved(fns, ctx.model_plan, ctx.threads, ctx.session.device)
-        ref_row = row("reference", "reference", samples[0], ctx.fingerprint, phase)
-        refs = {f"ref_{k}": ref_row[k] for k in ("p10_ms", "median_ms")}
-        target.append([ref_row] + [row("model", c.to_json(sort_keys=True), s, ctx.fingerprint, phase,
-                                       summary=c.summary(), **refs) for c, s in zip(chunk, samples[1:])])
-        done += len(chunk)
-        bar.update(len(chunk))
+        model = compress(session.base, c, calibration=None, device=str(session.device))
+        r = measure_interleaved(model, session.base, session.input_shape, session.device, threads=ctx.threads,
+                                plan=ctx.interleave, keep_samples=True)
+        pending.append(model_row(c, r, ctx.fingerprint, phase))
+        done += 1
+        bar.update(1)
+        if len(pending) >= CHUNK:
+            target.append(pending)
+            pending = []
+    target.append(pending)
     return done
 
 
-def time_reference(session: Any, profile_dir: str | Path | None = None) -> dict:
-    """Time the uncompressed model now, exactly as the profile timed its reference.
+def model_row(config: Any, r: Any, fingerprint: dict, phase: str) -> dict:
+    """A profile row for one interleaved measurement (:class:`.interleaved.InterleavedResult`)."""
+    out = row("model", config.to_json(sort_keys=True), r.samples["candidate"], fingerprint, phase,
+              summary=config.summary(), ratio=r.ratio, ratio_low=r.ci_low, ratio_high=r.ci_high,
+              ref_median_ms=r.reference_ms_now, ref_samples_ms=[float(v) for v in r.samples["reference"]],
+              chunks=r.chunks, stop_reason=r.stop_reason, protocol=r.protocol, seconds=r.seconds,
+              timing_nice=(r.thread_info.get("timing_thread") or {}).get("nice"))
+    return out
 
-    Returns the measurement row (``median_ms``, ``p10_ms``, ``n_runs``, ...); with
-    :meth:`LatencyPredictor.calibrated` it rescales a profile to the device's current speed.
+
+def time_reference(session: Any, profile_dir: str | Path | None = None) -> dict:
+    """Time the uncompressed model now (a round-robin burst): ``median_ms``, ``p10_ms``, ``n_runs``, ...
+
+    With :meth:`LatencyPredictor.calibrated` it rescales a profile to the device's current speed.
     """
     from vitsearch.evaluators.latency.devicelock import device_lock
     from vitsearch.evaluators.latency.timing import time_interleaved
 
     ctx = ProfileContext.of(session, profile_dir)
     with device_lock(session.device):
-        samples = time_interleaved([reference_fn(ctx)], ctx.model_plan, ctx.threads, session.device)
+        samples = time_interleaved([model_fns(session, [_base_config()])[0]], ctx.model_plan, ctx.threads,
+                                   session.device)
     return row("reference", "reference", samples[0], ctx.fingerprint, "calibration")
 
 
-def reference_fn(ctx: ProfileContext):
-    """The uncompressed model's forward (built once per context)."""
-    if getattr(ctx, "_ref", None) is None:
-        from vitsearch.spaces import CompressionConfig
+def _base_config():
+    from vitsearch.spaces import CompressionConfig
 
-        ctx._ref = model_fns(ctx.session, [CompressionConfig()])[0]
-    return ctx._ref
-
-
-def drift_scale(rows: list[dict], stat: str) -> tuple[list[float], float | None]:
-    """Per model row: quiet reference / its chunk's reference (1 without one), and the quiet reference.
-
-    The quiet reference is the 10th percentile of the chunk references: the machine's
-    quietest state seen, robust to one lucky chunk.
-    """
-    import numpy as np
-
-    refs = [r.get(f"ref_{stat}") for r in rows]
-    seen = [float(v) for v in refs if v is not None and v == v and v > 0]
-    if not seen:
-        return [1.0] * len(rows), None
-    quiet = float(np.percentile(seen, 10))
-    return [quiet / float(v) if v is not None and v == v and v > 0 else 1.0 for v in refs], quiet
+    return CompressionConfig()
 
 
 def model_fns(session: Any, configs: list) -> list:
@@ -369,12 +378,13 @@ def refine_profile(session: Any, out: str | Path | None = None, n: int = 40, bud
 def _worst_fitted(ctx: ProfileContext, predictor: Any) -> list:
     from vitsearch.spaces import CompressionConfig
 
-    rows = [r for r in ProfileStore(ctx.out).rows() if r["kind"] == "model"]
-    stat = f"{predictor.state.get('statistic', 'median')}_ms"
+    from vitsearch.evaluators.latency.interleaved import PROTOCOL
+
     errs = {}
-    for r, k in zip(rows, drift_scale(rows, stat)[0]):
-        c = CompressionConfig.from_json(r["key"])
-        errs[r["key"]] = (abs(predictor.predict(c).median_ms / (r[stat] * k) - 1.0), c)
+    for r in ProfileStore(ctx.out).rows():
+        if r["kind"] == "model" and r.get("protocol") == PROTOCOL:
+            c = CompressionConfig.from_json(r["key"])
+            errs[r["key"]] = (abs(predictor.predict(c).ratio / r["ratio"] - 1.0), c)
     return [c for _, c in sorted(errs.values(), key=lambda t: t[0], reverse=True)]
 
 

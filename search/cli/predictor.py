@@ -30,6 +30,8 @@ def register(sub) -> None:
     e.add_argument("--profile", default=None, help="profile dir (default: profiles/<study name>)")
     e.add_argument("--n", type=int, default=50, help="held-out configs measured (default 50)")
     e.add_argument("--seed", type=int, default=777, help="seed of the held-out draw")
+    e.add_argument("--near", default=None, metavar="RUN_DIR",
+                   help="judge on the neighbourhood of this run's front (one knob step) instead of a uniform draw")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_predictor_eval)
 
@@ -85,13 +87,14 @@ def cmd_profile(args) -> int:
 
 
 def cmd_predictor_eval(args) -> int:
-    """``vitsearch predictor-eval STUDY``: held-out configs measured fresh vs predicted."""
+    """``vitsearch predictor-eval STUDY``: held-out configs measured fresh (interleaved) vs predicted."""
     _positive("--n", args.n, int)
     from vitsearch.evaluators.latency.evaluate import evaluate_predictor
     from vitsearch.search.session import load_session
 
+    front = _front_configs(args.near) if args.near else None
     session = load_session(args.study)
-    res = evaluate_predictor(session, args.profile, n=args.n, seed=args.seed, progress=not args.json)
+    res = evaluate_predictor(session, args.profile, n=args.n, seed=args.seed, progress=not args.json, front=front)
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "rows"} | {"rows": res["rows"]}, indent=2,
                          default=str))
@@ -99,30 +102,33 @@ def cmd_predictor_eval(args) -> int:
     fp = res["fingerprint"]
     where = f"{res['device']} [{fp.get('cpu_model') or fp.get('gpu_name')}, {fp.get('threads')} threads, " \
             f"fingerprint {res['fingerprint_id']}], input {tuple(res['input_shape'])}"
-    print(f"predictor-eval of {res['profile_dir']}: {res['n']} held-out configs never used in fitting, each "
-          f"measured twice on {where}; mean load average {res['load_avg_1m']:.2f}")
-    if res["statistic"] == "p10":
-        print("  latency = the 10th percentile of each measurement's pass times (contention-robust); noise of "
-              f"the median for comparison: MAPE {_pct(res['noise_mape_of_median'])}")
-    else:
-        print(f"  latency = the {res['statistic']} of each measurement's pass times, as everywhere in vitsearch")
-    print(f"  predicted vs measured:    within +-10% {_pct(res['within_10pct'])}, within +-5% "
-          f"{_pct(res['within_5pct'])}, MAPE {_pct(res['mape'])}, Spearman {res['spearman']:.3f}, "
-          f"Kendall {res['kendall']:.3f}")
-    if res.get("within_10pct_calibrated_once") is not None:
-        print(f"  calibrated once (x{res['calibration_factor_once']:.3f}, reference model timed at the start, as "
-              f"latency.calibrate does): within +-10% {_pct(res['within_10pct_calibrated_once'])}, within +-5% "
-              f"{_pct(res['within_5pct_calibrated_once'])}, MAPE {_pct(res['mape_calibrated_once'])}")
-        print(f"  calibrated per chunk of measurements (reference timed beside every chunk): within +-10% "
-              f"{_pct(res['within_10pct_drift_normalized'])}, within +-5% {_pct(res['within_5pct_drift_normalized'])}, "
-              f"MAPE {_pct(res['mape_drift_normalized'])}")
-    print(f"  re-measured vs measured:  within +-10% {_pct(res['noise_within_10pct'])}, within +-5% "
-          f"{_pct(res['noise_within_5pct'])}, MAPE {_pct(res['noise_mape'])}, Spearman "
-          f"{res['noise_spearman']:.3f}  (the measurement's own noise floor)")
+    print(f"predictor-eval of {res['profile_dir']}: {res['n']} held-out configs ({res['set']}) never used in "
+          f"fitting, each measured twice (interleaved with the uncompressed model, median "
+          f"{res.get('repeat_gap_s') or 0:.0f} s apart) on {where}; mean load average {res['load_avg_1m']:.2f}")
+    print("  latency = ratio to the uncompressed model timed in alternating chunks (95 % bootstrap interval, "
+          f"median half-width {_pct(res['measure_halfwidth_median'])}, {res['measure_s_per_config']:.2f} s each)")
+    print(f"  predicted vs measured:   {_line(res['predicted'])}")
+    if res.get("predicted_vs_mean_of_two"):
+        print(f"  predicted vs mean of 2:  {_line(res['predicted_vs_mean_of_two'])}")
+        print(f"  re-measured vs measured: {_line(res['repeatability'])}  (the measurement's own repeatability)")
     print(f"  prediction: {res['predict_ms'] * 1000:.0f} us per config (measured wall time of predict()); "
-          f"a measurement: {res['measure_ms_per_config']:.0f} ms of timed passes; "
-          f"{res['out_of_range']} prediction(s) out of the profiled range")
+          f"{res['out_of_range']} prediction(s) out of the profiled range; reference {res['reference_ms_eval']:.3f} "
+          f"ms now vs {res['reference_ms_profile']:.3f} ms in the profile")
     return 0
+
+
+def _front_configs(run_dir: str) -> list:
+    from vitsearch.search.results.runview import load_run
+    from vitsearch.spaces import CompressionConfig
+
+    view = load_run(run_dir)
+    return [CompressionConfig.from_json(c) for c in view.front["config"]]
+
+
+def _line(s: dict) -> str:
+    lo, hi = s["within_10pct_ci"]
+    return (f"within +-10% {_pct(s['within_10pct'])} (95 % Wilson {_pct(lo)}-{_pct(hi)}), within +-5% "
+            f"{_pct(s['within_5pct'])}, MAPE {_pct(s['mape'])}, Spearman {s['spearman']:.3f}")
 
 
 def _pct(x) -> str:

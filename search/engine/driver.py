@@ -15,7 +15,7 @@ from vitsearch.search.engine.plan import Plan, RunOptions, eta_text, make_sample
 from vitsearch.search.storage import open_storage
 from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
-from vitsearch.search.results.tables import ATTR_FEASIBLE, front_table, pareto_front, write_tables
+from vitsearch.search.results.tables import ATTR_FEASIBLE, fastest_text, front_table, pareto_front, write_tables
 
 log = logging.getLogger("vitsearch.run")
 
@@ -92,6 +92,11 @@ class Driver:
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no per-trial CSV/JSON/TBX files
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        # Ray starts workers at nice 15 (their main thread; grpc threads stay at 0): every
+        # latency timed in a worker would yield to any other process. Local clusters start
+        # them at 0; on `ray start` clusters set RAY_worker_niceness=0 there (each
+        # measurement records the timing thread's nice value either way).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         if ray.is_initialized():
             return
         kwargs = dict(include_dashboard=False, log_to_driver=self.plan.verbose,
@@ -232,6 +237,7 @@ class Driver:
                 f"failed {int((frame['state'] == 'FAIL').sum())}, infeasible "
                 f"{int((frame['feasible'] == False).sum())}, reused {int(frame['reused_from'].notna().sum())}, "  # noqa: E712
                 f"front {len(front)}, best feasible acc {'n/a' if best != best else f'{best:.2%}'}, "
+                f"{fastest_text(front)}, "
                 f"ETA {eta_text(self._done, self.plan.trials, self._t0, self._done0)}")
             self.bar.refresh()
         return frame

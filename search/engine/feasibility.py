@@ -5,6 +5,11 @@ fitted), then size and latency of the compressed model (worker, before any accur
 work), then the accuracy drop (after accuracy). A candidate over a budget is recorded
 infeasible through Optuna's constraints (value <= 0 means satisfied) and is never
 accuracy-evaluated when a cost budget already rules it out.
+
+A latency is settled over its budget only when it is over with high probability: the
+low end of its interval (a prediction's 90 % interval, a measurement's 95 % bootstrap
+interval of the interleaved ratio) must exceed the budget, never the point estimate
+alone. The latency constraint told to Optuna is the same low end minus the budget.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ class Feasibility:
         """Optuna constraint values (<= 0 satisfied), one per set budget, fixed order."""
         out = []
         if self.max_latency_ms is not None:
-            out.append(_latency(metrics) - self.max_latency_ms)
+            out.append(latency_low(metrics) - self.max_latency_ms)
         if self.max_size_mb is not None:
             out.append(metrics["size_mb"] - self.max_size_mb)
         if self.min_accuracy is not None:
@@ -55,10 +60,9 @@ class Feasibility:
 
     def cost_violation(self, metrics: dict[str, Any]) -> str | None:
         """A latency or size budget the (measured or predicted) metrics exceed, as text."""
-        lat = _latency(metrics)
-        if self.max_latency_ms is not None and lat is not None and lat > self.max_latency_ms:
-            src = (metrics.get("latency") or {}).get("source", "measured")
-            return f"{src} latency {lat:.3f} ms > budget {self.max_latency_ms:g} ms"
+        low = latency_low(metrics)
+        if self.max_latency_ms is not None and low is not None and low > self.max_latency_ms:
+            return f"{_interval_text(metrics)} > budget {self.max_latency_ms:g} ms (over with high probability)"
         if self.max_size_mb is not None and metrics.get("size_mb", 0) > self.max_size_mb:
             return f"size {metrics['size_mb']:.3f} MB > budget {self.max_size_mb:g} MB"
         return None
@@ -76,13 +80,15 @@ class Feasibility:
         pred = self.predictor.predict(config)
         metrics = {"accuracy": None, "latency": {"median_ms": pred.median_ms, "source": "predicted",
                                                   "uncertainty_ms": pred.uncertainty_ms,
-                                                  "fingerprint_id": self.predictor_fingerprint}}
+                                                  "fingerprint_id": self.predictor_fingerprint,
+                                                  **pred.interval_entry()}}
         if getattr(self.predictor, "scale", 1.0) != 1.0:
             metrics["latency"]["calibration_factor"] = round(self.predictor.scale, 4)
-        if pred.median_ms <= self.max_latency_ms:
+        if pred.low_ms <= self.max_latency_ms:
             return None
-        return Infeasible(f"predicted latency {pred.median_ms:.3f} ms > budget {self.max_latency_ms:g} ms "
-                          "(not compressed, not evaluated)", metrics, self.constraints({**metrics, "size_mb": 0.0}))
+        return Infeasible(f"{_interval_text(metrics)} > budget {self.max_latency_ms:g} ms: over with >= 95 % "
+                          "probability (not compressed, not evaluated)", metrics,
+                          self.constraints({**metrics, "size_mb": 0.0}))
 
     def values(self, metrics: dict[str, Any], objectives: list[tuple[str, str]]) -> list[float]:
         """Objective values for Optuna from an evaluation's metrics."""
@@ -99,6 +105,18 @@ class Feasibility:
 
 def _latency(metrics: dict[str, Any]) -> float | None:
     return (metrics.get("latency") or {}).get("median_ms")
+
+
+def latency_low(metrics: dict[str, Any]) -> float | None:
+    """Low end of the latency's interval (the point estimate where it has none)."""
+    lat = metrics.get("latency") or {}
+    return lat.get("low_ms") if lat.get("low_ms") is not None else lat.get("median_ms")
+
+
+def _interval_text(metrics: dict[str, Any]) -> str:
+    from vitsearch.evaluators.record import interval_text
+
+    return "latency " + interval_text(metrics.get("latency"))
 
 
 def _metric(metrics: dict[str, Any], name: str) -> float | None:

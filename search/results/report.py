@@ -15,10 +15,12 @@ from typing import Any
 
 import pandas as pd
 
+from vitsearch.evaluators.latency.evaluate import wilson
 from vitsearch.search.results.runview import Remeasure, RunView, front_latency, remeasure_front
+from vitsearch.search.results.tables import interval_cell
 
 #: the summary's front columns (``vitsearch list`` prints the same ones)
-FRONT_COLUMNS = ("trial", "accuracy", "latency ms", "source", "size MB", "MMACs", "config")
+FRONT_COLUMNS = ("trial", "accuracy", "latency ms", "interval", "source", "size MB", "MMACs", "config")
 
 
 def knob_importances(view: RunView) -> tuple[dict[str, dict[str, float]], str]:
@@ -82,14 +84,15 @@ def nice_budgets(latencies: pd.Series) -> list[float]:
 
 
 def best_under(front: pd.DataFrame, budget: float) -> pd.Series | None:
-    """The most accurate front row whose ``budget_ms`` is within ``budget`` (ties: faster)."""
-    ok = front[front["budget_ms"] <= budget]
+    """The most accurate front row within ``budget`` with high probability (as pick: interval high end; ties: faster)."""
+    ok = front[front.get("budget_high_ms", front["budget_ms"]) <= budget]
     return None if ok.empty else ok.sort_values(["accuracy", "budget_ms"], ascending=[False, True]).iloc[0]
 
 
 def front_rows(front: pd.DataFrame) -> list[list[str]]:
     """The front as text cells in :data:`FRONT_COLUMNS` order."""
-    return [[str(int(r["number"])), f"{r['accuracy']:.2%}", f"{r['latency_ms']:.3f}", str(r["latency_source"]),
+    return [[str(int(r["number"])), f"{r['accuracy']:.2%}", f"{r['latency_ms']:.3f}", interval_cell(r),
+             str(r["latency_source"]),
              f"{r['size_mb']:.3f}", f"{r['macs'] / 1e6:.2f}", str(r["summary"])] for _, r in front.iterrows()]
 
 
@@ -110,8 +113,11 @@ def provenance_lines(view: RunView, check: Remeasure) -> list[str]:
         f"accuracy: top-1 measured on {ev.get('accuracy_source', 'the val split')}; base model "
         f"{view.spec.model.name} at {_pct(view.base_accuracy)} (measured)",
         f"latency: {', '.join(f'{n} {s}' for s, n in sources.items()) or 'none'} on the front; batch {lat.batch_size}, "
-        f"{fp.get('threads', '?')} thread(s), up to {lat.max_runs} timed passes / {lat.max_seconds:g} s after "
-        f"{lat.warmup} warm-up, median reported; device {fp.get('cpu_model') or fp.get('gpu_name') or '?'} "
+        f"{fp.get('threads', '?')} thread(s); measured = timed interleaved with the uncompressed model (chunks of "
+        f"{lat.interleave.chunk} passes alternating, until the 95 % bootstrap interval of the ratio is within "
+        f"±{lat.interleave.target_halfwidth:.0%} or {lat.interleave.max_seconds:g} s), ms = ratio x the reference's "
+        f"ms (basis recorded per trial); predicted = the profile's predicted ratio x its reference ms, 90 % "
+        f"interval; device {fp.get('cpu_model') or fp.get('gpu_name') or '?'} "
         f"(fingerprint {fp.get('fingerprint_id', '?')})",
         f"re-measurement: {check.why}",
         "size: counted from the bytes of every stored tensor of the compressed model (MB = 1e6 bytes)",
@@ -131,8 +137,13 @@ def latency_check_summary(check: Remeasure) -> tuple[str, str]:
     mape = t["rel_error"].abs().mean()
     what = ("predictor hit rate" if predicted else
             "repeatability (no predicted latencies in this run: search-time measurement vs re-measurement)")
-    return label, (f"{what}: {hits:.0%} of {len(t)} front variants within ±10 % of the re-measurement, "
-                   f"mean absolute error {mape:.1%}")
+    by = "ratios to the uncompressed model" if (t.get("compared") == "ratio").all() else "milliseconds"
+    lo, hi = wilson(int((t["rel_error"].abs() <= 0.10).sum()), len(t))
+    inside = ((t["recorded_low_ms"] <= t["remeasured_ms"]) & (t["remeasured_ms"] <= t["recorded_high_ms"])).mean() \
+        if "recorded_low_ms" in t and t["recorded_low_ms"].notna().all() else None
+    cover = "" if inside is None else f"; the re-measurement lies inside the recorded interval for {inside:.0%}"
+    return label, (f"{what}: {hits:.0%} (95 % Wilson {lo:.0%}-{hi:.0%}) of {len(t)} front variants within ±10 % of "
+                   f"the interleaved re-measurement (compared as {by}), mean absolute error {mape:.1%}{cover}")
 
 
 def _pct(x: float | None) -> str:
@@ -220,7 +231,8 @@ def render_html(view, front, check, check_line, importances, imp_how, figs) -> s
         body.append(f"<h2>Knob effects</h2><p>{esc(imp_how)}</p>")
     if check.table is None:
         body.append(f"<h2>Latency check</h2><p>{esc(check.why)}</p>")
-    cols = ["number", "accuracy", "accuracy_source", "latency_ms", "latency_source", "latency_runs", "budget_ms",
+    cols = ["number", "accuracy", "accuracy_source", "latency_ms", "latency_low_ms", "latency_high_ms",
+            "latency_confidence", "latency_ratio", "latency_source", "latency_runs", "budget_ms", "budget_high_ms",
             "budget_source", "remeasured_runs", "size_mb", "macs", "recovery_steps", "summary"]
     body += ["<h2>Pareto front</h2>", front[[c for c in cols if c in front]].to_html(index=False, escape=True)]
     body += ["<h2>How the numbers were obtained</h2><ul>"]

@@ -138,30 +138,51 @@ def remeasure_front(view: RunView, session=None, progress: bool = True) -> Remea
     from vitsearch.spaces import CompressionConfig, compress
 
     session = session or load_session(view.spec)
-    lat = view.spec.latency
     rows = []
     for _, r in tqdm(list(view.front.iterrows()), desc="re-measuring the front", unit="variant", disable=not progress):
         config = CompressionConfig.from_dict(json.loads(r["config"]))
         model = compress(session.base, config, calibration=session.data.calibration, device=str(session.device))
-        res = measure_latency(model, session.input_shape, session.device, threads=lat.threads,
-                              warmup=lat.warmup, min_runs=lat.min_runs, max_runs=lat.max_runs, max_seconds=lat.max_seconds)
-        rows.append({"number": int(r["number"]), "recorded_ms": r["latency_ms"], "recorded_source": r["latency_source"],
-                     "remeasured_ms": res.median_ms, "remeasured_p10_ms": res.p10_ms,
-                     "remeasured_p90_ms": res.p90_ms, "remeasured_runs": res.n_runs,
-                     "rel_error": r["latency_ms"] / res.median_ms - 1.0})
+        res = measure_latency(model, session.input_shape, session.device, **session.latency_kwargs())
+        rows.append(remeasure_row(r, res))
     check.table = pd.DataFrame(rows)
     return check
 
 
+def remeasure_row(r: Any, res: Any) -> dict[str, Any]:
+    """One front row re-measured (interleaved): both latencies, their intervals and ratios, the error.
+
+    ``rel_error`` compares ratios to the uncompressed model where both sides have one (the
+    machine's drift between search and now cancels), else milliseconds.
+    """
+    recorded_ratio = r.get("latency_ratio")
+    by_ratio = recorded_ratio is not None and recorded_ratio == recorded_ratio and res.ratio is not None
+    err = recorded_ratio / res.ratio - 1.0 if by_ratio else r["latency_ms"] / res.median_ms - 1.0
+    return {"number": int(r["number"]), "recorded_ms": r["latency_ms"], "recorded_source": r["latency_source"],
+            "recorded_low_ms": r.get("latency_low_ms"), "recorded_high_ms": r.get("latency_high_ms"),
+            "recorded_ratio": recorded_ratio, "remeasured_ms": res.median_ms, "remeasured_low_ms": res.low_ms,
+            "remeasured_high_ms": res.high_ms, "remeasured_confidence": res.confidence,
+            "remeasured_ratio": res.ratio, "remeasured_p10_ms": res.p10_ms, "remeasured_p90_ms": res.p90_ms,
+            "remeasured_runs": res.n_runs, "rel_error": err, "compared": "ratio" if by_ratio else "ms"}
+
+
 def front_latency(view: RunView, check: Remeasure) -> pd.DataFrame:
-    """The front with ``budget_ms``/``budget_source``: re-measured latency where available, else recorded."""
+    """The front with ``budget_ms``/``budget_source``: re-measured latency where available, else recorded.
+
+    ``budget_high_ms`` / ``budget_confidence``: the high end of that latency's interval and
+    the interval's two-sided confidence (the point estimate and None where none was recorded).
+    """
     front = view.front.copy()
     if check.table is not None and not check.table.empty:
-        front = front.merge(check.table[["number", "remeasured_ms", "remeasured_p10_ms", "remeasured_p90_ms",
+        front = front.merge(check.table[["number", "remeasured_ms", "remeasured_low_ms", "remeasured_high_ms",
+                                         "remeasured_confidence", "remeasured_p10_ms", "remeasured_p90_ms",
                                          "remeasured_runs"]], on="number", how="left")
         front["budget_ms"] = front["remeasured_ms"]
-        front["budget_source"] = "re-measured here"
+        front["budget_high_ms"] = front["remeasured_high_ms"].fillna(front["remeasured_ms"])
+        front["budget_confidence"] = front["remeasured_confidence"]
+        front["budget_source"] = "measured, re-measured here"
     else:
         front["budget_ms"] = front["latency_ms"]
+        front["budget_high_ms"] = front["latency_high_ms"].fillna(front["latency_ms"])
+        front["budget_confidence"] = front["latency_confidence"]
         front["budget_source"] = front["latency_source"].map(lambda s: f"{s} (as recorded)")
     return front

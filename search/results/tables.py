@@ -29,7 +29,8 @@ ATTR_SECONDS = "eval_seconds"
 ATTR_TIMING = "eval_timing"  # worker clock: started_at, finished_at (epoch s), cpu_seconds
 
 COLUMNS = ["number", "state", "feasible", "reused_from", "summary", "accuracy", "top5", "accuracy_source",
-           "latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_source", "latency_runs", "latency_device",
+           "latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_low_ms", "latency_high_ms",
+           "latency_confidence", "latency_ratio", "latency_source", "latency_runs", "latency_device",
            "size_mb", "size_mb_sparse_storage", "macs", "recovery_steps", "eval_seconds", "duration_s",
            "worker", "infeasible_reason", "error", "config"]
 
@@ -54,6 +55,10 @@ def trial_row(trial) -> dict[str, Any]:
         "latency_ms": lat.get("median_ms"),
         "latency_p10_ms": lat.get("p10_ms"),
         "latency_p90_ms": lat.get("p90_ms"),
+        "latency_low_ms": lat.get("low_ms"),
+        "latency_high_ms": lat.get("high_ms"),
+        "latency_confidence": lat.get("confidence"),
+        "latency_ratio": lat.get("ratio"),
         "latency_source": lat.get("source"),
         "latency_runs": lat.get("n_runs"),
         "latency_device": lat.get("device"),
@@ -119,9 +124,26 @@ def front_table(front: pd.DataFrame) -> str:
     """The front as a fixed-width text table (same columns as the Markdown summary)."""
     if front.empty:
         return "(no feasible completed trial yet)"
-    head = f"{'trial':>5}  {'accuracy':>8}  {'latency ms':>10}  {'source':<9}  {'size MB':>7}  {'MMACs':>7}  config"
+    head = (f"{'trial':>5}  {'accuracy':>8}  {'latency ms':>10}  {'interval':<20}  {'source':<9}  {'size MB':>7}  "
+            f"{'MMACs':>7}  config")
     lines = [head, "-" * len(head)]
     for _, r in front.iterrows():
-        lines.append(f"{int(r['number']):>5}  {r['accuracy']:>8.2%}  {r['latency_ms']:>10.3f}  {str(r['latency_source']):<9}  "
-                     f"{r['size_mb']:>7.3f}  {r['macs'] / 1e6:>7.2f}  {r['summary']}")
+        lines.append(f"{int(r['number']):>5}  {r['accuracy']:>8.2%}  {r['latency_ms']:>10.3f}  {interval_cell(r):<20}  "
+                     f"{str(r['latency_source']):<9}  {r['size_mb']:>7.3f}  {r['macs'] / 1e6:>7.2f}  {r['summary']}")
     return "\n".join(lines)
+
+
+def interval_cell(row: Any) -> str:
+    """``"[1.351, 1.432] 95%"``: a table row's latency interval, or "no interval" (burst / older runs)."""
+    lo, hi, conf = (row.get(k) for k in ("latency_low_ms", "latency_high_ms", "latency_confidence"))
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return "no interval"
+    return f"[{lo:.3f}, {hi:.3f}]" + (f" {round(100 * conf)}%" if conf == conf and conf else "")
+
+
+def fastest_text(front: pd.DataFrame) -> str:
+    """The front's fastest latency with its interval and source, for the progress line."""
+    if front.empty or "latency_ms" not in front or front["latency_ms"].isna().all():
+        return "fastest n/a"
+    r = front.loc[front["latency_ms"].idxmin()]
+    return f"fastest {r['latency_ms']:.3f} ms {interval_cell(r)} {r['latency_source']}"

@@ -167,7 +167,9 @@ def readme(p: dict[str, Any]) -> str:
         f"- base model: {p['base_model']}",
         f"- accuracy: {p['accuracy']['recorded']:.2%} recorded ({p['accuracy']['source']}); "
         f"{p['accuracy']['at_export']:.2%} re-evaluated at export",
-        f"- latency: {lat['used_ms']:.3f} ms ({lat['used_source']})",
+        f"- latency: {lat['used_ms']:.3f} ms ({lat['used_source']}"
+        + (f"; interval high end {lat['used_high_ms']:.3f} ms, {lat['used_within']})" if lat.get("used_high_ms")
+           is not None and lat.get("used_confidence") is not None else ", no interval recorded)"),
         f"- size: {p['size_mb']:.3f} MB deployed (weights.pt holds the fp32 prepared state)", "",
         "Load: `from vitsearch.search import load_variant; v = load_variant(DIR); v.model(images)`", "",
         f"- `{CONFIG_FILE}`: CompressionConfig; `{WEIGHTS_FILE}`: state dict of the prepared float model "

@@ -26,14 +26,7 @@ SHAPE = (1, 1, 28, 28)
 FAST = dict(threads=1, warmup=2, min_runs=10, max_runs=40, max_seconds=2.0)
 
 
-@pytest.fixture(autouse=True)
-def _private_lock_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITSEARCH_LOCK_DIR", str(tmp_path / "locks"))
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return create_vitsearch_tiny().eval()
+pytestmark = pytest.mark.usefixtures("private_lock_dir")
 
 
 def test_result_carries_statistics_fingerprint_and_counts(tiny):

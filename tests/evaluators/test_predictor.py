@@ -260,7 +260,8 @@ def test_component_plan_covers_the_space(builtin_model):
 # ---- a real (tiny) profile of the built-in model, end to end ------------------------------------
 SMALL_STUDY = {
     "name": "predictor-test",
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 1, "max_runs": 6, "max_seconds": 0.02},
+    "latency": {"batch_size": 1, "threads": 1, "warmup": 1, "max_runs": 6, "max_seconds": 0.02,
+                "interleave": {"chunk": 1, "min_pairs": 3, "max_pairs": 6, "max_seconds": 0.02}},
     "space": {"depth": {"keep_min": 6}, "heads": {"keep": [6], "kv_heads": [2, 6]},
               "tokens": {"shares": [1.0, 0.7]}, "sparsity": {"attn": ["dense"], "mlp": ["dense", "structured:0.5"]},
               "precision": {"attn": ["fp32"], "mlp": ["fp32", "int8"]}},
@@ -286,20 +287,27 @@ def test_profile_fit_predict_eval_end_to_end(tmp_path, monkeypatch, capsys):
 
     rows = profile.ProfileStore(out).rows()
     assert all(r["fingerprint_id"] == summary["fingerprint_id"] and len(r["samples_ms"]) == r["n_runs"] for r in rows)
+    models = [r for r in rows if r["kind"] == "model"]
+    assert len(models) == 6 and all(r["protocol"] == "interleaved-v1" and 3 <= r["chunks"] <= 6 for r in models)
+    assert all(r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and len(r["ref_samples_ms"]) == r["n_runs"]
+               for r in models)
+    fitted = LatencyPredictor.load(out)
+    assert fitted.state["latency_protocol"] == "interleaved-v1" and fitted.state["reference_ms"] > 0
     # resumable: a second run measures nothing new
     assert main(["profile", str(study), "--out", str(out), "--models", "6", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["models_measured_now"] == 0
 
     assert main(["predictor-eval", str(study), "--profile", str(out), "--n", "3", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    for k in ("within_10pct", "within_5pct", "mape", "spearman", "kendall", "predict_ms", "noise_mape", "n",
-              "device", "fingerprint_id"):
-        assert k in res
-    assert res["n"] == 3 and 0 <= res["within_10pct"] <= 1 and 0 <= res["within_5pct"] <= res["within_10pct"]
-    assert res["mape"] >= 0 and res["noise_mape"] >= 0 and res["predict_ms"] > 0  # a time: no bound that load could break
+    assert res["n"] == 3 and res["set"] == "uniform" and res["predict_ms"] > 0
+    for part in ("predicted", "repeatability", "predicted_vs_mean_of_two"):
+        s = res[part]
+        assert s["n"] == 3 and 0 <= s["within_5pct"] <= s["within_10pct"] <= 1 and s["mape"] >= 0
+        lo, hi = s["within_10pct_ci"]
+        assert 0 <= lo <= s["within_10pct"] <= hi <= 1  # Wilson interval around the share
     trained = LatencyPredictor.load(out).trained_keys
     assert not {r["config"] for r in res["rows"]} & trained  # held out: never used in fitting
-    assert res["calibration_factor_once"] > 0 and 0 <= res["within_10pct_calibrated_once"] <= 1
+    assert all(r["measured_ratio"] > 0 and r["remeasured_ratio"] > 0 for r in res["rows"])
 
     # latency.calibrate: the run's predictor is rescaled by the reference model timed now
     from vitsearch.search.session import load_session, study_predictor
@@ -328,3 +336,51 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["predictor-eval", "default", "--profile", str(tmp_path / "none"), "--n", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--n" in err and "\n" not in err
+
+
+def test_old_protocol_profile_refused(tmp_path):
+    (tmp_path / "predictor.json").write_text(json.dumps({"format_version": 1, "coef": []}))
+    with pytest.raises(ConfigError, match="old latency protocol") as err:
+        LatencyPredictor.load(tmp_path)
+    assert "\n" not in str(err.value) and "vitsearch profile" in str(err.value)
+
+
+def test_old_protocol_profile_dir_refused_by_profile(tmp_path, capsys):
+    from vitsearch.search.cli import main
+
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(SMALL_STUDY))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "meta.json").write_text(json.dumps({"fingerprint_id": "x", "model": "builtin:vitsearch-tiny"}))
+    assert main(["profile", str(study), "--out", str(tmp_path / "old"), "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "old latency protocol" in err and "\n" not in err
+    assert not (tmp_path / "old" / "timings").exists()  # nothing written
+
+
+def test_prediction_carries_ratio_and_interval(additive, configs):
+    base = LatencyPredictor({**additive.state, "reference_ms": 2.0})
+    p = base.predict(configs[0])
+    assert p.reference_ms == 2.0 and p.ratio == pytest.approx(p.median_ms / 2.0)
+    assert p.low_ms < p.median_ms < p.high_ms
+    assert p.high_ms - p.median_ms == pytest.approx(1.6448536 * p.uncertainty_ms)
+    entry = p.interval_entry()
+    assert entry["confidence"] == 0.9 and entry["ratio_low"] == pytest.approx(p.low_ms / 2.0)
+    slow = base.calibrated(3.0, "test").predict(configs[0])
+    assert slow.ratio == pytest.approx(p.ratio) and slow.reference_ms == pytest.approx(3.0)
+
+
+def test_over_budget_only_when_the_interval_is_over(additive, configs):
+    from vitsearch.search.engine.feasibility import Feasibility
+
+    c = configs[0]
+    p = additive.predict(c)
+    assert p.low_ms < p.median_ms
+    between = Feasibility((p.low_ms + p.median_ms) / 2, None, None, predictor=additive)
+    assert between.precheck(c) is None  # the point estimate is over, the interval is not
+    over = Feasibility(p.low_ms * 0.99, None, None, predictor=additive).precheck(c)
+    assert over is not None and "95 % probability" in over.text and over.constraints[0] > 0
+    measured = {"size_mb": 1.0, "latency": {"median_ms": 2.0, "low_ms": 1.8, "high_ms": 2.2, "source": "measured"}}
+    assert Feasibility(1.9, None, None).cost_violation(measured) is None
+    assert "2.000 ms [1.800, 2.200]" in Feasibility(1.7, None, None).cost_violation(measured)
+    assert Feasibility(1.9, None, None).constraints(measured) == [pytest.approx(-0.1)]

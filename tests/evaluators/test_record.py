@@ -51,9 +51,13 @@ def test_predicted_latency_is_labelled():
     predicted = latency_entry(median_ms=1.75, device="cpu", fingerprint_id="0123456789ab", batch=1)
     ev = _evaluation(latency=predicted, recovery_steps=0, top5=None)
     text = "\n".join(ev.summary_lines())
-    assert "1.750 ms, predicted" in text and "measured over" not in text
+    assert "1.750 ms predicted" in text and "measured over" not in text
     assert "none (scored straight after compression)" in text
     assert Evaluation.from_dict(json.loads(json.dumps(ev.to_dict()))) == ev
+    with_interval = latency_entry(median_ms=1.75, device="cpu", batch=1,
+                                  interval={"low_ms": 1.5, "high_ms": 2.0, "confidence": 0.9, "ratio": 0.7})
+    text = "\n".join(_evaluation(latency=with_interval, recovery_steps=0, top5=None).summary_lines())
+    assert "1.750 ms [1.500, 2.000] (90 %) predicted" in text
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ import yaml
 #: Ray capped at 2 CPUs, short latency measurements.
 SMALL_STUDY = {
     "name": "t",
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5},
+    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5,
+                "interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}},
     "data": {"eval_batch_size": 500},
     "constraints": {"max_accuracy_drop": 0.05},
     "search": {"trials": 8, "workers": 1, "cpus": 2, "seed": 0, "batch_size": 2},

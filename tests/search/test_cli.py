@@ -47,7 +47,7 @@ def test_eval_prints_every_number_with_its_source(tmp_path):
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "depth 4" in text and "measured on val split of mnist5k, 1000 images" in text
-    assert "measured over" in text and "analytic" in text
+    assert "measured = ratio" in text and "timed interleaved" in text and "analytic" in text
 
 
 def _ckpt(tmp_path):

@@ -30,7 +30,8 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 STUDY = {
     "name": "t",
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5},
+    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5,
+                "interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}},
     "data": {"eval_batch_size": 500},
     "search": {"trials": 8, "workers": 2, "cpus": 2, "seed": 0, "batch_size": 2},
 }
@@ -93,6 +94,11 @@ def test_short_study_with_faults_and_budget(tmp_path):
     budgeted = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert budgeted and all(set(t.constraints) == {"latency_ms", "size_mb"} for t in budgeted)  # Trial.set_constraint
     assert all(t.constraints["size_mb"] > 0 for t in budgeted if t.number in set(infeasible.number))
+    # every latency was timed interleaved with the base model, on a worker thread at nice 0
+    lats = [(t.user_attrs.get("evaluation") or {}).get("latency") for t in study.trials]
+    lats = [lat for lat in lats if lat and lat["source"] == "measured"]
+    assert lats and all(lat["protocol"] == "interleaved-v1" and lat["low_ms"] <= lat["median_ms"] <= lat["high_ms"]
+                        and lat["thread"]["nice"] == 0 for lat in lats)
     with sqlite3.connect(run / "optuna.db") as con:  # write-ahead log: cheap commits, readable while running
         assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
     # the engine's books: every evaluation on the worker clocks, shares in range, CPU accounted

@@ -46,11 +46,22 @@ def test_most_accurate_within_budget_wins():
 def test_nothing_within_budget_names_the_fastest():
     from vitsearch.search.results.pick import choose
 
-    with pytest.raises(NothingWithinBudget, match=r"within 0.5 ms; the fastest is trial 1 at 1.000 ms") as exc:
+    with pytest.raises(NothingWithinBudget, match=r"within 0.5 ms with high probability; the fastest is trial 1 at 1.000 ms") as exc:
         choose(FRONT, 0.5)
     assert exc.value.exit_code == 3
     with pytest.raises(NothingWithinBudget, match="accuracy >= 99.00%"):
         choose(FRONT, 10, min_accuracy=0.99)
+
+
+def test_within_budget_means_the_interval_high_end():
+    from vitsearch.search.results.pick import choose
+
+    f = FRONT.assign(budget_high_ms=[1.1, 2.2, 3.3, 4.4], budget_confidence=[0.95, 0.95, 0.9, 0.95])
+    c = choose(f, 3.0)  # trial 3's point estimate (3.0) is within, its interval's high end (3.3) is not
+    assert int(c.winner["number"]) == 2
+    assert "within budget with >= 97.5 % probability" in c.why and "high end 2.200 ms of its 95 % interval" in c.why
+    assert int(choose(f, 3.3).winner["number"]) == 3
+    assert "within budget with >= 95.0 % probability" in choose(f, 3.3).why
 
 
 @pytest.mark.parametrize("kw", [{"latency_ms": 0}, {"latency_ms": -2}, {"latency_ms": float("nan")},
@@ -110,8 +121,8 @@ def test_pick_between_fastest_and_slowest_exports_a_loadable_variant(run_dir, tm
     from vitsearch.search.results.runview import Remeasure, front_latency
 
     view, fr = recorded_front(run_dir)
-    lo, hi = fr["latency_ms"].iloc[0], fr["latency_ms"].iloc[-1]
-    budget = (lo + hi) / 2 if len(fr) > 1 else hi * 1.01
+    highs = sorted(fr["latency_high_ms"])  # within the budget = the interval's high end within it
+    budget = (highs[0] + highs[-1]) / 2 if len(fr) > 1 else highs[-1] * 1.01
     expected = choose(front_latency(view, Remeasure(False, "")), budget).winner
     out = tmp_path / "variant"
     proc = vitsearch("pick", run_dir, "--latency-ms", budget, "--no-remeasure", "--out", out)
@@ -132,7 +143,8 @@ def test_pick_remeasures_on_the_study_device(run_dir):
     assert f"trial {number} wins" in proc.stdout
     prov = check_variant(run_dir / "variants" / f"trial-{number}", number, view)
     assert prov["latency"]["remeasured"]["n_runs"] >= 5
-    assert prov["latency"]["used_source"] == "re-measured here"
+    assert prov["latency"]["used_source"] == "measured, re-measured here"
+    assert prov["latency"]["used_high_ms"] >= prov["latency"]["used_ms"] and "probability" in prov["latency"]["used_within"]
 
 
 @pytest.mark.slow

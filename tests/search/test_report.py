@@ -44,7 +44,7 @@ def test_report_writes_every_artifact(report, run_dir):
     assert len(trials) == len(pd.read_csv(out / "trials.csv")) >= 6
     front = pd.read_parquet(out / "front.parquet")
     assert len(front) >= 1 and front["remeasured_ms"].gt(0).all()
-    assert (front["budget_source"] == "re-measured here").all()
+    assert (front["budget_source"] == "measured, re-measured here").all()
 
 
 def test_pngs_are_real_images(report):

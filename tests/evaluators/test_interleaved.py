@@ -1,0 +1,156 @@
+"""The interleaved latency protocol: ratio and interval, stop rule, JSON, hygiene, bad settings.
+
+Real tiny models on CPU, one thread. Nothing asserts a speed: only counts, stop reasons
+and ratios far from any noise (a model against itself, a model doing twice the work).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+import torch
+
+from vitsearch.evaluators.latency.hygiene import short, thread_report
+from vitsearch.evaluators.latency.interleaved import (
+    PROTOCOL, InterleavedResult, InterleavePlan, measure_interleaved, ratio_interval)
+from vitsearch.evaluators.latency.measure import LatencyResult, measure_latency
+from vitsearch.evaluators.models import create_vitsearch_tiny
+from vitsearch.spaces.errors import ConfigError
+
+SHAPE = (1, 1, 28, 28)
+
+
+pytestmark = pytest.mark.usefixtures("private_lock_dir")
+
+
+class Twice(torch.nn.Module):
+    """Exactly twice the base model's work per forward."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        self.m(x)
+        return self.m(x)
+
+
+def fixed(pairs: int, chunk: int = 2, confidence: float = 0.95) -> InterleavePlan:
+    """A plan that always takes exactly ``pairs`` chunk pairs (unreachable target, no time cap)."""
+    return InterleavePlan(chunk=chunk, target_halfwidth=1e-4, max_seconds=3600, min_pairs=pairs, max_pairs=pairs,
+                          warmup=1, confidence=confidence)
+
+
+def test_model_against_itself_has_an_interval_containing_one(tiny):
+    r = measure_interleaved(tiny, tiny, SHAPE, threads=1, plan=fixed(30, confidence=0.999))
+    assert r.ci_low <= 1.0 <= r.ci_high
+    assert r.chunks == 30 and r.passes == 60 and r.stop_reason == "max_pairs"
+    assert r.ms == pytest.approx(r.ratio * r.reference_ms_now) and r.basis == "reference now"
+
+
+def test_twice_the_work_is_clearly_slower(tiny):
+    r = measure_interleaved(Twice(tiny), tiny, SHAPE, threads=1, plan=fixed(20))
+    assert r.ci_low > 1.3 and r.ratio < 3.0
+
+
+def test_stop_rule_counts(tiny):
+    easy = InterleavePlan(chunk=1, target_halfwidth=0.5, min_pairs=6, check_every=2, max_seconds=3600, warmup=1)
+    r = measure_interleaved(tiny, tiny, SHAPE, threads=1, plan=easy)
+    assert r.stop_reason == "target" and r.chunks == 6 and r.passes == 6
+    capped = measure_interleaved(tiny, tiny, SHAPE, threads=1, plan=fixed(8, chunk=3))
+    assert capped.stop_reason == "max_pairs" and capped.chunks == 8 and capped.passes == 24
+    timed = InterleavePlan(chunk=1, target_halfwidth=1e-4, min_pairs=3, check_every=2, max_seconds=1e-3, warmup=1)
+    r = measure_interleaved(tiny, tiny, SHAPE, threads=1, plan=timed)
+    assert r.stop_reason == "max_seconds" and r.chunks == 3  # never before min_pairs
+
+
+def test_plain_callables_and_profile_basis():
+    calls = {"a": 0, "b": 0}
+
+    def a():
+        calls["a"] += 1
+        return sum(range(300))
+
+    def b():
+        calls["b"] += 1
+        return sum(range(300))
+
+    r = measure_interleaved(a, b, threads=1, plan=fixed(4, chunk=2), reference_ms_profile=5.0, keep_samples=True)
+    assert calls["a"] == calls["b"] == 1 + 4 * 2  # one warm-up pass each, then the chunks
+    assert r.basis == "reference in profile" and r.ms == pytest.approx(5.0 * r.ratio)
+    assert r.ms_ci == pytest.approx((5.0 * r.ci_low, 5.0 * r.ci_high))
+    assert len(r.samples["candidate"]) == len(r.samples["reference"]) == 8 and len(r.samples["log_ratios"]) == 4
+    with pytest.raises(ConfigError, match="neither a torch module nor a callable"):
+        measure_interleaved(42, b, plan=fixed(3))
+    with pytest.raises(ConfigError, match="input_shape"):
+        measure_interleaved(create_vitsearch_tiny(), b, plan=fixed(3))
+
+
+def test_ratio_interval_is_seeded_and_exact_on_constant_ratios():
+    assert ratio_interval([0.0] * 10) == (1.0, 1.0, 1.0)
+    logs = [0.1, -0.05, 0.2, 0.0, 0.07, 0.3, -0.1, 0.12]
+    assert ratio_interval(logs, seed=3) == ratio_interval(logs, seed=3)
+    r, lo, hi = ratio_interval(logs)
+    assert lo < r < hi
+
+
+def test_json_round_trip_and_latency_result(tiny):
+    r = measure_interleaved(tiny, tiny, SHAPE, threads=1, plan=fixed(3))
+    again = InterleavedResult.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert again == r and again.protocol == PROTOCOL and again.samples is None
+    lat = measure_latency(tiny, SHAPE, threads=1, warmup=1, reference=tiny,
+                          interleave={"chunk": 1, "min_pairs": 3, "max_pairs": 3})
+    assert lat.protocol == PROTOCOL and lat.n_runs == 3 and lat.low_ms <= lat.median_ms <= lat.high_ms
+    assert lat.ratio_low <= lat.ratio <= lat.ratio_high and lat.thread_info["available"]
+    assert LatencyResult.from_dict(json.loads(json.dumps(lat.to_dict()))) == lat
+    assert "interleaved" in lat.summary()
+
+
+def test_threads_and_modes_restored():
+    model = create_vitsearch_tiny().train()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        r = measure_interleaved(model, model, SHAPE, threads=1, plan=fixed(3))
+        assert torch.get_num_threads() == 2 and r.threads == 1
+    finally:
+        torch.set_num_threads(before)
+    assert model.training and all(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("field, value", [("chunk", 0), ("chunk", 65), ("target_halfwidth", 0.0),
+                                          ("target_halfwidth", 0.9), ("max_seconds", -1.0), ("min_pairs", 2),
+                                          ("confidence", 1.0)])
+def test_bad_plan_is_one_line(field, value):
+    with pytest.raises(ConfigError, match=f"latency.interleave.{field}") as err:
+        InterleavePlan(**{field: value}).checked()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("interleave", [{"chunk": 0}, {"target_halfwidth": 0.9}, {"max_seconds": 0},
+                                        {"min_pairs": 10, "max_pairs": 5}, {"chunks": 4}])
+def test_bad_study_settings_exit_2(interleave):
+    from vitsearch.search.study import parse_study
+
+    with pytest.raises(ConfigError, match="latency.interleave") as err:
+        parse_study({"latency": {"interleave": interleave}})
+    assert err.value.exit_code == 2 and "\n" not in str(err.value)
+
+
+def test_thread_report_sees_a_niced_thread():
+    out = {}
+
+    def work():
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)  # this thread only
+        out["report"] = thread_report()
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    rep = out["report"]
+    assert rep["timing_thread"]["nice"] == 5 and rep["timing_thread"]["policy"] == "SCHED_OTHER"
+    assert any("niced to 5" in w for w in rep["warnings"]) and "WARNING" in short(rep)
+    assert thread_report()["timing_thread"]["nice"] == os.getpriority(os.PRIO_PROCESS, 0)  # this thread untouched
