@@ -59,7 +59,10 @@ def test_twice_the_work_is_clearly_slower(tiny):
 def test_stop_rule_counts(tiny):
     easy = InterleavePlan(chunk=1, target_halfwidth=0.5, min_pairs=6, check_every=2, max_seconds=3600, warmup=1)
     r = measure_interleaved(tiny, tiny, SHAPE, threads=1, plan=easy)
-    assert r.stop_reason == "target" and r.chunks == 6 and r.passes == 6
+    # how soon the target is met depends on the machine's noise; that it is checked only from
+    # min_pairs on, every check_every pairs, and stops there, does not
+    assert r.stop_reason == "target" and r.chunks >= 6 and r.chunks % 2 == 0 and r.passes == r.chunks
+    assert r.halfwidth <= 0.5
     capped = measure_interleaved(tiny, tiny, SHAPE, threads=1, plan=fixed(8, chunk=3))
     assert capped.stop_reason == "max_pairs" and capped.chunks == 8 and capped.passes == 24
     timed = InterleavePlan(chunk=1, target_halfwidth=1e-4, min_pairs=3, check_every=2, max_seconds=1e-3, warmup=1)
