@@ -53,6 +53,16 @@ class Session:
         size = self.spec.latency.input_size or self.data.input_size
         return (self.spec.latency.batch_size, *size)
 
+    def for_search(self) -> "Session":
+        """This session without the test split: what the search's workers receive.
+
+        The split that selects candidates must not report them; a worker that has no
+        test split cannot select on it by accident.
+        """
+        from dataclasses import replace
+
+        return replace(self, data=self.data.without_test())
+
     def evaluate_baseline(self):
         """The uncompressed base model's Evaluation."""
         from vitsearch.spaces import CompressionConfig

@@ -149,7 +149,7 @@ class Driver:
         self._progress_start(searcher.completed())
         cpus_per = max(1, plan.cpus // plan.workers) if not plan.address else 1
         trainable = tune.with_resources(
-            tune.with_parameters(evaluate_batch, session_holder=[ray.put(session)], feasibility=feas,
+            tune.with_parameters(evaluate_batch, session_holder=[ray.put(session.for_search())], feasibility=feas,
                                  predictor=feas.predictor, threads=cpus_per,
                                  # off only for the engine benchmark's A/B (benchmarks/engine.py)
                                  pipeline=os.environ.get("VITSEARCH_ENGINE_PIPELINE", "1") != "0"),
