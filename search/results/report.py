@@ -241,6 +241,5 @@ def _kv_table(d: dict[str, Any], caption: str) -> str:
 
 
 def _skipped_count(frame) -> int:
-    """Completed, infeasible trials that were never accuracy-evaluated (cheap first)."""
-    return int(((frame["state"] == "COMPLETE") & (frame["feasible"] == False)  # noqa: E712
-                & frame["accuracy"].isna()).sum())
+    """Trials settled on their cost (over a budget or no gain), never accuracy-evaluated (cheap first)."""
+    return int((frame["settled"].notna() & frame["accuracy"].isna()).sum())
