@@ -65,7 +65,9 @@ def rank_order(numbers: Sequence[int], values: np.ndarray, maximize: Sequence[bo
     crowd = np.zeros(len(numbers))
     for level in np.unique(fronts):
         members = np.flatnonzero(fronts == level)
-        crowd[members] = crowding_distance(values[members])
+        # identical points share one distance (a duplicate must not push its twin to the boundary)
+        unique, inverse = np.unique(values[members], axis=0, return_inverse=True)
+        crowd[members] = crowding_distance(unique)[inverse.ravel()]
     return [numbers[i] for i in sorted(range(len(numbers)), key=lambda i: (fronts[i], -crowd[i], numbers[i]))]
 
 

@@ -42,6 +42,12 @@ def test_defaults_fill_an_empty_study():
     ({"data": {"source": "imagefolder"}}, "data.path is required"),
     ({"objectives": [{"metric": "accuracy", "direction": "maximize"}] * 2}, "distinct"),
     ([1, 2], "YAML mapping"),
+    ({"recovery": {"rungs": [50, 10]}}, r"recovery.rungs \[50, 10\] must be strictly increasing"),
+    ({"recovery": {"rungs": [10, 10]}}, "strictly increasing"),
+    ({"recovery": {"rungs": [0]}}, "recovery disabled"),
+    ({"recovery": {"rungs": [10, 60], "steps": 0}}, r"given with recovery disabled \(steps: 0\)"),
+    ({"recovery": {"rungs": [10, 60], "reduction": 1}}, "recovery.reduction 1.0 must be > 1"),
+    ({"recovery": {"reduction": 3}}, "without recovery.rungs"),
 ])
 def test_bad_study_documents_give_one_line(doc, match):
     with pytest.raises(ConfigError, match=match) as err:
@@ -62,3 +68,10 @@ def test_spec_is_frozen():
     spec = StudySpec()
     with pytest.raises(Exception):
         spec.device = "cuda"
+
+
+def test_rungs_resolve_and_round_trip():
+    spec = parse_study({"recovery": {"rungs": [10, 60, 200], "reduction": 3}})
+    assert spec.recovery.ladder == (10, 60, 200) and spec.recovery.reduction == 3
+    assert parse_study({"recovery": {"steps": 40}}).recovery.ladder == (40,)
+    assert parse_study(yaml.safe_load(study_to_yaml(spec))) == spec
