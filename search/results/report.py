@@ -205,8 +205,7 @@ def summary_markdown(view: RunView, front: pd.DataFrame, check: Remeasure, check
                          "-" if r is None else f"{r['budget_ms']:.3f} ({r['budget_source']})",
                          "-" if r is None else str(r["summary"])])
     parts = [f"# vitsearch report: study `{view.spec.name}`", "",
-             f"Run dir `{view.path}`; {(view.frame['state'] == 'COMPLETE').sum()} completed trials, "
-             f"{len(view.front)} on the Pareto front.", "", "## Pareto front", "",
+             f"Run dir `{view.path}`; {_counts(view)}; {len(view.front)} on the Pareto front.", "", "## Pareto front", "",
              markdown_table(FRONT_COLUMNS, front_rows(view.front)) if not view.front.empty else "(empty)", "",
              "## Best under common latency budgets", "",
              markdown_table(["budget ms", "trial", "accuracy", "latency ms", "config"], rows), "",
@@ -222,9 +221,8 @@ def render_html(view, front, check, check_line, importances, imp_how, figs) -> s
     """One self-contained page: plotly's JavaScript is embedded once, no network needed."""
     esc = html.escape
     body = [f"<h1>vitsearch report: study <code>{esc(view.spec.name)}</code></h1>",
-            f"<p>Run dir <code>{esc(str(view.path))}</code>; {(view.frame['state'] == 'COMPLETE').sum()} completed "
-            f"trials ({(view.frame['feasible'] == False).sum()} infeasible, "  # noqa: E712
-            f"{(view.frame['state'] == 'FAIL').sum()} failed), {len(view.front)} on the Pareto front."
+            f"<p>Run dir <code>{esc(str(view.path))}</code>; {esc(_counts(view))}; "
+            f"{(view.frame['feasible'] == False).sum()} infeasible; {len(view.front)} on the Pareto front."  # noqa: E712
             + (f" {n} infeasible trial(s) were settled on their predicted or measured latency / size alone, "
                "without accuracy work; the front figure shows them as triangles under the lowest accuracy "
                "shown." if (n := _skipped_count(view.frame)) else "") + "</p>"]
@@ -259,6 +257,14 @@ def _kv_table(d: dict[str, Any], caption: str) -> str:
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v) if not isinstance(v, str) else v)}"
                    "</td></tr>" for k, v in d.items())
     return f"<table><caption>{html.escape(caption)}</caption>{rows}</table>"
+
+
+def _counts(view: RunView) -> str:
+    """Evaluated / settled / reused / failed / reached each rung, as one sentence."""
+    from vitsearch.search.results.tables import counts_line, run_counts
+
+    ladder = view.spec.recovery.ladder
+    return counts_line(run_counts(view.frame, len(ladder)), ladder)
 
 
 def _with_test(view: RunView, front: pd.DataFrame) -> pd.DataFrame:
