@@ -96,11 +96,13 @@ class RecoverySection(_Strict):
     ``rungs``: instead, increasing step counts (e.g. [10, 60, 200]): every candidate is
     scored at the first, and each rung promotes its best 1/``reduction`` (non-dominated
     sorting on the study's objectives) to the next, continuing from its weights.
+    ``enabled: false`` turns recovery off whatever ``steps`` says (rungs are refused then).
     """
 
     steps: int = Field(default=0, ge=0)
     rungs: tuple[int, ...] | None = None
     reduction: float = 3.0
+    enabled: bool = True
     lr: float = Field(default=1e-4, gt=0)
     batch_size: int = Field(default=64, gt=0)
     temperature: float = Field(default=2.0, gt=0)
@@ -109,27 +111,29 @@ class RecoverySection(_Strict):
 
     @model_validator(mode="after")
     def _rungs(self) -> "RecoverySection":
+        if not self.reduction > 1:
+            raise ValueError(f"recovery.reduction {self.reduction!r} must be > 1 (each rung promotes its best "
+                             "1/reduction; 3 is usual)")
         r = self.rungs
         if r is None:
-            if "reduction" in self.model_fields_set:
-                raise ValueError(f"recovery.reduction {self.reduction!r} is given without recovery.rungs; "
-                                 "add rungs (e.g. [10, 60, 200]) or drop reduction")
             return self
-        if "steps" in self.model_fields_set:
-            what = "recovery disabled (steps: 0)" if self.steps == 0 else f"steps: {self.steps}"
-            raise ValueError(f"recovery.rungs {list(r)} given with {what}; give either steps or rungs, not both")
+        if not self.enabled:
+            raise ValueError(f"recovery.rungs {list(r)} given with recovery disabled (recovery.enabled: false); "
+                             "drop rungs or enable recovery")
+        if self.steps:
+            raise ValueError(f"recovery.rungs {list(r)} given with steps: {self.steps}; give either steps or "
+                             "rungs, not both")
         if not r or any(s < 0 for s in r) or any(b <= a for a, b in zip(r, r[1:])):
             raise ValueError(f"recovery.rungs {list(r)} must be strictly increasing step counts >= 0, e.g. [10, 60, 200]")
         if r[-1] == 0:
             raise ValueError(f"recovery.rungs {list(r)} is recovery disabled; use steps: 0 or give a rung > 0")
-        if not self.reduction > 1:
-            raise ValueError(f"recovery.reduction {self.reduction!r} must be > 1 (each rung promotes its best "
-                             "1/reduction; 3 is usual)")
         return self
 
     @property
     def ladder(self) -> tuple[int, ...]:
-        """The rungs' step counts; one rung of ``steps`` without ``rungs``."""
+        """The rungs' step counts; one rung of ``steps`` without ``rungs`` (of 0 when disabled)."""
+        if not self.enabled:
+            return (0,)
         return self.rungs if self.rungs is not None else (self.steps,)
 
 
@@ -232,7 +236,4 @@ def study_to_yaml(spec: StudySpec) -> str:
     """The resolved study (every default filled in), as YAML."""
     import yaml
 
-    doc = spec.model_dump(mode="json")
-    # steps and rungs exclude each other (as do reduction and no rungs): keep the one in use
-    doc["recovery"].pop("steps" if spec.recovery.rungs is not None else "reduction")
-    return yaml.safe_dump(doc, sort_keys=False)
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -20,7 +20,9 @@ import pytest
 import yaml
 from clitools import vitsearch
 
-pytestmark = pytest.mark.slow
+# slow; the timeout is raised above the suite's 600 s for machines shared with other jobs
+# (a couple of minutes each on an idle 2-core CPU)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 STUDY = {
     "name": "t",
@@ -53,9 +55,13 @@ def _check_ladder(run: Path) -> None:
     evaluated = [t for t in study.trials if t.state.name == "COMPLETE" and "reused_from" not in t.user_attrs]
     done = {(n, k) for n, by in records.items() for k in by}
     assert done | set(failed) == issued, "a promotion was lost or recorded without being issued"
+    identity = [t.number for t in evaluated if json.loads(t.user_attrs["config"]).keys() <= {"schema_version"}]
     for k in (1, 2):
-        below = len(evaluated) if k == 1 else sum(1 for n, by in records.items() if 1 in by)
-        assert len([p for p in issued if p[1] == k]) <= below // 2  # the quota: 1/reduction of the rung below
+        below = {t.number for t in evaluated} if k == 1 else {n for n, by in records.items() if 1 in by}
+        promoted = {n for n, kk in issued if kk == k}
+        # promoted only from a result at the rung below (ASHA may promote more than the final quota:
+        # a candidate in the top 1/reduction when it was promoted keeps its promotion), never the teacher
+        assert promoted <= below and not (promoted & set(identity))
     for (n, k) in done:
         rec = records[n][k]
         assert rec["evaluation"]["recovery_steps"] == STUDY["recovery"]["rungs"][k]
