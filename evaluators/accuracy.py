@@ -65,3 +65,16 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, device: torch.device |
         raise DataError(f"data: the {source} split is empty")
     return AccuracyResult(correct1 / total, correct5 / total if n_classes > 5 else None, total,
                           f"{source}, {total} images")
+
+
+def wilson_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % (``z`` = 1.96) Wilson score interval of a proportion ``share`` measured on ``n`` images.
+
+    Wilson rather than the normal approximation: accuracies sit near 1, where the normal
+    interval runs past 1 and is too narrow on a few hundred images.
+    """
+    if n <= 0:
+        raise DataError(f"data: an accuracy interval needs at least one image, got n={n}")
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (share * (1 - share) / n + z * z / (4 * n * n)) ** 0.5
+    return max(0.0, centre - half), min(1.0, centre + half)

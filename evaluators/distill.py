@@ -78,3 +78,54 @@ def _distil(student, teacher, train, steps, device, lr, batch_size, temperature,
         opt.step()
         reapply_masks(student)
     student.eval()
+
+
+def segment_seed(seed: int, rung: int) -> int:
+    """The seed of rung ``rung``'s distillation segment (rung 0 uses the study's seed)."""
+    return seed + rung
+
+
+def distil_further(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: int, rung: int,
+                   device: torch.device | str = "cpu", lr: float = 1e-4, batch_size: int = 64,
+                   temperature: float = 2.0, alpha: float = 0.5, seed: int = 0) -> nn.Module:
+    """Continue distilling a prepared ``student`` (in place) for ``steps`` more steps: rung ``rung``'s segment.
+
+    A rung continues from the weights the candidate had at the previous rung with a fresh
+    optimizer and its own seed (:func:`segment_seed`), so the chain of segments is
+    deterministic and :func:`distilled_chain` rebuilds it exactly.
+    """
+    if steps > 0:
+        _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, segment_seed(seed, rung))
+    return student
+
+
+def distilled_chain(base: nn.Module, config, train: Dataset, *, rungs: tuple[int, ...] | list[int],
+                    device: torch.device | str = "cpu", lr: float = 1e-4, batch_size: int = 64,
+                    temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, calibration=None) -> nn.Module:
+    """The prepared float model after the rungs ``rungs`` (cumulative step counts), as the search built it."""
+    kw = dict(device=device, lr=lr, batch_size=batch_size, temperature=temperature, alpha=alpha, seed=seed)
+    student = distilled(base, config, train, steps=rungs[0], calibration=calibration, **kw)
+    for k in range(1, len(rungs)):
+        distil_further(student, base, train, steps=rungs[k] - rungs[k - 1], rung=k, **kw)
+    return student
+
+
+def save_prepared(model: nn.Module, path) -> None:
+    """Write a prepared float model's state dict (plain tensors) atomically: a rung's checkpoint."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    tmp.replace(path)
+
+
+def load_prepared(base: nn.Module, config, path, calibration=None, device: torch.device | str = "cpu") -> nn.Module:
+    """The prepared float model of ``config`` with the weights of a checkpoint (``weights_only=True``)."""
+    from vitsearch.spaces import prepare
+
+    student = prepare(base, config, calibration=calibration, device=str(device))
+    student.load_state_dict(torch.load(path, map_location=device, weights_only=True), strict=True)
+    return student

@@ -71,6 +71,16 @@ class Session:
         size = self.spec.latency.input_size or self.data.input_size
         return (self.spec.latency.batch_size, *size)
 
+    def for_search(self) -> "Session":
+        """This session without the test split: what the search's workers receive.
+
+        The split that selects candidates must not report them; a worker that has no
+        test split cannot select on it by accident.
+        """
+        from dataclasses import replace
+
+        return replace(self, data=self.data.without_test())
+
     def evaluate_baseline(self):
         """The uncompressed base model's Evaluation."""
         from vitsearch.spaces import CompressionConfig
@@ -84,44 +94,120 @@ class Session:
         metrics, _ = self.evaluate_staged(config, recovery_steps)
         return Evaluation.from_dict(metrics)
 
-    def evaluate_staged(self, config, recovery_steps: int | None = None, feasibility=None, predictor=None):
-        """Cheapest first: compress, size, latency; stop if a cost budget is exceeded; then accuracy.
+    def cost_metrics(self, config, predictor=None) -> dict:
+        """Compress, then size, MACs and latency (predicted with ``predictor``): the metrics with ``accuracy`` None."""
+        return self._costs(config, predictor, {})[1]
 
-        Returns (metrics, infeasible reason or None). ``metrics`` is an Evaluation dict, or,
-        when stopped on cost, the same keys with ``accuracy`` None. ``predictor`` (a fitted
-        LatencyPredictor) replaces the latency measurement.
-        """
-        from vitsearch.evaluators import analytic_macs, evaluate_accuracy, model_size
-        from vitsearch.evaluators.distill import recover
+    def _costs(self, config, predictor, phases: dict):
+        from vitsearch.evaluators import analytic_macs, model_size
         from vitsearch.evaluators.latency.devicelock import device_busy
         from vitsearch.spaces import compress
 
-        rec = self.spec.recovery
-        steps = rec.steps if recovery_steps is None else recovery_steps
-        if self.spec.latency.runtime != "eager":  # built, checked and timed in the deployed runtime
-            from vitsearch.search.runtime_eval import evaluate_in_runtime
-
-            return evaluate_in_runtime(self, config, steps, feasibility, predictor, phase=_phase)
-        phases: dict[str, float] = {}
         with _phase(phases, "compress"), device_busy(self.device):
             model = compress(self.base, config, calibration=self.data.calibration, device=str(self.device))
         size = model_size(model)
         with _phase(phases, "latency"):
             latency, fingerprint = self._latency(model, config, predictor)
-        metrics = {"config": config.to_dict(), "accuracy": None, "top5": None,
-                   "accuracy_source": "not evaluated", "size_mb": size.size_mb,
-                   "size_mb_sparse_storage": size.size_mb_sparse_storage,
-                   "macs": analytic_macs(self.base, config), "latency": latency, "fingerprint": fingerprint,
-                   "recovery_steps": 0, "phase_seconds": phases}
+        return model, {"config": config.to_dict(), "accuracy": None, "top5": None,
+                       "accuracy_source": "not evaluated", "size_mb": size.size_mb,
+                       "size_mb_sparse_storage": size.size_mb_sparse_storage,
+                       "macs": analytic_macs(self.base, config), "latency": latency, "fingerprint": fingerprint,
+                       "recovery_steps": 0, "phase_seconds": phases}
+
+    def evaluate_staged(self, config, recovery_steps: int | None = None, feasibility=None, predictor=None,
+                        reference=None, save_to: str | None = None):
+        """Cheapest first: compress, size, latency; stop if a cost budget is exceeded; then accuracy.
+
+        Returns (metrics, infeasible reason or None). ``metrics`` is an Evaluation dict, or,
+        when stopped on cost, the same keys with ``accuracy`` None. ``predictor`` (a fitted
+        LatencyPredictor) replaces the latency measurement. ``reference`` (the uncompressed
+        model's costs, :class:`vitsearch.search.engine.gain.Reference`) stops a candidate
+        that cannot improve on it. ``save_to``: write the distilled float weights there
+        (the first rung's checkpoint, which a promotion continues from).
+        """
+        from vitsearch.evaluators.distill import distilled, save_prepared
+        from vitsearch.evaluators.latency.devicelock import device_busy
+        from vitsearch.spaces import finalize
+
+        steps = self.spec.recovery.ladder[0] if recovery_steps is None else recovery_steps
+        if config.is_identity():
+            steps = 0  # the uncompressed model is the teacher: distilling it into itself is no recovery
+        if self.spec.latency.runtime != "eager":  # built, checked and timed in the deployed runtime
+            from vitsearch.search.runtime_eval import evaluate_in_runtime
+
+            return evaluate_in_runtime(self, config, steps, feasibility, predictor, phase=_phase)
+        phases: dict[str, float] = {}
+        model, metrics = self._costs(config, predictor, phases)
         reason = feasibility.cost_violation(metrics) if feasibility is not None else None
+        if reason is None and reference is not None:
+            reason = self._no_gain(reference, metrics, phases)
         if reason is not None:
             return metrics, reason
-        if steps > 0:
-            with _phase(phases, "recovery"), device_busy(self.device):
-                rc = self.spec.recovery
-                model = recover(self.base, config, self.data.train, steps=steps, device=self.device, lr=rc.lr,
-                                batch_size=rc.batch_size, temperature=rc.temperature, alpha=rc.alpha, seed=rc.seed,
-                                calibration=self.data.calibration)
+        if steps == 0 and save_to is None:  # zero-shot: the compressed model is the one to score
+            return self._scored(model, metrics, steps, phases, feasibility)
+        with _phase(phases, "recovery"), device_busy(self.device):
+            rc = self.spec.recovery
+            prepared = distilled(self.base, config, self.data.train, steps=steps, device=self.device, lr=rc.lr,
+                                 batch_size=rc.batch_size, temperature=rc.temperature, alpha=rc.alpha, seed=rc.seed,
+                                 calibration=self.data.calibration)
+            if save_to is not None:
+                save_prepared(prepared, save_to)
+            model = finalize(prepared, config, device=str(self.device))
+        return self._scored(model, metrics, steps, phases, feasibility)
+
+    def evaluate_promotion(self, config, first: dict, rung: int, load_from: str, save_to: str | None,
+                           feasibility=None):
+        """Rung ``rung`` of a promoted candidate: its weights at rung ``rung - 1`` distilled further, re-scored.
+
+        ``first``: its first-rung metrics (latency, size and MACs do not change with
+        distillation and are kept). ``load_from``: the previous rung's checkpoint; when it
+        is missing (another machine's run dir) the previous rungs are replayed exactly.
+        """
+        from vitsearch.evaluators.distill import distil_further, distilled_chain, load_prepared, save_prepared
+        from vitsearch.evaluators.latency.devicelock import device_busy
+        from vitsearch.spaces import finalize
+
+        rc, ladder = self.spec.recovery, self.spec.recovery.ladder
+        kw = dict(device=self.device, lr=rc.lr, batch_size=rc.batch_size, temperature=rc.temperature,
+                  alpha=rc.alpha, seed=rc.seed)
+        phases: dict[str, float] = {}
+        with _phase(phases, "recovery"), device_busy(self.device):
+            if Path(load_from).is_file():
+                prepared = load_prepared(self.base, config, load_from, self.data.calibration, self.device)
+            else:
+                prepared = distilled_chain(self.base, config, self.data.train, rungs=ladder[:rung],
+                                           calibration=self.data.calibration, **kw)
+            distil_further(prepared, self.base, self.data.train, steps=ladder[rung] - ladder[rung - 1], rung=rung,
+                           **kw)
+            if save_to is not None:
+                save_prepared(prepared, save_to)
+            model = finalize(prepared, config, device=str(self.device))
+        metrics = {**first, "phase_seconds": phases}
+        return self._scored(model, metrics, ladder[rung], phases, feasibility)
+
+    def _no_gain(self, reference, metrics: dict, phases: dict) -> str | None:
+        """No gain over the uncompressed model? A measured verdict is confirmed against it timed now, here.
+
+        On a shared machine the run-start timing of the reference can be far from now; a
+        candidate is only settled when it is slower than the uncompressed model timed
+        beside it (the extra timing is paid only by candidates that look slower).
+        """
+        from dataclasses import replace
+
+        from vitsearch.spaces import CompressionConfig
+
+        if reference.no_gain(metrics) is None or metrics["latency"].get("source") != "measured":
+            return reference.no_gain(metrics)
+        with _phase(phases, "reference latency"):
+            now, _ = self._latency(self.base, CompressionConfig(), None)
+        return replace(reference, latency_ms=now["median_ms"],
+                       latency_source=f"timed just now beside it, {now['n_runs']} passes").no_gain(metrics)
+
+    def _scored(self, model, metrics: dict, steps: int, phases: dict, feasibility):
+        """Accuracy on val (never test) into ``metrics``; (metrics, accuracy-budget violation or None)."""
+        from vitsearch.evaluators import evaluate_accuracy
+        from vitsearch.evaluators.latency.devicelock import device_busy
+
         with _phase(phases, "accuracy"), device_busy(self.device):
             acc = evaluate_accuracy(model, self.data.val, self.device, self.spec.data.eval_batch_size,
                                     source=f"val split of {self.data.name}")

@@ -119,14 +119,51 @@ class Constraints(_Strict):
 
 
 class RecoverySection(_Strict):
-    """Short knowledge-distillation fine-tune of each candidate (0 steps = off)."""
+    """Knowledge-distillation recovery of each candidate before its accuracy counts.
+
+    ``steps``: one fixed number of distillation steps for every candidate (0 = off).
+    ``rungs``: instead, increasing step counts (e.g. [10, 60, 200]): every candidate is
+    scored at the first, and each rung promotes its best 1/``reduction`` (non-dominated
+    sorting on the study's objectives) to the next, continuing from its weights.
+    ``enabled: false`` turns recovery off whatever ``steps`` says (rungs are refused then).
+    """
 
     steps: int = Field(default=0, ge=0)
+    rungs: tuple[int, ...] | None = None
+    reduction: float = 3.0
+    enabled: bool = True
     lr: float = Field(default=1e-4, gt=0)
     batch_size: int = Field(default=64, gt=0)
     temperature: float = Field(default=2.0, gt=0)
     alpha: float = Field(default=0.5, ge=0, le=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _rungs(self) -> "RecoverySection":
+        if not self.reduction > 1:
+            raise ValueError(f"recovery.reduction {self.reduction!r} must be > 1 (each rung promotes its best "
+                             "1/reduction; 3 is usual)")
+        r = self.rungs
+        if r is None:
+            return self
+        if not self.enabled:
+            raise ValueError(f"recovery.rungs {list(r)} given with recovery disabled (recovery.enabled: false); "
+                             "drop rungs or enable recovery")
+        if self.steps:
+            raise ValueError(f"recovery.rungs {list(r)} given with steps: {self.steps}; give either steps or "
+                             "rungs, not both")
+        if not r or any(s < 0 for s in r) or any(b <= a for a, b in zip(r, r[1:])):
+            raise ValueError(f"recovery.rungs {list(r)} must be strictly increasing step counts >= 0, e.g. [10, 60, 200]")
+        if r[-1] == 0:
+            raise ValueError(f"recovery.rungs {list(r)} is recovery disabled; use steps: 0 or give a rung > 0")
+        return self
+
+    @property
+    def ladder(self) -> tuple[int, ...]:
+        """The rungs' step counts; one rung of ``steps`` without ``rungs`` (of 0 when disabled)."""
+        if not self.enabled:
+            return (0,)
+        return self.rungs if self.rungs is not None else (self.steps,)
 
 
 class SearchSection(_Strict):

@@ -117,8 +117,10 @@ def cmd_run(args) -> int:
                       args.verbose, args.batch_size)
     summary = run_study(args.study, opts)
     path = summary["run_dir"]
-    print(f"\n{summary['completed']}/{summary['requested']} trials completed in {summary['seconds']:.0f} s "
-          f"({summary['failed']} failed, {summary['infeasible']} infeasible, {summary['reused']} reused duplicates)")
+    from vitsearch.search.results.tables import counts_line
+
+    print(f"\n{summary['completed']}/{summary['requested']} candidates evaluated in {summary['seconds']:.0f} s: "
+          f"{counts_line(summary, summary['rungs'])}; {summary['infeasible']} infeasible")
     eng = summary.get("engine") or {}
     if eng.get("steady_overhead_share") is not None:
         print(f"engine overhead (measured, worker clocks): {eng['steady_overhead_share']:.1%} per trial - worker time "
@@ -126,7 +128,9 @@ def cmd_run(args) -> int:
               f"with the one-off {eng['startup_seconds']:.1f} s worker start-up and {eng['drain_seconds']:.1f} s drain "
               f"({eng['evaluations']} evaluations, {eng['evaluation_seconds']:.0f} s of evaluation on "
               f"{summary['workers']} workers)")
-    print(f"Pareto front (feasible trials; latency source per row):\n{summary['front_table']}")
+    print(f"Pareto front (feasible trials at the highest rung each reached; selected on val, accuracy re-measured "
+          f"on the test split ({summary['test_split']}) with its 95 % Wilson interval; latency source per row):\n"
+          f"{summary['front_table']}")
     if summary["completed"] < summary["requested"]:
         print(f"\nstopped early; resume with: vitsearch run {args.study} --resume {path}")
     print(f"\nnext: vitsearch report {path}    |    vitsearch pick {path} --latency-ms <budget>")

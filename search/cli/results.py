@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--max-size-mb", type=float, default=None, help="also require size <= this many MB")
     p.add_argument("--out", default=None, help="variant dir to write (default: RUN_DIR/variants/trial-N)")
     p.add_argument("--no-remeasure", action="store_true", help="judge the budget on the recorded latencies")
+    p.add_argument("--polish-steps", type=int, default=None,
+                   help="distil the chosen variant this many more steps before export (default: the study's top "
+                        "rung; 0: none); kept only if its val accuracy does not drop")
     p.set_defaults(func=cmd_pick)
 
     p = sub.add_parser("list", help="the Pareto front of a run as a table")
@@ -63,6 +66,10 @@ def cmd_pick(args) -> int:
     check_budget(args.latency_ms, args.min_accuracy, args.max_size_mb)  # before any slow work
     if args.out:
         check_out_dir(args.out, "--out")
+    if args.polish_steps is not None and args.polish_steps < 0:
+        from vitsearch.spaces.errors import ConfigError
+
+        raise ConfigError(f"--polish-steps: must be >= 0 (0: no polish), got {args.polish_steps}")
     view = load_run(args.run_dir)
     if not args.out:
         check_out_dir(view.path / "variants", "--out (default RUN_DIR/variants)")
@@ -79,9 +86,16 @@ def cmd_pick(args) -> int:
     print(runner_up_line(choice))
     session = session or load_session(view.spec)
     out = Path(args.out) if args.out else view.path / "variants" / f"trial-{int(choice.winner['number'])}"
-    prov = export(view, choice, session, out, check.why)
-    ex = prov["export"]
-    print(f"accuracy at export: {prov['accuracy']['at_export']:.2%} (recorded {prov['accuracy']['recorded']:.2%})")
+    prov = export(view, choice, session, out, check.why, args.polish_steps)
+    ex, acc = prov["export"], prov["accuracy"]
+    test, polish = acc["test"], acc["polish"]
+    print(f"accuracy at export: val {acc['at_export']:.2%} (recorded {acc['recorded']:.2%}, rung {acc['rung']}); "
+          f"test {test['test_accuracy']:.2%} [{test['test_lo']:.1%}, {test['test_hi']:.1%}] (95 % Wilson, "
+          f"{test['test_n']} images the search never saw)")
+    if "val_accuracy" in polish:
+        print(f"polished {polish['steps']} more steps: val {polish['val_accuracy']:.2%}, test "
+              f"{polish['test_accuracy']:.2%} [{polish['test_lo']:.1%}, {polish['test_hi']:.1%}]; "
+              + ("exported the polished weights" if polish["kept"] else "val dropped: exported the unpolished weights"))
     what = ex.get("runtime", "torch.export")
     print(f"{what}: " + (f"{ex.get('file', 'program.pt2')} written" if ex["exported"] else f"not exported ({ex['reason']})"))
     print(f"exported -> {out}   (load: vitsearch.search.load_variant({str(out)!r}).model)")
@@ -93,13 +107,15 @@ def cmd_list(args) -> int:
     from vitsearch.search.results.report import FRONT_COLUMNS, front_rows
     from vitsearch.search.results.runview import load_run
 
+    from vitsearch.search.results.testacc import read_cache, with_cached
+
     view = load_run(args.run_dir)
-    rows = front_rows(view.front)
+    rows = front_rows(with_cached(view.front, read_cache(view.path)) if not view.front.empty else view.front)
     if not rows:
         print("(no feasible completed trial on the front yet)")
         return 0
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(FRONT_COLUMNS)]
-    right = {0, 1, 2, 4, 5}
+    right = {0, 2, 4, 6, 7}
     fmt = lambda cells: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     print(fmt(list(FRONT_COLUMNS)))
@@ -107,5 +123,6 @@ def cmd_list(args) -> int:
     for r in rows:
         print(fmt(r))
     print(f"\n{len(rows)} Pareto variant(s) of {(view.frame['state'] == 'COMPLETE').sum()} completed trials; "
-          "latency as recorded during search (source per row)")
+          "latency as recorded during search (source per row); val accuracy selected them, test accuracy (95 % "
+          "Wilson interval) as measured at the end of the run or by `report`/`pick`")
     return 0

@@ -15,7 +15,7 @@ from vitsearch.search.engine.plan import Plan, RunOptions, eta_text, make_sample
 from vitsearch.search.storage import open_storage
 from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
-from vitsearch.search.results.tables import ATTR_FEASIBLE, fastest_text, front_table, pareto_front, write_tables
+from vitsearch.search.results.tables import fastest_text, front_table, pareto_front, run_counts, write_tables
 
 log = logging.getLogger("vitsearch.run")
 
@@ -62,6 +62,9 @@ class Driver:
             base_acc = evaluate_accuracy(session.base, session.data.val, session.device,
                                          self.spec.data.eval_batch_size).top1
         predictor = study_predictor(session)
+        from vitsearch.search.engine.gain import reference_of
+
+        self.reference = reference_of(session, self.objectives, predictor)  # the no-gain line, before any worker
         feas = Feasibility(c.max_latency_ms, c.max_size_mb,
                            None if c.max_accuracy_drop is None else base_acc - c.max_accuracy_drop,
                            predictor=predictor, predictor_fingerprint=getattr(predictor, "fingerprint_id", None))
@@ -153,18 +156,26 @@ class Driver:
         if not study.trials:
             for params in space.preset_params():  # the front always holds the uncompressed model
                 study.enqueue_trial(params, skip_if_exists=True)
+        from vitsearch.search.engine.rungs import Ladder
+        from vitsearch.search.results.testacc import RUNG_DIR
+
+        rc = self.spec.recovery
+        self.ladder = Ladder(rc.ladder, rc.reduction, tuple(d == "maximize" for _, d in self.objectives))
         searcher = CandidateSearch(space=space, objectives=self.objectives, feasibility=feas, target=plan.trials,
                                    batch_size=plan.batch_size, workers=plan.workers,
                                    sampler=make_sampler(self.spec, plan.trials), storage=storage,
-                                   study_name=self.spec.name, on_settle=self._on_settle)
+                                   study_name=self.spec.name, on_settle=self._on_settle, ladder=self.ladder,
+                                   rung_dir=str((plan.run_dir.path / RUNG_DIR).resolve()), reference=self.reference,
+                                   on_rung=self._on_rung)
         self.study = searcher.study
         self._progress_start(searcher.completed())
         cpus_per = max(1, plan.cpus // plan.workers) if not plan.address else 1
         trainable = tune.with_resources(
-            tune.with_parameters(evaluate_batch, session_holder=[ray.put(session)], feasibility=feas,
+            tune.with_parameters(evaluate_batch, session_holder=[ray.put(session.for_search())], feasibility=feas,
                                  predictor=feas.predictor, threads=cpus_per,
                                  # off only for the engine benchmark's A/B (benchmarks/engine.py)
-                                 pipeline=os.environ.get("VITSEARCH_ENGINE_PIPELINE", "1") != "0"),
+                                 pipeline=os.environ.get("VITSEARCH_ENGINE_PIPELINE", "1") != "0",
+                                 reference=self.reference),
             {"cpu": cpus_per})
         tuner = tune.Tuner(
             trainable,
@@ -191,7 +202,9 @@ class Driver:
                 f"{searcher.last_error}; see {plan.run_dir.log_file} and trials.csv")
         books = engine_books(searcher.timings, started, ended, plan.workers)
         books.update(cpu_books(searcher.timings, driver_cpu, len(searcher.told), ray_cpu0, ray_cpu1))
-        return self._summary(frame, searcher.completed(), ended - started, books)
+        if searcher.exhausted():
+            log.info("stopped: %d asks in a row were settled on cost or reused", searcher.idle_asks)
+        return self._summary(frame, searcher.completed(), ended - started, books, session)
 
     # ---- progress ----------------------------------------------------------------------
     def _progress_start(self, done: int) -> None:
@@ -214,8 +227,17 @@ class Driver:
         always rewritten at the end of the run and on ``--resume``.
         """
         log.info("trial %d %s%s", trial.number, trial.state.name,
-                 "" if trial.state.name == "COMPLETE" else f": {trial.user_attrs.get('error')}")
-        self._done += trial.state.name == "COMPLETE"
+                 "" if trial.state.name == "COMPLETE" else
+                 f": {trial.user_attrs.get('error') or trial.user_attrs.get('infeasible_reason')}")
+        self._done += trial.state.name == "COMPLETE" and trial.user_attrs.get("reused_from") is None
+        self._throttled_refresh()
+
+    def _on_rung(self, number: int, rung: int) -> None:
+        """After every promotion result (or failure)."""
+        log.info("trial %d reached rung %d (%d steps)", number, rung, self.spec.recovery.ladder[rung])
+        self._throttled_refresh()
+
+    def _throttled_refresh(self) -> None:
         if self.bar is not None:
             self.bar.n = self._done
         if time.monotonic() - self._tables_at < TABLES_EVERY_S and self._done < self.plan.trials:
@@ -228,23 +250,30 @@ class Driver:
         """Rewrite the tables from the storage, put their figures on the progress bar; the frame."""
         self._tables_at = time.monotonic()
         frame = write_tables(self.study, self.plan.run_dir.path)
-        self._done = int((frame["state"] == "COMPLETE").sum())
+        counts = run_counts(frame, len(self.spec.recovery.ladder))
+        self._done = counts["evaluated"]
         front = pareto_front(frame, self.objectives)
         best = front["accuracy"].max() if not front.empty else float("nan")
         if self.bar is not None:
             self.bar.n = self._done
+            rungs = "/".join(map(str, counts["reached_rung"]))
             self.bar.set_postfix_str(
-                f"failed {int((frame['state'] == 'FAIL').sum())}, infeasible "
-                f"{int((frame['feasible'] == False).sum())}, reused {int(frame['reused_from'].notna().sum())}, "  # noqa: E712
-                f"front {len(front)}, best feasible acc {'n/a' if best != best else f'{best:.2%}'}, "
+                f"rungs {rungs}, settled {counts['settled_on_predicted_cost'] + counts['settled_on_measured_cost']}, "
+                f"failed {counts['failed']}, infeasible {counts['infeasible']}, reused {counts['reused']}, "
+                f"front {len(front)}, best feasible val acc {'n/a' if best != best else f'{best:.2%}'}, "
                 f"{fastest_text(front)}, "
                 f"ETA {eta_text(self._done, self.plan.trials, self._t0, self._done0)}")
             self.bar.refresh()
         return frame
 
-    def _summary(self, frame, completed: int, seconds: float, books: dict) -> dict:
+    def _summary(self, frame, completed: int, seconds: float, books: dict, session) -> dict:
+        from vitsearch.search.results.testacc import front_test_accuracy
+
         front = pareto_front(frame, self.objectives)
         path = self.plan.run_dir.path
+        if not front.empty and session.data.test is not None:
+            front = front_test_accuracy(session, path, front)  # the split the search never saw
+        counts = run_counts(frame, len(self.spec.recovery.ladder))
         summary = {
             "run_dir": str(path), "completed": completed, "requested": self.plan.trials,
             "workers": self.plan.workers, "batch_size": self.plan.batch_size,
@@ -253,15 +282,24 @@ class Driver:
             "engine_overhead_share": books.get("engine_overhead_share"),
             "steady_overhead_share": books.get("steady_overhead_share"),
             "engine": books,
-            "failed": int((frame["state"] == "FAIL").sum()),
-            "infeasible": int((frame[ATTR_FEASIBLE] == False).sum()),  # noqa: E712
-            "reused": int(frame["reused_from"].notna().sum()),
+            **counts, "rungs": list(self.spec.recovery.ladder), "reduction": self.spec.recovery.reduction,
+            "reference": vars(self.reference),
+            "test_split": session.data.test_source,
             "pareto": front["number"].astype(int).tolist(), "seconds": round(seconds, 1),
+            "pareto_test": [{k: _plain(r[k]) for k in ("number", "rung", "accuracy", "test_accuracy", "test_lo",
+                                                        "test_hi", "test_n") if k in r}
+                            for _, r in front.iterrows()],
             "latency_source": self.latency_source,
             "front_table": front_table(front),
         }
         (path / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "front_table"}, indent=2))
         return summary
+
+
+def _plain(value):
+    """A JSON-ready scalar (numpy and NaN to plain / None)."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and value != value else value
 
 
 def run_study(study: str | Path, opts: RunOptions) -> dict:

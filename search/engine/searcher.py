@@ -10,8 +10,19 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
   both are told to Optuna at once, without a Tune trial.
 * **Nothing swallowed.** Every tell sets the trial's user attributes (config,
   evaluation, feasibility, constraints, worker, error) first, and a failing tell raises.
-* **Counting.** The searcher returns FINISHED when the study holds the requested number
-  of completed trials (counting those of earlier, resumed attempts).
+* **Rungs.** With ``recovery.rungs`` a free worker first takes a promotion that is due
+  (:mod:`vitsearch.search.engine.rungs`), alone in its batch, else new candidates. A trial
+  is told once, at its first rung (the fidelity every candidate shares); its later rungs
+  are recorded as study user attributes (``rung:N:K``), with each promotion marked
+  (``promoted:N:K``) before it is handed out, so a resumed driver re-runs the lost ones
+  and promotes nothing twice.
+* **What Optuna is told.** Only measured values: a candidate settled on its cost
+  (predicted or measured latency/size over a budget, or no gain over the uncompressed
+  model) is PRUNED with its measured constraints and attribute ``settled``, never a
+  COMPLETE trial with an invented accuracy.
+* **Counting.** ``target`` counts candidates evaluated (COMPLETE, not reused); settled
+  and reused ones are counted apart and do not use it up. The searcher returns FINISHED
+  when the target is met, nothing is in flight and no promotion is due.
 * Its state lives in the Optuna storage, so ``save``/``restore`` are no-ops: a resumed
   run reattaches to the storage instead of unpickling a searcher.
 """
@@ -19,6 +30,8 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import optuna
@@ -26,8 +39,11 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from vitsearch.search.engine.gain import NO_GAIN_CONSTRAINT
+from vitsearch.search.engine.rungs import Ladder
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
-                                      ATTR_INFEASIBLE, ATTR_REUSED, ATTR_SECONDS, ATTR_TIMING, ATTR_WORKER)
+                                             ATTR_INFEASIBLE, ATTR_REUSED, ATTR_SECONDS, ATTR_SETTLED, ATTR_TIMING,
+                                             ATTR_WORKER, STUDY_PROMOTED, STUDY_RUNG, STUDY_RUNG_FAILED, rung_attrs)
 
 MAX_ASKS_PER_SUGGEST = 64
 
@@ -44,13 +60,18 @@ class CandidateSearch(OptunaSearch):
     pairs; ``feasibility``: a :class:`vitsearch.search.engine.feasibility.Feasibility`;
     ``target``: completed trials wanted in the study; ``workers``: concurrent Tune trials
     (the last batches shrink so they finish together); ``on_settle(trial)`` is called after
-    every tell (progress, tables).
+    every tell (progress, tables). ``ladder``: the rungs (:class:`~vitsearch.search.engine.rungs.Ladder`;
+    None: one rung); ``rung_dir``: where the rungs' checkpoints go; ``reference``: the
+    uncompressed model's costs (:class:`~vitsearch.search.engine.gain.Reference`) for the
+    driver-side no-gain check; ``on_rung(number, rung)`` after every promotion result.
     """
 
     def __init__(self, *, space, objectives: list[tuple[str, str]], feasibility, target: int, batch_size: int,
                  workers: int = 1,
                  sampler: optuna.samplers.BaseSampler, storage, study_name: str,
-                 on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None):
+                 on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+                 ladder: Ladder | None = None, rung_dir: str | None = None, reference=None,
+                 on_rung: Callable[[int, int], None] | None = None):
         self.vs_space = space
         self.objectives = objectives
         self.feasibility = feasibility
@@ -68,10 +89,19 @@ class CandidateSearch(OptunaSearch):
         super().__init__(space=space.distributions(), metric=[m for m, _ in objectives],
                          mode=["max" if d == "maximize" else "min" for _, d in objectives],
                          sampler=sampler, storage=storage, study_name=study_name)
+        self.ladder = ladder or Ladder((0,), 2.0, tuple(d == "maximize" for _, d in objectives))
+        self.rung_dir, self.reference, self.on_rung = rung_dir, reference, on_rung
+        self._promos: dict[str, tuple[int, int]] = {}  # Tune trial id -> promotion (number, rung) in flight
+        self._first: dict[int, tuple[str, dict]] = {}  # trial number -> (config key, first-rung metrics)
+        self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
         self._known: dict[str, int] = {}  # config key -> trial number of its evaluation
-        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get(ATTR_CONFIG) and t.user_attrs.get(ATTR_REUSED) is None:
+        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if t.user_attrs.get(ATTR_CONFIG) and t.user_attrs.get(ATTR_REUSED) is None and (
+                    t.state == TrialState.COMPLETE or t.user_attrs.get(ATTR_SETTLED)):
                 self._known.setdefault(t.user_attrs[ATTR_CONFIG], t.number)
+            if t.state == TrialState.COMPLETE and t.user_attrs.get(ATTR_REUSED) is None:
+                self._remember_first(t.number, t.user_attrs[ATTR_CONFIG], t.user_attrs[ATTR_EVAL], list(t.values))
+        self._restore_rungs()
 
     @property
     def study(self) -> optuna.Study:
@@ -88,7 +118,13 @@ class CandidateSearch(OptunaSearch):
         return sum(1 for b in self._batches.values() for t in b if t.number not in self._told)
 
     def completed(self) -> int:
-        return len(self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        """Candidates evaluated in the study (COMPLETE, not reused): what ``--trials N`` counts (issue 16)."""
+        return sum(1 for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.user_attrs.get(ATTR_REUSED) is None)
+
+    def idle(self) -> bool:
+        """No batch, no promotion in flight."""
+        return not self._batches and not self._promos
 
     # ---- Tune's Searcher API -----------------------------------------------------------
     def gave_up(self) -> bool:
@@ -98,44 +134,56 @@ class CandidateSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.gave_up():
             return Searcher.FINISHED
+        promotion = self._next_promotion()
+        if promotion is not None:  # ASHA: a due promotion first, alone in its batch (it is the long job)
+            self._promos[trial_id] = promotion
+            return {"candidates": [self._promotion_job(*promotion)]}
         batch: list[tuple[optuna.Trial, Any]] = []
         in_flight = {self._key_of(t) for b in self._batches.values() for t in b}
-        completed_before = self._completed_here
         base = self.completed() + self._open()  # one storage read per suggest, not one per ask
         # Near the end, share what is left between the workers instead of handing it all to
         # the first free one (which left the other idle for up to a whole batch).
         size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)))
         for _ in range(MAX_ASKS_PER_SUGGEST):
-            done_here = self._completed_here - completed_before  # reused / infeasible, settled just now
-            if len(batch) >= size or base + done_here + len(batch) >= self.target:
+            if len(batch) >= size or base + len(batch) >= self.target or self.exhausted():
                 break
             trial = self._ot_study.ask(fixed_distributions=self._space)
             config = self.vs_space.config_from_params(trial.params)
             key = config_key(config.to_dict())
             trial.set_user_attr(ATTR_CONFIG, key)
+            self.idle_asks += 1
             if key in self._known:
                 self._reuse(trial, self._known[key])
             elif key in in_flight:
                 self._settle(trial, None, TrialState.PRUNED,
                              {ATTR_ERROR: "duplicate of a config being evaluated; not evaluated twice"})
-            elif (reason := self.feasibility.precheck(config)) is not None:
-                self._settle(trial, self.feasibility.placeholder_values(reason.metrics, self.objectives),
-                             TrialState.COMPLETE, {ATTR_FEASIBLE: False, ATTR_INFEASIBLE: reason.text,
-                                                   ATTR_EVAL: reason.metrics, ATTR_CONSTRAINTS: reason.constraints})
+            elif (reason := self._precheck(config)) is not None:
+                self._settle(trial, None, TrialState.PRUNED, {
+                    ATTR_FEASIBLE: False, ATTR_INFEASIBLE: reason.text, ATTR_EVAL: reason.metrics,
+                    ATTR_CONSTRAINTS: reason.constraints, ATTR_SETTLED: reason.settled})
+                self._known.setdefault(key, trial.number)
             else:
+                self.idle_asks = 0
                 batch.append((trial, config))
                 in_flight.add(key)
         if not batch:
-            done_here = self._completed_here - completed_before
-            return Searcher.FINISHED if base + done_here >= self.target else None
+            done = base >= self.target or self.exhausted()
+            return Searcher.FINISHED if done and self.idle() and self._next_promotion(peek=True) is None else None
         self._batches[trial_id] = [t for t, _ in batch]
-        return {"candidates": [{"number": t.number, "config": c.to_dict()} for t, c in batch]}
+        return {"candidates": [self._first_job(t.number, c) for t, c in batch]}
+
+    def exhausted(self) -> bool:
+        """So many asks in a row were settled or reused that the space holds nothing new to evaluate."""
+        return self.idle_asks >= max(256, 10 * self.target)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         text = result.get("candidate_json")
         if text is None:
             return
         payload = json.loads(text)
+        if payload.get("rung", 0) > 0:
+            self._promotion_result(trial_id, payload)
+            return
         trial = self._find(trial_id, payload["number"])
         if trial is None or trial.number in self._told:
             return  # a retried batch re-reports what was already told
@@ -148,17 +196,27 @@ class CandidateSearch(OptunaSearch):
             self._settle(trial, None, TrialState.FAIL, {**attrs, ATTR_ERROR: payload["error"]})
             return
         metrics = payload["evaluation"]
-        feasible = payload["feasible"]
-        values = (self.feasibility.values(metrics, self.objectives) if metrics.get("accuracy") is not None
-                  else self.feasibility.placeholder_values(metrics, self.objectives))
-        attrs.update({ATTR_EVAL: metrics, ATTR_FEASIBLE: feasible, ATTR_CONSTRAINTS: payload["constraints"],
+        attrs.update({ATTR_EVAL: metrics, ATTR_FEASIBLE: payload["feasible"], ATTR_CONSTRAINTS: payload["constraints"],
                       ATTR_INFEASIBLE: payload.get("infeasible_reason")})
-        self._settle(trial, values, TrialState.COMPLETE, attrs)
         self._known.setdefault(self._key_of(trial), trial.number)
+        if metrics.get("accuracy") is None:  # settled on its cost: nothing but measured costs is told
+            attrs[ATTR_SETTLED] = payload.get("settled") or "cost budget"
+            attrs[ATTR_CONSTRAINTS] = self._measured(payload["constraints"])
+            if attrs[ATTR_SETTLED] == "no gain" and self.reference is not None:
+                attrs[ATTR_CONSTRAINTS].append(self.reference.constraint(metrics))
+            self._settle(trial, None, TrialState.PRUNED, attrs)
+            return
+        values = self.feasibility.values(metrics, self.objectives)
+        self._settle(trial, values, TrialState.COMPLETE, attrs)
+        self._remember_first(trial.number, self._key_of(trial), metrics, values)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and not error:
             self.on_trial_result(trial_id, result)
+        if trial_id in self._promos:  # a promotion whose worker died after retries: not retried again
+            number, rung = self._promos.pop(trial_id)
+            self._promotion_failed(number, rung, "the worker evaluating it failed (Ray actor died or the batch "
+                                                 "raised) after retries")
         for trial in self._batches.pop(trial_id, []):
             if trial.number not in self._told:
                 why = "the worker evaluating it failed (Ray actor died or the batch raised) after retries"
@@ -180,17 +238,23 @@ class CandidateSearch(OptunaSearch):
     def _reuse(self, trial: optuna.Trial, source: int) -> None:
         src = self._ot_study._storage.get_trial(self._ot_study._storage.get_trial_id_from_study_id_trial_number(
             self._ot_study._study_id, source))
-        attrs = {k: src.user_attrs.get(k) for k in (ATTR_EVAL, ATTR_FEASIBLE, ATTR_CONSTRAINTS, ATTR_INFEASIBLE)}
+        attrs = {k: src.user_attrs.get(k) for k in (ATTR_EVAL, ATTR_FEASIBLE, ATTR_CONSTRAINTS, ATTR_INFEASIBLE,
+                                                    ATTR_SETTLED)}
         attrs[ATTR_REUSED] = source
-        self._settle(trial, list(src.values), TrialState.COMPLETE, attrs)
+        # the source's state: a settled (PRUNED) config stays settled, with its measured constraints only
+        self._settle(trial, list(src.values) if src.state == TrialState.COMPLETE else None, src.state, attrs)
 
     def _settle(self, trial: optuna.Trial, values, state: TrialState, attrs: dict) -> None:
         for key, value in attrs.items():
             if value is not None:
                 trial.set_user_attr(key, value)
-        if state == TrialState.COMPLETE and attrs.get(ATTR_CONSTRAINTS):
-            # Optuna's constraint API (<= 0 feasible), read by NSGA-II and TPE alike
-            for name, value in zip(self.feasibility.constraint_names(), attrs[ATTR_CONSTRAINTS], strict=True):
+        if state in (TrialState.COMPLETE, TrialState.PRUNED) and attrs.get(ATTR_CONSTRAINTS):
+            # Optuna's constraint API (<= 0 feasible), read by NSGA-II and TPE alike; a settled
+            # (PRUNED) trial carries only what was measured, plus its no-gain margin
+            names = self.feasibility.constraint_names() if state == TrialState.COMPLETE else self._measured_names()
+            if len(attrs[ATTR_CONSTRAINTS]) == len(names) + 1:
+                names = [*names, NO_GAIN_CONSTRAINT]
+            for name, value in zip(names, attrs[ATTR_CONSTRAINTS], strict=True):
                 trial.set_constraint(name, value)
         # A failing tell must not vanish behind a log warning: let it raise.
         frozen = self._ot_study.tell(trial, values, state=state, skip_if_finished=False)
@@ -203,3 +267,123 @@ class CandidateSearch(OptunaSearch):
             self._completed_here += 1
         if self.on_settle is not None:
             self.on_settle(frozen)
+
+    # ---- settled on cost -----------------------------------------------------------------
+    def _measured_names(self) -> list[str]:
+        return [n for n in self.feasibility.constraint_names() if n != "accuracy"]
+
+    def _measured(self, constraints: list[float]) -> list[float]:
+        """The constraint values without the accuracy one (no accuracy was measured)."""
+        names = self.feasibility.constraint_names()
+        return [v for n, v in zip(names, constraints, strict=True) if n != "accuracy"]
+
+    def _precheck(self, config) -> Settled | None:
+        """Driver-side: over a budget on predicted latency, or (latency the only cost objective) no gain."""
+        reason = self.feasibility.precheck(config)
+        if reason is not None:
+            return Settled(reason.text, reason.metrics, self._measured(reason.constraints), "cost budget")
+        predictor, ref = self.feasibility.predictor, self.reference
+        if predictor is None or ref is None or ref.cost_objectives != ("latency_ms",):
+            return None
+        pred = predictor.predict(config)
+        metrics = {"config": config.to_dict(), "accuracy": None,
+                   "latency": {"median_ms": pred.median_ms, "source": "predicted",
+                               "fingerprint_id": self.feasibility.predictor_fingerprint}}
+        why = ref.no_gain(metrics)
+        if why is None:
+            return None
+        cons = self._measured(self.feasibility.constraints({**metrics, "size_mb": 0.0}))
+        return Settled(why, metrics, [*cons, ref.constraint(metrics)], "no gain")
+
+    # ---- rungs -----------------------------------------------------------------------------
+    def _restore_rungs(self) -> None:
+        """The ladder as the storage has it: first rungs from the trials, later ones from study attrs."""
+        records, issued, failed = rung_attrs(self._ot_study.user_attrs)
+        self.ladder.issued |= {p for p in issued if p[1] <= self.ladder.top}
+        for number, rung in failed:
+            self.ladder.record_failure(number, rung)
+        for number, by_rung in records.items():
+            for rung, record in sorted(by_rung.items()):
+                if rung <= self.ladder.top and (number, rung) in self.ladder.issued:
+                    self.ladder.record(number, rung, record["values"])
+
+    def _remember_first(self, number: int, key: str, metrics: dict, values: list[float]) -> None:
+        self._first[number] = (key, metrics)
+        self.ladder.record(number, 0, values)
+        if _identity(key):
+            self.ladder.held.add(number)
+
+    def _checkpoint(self, number: int, rung: int) -> str | None:
+        if self.rung_dir is None or self.ladder.top == 0:
+            return None
+        return f"{self.rung_dir}/trial-{number}-rung-{rung}.pt"
+
+    def _first_job(self, number: int, config) -> dict:
+        key = config_key(config.to_dict())
+        return {"number": number, "config": config.to_dict(), "rung": 0,
+                "save_to": None if _identity(key) else self._checkpoint(number, 0)}
+
+    def _promotion_job(self, number: int, rung: int) -> dict:
+        key, first = self._first[number]
+        return {"number": number, "config": json.loads(key), "rung": rung, "first": first,
+                "load_from": self._checkpoint(number, rung - 1), "save_to": self._checkpoint(number, rung)}
+
+    def _next_promotion(self, peek: bool = False) -> tuple[int, int] | None:
+        """A promotion to hand out now: one lost by an earlier driver first, else a new one (marked issued)."""
+        lost = self.ladder.lost(set(self._promos.values()))
+        if lost:
+            return lost[0]
+        due = self.ladder.promotable()
+        if not due or peek:
+            return due[0] if due else None
+        number, rung = due[0]
+        self.ladder.issue(number, rung)
+        # in the storage before any worker starts it: a killed driver's successor re-runs it, never twice
+        self._ot_study.set_user_attr(f"{STUDY_PROMOTED}:{number}:{rung}", time.time())
+        return number, rung
+
+    def _promotion_result(self, trial_id: str, payload: dict) -> None:
+        number, rung = payload["number"], payload["rung"]
+        if self._promos.get(trial_id) != (number, rung):
+            return  # a retried batch re-reports what was already recorded
+        del self._promos[trial_id]
+        timing = {k: payload[k] for k in ("started_at", "finished_at", "cpu_seconds", "process_cpu_seconds")
+                  if payload.get(k) is not None}
+        if timing:
+            self.timings.append({"worker": payload.get("worker"), "seconds": payload.get("seconds"), **timing})
+        if payload.get("error"):
+            self._promotion_failed(number, rung, payload["error"])
+            return
+        metrics = payload["evaluation"]
+        values = self.feasibility.values(metrics, self.objectives)
+        record = {"values": values, ATTR_EVAL: metrics, ATTR_FEASIBLE: payload["feasible"],
+                  ATTR_INFEASIBLE: payload.get("infeasible_reason"), ATTR_CONSTRAINTS: payload["constraints"],
+                  ATTR_WORKER: payload.get("worker"), ATTR_SECONDS: payload.get("seconds"), ATTR_TIMING: timing}
+        self._ot_study.set_user_attr(f"{STUDY_RUNG}:{number}:{rung}", record)
+        self.ladder.record(number, rung, values)
+        self.failures_in_a_row = 0
+        if self.on_rung is not None:
+            self.on_rung(number, rung)
+
+    def _promotion_failed(self, number: int, rung: int, why: str) -> None:
+        self.ladder.record_failure(number, rung)
+        self._ot_study.set_user_attr(f"{STUDY_RUNG_FAILED}:{number}:{rung}", why)
+        self.failures_in_a_row += 1
+        self.last_error = why
+        if self.on_rung is not None:
+            self.on_rung(number, rung)
+
+
+def _identity(key: str) -> bool:
+    """The uncompressed model's config: the teacher itself, never distilled."""
+    return not {k for k in json.loads(key) if k != "schema_version"}
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A candidate settled on its cost before any Tune trial: why, what is known, measured constraints."""
+
+    text: str
+    metrics: dict
+    constraints: list[float]
+    settled: str

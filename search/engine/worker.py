@@ -30,18 +30,32 @@ def _session(holder: list) -> Any:
     return _SESSIONS[key]
 
 
-def evaluate_candidate(session, config_dict: dict, feasibility, predictor=None, number: int | None = None) -> dict:
-    """Evaluate one candidate; every outcome, an exception included, becomes a payload."""
+def evaluate_candidate(session, cand: dict, feasibility, predictor=None, reference=None) -> dict:
+    """Evaluate one job (a new candidate at the first rung, or a promotion); every outcome becomes a payload.
+
+    ``cand``: ``number``, ``config``, and for rungs ``rung`` (0: first evaluation),
+    ``save_to`` (checkpoint to write), ``load_from`` and ``first`` (a promotion: the
+    previous rung's checkpoint and the candidate's first-rung metrics).
+    """
     from vitsearch.spaces import CompressionConfig
 
     start, cpu0 = time.perf_counter(), time.thread_time()
-    payload: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "started_at": time.time()}
+    number, rung = cand.get("number"), cand.get("rung", 0)
+    payload: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "started_at": time.time(),
+                               "rung": rung}
     try:
-        _inject_faults_for_tests(number)
-        config = CompressionConfig.from_dict(config_dict)
-        metrics, reason = session.evaluate_staged(config, feasibility=feasibility, predictor=predictor)
+        _inject_faults_for_tests(number, rung)
+        config = CompressionConfig.from_dict(cand["config"])
+        if rung == 0:
+            metrics, reason = session.evaluate_staged(config, feasibility=feasibility, predictor=predictor,
+                                                      reference=reference, save_to=cand.get("save_to"))
+        else:
+            metrics, reason = session.evaluate_promotion(config, cand["first"], rung, cand["load_from"],
+                                                         cand.get("save_to"), feasibility=feasibility)
+        settled = None if metrics["accuracy"] is not None else (
+            "no gain" if reason.startswith("no gain") else "cost budget")
         payload.update(evaluation=_jsonable(metrics), feasible=reason is None, infeasible_reason=reason,
-                       constraints=feasibility.constraints(metrics))
+                       constraints=feasibility.constraints(metrics), settled=settled)
     except Exception as exc:  # recorded as a FAIL trial with its message; the study goes on
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
@@ -54,7 +68,7 @@ def evaluate_candidate(session, config_dict: dict, feasibility, predictor=None, 
 
 
 def evaluate_batch(config: dict, session_holder: list, feasibility, predictor=None, threads: int = 1,
-                   pipeline: bool = True) -> None:
+                   pipeline: bool = True, reference=None) -> None:
     """Tune function trainable: evaluate the batch's candidates in order, one report each.
 
     ``tune.report`` blocks until Tune's controller has taken the result (a round trip
@@ -72,7 +86,7 @@ def evaluate_batch(config: dict, session_holder: list, feasibility, predictor=No
     candidates = config["candidates"]
 
     def evaluate(cand: dict) -> dict:
-        payload = evaluate_candidate(session, cand["config"], feasibility, predictor, number=cand["number"])
+        payload = evaluate_candidate(session, cand, feasibility, predictor, reference)
         payload["number"] = cand["number"]
         payload["niceness"] = os.getpriority(os.PRIO_PROCESS, 0)
         return payload
@@ -111,17 +125,24 @@ def evaluate_batch(config: dict, session_holder: list, feasibility, predictor=No
         runner.join()
 
 
-def _inject_faults_for_tests(number: int) -> None:
+def _inject_faults_for_tests(number: int, rung: int = 0) -> None:
     """Fault injection for the test suite, off unless VITSEARCH_TEST_FAULTS is set.
 
-    VITSEARCH_TEST_FAULTS is JSON: ``{"raise_on": [trial numbers], "crash_once": marker path}``;
-    ``raise_on`` makes those candidates raise, ``crash_once`` kills this worker process
-    mid-trial the first time (the marker file records that it happened).
+    VITSEARCH_TEST_FAULTS is JSON: ``{"raise_on": [trial numbers], "crash_once": marker path,
+    "hang_on_rung": [rung, marker path]}``; ``raise_on`` makes those candidates raise,
+    ``crash_once`` kills this worker process mid-trial the first time (the marker file
+    records that it happened); ``hang_on_rung`` writes the marker and sleeps when a
+    promotion to that rung starts (the test kills the driver then).
     """
     spec = os.environ.get("VITSEARCH_TEST_FAULTS")
     if not spec:
         return
     faults = json.loads(spec)
+    hang = faults.get("hang_on_rung")
+    if hang and rung == hang[0]:
+        with open(hang[1], "a") as fh:
+            fh.write(f"{number}:{rung}\n")
+        time.sleep(3600)
     marker = faults.get("crash_once")
     if marker and not os.path.exists(marker):
         with open(marker, "w") as fh:

@@ -16,12 +16,13 @@ _AXIS = {"accuracy": "top-1 accuracy", "latency_ms": "latency (ms)", "size_mb": 
 
 def _groups(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Completed trials with both plotted metrics, split into feasible and infeasible; plus
-    ``skipped``: settled infeasible on their (predicted) latency or size, never accuracy-evaluated."""
-    done = frame[(frame["state"] == "COMPLETE") & frame["latency_ms"].notna()]
-    scored = done[done["accuracy"].notna()]
+    ``skipped``: settled on their (predicted) latency or size - over a budget or no gain over the
+    uncompressed model - never accuracy-evaluated (Optuna state PRUNED)."""
+    done = frame[frame["latency_ms"].notna()]
+    scored = done[(done["state"] == "COMPLETE") & done["accuracy"].notna()]
     return {"feasible": scored[scored["feasible"] == True],  # noqa: E712
             "infeasible": scored[scored["feasible"] != True],  # noqa: E712
-            "skipped": done[done["accuracy"].isna() & (done["feasible"] == False)]}  # noqa: E712
+            "skipped": done[done["settled"].notna() & done["accuracy"].isna()]}
 
 
 def _floor(groups: dict[str, pd.DataFrame], min_accuracy: float | None = None) -> float:
@@ -37,7 +38,8 @@ def _skipped_hover(df: pd.DataFrame) -> list[str]:
 
 
 def _hover(df: pd.DataFrame) -> list[str]:
-    return [f"trial {int(r['number'])}<br>{r['summary']}<br>accuracy {r['accuracy']:.2%}<br>"
+    return [f"trial {int(r['number'])}<br>{r['summary']}<br>accuracy {r['accuracy']:.2%} (val, rung {r.get('rung')}, "
+            f"{r.get('recovery_steps')} distillation steps)<br>"
             f"latency {r['latency_ms']:.3f} ms ({r['latency_source']})<br>size {r['size_mb']:.3f} MB"
             + (f"<br>infeasible: {r['infeasible_reason']}" if isinstance(r.get("infeasible_reason"), str) else "")
             for _, r in df.iterrows()]

@@ -3,7 +3,9 @@
 The budget is checked against latencies re-measured on this machine when its device
 fingerprint is the study's, else against the recorded (measured or predicted) ones,
 and the output says which. The winner is rebuilt exactly as the search evaluated it
-(compress, the same distillation steps and seed), re-evaluated, and written with
+(its checkpoint at the highest rung it reached, or the same distillation replayed),
+re-evaluated on val, measured on the held-out test split, polished (``--polish-steps``
+more distillation steps; both accuracies recorded) and written with
 :func:`vitsearch.search.results.variant.write_variant`.
 """
 
@@ -108,55 +110,97 @@ def runner_up_line(choice: Choice) -> str:
             f"{r['budget_ms'] - w['budget_ms']:+.3f} ms latency vs the winner): {r['summary']}")
 
 
-def rebuild(session, config, steps: int):
-    """The prepared float model as the search built it (compress, then ``steps`` of distillation)."""
-    from vitsearch.evaluators.distill import distilled
+def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_steps: int | None = None) -> dict[str, Any]:
+    """Rebuild (at the rung it reached), re-check, polish, measure on test and write the winner to ``out``.
 
-    rc = session.spec.recovery
-    return distilled(session.base, config, session.data.train, steps=steps, device=session.device, lr=rc.lr,
-                     batch_size=rc.batch_size, temperature=rc.temperature, alpha=rc.alpha, seed=rc.seed,
-                     calibration=session.data.calibration)
-
-
-def export(view, choice: Choice, session, out: Path, remeasure_why: str) -> dict[str, Any]:
-    """Rebuild, re-evaluate and write the winner to ``out``; returns its provenance."""
+    ``polish_steps`` (default: the study's top rung) more distillation steps before export;
+    the polished weights are kept only when their val accuracy is not lower (val selects,
+    test reports). Returns the provenance, with both accuracies.
+    """
     import copy
 
     import torch
 
-    from vitsearch.evaluators import evaluate_accuracy
+    from vitsearch.evaluators.distill import distil_further
+    from vitsearch.search.results.testacc import measure_test, rebuild_prepared
     from vitsearch.search.results.variant import export_program, structure_config, write_variant
     from vitsearch.spaces import CompressionConfig, finalize
 
     row = choice.winner
-    number = int(row["number"])
+    number, rung = int(row["number"]), int(row["rung"])
     ev = view.evaluation(number)
     config = CompressionConfig.from_dict(json.loads(row["config"]))
     runtime = view.spec.latency.runtime
-    prepared = rebuild(session, config if runtime == "eager" else structure_config(config),
-                       int(ev.get("recovery_steps") or 0))
+    # a non-eager runtime applies the precision itself: rebuild the float structure only
+    prepared = rebuild_prepared(session, config if runtime == "eager" else structure_config(config), rung,
+                                view.path, number)
     info = copy.deepcopy(getattr(prepared, "vitsearch_info", {}))
-    in_runtime = None
     if runtime != "eager":  # built, scored, re-measured and exported in the study's runtime
-        from vitsearch.search.results.runtime_export import export_in_runtime
-
-        acc, program_of, in_runtime = export_in_runtime(session, prepared, config)
-    else:
-        model = finalize(prepared, config, device=str(session.device))
-        acc = evaluate_accuracy(model, session.data.val, session.device, view.spec.data.eval_batch_size,
-                                source=f"val split of {session.data.name}")
+        return _export_in_runtime(view, row, ev, config, prepared, info, session, out, remeasure_why)
+    model = finalize(prepared, config, device=str(session.device))
+    acc = _val(session, model, view)
     tol = ACCURACY_TOLERANCE[session.device.type]
     if abs(acc.top1 - ev["accuracy"]) > tol:
         raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f}, not its recorded "
                           f"{ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
+    test = measure_test(session, model)
+    rc = view.spec.recovery
+    steps = rc.ladder[-1] if polish_steps is None else polish_steps
+    polish = {"steps": steps, "kept": False}
+    if steps > 0 and not config.is_identity():
+        polished = distil_further(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
+                                  rung=len(rc.ladder), device=session.device, lr=rc.lr, batch_size=rc.batch_size,
+                                  temperature=rc.temperature, alpha=rc.alpha, seed=rc.seed)
+        pmodel = finalize(polished, config, device=str(session.device))
+        pval = _val(session, pmodel, view)
+        polish.update(val_accuracy=pval.top1, **measure_test(session, pmodel), kept=pval.top1 >= acc.top1)
+        if polish["kept"]:
+            prepared, model = polished, pmodel
+    elif steps > 0:
+        polish["note"] = "the uncompressed model is the teacher: nothing to polish"
     provenance = _provenance(view, row, ev, config, acc, tol, info, remeasure_why)
-    if in_runtime is not None:
-        provenance["latency"]["in_runtime"] = in_runtime
-    else:
-        example = torch.randn(*session.input_shape, device=session.device)
-        program_of = lambda p: export_program(model, example, p)  # noqa: E731
+    provenance["accuracy"].update(test={k: v for k, v in test.items()}, polish=polish, rung=rung,
+                                  recovery_steps_before_polish=ev.get("recovery_steps"))
+    example = torch.randn(*session.input_shape, device=session.device)
+    write_variant(out, prepared, config, view.path / "study.yaml", provenance,
+                  program_of=lambda p: export_program(model, example, p))
+    return provenance
+
+
+def _export_in_runtime(view, row, ev, config, prepared, info, session, out: Path, remeasure_why: str) -> dict[str, Any]:
+    """The non-eager pick: accuracy (in the runtime where it quantises) and latency measured there, exported there.
+
+    Not polished: polishing changes the float weights the runtime program is built from,
+    and the program is what was scored; test accuracy is the eager model's (labelled so).
+    """
+    import copy
+
+    from vitsearch.search.results.runtime_export import export_in_runtime
+    from vitsearch.search.results.testacc import measure_test
+    from vitsearch.search.results.variant import write_variant
+    from vitsearch.spaces import finalize
+
+    number = int(row["number"])
+    acc, program_of, in_runtime = export_in_runtime(session, prepared, config)
+    tol = ACCURACY_TOLERANCE[session.device.type]
+    if abs(acc.top1 - ev["accuracy"]) > tol:
+        raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f} in {view.spec.latency.runtime}, not "
+                          f"its recorded {ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
+    test = measure_test(session, finalize(copy.deepcopy(prepared), config, device=str(session.device)))
+    test["test_source"] = f"{test['test_source']}, eager PyTorch model (val accuracy above: in {view.spec.latency.runtime})"
+    provenance = _provenance(view, row, ev, config, acc, tol, info, remeasure_why)
+    provenance["latency"]["in_runtime"] = in_runtime
+    provenance["accuracy"].update(test=test, rung=int(row["rung"]), recovery_steps_before_polish=ev.get("recovery_steps"),
+                                  polish={"steps": 0, "kept": False, "note": "not polished in a non-eager runtime"})
     write_variant(out, prepared, config, view.path / "study.yaml", provenance, program_of=program_of)
     return provenance
+
+
+def _val(session, model, view):
+    from vitsearch.evaluators import evaluate_accuracy
+
+    return evaluate_accuracy(model, session.data.val, session.device, view.spec.data.eval_batch_size,
+                             source=f"val split of {session.data.name}")
 
 
 def _provenance(view, row, ev, config, acc, tol, info, remeasure_why) -> dict[str, Any]:

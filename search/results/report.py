@@ -20,7 +20,8 @@ from vitsearch.search.results.runview import Remeasure, RunView, front_latency, 
 from vitsearch.search.results.tables import interval_cell
 
 #: the summary's front columns (``vitsearch list`` prints the same ones)
-FRONT_COLUMNS = ("trial", "accuracy", "latency ms", "interval", "source", "size MB", "MMACs", "config")
+FRONT_COLUMNS = ("trial", "rung", "val acc", "test acc [95% CI]", "latency ms", "interval", "source", "size MB", "MMACs",
+                 "config")
 
 
 def knob_importances(view: RunView) -> tuple[dict[str, dict[str, float]], str]:
@@ -91,9 +92,20 @@ def best_under(front: pd.DataFrame, budget: float) -> pd.Series | None:
 
 def front_rows(front: pd.DataFrame) -> list[list[str]]:
     """The front as text cells in :data:`FRONT_COLUMNS` order."""
-    return [[str(int(r["number"])), f"{r['accuracy']:.2%}", f"{r['latency_ms']:.3f}", interval_cell(r),
-             str(r["latency_source"]),
-             f"{r['size_mb']:.3f}", f"{r['macs'] / 1e6:.2f}", str(r["summary"])] for _, r in front.iterrows()]
+    return [[str(int(r["number"])), _rung_cell(r), f"{r['accuracy']:.2%}", _test_cell(r), f"{r['latency_ms']:.3f}",
+             interval_cell(r), str(r["latency_source"]), f"{r['size_mb']:.3f}", f"{r['macs'] / 1e6:.2f}", str(r["summary"])]
+            for _, r in front.iterrows()]
+
+
+def _rung_cell(r) -> str:
+    return "-" if pd.isna(r.get("rung")) else f"{int(r['rung'])} ({int(r['recovery_steps'])} steps)"
+
+
+def _test_cell(r) -> str:
+    """Test accuracy with its 95 % Wilson interval, or "-" when not measured."""
+    if pd.isna(r.get("test_accuracy", float("nan"))):
+        return "-"
+    return f"{r['test_accuracy']:.2%} [{r['test_lo']:.1%}, {r['test_hi']:.1%}]"
 
 
 def markdown_table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
@@ -109,9 +121,16 @@ def provenance_lines(view: RunView, check: Remeasure) -> list[str]:
     sources = view.front["latency_source"].value_counts().to_dict() if not view.front.empty else {}
     ev = view.evaluation(int(view.front["number"].iloc[0])) if not view.front.empty else {}
     steps = sorted({int(s) for s in view.frame["recovery_steps"].dropna()})
+    rc = view.spec.recovery
+    rungs = (f"rungs {list(rc.ladder)} distillation steps, each rung promoting its best 1/{rc.reduction:g} by "
+             "non-dominated sorting on its val accuracy and costs; every front point is at the highest rung its "
+             "candidate reached (column rung)" if len(rc.ladder) > 1 else
+             f"{', '.join(map(str, steps)) or '0'} distillation step(s) before scoring")
+    test = view.meta_summary().get("test_split") or "the data's held-out test split"
     return [
-        f"accuracy: top-1 measured on {ev.get('accuracy_source', 'the val split')}; base model "
-        f"{view.spec.model.name} at {_pct(view.base_accuracy)} (measured)",
+        f"accuracy: selected on top-1 measured on {ev.get('accuracy_source', 'the val split')}; reported on "
+        f"{test}, never seen by the search, with a 95 % Wilson interval; base model "
+        f"{view.spec.model.name} at {_pct(view.base_accuracy)} on val (measured)",
         f"latency: {', '.join(f'{n} {s}' for s, n in sources.items()) or 'none'} on the front; batch {lat.batch_size}, "
         f"{fp.get('threads', '?')} thread(s); measured = timed interleaved with the uncompressed model (chunks of "
         f"{lat.interleave.chunk} passes alternating, until the 95 % bootstrap interval of the ratio is within "
@@ -122,7 +141,7 @@ def provenance_lines(view: RunView, check: Remeasure) -> list[str]:
         f"re-measurement: {check.why}",
         "size: counted from the bytes of every stored tensor of the compressed model (MB = 1e6 bytes)",
         "MACs: analytic, from the config and the base model's dimensions",
-        f"recovery: {', '.join(map(str, steps)) or '0'} distillation step(s) before scoring",
+        f"recovery: {rungs}",
         "Pareto front: completed, feasible, non-duplicate trials not dominated on "
         + ", ".join(f"{m} ({d})" for m, d in view.objectives),
     ]
@@ -160,7 +179,8 @@ def build(view: RunView, out: Path, remeasure: bool = True, progress: bool = Tru
     check = remeasure_front(view, progress=progress) if remeasure else check_remeasure(view)
     if not remeasure and check.done:
         check.done, check.why = False, "not re-measured (--no-remeasure); latencies are as recorded"
-    front = front_latency(view, check)
+    front = _with_test(view, front_latency(view, check))
+    view.front = _with_test(view, view.front)
     importances, imp_how = knob_importances(view)
     budgets = {"max_latency_ms": view.spec.constraints.max_latency_ms, "min_accuracy": view.min_accuracy}
     paths: dict[str, Path] = {}
@@ -196,8 +216,7 @@ def summary_markdown(view: RunView, front: pd.DataFrame, check: Remeasure, check
                          "-" if r is None else f"{r['budget_ms']:.3f} ({r['budget_source']})",
                          "-" if r is None else str(r["summary"])])
     parts = [f"# vitsearch report: study `{view.spec.name}`", "",
-             f"Run dir `{view.path}`; {(view.frame['state'] == 'COMPLETE').sum()} completed trials, "
-             f"{len(view.front)} on the Pareto front.", "", "## Pareto front", "",
+             f"Run dir `{view.path}`; {_counts(view)}; {len(view.front)} on the Pareto front.", "", "## Pareto front", "",
              markdown_table(FRONT_COLUMNS, front_rows(view.front)) if not view.front.empty else "(empty)", "",
              "## Best under common latency budgets", "",
              markdown_table(["budget ms", "trial", "accuracy", "latency ms", "config"], rows), "",
@@ -213,9 +232,8 @@ def render_html(view, front, check, check_line, importances, imp_how, figs) -> s
     """One self-contained page: plotly's JavaScript is embedded once, no network needed."""
     esc = html.escape
     body = [f"<h1>vitsearch report: study <code>{esc(view.spec.name)}</code></h1>",
-            f"<p>Run dir <code>{esc(str(view.path))}</code>; {(view.frame['state'] == 'COMPLETE').sum()} completed "
-            f"trials ({(view.frame['feasible'] == False).sum()} infeasible, "  # noqa: E712
-            f"{(view.frame['state'] == 'FAIL').sum()} failed), {len(view.front)} on the Pareto front."
+            f"<p>Run dir <code>{esc(str(view.path))}</code>; {esc(_counts(view))}; "
+            f"{(view.frame['feasible'] == False).sum()} infeasible; {len(view.front)} on the Pareto front."  # noqa: E712
             + (f" {n} infeasible trial(s) were settled on their predicted or measured latency / size alone, "
                "without accuracy work; the front figure shows them as triangles under the lowest accuracy "
                "shown." if (n := _skipped_count(view.frame)) else "") + "</p>"]
@@ -231,9 +249,10 @@ def render_html(view, front, check, check_line, importances, imp_how, figs) -> s
         body.append(f"<h2>Knob effects</h2><p>{esc(imp_how)}</p>")
     if check.table is None:
         body.append(f"<h2>Latency check</h2><p>{esc(check.why)}</p>")
-    cols = ["number", "accuracy", "accuracy_source", "latency_ms", "latency_low_ms", "latency_high_ms",
-            "latency_confidence", "latency_ratio", "latency_source", "latency_runs", "budget_ms", "budget_high_ms",
-            "budget_source", "remeasured_runs", "size_mb", "macs", "recovery_steps", "summary"]
+    cols = ["number", "rung", "recovery_steps", "accuracy", "accuracy_source", "accuracy_first_rung", "test_accuracy",
+            "test_lo", "test_hi", "test_n", "latency_ms", "latency_low_ms", "latency_high_ms", "latency_confidence",
+            "latency_ratio", "latency_source", "latency_runs", "budget_ms", "budget_high_ms", "budget_source",
+            "remeasured_runs", "size_mb", "macs", "summary"]
     body += ["<h2>Pareto front</h2>", front[[c for c in cols if c in front]].to_html(index=False, escape=True)]
     body += ["<h2>How the numbers were obtained</h2><ul>"]
     body += [f"<li>{esc(line)}</li>" for line in provenance_lines(view, check)] + ["</ul>"]
@@ -252,7 +271,29 @@ def _kv_table(d: dict[str, Any], caption: str) -> str:
     return f"<table><caption>{html.escape(caption)}</caption>{rows}</table>"
 
 
+def _counts(view: RunView) -> str:
+    """Evaluated / settled / reused / failed / reached each rung, as one sentence."""
+    from vitsearch.search.results.tables import counts_line, run_counts
+
+    ladder = view.spec.recovery.ladder
+    return counts_line(run_counts(view.frame, len(ladder)), ladder)
+
+
+def _with_test(view: RunView, front: pd.DataFrame) -> pd.DataFrame:
+    """``front`` with test accuracies: measured here when the study's data loads, else as cached by the run."""
+    from vitsearch.search.results.testacc import front_test_accuracy, read_cache, with_cached
+    from vitsearch.spaces.errors import VitsearchError
+
+    if front.empty:
+        return front
+    try:
+        from vitsearch.search.session import load_session
+
+        return front_test_accuracy(load_session(view.spec), view.path, front)
+    except VitsearchError:  # the data or model is not available here: what the run measured
+        return with_cached(front, read_cache(view.path))
+
+
 def _skipped_count(frame) -> int:
-    """Completed, infeasible trials that were never accuracy-evaluated (cheap first)."""
-    return int(((frame["state"] == "COMPLETE") & (frame["feasible"] == False)  # noqa: E712
-                & frame["accuracy"].isna()).sum())
+    """Trials settled on their cost (over a budget or no gain), never accuracy-evaluated (cheap first)."""
+    return int((frame["settled"].notna() & frame["accuracy"].isna()).sum())

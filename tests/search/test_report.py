@@ -79,7 +79,8 @@ def test_summary_and_list_share_columns(report, run_dir):
     proc = vitsearch("list", run_dir)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split()[:6] == ["trial", "accuracy", "latency", "ms", "source", "size"]
+    assert lines[0].split()[:8] == ["trial", "rung", "val", "acc", "test", "acc", "[95%", "CI]"]
+    assert "test acc [95% CI]" in md and "Wilson" in md
     front = pd.read_csv(out / "front.csv")
     listed = [int(line.split()[0]) for line in lines[2:2 + len(front)]]
     assert listed == front["number"].tolist()
@@ -192,10 +193,10 @@ def test_over_budget_trials_without_accuracy_are_plotted_on_the_floor(tmp_path):
     rows = [
         {"number": 0, "state": "COMPLETE", "feasible": True, "accuracy": 0.98, "latency_ms": 2.0, "size_mb": 5.0},
         {"number": 1, "state": "COMPLETE", "feasible": True, "accuracy": 0.95, "latency_ms": 1.2, "size_mb": 3.0},
-        {"number": 2, "state": "COMPLETE", "feasible": False, "accuracy": None, "latency_ms": 2.6, "size_mb": 5.0,
-         "infeasible_reason": "predicted latency 2.600 ms > budget 2.2 ms"},
-        {"number": 3, "state": "COMPLETE", "feasible": False, "accuracy": None, "latency_ms": 3.0, "size_mb": 5.0,
-         "infeasible_reason": "predicted latency 3.000 ms > budget 2.2 ms"},
+        {"number": 2, "state": "PRUNED", "feasible": False, "accuracy": None, "latency_ms": 2.6, "size_mb": 5.0,
+         "infeasible_reason": "predicted latency 2.600 ms > budget 2.2 ms", "settled": "cost budget"},
+        {"number": 3, "state": "PRUNED", "feasible": False, "accuracy": None, "latency_ms": 3.0, "size_mb": 5.0,
+         "infeasible_reason": "predicted latency 3.000 ms > budget 2.2 ms", "settled": "cost budget"},
         {"number": 4, "state": "FAIL", "feasible": None, "accuracy": None, "latency_ms": None, "size_mb": None},
     ]
     frame = pd.DataFrame(rows).assign(summary="x", latency_source="predicted")

@@ -18,6 +18,8 @@ def test_every_study_file_validates(path):
     spec = load_study(path)
     # the resolved form round-trips: what a run dir stores reloads to the same spec
     assert parse_study(yaml.safe_load(study_to_yaml(spec))) == spec
+    assert parse_study(spec.model_dump(mode="json")) == spec  # a plain dump reloads too
+    assert parse_study({"recovery": {"steps": 40, "enabled": False}}).recovery.ladder == (0,)
 
 
 def test_embedded_default_is_the_repo_default():
@@ -42,6 +44,12 @@ def test_defaults_fill_an_empty_study():
     ({"data": {"source": "imagefolder"}}, "data.path is required"),
     ({"objectives": [{"metric": "accuracy", "direction": "maximize"}] * 2}, "distinct"),
     ([1, 2], "YAML mapping"),
+    ({"recovery": {"rungs": [50, 10]}}, r"recovery.rungs \[50, 10\] must be strictly increasing"),
+    ({"recovery": {"rungs": [10, 10]}}, "strictly increasing"),
+    ({"recovery": {"rungs": [0]}}, "recovery disabled"),
+    ({"recovery": {"rungs": [10, 60], "enabled": False}}, r"given with recovery disabled \(recovery.enabled: false\)"),
+    ({"recovery": {"rungs": [10, 60], "steps": 40}}, "given with steps: 40; give either steps or rungs"),
+    ({"recovery": {"rungs": [10, 60], "reduction": 1}}, "recovery.reduction 1.0 must be > 1"),
 ])
 def test_bad_study_documents_give_one_line(doc, match):
     with pytest.raises(ConfigError, match=match) as err:
@@ -62,3 +70,12 @@ def test_spec_is_frozen():
     spec = StudySpec()
     with pytest.raises(Exception):
         spec.device = "cuda"
+
+
+def test_rungs_resolve_and_round_trip():
+    spec = parse_study({"recovery": {"rungs": [10, 60, 200], "reduction": 3}})
+    assert spec.recovery.ladder == (10, 60, 200) and spec.recovery.reduction == 3
+    assert parse_study({"recovery": {"steps": 40}}).recovery.ladder == (40,)
+    assert parse_study(yaml.safe_load(study_to_yaml(spec))) == spec
+    assert parse_study(spec.model_dump(mode="json")) == spec  # a plain dump reloads too
+    assert parse_study({"recovery": {"steps": 40, "enabled": False}}).recovery.ladder == (0,)

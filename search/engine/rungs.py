@@ -1,0 +1,138 @@
+"""Rungs of distillation: which candidates earn more steps, decided as results arrive.
+
+Multi-objective asynchronous successive halving (ASHA with non-dominated sorting):
+every candidate is scored at the first rung; a rung holding ``n`` results may promote its
+best ``floor(n / reduction)`` to the next rung, "best" by non-dominated sorting on the
+study's objectives at that rung (accuracy up, latency/size down), ties inside a front
+broken by crowding distance (the spread NSGA-II keeps), then by trial number. A promotion
+is handed out as soon as a rung's quota allows it, so no worker waits for a rung to
+fill; a candidate ranked out now can still be promoted later, when more results raise
+the quota.
+
+Pure bookkeeping, no Ray, no Optuna: the searcher feeds it results and asks it for
+promotions; its state (results, promotions issued, failures) is rebuilt from the
+Optuna storage on resume, so a promotion issued by a killed driver and never finished
+is handed out again (and only that: nothing is promoted twice).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+
+def nondominated_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """Front index (0 = non-dominated) of every row of ``values`` (n x k)."""
+    signed = np.where(np.asarray(maximize), -values, values).astype(float)  # minimise everything
+    n = len(signed)
+    front = np.full(n, -1)
+    remaining = np.arange(n)
+    level = 0
+    while remaining.size:
+        sub = signed[remaining]
+        dominated = np.array([(np.all(sub <= row, axis=1) & np.any(sub < row, axis=1)).any() for row in sub])
+        front[remaining[~dominated]] = level
+        remaining = remaining[dominated]
+        level += 1
+    return front
+
+
+def crowding_distance(values: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each row within its set (boundary rows: infinite)."""
+    n, k = values.shape
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, math.inf)
+    for j in range(k):
+        order = np.argsort(values[:, j], kind="stable")
+        col = values[order, j]
+        span = col[-1] - col[0]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        if span > 0:
+            dist[order[1:-1]] += (col[2:] - col[:-2]) / span
+    return dist
+
+
+def rank_order(numbers: Sequence[int], values: np.ndarray, maximize: Sequence[bool]) -> list[int]:
+    """``numbers`` best first: by front, then crowding distance (larger first), then number."""
+    if not len(numbers):
+        return []
+    values = np.asarray(values, dtype=float)
+    fronts = nondominated_fronts(values, maximize)
+    crowd = np.zeros(len(numbers))
+    for level in np.unique(fronts):
+        members = np.flatnonzero(fronts == level)
+        # identical points share one distance (a duplicate must not push its twin to the boundary)
+        unique, inverse = np.unique(values[members], axis=0, return_inverse=True)
+        crowd[members] = crowding_distance(unique)[inverse.ravel()]
+    return [numbers[i] for i in sorted(range(len(numbers)), key=lambda i: (fronts[i], -crowd[i], numbers[i]))]
+
+
+@dataclass
+class Ladder:
+    """Results per rung and the promotions issued; ``steps[k]`` is rung k's cumulative step count."""
+
+    steps: tuple[int, ...]
+    reduction: float
+    maximize: tuple[bool, ...]
+    results: dict[int, dict[int, tuple[float, ...]]] = field(default_factory=dict)
+    issued: set[tuple[int, int]] = field(default_factory=set)  # (trial number, rung promoted to)
+    failed: set[tuple[int, int]] = field(default_factory=set)  # promotions whose evaluation raised
+    held: set[int] = field(default_factory=set)  # ranked, never promoted (the uncompressed model: nothing to recover)
+
+    @property
+    def top(self) -> int:
+        """Index of the highest rung."""
+        return len(self.steps) - 1
+
+    def record(self, number: int, rung: int, values: Sequence[float]) -> None:
+        """A candidate's objective values at ``rung`` (rung 0: its first evaluation)."""
+        if rung > 0 and (number, rung) not in self.issued:
+            raise ValueError(f"trial {number} has a result at rung {rung} but was never promoted there")
+        self.results.setdefault(rung, {})[number] = tuple(float(v) for v in values)
+
+    def record_failure(self, number: int, rung: int) -> None:
+        """The promotion of ``number`` to ``rung`` raised: it stays at its previous rung, not retried."""
+        self.failed.add((number, rung))
+
+    def quota(self, rung: int) -> int:
+        """How many of ``rung``'s results may be promoted now."""
+        return int(len(self.results.get(rung, {})) // self.reduction)
+
+    def lost(self, in_flight: set[tuple[int, int]] = frozenset()) -> list[tuple[int, int]]:
+        """Promotions issued (by this or an earlier driver) with neither result nor failure, not in flight."""
+        done = {(n, k) for k, rows in self.results.items() for n in rows} | self.failed
+        return sorted(p for p in self.issued - done - set(in_flight))
+
+    def promotable(self) -> list[tuple[int, int]]:
+        """New promotions the quotas allow now, as (number, target rung); highest rungs first."""
+        out = []
+        for rung in range(self.top - 1, -1, -1):
+            quota = self.quota(rung)
+            if quota == 0:
+                continue
+            rows = self.results[rung]
+            numbers = list(rows)
+            best = rank_order(numbers, np.array([rows[n] for n in numbers]), self.maximize)[:quota]
+            out += [(n, rung + 1) for n in best if (n, rung + 1) not in self.issued and n not in self.held]
+        return out
+
+    def issue(self, number: int, rung: int) -> None:
+        """Mark ``number`` promoted to ``rung``; a second promotion of the same pair is a bug."""
+        if (number, rung) in self.issued:
+            raise ValueError(f"trial {number} was already promoted to rung {rung}")
+        if number not in self.results.get(rung - 1, {}):
+            raise ValueError(f"trial {number} has no result at rung {rung - 1} to promote from")
+        self.issued.add((number, rung))
+
+    def reached(self, number: int) -> int | None:
+        """The highest rung with a result for ``number`` (None: not scored yet)."""
+        rungs = [k for k, rows in self.results.items() if number in rows]
+        return max(rungs) if rungs else None
+
+    def counts(self) -> list[int]:
+        """How many candidates reached each rung (a result there)."""
+        return [len(self.results.get(k, {})) for k in range(len(self.steps))]

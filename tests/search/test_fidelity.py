@@ -1,0 +1,80 @@
+"""The evaluation flow of the rungs, in process (no Ray): test split unseen, promotions continue, no gain settled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitsearch.search.study import parse_study
+
+DOC = {"name": "t", "recovery": {"rungs": [2, 4], "reduction": 2, "batch_size": 16},
+       "latency": {"batch_size": 1, "threads": 1, "warmup": 1, "max_runs": 20, "max_seconds": 0.2}}
+CONFIG = {"depth": {"keep": 6}, "heads": {"kv_heads": 2, "keep": 6}}
+
+
+@pytest.fixture(scope="module")
+def session():
+    from vitsearch.search.session import load_session
+
+    return load_session(parse_study(DOC))
+
+
+def test_the_search_never_touches_the_test_split(session, tmp_path, monkeypatch):
+    """Every accuracy a search computes - first rung and promotion - is on val; workers hold no test split."""
+    import vitsearch.evaluators as ev
+    from vitsearch.spaces import CompressionConfig
+
+    searched = session.for_search()
+    assert searched.data.test is None and session.data.test is not None
+    test_images = {t.numpy().tobytes() for t in session.data.test.tensors[0]}
+    seen: list = []
+    real = ev.evaluate_accuracy
+
+    def spy(model, dataset, *args, **kwargs):
+        seen.append(dataset)
+        return real(model, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(ev, "evaluate_accuracy", spy)
+    config = CompressionConfig.from_dict(CONFIG)
+    first, _ = searched.evaluate_staged(config, save_to=str(tmp_path / "r0.pt"))
+    second, _ = searched.evaluate_promotion(config, first, 1, str(tmp_path / "r0.pt"), str(tmp_path / "r1.pt"))
+    assert len(seen) == 2 and all(d is searched.data.val for d in seen)
+    assert not any(x.numpy().tobytes() in test_images for d in seen for x in d.tensors[0])
+    assert first["recovery_steps"] == 2 and second["recovery_steps"] == 4
+    assert second["latency"] == first["latency"] and second["size_mb"] == first["size_mb"]
+
+
+def test_a_promotion_continues_from_its_checkpoint_exactly(session, tmp_path):
+    """Rung 1 from the saved rung-0 weights equals the replayed chain: nothing is trained from scratch."""
+    from vitsearch.evaluators.distill import distilled_chain, load_prepared
+    from vitsearch.spaces import CompressionConfig
+
+    config = CompressionConfig.from_dict(CONFIG)
+    first, _ = session.evaluate_staged(config, save_to=str(tmp_path / "r0.pt"))
+    session.evaluate_promotion(config, first, 1, str(tmp_path / "r0.pt"), str(tmp_path / "r1.pt"))
+    saved = load_prepared(session.base, config, tmp_path / "r1.pt", session.data.calibration)
+    chain = distilled_chain(session.base, config, session.data.train, rungs=(2, 4), batch_size=16,
+                            calibration=session.data.calibration)
+    for (k, a), b in zip(saved.state_dict().items(), chain.state_dict().values()):
+        assert torch.equal(a, b), k
+    # missing checkpoint (a run dir on another machine): the chain is replayed, same accuracy
+    again, _ = session.evaluate_promotion(config, first, 1, str(tmp_path / "absent.pt"), None)
+    assert again["accuracy"] == session.evaluate_promotion(config, first, 1, str(tmp_path / "r0.pt"), None)[0]["accuracy"]
+
+
+def test_no_gain_is_settled_before_accuracy_work(session):
+    from vitsearch.search.engine.gain import Reference
+    from vitsearch.spaces import CompressionConfig
+
+    ref = Reference(latency_ms=1e-6, size_mb=1e9, macs=10**12, latency_source="test",
+                    cost_objectives=("latency_ms",))  # a stale run-start timing: anything looks slower
+    int8 = CompressionConfig.from_dict({"precision": {"attn": "int8", "mlp": "int8"}})  # torchao int8: slower here
+    metrics, why = session.evaluate_staged(int8, reference=ref)
+    assert metrics["accuracy"] is None and why.startswith("no gain") and "recovery" not in metrics["phase_seconds"]
+    assert "timed just now beside it" in why  # confirmed against the uncompressed model timed now
+    metrics, why = session.evaluate_staged(CompressionConfig.from_dict(CONFIG), reference=ref)
+    assert why is None and metrics["accuracy"] is not None  # faster than the reference timed now: evaluated
+    metrics, why = session.evaluate_staged(CompressionConfig(), reference=ref)  # the reference itself: never
+    assert metrics["accuracy"] is not None and metrics["recovery_steps"] == 0  # the teacher is not distilled
+    both = Reference(1e-6, 1e9, 10**12, "test", ("latency_ms", "size_mb"))  # smaller: a gain where size counts
+    assert both.no_gain({"config": CONFIG, "latency": {"median_ms": 5.0}, "size_mb": 3.0, "macs": 1}) is None

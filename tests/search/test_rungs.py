@@ -1,0 +1,105 @@
+"""The promotion logic of the rungs (pure: no Ray, no Optuna)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vitsearch.search.engine.rungs import Ladder, crowding_distance, nondominated_fronts, rank_order
+
+MAX_MIN = (True, False)  # accuracy up, latency down
+
+
+def test_nondominated_fronts_layers():
+    values = np.array([[0.9, 1.0], [0.8, 0.5], [0.85, 1.2], [0.7, 0.6], [0.6, 2.0]])
+    # 0 and 1 trade off; 2 is dominated by 0; 3 by 1; 4 by everything in front 1 too
+    assert nondominated_fronts(values, MAX_MIN).tolist() == [0, 0, 1, 1, 2]
+
+
+def test_crowding_distance_boundaries_infinite_interior_finite():
+    values = np.array([[0.0, 3.0], [1.0, 2.0], [1.5, 1.5], [3.0, 0.0]])
+    d = crowding_distance(values)
+    assert math.isinf(d[0]) and math.isinf(d[3])
+    assert d[1] == pytest.approx((1.5 - 0.0) / 3 + (3.0 - 1.5) / 3)
+    assert d[2] == pytest.approx((3.0 - 1.0) / 3 + (2.0 - 0.0) / 3) and d[2] > d[1]
+
+
+def test_rank_order_front_then_crowding_then_number():
+    numbers = [10, 11, 12, 13, 14]
+    values = np.array([[0.90, 1.0], [0.80, 0.5], [0.85, 0.8], [0.70, 0.6], [0.90, 1.0]])
+    order = rank_order(numbers, values, MAX_MIN)
+    assert set(order[:4]) == {10, 11, 12, 14} and order[-1] == 13  # 13 is dominated by 11
+    assert order.index(10) < order.index(14)  # identical points: the lower number first
+
+
+def _ladder(**kw) -> Ladder:
+    return Ladder(steps=(10, 60, 200), reduction=3, maximize=MAX_MIN, **kw)
+
+
+def test_asynchronous_promotion_as_soon_as_the_quota_allows():
+    lad = _ladder()
+    lad.record(0, 0, (0.90, 2.0))
+    lad.record(1, 0, (0.50, 2.5))
+    assert lad.promotable() == []  # 2 results, quota floor(2/3) = 0: nobody waits, nobody is promoted
+    lad.record(2, 0, (0.95, 1.0))  # dominates both
+    assert lad.promotable() == [(2, 1)]
+    lad.issue(2, 1)
+    assert lad.promotable() == []  # issued once: not again
+    for n, v in ((3, (0.2, 3.0)), (4, (0.3, 3.0)), (5, (0.4, 3.0))):
+        lad.record(n, 0, v)
+    assert lad.promotable() == [(0, 1)]  # 6 results: quota 2, the next best is trial 0
+
+
+def test_no_double_promotion_and_promotion_needs_a_result():
+    lad = _ladder()
+    for n in range(3):
+        lad.record(n, 0, (0.9 - n / 10, 1.0))
+    lad.issue(0, 1)
+    with pytest.raises(ValueError, match="already promoted"):
+        lad.issue(0, 1)
+    with pytest.raises(ValueError, match="no result at rung 1"):
+        lad.issue(1, 2)
+    with pytest.raises(ValueError, match="never promoted"):
+        lad.record(1, 1, (0.9, 1.0))
+
+
+def test_higher_rungs_promote_first_and_the_top_never():
+    lad = _ladder()
+    for n in range(9):
+        lad.record(n, 0, (0.5 + n / 100, 1.0))
+    due = lad.promotable()
+    assert due == [(8, 1), (7, 1), (6, 1)]
+    for n, k in due:
+        lad.issue(n, k)
+        lad.record(n, k, (0.9 + n / 1000, 1.0))
+    assert lad.promotable()[0] == (8, 2)  # rung 1 holds 3: quota 1, handed out before anything else
+    lad.issue(8, 2)
+    lad.record(8, 2, (0.99, 1.0))
+    assert all(k <= 2 for _, k in lad.promotable()) and lad.reached(8) == 2
+    assert lad.counts() == [9, 3, 1]
+
+
+def test_lost_promotions_are_handed_out_again_failures_are_not():
+    lad = _ladder()
+    for n in range(6):
+        lad.record(n, 0, (0.5 + n / 100, 1.0))
+    lad.issue(5, 1)
+    lad.issue(4, 1)
+    assert lad.lost(in_flight={(5, 1)}) == [(4, 1)]  # issued, no result, not in flight: a killed driver's
+    lad.record_failure(4, 1)
+    assert lad.lost(in_flight={(5, 1)}) == []
+    lad.record(5, 1, (0.9, 1.0))
+    assert lad.lost() == [] and (4, 1) not in lad.promotable()
+
+
+def test_held_candidates_rank_but_are_never_promoted():
+    lad = _ladder(held={0})
+    lad.record(0, 0, (0.99, 1.0))  # the uncompressed model: best, but nothing to recover
+    lad.record(1, 0, (0.5, 0.5))
+    lad.record(2, 0, (0.4, 0.9))
+    assert lad.promotable() == []  # quota 1 is spent on the held one
+    for n in range(3, 6):
+        lad.record(n, 0, (0.3, 0.95))
+    assert lad.promotable() == [(1, 1)]
