@@ -46,7 +46,7 @@ def test_eval_prints_every_number_with_its_source(tmp_path):
     out = vitsearch("eval", "default", "--config", '{"depth": {"keep": 4}}', cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert "depth 4" in text and "measured on val split of mnist5k, 1000 images" in text
+    assert "depth 4" in text and "measured on val split of mnist5k, 500 images" in text
     assert "measured = ratio" in text and "timed interleaved" in text and "analytic" in text
 
 
