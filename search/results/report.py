@@ -156,7 +156,7 @@ def latency_check_summary(check: Remeasure) -> tuple[str, str]:
     mape = t["rel_error"].abs().mean()
     what = ("predictor hit rate" if predicted else
             "repeatability (no predicted latencies in this run: search-time measurement vs re-measurement)")
-    by = "ratios to the uncompressed model" if (t.get("compared") == "ratio").all() else "milliseconds"
+    by = "ratios to the uncompressed model" if "compared" in t and (t["compared"] == "ratio").all() else "milliseconds"
     lo, hi = wilson(int((t["rel_error"].abs() <= 0.10).sum()), len(t))
     inside = ((t["recorded_low_ms"] <= t["remeasured_ms"]) & (t["remeasured_ms"] <= t["recorded_high_ms"])).mean() \
         if "recorded_low_ms" in t and t["recorded_low_ms"].notna().all() else None

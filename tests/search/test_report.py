@@ -149,7 +149,8 @@ def test_predicted_latencies_get_a_hit_rate():
                           "recorded_ms": [1.0, 2.0, 3.5, 5.0], "remeasured_ms": [1.05, 2.0, 3.0, 4.0]})
     table["rel_error"] = table["recorded_ms"] / table["remeasured_ms"] - 1
     label, line = latency_check_summary(Remeasure(True, "", table=table))
-    assert label == "predicted" and line.startswith("predictor hit rate: 50% of 4")
+    assert label == "predicted" and line.startswith("predictor hit rate: 50% (95 % Wilson ")
+    assert "of 4 front variants" in line and "compared as milliseconds" in line
 
 
 def test_too_few_trials_for_importance(run_dir):
