@@ -286,14 +286,18 @@ class Driver:
             "reference": vars(self.reference),
             "test_split": session.data.test_source,
             "pareto": front["number"].astype(int).tolist(), "seconds": round(seconds, 1),
-            "pareto_test": [{k: _plain(r[k]) for k in ("number", "rung", "accuracy", "test_accuracy", "test_lo",
-                                                        "test_hi", "test_n") if k in r}
-                            for _, r in front.iterrows()],
+            "pareto_test": [{k: _plain(int(r[k]) if k in INT_KEYS and r[k] == r[k] else r[k])
+                             for k in ("number", "rung", "accuracy", "test_accuracy", "test_lo", "test_hi", "test_n")
+                             if k in r} for _, r in front.iterrows()],
             "latency_source": self.latency_source,
             "front_table": front_table(front),
         }
         (path / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "front_table"}, indent=2))
         return summary
+
+
+#: summary fields that are counts, stored in float columns when another row has none
+INT_KEYS = ("number", "rung", "test_n")
 
 
 def _plain(value):
