@@ -10,8 +10,13 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
   both are told to Optuna at once, without a Tune trial.
 * **Nothing swallowed.** Every tell sets the trial's user attributes (config,
   evaluation, feasibility, constraints, worker, error) first, and a failing tell raises.
-* **Counting.** The searcher returns FINISHED when the study holds the requested number
-  of completed trials (counting those of earlier, resumed attempts).
+* **Counting, shared.** The searcher returns FINISHED when the study holds the requested
+  number of completed trials, counting those of earlier attempts and of other drivers
+  of the same study; it stops asking once completed plus RUNNING trials (any driver)
+  reach it, and each trial it asks is checked against the others
+  (:mod:`vitsearch.search.engine.sharing`: surplus, reuse, duplicate).
+* **Owned trials.** With an :class:`~vitsearch.search.engine.ownership.Ownership`, each
+  asked trial is owned (heartbeats) until told, and dead drivers' trials are re-asked.
 * Its state lives in the Optuna storage, so ``save``/``restore`` are no-ops: a resumed
   run reattaches to the storage instead of unpickling a searcher.
 """
@@ -19,6 +24,8 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any, Callable
 
 import optuna
@@ -26,10 +33,16 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from vitsearch.search.engine import sharing
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
-                                      ATTR_INFEASIBLE, ATTR_REUSED, ATTR_SECONDS, ATTR_TIMING, ATTR_WORKER)
+                                      ATTR_INFEASIBLE, ATTR_NODE, ATTR_REUSED, ATTR_SECONDS, ATTR_TIMING,
+                                      ATTR_WORKER)
+
+log = logging.getLogger("vitsearch.run")
 
 MAX_ASKS_PER_SUGGEST = 64
+#: seconds between storage reads while the study waits on trials RUNNING elsewhere
+IDLE_POLL_S = 1.0
 
 
 def config_key(config_dict: dict) -> str:
@@ -44,13 +57,15 @@ class CandidateSearch(OptunaSearch):
     pairs; ``feasibility``: a :class:`vitsearch.search.engine.feasibility.Feasibility`;
     ``target``: completed trials wanted in the study; ``workers``: concurrent Tune trials
     (the last batches shrink so they finish together); ``on_settle(trial)`` is called after
-    every tell (progress, tables).
+    every tell (progress, tables); ``ownership``: an
+    :class:`~vitsearch.search.engine.ownership.Ownership` (heartbeats, re-asking dead
+    drivers' trials), or None.
     """
 
     def __init__(self, *, space, objectives: list[tuple[str, str]], feasibility, target: int, batch_size: int,
                  workers: int = 1,
                  sampler: optuna.samplers.BaseSampler, storage, study_name: str,
-                 on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None):
+                 on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None, ownership=None):
         self.vs_space = space
         self.objectives = objectives
         self.feasibility = feasibility
@@ -58,6 +73,8 @@ class CandidateSearch(OptunaSearch):
         self.batch_size = batch_size
         self.workers = max(1, workers)
         self.on_settle = on_settle
+        self.ownership = ownership
+        self._idle_until = 0.0
         self._batches: dict[str, list[optuna.Trial]] = {}
         self._told: set[int] = set()
         self._completed_here = 0  # trials this searcher told COMPLETE
@@ -68,10 +85,6 @@ class CandidateSearch(OptunaSearch):
         super().__init__(space=space.distributions(), metric=[m for m, _ in objectives],
                          mode=["max" if d == "maximize" else "min" for _, d in objectives],
                          sampler=sampler, storage=storage, study_name=study_name)
-        self._known: dict[str, int] = {}  # config key -> trial number of its evaluation
-        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get(ATTR_CONFIG) and t.user_attrs.get(ATTR_REUSED) is None:
-                self._known.setdefault(t.user_attrs[ATTR_CONFIG], t.number)
 
     @property
     def study(self) -> optuna.Study:
@@ -83,10 +96,6 @@ class CandidateSearch(OptunaSearch):
         return set(self._told)
 
     # ---- counting --------------------------------------------------------------------
-    def _open(self) -> int:
-        """Candidates handed to Tune and not told yet (told ones already count as completed)."""
-        return sum(1 for b in self._batches.values() for t in b if t.number not in self._told)
-
     def completed(self) -> int:
         return len(self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
@@ -98,10 +107,15 @@ class CandidateSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.gave_up():
             return Searcher.FINISHED
+        if time.monotonic() < self._idle_until:
+            return None  # waiting on trials RUNNING elsewhere: read the storage at most every IDLE_POLL_S
+        if self.ownership is not None:
+            self.ownership.reap()  # dead drivers' trials: FAIL, and the same parameters WAITING again
         batch: list[tuple[optuna.Trial, Any]] = []
-        in_flight = {self._key_of(t) for b in self._batches.values() for t in b}
         completed_before = self._completed_here
-        base = self.completed() + self._open()  # one storage read per suggest, not one per ask
+        shared = sharing.counts(self._ot_study)  # every driver's trials: one storage read per suggest
+        completed = shared["COMPLETE"]
+        base = completed + shared["RUNNING"]
         # Near the end, share what is left between the workers instead of handing it all to
         # the first free one (which left the other idle for up to a whole batch).
         size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)))
@@ -110,24 +124,32 @@ class CandidateSearch(OptunaSearch):
             if len(batch) >= size or base + done_here + len(batch) >= self.target:
                 break
             trial = self._ot_study.ask(fixed_distributions=self._space)
+            if self.ownership is not None:
+                self.ownership.own(trial)
             config = self.vs_space.config_from_params(trial.params)
             key = config_key(config.to_dict())
-            trial.set_user_attr(ATTR_CONFIG, key)
-            if key in self._known:
-                self._reuse(trial, self._known[key])
-            elif key in in_flight:
-                self._settle(trial, None, TrialState.PRUNED,
-                             {ATTR_ERROR: "duplicate of a config being evaluated; not evaluated twice"})
+            trial.set_user_attr(ATTR_CONFIG, key)  # written before the check reads the others' (sharing.py)
+            verdict = sharing.verdict(self._ot_study, trial, key, self.target)
+            if verdict.action == "surplus":
+                self._settle(trial, None, TrialState.PRUNED, {ATTR_ERROR: verdict.why})
+                break
+            if verdict.action == "reuse":
+                self._reuse(trial, verdict.source)
+            elif verdict.action == "duplicate":
+                self._settle(trial, None, TrialState.PRUNED, {ATTR_ERROR: verdict.why})
             elif (reason := self.feasibility.precheck(config)) is not None:
                 self._settle(trial, self.feasibility.placeholder_values(reason.metrics, self.objectives),
                              TrialState.COMPLETE, {ATTR_FEASIBLE: False, ATTR_INFEASIBLE: reason.text,
                                                    ATTR_EVAL: reason.metrics, ATTR_CONSTRAINTS: reason.constraints})
             else:
                 batch.append((trial, config))
-                in_flight.add(key)
         if not batch:
             done_here = self._completed_here - completed_before
-            return Searcher.FINISHED if base + done_here >= self.target else None
+            if completed + done_here >= self.target:
+                return Searcher.FINISHED
+            # the rest is RUNNING (here or in another driver); if one dies its trial is asked again
+            self._idle_until = time.monotonic() + IDLE_POLL_S
+            return None
         self._batches[trial_id] = [t for t, _ in batch]
         return {"candidates": [{"number": t.number, "config": c.to_dict()} for t, c in batch]}
 
@@ -141,7 +163,7 @@ class CandidateSearch(OptunaSearch):
             return  # a retried batch re-reports what was already told
         timing = {k: payload[k] for k in ("started_at", "finished_at", "cpu_seconds", "process_cpu_seconds")
                   if payload.get(k) is not None}
-        attrs = {ATTR_WORKER: payload.get("worker"), ATTR_SECONDS: payload.get("seconds"), ATTR_TIMING: timing or None}
+        attrs = {ATTR_WORKER: payload.get("worker"), ATTR_NODE: payload.get("node"), ATTR_SECONDS: payload.get("seconds"), ATTR_TIMING: timing or None}
         if timing:
             self.timings.append({"worker": payload.get("worker"), "seconds": payload.get("seconds"), **timing})
         if payload.get("error"):
@@ -154,7 +176,6 @@ class CandidateSearch(OptunaSearch):
         attrs.update({ATTR_EVAL: metrics, ATTR_FEASIBLE: feasible, ATTR_CONSTRAINTS: payload["constraints"],
                       ATTR_INFEASIBLE: payload.get("infeasible_reason")})
         self._settle(trial, values, TrialState.COMPLETE, attrs)
-        self._known.setdefault(self._key_of(trial), trial.number)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and not error:
@@ -171,9 +192,6 @@ class CandidateSearch(OptunaSearch):
         pass
 
     # ---- internals -----------------------------------------------------------------------
-    def _key_of(self, trial: optuna.Trial) -> str:
-        return trial.user_attrs[ATTR_CONFIG]
-
     def _find(self, trial_id: str, number: int) -> optuna.Trial | None:
         return next((t for t in self._batches.get(trial_id, []) if t.number == number), None)
 
@@ -185,15 +203,19 @@ class CandidateSearch(OptunaSearch):
         self._settle(trial, list(src.values), TrialState.COMPLETE, attrs)
 
     def _settle(self, trial: optuna.Trial, values, state: TrialState, attrs: dict) -> None:
-        for key, value in attrs.items():
-            if value is not None:
-                trial.set_user_attr(key, value)
-        if state == TrialState.COMPLETE and attrs.get(ATTR_CONSTRAINTS):
-            # Optuna's constraint API (<= 0 feasible), read by NSGA-II and TPE alike
-            for name, value in zip(self.feasibility.constraint_names(), attrs[ATTR_CONSTRAINTS], strict=True):
-                trial.set_constraint(name, value)
-        # A failing tell must not vanish behind a log warning: let it raise.
-        frozen = self._ot_study.tell(trial, values, state=state, skip_if_finished=False)
+        # A failing tell must not vanish behind a log warning: let it raise - except when
+        # another driver failed this trial as stale (this driver's heartbeats stopped for
+        # longer than the grace period) and asked it again: the retry owns it now.
+        try:
+            frozen = self._tell(trial, values, state, attrs)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.error("trial %d was failed as stale by another driver (no heartbeat for the grace period) and "
+                      "asked again; this result is dropped", trial.number)
+            self._told.add(trial.number)
+            return
+        finally:
+            if self.ownership is not None:
+                self.ownership.release(trial)
         self._told.add(trial.number)
         if state == TrialState.FAIL:
             self.failures_in_a_row += 1
@@ -203,3 +225,13 @@ class CandidateSearch(OptunaSearch):
             self._completed_here += 1
         if self.on_settle is not None:
             self.on_settle(frozen)
+
+    def _tell(self, trial: optuna.Trial, values, state: TrialState, attrs: dict) -> optuna.trial.FrozenTrial:
+        for key, value in attrs.items():
+            if value is not None:
+                trial.set_user_attr(key, value)
+        if state == TrialState.COMPLETE and attrs.get(ATTR_CONSTRAINTS):
+            # Optuna's constraint API (<= 0 feasible), read by NSGA-II and TPE alike
+            for name, value in zip(self.feasibility.constraint_names(), attrs[ATTR_CONSTRAINTS], strict=True):
+                trial.set_constraint(name, value)
+        return self._ot_study.tell(trial, values, state=state, skip_if_finished=False)

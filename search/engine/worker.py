@@ -35,7 +35,8 @@ def evaluate_candidate(session, config_dict: dict, feasibility, predictor=None, 
     from vitsearch.spaces import CompressionConfig
 
     start, cpu0 = time.perf_counter(), time.thread_time()
-    payload: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "started_at": time.time()}
+    payload: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "node": _node(),
+                               "started_at": time.time()}
     try:
         _inject_faults_for_tests(number)
         config = CompressionConfig.from_dict(config_dict)
@@ -129,6 +130,18 @@ def _inject_faults_for_tests(number: int) -> None:
         os._exit(1)
     if number in faults.get("raise_on", []):
         raise RuntimeError(f"injected fault for trial {number} (VITSEARCH_TEST_FAULTS)")
+
+
+def _node() -> str | None:
+    """``IP node-id`` of the Ray node this worker runs on (which machine evaluated a trial), None outside Ray."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        return f"{ray.util.get_node_ip_address()} {ray.get_runtime_context().get_node_id()[:12]}"
+    except Exception:  # recording where it ran must never fail an evaluation
+        return None
 
 
 def _restore_priority() -> None:

@@ -77,16 +77,16 @@ class RunDir:
                 "give a directory written by `vitsearch run`")
         stored = self.spec()
         if spec is not None and stored != spec:
-            diff = _first_difference(stored.model_dump(mode="json"), spec.model_dump(mode="json"))
+            diff = first_difference(stored.model_dump(mode="json"), spec.model_dump(mode="json"))
             raise ConfigError(
                 f"--resume: the study file differs from the one {str(self.path)!r} was started with "
                 f"(first difference at {diff}); resume with the same study file or start a new run with --out")
         return stored
 
 
-def _first_difference(a: Any, b: Any, where: str = "") -> str:
+def first_difference(a: Any, b: Any, where: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
             if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+                return first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
     return f"{where or '(top level)'}: {a!r} vs {b!r}"

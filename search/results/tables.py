@@ -27,11 +27,13 @@ ATTR_WORKER = "worker"
 ATTR_CONSTRAINTS = "constraints"
 ATTR_SECONDS = "eval_seconds"
 ATTR_TIMING = "eval_timing"  # worker clock: started_at, finished_at (epoch s), cpu_seconds
+ATTR_DRIVER = "driver"  # host:pid:start of the driver that asked the trial (owns it while RUNNING)
+ATTR_NODE = "node"  # the Ray node that evaluated it: "IP node-id"
 
 COLUMNS = ["number", "state", "feasible", "reused_from", "summary", "accuracy", "top5", "accuracy_source",
            "latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_source", "latency_runs", "latency_device",
            "size_mb", "size_mb_sparse_storage", "macs", "recovery_steps", "eval_seconds", "duration_s",
-           "worker", "infeasible_reason", "error", "config"]
+           "worker", "node", "driver", "infeasible_reason", "error", "config"]
 
 
 def trial_row(trial) -> dict[str, Any]:
@@ -64,6 +66,8 @@ def trial_row(trial) -> dict[str, Any]:
         "eval_seconds": attrs.get(ATTR_SECONDS),
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
         "worker": attrs.get(ATTR_WORKER),
+        "node": attrs.get(ATTR_NODE),
+        "driver": attrs.get(ATTR_DRIVER),
         "infeasible_reason": attrs.get(ATTR_INFEASIBLE),
         "error": attrs.get(ATTR_ERROR),
         "config": config,
@@ -76,12 +80,31 @@ def trial_row(trial) -> dict[str, Any]:
 
 def trials_frame(study) -> pd.DataFrame:
     """All trials of ``study`` as a DataFrame (fixed leading columns, then knob columns)."""
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    trials = study.get_trials(deepcopy=False)
+    rows = [trial_row(t) for t in trials]
+    _name_retries(trials, rows)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
     knob_cols = sorted(c for c in frame.columns if c.startswith("knob_"))
     return frame[COLUMNS + knob_cols]
+
+
+def _name_retries(trials, rows: list[dict[str, Any]]) -> None:
+    """A trial failed because its driver died says which trial asked its parameters again.
+
+    Optuna's retry callback records the link on the new trial only
+    (``system_attrs["failed_trial"]`` / ``retry_history``); the failed one cannot be written
+    any more once it is FAIL.
+    """
+    retried_as = {}
+    for t in trials:
+        history = t.system_attrs.get("retry_history") or []
+        if history:
+            retried_as[history[-1]] = t.number
+    for row in rows:
+        if row["state"] == "FAIL" and row["error"] is None and row["number"] in retried_as:
+            row["error"] = f"its driver stopped while it ran; asked again as trial {retried_as[row['number']]}"
 
 
 def write_tables(study, run_dir: Path) -> pd.DataFrame:
