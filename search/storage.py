@@ -43,19 +43,32 @@ def shown_url(url: str) -> str:
 def storable_url(url: str) -> str:
     """``url`` without its password, for files in the run dir (resume reads PGPASSWORD / .pgpass or --storage)."""
     u = _url(url) if not url.startswith("journal:") else None
-    return u.set(password=None).render_as_string(hide_password=False) if u is not None and u.password else url
+    return u._replace(password=None).render_as_string(hide_password=False) if u is not None and u.password else url
+
+
+def password_to_env(url: str) -> str:
+    """A PostgreSQL URL's password moved into this process's PGPASSWORD; returns the URL without it.
+
+    libpq (psycopg) reads PGPASSWORD, so the connection works as before, while the URL
+    that the driver keeps - and Ray Tune pickles into the run dir with its search
+    algorithm - holds no secret. The URL given wins over an exported PGPASSWORD, as in
+    libpq. Other databases keep the password in the URL (it is still masked in files).
+    """
+    u = _url(url) if not url.startswith("journal:") else None
+    if u is None or u.get_backend_name() != "postgresql" or not u.password:
+        return url
+    os.environ["PGPASSWORD"] = str(u.password)
+    return u._replace(password=None).render_as_string(hide_password=False)
 
 
 def _sqlalchemy_url(url: str) -> str:
-    """The URL handed to SQLAlchemy: a PostgreSQL password moves to PGPASSWORD; plain postgresql:// -> psycopg."""
+    """The URL handed to SQLAlchemy: password to PGPASSWORD; plain postgresql:// -> the psycopg driver."""
+    url = password_to_env(url)
     u = _url(url)
     if u is None or u.get_backend_name() != "postgresql":
         return url
     if u.get_driver_name() in ("", PG_DRIVER) and "+" not in u.drivername:
         u = u.set(drivername=f"postgresql+{PG_DRIVER}")  # SQLAlchemy 2.0 would pick psycopg2
-    if u.password:
-        os.environ["PGPASSWORD"] = str(u.password)  # libpq reads it; the URL given wins, as in libpq
-        u = u.set(password=None)
     return u.render_as_string(hide_password=False)
 
 
@@ -101,6 +114,10 @@ def _rdb(url: str, on_stale):
                                           heartbeat_stale_trial_callback=on_stale)
 
 
+#: SQLAlchemy driver name -> the PyPI package that provides it, for the install hint
+_PIP_NAMES = {"psycopg2": "psycopg2-binary", "mysqldb": "mysqlclient", "pymysql": "pymysql", "asyncpg": "asyncpg"}
+
+
 def _why(url: str, exc: Exception) -> str:
     """One line: what failed opening ``url`` and what to do."""
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -108,12 +125,12 @@ def _why(url: str, exc: Exception) -> str:
     if isinstance(exc, ImportError) or "Failed to import DB access module" in text:
         u = _url(url)
         driver = u.get_driver_name() if u is not None else "?"
-        hint = PG_INSTALL if driver in ("psycopg", "") else f"pip install {driver}"
+        hint = PG_INSTALL if driver in ("psycopg", "") else f"pip install {_PIP_NAMES.get(driver, driver)}"
         return f"storage: no database driver for {shown!r} ({driver or 'default'} is not installed); {hint}"
     if "password authentication failed" in text or "no password supplied" in text:
         return (f"storage: PostgreSQL refused the password for {shown!r}; give it in the URL, PGPASSWORD "
                 "or ~/.pgpass")
-    if "permission denied" in text:
+    if "permission denied" in text or "no schema has been selected to create in" in text:
         return (f"storage: {shown!r} does not let this user create Optuna's tables (permission denied); "
                 "GRANT CREATE ON SCHEMA public to it, or use a database it owns")
     if "Connection refused" in text or "could not translate host name" in text or "timeout" in text.lower():

@@ -182,8 +182,9 @@ class Driver:
         Trials that dead drivers left RUNNING are failed and enqueued again here (same
         parameters); another live driver's trials are left alone. Presets go in once,
         into an empty study; a preset in flight when its driver died is re-enqueued like
-        any other trial. A driver joining a study that already has trials draws with
-        another seed, so that two drivers do not propose the same candidates.
+        any other trial. A driver joining an existing study (another driver's, or its own
+        on --resume) draws with another seed, so that two drivers do not propose the same
+        candidates; the one that creates the study keeps the study's seed (reproducible).
         """
         import warnings
 
@@ -196,18 +197,22 @@ class Driver:
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         retry = RetryStale()
         storage = open_storage(self.plan.storage_url, on_stale=retry)
-        study = optuna.create_study(storage=storage, study_name=self.spec.name,
-                                    directions=[d for _, d in self.objectives], load_if_exists=True)
+        try:  # atomic: of drivers starting together on a new study, exactly one creates it
+            storage.create_new_study([optuna.study.StudyDirection[d.upper()] for _, d in self.objectives],
+                                     self.spec.name)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            created = False
+        study = optuna.load_study(study_name=self.spec.name, storage=storage)
         record_study(study, self.spec)
         ownership = Ownership(study, storage, retry)
         reaped = ownership.reap(force=True)
         if reaped:
             log.info("trials %s were left RUNNING by a driver that stopped: failed, asked again", reaped)
-        joined = bool(study.get_trials(deepcopy=False))
-        if not joined:
+        if created or not study.get_trials(deepcopy=False):
             for params in space.preset_params():  # the front always holds the uncompressed model
                 study.enqueue_trial(params, skip_if_exists=True)
-        return storage, ownership, (os.getpid() % 100_000 + 1) if joined else 0
+        return storage, ownership, 0 if created else os.getpid() % 100_000 + 1
 
     # ---- progress ----------------------------------------------------------------------
     def _progress_start(self, done: int) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitsearch.search.results.rundir import RunDir
-from vitsearch.search.storage import open_storage, storable_url
+from vitsearch.search.storage import open_storage, password_to_env, storable_url
 from vitsearch.search.study import StudySpec, load_study
 from vitsearch.spaces.errors import ConfigError
 
@@ -140,6 +140,7 @@ def plan_run(study: str | Path, opts: RunOptions) -> Plan:
     workers = opts.workers or s.workers
     cpus = s.cpus or os.cpu_count() or 1
     storage_url = opts.storage or given.search.storage or meta.get("storage") or run_dir.default_storage_url()
+    storage_url = password_to_env(storage_url)  # nothing this driver keeps (or Tune pickles) holds the password
     if not storage_url.startswith("sqlite:///") or storage_url != run_dir.default_storage_url():
         from vitsearch.search.engine.sharing import check_same_study
 
