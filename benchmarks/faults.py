@@ -106,7 +106,7 @@ def one_run(i: int, rng: random.Random, study: Path, out: Path, trials: int) -> 
     # a random moment while trials are being evaluated: after the first completes, before the last
     while "COMPLETE" not in db_states(run / "optuna.db").values() and proc.poll() is None:
         time.sleep(0.2)
-    time.sleep(rng.uniform(0, 20))
+    time.sleep(rng.uniform(0, 10))
     row = {"run": i, "killed": kind, "at_s": round(time.time() - started, 1)}
     before = db_states(run / "optuna.db")
     row["complete_at_kill"] = sum(s == "COMPLETE" for s in before.values())

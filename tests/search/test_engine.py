@@ -181,7 +181,7 @@ def test_external_ray_cluster(tmp_path):
     (["--trials", "0"], "--trials: must be a positive integer"),
     (["--workers", "-1"], "--workers: must be a positive integer"),
     (["--address", "127.0.0.1:1"], "no Ray head reachable"),
-    (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "storage: cannot open"),
+    (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "storage: no database server reachable"),
     (["--storage", "sqlite:///:memory:"], "in-memory database"),
     (["--resume", "."], "is not a vitsearch run dir"),
 ])
