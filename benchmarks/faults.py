@@ -135,8 +135,6 @@ def check(run: Path, before: dict[int, str], trials: int) -> dict:
     complete = [t for t in final.values() if t.state.name == "COMPLETE"]
     evaluated = [t.user_attrs.get("config") for t in complete
                  if t.user_attrs.get("reused_from") is None and t.user_attrs.get("eval_seconds") is not None]
-    identity = [t for t in complete if t.user_attrs.get("config") == "{}"]
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     return {
         "complete": len(complete),
         "exact": len(complete) == trials,
@@ -144,9 +142,31 @@ def check(run: Path, before: dict[int, str], trials: int) -> dict:
         "twice": len(evaluated) - len(set(evaluated)),
         "left_running_waiting": sum(t.state.name in ("RUNNING", "WAITING") for t in final.values()),
         "asked_again": sum(1 for t in final.values() if t.system_attrs.get("failed_trial") is not None),
-        "uncompressed_evaluated": bool(identity),
-        "uncompressed_on_front": bool(identity) and identity[0].number in summary.get("pareto", []),
+        **uncompressed(run, complete),
     }
+
+
+def uncompressed(run: Path, complete: list) -> dict:
+    """Whether the uncompressed model (the identity config) was evaluated and is on the run's final front."""
+    from vitsearch.spaces import CompressionConfig
+
+    identity = [t for t in complete if t.user_attrs.get("reused_from") is None and t.user_attrs.get("config")
+                and CompressionConfig.from_dict(json.loads(t.user_attrs["config"])) == CompressionConfig()]
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    return {"uncompressed_evaluated": bool(identity),
+            "uncompressed_on_front": bool(identity) and identity[0].number in summary.get("pareto", [])}
+
+
+def recheck(out: Path) -> list[dict]:
+    """Recompute the uncompressed-model columns of faults.json from the run dirs (kept rows otherwise)."""
+    import optuna
+
+    rows = json.loads((out / "faults.json").read_text())["rows"]
+    for row in rows:
+        run = out / f"run{row['run']:02d}"
+        study = optuna.load_study(study_name="faults", storage=f"sqlite:///{run / 'optuna.db'}")
+        row.update(uncompressed(run, [t for t in study.trials if t.state.name == "COMPLETE"]))
+    return rows
 
 
 def main() -> None:
@@ -155,10 +175,14 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/faults")
+    ap.add_argument("--recheck", action="store_true", help="recompute the uncompressed-model columns, print the table")
     args = ap.parse_args()
     import yaml
 
     out = Path(args.out).resolve()
+    if args.recheck:
+        print_table(recheck(out))
+        return
     out.mkdir(parents=True, exist_ok=True)
     study = out / "study.yaml"
     study.write_text(yaml.safe_dump(STUDY))

@@ -80,6 +80,7 @@ def check_invariants(study: optuna.Study, target: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 7-8 min here on 2 cores at load average 10-15 (other jobs)
 def test_two_drivers_on_postgres_one_killed_and_resumed_beside_the_other(postgres, tmp_path):
     url, _ = postgres
     from sqlalchemy.engine import make_url
@@ -226,6 +227,7 @@ def completed_nodes(db: Path) -> list[tuple[int, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 7-8 min here on 2 cores at load average 10-15 (other jobs)
 def test_second_ray_node_killed_mid_run(tmp_path):
     import socket as _socket
 
@@ -257,7 +259,7 @@ def test_second_ray_node_killed_mid_run(tmp_path):
                                   stderr=open(tmp_path / "driver.stderr", "w"), start_new_session=True,
                                   env={**os.environ, **RAY_ENV, **own_lock(tmp_path)})
         # once both nodes have evaluated trials, the second node dies (SIGKILL to its whole process group)
-        deadline = time.time() + 400
+        deadline = time.time() + 900
         while len({node for _, node in completed_nodes(run / "optuna.db")}) < 2 and time.time() < deadline:
             assert driver.poll() is None, (tmp_path / "driver.stderr").read_text()[-3000:]
             time.sleep(0.5)
