@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/faults")
+    ap.add_argument("--start", type=int, default=0, help="continue: keep the first START rows of OUT/faults.json")
     ap.add_argument("--recheck", action="store_true", help="recompute the uncompressed-model columns, print the table")
     args = ap.parse_args()
     import yaml
@@ -186,9 +187,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     study = out / "study.yaml"
     study.write_text(yaml.safe_dump(STUDY))
-    rng = random.Random(args.seed)
-    rows = []
-    for i in range(args.runs):
+    rng = random.Random(args.seed + args.start)
+    rows = json.loads((out / "faults.json").read_text())["rows"][:args.start] if args.start else []
+    for i in range(args.start, args.runs):
         if (out / f"run{i:02d}").exists():
             subprocess.run(["rm", "-rf", str(out / f"run{i:02d}")], check=True)
         rows.append(one_run(i, rng, study, out, args.trials))
