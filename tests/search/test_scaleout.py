@@ -89,7 +89,7 @@ def check_invariants(study: optuna.Study, target: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # 7-8 min here on 2 cores at load average 10-15 (other jobs)
+@pytest.mark.timeout(1800)  # 3 min on a quiet 2-core machine; 8-17 min seen at load average 10-15
 def test_two_drivers_on_postgres_one_killed_and_resumed_beside_the_other(postgres, tmp_path):
     url, _ = postgres
     from sqlalchemy.engine import make_url
@@ -238,7 +238,7 @@ def completed_nodes(db: Path) -> list[tuple[int, str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # 7-8 min here on 2 cores at load average 10-15 (other jobs)
+@pytest.mark.timeout(1800)  # 3 min on a quiet 2-core machine; 8-17 min seen at load average 10-15
 def test_second_ray_node_killed_mid_run(tmp_path):
     import socket as _socket
 
