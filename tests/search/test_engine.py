@@ -117,7 +117,9 @@ def test_short_study_with_faults_and_budget(tmp_path):
     # asked again and settled (Tune retried its batch on a fresh actor).
     assert books["worker_processes"] >= 1
     crashed = int(marker.read_text())
-    assert frame.loc[frame.number == crashed, "state"].item() == ("FAIL" if crashed == 2 else "COMPLETE")
+    # settled: evaluated (COMPLETE), or PRUNED when its measured cost settled it (a no-gain
+    # verdict depends on timings, so either is legitimate); never left RUNNING or WAITING
+    assert frame.loc[frame.number == crashed, "state"].item() in (("FAIL",) if crashed == 2 else ("COMPLETE", "PRUNED"))
 
 
 def _completed(db: Path) -> int:
