@@ -101,11 +101,9 @@ def _recovered(session, config, steps, timed):
     from vitsearch.evaluators.latency.devicelock import device_busy
     from vitsearch.evaluators.runtimes.onnxexport import float_config
 
-    rc = session.spec.recovery
     with timed("recovery"), device_busy(session.device):
         return distilled(session.base, float_config(config, keep_half=True), session.data.train, steps=steps,
-                         device=session.device, lr=rc.lr, batch_size=rc.batch_size, temperature=rc.temperature,
-                         alpha=rc.alpha, seed=rc.seed, calibration=session.data.calibration)
+                         calibration=session.data.calibration, **session.distill_kwargs())
 
 
 def _accuracy(session, runtime, prepared, config, built, timed) -> Any:

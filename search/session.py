@@ -146,14 +146,18 @@ class Session:
         if steps == 0 and save_to is None:  # zero-shot: the compressed model is the one to score
             return self._scored(model, metrics, steps, phases, feasibility)
         with _phase(phases, "recovery"), device_busy(self.device):
-            rc = self.spec.recovery
-            prepared = distilled(self.base, config, self.data.train, steps=steps, device=self.device, lr=rc.lr,
-                                 batch_size=rc.batch_size, temperature=rc.temperature, alpha=rc.alpha, seed=rc.seed,
-                                 calibration=self.data.calibration)
+            prepared = distilled(self.base, config, self.data.train, steps=steps, calibration=self.data.calibration,
+                                 **self.distill_kwargs())
             if save_to is not None:
                 save_prepared(prepared, save_to)
             model = finalize(prepared, config, device=str(self.device))
         return self._scored(model, metrics, steps, phases, feasibility)
+
+    def distill_kwargs(self) -> dict:
+        """The study's distillation settings (recovery.*) and device, as every distillation call takes them."""
+        rc = self.spec.recovery
+        return dict(device=self.device, lr=rc.lr, batch_size=rc.batch_size, temperature=rc.temperature,
+                    alpha=rc.alpha, seed=rc.seed)
 
     def evaluate_promotion(self, config, first: dict, rung: int, load_from: str, save_to: str | None,
                            feasibility=None):
@@ -167,9 +171,8 @@ class Session:
         from vitsearch.evaluators.latency.devicelock import device_busy
         from vitsearch.spaces import finalize
 
-        rc, ladder = self.spec.recovery, self.spec.recovery.ladder
-        kw = dict(device=self.device, lr=rc.lr, batch_size=rc.batch_size, temperature=rc.temperature,
-                  alpha=rc.alpha, seed=rc.seed)
+        ladder = self.spec.recovery.ladder
+        kw = self.distill_kwargs()
         phases: dict[str, float] = {}
         with _phase(phases, "recovery"), device_busy(self.device):
             if Path(load_from).is_file():

@@ -149,8 +149,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_
     polish = {"steps": steps, "kept": False}
     if steps > 0 and not config.is_identity():
         polished = distil_further(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
-                                  rung=len(rc.ladder), device=session.device, lr=rc.lr, batch_size=rc.batch_size,
-                                  temperature=rc.temperature, alpha=rc.alpha, seed=rc.seed)
+                                  rung=len(rc.ladder), **session.distill_kwargs())
         pmodel = finalize(polished, config, device=str(session.device))
         pval = _val(session, pmodel, view)
         polish.update(val_accuracy=pval.top1, **measure_test(session, pmodel), kept=pval.top1 >= acc.top1)

@@ -34,8 +34,7 @@ def rebuild_prepared(session, config, rung: int, run_dir: Path | None = None, nu
     rc = session.spec.recovery
     rungs = (0,) if config.is_identity() else rc.ladder[:rung + 1]  # the search never distils the teacher itself
     return distilled_chain(session.base, config, session.data.train, rungs=rungs,
-                           device=session.device, lr=rc.lr, batch_size=rc.batch_size, temperature=rc.temperature,
-                           alpha=rc.alpha, seed=rc.seed, calibration=session.data.calibration)
+                           calibration=session.data.calibration, **session.distill_kwargs())
 
 
 def measure_test(session, model) -> dict[str, Any]:
