@@ -1,15 +1,84 @@
 """Optuna storages for a study: SQLAlchemy URLs (SQLite in WAL mode, PostgreSQL) or a journal file.
 
 Used by the engine (the run's storage) and by the results views (reading a finished run).
+
+Passwords never reach the run dir: :func:`storable_url` drops the password from a URL
+before it is written (run.json, study.yaml) and :func:`shown_url` masks it in messages.
+A PostgreSQL password given in the URL is handed to libpq through ``PGPASSWORD`` of this
+process instead of the URL, so that no object that may be pickled (Ray Tune pickles its
+search algorithm) holds it; a resumed run reads it from ``PGPASSWORD`` or ``~/.pgpass``
+again, or from ``--storage`` given again.
 """
 
 from __future__ import annotations
 
+import os
+
 from vitsearch.spaces.errors import ConfigError
 
+#: seconds between a driver's heartbeats for the trials it owns (RDB storages)
+HEARTBEAT_S = 2
+#: a RUNNING trial whose owner has not beaten for this long is failed and asked again
+GRACE_S = 20
+#: the PostgreSQL driver SQLAlchemy uses for postgresql:// URLs (a dependency of vitsearch)
+PG_DRIVER = "psycopg"
+PG_INSTALL = "pip install 'psycopg[binary]'"
 
-def open_storage(url: str):
-    """An Optuna storage for ``url`` (SQLAlchemy URL or ``journal:<path>``); ConfigError if it cannot open."""
+
+def _url(url: str):
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url)
+    except Exception:
+        return None
+
+
+def shown_url(url: str) -> str:
+    """``url`` with any password masked as ``***``, for messages and logs."""
+    u = _url(url) if not url.startswith("journal:") else None
+    return u.render_as_string(hide_password=True) if u is not None and u.password else url
+
+
+def storable_url(url: str) -> str:
+    """``url`` without its password, for files in the run dir (resume reads PGPASSWORD / .pgpass or --storage)."""
+    u = _url(url) if not url.startswith("journal:") else None
+    return u._replace(password=None).render_as_string(hide_password=False) if u is not None and u.password else url
+
+
+def password_to_env(url: str) -> str:
+    """A PostgreSQL URL's password moved into this process's PGPASSWORD; returns the URL without it.
+
+    libpq (psycopg) reads PGPASSWORD, so the connection works as before, while the URL
+    that the driver keeps - and Ray Tune pickles into the run dir with its search
+    algorithm - holds no secret. The URL given wins over an exported PGPASSWORD, as in
+    libpq. Other databases keep the password in the URL (it is still masked in files).
+    """
+    u = _url(url) if not url.startswith("journal:") else None
+    if u is None or u.get_backend_name() != "postgresql" or not u.password:
+        return url
+    os.environ["PGPASSWORD"] = str(u.password)
+    return u._replace(password=None).render_as_string(hide_password=False)
+
+
+def _sqlalchemy_url(url: str) -> str:
+    """The URL handed to SQLAlchemy: password to PGPASSWORD; plain postgresql:// -> the psycopg driver."""
+    url = password_to_env(url)
+    u = _url(url)
+    if u is None or u.get_backend_name() != "postgresql":
+        return url
+    if u.get_driver_name() in ("", PG_DRIVER) and "+" not in u.drivername:
+        u = u.set(drivername=f"postgresql+{PG_DRIVER}")  # SQLAlchemy 2.0 would pick psycopg2
+    return u.render_as_string(hide_password=False)
+
+
+def open_storage(url: str, on_stale=None):
+    """An Optuna storage for ``url`` (SQLAlchemy URL or ``journal:<path>``); ConfigError if it cannot open.
+
+    ``on_stale``: for the driver's storage: an RDB storage then records heartbeats, and
+    Optuna calls ``on_stale(study, trial)`` for each trial whose owner stopped beating
+    (:mod:`vitsearch.search.engine.ownership` beats and re-asks them).
+    """
     import optuna
 
     try:
@@ -22,16 +91,56 @@ def open_storage(url: str):
                                          or "mode=memory" in url):
             raise ConfigError(f"storage: {url!r} is an in-memory database; a run needs storage that outlives "
                               "the driver (resume, report, pick): use sqlite:///PATH, postgresql://... or journal:PATH")
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        storage = _rdb(_sqlalchemy_url(url), on_stale)
         if storage.engine.dialect.name == "sqlite":
             _sqlite_wal(storage.engine)
         return storage
     except ConfigError:
         raise
     except Exception as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ConfigError(f"storage: cannot open {url!r} ({first}); use sqlite:///PATH, "
-                          "postgresql://USER@HOST/DB or journal:PATH") from None
+        raise ConfigError(_why(url, exc)) from None
+
+
+def _rdb(url: str, on_stale):
+    import warnings
+
+    import optuna
+
+    if on_stale is None:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                          heartbeat_stale_trial_callback=on_stale)
+
+
+#: SQLAlchemy driver name -> the PyPI package that provides it, for the install hint
+_PIP_NAMES = {"psycopg2": "psycopg2-binary", "mysqldb": "mysqlclient", "pymysql": "pymysql", "asyncpg": "asyncpg"}
+
+
+def _why(url: str, exc: Exception) -> str:
+    """One line: what failed opening ``url`` and what to do."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    shown = shown_url(url)
+    if isinstance(exc, ImportError) or "Failed to import DB access module" in text:
+        u = _url(url)
+        driver = u.get_driver_name() if u is not None else "?"
+        hint = PG_INSTALL if driver in ("psycopg", "") else f"pip install {_PIP_NAMES.get(driver, driver)}"
+        return f"storage: no database driver for {shown!r} ({driver or 'default'} is not installed); {hint}"
+    if "password authentication failed" in text or "no password supplied" in text:
+        return (f"storage: PostgreSQL refused the password for {shown!r}; give it in the URL, PGPASSWORD "
+                "or ~/.pgpass")
+    if "permission denied" in text or "no schema has been selected to create in" in text:
+        return (f"storage: {shown!r} does not let this user create Optuna's tables (permission denied); "
+                "GRANT CREATE ON SCHEMA public to it, or use a database it owns")
+    if "Connection refused" in text or "could not translate host name" in text or "timeout" in text.lower():
+        return f"storage: no database server reachable at {shown!r} ({_first(text)}); start it or fix host/port"
+    return f"storage: cannot open {shown!r} ({_first(text)}); use sqlite:///PATH, postgresql://USER@HOST/DB or journal:PATH"
+
+
+def _first(text: str) -> str:
+    text = text.split("(Background on this error")[0].strip()
+    return text[:200]
 
 
 def _sqlite_wal(engine) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 from datetime import datetime, timezone
 
 from vitsearch.search.engine.accounting import cpu_books, descendants_cpu, engine_books
-from vitsearch.search.engine.plan import Plan, RunOptions, eta_text, make_sampler, plan_run, stale_to_fail
-from vitsearch.search.storage import open_storage
+from vitsearch.search.engine.sharing import drain_surplus
+from vitsearch.search.engine.plan import Plan, RunOptions, eta_text, make_sampler, plan_run
+from vitsearch.search.storage import open_storage, storable_url
 from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
 from vitsearch.search.results.tables import fastest_text, front_table, pareto_front, run_counts, write_tables
@@ -141,21 +142,12 @@ class Driver:
         plan = self.plan
         if not plan.resume:
             plan.run_dir.create(self.spec, {
-                "trials": plan.trials, "storage": plan.storage_url, "study_name": self.spec.name,
+                "trials": plan.trials, "storage": storable_url(plan.storage_url), "study_name": self.spec.name,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "base_accuracy": base_acc, "space_size": space.size(),
             })
         self._start_logging()
-        storage = open_storage(plan.storage_url)
-        directions = [d for _, d in self.objectives]
-        study = optuna.create_study(storage=storage, study_name=self.spec.name, directions=directions,
-                                    load_if_exists=True)
-        stale = stale_to_fail(study)
-        if stale:
-            log.info("resume: %d trial(s) left RUNNING by the previous driver marked FAIL", stale)
-        if not study.trials:
-            for params in space.preset_params():  # the front always holds the uncompressed model
-                study.enqueue_trial(params, skip_if_exists=True)
+        storage, ownership, seed_offset = self._open_study(space)
         from vitsearch.search.engine.rungs import Ladder
         from vitsearch.search.results.testacc import RUNG_DIR
 
@@ -163,11 +155,11 @@ class Driver:
         self.ladder = Ladder(rc.ladder, rc.reduction, tuple(d == "maximize" for _, d in self.objectives))
         searcher = CandidateSearch(space=space, objectives=self.objectives, feasibility=feas, target=plan.trials,
                                    batch_size=plan.batch_size, workers=plan.workers,
-                                   sampler=make_sampler(self.spec, plan.trials), storage=storage,
+                                   sampler=make_sampler(self.spec, plan.trials, seed_offset), storage=storage,
                                    study_name=self.spec.name, on_settle=self._on_settle, ladder=self.ladder,
                                    rung_dir=str((plan.run_dir.path / RUNG_DIR).resolve()), reference=self.reference,
-                                   on_rung=self._on_rung)
-        self.study = searcher.study
+                                   on_rung=self._on_rung, ownership=ownership)
+        self.study = ownership.study = searcher.study
         self._progress_start(searcher.completed())
         cpus_per = max(1, plan.cpus // plan.workers) if not plan.address else 1
         trainable = tune.with_resources(
@@ -189,10 +181,13 @@ class Driver:
         local = not plan.address  # Ray's system processes are this driver's children only when it started them
         ray_cpu0, driver_cpu0 = descendants_cpu() if local else None, time.process_time()
         started = time.time()
+        ownership.start()
         try:
             tuner.fit()
             ended = time.time()
+            drain_surplus(self.study, plan.trials)
         finally:
+            ownership.close()
             frame = self._refresh()  # tables and progress as the storage has them, however fit ended
             self._progress_close()
         driver_cpu, ray_cpu1 = time.process_time() - driver_cpu0, descendants_cpu() if local else None
@@ -205,6 +200,44 @@ class Driver:
         if searcher.exhausted():
             log.info("stopped: %d asks in a row were settled on cost or reused", searcher.idle_asks)
         return self._summary(frame, searcher.completed(), ended - started, books, session)
+
+    def _open_study(self, space):
+        """The Optuna study, this driver's :class:`Ownership` of its trials, and the sampler's seed offset.
+
+        Trials that dead drivers left RUNNING are failed and enqueued again here (same
+        parameters); another live driver's trials are left alone. Presets go in once,
+        into an empty study; a preset in flight when its driver died is re-enqueued like
+        any other trial. A driver joining an existing study (another driver's, or its own
+        on --resume) draws with another seed, so that two drivers do not propose the same
+        candidates; the one that creates the study keeps the study's seed (reproducible).
+        """
+        import warnings
+
+        import optuna
+
+        from vitsearch.search.engine.ownership import Ownership, RetryStale
+        from vitsearch.search.engine.sharing import record_study
+
+        # Optuna warns on every ask with heartbeats outside Study.optimize: this driver beats itself.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        retry = RetryStale()
+        storage = open_storage(self.plan.storage_url, on_stale=retry)
+        try:  # atomic: of drivers starting together on a new study, exactly one creates it
+            storage.create_new_study([optuna.study.StudyDirection[d.upper()] for _, d in self.objectives],
+                                     self.spec.name)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            created = False
+        study = optuna.load_study(study_name=self.spec.name, storage=storage)
+        record_study(study, self.spec)
+        ownership = Ownership(study, storage, retry)
+        reaped = ownership.reap(force=True)
+        if reaped:
+            log.info("trials %s were left RUNNING by a driver that stopped: failed, asked again", reaped)
+        if created or not study.get_trials(deepcopy=False):
+            for params in space.preset_params():  # the front always holds the uncompressed model
+                study.enqueue_trial(params, skip_if_exists=True)
+        return storage, ownership, 0 if created else os.getpid() % 100_000 + 1
 
     # ---- progress ----------------------------------------------------------------------
     def _progress_start(self, done: int) -> None:

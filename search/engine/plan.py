@@ -3,9 +3,10 @@
 Everything is validated (study, options, storage, Ray address, model, data) before the
 run dir is created, so bad input leaves nothing behind. The Optuna storage (SQLite in
 the run dir by default; any SQLAlchemy URL or ``journal:<file>``) holds every trial; a
-killed driver is resumed with ``--resume RUN_DIR``: trials left RUNNING are marked
-FAIL (they will be asked again) and the run goes on until the study holds the requested
-number of completed trials.
+killed driver is resumed with ``--resume RUN_DIR``: the trials it left RUNNING are failed
+and asked again with the same parameters (``engine/ownership.py``), and the run goes on
+until the study holds the requested number of completed trials. Several drivers may
+share one study (``--storage``, same study name): ``engine/sharing.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from vitsearch.search.paths import absolute_storage_url
 from vitsearch.search.preflight import check_out_dir, check_study, check_workers
 from vitsearch.search.results.rundir import RunDir
-from vitsearch.search.storage import open_storage
+from vitsearch.search.storage import open_storage, password_to_env, storable_url
 from vitsearch.search.study import StudySpec, load_study
 from vitsearch.spaces.errors import ConfigError
 
@@ -59,17 +60,41 @@ def check_address(address: str) -> None:
     except OSError as exc:
         raise ConfigError(f"--address: no Ray head reachable at {address!r} ({exc.strerror or exc}); "
                           "start one with `ray start --head` or drop --address to run locally") from None
+    if not _speaks_grpc(host, int(port)):
+        raise ConfigError(f"--address: {address!r} answers but is not a Ray head (no gRPC service there); give "
+                          "the GCS address `ray start --head` printed (default port 6379)")
 
 
-def make_sampler(spec: StudySpec, trials: int):
-    """NSGA-II (default), TPE (multivariate, constant liar) or random, seeded.
+def _speaks_grpc(host: str, port: int) -> bool:
+    """Whether ``host:port`` answers the HTTP/2 preface with a SETTINGS frame, as Ray's GCS (gRPC) does.
+
+    Without this, ``ray.init`` on a port held by something else (a database, a web
+    server) retries for a minute before it fails.
+    """
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    try:
+        with socket.create_connection((host, port), timeout=3) as sock:
+            sock.sendall(preface)
+            head = b""
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except OSError:
+        return False
+    return len(head) == 9 and head[3] == 0x04
+
+
+def make_sampler(spec: StudySpec, trials: int, seed_offset: int = 0):
+    """NSGA-II (default), TPE (multivariate, constant liar) or random, seeded (``search.seed + seed_offset``).
 
     Constraint-aware through the constraints the searcher sets on each trial
     (``Trial.set_constraint``) before telling it.
     """
     import optuna
 
-    s = spec.search
+    s = spec.search.model_copy(update={"seed": spec.search.seed + seed_offset})
     if s.sampler == "nsga2":
         population = s.population_size or max(6, min(20, trials // 4))
         return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=population)
@@ -100,7 +125,8 @@ def plan_run(study: str | Path, opts: RunOptions) -> Plan:
     _positive("--trials", opts.trials)
     _positive("--workers", opts.workers)
     _positive("--batch-size", opts.batch_size)
-    spec = load_study(study)
+    given = load_study(study)
+    spec = _without_password(given)
     if opts.resume:
         run_dir = RunDir(Path(opts.resume))
         spec = run_dir.check_resumable(spec)
@@ -120,26 +146,27 @@ def plan_run(study: str | Path, opts: RunOptions) -> Plan:
     # --storage is relative to the working directory (the study's own was anchored at load)
     cli_storage = absolute_storage_url(opts.storage, Path.cwd()) if opts.storage else None
     storage_url = cli_storage or meta.get("storage") or s.storage or run_dir.default_storage_url()
+    storage_url = password_to_env(storage_url)  # nothing this driver keeps (or Tune pickles) holds the password
     if not storage_url.startswith("sqlite:///") or storage_url != run_dir.default_storage_url():
-        open_storage(storage_url)  # fail before writing anything
+        from vitsearch.search.engine.sharing import check_same_study
+
+        check_same_study(open_storage(storage_url), spec)  # fail before writing anything
     if address:
         check_address(address)
     batch = opts.batch_size or s.batch_size or max(1, min(8, trials // (4 * workers)))
     return Plan(spec, run_dir, bool(opts.resume), trials, workers, cpus, storage_url, address, batch, opts.verbose)
 
 
-def stale_to_fail(study) -> int:
-    """Mark trials left RUNNING by a dead driver as FAIL; returns how many."""
-    from optuna.trial import TrialState
+def _without_password(spec: StudySpec) -> StudySpec:
+    """The study with a storage password dropped: the run dir's study.yaml never holds it.
 
-    from vitsearch.search.results.tables import ATTR_ERROR
-
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, ATTR_ERROR, "stale: the driver stopped while it ran; asked again")
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        n += 1
-    return n
+    The URL with the password is still what this driver connects with (``Plan.storage_url``
+    comes from the study file as given).
+    """
+    url = spec.search.storage
+    if not url or storable_url(url) == url:
+        return spec
+    return spec.model_copy(update={"search": spec.search.model_copy(update={"storage": storable_url(url)})})
 
 
 def eta_text(done: int, total: int, started: float, done_at_start: int) -> str:

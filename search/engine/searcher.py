@@ -20,9 +20,14 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
   (predicted or measured latency/size over a budget, or no gain over the uncompressed
   model) is PRUNED with its measured constraints and attribute ``settled``, never a
   COMPLETE trial with an invented accuracy.
-* **Counting.** ``target`` counts candidates evaluated (COMPLETE, not reused); settled
-  and reused ones are counted apart and do not use it up. The searcher returns FINISHED
-  when the target is met, nothing is in flight and no promotion is due.
+* **Counting, shared.** ``target`` counts candidates evaluated (COMPLETE, not reused) in
+  the whole study, by every driver and earlier attempt; settled and reused ones are
+  counted apart and do not use it up. The searcher stops asking once evaluated plus
+  RUNNING trials (any driver) reach the target, checks each trial it asks against the
+  others (:mod:`vitsearch.search.engine.sharing`: surplus, reuse, duplicate), and returns
+  FINISHED when the target is met, nothing is in flight here and no promotion is due.
+* **Owned trials.** With an :class:`~vitsearch.search.engine.ownership.Ownership`, each
+  asked trial is owned (heartbeats) until told, and dead drivers' trials are re-asked.
 * Its state lives in the Optuna storage, so ``save``/``restore`` are no-ops: a resumed
   run reattaches to the storage instead of unpickling a searcher.
 """
@@ -30,6 +35,7 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -39,13 +45,18 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from vitsearch.search.engine import sharing
 from vitsearch.search.engine.gain import NO_GAIN_CONSTRAINT
 from vitsearch.search.engine.rungs import Ladder
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
-                                             ATTR_INFEASIBLE, ATTR_REUSED, ATTR_SECONDS, ATTR_SETTLED, ATTR_TIMING,
+                                             ATTR_INFEASIBLE, ATTR_NODE, ATTR_REUSED, ATTR_SECONDS, ATTR_SETTLED, ATTR_TIMING,
                                              ATTR_WORKER, STUDY_PROMOTED, STUDY_RUNG, STUDY_RUNG_FAILED, rung_attrs)
 
+log = logging.getLogger("vitsearch.run")
+
 MAX_ASKS_PER_SUGGEST = 64
+#: seconds between storage reads while the study waits on trials RUNNING elsewhere
+IDLE_POLL_S = 1.0
 
 
 def config_key(config_dict: dict) -> str:
@@ -63,7 +74,9 @@ class CandidateSearch(OptunaSearch):
     every tell (progress, tables). ``ladder``: the rungs (:class:`~vitsearch.search.engine.rungs.Ladder`;
     None: one rung); ``rung_dir``: where the rungs' checkpoints go; ``reference``: the
     uncompressed model's costs (:class:`~vitsearch.search.engine.gain.Reference`) for the
-    driver-side no-gain check; ``on_rung(number, rung)`` after every promotion result.
+    driver-side no-gain check; ``on_rung(number, rung)`` after every promotion result;
+    ``ownership``: an :class:`~vitsearch.search.engine.ownership.Ownership` (heartbeats,
+    re-asking dead drivers' trials), or None.
     """
 
     def __init__(self, *, space, objectives: list[tuple[str, str]], feasibility, target: int, batch_size: int,
@@ -71,7 +84,7 @@ class CandidateSearch(OptunaSearch):
                  sampler: optuna.samplers.BaseSampler, storage, study_name: str,
                  on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                  ladder: Ladder | None = None, rung_dir: str | None = None, reference=None,
-                 on_rung: Callable[[int, int], None] | None = None):
+                 on_rung: Callable[[int, int], None] | None = None, ownership=None):
         self.vs_space = space
         self.objectives = objectives
         self.feasibility = feasibility
@@ -79,6 +92,8 @@ class CandidateSearch(OptunaSearch):
         self.batch_size = batch_size
         self.workers = max(1, workers)
         self.on_settle = on_settle
+        self.ownership = ownership
+        self._idle_until = 0.0
         self._batches: dict[str, list[optuna.Trial]] = {}
         self._told: set[int] = set()
         self._completed_here = 0  # trials this searcher told COMPLETE
@@ -92,14 +107,11 @@ class CandidateSearch(OptunaSearch):
         self.ladder = ladder or Ladder((0,), 2.0, tuple(d == "maximize" for _, d in objectives))
         self.rung_dir, self.reference, self.on_rung = rung_dir, reference, on_rung
         self._promos: dict[str, tuple[int, int]] = {}  # Tune trial id -> promotion (number, rung) in flight
+        self._elsewhere: set[tuple[int, int]] = set()  # promotions another driver of the study issued since
         self._first: dict[int, tuple[str, dict]] = {}  # trial number -> (config key, first-rung metrics)
         self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
-        self._known: dict[str, int] = {}  # config key -> trial number of its evaluation
-        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if t.user_attrs.get(ATTR_CONFIG) and t.user_attrs.get(ATTR_REUSED) is None and (
-                    t.state == TrialState.COMPLETE or t.user_attrs.get(ATTR_SETTLED)):
-                self._known.setdefault(t.user_attrs[ATTR_CONFIG], t.number)
-            if t.state == TrialState.COMPLETE and t.user_attrs.get(ATTR_REUSED) is None:
+        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get(ATTR_REUSED) is None:
                 self._remember_first(t.number, t.user_attrs[ATTR_CONFIG], t.user_attrs[ATTR_EVAL], list(t.values))
         self._restore_rungs()
 
@@ -113,14 +125,9 @@ class CandidateSearch(OptunaSearch):
         return set(self._told)
 
     # ---- counting --------------------------------------------------------------------
-    def _open(self) -> int:
-        """Candidates handed to Tune and not told yet (told ones already count as completed)."""
-        return sum(1 for b in self._batches.values() for t in b if t.number not in self._told)
-
     def completed(self) -> int:
-        """Candidates evaluated in the study (COMPLETE, not reused): what ``--trials N`` counts (issue 16)."""
-        return sum(1 for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                   if t.user_attrs.get(ATTR_REUSED) is None)
+        """Candidates evaluated in the study, by every driver (COMPLETE, not reused): what ``--trials N`` counts."""
+        return sharing.counts(self._ot_study)["COMPLETE"]
 
     def idle(self) -> bool:
         """No batch, no promotion in flight."""
@@ -138,9 +145,13 @@ class CandidateSearch(OptunaSearch):
         if promotion is not None:  # ASHA: a due promotion first, alone in its batch (it is the long job)
             self._promos[trial_id] = promotion
             return {"candidates": [self._promotion_job(*promotion)]}
+        if time.monotonic() < self._idle_until:
+            return None  # waiting on trials RUNNING elsewhere: read the storage at most every IDLE_POLL_S
+        if self.ownership is not None:
+            self.ownership.reap()  # dead drivers' trials: FAIL, and the same parameters WAITING again
         batch: list[tuple[optuna.Trial, Any]] = []
-        in_flight = {self._key_of(t) for b in self._batches.values() for t in b}
-        base = self.completed() + self._open()  # one storage read per suggest, not one per ask
+        shared = sharing.counts(self._ot_study)  # every driver's trials: one storage read per suggest
+        base = shared["COMPLETE"] + shared["RUNNING"]
         # Near the end, share what is left between the workers instead of handing it all to
         # the first free one (which left the other idle for up to a whole batch).
         size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)))
@@ -148,27 +159,34 @@ class CandidateSearch(OptunaSearch):
             if len(batch) >= size or base + len(batch) >= self.target or self.exhausted():
                 break
             trial = self._ot_study.ask(fixed_distributions=self._space)
+            if self.ownership is not None:
+                self.ownership.own(trial)
             config = self.vs_space.config_from_params(trial.params)
             key = config_key(config.to_dict())
-            trial.set_user_attr(ATTR_CONFIG, key)
+            trial.set_user_attr(ATTR_CONFIG, key)  # written before the check reads the others' (sharing.py)
+            verdict = sharing.verdict(self._ot_study, trial, key, self.target)
+            if verdict.action == "surplus":
+                self._settle(trial, None, TrialState.PRUNED, {ATTR_ERROR: verdict.why})
+                break
             self.idle_asks += 1
-            if key in self._known:
-                self._reuse(trial, self._known[key])
-            elif key in in_flight:
-                self._settle(trial, None, TrialState.PRUNED,
-                             {ATTR_ERROR: "duplicate of a config being evaluated; not evaluated twice"})
+            if verdict.action == "reuse":
+                self._reuse(trial, verdict.source)
+            elif verdict.action == "duplicate":
+                self._settle(trial, None, TrialState.PRUNED, {ATTR_ERROR: verdict.why})
             elif (reason := self._precheck(config)) is not None:
                 self._settle(trial, None, TrialState.PRUNED, {
                     ATTR_FEASIBLE: False, ATTR_INFEASIBLE: reason.text, ATTR_EVAL: reason.metrics,
                     ATTR_CONSTRAINTS: reason.constraints, ATTR_SETTLED: reason.settled})
-                self._known.setdefault(key, trial.number)
             else:
                 self.idle_asks = 0
                 batch.append((trial, config))
-                in_flight.add(key)
         if not batch:
-            done = base >= self.target or self.exhausted()
-            return Searcher.FINISHED if done and self.idle() and self._next_promotion(peek=True) is None else None
+            if self.idle() and self._next_promotion(peek=True) is None and (
+                    self.exhausted() or self.completed() >= self.target):
+                return Searcher.FINISHED
+            # the rest is RUNNING (here or in another driver); if one dies its trial is asked again
+            self._idle_until = time.monotonic() + IDLE_POLL_S
+            return None
         self._batches[trial_id] = [t for t, _ in batch]
         return {"candidates": [self._first_job(t.number, c) for t, c in batch]}
 
@@ -189,7 +207,8 @@ class CandidateSearch(OptunaSearch):
             return  # a retried batch re-reports what was already told
         timing = {k: payload[k] for k in ("started_at", "finished_at", "cpu_seconds", "process_cpu_seconds")
                   if payload.get(k) is not None}
-        attrs = {ATTR_WORKER: payload.get("worker"), ATTR_SECONDS: payload.get("seconds"), ATTR_TIMING: timing or None}
+        attrs = {ATTR_WORKER: payload.get("worker"), ATTR_NODE: payload.get("node"), ATTR_SECONDS: payload.get("seconds"),
+                 ATTR_TIMING: timing or None}
         if timing:
             self.timings.append({"worker": payload.get("worker"), "seconds": payload.get("seconds"), **timing})
         if payload.get("error"):
@@ -198,7 +217,6 @@ class CandidateSearch(OptunaSearch):
         metrics = payload["evaluation"]
         attrs.update({ATTR_EVAL: metrics, ATTR_FEASIBLE: payload["feasible"], ATTR_CONSTRAINTS: payload["constraints"],
                       ATTR_INFEASIBLE: payload.get("infeasible_reason")})
-        self._known.setdefault(self._key_of(trial), trial.number)
         if metrics.get("accuracy") is None:  # settled on its cost: nothing but measured costs is told
             attrs[ATTR_SETTLED] = payload.get("settled") or "cost budget"
             attrs[ATTR_CONSTRAINTS] = self._measured(payload["constraints"])
@@ -245,6 +263,30 @@ class CandidateSearch(OptunaSearch):
         self._settle(trial, list(src.values) if src.state == TrialState.COMPLETE else None, src.state, attrs)
 
     def _settle(self, trial: optuna.Trial, values, state: TrialState, attrs: dict) -> None:
+        # A failing tell must not vanish behind a log warning: let it raise - except when
+        # another driver failed this trial as stale (this driver's heartbeats stopped for
+        # longer than the grace period) and asked it again: the retry owns it now.
+        try:
+            frozen = self._tell(trial, values, state, attrs)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.error("trial %d was failed as stale by another driver (no heartbeat for the grace period) and "
+                      "asked again; this result is dropped", trial.number)
+            self._told.add(trial.number)
+            return
+        finally:
+            if self.ownership is not None:
+                self.ownership.release(trial)
+        self._told.add(trial.number)
+        if state == TrialState.FAIL:
+            self.failures_in_a_row += 1
+            self.last_error = attrs.get(ATTR_ERROR)
+        elif state == TrialState.COMPLETE:
+            self.failures_in_a_row = 0
+            self._completed_here += 1
+        if self.on_settle is not None:
+            self.on_settle(frozen)
+
+    def _tell(self, trial: optuna.Trial, values, state: TrialState, attrs: dict) -> optuna.trial.FrozenTrial:
         for key, value in attrs.items():
             if value is not None:
                 trial.set_user_attr(key, value)
@@ -256,17 +298,7 @@ class CandidateSearch(OptunaSearch):
                 names = [*names, NO_GAIN_CONSTRAINT]
             for name, value in zip(names, attrs[ATTR_CONSTRAINTS], strict=True):
                 trial.set_constraint(name, value)
-        # A failing tell must not vanish behind a log warning: let it raise.
-        frozen = self._ot_study.tell(trial, values, state=state, skip_if_finished=False)
-        self._told.add(trial.number)
-        if state == TrialState.FAIL:
-            self.failures_in_a_row += 1
-            self.last_error = attrs.get(ATTR_ERROR)
-        elif state == TrialState.COMPLETE:
-            self.failures_in_a_row = 0
-            self._completed_here += 1
-        if self.on_settle is not None:
-            self.on_settle(frozen)
+        return self._ot_study.tell(trial, values, state=state, skip_if_finished=False)
 
     # ---- settled on cost -----------------------------------------------------------------
     def _measured_names(self) -> list[str]:
@@ -330,17 +362,22 @@ class CandidateSearch(OptunaSearch):
 
     def _next_promotion(self, peek: bool = False) -> tuple[int, int] | None:
         """A promotion to hand out now: one lost by an earlier driver first, else a new one (marked issued)."""
-        lost = self.ladder.lost(set(self._promos.values()))
+        lost = self.ladder.lost(set(self._promos.values()) | self._elsewhere)
         if lost:
             return lost[0]
         due = self.ladder.promotable()
         if not due or peek:
             return due[0] if due else None
-        number, rung = due[0]
-        self.ladder.issue(number, rung)
-        # in the storage before any worker starts it: a killed driver's successor re-runs it, never twice
-        self._ot_study.set_user_attr(f"{STUDY_PROMOTED}:{number}:{rung}", time.time())
-        return number, rung
+        issued_elsewhere = set(rung_attrs(self._ot_study.user_attrs)[1])  # another driver of the study
+        for number, rung in due:
+            self.ladder.issue(number, rung)
+            if (number, rung) in issued_elsewhere:
+                self._elsewhere.add((number, rung))  # another live driver runs it: not lost, not ours
+                continue
+            # in the storage before any worker starts it: a killed driver's successor re-runs it, never twice
+            self._ot_study.set_user_attr(f"{STUDY_PROMOTED}:{number}:{rung}", time.time())
+            return number, rung
+        return None
 
     def _promotion_result(self, trial_id: str, payload: dict) -> None:
         number, rung = payload["number"], payload["rung"]

@@ -41,8 +41,8 @@ def evaluate_candidate(session, cand: dict, feasibility, predictor=None, referen
 
     start, cpu0 = time.perf_counter(), time.thread_time()
     number, rung = cand.get("number"), cand.get("rung", 0)
-    payload: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "started_at": time.time(),
-                               "rung": rung}
+    payload: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "node": _node(),
+                               "started_at": time.time(), "rung": rung}
     try:
         _inject_faults_for_tests(number, rung)
         config = CompressionConfig.from_dict(cand["config"])
@@ -150,6 +150,18 @@ def _inject_faults_for_tests(number: int, rung: int = 0) -> None:
         os._exit(1)
     if number in faults.get("raise_on", []):
         raise RuntimeError(f"injected fault for trial {number} (VITSEARCH_TEST_FAULTS)")
+
+
+def _node() -> str | None:
+    """``IP node-id`` of the Ray node this worker runs on (which machine evaluated a trial), None outside Ray."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        return f"{ray.util.get_node_ip_address()} {ray.get_runtime_context().get_node_id()[:12]}"
+    except Exception:  # recording where it ran must never fail an evaluation
+        return None
 
 
 def _restore_priority() -> None:

@@ -139,7 +139,7 @@ class RunDir:
         # output_dir does not matter once the run dir is named (and is anchored differently in study.yaml)
         a, b = (s.model_dump(mode="json", exclude={"output_dir"}) for s in (stored, spec or stored))
         if a != b:
-            diff = _first_difference(a, b)
+            diff = first_difference(a, b)
             raise ConfigError(
                 f"--resume: the study file differs from the one {str(self.path)!r} was started with "
                 f"(first difference at {diff}); resume with the same study file or start a new run with --out")
@@ -153,9 +153,9 @@ def _remove_if_empty(path: Path) -> None:
         pass  # not empty: something else lives there
 
 
-def _first_difference(a: Any, b: Any, where: str = "") -> str:
+def first_difference(a: Any, b: Any, where: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
             if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+                return first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
     return f"{where or '(top level)'}: {a!r} vs {b!r}"

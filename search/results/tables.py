@@ -28,6 +28,8 @@ ATTR_CONSTRAINTS = "constraints"
 ATTR_SECONDS = "eval_seconds"
 ATTR_TIMING = "eval_timing"  # worker clock: started_at, finished_at (epoch s), cpu_seconds
 ATTR_SETTLED = "settled"  # why a candidate was settled without accuracy work: "cost budget", "no gain"
+ATTR_DRIVER = "driver"  # host:pid:start of the driver that asked the trial (owns it while RUNNING)
+ATTR_NODE = "node"  # the Ray node that evaluated it: "IP node-id"
 
 #: study user attributes of the rungs (a trial is told once, at its first rung; later rungs live here)
 STUDY_RUNG = "rung"  # rung:N:K -> the record of trial N at rung K (evaluation, feasible, ...)
@@ -58,7 +60,7 @@ COLUMNS = ["number", "state", "feasible", "reused_from", "settled", "rung", "sum
            "latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_low_ms", "latency_high_ms",
            "latency_confidence", "latency_ratio", "latency_source", "latency_runs", "latency_device",
            "size_mb", "size_mb_sparse_storage", "macs", "recovery_steps", "eval_seconds", "duration_s",
-           "worker", "infeasible_reason", "error", "config"]
+           "worker", "node", "driver", "infeasible_reason", "error", "config"]
 
 
 def trial_row(trial, rungs: dict[int, dict] | None = None) -> dict[str, Any]:
@@ -103,6 +105,8 @@ def trial_row(trial, rungs: dict[int, dict] | None = None) -> dict[str, Any]:
         "eval_seconds": attrs.get(ATTR_SECONDS),
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
         "worker": attrs.get(ATTR_WORKER),
+        "node": attrs.get(ATTR_NODE),
+        "driver": attrs.get(ATTR_DRIVER),
         "infeasible_reason": attrs.get(ATTR_INFEASIBLE),
         "error": attrs.get(ATTR_ERROR),
         "config": config,
@@ -115,13 +119,32 @@ def trial_row(trial, rungs: dict[int, dict] | None = None) -> dict[str, Any]:
 
 def trials_frame(study) -> pd.DataFrame:
     """All trials of ``study`` as a DataFrame (fixed leading columns, then knob columns)."""
+    trials = study.get_trials(deepcopy=False)
     records = rung_attrs(study.user_attrs)[0]
-    rows = [trial_row(t, records.get(t.number)) for t in study.get_trials(deepcopy=False)]
+    rows = [trial_row(t, records.get(t.number)) for t in trials]
+    _name_retries(trials, rows)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=COLUMNS)
     knob_cols = sorted(c for c in frame.columns if c.startswith("knob_"))
     return frame[COLUMNS + knob_cols]
+
+
+def _name_retries(trials, rows: list[dict[str, Any]]) -> None:
+    """A trial failed because its driver died says which trial asked its parameters again.
+
+    Optuna's retry callback records the link on the new trial only
+    (``system_attrs["failed_trial"]`` / ``retry_history``); the failed one cannot be written
+    any more once it is FAIL.
+    """
+    retried_as = {}
+    for t in trials:
+        history = t.system_attrs.get("retry_history") or []
+        if history:
+            retried_as[history[-1]] = t.number
+    for row in rows:
+        if row["state"] == "FAIL" and row["error"] is None and row["number"] in retried_as:
+            row["error"] = f"its driver stopped while it ran; asked again as trial {retried_as[row['number']]}"
 
 
 def write_tables(study, run_dir: Path) -> pd.DataFrame:

@@ -79,3 +79,19 @@ def is_loopback(address: str) -> bool:
 
     ip = ipaddress.ip_address(address)
     return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Wait until something listens on 127.0.0.1:``port``; fail at once with ``what`` if ``proc`` exits first."""
+    import socket
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert proc.poll() is None, what() if callable(what) else what
+            time.sleep(0.5)
+    raise AssertionError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f} s")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from clitools import is_loopback, listening_sockets, vitsearch
+from clitools import is_loopback, listening_sockets, vitsearch, wait_for_port
 
 from vitsearch.search.engine.raylocal import session_processes
 
@@ -183,14 +182,7 @@ def test_external_ray_cluster(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, **loopback})
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert head.poll() is None, "ray start --head exited"
-                time.sleep(0.5)
+        wait_for_port(port, head, "ray start --head exited")
         study_path = write_study(tmp_path, search={"trials": 4})
         out = vitsearch("run", study_path, "--out", tmp_path / "run", "--address", f"127.0.0.1:{port}",
                         env=loopback)
@@ -210,7 +202,7 @@ def test_external_ray_cluster(tmp_path):
     (["--trials", "0"], "--trials: must be a positive integer"),
     (["--workers", "-1"], "--workers: must be a positive integer"),
     (["--address", "127.0.0.1:1"], "no Ray head reachable"),
-    (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "storage: cannot open"),
+    (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "storage: no database server reachable"),
     (["--storage", "sqlite:///:memory:"], "in-memory database"),
     (["--resume", "."], "is not a vitsearch run dir"),
 ])

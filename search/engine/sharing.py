@@ -1,0 +1,126 @@
+"""One study, several drivers: the shared target and configs never evaluated twice.
+
+Every driver of a study (a shared PostgreSQL storage, or a resumed run beside a live
+one) counts the *study's* trials toward the one requested number, and decides for each
+trial it asks, from the storage, whether to evaluate it:
+
+* **surplus**: ``target`` trials with lower numbers are already WAITING, RUNNING or
+  evaluated (COMPLETE, not reused): two drivers asked for the last slot at once; the
+  later trial is dropped (PRUNED), so the study never ends with more than the requested
+  evaluations.
+* **reuse**: an identical config was evaluated (COMPLETE) or settled on its cost
+  (PRUNED with ``settled``): its record is reused, in the same state.
+* **duplicate**: an identical config is RUNNING under another trial (any driver), or
+  WAITING to be asked again: this trial is dropped (PRUNED). Each trial writes its config
+  before it reads the others', so of two trials racing for one config at most one
+  evaluates it (the one that reads second always sees the first).
+
+Trial numbers are assigned when a trial is created, so "lower-numbered" is a global
+order all drivers agree on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from vitsearch.search.results.tables import ATTR_CONFIG, ATTR_ERROR, ATTR_REUSED, ATTR_SETTLED
+
+_LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with a freshly asked trial: ``evaluate``, ``reuse`` (of ``source``), ``duplicate`` or ``surplus``."""
+
+    action: str
+    source: int | None = None
+    why: str | None = None
+
+
+def _counts_toward_target(t) -> bool:
+    """WAITING, RUNNING, or evaluated here (COMPLETE and not a reuse of another trial's metrics)."""
+    return t.state != TrialState.COMPLETE or t.user_attrs.get(ATTR_REUSED) is None
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """The study's trials by state (all drivers): COMPLETE (evaluated, reuses left out), RUNNING, WAITING."""
+    out = {"COMPLETE": 0, "RUNNING": 0, "WAITING": 0}
+    for t in study.get_trials(deepcopy=False, states=_LIVE):
+        if _counts_toward_target(t):
+            out[t.state.name] += 1
+    return out
+
+
+def verdict(study: optuna.Study, trial: optuna.Trial, key: str, target: int) -> Verdict:
+    """Decide, from one read of the storage, whether ``trial`` (config ``key`` already written) is evaluated."""
+    others = [t for t in study.get_trials(deepcopy=False, states=(*_LIVE, TrialState.PRUNED))
+              if t.number != trial.number]
+    lower = sum(1 for t in others if t.number < trial.number and t.state in _LIVE and _counts_toward_target(t))
+    if lower >= target:
+        return Verdict("surplus", why=f"surplus: the study already holds {lower} trials asked before it "
+                                      f"(target {target}; another driver took the last slot)")
+    same = [t for t in others if t.user_attrs.get(ATTR_CONFIG) == key]
+    done = [t for t in same if t.user_attrs.get(ATTR_REUSED) is None and (
+        t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and t.user_attrs.get(ATTR_SETTLED)))]
+    if done:
+        return Verdict("reuse", source=min(t.number for t in done))
+    pending = [t for t in same if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    if pending:
+        first = min(pending, key=lambda t: t.number)
+        return Verdict("duplicate", source=first.number,
+                       why=f"duplicate of trial {first.number} ({first.state.name.lower()}, same config); "
+                           "not evaluated twice")
+    return Verdict("evaluate")
+
+
+def drain_surplus(study: optuna.Study, target: int) -> int:
+    """Once ``target`` trials are COMPLETE, settle trials still WAITING (retries nobody needs) as PRUNED.
+
+    Returns how many were settled. Asking pops WAITING trials first, so this takes exactly them.
+    """
+    n = 0
+    while counts(study)["COMPLETE"] >= target and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial = study.ask()  # a WAITING one, or (another driver popped the last first) a fresh one: drop it too
+        trial.set_user_attr(ATTR_ERROR, f"surplus: the study reached its {target} trials before it was asked again")
+        study.tell(trial, state=TrialState.PRUNED)
+        n += 1
+    return n
+
+
+#: the study's user attribute holding the study file its first driver ran (JSON)
+STUDY_ATTR = "vitsearch_study"
+#: study-file fields that may differ between drivers of one study: where and with what each runs
+_PER_DRIVER = {"output_dir": None, "search": ("workers", "cpus", "ray_address", "storage", "batch_size")}
+
+
+def study_fingerprint(spec) -> dict:
+    """The study file as every driver of one study must share it (per-driver resources left out)."""
+    doc = spec.model_dump(mode="json")
+    doc.pop("output_dir", None)
+    for key in _PER_DRIVER["search"]:
+        doc["search"].pop(key, None)
+    return doc
+
+
+def check_same_study(storage, spec) -> None:
+    """ConfigError when ``storage`` holds study ``spec.name`` started from a different study file."""
+    from vitsearch.search.results.rundir import first_difference
+    from vitsearch.spaces.errors import ConfigError
+
+    try:
+        stored = storage.get_study_user_attrs(storage.get_study_id_from_name(spec.name)).get(STUDY_ATTR)
+    except KeyError:
+        return  # a new study
+    if stored is not None and stored != study_fingerprint(spec):
+        raise ConfigError(f"study {spec.name!r}: the storage holds this study run with a different study file "
+                          f"(first difference at {first_difference(stored, study_fingerprint(spec))}); give every "
+                          "driver of one study the same file, or rename the study (name:)")
+
+
+def record_study(study: optuna.Study, spec) -> None:
+    """Store the study file on the Optuna study (first driver), for :func:`check_same_study`."""
+    if STUDY_ATTR not in study.user_attrs:
+        study.set_user_attr(STUDY_ATTR, study_fingerprint(spec))

@@ -1,0 +1,362 @@
+"""Scale-out for real: a PostgreSQL study shared by two drivers, one SIGKILLed and resumed
+beside the other; trials owned by their driver (heartbeats); secrets kept out of the run
+dir; bad storage input refused in one line.
+
+The PostgreSQL tests use the ``postgres`` fixture (tests/search/conftest.py): a real
+server started from Debian's packages (or the one .ci/run started); without one they are
+skipped with the reason printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from clitools import vitsearch, wait_for_port
+from optuna.trial import TrialState
+
+#: the cheapest real study: built-in model, latency timed in a few passes, no recovery
+STUDY = {
+    "name": "shared",
+    "latency": {"batch_size": 1, "threads": 1, "warmup": 1, "max_runs": 20, "max_seconds": 0.1, "predictor": "off"},
+    "data": {"eval_batch_size": 500, "calibration_size": 32},
+    "constraints": {"max_accuracy_drop": 0.05},
+    "search": {"trials": 10, "workers": 1, "cpus": 1, "seed": 0, "batch_size": 1, "sampler": "random"},
+}
+
+
+def write_study(path: Path, **overrides) -> Path:
+    doc = json.loads(json.dumps(STUDY))
+    for key, value in overrides.items():
+        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def load(url: str, name: str = "shared") -> optuna.Study:
+    from vitsearch.search.storage import open_storage
+
+    return optuna.load_study(study_name=name, storage=open_storage(url))
+
+
+def count(url: str, state: str, name: str = "shared") -> int:
+    try:
+        return sum(t.state.name == state for t in load(url, name).get_trials(deepcopy=False))
+    except Exception:  # not created yet
+        return 0
+
+
+def owns_running(url: str, name: str, pid: int) -> bool:
+    """Whether the driver with ``pid`` owns a RUNNING trial of the study."""
+    try:
+        running = load(url, name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    except Exception:
+        return False
+    return any(t.user_attrs.get("driver", "").split(":")[1:2] == [str(pid)] for t in running)
+
+
+def start_driver(study: Path, out: Path, url: str) -> subprocess.Popen:
+    """A driver in a process group of its own (its local Ray processes with it)."""
+    log = open(out.parent / f"{out.name}.stderr", "w")
+    return subprocess.Popen([sys.executable, "-m", "vitsearch.search.cli", "run", str(study), "--out", str(out),
+                             "--storage", url], stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                            env={**os.environ, **own_lock(out.parent)})
+
+
+def own_lock(root: Path) -> dict:
+    """This test's drivers share one device lock, not the machine's (other test runs measure there too)."""
+    return {"VITSEARCH_LOCK_DIR": str(root / "locks")}
+
+
+def check_invariants(study: optuna.Study, target: int) -> None:
+    """Exactly ``target`` COMPLETE, no config evaluated twice, nothing left RUNNING or WAITING."""
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == target, [(t.number, t.state.name) for t in trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    evaluated = [t.user_attrs["config"] for t in trials if t.state == TrialState.COMPLETE
+                 and t.user_attrs.get("reused_from") is None and t.user_attrs.get("eval_seconds") is not None]
+    assert len(evaluated) == len(set(evaluated)), "a config was evaluated twice"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # 3 min on a quiet 2-core machine; 8-17 min seen at load average 10-15
+def test_two_drivers_on_postgres_one_killed_and_resumed_beside_the_other(postgres, tmp_path):
+    url, _ = postgres
+    from sqlalchemy.engine import make_url
+
+    password = make_url(url).password
+    name = f"two{os.getpid()}"
+    study = write_study(tmp_path / "study.yaml", name=name)
+    a = start_driver(study, tmp_path / "a", url)
+    b = start_driver(study, tmp_path / "b", url)
+    try:
+        deadline = time.time() + 400
+        # kill A while it owns a RUNNING trial (so that there is something to ask again)
+        while not (count(url, "COMPLETE", name) >= 2 and owns_running(url, name, a.pid)) \
+                and time.time() < deadline and a.poll() is None:
+            time.sleep(0.5)
+        assert a.poll() is None, (tmp_path / "a.stderr").read_text()[-2000:]
+        os.killpg(a.pid, signal.SIGKILL)  # driver A and its Ray, mid-run
+        a.wait()
+        # A is resumed beside the still running B; the password is not in A's run dir, so
+        # it comes from PGPASSWORD (libpq), as a user would export it
+        stored = json.loads((tmp_path / "a" / "run.json").read_text())["storage"]
+        assert password not in stored
+        resumed = vitsearch("run", study, "--resume", tmp_path / "a", env={"PGPASSWORD": password, **own_lock(tmp_path)},
+                            timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert b.wait(timeout=600) == 0, (tmp_path / "b.stderr").read_text()[-3000:]
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    s = load(url, name)
+    check_invariants(s, 10)
+    failed = [t for t in s.trials if t.state == TrialState.FAIL]
+    retried = {t.system_attrs.get("failed_trial") for t in s.trials} - {None}
+    assert {t.number for t in failed} <= retried, "a trial of the killed driver was not asked again"
+    drivers = {t.user_attrs["driver"].split(":")[1] for t in s.trials if t.user_attrs.get("driver")}
+    assert len(drivers) >= 3  # A, B and A resumed all asked trials of the one study
+    assert 0 in {t.number for t in s.trials if t.state == TrialState.COMPLETE}  # the uncompressed model
+    # no secret anywhere in either run dir (run.json, study.yaml, run.log, tables, Tune's pickles)
+    for run in (tmp_path / "a", tmp_path / "b"):
+        for f in run.rglob("*"):
+            if f.is_file():
+                assert password.encode() not in f.read_bytes(), f"password written to {f}"
+
+
+def test_secrets_are_masked_and_dropped():
+    from vitsearch.search.storage import shown_url, storable_url
+
+    url = "postgresql://alice:s3cret@db.example:5432/vs"
+    assert "s3cret" not in shown_url(url) and "***" in shown_url(url)
+    assert storable_url(url) == "postgresql://alice@db.example:5432/vs"
+    assert storable_url("journal:/x/y.log") == "journal:/x/y.log"
+    assert storable_url("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+
+
+@pytest.mark.slow
+def test_bad_storage_input_is_one_line(postgres, tmp_path):
+    import pgserver
+    from sqlalchemy.engine import make_url
+
+    url, root = postgres
+    u = make_url(url)
+    study = write_study(tmp_path / "study.yaml")
+    cases = [
+        (u.set(password="wrong").render_as_string(hide_password=False), "refused the password"),
+        (u.set(port=1).render_as_string(hide_password=False), "no database server reachable"),
+    ]
+    if root is not None:  # superuser SQL: a role that may log in but not create tables
+        pgserver.admin_sql(root, "DO $$ BEGIN CREATE ROLE reader LOGIN PASSWORD 'pw'; "
+                                 "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        pgserver.admin_sql(root, "DROP DATABASE IF EXISTS locked")
+        pgserver.admin_sql(root, "CREATE DATABASE locked")
+        pgserver.admin_sql(root, "REVOKE CREATE ON SCHEMA public FROM PUBLIC", database="locked")
+        cases.append((u.set(username="reader", password="pw", database="locked").render_as_string(
+            hide_password=False), "permission denied"))
+    # a second driver with a different study file for a study the storage already holds
+    from vitsearch.search.engine.sharing import record_study
+    from vitsearch.search.storage import open_storage
+    from vitsearch.search.study import load_study
+
+    name = f"other{os.getpid()}"
+    record_study(optuna.create_study(storage=open_storage(url), study_name=name, directions=["maximize", "minimize"]),
+                 load_study(write_study(tmp_path / "first.yaml", name=name)))
+    different = write_study(tmp_path / "second.yaml", name=name, search={"trials": 12})
+    for i, (bad, match) in enumerate(cases + [(url, "different study file")]):
+        out = vitsearch("run", different if match == "different study file" else study, "--out", tmp_path / f"r{i}",
+                        "--storage", bad, timeout=120)
+        assert out.returncode == 2, out.stderr
+        assert match in out.stderr and out.stderr.count("\n") == 1, out.stderr
+        assert "wrong" not in out.stderr and (u.password not in out.stderr)  # passwords are masked in messages
+        assert not (tmp_path / f"r{i}").exists()
+    # a Ray address that answers but is not a Ray head (the database's port)
+    out = vitsearch("run", study, "--out", tmp_path / "ray", "--address", f"127.0.0.1:{u.port}", timeout=120)
+    assert out.returncode == 2 and "is not a Ray head" in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    assert not (tmp_path / "ray").exists()
+
+
+def test_missing_driver_names_the_install_command():
+    from vitsearch.search.storage import open_storage
+    from vitsearch.spaces.errors import ConfigError
+
+    try:
+        import psycopg2  # noqa: F401
+        pytest.skip("psycopg2 is installed here: no missing driver to show")
+    except ImportError:
+        pass
+    with pytest.raises(ConfigError, match=r"no database driver .* pip install psycopg2-binary$"):
+        open_storage("postgresql+psycopg2://u@127.0.0.1:1/x")
+
+
+# ---- a multi-node Ray cluster on this machine ------------------------------------------------
+
+#: token authentication; every node is given --node-ip-address=127.0.0.1 (loopback only)
+RAY_ENV = {"RAY_AUTH_MODE": "token"}
+
+
+def ray_node(*args: str, log: Path) -> subprocess.Popen:
+    """``ray start --block ...`` in a process group of its own: stopped exactly, never with `ray stop`."""
+    return subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus=1",
+                             "--disable-usage-stats", *args], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, **RAY_ENV})
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def completed_nodes(db: Path) -> list[tuple[int, str]]:
+    """(trial number, node) of the COMPLETE trials evaluated so far, read from the run's SQLite storage."""
+    import sqlite3
+
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            rows = con.execute("select t.number, a.value_json from trials t join trial_user_attributes a "
+                               "on a.trial_id = t.trial_id where t.state = 'COMPLETE' and a.key = 'node'").fetchall()
+    except sqlite3.Error:
+        return []
+    return [(n, json.loads(v)) for n, v in rows if v != "null"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # 3 min on a quiet 2-core machine; 8-17 min seen at load average 10-15
+def test_second_ray_node_killed_mid_run(tmp_path):
+    import socket as _socket
+
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="vsray-")  # short: Ray's socket paths must fit in 107 bytes
+    head = ray_node("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
+                    f"--temp-dir={temp}", log=tmp_path / "head.log")
+    second = None
+    try:
+        wait_for_port(port, head, lambda: (tmp_path / "head.log").read_text()[-2000:])
+        second = ray_node(f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", log=tmp_path / "second.log")
+        time.sleep(5)  # let the second node register before the study is planned onto the cluster
+        assert second.poll() is None, (tmp_path / "second.log").read_text()[-2000:]
+        study = write_study(tmp_path / "study.yaml", name="cluster", search={"trials": 8, "workers": 2})
+        run = tmp_path / "run"
+        driver = subprocess.Popen([sys.executable, "-m", "vitsearch.search.cli", "run", str(study), "--out", str(run),
+                                   "--address", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                                  stderr=open(tmp_path / "driver.stderr", "w"), start_new_session=True,
+                                  env={**os.environ, **RAY_ENV, **own_lock(tmp_path)})
+        # once both nodes have evaluated trials, the second node dies (SIGKILL to its whole process group)
+        deadline = time.time() + 900
+        while len({node for _, node in completed_nodes(run / "optuna.db")}) < 2 and time.time() < deadline:
+            assert driver.poll() is None, (tmp_path / "driver.stderr").read_text()[-3000:]
+            time.sleep(0.5)
+        before = completed_nodes(run / "optuna.db")
+        assert len({node for _, node in before}) == 2, "the study never ran on both nodes"
+        stop_group(second, signal.SIGKILL)
+        assert driver.wait(timeout=600) == 0, (tmp_path / "driver.stderr").read_text()[-3000:]
+    finally:
+        if second is not None:
+            stop_group(second, signal.SIGKILL)
+        stop_group(head)
+        __import__("shutil").rmtree(temp, ignore_errors=True)
+    s = optuna.load_study(study_name="cluster", storage=f"sqlite:///{run / 'optuna.db'}")
+    check_invariants(s, 8)
+    assert not [t for t in s.trials if t.state == TrialState.FAIL], "a batch of the killed node was not retried"
+    after = [node for n, node in completed_nodes(run / "optuna.db") if (n, node) not in before]
+    killed = {node for _, node in before} - set(after)
+    assert after and len(set(after)) == 1 and len(killed) == 1, (before, after)  # the rest ran on the head alone
+    frame = __import__("pandas").read_parquet(run / "trials.parquet")
+    evaluated = frame[(frame.state == "COMPLETE") & frame.eval_seconds.notna()]
+    assert evaluated.node.str.fullmatch(r"\S+ [0-9a-f]{12}").all()  # "host IP, node id" of each evaluation
+
+
+# ---- ownership and sharing, on a real SQLite RDB storage (no server needed) --------------------
+
+def _rdb_study(tmp_path: Path, grace: int = 1):
+    from vitsearch.search.engine.ownership import Ownership, RetryStale
+    from vitsearch.search.storage import open_storage
+
+    retry = RetryStale()
+    storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}", on_stale=retry)
+    storage.grace_period = grace  # the driver uses GRACE_S (20 s); a test waits 1 s, not 20
+    study = optuna.create_study(storage=storage, study_name="o", directions=["maximize", "minimize"])
+    return study, Ownership(study, storage, retry)
+
+
+def _ask(study, owner: str, x: int):
+    import warnings
+
+    study.enqueue_trial({"x": x})  # asked next, with exactly these parameters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna: heartbeats are meant for Study.optimize (the driver beats itself)
+        trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    trial.set_user_attr("config", json.dumps({"depth": {"keep": x + 2}}))  # a CompressionConfig, as the engine writes
+    trial.set_user_attr("driver", owner)
+    return trial
+
+
+def test_only_dead_drivers_trials_are_failed_and_asked_again(tmp_path):
+    from vitsearch.search.engine.ownership import driver_id
+
+    study, own = _rdb_study(tmp_path)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_here = driver_id(gone.pid)  # a driver of this machine whose process is gone
+    gone.wait()
+    live_here = _ask(study, driver_id(), 1)  # this test's own process: alive
+    remote = _ask(study, "elsewhere:123:456", 2)  # another machine: only its heartbeat tells
+    own.storage.record_heartbeat(remote._trial_id)
+    dead = _ask(study, dead_here, 3)
+    assert own.reap(force=True) == [dead.number]  # at once, without waiting for the grace period
+    time.sleep(2.5)  # the remote driver's heartbeat is now older than the (test) grace period of 1 s
+    assert own.reap(force=True) == [remote.number]
+    states = {t.number: t.state for t in study.trials}
+    assert states[live_here.number] == TrialState.RUNNING  # a live driver's trial is never touched
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert sorted(t.params["x"] for t in waiting) == [2, 3]  # asked again with the same parameters
+    assert all(set(t.user_attrs) == {"config"} for t in waiting)  # not the dead driver's id
+    from vitsearch.search.results.tables import trials_frame
+
+    frame = trials_frame(study).set_index("number")
+    assert frame.loc[dead.number, "error"].startswith("its driver stopped while it ran; asked again as trial")
+
+
+def test_shared_target_surplus_duplicates_and_reuse(tmp_path):
+    from vitsearch.search.engine import sharing
+
+    study, _ = _rdb_study(tmp_path)
+    first = _ask(study, "a:1:1", 1)
+    assert sharing.verdict(study, first, first.user_attrs["config"], target=3).action == "evaluate"
+    twin = _ask(study, "b:2:2", 1)  # the same config, asked by another driver while the first runs
+    v = sharing.verdict(study, twin, twin.user_attrs["config"], target=3)
+    assert v.action == "duplicate" and v.source == first.number
+    study.tell(twin, state=TrialState.PRUNED)
+    study.tell(first, [0.9, 1.0])
+    again = _ask(study, "b:2:2", 1)
+    assert sharing.verdict(study, again, again.user_attrs["config"], target=3) == sharing.Verdict("reuse", first.number)
+    study.tell(again, [0.9, 1.0])
+    third = _ask(study, "a:1:1", 2)
+    late = _ask(study, "b:2:2", 3)  # two drivers raced for the last of 3 slots: the later trial yields
+    assert sharing.verdict(study, third, third.user_attrs["config"], target=3).action == "evaluate"
+    assert sharing.verdict(study, late, late.user_attrs["config"], target=3).action == "surplus"
+    study.tell(late, state=TrialState.PRUNED)
+    study.tell(third, [0.8, 0.5])
+    study.enqueue_trial({"x": 4})  # a retry nobody needs once the target is reached
+    assert sharing.drain_surplus(study, target=3) == 1
+    assert sharing.counts(study) == {"COMPLETE": 3, "RUNNING": 0, "WAITING": 0}
