@@ -1,6 +1,7 @@
 """Fault benchmark: a short study SIGKILLed at a random moment, resumed, and checked.
 
-    .venv/bin/python benchmarks/faults.py [--runs 20] [--trials 8] [--seed 0] [--out benchmarks/results/faults]
+    .venv/bin/python benchmarks/faults.py [--runs 20] [--trials 8] [--seed 0] [--rungs 0,20]
+                                          [--out benchmarks/results/faults]
 
 Each run starts `vitsearch run` (the built-in model, 2 workers, batch 1, latency
 measured with few passes, SQLite in the run dir) in a process group of its own, waits a
@@ -11,11 +12,17 @@ random time, and SIGKILLs, at random, either
 * a **worker**: one Ray worker process evaluating a batch; the driver goes on (Tune
   retries the batch).
 
+With ``--rungs`` every other run uses rungs of distillation (e.g. ``0,20``: scored
+zero-shot, the best third distilled 20 steps), so some kills land while a promotion is
+in flight.
+
 It then checks the study: completed trials lost (COMPLETE before the kill, not after),
-configs evaluated twice, trials left RUNNING or WAITING, whether exactly the requested
-number completed, the trials that were in flight at the kill and asked again, and
-whether the uncompressed model was evaluated and is on the final front. Prints one row
-per run and the totals (Markdown), and writes them to OUT/faults.json.
+configs evaluated twice (evaluated or settled on their measured cost, reuses left out),
+trials left RUNNING or WAITING, whether exactly the requested number was evaluated
+(COMPLETE, not reused: what ``--trials`` counts), the trials that were in flight at the
+kill and asked again, promotions issued and never finished, and whether the
+uncompressed model was evaluated and is on the final front. Prints one row per run and
+the totals (Markdown), and writes them to OUT/faults.json.
 """
 
 from __future__ import annotations
@@ -96,6 +103,12 @@ def kill_run(proc: subprocess.Popen, tree: list[int]) -> None:
 
 def one_run(i: int, rng: random.Random, study: Path, out: Path, trials: int) -> dict:
     """Start, kill at a random moment, resume if needed, check."""
+    row = _one_run(i, rng, study, out, trials)
+    return {"rungs": "rungs" in study.stem, **row}
+
+
+def _one_run(i: int, rng: random.Random, study: Path, out: Path, trials: int) -> dict:
+    """The run itself: a kill of the driver or of a worker, then the checks."""
     run = out / f"run{i:02d}"
     env = {**os.environ, "VITSEARCH_LOCK_DIR": str(out / "locks")}
     cmd = [sys.executable, "-m", "vitsearch.search.cli", "run", str(study), "--trials", str(trials)]
@@ -133,15 +146,20 @@ def check(run: Path, before: dict[int, str], trials: int) -> dict:
     study = optuna.load_study(study_name="faults", storage=f"sqlite:///{run / 'optuna.db'}")
     final = {t.number: t for t in study.trials}
     complete = [t for t in final.values() if t.state.name == "COMPLETE"]
-    evaluated = [t.user_attrs.get("config") for t in complete
-                 if t.user_attrs.get("reused_from") is None and t.user_attrs.get("eval_seconds") is not None]
+    own = [t for t in final.values() if t.user_attrs.get("reused_from") is None and (
+        t.state.name == "COMPLETE" or (t.state.name == "PRUNED" and t.user_attrs.get("settled")))]
+    worked = [t.user_attrs.get("config") for t in own if t.user_attrs.get("eval_seconds") is not None]
+    attrs = study.user_attrs
+    issued = [k.split(":", 1)[1] for k in attrs if k.startswith("promoted:")]
     return {
-        "complete": len(complete),
-        "exact": len(complete) == trials,
+        "complete": sum(t.state.name == "COMPLETE" and t.user_attrs.get("reused_from") is None for t in own),
+        "exact": sum(t.state.name == "COMPLETE" for t in own) == trials,
         "lost": sum(1 for n, s in before.items() if s == "COMPLETE" and final[n].state.name != "COMPLETE"),
-        "twice": len(evaluated) - len(set(evaluated)),
+        "twice": len(worked) - len(set(worked)),
         "left_running_waiting": sum(t.state.name in ("RUNNING", "WAITING") for t in final.values()),
         "asked_again": sum(1 for t in final.values() if t.system_attrs.get("failed_trial") is not None),
+        "promoted": len(issued),
+        "promotions_lost": sum(f"rung:{p}" not in attrs and f"rung_failed:{p}" not in attrs for p in issued),
         **uncompressed(run, complete),
     }
 
@@ -175,6 +193,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/faults")
+    ap.add_argument("--rungs", default=None, help="every other run with these rungs of distillation, e.g. 0,20")
     ap.add_argument("--start", type=int, default=0, help="continue: keep the first START rows of OUT/faults.json")
     ap.add_argument("--recheck", action="store_true", help="recompute the uncompressed-model columns, print the table")
     args = ap.parse_args()
@@ -187,20 +206,25 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     study = out / "study.yaml"
     study.write_text(yaml.safe_dump(STUDY))
+    studies = [study]
+    if args.rungs:
+        rungs = [int(x) for x in args.rungs.split(",")]
+        studies.append(out / "study-rungs.yaml")
+        studies[1].write_text(yaml.safe_dump({**STUDY, "recovery": {"rungs": rungs, "reduction": 3}}))
     rng = random.Random(args.seed + args.start)
     rows = json.loads((out / "faults.json").read_text())["rows"][:args.start] if args.start else []
     for i in range(args.start, args.runs):
         if (out / f"run{i:02d}").exists():
             subprocess.run(["rm", "-rf", str(out / f"run{i:02d}")], check=True)
-        rows.append(one_run(i, rng, study, out, args.trials))
+        rows.append(one_run(i, rng, studies[i % len(studies)], out, args.trials))
         print(json.dumps(rows[-1]), flush=True)
         (out / "faults.json").write_text(json.dumps({"load_at_end": os.getloadavg()[0], "rows": rows}, indent=1))
     print_table(rows)
 
 
 def print_table(rows: list[dict]) -> None:
-    cols = ["run", "killed", "at_s", "complete_at_kill", "asked_again", "complete", "lost", "twice",
-            "left_running_waiting", "uncompressed_evaluated", "uncompressed_on_front"]
+    cols = ["run", "rungs", "killed", "at_s", "complete_at_kill", "asked_again", "complete", "lost", "twice",
+            "left_running_waiting", "promoted", "promotions_lost", "uncompressed_evaluated", "uncompressed_on_front"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
@@ -210,7 +234,8 @@ def print_table(rows: list[dict]) -> None:
           f"{sum(r['killed'] == 'worker' for r in killed)} worker): lost {sum(r['lost'] for r in rows)}, "
           f"evaluated twice {sum(r['twice'] for r in rows)}, left RUNNING/WAITING "
           f"{sum(r['left_running_waiting'] for r in rows)}, exact count {sum(r['exact'] for r in rows)}/{len(rows)}, "
-          f"asked again {sum(r['asked_again'] for r in rows)}, uncompressed evaluated "
+          f"asked again {sum(r['asked_again'] for r in rows)}, promotions {sum(r.get('promoted', 0) for r in rows)} "
+          f"(lost {sum(r.get('promotions_lost', 0) for r in rows)}), uncompressed evaluated "
           f"{sum(r['uncompressed_evaluated'] for r in rows)}/{len(rows)}, on the front "
           f"{sum(r['uncompressed_on_front'] for r in rows)}/{len(rows)}")
 
