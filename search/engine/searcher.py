@@ -20,6 +20,9 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
   (predicted or measured latency/size over a budget, or no gain over the uncompressed
   model) is PRUNED with its measured constraints and attribute ``settled``, never a
   COMPLETE trial with an invented accuracy.
+* **Time budget.** With a ``deadline`` no batch or promotion is handed out after it;
+  what is in flight finishes and is told (nothing is left RUNNING), then FINISHED. As it
+  nears, batches shrink to what the median first-rung evaluation says still fits.
 * **Counting.** ``target`` counts candidates evaluated (COMPLETE, not reused); settled
   and reused ones are counted apart and do not use it up. The searcher returns FINISHED
   when the target is met, nothing is in flight and no promotion is due.
@@ -30,6 +33,7 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -64,6 +68,7 @@ class CandidateSearch(OptunaSearch):
     None: one rung); ``rung_dir``: where the rungs' checkpoints go; ``reference``: the
     uncompressed model's costs (:class:`~vitsearch.search.engine.gain.Reference`) for the
     driver-side no-gain check; ``on_rung(number, rung)`` after every promotion result.
+    ``deadline`` (``time.time()`` seconds, settable later): no new work after it.
     """
 
     def __init__(self, *, space, objectives: list[tuple[str, str]], feasibility, target: int, batch_size: int,
@@ -71,7 +76,7 @@ class CandidateSearch(OptunaSearch):
                  sampler: optuna.samplers.BaseSampler, storage, study_name: str,
                  on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                  ladder: Ladder | None = None, rung_dir: str | None = None, reference=None,
-                 on_rung: Callable[[int, int], None] | None = None):
+                 on_rung: Callable[[int, int], None] | None = None, deadline: float | None = None):
         self.vs_space = space
         self.objectives = objectives
         self.feasibility = feasibility
@@ -93,6 +98,8 @@ class CandidateSearch(OptunaSearch):
         self.rung_dir, self.reference, self.on_rung = rung_dir, reference, on_rung
         self._promos: dict[str, tuple[int, int]] = {}  # Tune trial id -> promotion (number, rung) in flight
         self._first: dict[int, tuple[str, dict]] = {}  # trial number -> (config key, first-rung metrics)
+        self.deadline, self.stopped_at_deadline = deadline, False
+        self._first_seconds: list[float] = []  # worker seconds of first-rung evaluations (batch sizing near the deadline)
         self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
         self._known: dict[str, int] = {}  # config key -> trial number of its evaluation
         for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
@@ -134,6 +141,9 @@ class CandidateSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.gave_up():
             return Searcher.FINISHED
+        if self.deadline is not None and time.time() >= self.deadline:  # time budget spent: drain, then stop
+            self.stopped_at_deadline = True
+            return Searcher.FINISHED if self.idle() else None
         promotion = self._next_promotion()
         if promotion is not None:  # ASHA: a due promotion first, alone in its batch (it is the long job)
             self._promos[trial_id] = promotion
@@ -143,7 +153,7 @@ class CandidateSearch(OptunaSearch):
         base = self.completed() + self._open()  # one storage read per suggest, not one per ask
         # Near the end, share what is left between the workers instead of handing it all to
         # the first free one (which left the other idle for up to a whole batch).
-        size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)))
+        size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)), self._fits_before_deadline())
         for _ in range(MAX_ASKS_PER_SUGGEST):
             if len(batch) >= size or base + len(batch) >= self.target or self.exhausted():
                 break
@@ -172,6 +182,15 @@ class CandidateSearch(OptunaSearch):
         self._batches[trial_id] = [t for t, _ in batch]
         return {"candidates": [self._first_job(t.number, c) for t, c in batch]}
 
+    def _fits_before_deadline(self) -> int:
+        """Candidates one batch can still evaluate before the deadline (1 until a first-rung time is known)."""
+        if self.deadline is None:
+            return self.batch_size
+        if not self._first_seconds:
+            return 1
+        per = statistics.median(self._first_seconds[-32:])
+        return max(1, int((self.deadline - time.time()) // max(per, 1e-3)))
+
     def exhausted(self) -> bool:
         """So many asks in a row were settled or reused that the space holds nothing new to evaluate."""
         return self.idle_asks >= max(256, 10 * self.target)
@@ -192,6 +211,8 @@ class CandidateSearch(OptunaSearch):
         attrs = {ATTR_WORKER: payload.get("worker"), ATTR_SECONDS: payload.get("seconds"), ATTR_TIMING: timing or None}
         if timing:
             self.timings.append({"worker": payload.get("worker"), "seconds": payload.get("seconds"), **timing})
+        if payload.get("seconds") is not None:
+            self._first_seconds.append(payload["seconds"])
         if payload.get("error"):
             self._settle(trial, None, TrialState.FAIL, {**attrs, ATTR_ERROR: payload["error"]})
             return
