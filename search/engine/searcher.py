@@ -335,7 +335,8 @@ class CandidateSearch(OptunaSearch):
             self.ladder.held.add(number)
 
     def _checkpoint(self, number: int, rung: int) -> str | None:
-        if self.rung_dir is None or self.ladder.top == 0:
+        # one rung of N > 0 steps too: the front's test accuracy then loads the weights instead of distilling again
+        if self.rung_dir is None or self.ladder.steps[-1] == 0:
             return None
         return f"{self.rung_dir}/trial-{number}-rung-{rung}.pt"
 
