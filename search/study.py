@@ -167,8 +167,11 @@ class RecoverySection(_Strict):
 
 
 class SearchSection(_Strict):
-    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
     trials: int = Field(default=40, gt=0)
+    #: stop handing out work this many minutes after the search starts (Ray up, model loaded);
+    #: what is in flight then finishes and is recorded. None: no time limit (``trials`` decides).
+    time_budget_minutes: float | None = Field(default=None, gt=0)
     workers: int = Field(default=2, gt=0, le=256)
     cpus: int | None = Field(default=None, gt=0)
     seed: int = 0

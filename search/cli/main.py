@@ -53,12 +53,21 @@ def _add_run(sub) -> None:
 
 
 def _add_bench_search(sub) -> None:
-    p = sub.add_parser("bench-search", help="benchmark: hypervolume vs trials for NSGA-II, TPE and random")
+    p = sub.add_parser("bench-search", help="benchmark: samplers (hypervolume vs trials), or fidelities at equal "
+                                            "wall time (--fidelity)")
     p.add_argument("study", help="study file (YAML), or 'default'")
-    p.add_argument("--trials", type=int, default=40)
-    p.add_argument("--seeds", type=int, default=3, help="seeds per sampler (0..N-1)")
-    p.add_argument("--samplers", default="nsga2,tpe,random")
-    p.add_argument("--out", default="benchmarks/results/search", help="cache and results folder")
+    p.add_argument("--trials", type=int, default=40, help="samplers: trials per (sampler, seed)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per sampler or fidelity (0..N-1)")
+    p.add_argument("--samplers", default="nsga2,tpe,random", help="samplers to compare: nsga2, tpe, gp, random")
+    p.add_argument("--recovery-steps", type=int, default=0,
+                   help="samplers: distillation steps before each config's val accuracy (default 0: zero-shot)")
+    p.add_argument("--fidelity", default=None, metavar="LIST",
+                   help="compare fidelities instead (zero-shot, rungs, full): real time-budgeted searches, "
+                        "hypervolume of the test-accuracy front")
+    p.add_argument("--wall-minutes", type=float, default=10.0, help="fidelities: time budget of every search")
+    p.add_argument("--sampler", default=None, help="fidelities: the sampler of every search (default: the study's)")
+    p.add_argument("--out", default=None, help="cache and results folder (default: benchmarks/results/search, "
+                                               "or benchmarks/results/fidelity with --fidelity)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_search)
 
@@ -131,7 +140,10 @@ def cmd_run(args) -> int:
     print(f"Pareto front (feasible trials at the highest rung each reached; selected on val, accuracy re-measured "
           f"on the test split ({summary['test_split']}) with its 95 % Wilson interval; latency source per row):\n"
           f"{summary['front_table']}")
-    if summary["completed"] < summary["requested"]:
+    if summary.get("stopped_at_time_budget"):
+        print(f"\nstopped at the time budget (search.time_budget_minutes: {summary['time_budget_minutes']}); "
+              "what was in flight then finished and is recorded")
+    elif summary["completed"] < summary["requested"]:
         print(f"\nstopped early; resume with: vitsearch run {args.study} --resume {path}")
     print(f"\nnext: vitsearch report {path}    |    vitsearch pick {path} --latency-ms <budget>")
     return 0
@@ -161,19 +173,31 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench_search(args) -> int:
-    """``vitsearch bench-search STUDY``: samplers against random search."""
+    """``vitsearch bench-search STUDY``: samplers against random search, or fidelities at equal wall time."""
+    if args.fidelity is not None:
+        from vitsearch.search.engine.fidelity_bench import format_fidelity, parse_fidelities, run_fidelity_bench
+
+        summary = run_fidelity_bench(args.study, parse_fidelities(args.fidelity), args.wall_minutes, args.seeds,
+                                     args.sampler, Path(args.out or "benchmarks/results/fidelity"))
+        print(json.dumps(summary, indent=2, default=str) if args.json else format_fidelity(summary))
+        return 0
     from vitsearch.search.engine.sampler_bench import format_summary, run_bench
 
     samplers = [x.strip() for x in args.samplers.split(",") if x.strip()]
-    bad = [x for x in samplers if x not in ("nsga2", "tpe", "random")]
+    bad = [x for x in samplers if x not in ("nsga2", "tpe", "gp", "random")]
     if bad or not samplers:
-        raise VitsearchError(f"--samplers: {bad[0] if bad else args.samplers!r} is not a sampler; use nsga2, tpe, random")
+        raise VitsearchError(f"--samplers: {bad[0] if bad else args.samplers!r} is not a sampler; use nsga2, tpe, gp, "
+                             "random")
     if args.trials <= 0 or args.seeds <= 0:
         raise VitsearchError(f"--trials/--seeds: must be positive, got {args.trials}/{args.seeds}")
+    if args.recovery_steps < 0:
+        raise VitsearchError(f"--recovery-steps: must be >= 0, got {args.recovery_steps}")
     from vitsearch.search.preflight import check_out_dir
 
-    check_out_dir(args.out, "--out")
-    summary = run_bench(args.study, args.trials, list(range(args.seeds)), samplers, Path(args.out))
+    out = args.out or "benchmarks/results/search"
+    check_out_dir(out, "--out")
+    summary = run_bench(args.study, args.trials, list(range(args.seeds)), samplers, Path(out),
+                        recovery_steps=args.recovery_steps)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 

@@ -155,7 +155,8 @@ class Driver:
         self.ladder = Ladder(rc.ladder, rc.reduction, tuple(d == "maximize" for _, d in self.objectives))
         searcher = CandidateSearch(space=space, objectives=self.objectives, feasibility=feas, target=plan.trials,
                                    batch_size=plan.batch_size, workers=plan.workers,
-                                   sampler=make_sampler(self.spec, plan.trials, seed_offset), storage=storage,
+                                   sampler=make_sampler(self.spec, self._sampler_trials(), seed_offset),
+                                   storage=storage,
                                    study_name=self.spec.name, on_settle=self._on_settle, ladder=self.ladder,
                                    rung_dir=str((plan.run_dir.path / RUNG_DIR).resolve()), reference=self.reference,
                                    on_rung=self._on_rung, ownership=ownership)
@@ -182,6 +183,9 @@ class Driver:
         ray_cpu0, driver_cpu0 = descendants_cpu() if local else None, time.process_time()
         started = time.time()
         ownership.start()
+        budget = self.spec.search.time_budget_minutes
+        if budget is not None:  # counted from here: Ray up, model loaded, workers not started yet
+            searcher.deadline = started + 60.0 * budget
         try:
             tuner.fit()
             ended = time.time()
@@ -199,6 +203,7 @@ class Driver:
         books.update(cpu_books(searcher.timings, driver_cpu, len(searcher.told), ray_cpu0, ray_cpu1))
         if searcher.exhausted():
             log.info("stopped: %d asks in a row were settled on cost or reused", searcher.idle_asks)
+        self.stopped_at_time_budget = searcher.stopped_at_deadline
         return self._summary(frame, searcher.completed(), ended - started, books, session)
 
     def _open_study(self, space):
@@ -238,6 +243,15 @@ class Driver:
             for params in space.preset_params():  # the front always holds the uncompressed model
                 study.enqueue_trial(params, skip_if_exists=True)
         return storage, ownership, 0 if created else os.getpid() % 100_000 + 1
+
+    def _sampler_trials(self) -> int:
+        """What the sampler is sized for: the run's target, or under a time budget the study's ``search.trials``.
+
+        A time-budgeted run may be given a huge ``--trials`` so that time alone stops it;
+        TPE's random start-up (a fifth) and NSGA-II's population must not scale with that.
+        """
+        s = self.spec.search
+        return self.plan.trials if s.time_budget_minutes is None else min(self.plan.trials, s.trials)
 
     # ---- progress ----------------------------------------------------------------------
     def _progress_start(self, done: int) -> None:
@@ -319,6 +333,8 @@ class Driver:
             "reference": vars(self.reference),
             "test_split": session.data.test_source,
             "pareto": front["number"].astype(int).tolist(), "seconds": round(seconds, 1),
+            "time_budget_minutes": self.spec.search.time_budget_minutes,
+            "stopped_at_time_budget": getattr(self, "stopped_at_time_budget", False),
             "pareto_test": [{k: _plain(int(r[k]) if k in INT_KEYS and r[k] == r[k] else r[k])
                              for k in ("number", "rung", "accuracy", "test_accuracy", "test_lo", "test_hi", "test_n")
                              if k in r} for _, r in front.iterrows()],

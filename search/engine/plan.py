@@ -87,7 +87,8 @@ def _speaks_grpc(host: str, port: int) -> bool:
 
 
 def make_sampler(spec: StudySpec, trials: int, seed_offset: int = 0):
-    """NSGA-II (default), TPE (multivariate, constant liar) or random, seeded (``search.seed + seed_offset``).
+    """NSGA-II (default), TPE (multivariate, constant liar), GP (Gaussian process, logCEHVI) or random, seeded
+    (``search.seed + seed_offset``).
 
     Constraint-aware through the constraints the searcher sets on each trial
     (``Trial.set_constraint``) before telling it.
@@ -101,6 +102,8 @@ def make_sampler(spec: StudySpec, trials: int, seed_offset: int = 0):
     if s.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True,
                                           n_startup_trials=max(5, trials // 5))
+    if s.sampler == "gp":  # Optuna >= 4.5: constrained multi-objective (logCEHVI) from Trial.set_constraint
+        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=max(5, trials // 5))
     return optuna.samplers.RandomSampler(seed=s.seed)
 
 

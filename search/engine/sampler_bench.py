@@ -1,14 +1,24 @@
 """``vitsearch bench-search``: do the samplers beat random search, and by how much?
 
 Runs in-process Optuna studies (no Ray: the comparison is about the samplers) with
-NSGA-II, TPE and random at equal trial counts over several seeds, on the study's real
-search space and real evaluations. Each distinct config is evaluated once (accuracy on
-val, latency measured on this device) and cached in a JSON file, so all samplers and
-seeds see identical numbers and the benchmark stays affordable. Quality is the
-hypervolume of the feasible front (accuracy up, latency down) after every trial. The
+NSGA-II, TPE, GP (Optuna's GPSampler: constrained multi-objective through logCEHVI since
+Optuna 4.5) and random at equal trial counts over several seeds, on the study's real
+search space and real evaluations.
+
+What each trial evaluates: the config compressed, distilled for ``recovery_steps`` steps
+(default 0: **zero-shot**, the cheap proxy; ``vitsearch run`` tells its sampler the
+study's first-rung accuracy, e.g. 10 steps, which ``--recovery-steps`` reproduces at a
+few seconds per config), accuracy measured on **val**; latency **predicted** by the
+study's fitted predictor when one matches this machine, else **measured** once per config.
+Each distinct config is evaluated once and cached in a JSON file (per steps and latency
+source), so all samplers and seeds see identical numbers and the benchmark stays
+affordable; there is no Ray, no rung promotion and no no-gain settling here (for the
+real search at equal wall time, see :mod:`.fidelity_bench`). Quality is the hypervolume
+of the feasible front (accuracy up, latency down) after every trial; the summary also
+says how many trials each sampler needs to reach random search's hypervolume at the last
+trial (the goal: the default sampler reaches random's 200-trial figure in <= 50). The
 samplers see the study's accuracy-drop and latency budgets as Optuna constraints, as in
-`vitsearch run` (there, cost-infeasible candidates also get placeholder objective values);
-random search ignores them, as it does there.
+`vitsearch run`; random search ignores them, as it does there.
 """
 
 from __future__ import annotations
@@ -39,15 +49,15 @@ def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
 class EvalCache:
     """Evaluations by canonical config JSON, persisted after every new one."""
 
-    def __init__(self, path: Path, session, predictor=None):
-        self.path, self.session, self.predictor = path, session, predictor
+    def __init__(self, path: Path, session, predictor=None, recovery_steps: int = 0):
+        self.path, self.session, self.predictor, self.steps = path, session, predictor, recovery_steps
         self.data: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
         self.new = 0
 
     def get(self, config) -> dict:
         key = json.dumps(config.to_dict(), sort_keys=True)
         if key not in self.data:
-            metrics, _ = self.session.evaluate_staged(config, recovery_steps=0, predictor=self.predictor)
+            metrics, _ = self.session.evaluate_staged(config, recovery_steps=self.steps, predictor=self.predictor)
             self.data[key] = {"accuracy": metrics["accuracy"], "latency_ms": metrics["latency"]["median_ms"],
                               "size_mb": metrics["size_mb"]}
             self.new += 1
@@ -57,7 +67,8 @@ class EvalCache:
         return self.data[key]
 
 
-def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Path, progress: bool = True) -> dict:
+def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Path, progress: bool = True,
+              recovery_steps: int = 0) -> dict:
     """Hypervolume after each trial for every (sampler, seed); returns and writes the summary."""
     import optuna
     from tqdm.auto import tqdm
@@ -74,8 +85,9 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     predictor = study_predictor(session)
     source = ("predicted by the study's latency predictor" if predictor is not None
               else "measured once per config on this device")
-    cache = EvalCache(out / f"eval_cache_{'predicted' if predictor is not None else 'measured'}.json", session,
-                      predictor)
+    steps = f"_steps{recovery_steps}" if recovery_steps else ""  # zero-shot keeps the earlier file name
+    cache = EvalCache(out / f"eval_cache_{'predicted' if predictor is not None else 'measured'}{steps}.json", session,
+                      predictor, recovery_steps)
     base = cache.get(CompressionConfig())
     drop = spec.constraints.max_accuracy_drop if spec.constraints.max_accuracy_drop is not None else 0.05
     min_acc = base["accuracy"] - drop
@@ -104,6 +116,9 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     bar.close()
     summary = _summarise(curves, trials, ref, base, cache, time.time() - started, session)
     summary["latency_source"] = source + ", cached"
+    summary["recovery_steps"] = recovery_steps
+    summary["accuracy_source"] = (f"measured on val after {recovery_steps} distillation steps" if recovery_steps
+                                  else "measured on val, zero-shot (no distillation)")
     (out / "bench_search.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -120,10 +135,32 @@ def _summarise(curves, trials, ref, base, cache, seconds, session) -> dict[str, 
               if rnd and rnd[str(trials)]["mean"] > 0 else {})
     return {"trials": trials, "seeds": sorted(next(iter(curves.values())).keys()), "checkpoints": checkpoints,
             "hypervolume": table, "ratio_vs_random_at_end": ratios,
+            "trials_to_reach_random": trials_to_reach_random(curves, trials),
             "reference_point": {"accuracy": -ref[0], "latency_ms": ref[1]},
             "base": base, "distinct_configs_evaluated": len(cache.data), "new_evaluations": cache.new,
             "seconds": round(seconds, 1), "device": str(session.device),
             "latency_source": "measured once per config on this device, cached"}
+
+
+def trials_to_reach_random(curves: dict[str, dict[int, list[float]]], trials: int) -> dict[str, Any]:
+    """Trials each sampler needs to reach random search's mean hypervolume at ``trials``.
+
+    On the mean curve over seeds, and per seed (None: not reached within ``trials``).
+    """
+    rnd = curves.get("random")
+    if not rnd:
+        return {}
+    target = statistics.fmean(c[trials - 1] for c in rnd.values())
+
+    def first(curve) -> int | None:
+        # equal within float rounding counts as reached (means of the same areas summed in another order)
+        return next((i + 1 for i, v in enumerate(curve) if v >= target * (1 - 1e-9) and v > 0), None)
+
+    out: dict[str, Any] = {"target": target, "target_is": f"random search's mean hypervolume at trial {trials}"}
+    for name, by_seed in curves.items():
+        mean_curve = [statistics.fmean(c[i] for c in by_seed.values()) for i in range(trials)]
+        out[name] = {"mean_curve": first(mean_curve), "per_seed": {s: first(c) for s, c in by_seed.items()}}
+    return out
 
 
 def format_summary(s: dict) -> str:
@@ -136,6 +173,11 @@ def format_summary(s: dict) -> str:
         ratio = s["ratio_vs_random_at_end"].get(name)
         lines.append(f"{name:<8}" + "".join(f"{row[str(c)]['mean']:>11.5f} +-{row[str(c)]['std']:.5f}"[-18:].rjust(18)
                                            for c in cps) + (f"   {ratio:.2f}x" if ratio else ""))
+    reach = s.get("trials_to_reach_random") or {}
+    if reach:
+        lines.append(f"trials to reach {reach['target_is']} ({reach['target']:.5f}), on the mean curve: " + ", ".join(
+            f"{n} {r['mean_curve'] if r['mean_curve'] is not None else 'not reached'}"
+            for n, r in reach.items() if isinstance(r, dict)))
     lines.append(f"{s['distinct_configs_evaluated']} distinct configs evaluated ({s['latency_source']}; "
-                 f"accuracy measured on val), {s['seconds']:.0f} s, device {s['device']}")
+                 f"accuracy {s.get('accuracy_source', 'measured on val')}), {s['seconds']:.0f} s, device {s['device']}")
     return "\n".join(lines)

@@ -20,6 +20,9 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
   (predicted or measured latency/size over a budget, or no gain over the uncompressed
   model) is PRUNED with its measured constraints and attribute ``settled``, never a
   COMPLETE trial with an invented accuracy.
+* **Time budget.** With a ``deadline`` no batch or promotion is handed out after it;
+  what is in flight finishes and is told (nothing is left RUNNING), then FINISHED. As it
+  nears, batches shrink to what the median first-rung evaluation says still fits.
 * **Counting, shared.** ``target`` counts candidates evaluated (COMPLETE, not reused) in
   the whole study, by every driver and earlier attempt; settled and reused ones are
   counted apart and do not use it up. The searcher stops asking once evaluated plus
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -76,7 +80,8 @@ class CandidateSearch(OptunaSearch):
     uncompressed model's costs (:class:`~vitsearch.search.engine.gain.Reference`) for the
     driver-side no-gain check; ``on_rung(number, rung)`` after every promotion result;
     ``ownership``: an :class:`~vitsearch.search.engine.ownership.Ownership` (heartbeats,
-    re-asking dead drivers' trials), or None.
+    re-asking dead drivers' trials), or None; ``deadline`` (``time.time()`` seconds,
+    settable later): no new work after it.
     """
 
     def __init__(self, *, space, objectives: list[tuple[str, str]], feasibility, target: int, batch_size: int,
@@ -84,7 +89,8 @@ class CandidateSearch(OptunaSearch):
                  sampler: optuna.samplers.BaseSampler, storage, study_name: str,
                  on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                  ladder: Ladder | None = None, rung_dir: str | None = None, reference=None,
-                 on_rung: Callable[[int, int], None] | None = None, ownership=None):
+                 on_rung: Callable[[int, int], None] | None = None, ownership=None,
+                 deadline: float | None = None):
         self.vs_space = space
         self.objectives = objectives
         self.feasibility = feasibility
@@ -109,6 +115,8 @@ class CandidateSearch(OptunaSearch):
         self._promos: dict[str, tuple[int, int]] = {}  # Tune trial id -> promotion (number, rung) in flight
         self._elsewhere: set[tuple[int, int]] = set()  # promotions another driver of the study issued since
         self._first: dict[int, tuple[str, dict]] = {}  # trial number -> (config key, first-rung metrics)
+        self.deadline, self.stopped_at_deadline = deadline, False
+        self._first_seconds: list[float] = []  # worker seconds of first-rung evaluations (batch sizing near the deadline)
         self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
         for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.user_attrs.get(ATTR_REUSED) is None:
@@ -141,6 +149,9 @@ class CandidateSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.gave_up():
             return Searcher.FINISHED
+        if self.deadline is not None and time.time() >= self.deadline:  # time budget spent: drain, then stop
+            self.stopped_at_deadline = True
+            return Searcher.FINISHED if self.idle() else None
         promotion = self._next_promotion()
         if promotion is not None:  # ASHA: a due promotion first, alone in its batch (it is the long job)
             self._promos[trial_id] = promotion
@@ -154,7 +165,7 @@ class CandidateSearch(OptunaSearch):
         base = shared["COMPLETE"] + shared["RUNNING"]
         # Near the end, share what is left between the workers instead of handing it all to
         # the first free one (which left the other idle for up to a whole batch).
-        size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)))
+        size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)), self._fits_before_deadline())
         for _ in range(MAX_ASKS_PER_SUGGEST):
             if len(batch) >= size or base + len(batch) >= self.target or self.exhausted():
                 break
@@ -190,6 +201,15 @@ class CandidateSearch(OptunaSearch):
         self._batches[trial_id] = [t for t, _ in batch]
         return {"candidates": [self._first_job(t.number, c) for t, c in batch]}
 
+    def _fits_before_deadline(self) -> int:
+        """Candidates one batch can still evaluate before the deadline (1 until a first-rung time is known)."""
+        if self.deadline is None:
+            return self.batch_size
+        if not self._first_seconds:
+            return 1
+        per = statistics.median(self._first_seconds[-32:])
+        return max(1, int((self.deadline - time.time()) // max(per, 1e-3)))
+
     def exhausted(self) -> bool:
         """So many asks in a row were settled or reused that the space holds nothing new to evaluate."""
         return self.idle_asks >= max(256, 10 * self.target)
@@ -211,6 +231,8 @@ class CandidateSearch(OptunaSearch):
                  ATTR_TIMING: timing or None}
         if timing:
             self.timings.append({"worker": payload.get("worker"), "seconds": payload.get("seconds"), **timing})
+        if payload.get("seconds") is not None:
+            self._first_seconds.append(payload["seconds"])
         if payload.get("error"):
             self._settle(trial, None, TrialState.FAIL, {**attrs, ATTR_ERROR: payload["error"]})
             return
@@ -346,7 +368,8 @@ class CandidateSearch(OptunaSearch):
             self.ladder.held.add(number)
 
     def _checkpoint(self, number: int, rung: int) -> str | None:
-        if self.rung_dir is None or self.ladder.top == 0:
+        # one rung of N > 0 steps too: the front's test accuracy then loads the weights instead of distilling again
+        if self.rung_dir is None or self.ladder.steps[-1] == 0:
             return None
         return f"{self.rung_dir}/trial-{number}-rung-{rung}.pt"
 
