@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return rescore(Path(args.out) / args.target, args.before)
 
     from vitsearch.evaluators.latency.evaluate import evaluate_predictor
-    from vitsearch.evaluators.latency.profile import ProfileContext, fit_from_store, refine_profile, run_profile
+    from vitsearch.evaluators.latency.profile import ProfileContext, fit_from_store, run_profile
+    from vitsearch.evaluators.latency.refine import refine_profile
 
     session = session_for(args.target)
     pdir = Path(args.out) / args.target

@@ -90,8 +90,10 @@ def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: i
     """
     from vitsearch.evaluators.latency.predictor import LatencyPredictor
     from vitsearch.evaluators.latency.profile import ProfileContext, ProfileStore, _bar, _measure_models, sample_configs
+    from vitsearch.evaluators.latency.programs import run_stats
 
     ctx = ProfileContext.of(session, profile_dir)
+    ctx.programs.keep_built()  # each config is measured twice: a runtime program is built once where it can be
     predictor = LatencyPredictor.load(ctx.out)
     predictor.check_device(ctx.fingerprint)
     predictor.check_input_shape(tuple(session.input_shape))
@@ -111,7 +113,7 @@ def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: i
     out.update(set=which, predict_ms=predict_time_ms(predictor, configs), device=str(session.device),
                fingerprint_id=ctx.fingerprint["fingerprint_id"], fingerprint=ctx.fingerprint,
                input_shape=list(session.input_shape), study=session.spec.name, profile_dir=str(ctx.out),
-               eval_dir=str(ctx.out / sub), seconds=round(time.monotonic() - started, 1))
+               eval_dir=str(ctx.out / sub), seconds=round(time.monotonic() - started, 1), **run_stats(ctx))
     return out
 
 
