@@ -195,10 +195,12 @@ class ProfileContext:
                                   f"({old.get('latency_protocol') or 'one burst per model'}); re-profile into a new "
                                   "--out (or delete the dir) to measure interleaved ratios")
             if old.get("fingerprint_id") != mine["fingerprint_id"]:
-                from vitsearch.evaluators.latency.fingerprint import mismatch_text
+                from vitsearch.evaluators.latency.fingerprint import runtime_mismatch
 
-                raise DeviceError(f"profile dir {str(self.out)!r}: its timings were "
-                                  f"{mismatch_text(old.get('fingerprint') or old, mine['fingerprint'])}; or give "
+                why = runtime_mismatch(old["fingerprint"], mine["fingerprint"]) if old.get("fingerprint") else None
+                raise DeviceError(f"profile dir {str(self.out)!r} holds timings in {why}, into another --out"
+                                  if why else f"profile dir {str(self.out)!r} holds timings of device "
+                                  f"{old.get('fingerprint_id')}, this device is {mine['fingerprint_id']}; give "
                                   "another --out")
             for k in ("model", "input_shape", "dims"):
                 if old.get(k) != mine[k]:
@@ -336,9 +338,10 @@ def _measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar
         r = measure_interleaved(built.module, session.base, session.input_shape, session.device,
                                 threads=ctx.threads, plan=ctx.interleave, keep_samples=True)
         pending.append(model_row(c, r, ctx.fingerprint, phase, build_seconds=built.build_seconds,
-                                 export_seconds=built.export_seconds, **ctx.meta_runtime()))
+                                 export_seconds=built.export_seconds, program_reused=built.reused,
+                                 **ctx.meta_runtime()))
         st["model_s"].append(time.monotonic() - started)
-        if built.build_seconds is not None:
+        if built.build_seconds is not None and not built.reused:
             st["build_s"].append(built.build_seconds)
         done += 1
         bar.update(1)

@@ -24,11 +24,12 @@ from typing import Any
 
 @dataclass
 class Built:
-    """One timed program: the module to time, its build seconds (None for eager) and export seconds."""
+    """One timed program: the module to time, its build seconds (None for eager), export seconds, whether kept."""
 
     module: Any
     build_seconds: float | None = None
     export_seconds: float | None = None
+    reused: bool = False  # built for an earlier measurement and kept (no build paid now)
 
 
 class Programs(ABC):
@@ -96,7 +97,7 @@ def run_stats(ctx: Any) -> dict:
 
     st, meta = ctx.stats, ctx.meta_runtime()
     build = st["build_s"]
-    return {"runtime": meta["runtime"], "runtime_version": meta["runtime_version"],
+    return {"runtime": meta["runtime"], "runtime_version": meta["runtime_version"], "models_built": len(build),
             "build_seconds_total": round(float(sum(build)), 2) if build else None,
             "build_seconds_median": round(float(np.median(build)), 2) if build else None,
             "model_seconds_total": round(float(sum(st["model_s"])), 2), "build_failed": list(st["failed"])}

@@ -16,6 +16,7 @@ another version of this one.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from vitsearch.evaluators.latency.programs import Built, Programs
@@ -60,7 +61,7 @@ class RuntimePrograms(Programs):
         """Export / compile ``config`` for ``session``'s device and input shape (or the kept program)."""
         key = config.to_json(sort_keys=True)
         if key in self._cache:
-            return self._cache[key]
+            return dataclasses.replace(self._cache[key], reused=True)
         deployed = build_program(self.name, session.base, config, session.input_shape, session.device, threads)
         built = Built(deployed.as_module(), deployed.build_seconds, deployed.extra.get("export_seconds"))
         size = len(deployed.artifact or b"")
