@@ -12,6 +12,10 @@ against the first measurement (and against the mean of both); the second against
 first is the measurement's own repeatability, scored the same way - the noise floor the
 predictor cannot beat. Shares come with a 95 % Wilson interval. Rows go to
 ``<profile dir>/eval/`` - never to ``timings/``, so a refit cannot train on them.
+
+In a runtime profile (``latency.runtime`` other than eager) each held-out config is
+built into the runtime's program once (ORT sessions are kept for the second pass; a
+``torch.compile`` program is rebuilt) and timed exactly as the profile timed it.
 """
 
 from __future__ import annotations

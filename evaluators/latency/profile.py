@@ -2,7 +2,8 @@
 
 A profile dir (``profiles/<study name>`` by default) holds:
 
-- ``meta.json``: the study name, input shape, base-model dims and device fingerprint;
+- ``meta.json``: the study name, input shape, base-model dims, device fingerprint and
+  the runtime with its version (``runtime``, ``runtime_version``);
 - ``timings/part-*.parquet``: one row per measurement (component or whole model) with
   every raw pass time, the fingerprint and the load average at the time; each chunk is
   written as its own file as soon as it is measured, so a killed profile keeps what it
@@ -310,7 +311,8 @@ def _measure_components(ctx: ProfileContext, plan: comp.Plan, items: list, store
 
 def _measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar, deadline: float,
                     phase: str, sub: str | None = None) -> int:
-    """Compress each config and time it interleaved with the uncompressed model; returns how many.
+    """Build each config's program (compressed model, or runtime program) and time it interleaved
+    with the uncompressed eager model; returns how many.
 
     One row per config (written ``CHUNK`` at a time): the ratio to the reference with its
     interval (:mod:`.interleaved`), the candidate's and the reference's raw pass times.
