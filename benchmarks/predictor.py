@@ -93,11 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rescore", action="store_true", help="score on the stored evals only (measures nothing)")
     ap.add_argument("--before", default=None, help="with --rescore: a predictor.json to compare against")
     args = ap.parse_args(argv)
-    tag = args.target + ("" if args.runtime == "eager" else f"-{args.runtime}")
+    tag = tag_of(args)
     if args.rescore:
         return rescore(Path(args.out) / tag, args.before)
-    if args.cost and args.runtime != "eager":
-        raise SystemExit("--cost compares eager measurement protocols; run it without --runtime")
 
     from vitsearch.evaluators.latency.evaluate import evaluate_predictor
     from vitsearch.evaluators.latency.profile import ProfileContext, fit_from_store, run_profile
@@ -126,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     (Path(args.out) / f"{tag}{'-refined' if args.refine else ''}.json").write_text(
         json.dumps(result, indent=1, default=str))
     return 0
+
+
+def tag_of(args) -> str:
+    """The profile dir / result name: the target, with ``-<runtime>`` outside eager."""
+    if args.cost and args.runtime != "eager":
+        raise SystemExit("--cost compares eager measurement protocols; run it without --runtime")
+    return args.target + ("" if args.runtime == "eager" else f"-{args.runtime}")
 
 
 def brief(ev: dict) -> dict:

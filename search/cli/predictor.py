@@ -71,26 +71,7 @@ def cmd_profile(args) -> int:
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
-    if args.refine:
-        print(f"refined {out['dir']}: {out['measured']} whole models measured on {out['device']} "
-              f"({out['uncertain']} least certain, {out['remeasured_worst']} worst fitted re-measured), "
-              f"{out['models_total']} in all; fit MAPE (predicted vs measured, training set) "
-              f"{_pct(out['train_mape_before'])} -> {_pct(out['train_mape_after'])}; {out['seconds']:.0f} s")
-    else:
-        budget = " (stopped by the time budget; run again to continue)" if out["stopped_by_budget"] else ""
-        parts = (f"{out['components']} component timings" if out["runtime"] == "eager"
-                 else "whole models only (a runtime program is built per model; its parts are not timed apart)")
-        print(f"profiled {out['dir']} on {out['device']} in {_runtime(out)} (fingerprint {out['fingerprint_id']}), "
-              f"input {tuple(out['input_shape'])}: {parts}, {out['models_total']} whole models measured, "
-              f"{out['seconds']:.0f} s{budget}; fit MAPE (predicted vs measured, training set) "
-              f"{_pct(out['train_mape'])}")
-    if out.get("build_seconds_total"):
-        print(f"  build (export / compile, not latency): {out['build_seconds_total']:.0f} s for the "
-              f"{out.get('models_measured_now', out.get('measured'))} models built now, median "
-              f"{out['build_seconds_median']:.1f} s each; build + timing {out['model_seconds_total']:.0f} s in all")
-    if out.get("build_failed"):
-        print(f"  not profiled ({len(out['build_failed'])}, the runtime could not build them): "
-              + "; ".join(out["build_failed"][:3]))
+    _print_profile(out, args.refine)
     print(f"next: vitsearch predictor-eval {args.study}" + (f" --profile {out['dir']}" if args.out else ""))
     return 0
 
@@ -124,6 +105,30 @@ def cmd_predictor_eval(args) -> int:
           f"{res['out_of_range']} prediction(s) out of the profiled range; reference {res['reference_ms_eval']:.3f} "
           f"ms now vs {res['reference_ms_profile']:.3f} ms in the profile")
     return 0
+
+
+def _print_profile(out: dict, refine: bool) -> None:
+    """The human summary of a profile (or refine) run: what was measured, in which runtime, build time apart."""
+    if refine:
+        print(f"refined {out['dir']}: {out['measured']} whole models measured on {out['device']} "
+              f"({out['uncertain']} least certain, {out['remeasured_worst']} worst fitted re-measured), "
+              f"{out['models_total']} in all; fit MAPE (predicted vs measured, training set) "
+              f"{_pct(out['train_mape_before'])} -> {_pct(out['train_mape_after'])}; {out['seconds']:.0f} s")
+    else:
+        budget = " (stopped by the time budget; run again to continue)" if out["stopped_by_budget"] else ""
+        parts = (f"{out['components']} component timings" if out["runtime"] == "eager"
+                 else "whole models only (a runtime program is built per model; its parts are not timed apart)")
+        print(f"profiled {out['dir']} on {out['device']} in {_runtime(out)} (fingerprint {out['fingerprint_id']}), "
+              f"input {tuple(out['input_shape'])}: {parts}, {out['models_total']} whole models measured, "
+              f"{out['seconds']:.0f} s{budget}; fit MAPE (predicted vs measured, training set) "
+              f"{_pct(out['train_mape'])}")
+    if out.get("build_seconds_total"):
+        print(f"  build (export / compile, not latency): {out['build_seconds_total']:.0f} s for the "
+              f"{out.get('models_measured_now', out.get('measured'))} models built now, median "
+              f"{out['build_seconds_median']:.1f} s each; build + timing {out['model_seconds_total']:.0f} s in all")
+    if out.get("build_failed"):
+        print(f"  not profiled ({len(out['build_failed'])}, the runtime could not build them): "
+              + "; ".join(out["build_failed"][:3]))
 
 
 def _runtime(out: dict) -> str:
