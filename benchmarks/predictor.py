@@ -1,6 +1,8 @@
 """Benchmark of the latency predictor: profile -> fit -> predictor-eval, per target.
 
-Targets (the issue's goals, this CPU, one thread as the default study):
+Targets (the issue's goals, this CPU, one thread as the default study), in eager or, with
+``--runtime``, in another runtime (whole models built in it, timed against the eager
+uncompressed model as a search in that runtime measures them):
 
 - ``builtin-b1``: studies/default.yaml (built-in vitsearch-tiny, batch 1)
 - ``builtin-b8``: the same at batch 8
@@ -20,6 +22,7 @@ Usage::
     .venv/bin/python benchmarks/predictor.py builtin-b1 --skip-profile --skip-uniform --near runs/default
     .venv/bin/python benchmarks/predictor.py builtin-b1 --skip-profile --skip-uniform --cost 20
     .venv/bin/python benchmarks/predictor.py builtin-b1 --refine 40   # refine, then re-evaluate
+    .venv/bin/python benchmarks/predictor.py builtin-b1 --runtime onnxruntime --budget-minutes 20 --n 100
     .venv/bin/python benchmarks/predictor.py builtin-b1 --rescore --before old.json   # A/B, same measurements
 
 ``--rescore`` measures nothing: it scores the predictor(s) on every held-out eval already
@@ -42,24 +45,30 @@ import time
 from pathlib import Path
 
 
-def session_for(target: str):
-    """A study Session for ``target`` (deit_small is built without a data set: latency only)."""
+def session_for(target: str, runtime: str = "eager"):
+    """A study Session for ``target`` in ``runtime`` (deit_small is built without a data set: latency only)."""
     from vitsearch.search.session import Session, load_session
     from vitsearch.search.study import load_study, parse_study
 
-    if target == "builtin-b1":
-        return load_session("default")
-    if target == "builtin-b8":
+    if target in ("builtin-b1", "builtin-b8"):
+        if target == "builtin-b1" and runtime == "eager":
+            return load_session("default")
         spec = load_study("default").model_dump(mode="json")
-        spec.update(name="default-b8", latency={**spec["latency"], "batch_size": 8})
-        return load_session(parse_study(spec, "builtin-b8"))
+        batch = 8 if target == "builtin-b8" else 1
+        name = "default" + ("-b8" if batch == 8 else "")
+        spec.update(name=name, latency={**spec["latency"], "batch_size": batch, "runtime": runtime})
+        return load_session(parse_study(spec, target))
     if target == "deit_small-b1":
         import timm
         import torch
 
+        from vitsearch.search.runtime_eval import check_study_runtime
+
         spec = parse_study({"name": "deit_small-b1", "model": {"name": "timm:deit_small_patch16_224",
                                                                "pretrained": False},
-                            "latency": {"batch_size": 1, "threads": 1, "input_size": [3, 224, 224]}})
+                            "latency": {"batch_size": 1, "threads": 1, "input_size": [3, 224, 224],
+                                        "runtime": runtime}})
+        check_study_runtime(spec, torch.device("cpu"))
         base = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
         return Session(spec, torch.device("cpu"), base, None)
     raise SystemExit(f"target: {target!r} is not one of builtin-b1, builtin-b8, deit_small-b1")
@@ -69,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark for one target; print and save the JSON result."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("target", choices=["builtin-b1", "builtin-b8", "deit_small-b1"])
+    ap.add_argument("--runtime", default="eager", choices=["eager", "compile", "onnxruntime", "tensorrt"],
+                    help="latency.runtime to profile and evaluate in (default eager); the profile dir and result "
+                         "file get a -<runtime> suffix")
     ap.add_argument("--budget-minutes", type=float, default=8.0)
     ap.add_argument("--n", type=int, default=100, help="held-out configs per evaluation set")
     ap.add_argument("--out", default="profiles/bench")
@@ -81,15 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rescore", action="store_true", help="score on the stored evals only (measures nothing)")
     ap.add_argument("--before", default=None, help="with --rescore: a predictor.json to compare against")
     args = ap.parse_args(argv)
+    tag = tag_of(args)
     if args.rescore:
-        return rescore(Path(args.out) / args.target, args.before)
+        return rescore(Path(args.out) / tag, args.before)
 
     from vitsearch.evaluators.latency.evaluate import evaluate_predictor
-    from vitsearch.evaluators.latency.profile import ProfileContext, fit_from_store, refine_profile, run_profile
+    from vitsearch.evaluators.latency.profile import ProfileContext, fit_from_store, run_profile
+    from vitsearch.evaluators.latency.refine import refine_profile
 
-    session = session_for(args.target)
-    pdir = Path(args.out) / args.target
-    result = {"target": args.target, "load_avg_before": os.getloadavg(), "evals": {}}
+    session = session_for(args.target, args.runtime)
+    pdir = Path(args.out) / tag
+    result = {"target": args.target, "runtime": args.runtime, "load_avg_before": os.getloadavg(), "evals": {}}
     t0 = time.monotonic()
     if not args.skip_profile:
         result["profile"] = run_profile(session, pdir, budget_minutes=args.budget_minutes)
@@ -107,9 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_s"] = round(time.monotonic() - t0, 1)
     result["load_avg_after"] = os.getloadavg()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"{args.target}{'-refined' if args.refine else ''}.json").write_text(
+    (Path(args.out) / f"{tag}{'-refined' if args.refine else ''}.json").write_text(
         json.dumps(result, indent=1, default=str))
     return 0
+
+
+def tag_of(args) -> str:
+    """The profile dir / result name: the target, with ``-<runtime>`` outside eager."""
+    if args.cost and args.runtime != "eager":
+        raise SystemExit("--cost compares eager measurement protocols; run it without --runtime")
+    return args.target + ("" if args.runtime == "eager" else f"-{args.runtime}")
 
 
 def brief(ev: dict) -> dict:
@@ -117,7 +138,8 @@ def brief(ev: dict) -> dict:
     keep = ("n", "within_10pct", "within_10pct_ci", "within_5pct", "within_5pct_ci", "mape", "spearman")
     out = {k: ev.get(k) for k in ("set", "n", "repeat_gap_s", "measure_s_per_config", "measure_halfwidth_median",
                                   "stop_reasons", "reference_ms_profile", "reference_ms_eval", "load_avg_1m",
-                                  "predict_ms", "out_of_range", "seconds")}
+                                  "predict_ms", "out_of_range", "seconds", "runtime", "runtime_version",
+                                  "models_built", "build_seconds_total")}
     for part in ("predicted", "predicted_vs_mean_of_two", "repeatability"):
         if ev.get(part):
             out[part] = {k: ev[part].get(k) for k in keep}

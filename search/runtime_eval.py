@@ -140,10 +140,6 @@ def check_study_runtime(spec, device) -> list[str]:
 
 def runtime_search_space(spec, base, device):
     """The study's SearchSpace in its runtime: refused default choices left out, with notes saying so."""
-    from vitsearch.evaluators.runtimes.support import precisions, runtime_space
-    from vitsearch.spaces import SearchSpace
+    from vitsearch.evaluators.runtimes.support import runtime_search_space as in_runtime
 
-    name = spec.latency.runtime
-    space_spec, notes = runtime_space(spec.space, name, str(device))
-    space = SearchSpace.from_spec(space_spec, base, device=str(device), precisions=precisions(name, str(device)))
-    return space, notes
+    return in_runtime(spec.space, base, spec.latency.runtime, device)

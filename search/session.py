@@ -227,9 +227,22 @@ class Session:
                                   interval=pred.interval_entry())
             if predictor.scale != 1.0:  # latency.calibrate: the factor this attempt used
                 entry["calibration_factor"] = round(predictor.scale, 4)
+            if predictor.fingerprint.get("runtime"):  # predicted for a runtime program (its profile's runtime)
+                entry.update(runtime=predictor.fingerprint["runtime"],
+                             runtime_version=predictor.fingerprint.get("runtime_version"))
             return entry, predictor.fingerprint
         result = measure_latency(model, self.input_shape, self.device, **self.latency_kwargs())
         return latency_entry(result), result.fingerprint
+
+    def profile_programs(self):
+        """What a profile of this study times: eager models, or programs of ``latency.runtime`` (with its fingerprint)."""
+        if self.spec.latency.runtime == "eager":
+            from vitsearch.evaluators.latency.programs import EagerPrograms
+
+            return EagerPrograms()
+        from vitsearch.evaluators.runtimes.profiling import RuntimePrograms
+
+        return RuntimePrograms(self.spec.latency.runtime)
 
     def latency_kwargs(self) -> dict:
         """How this study measures a latency: interleaved with the base model (see measure_latency)."""
@@ -237,7 +250,8 @@ class Session:
 
         lat = self.spec.latency
         if not hasattr(self, "_profile_ref"):  # read once: the profile does not change during a session
-            self._profile_ref = profile_reference_ms(self.spec, self.device, lat.threads)
+            self._profile_ref = profile_reference_ms(self.spec, self.device, lat.threads,
+                                                     self.profile_programs().fingerprint)
         return {"threads": lat.threads, "warmup": lat.warmup, "reference": self.base,
                 "interleave": lat.interleave.model_dump(), "reference_ms_profile": self._profile_ref}
 

@@ -12,6 +12,10 @@ against the first measurement (and against the mean of both); the second against
 first is the measurement's own repeatability, scored the same way - the noise floor the
 predictor cannot beat. Shares come with a 95 % Wilson interval. Rows go to
 ``<profile dir>/eval/`` - never to ``timings/``, so a refit cannot train on them.
+
+In a runtime profile (``latency.runtime`` other than eager) each held-out config is
+built into the runtime's program once (ORT sessions are kept for the second pass; a
+``torch.compile`` program is rebuilt) and timed exactly as the profile timed it.
 """
 
 from __future__ import annotations
@@ -90,8 +94,10 @@ def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: i
     """
     from vitsearch.evaluators.latency.predictor import LatencyPredictor
     from vitsearch.evaluators.latency.profile import ProfileContext, ProfileStore, _bar, _measure_models, sample_configs
+    from vitsearch.evaluators.latency.programs import run_stats
 
     ctx = ProfileContext.of(session, profile_dir)
+    ctx.programs.keep_built()  # each config is measured twice: a runtime program is built once where it can be
     predictor = LatencyPredictor.load(ctx.out)
     predictor.check_device(ctx.fingerprint)
     predictor.check_input_shape(tuple(session.input_shape))
@@ -111,7 +117,7 @@ def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: i
     out.update(set=which, predict_ms=predict_time_ms(predictor, configs), device=str(session.device),
                fingerprint_id=ctx.fingerprint["fingerprint_id"], fingerprint=ctx.fingerprint,
                input_shape=list(session.input_shape), study=session.spec.name, profile_dir=str(ctx.out),
-               eval_dir=str(ctx.out / sub), seconds=round(time.monotonic() - started, 1))
+               eval_dir=str(ctx.out / sub), seconds=round(time.monotonic() - started, 1), **run_stats(ctx))
     return out
 
 

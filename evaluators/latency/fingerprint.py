@@ -83,6 +83,34 @@ def fingerprint_id(fp: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def runtime_of(fingerprint: dict[str, Any]) -> str:
+    """"onnxruntime 1.31.1", "compile 2.9.0" or "eager (torch 2.9.0)": the runtime a fingerprint measured in."""
+    if fingerprint.get("runtime"):
+        return f"{fingerprint['runtime']} {fingerprint.get('runtime_version')}"
+    return f"eager (torch {fingerprint.get('torch_version')})"
+
+
+def runtime_mismatch(fitted: dict[str, Any], here: dict[str, Any]) -> str | None:
+    """Why timings under ``fitted`` do not hold under ``here`` when their runtimes differ (with the fix), else None."""
+    mine, theirs = runtime_of(fitted), runtime_of(here)
+    if mine == theirs:
+        return None
+    return (f"runtime {mine} (fingerprint {fitted.get('fingerprint_id')}), but this study measures in runtime "
+            f"{theirs}; re-profile with `vitsearch profile STUDY` for the study with latency.runtime "
+            f"{here.get('runtime', 'eager')!r}")
+
+
+def mismatch_text(fitted: dict[str, Any], here: dict[str, Any]) -> str:
+    """Why a predictor fitted under ``fitted`` does not hold under ``here`` (other runtime or device), and the fix."""
+    why = runtime_mismatch(fitted, here)
+    if why:
+        return f"fitted for {why} (or point latency.predictor at a profile of that runtime)"
+    where = fitted.get("cpu_model") or fitted.get("gpu_name") or fitted.get("device")
+    return (f"fitted on device fingerprint {fitted.get('fingerprint_id')} ({where}, {fitted.get('threads')} threads), "
+            f"but this device is {here.get('fingerprint_id')}; run `vitsearch profile` on this device (or with the "
+            "study's thread count) to fit one for it")
+
+
 def _cpu_fingerprint(threads: int) -> dict[str, Any]:
     info = read_cpuinfo()
     return {

@@ -73,33 +73,69 @@ def fit_predictor(dims: Dims, components: list[dict], models: list[tuple[Any, fl
              "coef": prior, "boot": [], "sigma_rel": 0.1, "fingerprint": dict(fingerprint),
              "input_shape": list(input_shape), "n_models": 0, "trained_keys": [], **(meta or {})}
     draft = LatencyPredictor(state)
-    merged = _merge_repeats(models)
+    merged = merge_repeats(models)
     if not merged:
         return draft
     X = np.array([draft.features(c)[0] for c, _ in merged], dtype=np.float64)
     y = np.array([ms for _, ms in merged], dtype=np.float64)
-    coef = solve(X, y, np.array(prior), lam)
+    state.update(linear_fit(X, y, np.array(prior), lam, n_boot, seed))
+    state.update(n_models=len(merged), trained_keys=sorted(c.to_json(sort_keys=True) for c, _ in merged))
+    return finish_fit(LatencyPredictor, state, dims, merged, X, y, seed, residual)
+
+
+def linear_fit(X: np.ndarray, y: np.ndarray, prior: np.ndarray, lam: float, n_boot: int, seed: int) -> dict:
+    """The first stage: ridge coefficients, a bootstrap ensemble of them and the relative residual spread."""
+    coef = solve(X, y, prior, lam)
     rng = np.random.default_rng(seed)
-    boot = [solve(X[idx], y[idx], np.array(prior), lam)
+    boot = [solve(X[idx], y[idx], prior, lam)
             for idx in (rng.integers(0, len(y), len(y)) for _ in range(n_boot if len(y) > 2 else 0))]
     rel = 1.0 - (X @ coef) / y
     dof = max(1, len(y) - np.count_nonzero(X.std(axis=0) > 0))
     # The first stage's residual spread: conservative for the two-stage prediction (the
     # trees' in-sample residual would flatter it).
-    sigma = float(np.sqrt(np.sum(rel ** 2) / dof)) if len(y) > len(columns) else 0.1
-    state.update(coef=[float(v) for v in coef], boot=[[float(v) for v in b] for b in boot], sigma_rel=sigma,
-                 n_models=len(merged), trained_keys=sorted(c.to_json(sort_keys=True) for c, _ in merged),
-                 first_stage_train_mape=float(np.mean(np.abs(rel))))
+    sigma = float(np.sqrt(np.sum(rel ** 2) / dof)) if len(y) > X.shape[1] else 0.1
+    return {"coef": [float(v) for v in coef], "boot": [[float(v) for v in b] for b in boot], "sigma_rel": sigma,
+            "first_stage_train_mape": float(np.mean(np.abs(rel)))}
+
+
+def finish_fit(cls: type, state: dict, dims: Dims, merged: list, X: np.ndarray, y: np.ndarray, seed: int,
+               residual: bool) -> Any:
+    """The second stage (residual trees, :mod:`.residual`) on the first stage's log-ratio, and the training MAPE."""
     if residual:
-        first = np.maximum(X @ coef, LatencyPredictor(state)._floor)
+        first = np.maximum(X @ np.asarray(state["coef"]), cls(state)._floor)
         configs = [c for c, _ in merged]
         vocab = vocab_of(configs)
         feats = [config_features(c, dims, vocab, float(f)) for c, f in zip(configs, first)]
         state.update(vocab=vocab, residual=fit_trees(feats, list(np.log(y / first)), seed))
-    out = LatencyPredictor(state)
+    out = cls(state)
     pred = np.array([p.median_ms for p in out.predict_many([c for c, _ in merged])])
     state["train_mape"] = float(np.mean(np.abs(pred / y - 1.0)))
     return out
+
+
+def fit_whole_model(dims: Dims, models: list[tuple[Any, float]], fingerprint: dict, input_shape: tuple[int, ...],
+                    meta: dict | None = None, seed: int = 0, residual: bool = True) -> LatencyPredictor:
+    """Fit the whole-model predictor (:mod:`.wholemodel`) on ``(config, measured ms)`` pairs of a runtime profile."""
+    from vitsearch.evaluators.latency.wholemodel import KIND, columns_of, is_mac_column, structure_features
+    from vitsearch.spaces.errors import ConfigError
+
+    merged = merge_repeats(models)
+    if not merged:
+        raise ConfigError("latency predictor: no whole-model timings to fit in this runtime yet; give a larger "
+                          "--budget-minutes")
+    feats = [structure_features(c, dims) for c, _ in merged]
+    columns = columns_of(feats)
+    X = np.array([[f.get(c, 0.0) for c in columns] for f in feats], dtype=np.float64)
+    y = np.array([ms for _, ms in merged], dtype=np.float64)
+    macs = X[:, [is_mac_column(c) for c in columns]].sum(axis=1)
+    per_mac = float(np.median(y / macs))  # the prior: latency proportional to the MACs
+    prior = np.array([per_mac if is_mac_column(c) else 0.0 for c in columns])
+    state = {"format_version": FORMAT_VERSION, "kind": KIND, "dims": dims.to_dict(), "columns": columns,
+             "fingerprint": dict(fingerprint), "input_shape": list(input_shape), "n_models": len(merged),
+             "trained_keys": sorted(c.to_json(sort_keys=True) for c, _ in merged), "prior_ms_per_mmac": per_mac,
+             **(meta or {})}
+    state.update(linear_fit(X, y, prior, LAMBDA, N_BOOT, seed))
+    return finish_fit(LatencyPredictor, state, dims, merged, X, y, seed, residual)
 
 
 def solve(X: np.ndarray, y: np.ndarray, prior: np.ndarray, lam: float) -> np.ndarray:
@@ -113,7 +149,7 @@ def solve(X: np.ndarray, y: np.ndarray, prior: np.ndarray, lam: float) -> np.nda
     return prior + delta
 
 
-def _merge_repeats(models: list[tuple[Any, float]]) -> list[tuple[Any, float]]:
+def merge_repeats(models: list[tuple[Any, float]]) -> list[tuple[Any, float]]:
     """One (config, median of its measurements) per distinct config."""
     by: dict[Any, list[float]] = defaultdict(list)
     for config, ms in models:

@@ -32,6 +32,9 @@ whole-model targets are the measured ratios times ``state["reference_ms"]`` (the
 reference's median time over the profile), so ``Prediction.ratio`` = ms / reference_ms
 and ``Prediction.median_ms`` (the name the search engine reads) = ratio x reference_ms.
 A profile measured with the old protocol (format 1) is refused with a hint to re-profile.
+A profile in another runtime than eager times whole models only: its predictor (``state
+["kind"]`` "whole-model") has no component tables, and its first stage's features come
+from the config alone (:mod:`.wholemodel`).
 
 Plain data only (dicts, lists, floats): the object pickles for Ray and saves as JSON.
 """
@@ -107,10 +110,12 @@ class Prediction:
 def default_profile_dir(spec: Any) -> Path:
     """Where ``vitsearch profile`` writes for a study: ``profiles/<study name>`` (relative to cwd).
 
-    The predictor inside is tied to the study's batch and input size; ``load_for_study``
-    refuses one fitted for another shape.
+    ``profiles/<study name>-<runtime>`` for a runtime other than eager, so one study's
+    profiles in two runtimes sit side by side. The predictor inside is tied to the
+    study's batch and input size; ``load_for_study`` refuses one fitted for another shape.
     """
-    return Path("profiles") / str(spec.name)
+    runtime = spec.latency.runtime
+    return Path("profiles") / (str(spec.name) if runtime == "eager" else f"{spec.name}-{runtime}")
 
 
 class Table:
@@ -148,9 +153,11 @@ class LatencyPredictor:
     def __init__(self, state: dict) -> None:
         self.state = state
         self.dims = Dims(**state["dims"])
-        self.tables = {part: {k: Table(**v) for k, v in state["tables"][part].items()}
+        self.whole = state.get("kind") == "whole-model"  # a runtime profile: no component tables
+        tables = state.get("tables") or {}
+        self.tables = {part: {k: Table(**v) for k, v in tables.get(part, {}).items()}
                        for part in ("attn", "mlp", "reduce")}
-        self.stem_ms = float(state["tables"]["stem"])
+        self.stem_ms = float(tables.get("stem", 0.0))
         self.columns: list[str] = list(state["columns"])
         self.coef: list[float] = list(state["coef"])
         self.boot: list[list[float]] = [list(b) for b in state["boot"]]
@@ -159,7 +166,8 @@ class LatencyPredictor:
         self.residual = state.get("residual")
         self._trees = CompiledTrees(self.residual) if self.residual else None
         self.vocab = state.get("vocab") or {"precision": [], "sparsity": [], "method": []}
-        self._floor = 0.05 * self.stem_ms if self.stem_ms > 0 else 1e-6
+        ref = state.get("reference_ms")
+        self._floor = 0.05 * self.stem_ms if self.stem_ms > 0 else (0.02 * float(ref) if ref else 1e-6)
         self.scale = float((state.get("calibration") or {}).get("factor", 1.0))
 
     # ---- calibration ------------------------------------------------------------------
@@ -179,7 +187,7 @@ class LatencyPredictor:
         state = dict(self.state)
         state["calibration"] = {"factor": float(reference_ms_now) / float(quiet), "reference_ms_now":
                                 float(reference_ms_now), "reference_ms_profile": float(quiet), "how": how}
-        return LatencyPredictor(state)
+        return type(self)(state)
 
     # ---- identity -------------------------------------------------------------------
     @property
@@ -203,15 +211,11 @@ class LatencyPredictor:
         return set(self.state.get("trained_keys", []))
 
     def check_device(self, fingerprint: dict) -> None:
-        """DeviceError (one line) unless ``fingerprint`` is the device this was fitted on."""
-        other = fingerprint.get("fingerprint_id")
-        if other != self.fingerprint_id:
-            fp = self.fingerprint
-            where = fp.get("cpu_model") or fp.get("gpu_name") or fp.get("device")
-            raise DeviceError(
-                f"latency predictor: fitted on device fingerprint {self.fingerprint_id} ({where}, "
-                f"{fp.get('threads')} threads), but this device is {other}; run `vitsearch profile` on this "
-                "device (or with the study's thread count) to fit one for it")
+        """DeviceError (one line) unless ``fingerprint`` is the device (and runtime) this was fitted on."""
+        if fingerprint.get("fingerprint_id") != self.fingerprint_id:
+            from vitsearch.evaluators.latency.fingerprint import mismatch_text
+
+            raise DeviceError(f"latency predictor: {mismatch_text(self.fingerprint, fingerprint)}")
 
     def check_input_shape(self, shape: tuple[int, ...]) -> None:
         """ConfigError unless ``shape`` is the (batch, C, H, W) the profile was measured at."""
@@ -222,6 +226,10 @@ class LatencyPredictor:
     # ---- prediction -----------------------------------------------------------------
     def features(self, config: Any) -> tuple[list[float], list[str]]:
         """The correction model's feature row for ``config``, and why it is out of range."""
+        if self.whole:
+            from vitsearch.evaluators.latency.wholemodel import feature_row
+
+            return feature_row(config, self.dims, self._col)
         d, why = self.dims, []
         h = config.heads.keep or d.num_heads
         kv = config.heads.kv_heads or h
@@ -367,12 +375,13 @@ def load_for_study(spec: Any, input_shape: tuple[int, ...], path: str | Path | N
     return pred
 
 
-def profile_reference_ms(spec: Any, device: Any, threads: int | None) -> float | None:
+def profile_reference_ms(spec: Any, device: Any, threads: int | None, fingerprint_of: Any = None) -> float | None:
     """The uncompressed model's time in the study's profile, if one matches this device; else None.
 
     Measured latencies use it as their ms basis (ratio x this), so they compare with each
     other and with predictions whenever they were taken; without a matching profile they
-    use the reference timed in the measurement itself.
+    use the reference timed in the measurement itself. ``fingerprint_of(device, threads)``:
+    the fingerprint the profile must carry (default: the device's, i.e. eager).
     """
     from vitsearch.evaluators.latency.fingerprint import device_fingerprint
     from vitsearch.evaluators.latency.measure import default_threads
@@ -388,7 +397,8 @@ def profile_reference_ms(spec: Any, device: Any, threads: int | None) -> float |
         return None
     if list(state.get("input_shape") or []) != [spec.latency.batch_size, *(state.get("input_shape") or [0])[1:]]:
         return None
-    fp = device_fingerprint(device, (threads or default_threads()) if str(device).startswith("cpu") else 1)
+    fp = (fingerprint_of or device_fingerprint)(device, (threads or default_threads())
+                                                if str(device).startswith("cpu") else 1)
     if fp["fingerprint_id"] != (state.get("fingerprint") or {}).get("fingerprint_id"):
         return None
     return float(state["reference_ms"])

@@ -2,7 +2,8 @@
 
 A profile dir (``profiles/<study name>`` by default) holds:
 
-- ``meta.json``: the study name, input shape, base-model dims and device fingerprint;
+- ``meta.json``: the study name, input shape, base-model dims, device fingerprint and
+  the runtime with its version (``runtime``, ``runtime_version``);
 - ``timings/part-*.parquet``: one row per measurement (component or whole model) with
   every raw pass time, the fingerprint and the load average at the time; each chunk is
   written as its own file as soon as it is measured, so a killed profile keeps what it
@@ -12,8 +13,16 @@ A profile dir (``profiles/<study name>`` by default) holds:
 Phase 1 times the components (:mod:`.components`); phase 2 whole models compressed with
 configs spread over the space (presets, then a scrambled Sobol sequence over the Optuna
 distributions, deduplicated), until the sample is done or the time budget is spent.
-``refine`` adds whole-model measurements where the fitted predictor is least certain
-(and re-measures the configs it fits worst), then refits.
+
+In a runtime other than eager (``latency.runtime``) there is no phase 1: each config is
+built into the program a search would deploy (:mod:`.programs`), timed whole, and
+fitted by the whole-model predictor (:mod:`.wholemodel`). The meta and every row name the
+runtime and its version (in the fingerprint too, so another runtime's predictor is
+refused); each row records the program's build seconds apart from its latency, and the
+time budget counts them (a model is not started when the mean build + timing of one
+would overrun it).
+``refine`` (:mod:`.refine`) adds whole-model measurements where the fitted predictor is
+least certain (and re-measures the configs it fits worst), then refits.
 """
 
 from __future__ import annotations
@@ -134,19 +143,20 @@ class ProfileContext:
     fingerprint: dict
     model_plan: TimingPlan
     interleave: Any = None
+    runtime: str = "eager"
+    programs: Any = None     # :class:`.programs.Programs` of the runtime
+    stats: dict = None       # build / timing seconds and budget stops of this run
 
     @classmethod
     def of(cls, session: Any, out: str | Path | None) -> "ProfileContext":
         """Resolve from a loaded study Session; refuse a dir profiled on another device or shape."""
-        from vitsearch.spaces import SearchSpace
-
-        from vitsearch.evaluators.latency.fingerprint import device_fingerprint
         from vitsearch.evaluators.latency.measure import default_threads
         from vitsearch.evaluators.latency.predictor import default_profile_dir
 
         spec, dev = session.spec, session.device
+        programs = session.profile_programs()  # eager, or the study's runtime (evaluators/runtimes/profiling.py)
         threads = (spec.latency.threads or default_threads()) if dev.type == "cpu" else None
-        fp = device_fingerprint(dev, threads if threads is not None else 1)
+        fp = programs.fingerprint(dev, threads if threads is not None else 1)
         root = Path(out) if out else default_profile_dir(spec)
         lat = spec.latency
         plan = TimingPlan(target_s=min(0.6, lat.max_seconds), min_passes=15, max_passes=lat.max_runs, rounds=3,
@@ -157,10 +167,15 @@ class ProfileContext:
         inter = InterleavePlan(chunk=il.chunk, target_halfwidth=il.target_halfwidth, min_pairs=il.min_pairs,
                                max_pairs=il.max_pairs, confidence=il.confidence,
                                max_seconds=min(il.max_seconds, PROFILE_MAX_SECONDS)).checked()
-        ctx = cls(session, root, SearchSpace.from_spec(spec.space, session.base, str(dev)),
-                  comp.Dims.of(session.base), threads, fp, plan, inter)
+        ctx = cls(session, root, programs.space(spec.space, session.base, dev), comp.Dims.of(session.base), threads,
+                  fp, plan, inter, programs.name, programs, {"build_s": [], "model_s": [], "failed": [],
+                                                             "budget_stop": False})
         ctx._check_meta()
         return ctx
+
+    def meta_runtime(self) -> dict:
+        """``{"runtime", "runtime_version"}`` the rows are measured in."""
+        return self.programs.identity(self.session.device)
 
     def meta(self) -> dict:
         """The identity of this profile (what its rows are valid for)."""
@@ -168,7 +183,8 @@ class ProfileContext:
 
         return {"study": self.session.spec.name, "model": self.session.spec.model.name, "latency_protocol": PROTOCOL,
                 "input_shape": list(self.session.input_shape), "dims": self.dims.to_dict(),
-                "fingerprint_id": self.fingerprint["fingerprint_id"], "fingerprint": self.fingerprint}
+                "fingerprint_id": self.fingerprint["fingerprint_id"], "fingerprint": self.fingerprint,
+                **self.meta_runtime()}
 
     def _check_meta(self) -> None:
         path = self.out / "meta.json"
@@ -180,8 +196,13 @@ class ProfileContext:
                                   f"({old.get('latency_protocol') or 'one burst per model'}); re-profile into a new "
                                   "--out (or delete the dir) to measure interleaved ratios")
             if old.get("fingerprint_id") != mine["fingerprint_id"]:
-                raise DeviceError(f"profile dir {str(self.out)!r} holds timings of device {old.get('fingerprint_id')}, "
-                                  f"this device is {mine['fingerprint_id']}; give another --out")
+                from vitsearch.evaluators.latency.fingerprint import runtime_mismatch
+
+                why = runtime_mismatch(old["fingerprint"], mine["fingerprint"]) if old.get("fingerprint") else None
+                raise DeviceError(f"profile dir {str(self.out)!r} holds timings in {why}, into another --out"
+                                  if why else f"profile dir {str(self.out)!r} holds timings of device "
+                                  f"{old.get('fingerprint_id')}, this device is {mine['fingerprint_id']}; give "
+                                  "another --out")
             for k in ("model", "input_shape", "dims"):
                 if old.get(k) != mine[k]:
                     raise ConfigError(f"profile dir {str(self.out)!r} was measured for {k} {old.get(k)!r}, this study "
@@ -194,12 +215,15 @@ class ProfileContext:
 def run_profile(session: Any, out: str | Path | None = None, budget_minutes: float = 8.0,
                 n_models: int = N_MODELS, seed: int = 0, progress: bool = True) -> dict:
     """Measure components and whole models (resuming), then fit and save the predictor."""
+    from vitsearch.evaluators.latency.programs import run_stats
+
     ctx = ProfileContext.of(session, out)
     store = ProfileStore(ctx.out)
     deadline = time.monotonic() + budget_minutes * 60.0
     done = {r["key"] for r in store.rows() if r["phase"] in ("profile", "refine")}
     plan = comp.plan_components(ctx.space, ctx.dims)
-    items = [it for it in plan.items() if comp.key_json(*it) not in done]
+    # a runtime program is built for a whole model: its parts are not timed apart (see the module doc)
+    items = [it for it in plan.items() if comp.key_json(*it) not in done] if ctx.runtime == "eager" else []
     configs = [c for c in sample_configs(ctx.space, n_models, seed) if c.to_json(sort_keys=True) not in done]
     bar = _bar(len(items) + len(configs), progress, f"profile {ctx.out.name}")
     started = time.monotonic()
@@ -207,10 +231,11 @@ def run_profile(session: Any, out: str | Path | None = None, budget_minutes: flo
     measured = _measure_models(ctx, configs, store, bar, deadline, "profile")
     bar.close()
     predictor = fit_from_store(ctx)
-    return {"dir": str(ctx.out), "components": len(plan.items()), "models_measured_now": measured,
-            "models_total": predictor.state["n_models"], "seconds": round(time.monotonic() - started, 1),
-            "fingerprint_id": ctx.fingerprint["fingerprint_id"], "train_mape": predictor.state.get("train_mape"),
-            "stopped_by_budget": time.monotonic() >= deadline}
+    return {"dir": str(ctx.out), "components": len(plan.items()) if ctx.runtime == "eager" else 0,
+            "models_measured_now": measured, "models_total": predictor.state["n_models"],
+            "seconds": round(time.monotonic() - started, 1), "fingerprint_id": ctx.fingerprint["fingerprint_id"],
+            "train_mape": predictor.state.get("train_mape"),
+            "stopped_by_budget": ctx.stats["budget_stop"] or time.monotonic() >= deadline, **run_stats(ctx)}
 
 
 def fit_from_store(ctx: ProfileContext) -> Any:
@@ -229,15 +254,21 @@ def fit_from_store(ctx: ProfileContext) -> Any:
 
     rows = [r for r in ProfileStore(ctx.out).rows() if r["fingerprint_id"] == ctx.fingerprint["fingerprint_id"]]
     components = [r for r in rows if r["kind"] == "component"]
-    if not components:
+    if not components and ctx.runtime == "eager":
         raise ConfigError(f"profile dir {str(ctx.out)!r}: no component timings yet; give a larger --budget-minutes")
     model_rows = [r for r in rows if r["kind"] == "model" and r.get("protocol") == PROTOCOL]
     ref = float(np.median([r["ref_median_ms"] for r in model_rows])) if model_rows else None
     models = [(CompressionConfig.from_json(r["key"]), r["ratio"] * ref) for r in model_rows]
     meta = {"reference_ms": ref, "latency_protocol": PROTOCOL, "study": ctx.session.spec.name,
-            "model": ctx.session.spec.model.name, "statistic": "ratio",
+            "model": ctx.session.spec.model.name, "statistic": "ratio", **ctx.meta_runtime(),
             "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    predictor = fit_predictor(ctx.dims, components, models, ctx.fingerprint, tuple(ctx.session.input_shape), meta)
+    if ctx.runtime != "eager":  # whole models only (:mod:`.wholemodel`)
+        from vitsearch.evaluators.latency.fit import fit_whole_model
+
+        predictor = fit_whole_model(ctx.dims, models, ctx.fingerprint, tuple(ctx.session.input_shape), meta)
+    else:
+        predictor = fit_predictor(ctx.dims, components, models, ctx.fingerprint, tuple(ctx.session.input_shape),
+                                  meta)
     predictor.save(ctx.out)
     return predictor
 
@@ -280,7 +311,8 @@ def _measure_components(ctx: ProfileContext, plan: comp.Plan, items: list, store
 
 def _measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar, deadline: float,
                     phase: str, sub: str | None = None) -> int:
-    """Compress each config and time it interleaved with the uncompressed model; returns how many.
+    """Build each config's program (compressed model, or runtime program) and time it interleaved
+    with the uncompressed eager model; returns how many.
 
     One row per config (written ``CHUNK`` at a time): the ratio to the reference with its
     interval (:mod:`.interleaved`), the candidate's and the reference's raw pass times.
@@ -288,18 +320,31 @@ def _measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar
     alternate, so a profile taken under load predicts the same ratios as a quiet one.
     """
     from vitsearch.evaluators.latency.interleaved import measure_interleaved
-    from vitsearch.spaces import compress
+    from vitsearch.evaluators.latency.programs import stop_before
+    from vitsearch.spaces.errors import VitsearchError
 
     done, pending = 0, []
     target = ProfileStore(ctx.out, sub) if sub else store
-    session = ctx.session
+    session, st = ctx.session, ctx.stats
     for c in configs:
-        if time.monotonic() >= deadline:
+        if stop_before(deadline, st["model_s"]):
+            st["budget_stop"] = True
             break
-        model = compress(session.base, c, calibration=None, device=str(session.device))
-        r = measure_interleaved(model, session.base, session.input_shape, session.device, threads=ctx.threads,
-                                plan=ctx.interleave, keep_samples=True)
-        pending.append(model_row(c, r, ctx.fingerprint, phase))
+        started = time.monotonic()
+        try:
+            built = ctx.programs.build(session, c, ctx.threads)
+        except VitsearchError as exc:  # this program does not build in the runtime: say so, time the others
+            st["failed"].append(f"{c.summary()}: {exc}")
+            bar.write(f"not profiled: {c.summary()}: {exc}")
+            continue
+        r = measure_interleaved(built.module, session.base, session.input_shape, session.device,
+                                threads=ctx.threads, plan=ctx.interleave, keep_samples=True)
+        pending.append(model_row(c, r, ctx.fingerprint, phase, build_seconds=built.build_seconds,
+                                 export_seconds=built.export_seconds, program_reused=built.reused,
+                                 **ctx.meta_runtime()))
+        st["model_s"].append(time.monotonic() - started)
+        if built.build_seconds is not None and not built.reused:
+            st["build_s"].append(built.build_seconds)
         done += 1
         bar.update(1)
         if len(pending) >= CHUNK:
@@ -309,13 +354,16 @@ def _measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar
     return done
 
 
-def model_row(config: Any, r: Any, fingerprint: dict, phase: str) -> dict:
-    """A profile row for one interleaved measurement (:class:`.interleaved.InterleavedResult`)."""
+def model_row(config: Any, r: Any, fingerprint: dict, phase: str, **extra: Any) -> dict:
+    """A profile row for one interleaved measurement (:class:`.interleaved.InterleavedResult`).
+
+    ``extra``: the runtime and its version, and the program's build seconds (not latency).
+    """
     out = row("model", config.to_json(sort_keys=True), r.samples["candidate"], fingerprint, phase,
               summary=config.summary(), ratio=r.ratio, ratio_low=r.ci_low, ratio_high=r.ci_high,
               ref_median_ms=r.reference_ms_now, ref_samples_ms=[float(v) for v in r.samples["reference"]],
               chunks=r.chunks, stop_reason=r.stop_reason, protocol=r.protocol, seconds=r.seconds,
-              timing_nice=(r.thread_info.get("timing_thread") or {}).get("nice"))
+              timing_nice=(r.thread_info.get("timing_thread") or {}).get("nice"), **extra)
     return out
 
 
@@ -349,43 +397,6 @@ def model_fns(session: Any, configs: list) -> list:
     x = torch.randn(session.input_shape, generator=torch.Generator().manual_seed(0)).to(session.device)
     models = [compress(session.base, c, calibration=None, device=str(session.device)) for c in configs]
     return [(lambda m=m: m(x)) for m in models]
-
-
-def refine_profile(session: Any, out: str | Path | None = None, n: int = 40, budget_minutes: float = 5.0,
-                   seed: int = 1, progress: bool = True) -> dict:
-    """Measure where the predictor is least certain, re-measure where it fits worst, refit."""
-    from vitsearch.evaluators.latency.predictor import LatencyPredictor
-
-    ctx = ProfileContext.of(session, out)
-    predictor = LatencyPredictor.load(ctx.out)
-    predictor.check_device(ctx.fingerprint)
-    trained = predictor.trained_keys
-    pool = sample_configs(ctx.space, 30 * n, seed=seed + 1000, presets=False, exclude=trained)
-    uncertain = sorted(pool, key=predictor.model_uncertainty, reverse=True)[: max(1, (3 * n) // 4)]
-    worst = _worst_fitted(ctx, predictor)[: max(0, n - len(uncertain))]
-    configs = uncertain + worst
-    bar = _bar(len(configs), progress, f"refine {ctx.out.name}")
-    started, before = time.monotonic(), predictor.state.get("train_mape")
-    measured = _measure_models(ctx, configs, ProfileStore(ctx.out), bar, time.monotonic() + budget_minutes * 60,
-                               "refine")
-    bar.close()
-    after = fit_from_store(ctx)
-    return {"dir": str(ctx.out), "measured": measured, "uncertain": len(uncertain), "remeasured_worst": len(worst),
-            "models_total": after.state["n_models"], "train_mape_before": before,
-            "train_mape_after": after.state.get("train_mape"), "seconds": round(time.monotonic() - started, 1)}
-
-
-def _worst_fitted(ctx: ProfileContext, predictor: Any) -> list:
-    from vitsearch.spaces import CompressionConfig
-
-    from vitsearch.evaluators.latency.interleaved import PROTOCOL
-
-    errs = {}
-    for r in ProfileStore(ctx.out).rows():
-        if r["kind"] == "model" and r.get("protocol") == PROTOCOL:
-            c = CompressionConfig.from_json(r["key"])
-            errs[r["key"]] = (abs(predictor.predict(c).ratio / r["ratio"] - 1.0), c)
-    return [c for _, c in sorted(errs.values(), key=lambda t: t[0], reverse=True)]
 
 
 def _bar(total: int, enabled: bool, desc: str):

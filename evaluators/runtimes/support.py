@@ -125,6 +125,14 @@ def runtime_space(space: Any, runtime: str, device: Any) -> tuple[Any, list[str]
     return space.model_copy(update={"precision": space.precision.model_copy(update=updates)}), notes
 
 
+def runtime_search_space(space: Any, base: Any, runtime: str, device: Any) -> tuple[Any, list[str]]:
+    """The SearchSpace of ``space`` (a SpaceSpec) in ``runtime``: refused default choices left out, and the notes."""
+    from vitsearch.spaces import SearchSpace
+
+    spec, notes = runtime_space(space, runtime, device)
+    return SearchSpace.from_spec(spec, base, device=str(device), precisions=precisions(runtime, device)), notes
+
+
 def knob_table() -> str:
     """The knob x runtime table as Markdown (what the README shows)."""
     cols = list(PRECISION)

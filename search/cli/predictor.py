@@ -42,7 +42,11 @@ def _positive(name: str, value, kind=float) -> None:
 
 
 def cmd_profile(args) -> int:
-    """``vitsearch profile STUDY``: components + whole models, resumable, then fit (or ``--refine``)."""
+    """``vitsearch profile STUDY``: components + whole models, resumable, then fit (or ``--refine``).
+
+    In the study's ``latency.runtime``: whole models only where it is not eager, each built
+    into the runtime's program (build time reported apart from latency).
+    """
     _positive("--budget-minutes", args.budget_minutes)
     _positive("--models", args.models, int)
     _positive("--refine-n", args.refine_n, int)
@@ -50,14 +54,10 @@ def cmd_profile(args) -> int:
         from vitsearch.search.preflight import check_out_dir
 
         check_out_dir(args.out, "--out")
-    from vitsearch.evaluators.latency.profile import N_MODELS, refine_profile, run_profile
+    from vitsearch.evaluators.latency.profile import N_MODELS, run_profile
+    from vitsearch.evaluators.latency.refine import refine_profile
     from vitsearch.search.session import load_session
-    from vitsearch.search.study import load_study
 
-    runtime = load_study(args.study).latency.runtime
-    if runtime != "eager":  # a profile times eager components; its predictor would be refused by this study
-        raise ConfigError(f"latency.runtime: {runtime!r} cannot be profiled yet (profiles time eager PyTorch); "
-                          "a search in it measures every candidate in the runtime, or profile with runtime: eager")
     session = load_session(args.study)
     show = not args.json
     if args.refine:
@@ -71,17 +71,7 @@ def cmd_profile(args) -> int:
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
-    if args.refine:
-        print(f"refined {out['dir']}: {out['measured']} whole models measured on {out['device']} "
-              f"({out['uncertain']} least certain, {out['remeasured_worst']} worst fitted re-measured), "
-              f"{out['models_total']} in all; fit MAPE (predicted vs measured, training set) "
-              f"{_pct(out['train_mape_before'])} -> {_pct(out['train_mape_after'])}; {out['seconds']:.0f} s")
-    else:
-        budget = " (stopped by the time budget; run again to continue)" if out["stopped_by_budget"] else ""
-        print(f"profiled {out['dir']} on {out['device']} (fingerprint {out['fingerprint_id']}), input "
-              f"{tuple(out['input_shape'])}: {out['components']} component timings, {out['models_total']} whole "
-              f"models measured, {out['seconds']:.0f} s{budget}; fit MAPE (predicted vs measured, training set) "
-              f"{_pct(out['train_mape'])}")
+    _print_profile(out, args.refine)
     print(f"next: vitsearch predictor-eval {args.study}" + (f" --profile {out['dir']}" if args.out else ""))
     return 0
 
@@ -102,8 +92,8 @@ def cmd_predictor_eval(args) -> int:
     fp = res["fingerprint"]
     where = f"{res['device']} [{fp.get('cpu_model') or fp.get('gpu_name')}, {fp.get('threads')} threads, " \
             f"fingerprint {res['fingerprint_id']}], input {tuple(res['input_shape'])}"
-    print(f"predictor-eval of {res['profile_dir']}: {res['n']} held-out configs ({res['set']}) never used in "
-          f"fitting, each measured twice (interleaved with the uncompressed model, median "
+    print(f"predictor-eval of {res['profile_dir']} ({_runtime(res)}): {res['n']} held-out configs ({res['set']}) "
+          f"never used in fitting, each measured twice (interleaved with the uncompressed eager model, median "
           f"{res.get('repeat_gap_s') or 0:.0f} s apart) on {where}; mean load average {res['load_avg_1m']:.2f}")
     print("  latency = ratio to the uncompressed model timed in alternating chunks (95 % bootstrap interval, "
           f"median half-width {_pct(res['measure_halfwidth_median'])}, {res['measure_s_per_config']:.2f} s each)")
@@ -115,6 +105,34 @@ def cmd_predictor_eval(args) -> int:
           f"{res['out_of_range']} prediction(s) out of the profiled range; reference {res['reference_ms_eval']:.3f} "
           f"ms now vs {res['reference_ms_profile']:.3f} ms in the profile")
     return 0
+
+
+def _print_profile(out: dict, refine: bool) -> None:
+    """The human summary of a profile (or refine) run: what was measured, in which runtime, build time apart."""
+    if refine:
+        print(f"refined {out['dir']}: {out['measured']} whole models measured on {out['device']} "
+              f"({out['uncertain']} least certain, {out['remeasured_worst']} worst fitted re-measured), "
+              f"{out['models_total']} in all; fit MAPE (predicted vs measured, training set) "
+              f"{_pct(out['train_mape_before'])} -> {_pct(out['train_mape_after'])}; {out['seconds']:.0f} s")
+    else:
+        budget = " (stopped by the time budget; run again to continue)" if out["stopped_by_budget"] else ""
+        parts = (f"{out['components']} component timings" if out["runtime"] == "eager"
+                 else "whole models only (a runtime program is built per model; its parts are not timed apart)")
+        print(f"profiled {out['dir']} on {out['device']} in {_runtime(out)} (fingerprint {out['fingerprint_id']}), "
+              f"input {tuple(out['input_shape'])}: {parts}, {out['models_total']} whole models measured, "
+              f"{out['seconds']:.0f} s{budget}; fit MAPE (predicted vs measured, training set) "
+              f"{_pct(out['train_mape'])}")
+    if out.get("build_seconds_total"):
+        print(f"  build (export / compile, not latency): {out['build_seconds_total']:.0f} s for the "
+              f"{out.get('models_measured_now', out.get('measured'))} models built now, median "
+              f"{out['build_seconds_median']:.1f} s each; build + timing {out['model_seconds_total']:.0f} s in all")
+    if out.get("build_failed"):
+        print(f"  not profiled ({len(out['build_failed'])}, the runtime could not build them): "
+              + "; ".join(out["build_failed"][:3]))
+
+
+def _runtime(out: dict) -> str:
+    return out["runtime"] + (f" {out['runtime_version']}" if out["runtime"] != "eager" else "")
 
 
 def _front_configs(run_dir: str) -> list:
