@@ -171,8 +171,20 @@ def uncompressed(run: Path, complete: list) -> dict:
     identity = [t for t in complete if t.user_attrs.get("reused_from") is None and t.user_attrs.get("config")
                 and CompressionConfig.from_dict(json.loads(t.user_attrs["config"])) == CompressionConfig()]
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-    return {"uncompressed_evaluated": bool(identity),
-            "uncompressed_on_front": bool(identity) and identity[0].number in summary.get("pareto", [])}
+    on_front = bool(identity) and identity[0].number in summary.get("pareto", [])
+    return {"uncompressed_evaluated": bool(identity), "uncompressed_on_front": on_front,
+            "uncompressed_dominated_by": None if on_front or not identity else _dominator(run, identity[0].number)}
+
+
+def _dominator(run: Path, number: int) -> int | None:
+    """A front trial at least as accurate (at its highest rung) and faster than trial ``number``, if any."""
+    import pandas as pd
+
+    frame = pd.read_parquet(run / "trials.parquet")
+    frame = frame[frame.state == "COMPLETE"].set_index("number")
+    me = frame.loc[number]
+    better = frame[(frame.accuracy >= me.accuracy) & (frame.latency_ms < me.latency_ms) & (frame.index != number)]
+    return int(better.index[0]) if len(better) else None
 
 
 def recheck(out: Path) -> list[dict]:
@@ -184,6 +196,8 @@ def recheck(out: Path) -> list[dict]:
         run = out / f"run{row['run']:02d}"
         study = optuna.load_study(study_name="faults", storage=f"sqlite:///{run / 'optuna.db'}")
         row.update(uncompressed(run, [t for t in study.trials if t.state.name == "COMPLETE"]))
+    doc = json.loads((out / "faults.json").read_text())
+    (out / "faults.json").write_text(json.dumps({**doc, "rows": rows}, indent=1))
     return rows
 
 
@@ -195,7 +209,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/faults")
     ap.add_argument("--rungs", default=None, help="every other run with these rungs of distillation, e.g. 0,20")
     ap.add_argument("--start", type=int, default=0, help="continue: keep the first START rows of OUT/faults.json")
-    ap.add_argument("--recheck", action="store_true", help="recompute the uncompressed-model columns, print the table")
+    ap.add_argument("--recheck", action="store_true", help="recompute the uncompressed-model columns (written back), print the table")
     args = ap.parse_args()
     import yaml
 
@@ -224,7 +238,8 @@ def main() -> None:
 
 def print_table(rows: list[dict]) -> None:
     cols = ["run", "rungs", "killed", "at_s", "complete_at_kill", "asked_again", "complete", "lost", "twice",
-            "left_running_waiting", "promoted", "promotions_lost", "uncompressed_evaluated", "uncompressed_on_front"]
+            "left_running_waiting", "promoted", "promotions_lost", "uncompressed_evaluated", "uncompressed_on_front",
+            "uncompressed_dominated_by"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for r in rows:
@@ -237,7 +252,8 @@ def print_table(rows: list[dict]) -> None:
           f"asked again {sum(r['asked_again'] for r in rows)}, promotions {sum(r.get('promoted', 0) for r in rows)} "
           f"(lost {sum(r.get('promotions_lost', 0) for r in rows)}), uncompressed evaluated "
           f"{sum(r['uncompressed_evaluated'] for r in rows)}/{len(rows)}, on the front "
-          f"{sum(r['uncompressed_on_front'] for r in rows)}/{len(rows)}")
+          f"{sum(r['uncompressed_on_front'] for r in rows)}/{len(rows)} (else dominated by a measured "
+          f"candidate: {sum(r.get('uncompressed_dominated_by') is not None for r in rows)})")
 
 
 if __name__ == "__main__":
