@@ -63,6 +63,18 @@ def evaluate_in_runtime(session, config, steps: int, feasibility=None, predictor
     return metrics, feasibility.accuracy_violation(metrics) if feasibility is not None else None
 
 
+def score_prepared(session, prepared, config, timed):
+    """Val accuracy of ``prepared`` (the float structure of ``config``) as the search scores it in the study's runtime.
+
+    In the runtime where it changes numerics (a program built from these weights), else
+    on the eager model; used by promotions, so every rung of a candidate is scored alike.
+    """
+    from vitsearch.evaluators.runtimes import get_runtime
+
+    with timed("accuracy"):
+        return _accuracy(session, get_runtime(session.spec.latency.runtime), prepared, config, None, timed)
+
+
 def _eager_or_float(prepared, config, device):
     """The eager model for size: finalized where eager can realise the precision, else the float model."""
     from vitsearch.evaluators.runtimes.eager import finalized

@@ -174,18 +174,30 @@ class Session:
         ladder = self.spec.recovery.ladder
         kw = self.distill_kwargs()
         phases: dict[str, float] = {}
+        eager = self.spec.latency.runtime == "eager"
+        if not eager:  # as the first rung in a runtime: distil the float structure, the runtime quantises
+            from vitsearch.evaluators.runtimes.onnxexport import float_config
+
+            structure = float_config(config, keep_half=True)
         with _phase(phases, "recovery"), device_busy(self.device):
+            built_from = config if eager else structure
             if Path(load_from).is_file():
-                prepared = load_prepared(self.base, config, load_from, self.data.calibration, self.device)
+                prepared = load_prepared(self.base, built_from, load_from, self.data.calibration, self.device)
             else:
-                prepared = distilled_chain(self.base, config, self.data.train, rungs=ladder[:rung],
+                prepared = distilled_chain(self.base, built_from, self.data.train, rungs=ladder[:rung],
                                            calibration=self.data.calibration, **kw)
             distil_further(prepared, self.base, self.data.train, steps=ladder[rung] - ladder[rung - 1], rung=rung,
                            **kw)
             if save_to is not None:
                 save_prepared(prepared, save_to)
-            model = finalize(prepared, config, device=str(self.device))
+            model = finalize(prepared, config, device=str(self.device)) if eager else None
         metrics = {**first, "phase_seconds": phases}
+        if not eager:  # scored where it is deployed when the runtime changes numerics, as the first rung was
+            from vitsearch.search.runtime_eval import score_prepared
+
+            acc = score_prepared(self, prepared, config, lambda name: _phase(phases, name))
+            metrics.update(accuracy=acc.top1, top5=acc.top5, accuracy_source=acc.source, recovery_steps=ladder[rung])
+            return metrics, feasibility.accuracy_violation(metrics) if feasibility is not None else None
         return self._scored(model, metrics, ladder[rung], phases, feasibility)
 
     def _no_gain(self, reference, metrics: dict, phases: dict) -> str | None:

@@ -64,3 +64,24 @@ def test_candidate_scored_timed_in_ort_and_exported_as_onnx(tmp_path):
     x = torch.randn(3, 1, 28, 28)  # a batch-1 program run on 3 images, chunk by chunk
     expected = torch.cat([loaded(x[i:i + 1]) for i in range(3)])
     assert torch.equal(loaded(x), expected) and expected.shape == (3, 10)
+
+
+def test_a_promotion_in_ort_is_scored_there_and_reproduced_by_picks_rebuild(tmp_path):
+    """Every rung is scored as the search deploys it: a promotion distils the float structure (as the first
+    rung does) and scores it in ONNX Runtime; pick's rebuild from its checkpoint gives exactly that accuracy."""
+    from vitsearch.search.results.runtime_export import export_in_runtime
+    from vitsearch.search.results.testacc import rebuild_prepared
+    from vitsearch.search.results.variant import structure_config
+    from vitsearch.search.session import load_session
+
+    session = load_session(_spec("onnxruntime", recovery={"rungs": [1, 2], "reduction": 2}))
+    config = CompressionConfig.from_dict({"depth": {"keep": 5}, "precision": {"mlp": "int8"}})
+    first, _ = session.evaluate_staged(config)
+    assert "run in onnxruntime" in first["accuracy_source"]
+    saved = tmp_path / "rungs" / "trial-0-rung-1.pt"
+    saved.parent.mkdir()
+    metrics, _ = session.evaluate_promotion(config, first, 1, str(tmp_path / "missing.pt"), str(saved))
+    assert "run in onnxruntime" in metrics["accuracy_source"] and metrics["recovery_steps"] == 2
+    prepared = rebuild_prepared(session, structure_config(config), 1, tmp_path, 0)  # pick's path: the checkpoint
+    acc, _, _ = export_in_runtime(session, prepared, config)
+    assert acc.top1 == metrics["accuracy"]
