@@ -102,7 +102,6 @@ class CandidateSearch(OptunaSearch):
         self._idle_until = 0.0
         self._batches: dict[str, list[optuna.Trial]] = {}
         self._told: set[int] = set()
-        self._completed_here = 0  # trials this searcher told COMPLETE
         self.timings: list[dict] = []  # worker-side clocks of this attempt's evaluations (engine accounting)
         self.failures_in_a_row = 0
         self.max_failures_in_a_row = max(8, 2 * batch_size)
@@ -304,7 +303,6 @@ class CandidateSearch(OptunaSearch):
             self.last_error = attrs.get(ATTR_ERROR)
         elif state == TrialState.COMPLETE:
             self.failures_in_a_row = 0
-            self._completed_here += 1
         if self.on_settle is not None:
             self.on_settle(frozen)
 
