@@ -16,6 +16,7 @@ size, latency, the cost budgets, then recovery and accuracy), with the runtime i
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 
@@ -82,6 +83,11 @@ def _eager_or_float(prepared, config, device):
 
     ok = all(precision_refusal("eager", device, getattr(config.precision, p)) is None for p in ("attn", "mlp"))
     return finalized(prepared, config, device) if ok else prepared
+
+
+def build_for_study(session, prepared, config):
+    """The study runtime's program of ``prepared`` (checked against eager once), outside a timed search phase."""
+    return _build(session, prepared, config, lambda name: contextlib.nullcontext())[0]
 
 
 def _build(session, prepared, config, timed):

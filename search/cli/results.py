@@ -110,7 +110,7 @@ def cmd_list(args) -> int:
     from vitsearch.search.results.testacc import read_cache, with_cached
 
     view = load_run(args.run_dir)
-    rows = front_rows(with_cached(view.front, read_cache(view.path)) if not view.front.empty else view.front)
+    rows = front_rows(with_cached(view.front, read_cache(view.path, view.spec.latency.runtime)) if not view.front.empty else view.front)
     if not rows:
         print("(no feasible completed trial on the front yet)")
         return 0

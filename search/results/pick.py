@@ -170,23 +170,20 @@ def _export_in_runtime(view, row, ev, config, prepared, info, session, out: Path
     """The non-eager pick: accuracy (in the runtime where it quantises) and latency measured there, exported there.
 
     Not polished: polishing changes the float weights the runtime program is built from,
-    and the program is what was scored; test accuracy is the eager model's (labelled so).
+    and the program is what was scored; test accuracy is measured as val was (in the runtime
+    where it quantises, on that very program).
     """
-    import copy
-
     from vitsearch.search.results.runtime_export import export_in_runtime
-    from vitsearch.search.results.testacc import measure_test
+    from vitsearch.search.results.testacc import measure_test_deployed
     from vitsearch.search.results.variant import write_variant
-    from vitsearch.spaces import finalize
 
     number = int(row["number"])
-    acc, program_of, in_runtime = export_in_runtime(session, prepared, config)
+    acc, program_of, in_runtime, deployed = export_in_runtime(session, prepared, config)
     tol = ACCURACY_TOLERANCE[session.device.type]
     if abs(acc.top1 - ev["accuracy"]) > tol:
         raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f} in {view.spec.latency.runtime}, not "
                           f"its recorded {ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
-    test = measure_test(session, finalize(copy.deepcopy(prepared), config, device=str(session.device)))
-    test["test_source"] = f"{test['test_source']}, eager PyTorch model (val accuracy above: in {view.spec.latency.runtime})"
+    test = measure_test_deployed(session, prepared, config, deployed)
     provenance = _provenance(view, row, ev, config, acc, tol, info, remeasure_why)
     provenance["latency"]["in_runtime"] = in_runtime
     provenance["accuracy"].update(test=test, rung=int(row["rung"]), recovery_steps_before_polish=ev.get("recovery_steps"),

@@ -291,7 +291,7 @@ def _with_test(view: RunView, front: pd.DataFrame) -> pd.DataFrame:
 
         return front_test_accuracy(load_session(view.spec), view.path, front)
     except VitsearchError:  # the data or model is not available here: what the run measured
-        return with_cached(front, read_cache(view.path))
+        return with_cached(front, read_cache(view.path, view.spec.latency.runtime))
 
 
 def _skipped_count(frame) -> int:

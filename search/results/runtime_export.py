@@ -15,7 +15,7 @@ from the file (fp32 images in, fp32 logits out).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -65,12 +65,20 @@ def load_runtime_model(runtime: str, path: Path, device: torch.device | str = "c
     return Deployed(runtime, "", lambda x: fn(x).float(), str(dev), batch, 0.0)
 
 
-def export_in_runtime(session, prepared, config):
+class RuntimeExport(NamedTuple):
+    """What :func:`export_in_runtime` built, scored and measured."""
+
+    accuracy: Any  # AccuracyResult on val, in the runtime where it changes numerics, else eager
+    program_of: Callable[[Any], Any]  # program_of(path) -> note, for ``write_variant``
+    latency: dict[str, Any]  # the latency entry re-measured in the runtime
+    deployed: Any  # the checked program (Deployed), for the test split
+
+
+def export_in_runtime(session, prepared, config) -> RuntimeExport:
     """Build the picked variant in the study's runtime, check it, score and re-measure it there.
 
-    Returns (AccuracyResult, ``program_of(path) -> note`` for ``write_variant``, the
-    latency entry measured in the runtime). Accuracy is run in the runtime where it
-    changes numerics (as the search scored it), else on the eager model.
+    Accuracy is run in the runtime where it changes numerics (as the search scored it),
+    else on the eager model.
     """
     from vitsearch.evaluators import evaluate_accuracy, latency_entry
     from vitsearch.evaluators.latency.measure import default_threads
@@ -92,4 +100,4 @@ def export_in_runtime(session, prepared, config):
                      max_runs=lat.max_runs, max_seconds=lat.max_seconds)
     entry = {**latency_entry(result), **latency_fields(deployed, numerics), "note": "re-measured in the runtime at export"}
     example = torch.randn(*session.input_shape, generator=torch.Generator().manual_seed(1)).to(dev)
-    return acc, (lambda path: write_runtime_file(deployed, example, Path(path).parent)), entry
+    return RuntimeExport(acc, lambda path: write_runtime_file(deployed, example, Path(path).parent), entry, deployed)

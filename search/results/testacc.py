@@ -6,6 +6,13 @@ candidate is rebuilt at the highest rung it reached: from its checkpoint in
 ``RUN/rungs/`` (``torch.load(weights_only=True)``) when present, else by replaying its
 rungs' distillation exactly (seeded). Results are cached in ``RUN/test_accuracy.json`` by
 (trial, rung), so ``vitsearch list``, ``report`` and ``pick`` agree without re-measuring.
+
+In a study whose ``latency.runtime`` is not eager, test accuracy is measured as val was
+scored: in the runtime where it changes numerics (its own quantisation: the program is
+built from the float structure and checked against eager first), else on the eager model
+(identical within the checked tolerance). Each cached entry says where (``measured_in``);
+an entry of a runtime study without it (measured on eager by an older vitsearch) is not
+trusted and is measured again.
 """
 
 from __future__ import annotations
@@ -49,29 +56,76 @@ def measure_test(session, model) -> dict[str, Any]:
             "test_source": session.data.test_source}
 
 
+def measure_test_deployed(session, prepared, config, deployed=None) -> dict[str, Any]:
+    """Test accuracy of ``prepared`` (float structure for a runtime study) as the study deploys it.
+
+    Eager study: the finalized eager model. Another runtime: run in it where it changes
+    numerics (``deployed``, or a program built and checked here), else the eager model;
+    ``measured_in`` and ``test_source`` say which.
+    """
+    import copy
+
+    from vitsearch.spaces import finalize
+
+    runtime = session.spec.latency.runtime
+    if runtime == "eager":
+        return {**measure_test(session, finalize(copy.deepcopy(prepared), config, device=str(session.device))),
+                "measured_in": "eager"}
+    from vitsearch.evaluators.accuracy import wilson_interval
+    from vitsearch.evaluators.runtimes import get_runtime
+    from vitsearch.evaluators.runtimes.eager import finalized
+    from vitsearch.evaluators.runtimes.numerics import accuracy_in_runtime
+
+    if not get_runtime(runtime).changes_numerics(config):
+        out = measure_test(session, finalized(copy.deepcopy(prepared), config, session.device))
+        out["test_source"] += f", eager PyTorch model ({runtime} runs it with the same numerics, checked)"
+        return {**out, "measured_in": runtime}
+    if deployed is None:
+        from vitsearch.search.runtime_eval import build_for_study
+
+        deployed = build_for_study(session, prepared, config)
+    acc = accuracy_in_runtime(deployed, session.data.test, session.spec.data.eval_batch_size,
+                              f"test split of {session.data.name}")
+    lo, hi = wilson_interval(acc.top1, acc.n)
+    return {"test_accuracy": acc.top1, "test_lo": lo, "test_hi": hi, "test_n": acc.n,
+            "test_source": f"{session.data.test_source}, run in {deployed.runtime} {deployed.version}",
+            "measured_in": runtime}
+
+
 def front_test_accuracy(session, run_dir: Path, front: pd.DataFrame) -> pd.DataFrame:
     """``front`` with test_accuracy / test_lo / test_hi / test_n, measured where not cached yet."""
     from vitsearch.search.results.rundir import write_atomic
-    from vitsearch.spaces import CompressionConfig, finalize
+    from vitsearch.search.results.variant import structure_config
+    from vitsearch.spaces import CompressionConfig
 
-    cache = read_cache(run_dir)
+    runtime = session.spec.latency.runtime
+    cache = read_cache(run_dir, runtime)
     fresh = False
     for _, r in front.iterrows():
         key = f"{int(r['number'])}:{int(r['rung'])}"
         if key not in cache:
             config = CompressionConfig.from_dict(json.loads(r["config"]))
-            prepared = rebuild_prepared(session, config, int(r["rung"]), run_dir, int(r["number"]))
-            cache[key] = measure_test(session, finalize(prepared, config, device=str(session.device)))
+            # a non-eager runtime applies the precision itself: the search distilled the float structure
+            built = config if runtime == "eager" else structure_config(config)
+            prepared = rebuild_prepared(session, built, int(r["rung"]), run_dir, int(r["number"]))
+            cache[key] = measure_test_deployed(session, prepared, config)
             fresh = True
     if fresh:
         write_atomic(Path(run_dir) / CACHE_FILE, json.dumps(cache, indent=1))
     return with_cached(front, cache)
 
 
-def read_cache(run_dir: Path) -> dict[str, dict]:
-    """The run's cached test accuracies by "trial:rung" (empty when none)."""
+def read_cache(run_dir: Path, runtime: str = "eager") -> dict[str, dict]:
+    """The run's cached test accuracies by "trial:rung" (empty when none).
+
+    For a study in another ``runtime``, entries not measured for it (older ones, measured
+    on the eager model) are left out, so they are measured again.
+    """
     path = Path(run_dir) / CACHE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    if runtime == "eager":
+        return cache
+    return {k: v for k, v in cache.items() if v.get("measured_in") == runtime}
 
 
 def with_cached(front: pd.DataFrame, cache: dict[str, dict]) -> pd.DataFrame:

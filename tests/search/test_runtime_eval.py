@@ -56,7 +56,7 @@ def test_candidate_scored_timed_in_ort_and_exported_as_onnx(tmp_path):
     assert "run in onnxruntime" in ev.accuracy_source and ev.accuracy > 0.9
     assert "in onnxruntime" in ev.summary_lines()[2]
     prepared = prepare(session.base, {"depth": {"keep": 6}}, calibration=session.data.calibration)
-    acc, program_of, entry = export_in_runtime(session, prepared, config)
+    acc, program_of, entry, _ = export_in_runtime(session, prepared, config)
     assert acc.top1 == ev.accuracy  # the exported program reproduces the recorded accuracy exactly
     note = program_of(tmp_path / "program.pt2")
     assert note["exported"] and note["max_abs_diff_vs_built"] == 0.0 and entry["runtime"] == "onnxruntime"
@@ -68,9 +68,16 @@ def test_candidate_scored_timed_in_ort_and_exported_as_onnx(tmp_path):
 
 def test_a_promotion_in_ort_is_scored_there_and_reproduced_by_picks_rebuild(tmp_path):
     """Every rung is scored as the search deploys it: a promotion distils the float structure (as the first
-    rung does) and scores it in ONNX Runtime; pick's rebuild from its checkpoint gives exactly that accuracy."""
+    rung does) and scores it in ONNX Runtime; pick's rebuild from its checkpoint gives exactly that accuracy,
+    and the front's test accuracy is measured in ONNX Runtime too (an older entry measured on eager is not
+    trusted: measured again)."""
+    import json
+
+    import pandas as pd
+
     from vitsearch.search.results.runtime_export import export_in_runtime
-    from vitsearch.search.results.testacc import rebuild_prepared
+    from vitsearch.search.results.testacc import (CACHE_FILE, front_test_accuracy, measure_test_deployed, read_cache,
+                                                  rebuild_prepared)
     from vitsearch.search.results.variant import structure_config
     from vitsearch.search.session import load_session
 
@@ -83,5 +90,15 @@ def test_a_promotion_in_ort_is_scored_there_and_reproduced_by_picks_rebuild(tmp_
     metrics, _ = session.evaluate_promotion(config, first, 1, str(tmp_path / "missing.pt"), str(saved))
     assert "run in onnxruntime" in metrics["accuracy_source"] and metrics["recovery_steps"] == 2
     prepared = rebuild_prepared(session, structure_config(config), 1, tmp_path, 0)  # pick's path: the checkpoint
-    acc, _, _ = export_in_runtime(session, prepared, config)
+    acc, _, _, deployed = export_in_runtime(session, prepared, config)
     assert acc.top1 == metrics["accuracy"]
+    test = measure_test_deployed(session, prepared, config, deployed)  # pick's test figure: on the program
+    assert test["measured_in"] == "onnxruntime" and "run in onnxruntime" in test["test_source"]
+
+    stale = {"test_accuracy": 0.123, "test_lo": 0.1, "test_hi": 0.2, "test_n": 500, "test_source": "eager"}
+    (tmp_path / CACHE_FILE).write_text(json.dumps({"0:1": stale}))
+    assert read_cache(tmp_path, "onnxruntime") == {} and read_cache(tmp_path)["0:1"] == stale
+    front = pd.DataFrame([{"number": 0, "rung": 1, "config": json.dumps(config.to_dict())}])
+    measured = front_test_accuracy(session, tmp_path, front)  # rebuilt from the checkpoint, built in ORT, on test
+    assert measured["test_accuracy"].iloc[0] == test["test_accuracy"] != 0.123
+    assert read_cache(tmp_path, "onnxruntime")["0:1"]["measured_in"] == "onnxruntime"
