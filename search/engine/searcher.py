@@ -11,11 +11,11 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
 * **Nothing swallowed.** Every tell sets the trial's user attributes (config,
   evaluation, feasibility, constraints, worker, error) first, and a failing tell raises.
 * **Rungs.** With ``recovery.rungs`` a free worker first takes a promotion that is due
-  (:mod:`vitsearch.search.engine.rungs`), alone in its batch, else new candidates. A trial
-  is told once, at its first rung (the fidelity every candidate shares); its later rungs
-  are recorded as study user attributes (``rung:N:K``), with each promotion marked
-  (``promoted:N:K``) before it is handed out, so a resumed driver re-runs the lost ones
-  and promotes nothing twice.
+  (:mod:`vitsearch.search.engine.rungs` decides, :mod:`vitsearch.search.engine.promotions`
+  keeps the book in the storage), alone in its batch, else new candidates. A trial is
+  told once, at its first rung (the fidelity every candidate shares); its later rungs are
+  study user attributes, so a resumed driver re-runs the lost ones and promotes nothing
+  twice.
 * **What Optuna is told.** Only measured values: a candidate settled on its cost
   (predicted or measured latency/size over a budget, or no gain over the uncompressed
   model) is PRUNED with its measured constraints and attribute ``settled``, never a
@@ -51,21 +51,17 @@ from ray.tune.search.optuna import OptunaSearch
 
 from vitsearch.search.engine import sharing
 from vitsearch.search.engine.gain import NO_GAIN_CONSTRAINT
+from vitsearch.search.engine.promotions import Promotions, config_key, payload_timing
 from vitsearch.search.engine.rungs import Ladder
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
                                              ATTR_INFEASIBLE, ATTR_NODE, ATTR_REUSED, ATTR_SECONDS, ATTR_SETTLED, ATTR_TIMING,
-                                             ATTR_WORKER, STUDY_PROMOTED, STUDY_RUNG, STUDY_RUNG_FAILED, rung_attrs)
+                                             ATTR_WORKER)
 
 log = logging.getLogger("vitsearch.run")
 
 MAX_ASKS_PER_SUGGEST = 64
 #: seconds between storage reads while the study waits on trials RUNNING elsewhere
 IDLE_POLL_S = 1.0
-
-
-def config_key(config_dict: dict) -> str:
-    """Canonical JSON of a config: equal configs, equal keys."""
-    return json.dumps(config_dict, sort_keys=True)
 
 
 class CandidateSearch(OptunaSearch):
@@ -109,18 +105,12 @@ class CandidateSearch(OptunaSearch):
         super().__init__(space=space.distributions(), metric=[m for m, _ in objectives],
                          mode=["max" if d == "maximize" else "min" for _, d in objectives],
                          sampler=sampler, storage=storage, study_name=study_name)
-        self.ladder = ladder or Ladder((0,), 2.0, tuple(d == "maximize" for _, d in objectives))
-        self.rung_dir, self.reference, self.on_rung = rung_dir, reference, on_rung
-        self._promos: dict[str, tuple[int, int]] = {}  # Tune trial id -> promotion (number, rung) in flight
-        self._elsewhere: set[tuple[int, int]] = set()  # promotions another driver of the study issued since
-        self._first: dict[int, tuple[str, dict]] = {}  # trial number -> (config key, first-rung metrics)
+        self.reference = reference
+        self.promotions = Promotions(self._ot_study, ladder, tuple(d == "maximize" for _, d in objectives),
+                                     rung_dir, on_rung)
         self.deadline, self.stopped_at_deadline = deadline, False
         self._first_seconds: list[float] = []  # worker seconds of first-rung evaluations (batch sizing near the deadline)
         self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
-        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get(ATTR_REUSED) is None:
-                self._remember_first(t.number, t.user_attrs[ATTR_CONFIG], t.user_attrs[ATTR_EVAL], list(t.values))
-        self._restore_rungs()
 
     @property
     def study(self) -> optuna.Study:
@@ -138,7 +128,7 @@ class CandidateSearch(OptunaSearch):
 
     def idle(self) -> bool:
         """No batch, no promotion in flight."""
-        return not self._batches and not self._promos
+        return not self._batches and self.promotions.idle()
 
     # ---- Tune's Searcher API -----------------------------------------------------------
     def gave_up(self) -> bool:
@@ -151,10 +141,9 @@ class CandidateSearch(OptunaSearch):
         if self.deadline is not None and time.time() >= self.deadline:  # time budget spent: drain, then stop
             self.stopped_at_deadline = True
             return Searcher.FINISHED if self.idle() else None
-        promotion = self._next_promotion()
-        if promotion is not None:  # ASHA: a due promotion first, alone in its batch (it is the long job)
-            self._promos[trial_id] = promotion
-            return {"candidates": [self._promotion_job(*promotion)]}
+        job = self.promotions.take(trial_id)
+        if job is not None:  # ASHA: a due promotion first, alone in its batch (it is the long job)
+            return {"candidates": [job]}
         if time.monotonic() < self._idle_until:
             return None  # waiting on trials RUNNING elsewhere: read the storage at most every IDLE_POLL_S
         if self.ownership is not None:
@@ -191,14 +180,14 @@ class CandidateSearch(OptunaSearch):
                 self.idle_asks = 0
                 batch.append((trial, config))
         if not batch:
-            if self.idle() and self._next_promotion(peek=True) is None and (
+            if self.idle() and self.promotions.due() is None and (
                     self.exhausted() or self.completed() >= self.target):
                 return Searcher.FINISHED
             # the rest is RUNNING (here or in another driver); if one dies its trial is asked again
             self._idle_until = time.monotonic() + IDLE_POLL_S
             return None
         self._batches[trial_id] = [t for t, _ in batch]
-        return {"candidates": [self._first_job(t.number, c) for t, c in batch]}
+        return {"candidates": [self.promotions.first_job(t.number, c) for t, c in batch]}
 
     def _fits_before_deadline(self) -> int:
         """Candidates one batch can still evaluate before the deadline (1 until a first-rung time is known)."""
@@ -224,12 +213,9 @@ class CandidateSearch(OptunaSearch):
         trial = self._find(trial_id, payload["number"])
         if trial is None or trial.number in self._told:
             return  # a retried batch re-reports what was already told
-        timing = {k: payload[k] for k in ("started_at", "finished_at", "cpu_seconds", "process_cpu_seconds")
-                  if payload.get(k) is not None}
+        timing = self._book_timing(payload)
         attrs = {ATTR_WORKER: payload.get("worker"), ATTR_NODE: payload.get("node"), ATTR_SECONDS: payload.get("seconds"),
                  ATTR_TIMING: timing or None}
-        if timing:
-            self.timings.append({"worker": payload.get("worker"), "seconds": payload.get("seconds"), **timing})
         if payload.get("seconds") is not None:
             self._first_seconds.append(payload["seconds"])
         if payload.get("error"):
@@ -247,15 +233,14 @@ class CandidateSearch(OptunaSearch):
             return
         values = self.feasibility.values(metrics, self.objectives)
         self._settle(trial, values, TrialState.COMPLETE, attrs)
-        self._remember_first(trial.number, self._key_of(trial), metrics, values)
+        self.promotions.remember_first(trial.number, self._key_of(trial), metrics, values)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result and not error:
             self.on_trial_result(trial_id, result)
-        if trial_id in self._promos:  # a promotion whose worker died after retries: not retried again
-            number, rung = self._promos.pop(trial_id)
-            self._promotion_failed(number, rung, "the worker evaluating it failed (Ray actor died or the batch "
-                                                 "raised) after retries")
+        outcome = self.promotions.worker_died(trial_id)  # a promotion whose worker died: not retried again
+        if outcome is not None:
+            self._count_failure(outcome.why)
         for trial in self._batches.pop(trial_id, []):
             if trial.number not in self._told:
                 why = "the worker evaluating it failed (Ray actor died or the batch raised) after retries"
@@ -299,8 +284,7 @@ class CandidateSearch(OptunaSearch):
                 self.ownership.release(trial)
         self._told.add(trial.number)
         if state == TrialState.FAIL:
-            self.failures_in_a_row += 1
-            self.last_error = attrs.get(ATTR_ERROR)
+            self._count_failure(attrs.get(ATTR_ERROR))
         elif state == TrialState.COMPLETE:
             self.failures_in_a_row = 0
         if self.on_settle is not None:
@@ -348,93 +332,26 @@ class CandidateSearch(OptunaSearch):
         return Settled(why, metrics, [*cons, ref.constraint(metrics)], "no gain")
 
     # ---- rungs -----------------------------------------------------------------------------
-    def _restore_rungs(self) -> None:
-        """The ladder as the storage has it: first rungs from the trials, later ones from study attrs."""
-        records, issued, failed = rung_attrs(self._ot_study.user_attrs)
-        self.ladder.issued |= {p for p in issued if p[1] <= self.ladder.top}
-        for number, rung in failed:
-            self.ladder.record_failure(number, rung)
-        for number, by_rung in records.items():
-            for rung, record in sorted(by_rung.items()):
-                if rung <= self.ladder.top and (number, rung) in self.ladder.issued:
-                    self.ladder.record(number, rung, record["values"])
-
-    def _remember_first(self, number: int, key: str, metrics: dict, values: list[float]) -> None:
-        self._first[number] = (key, metrics)
-        self.ladder.record(number, 0, values)
-        if _identity(key):
-            self.ladder.held.add(number)
-
-    def _checkpoint(self, number: int, rung: int) -> str | None:
-        # one rung of N > 0 steps too: the front's test accuracy then loads the weights instead of distilling again
-        if self.rung_dir is None or self.ladder.steps[-1] == 0:
-            return None
-        return f"{self.rung_dir}/trial-{number}-rung-{rung}.pt"
-
-    def _first_job(self, number: int, config) -> dict:
-        key = config_key(config.to_dict())
-        return {"number": number, "config": config.to_dict(), "rung": 0,
-                "save_to": None if _identity(key) else self._checkpoint(number, 0)}
-
-    def _promotion_job(self, number: int, rung: int) -> dict:
-        key, first = self._first[number]
-        return {"number": number, "config": json.loads(key), "rung": rung, "first": first,
-                "load_from": self._checkpoint(number, rung - 1), "save_to": self._checkpoint(number, rung)}
-
-    def _next_promotion(self, peek: bool = False) -> tuple[int, int] | None:
-        """A promotion to hand out now: one lost by an earlier driver first, else a new one (marked issued)."""
-        lost = self.ladder.lost(set(self._promos.values()) | self._elsewhere)
-        if lost:
-            return lost[0]
-        due = self.ladder.promotable()
-        if not due or peek:
-            return due[0] if due else None
-        issued_elsewhere = set(rung_attrs(self._ot_study.user_attrs)[1])  # another driver of the study
-        for number, rung in due:
-            self.ladder.issue(number, rung)
-            if (number, rung) in issued_elsewhere:
-                self._elsewhere.add((number, rung))  # another live driver runs it: not lost, not ours
-                continue
-            # in the storage before any worker starts it: a killed driver's successor re-runs it, never twice
-            self._ot_study.set_user_attr(f"{STUDY_PROMOTED}:{number}:{rung}", time.time())
-            return number, rung
-        return None
-
     def _promotion_result(self, trial_id: str, payload: dict) -> None:
-        number, rung = payload["number"], payload["rung"]
-        if self._promos.get(trial_id) != (number, rung):
+        outcome = self.promotions.result(trial_id, payload, lambda m: self.feasibility.values(m, self.objectives))
+        if outcome is None:
             return  # a retried batch re-reports what was already recorded
-        del self._promos[trial_id]
-        timing = {k: payload[k] for k in ("started_at", "finished_at", "cpu_seconds", "process_cpu_seconds")
-                  if payload.get(k) is not None}
+        self._book_timing(payload)
+        if outcome.failed:
+            self._count_failure(outcome.why)
+        else:
+            self.failures_in_a_row = 0
+
+    def _book_timing(self, payload: dict) -> dict:
+        """Keep a result's worker clocks for the engine's books; returns them."""
+        timing = payload_timing(payload)
         if timing:
             self.timings.append({"worker": payload.get("worker"), "seconds": payload.get("seconds"), **timing})
-        if payload.get("error"):
-            self._promotion_failed(number, rung, payload["error"])
-            return
-        metrics = payload["evaluation"]
-        values = self.feasibility.values(metrics, self.objectives)
-        record = {"values": values, ATTR_EVAL: metrics, ATTR_FEASIBLE: payload["feasible"],
-                  ATTR_INFEASIBLE: payload.get("infeasible_reason"), ATTR_CONSTRAINTS: payload["constraints"],
-                  ATTR_WORKER: payload.get("worker"), ATTR_SECONDS: payload.get("seconds"), ATTR_TIMING: timing}
-        self._ot_study.set_user_attr(f"{STUDY_RUNG}:{number}:{rung}", record)
-        self.ladder.record(number, rung, values)
-        self.failures_in_a_row = 0
-        if self.on_rung is not None:
-            self.on_rung(number, rung)
+        return timing
 
-    def _promotion_failed(self, number: int, rung: int, why: str) -> None:
-        self.ladder.record_failure(number, rung)
-        self._ot_study.set_user_attr(f"{STUDY_RUNG_FAILED}:{number}:{rung}", why)
+    def _count_failure(self, why: str | None) -> None:
         self.failures_in_a_row += 1
         self.last_error = why
-        if self.on_rung is not None:
-            self.on_rung(number, rung)
-
-
-def _identity(key: str) -> bool:
-    """The uncompressed model's config: the teacher itself, never distilled."""
-    return not {k for k in json.loads(key) if k != "schema_version"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,186 @@
+"""The searcher's rung book: promotions handed out, their results and failures, kept in the Optuna storage.
+
+:class:`~vitsearch.search.engine.rungs.Ladder` decides *which* candidate earns more
+steps; this module is where those decisions meet the study. A trial is told to Optuna
+once, at its first rung; its later rungs are study user attributes (``rung:N:K``, with
+values and evaluation), each promotion is marked (``promoted:N:K``) in the storage before
+any worker starts it and a failed one is recorded (``rung_failed:N:K``). So a driver that
+resumes (or joins) the study rebuilds the ladder from the storage, re-runs the promotions
+a dead driver lost, skips the ones another live driver issued, and promotes nothing twice.
+Checkpoints (``RUN/rungs/trial-N-rung-K.pt``) carry a candidate's weights from one rung
+to the next.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from vitsearch.search.engine.rungs import Ladder
+from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_EVAL, ATTR_FEASIBLE, ATTR_INFEASIBLE,
+                                             ATTR_REUSED, ATTR_SECONDS, ATTR_TIMING, ATTR_WORKER, STUDY_PROMOTED,
+                                             STUDY_RUNG, STUDY_RUNG_FAILED, rung_attrs)
+
+#: worker-side clock fields a result payload may carry (engine accounting)
+TIMING_FIELDS = ("started_at", "finished_at", "cpu_seconds", "process_cpu_seconds")
+
+
+def config_key(config_dict: dict) -> str:
+    """Canonical JSON of a config: equal configs, equal keys."""
+    return json.dumps(config_dict, sort_keys=True)
+
+
+def is_identity(key: str) -> bool:
+    """The uncompressed model's config: the teacher itself, never distilled."""
+    return not {k for k in json.loads(key) if k != "schema_version"}
+
+
+def payload_timing(payload: dict) -> dict:
+    """The worker clocks a result payload carries (empty when none)."""
+    return {k: payload[k] for k in TIMING_FIELDS if payload.get(k) is not None}
+
+
+@dataclass(frozen=True)
+class RungOutcome:
+    """A promotion's result as recorded: ``failed`` with ``why``, else recorded at (number, rung)."""
+
+    number: int
+    rung: int
+    failed: bool
+    why: str | None = None
+
+
+class Promotions:
+    """Promotions of one study, as this driver sees and hands them out.
+
+    ``study``: the Optuna study (its user attributes hold the later rungs); ``ladder``: the
+    :class:`Ladder` (None: one rung of 0 steps); ``maximize``: per objective, for the
+    default ladder; ``rung_dir``: where checkpoints go (None: none kept); ``on_rung(number,
+    rung)`` after every promotion result or failure.
+    """
+
+    def __init__(self, study: optuna.Study, ladder: Ladder | None, maximize: tuple[bool, ...],
+                 rung_dir: str | None = None, on_rung: Callable[[int, int], None] | None = None):
+        self.study = study
+        self.ladder = ladder or Ladder((0,), 2.0, maximize)
+        self.rung_dir, self.on_rung = rung_dir, on_rung
+        self.in_flight: dict[str, tuple[int, int]] = {}  # Tune trial id -> promotion (number, rung)
+        self._elsewhere: set[tuple[int, int]] = set()  # promotions another driver of the study issued since
+        self._first: dict[int, tuple[str, dict]] = {}  # trial number -> (config key, first-rung metrics)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get(ATTR_REUSED) is None:
+                self.remember_first(t.number, t.user_attrs[ATTR_CONFIG], t.user_attrs[ATTR_EVAL], list(t.values))
+        self._restore()
+
+    def idle(self) -> bool:
+        """No promotion of this driver in flight."""
+        return not self.in_flight
+
+    def remember_first(self, number: int, key: str, metrics: dict, values: list[float]) -> None:
+        """A candidate evaluated at the first rung: a contender for promotion."""
+        self._first[number] = (key, metrics)
+        self.ladder.record(number, 0, values)
+        if is_identity(key):
+            self.ladder.held.add(number)
+
+    def first_job(self, number: int, config) -> dict:
+        """The worker's job for a new candidate (first rung, its checkpoint kept for a promotion)."""
+        key = config_key(config.to_dict())
+        return {"number": number, "config": config.to_dict(), "rung": 0,
+                "save_to": None if is_identity(key) else self._checkpoint(number, 0)}
+
+    def due(self) -> tuple[int, int] | None:
+        """The promotion that would be handed out now, without issuing it."""
+        lost = self.ladder.lost(set(self.in_flight.values()) | self._elsewhere)
+        if lost:
+            return lost[0]
+        due = self.ladder.promotable()
+        return due[0] if due else None
+
+    def take(self, trial_id: str) -> dict | None:
+        """A promotion's job for Tune trial ``trial_id`` (marked issued in the storage first), or None."""
+        promotion = self._next()
+        if promotion is None:
+            return None
+        self.in_flight[trial_id] = promotion
+        number, rung = promotion
+        key, first = self._first[number]
+        return {"number": number, "config": json.loads(key), "rung": rung, "first": first,
+                "load_from": self._checkpoint(number, rung - 1), "save_to": self._checkpoint(number, rung)}
+
+    def result(self, trial_id: str, payload: dict, values_of: Callable[[dict], list[float]]) -> RungOutcome | None:
+        """Record a promotion's result (``values_of(metrics)``: its objective values); None for a re-report."""
+        number, rung = payload["number"], payload["rung"]
+        if self.in_flight.get(trial_id) != (number, rung):
+            return None  # a retried batch re-reports what was already recorded
+        del self.in_flight[trial_id]
+        if payload.get("error"):
+            return self.failed(number, rung, payload["error"])
+        metrics = payload["evaluation"]
+        values = values_of(metrics)
+        record = {"values": values, ATTR_EVAL: metrics, ATTR_FEASIBLE: payload["feasible"],
+                  ATTR_INFEASIBLE: payload.get("infeasible_reason"), ATTR_CONSTRAINTS: payload["constraints"],
+                  ATTR_WORKER: payload.get("worker"), ATTR_SECONDS: payload.get("seconds"),
+                  ATTR_TIMING: payload_timing(payload)}
+        self.study.set_user_attr(f"{STUDY_RUNG}:{number}:{rung}", record)
+        self.ladder.record(number, rung, values)
+        if self.on_rung is not None:
+            self.on_rung(number, rung)
+        return RungOutcome(number, rung, failed=False)
+
+    def worker_died(self, trial_id: str) -> RungOutcome | None:
+        """The promotion Tune trial ``trial_id`` ran, failed for good (its worker died after retries), or None."""
+        if trial_id not in self.in_flight:
+            return None
+        number, rung = self.in_flight.pop(trial_id)
+        return self.failed(number, rung, "the worker evaluating it failed (Ray actor died or the batch raised) "
+                                         "after retries")
+
+    def failed(self, number: int, rung: int, why: str) -> RungOutcome:
+        """Record a failed promotion (never retried: it stays at its last rung)."""
+        self.ladder.record_failure(number, rung)
+        self.study.set_user_attr(f"{STUDY_RUNG_FAILED}:{number}:{rung}", why)
+        if self.on_rung is not None:
+            self.on_rung(number, rung)
+        return RungOutcome(number, rung, failed=True, why=why)
+
+    # ---- internals -----------------------------------------------------------------------
+    def _restore(self) -> None:
+        """The ladder as the storage has it: first rungs from the trials, later ones from study attrs."""
+        records, issued, failed = rung_attrs(self.study.user_attrs)
+        self.ladder.issued |= {p for p in issued if p[1] <= self.ladder.top}
+        for number, rung in failed:
+            self.ladder.record_failure(number, rung)
+        for number, by_rung in records.items():
+            for rung, record in sorted(by_rung.items()):
+                if rung <= self.ladder.top and (number, rung) in self.ladder.issued:
+                    self.ladder.record(number, rung, record["values"])
+
+    def _checkpoint(self, number: int, rung: int) -> str | None:
+        # one rung of N > 0 steps too: the front's test accuracy then loads the weights instead of distilling again
+        if self.rung_dir is None or self.ladder.steps[-1] == 0:
+            return None
+        return f"{self.rung_dir}/trial-{number}-rung-{rung}.pt"
+
+    def _next(self) -> tuple[int, int] | None:
+        """A promotion to hand out now: one lost by an earlier driver first, else a new one (marked issued)."""
+        lost = self.ladder.lost(set(self.in_flight.values()) | self._elsewhere)
+        if lost:
+            return lost[0]
+        issued_elsewhere = None
+        for number, rung in self.ladder.promotable():
+            if issued_elsewhere is None:  # read the storage only when something is due
+                issued_elsewhere = set(rung_attrs(self.study.user_attrs)[1])
+            self.ladder.issue(number, rung)
+            if (number, rung) in issued_elsewhere:
+                self._elsewhere.add((number, rung))  # another live driver runs it: not lost, not ours
+                continue
+            # in the storage before any worker starts it: a killed driver's successor re-runs it, never twice
+            self.study.set_user_attr(f"{STUDY_PROMOTED}:{number}:{rung}", time.time())
+            return number, rung
+        return None
