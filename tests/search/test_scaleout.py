@@ -64,6 +64,15 @@ def owns_running(url: str, name: str, pid: int) -> bool:
     return any(t.user_attrs.get("driver", "").split(":")[1:2] == [str(pid)] for t in running)
 
 
+def asked_by(url: str, name: str, pid: int) -> bool:
+    """Whether the driver with ``pid`` has asked a trial of the study (any state)."""
+    try:
+        trials = load(url, name).get_trials(deepcopy=False)
+    except Exception:
+        return False
+    return any(t.user_attrs.get("driver", "").split(":")[1:2] == [str(pid)] for t in trials)
+
+
 def start_driver(study: Path, out: Path, url: str) -> subprocess.Popen:
     """A driver in a process group of its own (its local Ray processes with it)."""
     log = open(out.parent / f"{out.name}.stderr", "w")
@@ -112,12 +121,25 @@ def test_two_drivers_on_postgres_one_killed_and_resumed_beside_the_other(postgre
         # it comes from PGPASSWORD (libpq), as a user would export it
         stored = json.loads((tmp_path / "a" / "run.json").read_text())["storage"]
         assert password not in stored
-        resumed = vitsearch("run", study, "--resume", tmp_path / "a", env={"PGPASSWORD": password, **own_lock(tmp_path)},
-                            timeout=600)
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        # B must not finish the study alone while A restarts (it did on a loaded machine): B's driver is
+        # stopped (its Ray workers finish what they hold) until the resumed A has asked a trial; B's trials
+        # may meanwhile be failed as stale and asked again - its late tells are then dropped (searcher)
+        os.kill(b.pid, signal.SIGSTOP)
+        try:
+            resumed = subprocess.Popen(
+                [sys.executable, "-m", "vitsearch.search.cli", "run", str(study), "--resume", str(tmp_path / "a")],
+                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "a-resumed.stderr", "w"), start_new_session=True,
+                env={**os.environ, "PGPASSWORD": password, **own_lock(tmp_path)})
+            deadline = time.time() + 600
+            while not asked_by(url, name, resumed.pid) and resumed.poll() is None and time.time() < deadline:
+                time.sleep(0.5)
+            assert asked_by(url, name, resumed.pid), (tmp_path / "a-resumed.stderr").read_text()[-3000:]
+        finally:
+            os.kill(b.pid, signal.SIGCONT)
+        assert resumed.wait(timeout=600) == 0, (tmp_path / "a-resumed.stderr").read_text()[-3000:]
         assert b.wait(timeout=600) == 0, (tmp_path / "b.stderr").read_text()[-3000:]
     finally:
-        for p in (a, b):
+        for p in (a, b, *([resumed] if "resumed" in locals() else [])):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
     s = load(url, name)
