@@ -12,9 +12,14 @@ few seconds per config), accuracy measured on **val**; latency **predicted** by 
 study's fitted predictor when one matches this machine, else **measured** once per config.
 Each distinct config is evaluated once and cached in a JSON file (per steps and latency
 source), so all samplers and seeds see identical numbers and the benchmark stays
-affordable; there is no Ray, no rung promotion and no no-gain settling here (for the
-real search at equal wall time, see :mod:`.fidelity_bench`). Quality is the hypervolume
-of the feasible front (accuracy up, latency down) after every trial; the summary also
+affordable. As in ``vitsearch run``, a config no cheaper than the uncompressed model
+(predicted or measured slower, where latency is the only cost objective) is settled on
+its cost without accuracy work and told PRUNED with its constraints, never with an
+invented accuracy (on an AVX2 CPU torchao's int8 configs are such, and their accuracy
+alone would take most of the benchmark's time); there is no Ray and no rung promotion
+here (for the real search at equal wall time, see :mod:`.fidelity_bench`). Quality is
+the hypervolume of the feasible front (accuracy up, latency down; reference point: the
+accuracy budget and the uncompressed model's latency) after every trial; the summary also
 says how many trials each sampler needs to reach random search's hypervolume at the last
 trial (the goal: the default sampler reaches random's 200-trial figure in <= 50). The
 samplers see the study's accuracy-drop and latency budgets as Optuna constraints, as in
@@ -47,24 +52,38 @@ def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
 
 
 class EvalCache:
-    """Evaluations by canonical config JSON, persisted after every new one."""
+    """Evaluations by canonical config JSON, persisted after every new one.
 
-    def __init__(self, path: Path, session, predictor=None, recovery_steps: int = 0):
+    ``reference`` (:class:`~vitsearch.search.engine.gain.Reference`): a config with no gain
+    over the uncompressed model is returned with ``accuracy`` None and ``settled`` (its
+    accuracy is never measured; one cached with an accuracy by an older benchmark is
+    settled alike), as ``vitsearch run`` settles it.
+    """
+
+    def __init__(self, path: Path, session, predictor=None, recovery_steps: int = 0, reference=None):
         self.path, self.session, self.predictor, self.steps = path, session, predictor, recovery_steps
+        self.reference = reference
         self.data: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
         self.new = 0
 
     def get(self, config) -> dict:
         key = json.dumps(config.to_dict(), sort_keys=True)
         if key not in self.data:
-            metrics, _ = self.session.evaluate_staged(config, recovery_steps=self.steps, predictor=self.predictor)
+            metrics, _ = self.session.evaluate_staged(config, recovery_steps=self.steps, predictor=self.predictor,
+                                                      reference=self.reference)
             self.data[key] = {"accuracy": metrics["accuracy"], "latency_ms": metrics["latency"]["median_ms"],
-                              "size_mb": metrics["size_mb"]}
+                              "size_mb": metrics["size_mb"], "macs": metrics.get("macs")}
             self.new += 1
             self.path.write_text(json.dumps(self.data))
+        out = dict(self.data[key])
         if self.predictor is not None:  # deterministic and 0.05 ms: always the current predictor's
-            return {**self.data[key], "latency_ms": self.predictor.predict(config).median_ms}
-        return self.data[key]
+            out["latency_ms"] = self.predictor.predict(config).median_ms
+        if self.reference is not None:
+            why = self.reference.no_gain({"config": config.to_dict(), "latency": {"median_ms": out["latency_ms"]},
+                                          "size_mb": out["size_mb"], "macs": out.get("macs") or 0})
+            if why is not None:
+                out.update(accuracy=None, settled=why)
+        return out
 
 
 def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Path, progress: bool = True,
@@ -73,6 +92,7 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     import optuna
     from tqdm.auto import tqdm
 
+    from vitsearch.search.engine.gain import NO_GAIN_CONSTRAINT, reference_of
     from vitsearch.search.engine.plan import make_sampler
     from vitsearch.search.session import load_session, study_predictor
     from vitsearch.spaces import CompressionConfig, SearchSpace
@@ -86,13 +106,16 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     source = ("predicted by the study's latency predictor" if predictor is not None
               else "measured once per config on this device")
     steps = f"_steps{recovery_steps}" if recovery_steps else ""  # zero-shot keeps the earlier file name
+    objectives = [(o.metric, o.direction) for o in spec.objectives]
+    reference = reference_of(session, objectives, predictor)
     cache = EvalCache(out / f"eval_cache_{'predicted' if predictor is not None else 'measured'}{steps}.json", session,
-                      predictor, recovery_steps)
+                      predictor, recovery_steps, reference)
     base = cache.get(CompressionConfig())
     drop = spec.constraints.max_accuracy_drop if spec.constraints.max_accuracy_drop is not None else 0.05
     min_acc = base["accuracy"] - drop
-    ref = (-min_acc, base["latency_ms"] * 1.2)  # minimise (-accuracy, latency)
+    ref = (-min_acc, base["latency_ms"])  # minimise (-accuracy, latency); nothing slower than the base is a gain
     curves: dict[str, dict[int, list[float]]] = {s: {} for s in samplers}
+    settled: dict[str, int] = {}  # trials settled as no gain, per sampler (all seeds)
     bar = tqdm(total=len(samplers) * len(seeds) * trials, desc="bench-search", unit="trial", disable=not progress)
     started = time.time()
     for name in samplers:
@@ -103,19 +126,26 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
             for _ in range(trials):
                 trial = study_.ask(space.distributions())
                 m = cache.get(space.config_from_params(trial.params))
-                # the study's budgets as Optuna constraints, as `vitsearch run` sets them
-                if spec.constraints.max_accuracy_drop is not None:
+                # the study's budgets as Optuna constraints, as `vitsearch run` sets them (a settled
+                # config: only what was measured, plus its no-gain margin, and PRUNED)
+                if spec.constraints.max_accuracy_drop is not None and m["accuracy"] is not None:
                     trial.set_constraint("accuracy", min_acc - m["accuracy"])
                 if spec.constraints.max_latency_ms is not None:
                     trial.set_constraint("latency_ms", m["latency_ms"] - spec.constraints.max_latency_ms)
-                study_.tell(trial, [m["accuracy"], m["latency_ms"]])
-                points.append((-m["accuracy"], m["latency_ms"]))
-                curve.append(hypervolume_2d(np.array(points), ref))
+                if m["accuracy"] is None:
+                    trial.set_constraint(NO_GAIN_CONSTRAINT, max(m["latency_ms"] - reference.latency_ms, 1e-6))
+                    study_.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    settled[name] = settled.get(name, 0) + 1
+                else:
+                    study_.tell(trial, [m["accuracy"], m["latency_ms"]])
+                    points.append((-m["accuracy"], m["latency_ms"]))
+                curve.append(hypervolume_2d(np.array(points), ref) if points else 0.0)
                 bar.update()
             curves[name][seed] = curve
     bar.close()
     summary = _summarise(curves, trials, ref, base, cache, time.time() - started, session)
     summary["latency_source"] = source + ", cached"
+    summary["settled_no_gain"] = {name: settled.get(name, 0) for name in samplers}
     summary["recovery_steps"] = recovery_steps
     summary["accuracy_source"] = (f"measured on val after {recovery_steps} distillation steps" if recovery_steps
                                   else "measured on val, zero-shot (no distillation)")

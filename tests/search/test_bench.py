@@ -26,3 +26,27 @@ def test_bench_search_runs_and_caches(tmp_path):
     first = summary["new_evaluations"]
     again = run_bench("default", trials=4, seeds=[0], samplers=["random"], out=tmp_path, progress=False)
     assert again["new_evaluations"] == 0 and first >= 1  # every config came from the cache
+
+
+def test_a_config_with_no_gain_is_settled_as_vitsearch_run_settles_it(tmp_path):
+    """Slower than the uncompressed model (latency the only cost): accuracy None and why, even when an older
+    benchmark cached an accuracy for it; the uncompressed model itself is never settled against itself."""
+    import json
+
+    from vitsearch.search.engine.gain import Reference
+    from vitsearch.search.engine.sampler_bench import EvalCache
+    from vitsearch.spaces import CompressionConfig
+
+    slow = CompressionConfig.from_dict({"precision": {"attn": "int8", "mlp": "int8"}})
+    fast = CompressionConfig.from_dict({"depth": {"keep": 4}})
+    key = lambda c: json.dumps(c.to_dict(), sort_keys=True)  # noqa: E731
+    path = tmp_path / "cache.json"
+    path.write_text(json.dumps({key(slow): {"accuracy": 0.97, "latency_ms": 9.0, "size_mb": 1.0},
+                                key(fast): {"accuracy": 0.95, "latency_ms": 1.5, "size_mb": 2.0},
+                                key(CompressionConfig()): {"accuracy": 0.98, "latency_ms": 3.0, "size_mb": 4.0}}))
+    reference = Reference(3.0, 4.0, 10, "measured", ("latency_ms",))
+    cache = EvalCache(path, session=None, reference=reference)  # all cached: the session is never used
+    settled = cache.get(slow)
+    assert settled["accuracy"] is None and "no gain over the uncompressed model" in settled["settled"]
+    assert cache.get(fast)["accuracy"] == 0.95 and cache.get(CompressionConfig())["accuracy"] == 0.98
+    assert EvalCache(path, session=None).get(slow)["accuracy"] == 0.97  # without a reference: as cached
