@@ -143,6 +143,12 @@ def brief(ev: dict) -> dict:
     for part in ("predicted", "predicted_vs_mean_of_two", "repeatability"):
         if ev.get(part):
             out[part] = {k: ev[part].get(k) for k in keep}
+    dec = ev.get("where_it_decides") or {}
+    if dec:
+        out["where_it_decides"] = {k: dec.get(k) for k in ("rule", "n", "no_gain_agreement", "no_gain_agreement_ci")}
+        for part in ("predicted", "repeatability"):
+            if dec.get(part):
+                out["where_it_decides"][part] = {k: dec[part].get(k) for k in keep}
     return out
 
 

@@ -140,6 +140,7 @@ def score_rows(predictor: Any, configs: list, rows: list[dict]) -> dict:
         out["predicted_vs_mean_of_two"] = scores(mean2, pb)
         gaps = [_gap_s(first[k], again[k]) for k in both]
         out["repeat_gap_s"] = float(np.median(gaps)) if gaps else None
+    out["where_it_decides"] = _decision_scores(keys, measured, predicted, again)
     halfwidths = [(r["ratio_high"] - r["ratio_low"]) / 2 / r["ratio"] for r in list(first.values())]
     out.update(n=len(keys), measure_s_per_config=float(np.mean([r["seconds"] for r in first.values()])),
                measure_halfwidth_median=float(np.median(halfwidths)),
@@ -153,6 +154,29 @@ def score_rows(predictor: Any, configs: list, rows: list[dict]) -> dict:
                       "remeasured_ratio": again[k]["ratio"] if k in again else None,
                       "predicted_ratio": p.ratio, "predicted_ms": p.median_ms, "uncertainty_ms": p.uncertainty_ms,
                       "out_of_range": p.out_of_range} for k, p in zip(keys, preds)])
+    return out
+
+
+def _decision_scores(keys: list[str], measured: list[float], predicted: list[float], again: dict) -> dict:
+    """The scores where the search acts on the number: configs predicted no slower than the uncompressed model.
+
+    A search settles a config predicted slower than the uncompressed model as "no gain"
+    without accuracy work (latency the only cost), so there only the side of 1 matters
+    (``no_gain_agreement``: predicted and measured on the same side); the configs it
+    evaluates and ranks are the others, scored here apart (selected by the prediction,
+    not by the measurement, so the selection does not flatter the predictor).
+    """
+    kept = [i for i, p in enumerate(predicted) if p <= 1.0]
+    agree = sum((p <= 1.0) == (m <= 1.0) for p, m in zip(predicted, measured))
+    out: dict[str, Any] = {
+        "rule": "predicted ratio <= 1 (what a search evaluates; the rest it settles as no gain)", "n": len(kept),
+        "no_gain_agreement": agree / len(measured) if measured else float("nan"),
+        "no_gain_agreement_ci": wilson(agree, len(measured)) if measured else None}
+    if len(kept) >= 3:
+        out["predicted"] = scores([measured[i] for i in kept], [predicted[i] for i in kept])
+        both = [i for i in kept if keys[i] in again]
+        if len(both) >= 3:
+            out["repeatability"] = scores([measured[i] for i in both], [again[keys[i]]["ratio"] for i in both])
     return out
 
 

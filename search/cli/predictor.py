@@ -101,6 +101,16 @@ def cmd_predictor_eval(args) -> int:
     if res.get("predicted_vs_mean_of_two"):
         print(f"  predicted vs mean of 2:  {_line(res['predicted_vs_mean_of_two'])}")
         print(f"  re-measured vs measured: {_line(res['repeatability'])}  (the measurement's own repeatability)")
+    dec = res.get("where_it_decides") or {}
+    if dec.get("predicted"):
+        print(f"  where the search ranks them ({dec['n']} configs {dec['rule']}):")
+        print(f"    predicted vs measured:   {_line(dec['predicted'])}")
+        if dec.get("repeatability"):
+            print(f"    re-measured vs measured: {_line(dec['repeatability'])}")
+    if dec:
+        lo, hi = dec["no_gain_agreement_ci"]
+        print(f"  no-gain decision (predicted vs measured side of the uncompressed model): "
+              f"{_pct(dec['no_gain_agreement'])} agree (95 % Wilson {_pct(lo)}-{_pct(hi)})")
     print(f"  prediction: {res['predict_ms'] * 1000:.0f} us per config (measured wall time of predict()); "
           f"{res['out_of_range']} prediction(s) out of the profiled range; reference {res['reference_ms_eval']:.3f} "
           f"ms now vs {res['reference_ms_profile']:.3f} ms in the profile")

@@ -222,6 +222,22 @@ def test_scores_known_values():
     assert s["spearman"] == pytest.approx(1.0) and s["kendall"] == pytest.approx(1.0)
 
 
+def test_decision_scores_select_by_prediction_and_judge_the_no_gain_side():
+    """Where the search acts: configs *predicted* at <= 1x the uncompressed model are scored apart; for all,
+    whether prediction and measurement fall on the same side of 1 (the no-gain settlement)."""
+    from vitsearch.evaluators.latency.evaluate import _decision_scores
+
+    keys = ["a", "b", "c", "d", "e"]
+    measured = [0.50, 0.80, 0.95, 1.10, 9.0]
+    predicted = [0.52, 0.70, 0.90, 0.98, 8.0]  # d: predicted a gain, measured none; e: far off but settled alike
+    again = {k: {"ratio": m * 1.01} for k, m in zip(keys, measured)}
+    out = _decision_scores(keys, measured, predicted, again)
+    assert out["n"] == 4 and out["no_gain_agreement"] == pytest.approx(0.8)
+    assert out["predicted"]["n"] == 4 and out["predicted"]["within_10pct"] == pytest.approx(0.5)  # b, d: 12.5, 10.9 % off
+    assert out["repeatability"]["within_5pct"] == 1.0  # e's 11 % miss never counts where it is settled
+    assert "predicted" not in _decision_scores(keys[:2], measured[:2], predicted[:2], again)  # too few to score
+
+
 def test_default_profile_dir_names_the_study():
     from vitsearch.search.study import parse_study
 
@@ -300,6 +316,7 @@ def test_profile_fit_predict_eval_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(["predictor-eval", str(study), "--profile", str(out), "--n", "3", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 3 and res["set"] == "uniform" and res["predict_ms"] > 0
+    assert 0 <= res["where_it_decides"]["no_gain_agreement"] <= 1
     for part in ("predicted", "repeatability", "predicted_vs_mean_of_two"):
         s = res[part]
         assert s["n"] == 3 and 0 <= s["within_5pct"] <= s["within_10pct"] <= 1 and s["mape"] >= 0
