@@ -99,11 +99,12 @@ def make_sampler(spec: StudySpec, trials: int, seed_offset: int = 0):
     if s.sampler == "nsga2":
         population = s.population_size or max(6, min(20, trials // 4))
         return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=population)
+    startup = s.startup_trials or max(5, trials // 5)
     if s.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True,
-                                          n_startup_trials=max(5, trials // 5))
+                                          n_startup_trials=startup)
     if s.sampler == "gp":  # Optuna >= 4.5: constrained multi-objective (logCEHVI) from Trial.set_constraint
-        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=max(5, trials // 5))
+        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=startup)
     return optuna.samplers.RandomSampler(seed=s.seed)
 
 

@@ -127,6 +127,7 @@ BAD_STUDIES = [
     ({"search": {"workers": 9, "cpus": 2}}, "search.workers: 9 trials at a time is more than allowed"),
     ({"search": {"cpus": 0}}, "field 'search.cpus'"),
     ({"search": {"population_size": 1}}, "field 'search.population_size'"),
+    ({"search": {"startup_trials": 0}}, "field 'search.startup_trials'"),
     ({"search": {"batch_size": 0}}, "field 'search.batch_size'"),
     ({"search": {"time_budget_minutes": 0}}, "field 'search.time_budget_minutes'"),
     ({"search": {"time_budget_minutes": INF}}, "field 'search.time_budget_minutes'"),
