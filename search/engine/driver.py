@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from vitsearch.search.engine.accounting import cpu_books, descendants_cpu, engine_books
 from vitsearch.search.engine.sharing import drain_surplus
 from vitsearch.search.engine.plan import Plan, RunOptions, eta_text, make_sampler, plan_run
+from vitsearch.search.results.rundir import write_atomic
 from vitsearch.search.storage import open_storage, storable_url
 from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
@@ -341,8 +342,29 @@ class Driver:
             "latency_source": self.latency_source,
             "front_table": front_table(front),
         }
-        (path / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "front_table"}, indent=2))
+        summary.update(earlier_attempts(path / "summary.json", books))
+        write_atomic(path / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "front_table"},
+                                                       indent=2))
         return summary
+
+
+def earlier_attempts(path: Path, books: dict) -> dict:
+    """This attempt's ``books`` with the earlier attempts' of a resumed run, from its last ``summary.json``.
+
+    ``engine`` covers this attempt only (its start-up, drain and overhead are of one fit);
+    ``engine_earlier_attempts`` keeps each earlier attempt's books, oldest first, and
+    ``evaluations_all_attempts`` / ``evaluation_seconds_all_attempts`` add all of them up.
+    An attempt killed before it wrote its summary left no books (its trials are in the storage).
+    """
+    try:
+        prev = json.loads(path.read_text())
+        earlier = [*prev.get("engine_earlier_attempts", []), {**prev.get("engine", {}), "seconds": prev.get("seconds")}]
+    except (OSError, ValueError):
+        earlier = []
+    every = [*earlier, books]
+    return {"engine_earlier_attempts": earlier,
+            "evaluations_all_attempts": sum(b.get("evaluations", 0) for b in every),
+            "evaluation_seconds_all_attempts": round(sum(b.get("evaluation_seconds", 0.0) for b in every), 2)}
 
 
 #: summary fields that are counts, stored in float columns when another row has none

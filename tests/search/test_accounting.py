@@ -143,3 +143,24 @@ def test_last_batches_are_shared_between_workers(builtin_model, tmp_path):
         sizes.append(len(out["candidates"]))
     # 10 wanted, 2 workers: 5, then half of the 5 left, ... never more than 10 in all
     assert sizes[:2] == [5, 3] and sum(sizes) == 10 and sizes == sorted(sizes, reverse=True)
+
+
+def test_a_resumed_runs_summary_keeps_the_earlier_attempts_books(tmp_path):
+    """summary.json's ``engine`` is one attempt's; a resume keeps the earlier ones and adds them all up."""
+    import json
+
+    from vitsearch.search.engine.driver import earlier_attempts
+
+    path = tmp_path / "summary.json"
+    assert earlier_attempts(path, {"evaluations": 3, "evaluation_seconds": 1.5}) == {
+        "engine_earlier_attempts": [], "evaluations_all_attempts": 3, "evaluation_seconds_all_attempts": 1.5}
+    path.write_text(json.dumps({"engine": {"evaluations": 4, "evaluation_seconds": 2.0}, "seconds": 30.0}))
+    second = earlier_attempts(path, {"evaluations": 3, "evaluation_seconds": 1.5})
+    assert second["engine_earlier_attempts"] == [{"evaluations": 4, "evaluation_seconds": 2.0, "seconds": 30.0}]
+    assert second["evaluations_all_attempts"] == 7 and second["evaluation_seconds_all_attempts"] == 3.5
+    path.write_text(json.dumps({"engine": {"evaluations": 3, "evaluation_seconds": 1.5}, "seconds": 20.0, **second}))
+    third = earlier_attempts(path, {"evaluations": 1, "evaluation_seconds": 0.5})  # a third attempt: both kept
+    assert [b["evaluations"] for b in third["engine_earlier_attempts"]] == [4, 3]
+    assert third["evaluations_all_attempts"] == 8
+    path.write_text("{half a fi")  # a summary torn by a crash (no longer written so): this attempt alone
+    assert earlier_attempts(path, {"evaluations": 1})["engine_earlier_attempts"] == []
