@@ -47,7 +47,7 @@ def evaluate_in_runtime(session, config, steps: int, feasibility=None, predictor
         if built is None:
             latency, fingerprint = session._latency(None, config, predictor)
         else:
-            latency, fingerprint = _measure(session, *built)
+            latency, fingerprint = measure_deployed(session, *built)
     metrics = {"config": config.to_dict(), "accuracy": None, "top5": None, "accuracy_source": "not evaluated",
                "size_mb": size.size_mb, "size_mb_sparse_storage": size.size_mb_sparse_storage,
                "macs": analytic_macs(session.base, config), "latency": latency, "fingerprint": fingerprint,
@@ -64,16 +64,19 @@ def evaluate_in_runtime(session, config, steps: int, feasibility=None, predictor
     return metrics, feasibility.accuracy_violation(metrics) if feasibility is not None else None
 
 
-def score_prepared(session, prepared, config, timed):
+def score_prepared(session, prepared, config, timed=None, built=None):
     """Val accuracy of ``prepared`` (the float structure of ``config``) as the search scores it in the study's runtime.
 
-    In the runtime where it changes numerics (a program built from these weights), else
-    on the eager model; used by promotions, so every rung of a candidate is scored alike.
+    In the runtime where it changes numerics (``built``: (program, numerics) of these
+    weights, else built here), else on the eager model; used by promotions and by pick,
+    so every rung of a candidate and its export are scored alike. ``timed(name)``: a
+    phase timer (None: untimed).
     """
     from vitsearch.evaluators.runtimes import get_runtime
 
+    timed = timed or _untimed
     with timed("accuracy"):
-        return _accuracy(session, get_runtime(session.spec.latency.runtime), prepared, config, None, timed)
+        return _accuracy(session, get_runtime(session.spec.latency.runtime), prepared, config, built, timed)
 
 
 def _eager_or_float(prepared, config, device):
@@ -85,9 +88,13 @@ def _eager_or_float(prepared, config, device):
     return finalized(prepared, config, device) if ok else prepared
 
 
+def _untimed(name):
+    return contextlib.nullcontext()
+
+
 def build_for_study(session, prepared, config):
-    """The study runtime's program of ``prepared`` (checked against eager once), outside a timed search phase."""
-    return _build(session, prepared, config, lambda name: contextlib.nullcontext())[0]
+    """(program, numerics) of ``prepared`` in the study's runtime, checked against eager once; untimed."""
+    return _build(session, prepared, config, _untimed)
 
 
 def _build(session, prepared, config, timed):
@@ -102,7 +109,8 @@ def _build(session, prepared, config, timed):
                              session.data.calibration)
 
 
-def _measure(session, deployed, numerics):
+def measure_deployed(session, deployed, numerics):
+    """(latency entry, fingerprint) of a built program, by the study's measurement protocol."""
     from vitsearch.evaluators import latency_entry
     from vitsearch.evaluators.runtimes.deploy import latency_fields, measure
 

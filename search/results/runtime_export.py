@@ -80,24 +80,13 @@ def export_in_runtime(session, prepared, config) -> RuntimeExport:
     Accuracy is run in the runtime where it changes numerics (as the search scored it),
     else on the eager model.
     """
-    from vitsearch.evaluators import evaluate_accuracy, latency_entry
-    from vitsearch.evaluators.latency.measure import default_threads
-    from vitsearch.evaluators.runtimes import get_runtime
-    from vitsearch.evaluators.runtimes.deploy import build_checked, latency_fields, measure
-    from vitsearch.evaluators.runtimes.eager import finalized
-    from vitsearch.evaluators.runtimes.numerics import accuracy_in_runtime
+    from vitsearch.search.runtime_eval import build_for_study, measure_deployed, score_prepared
 
-    lat, dev = session.spec.latency, session.device
-    threads = (lat.threads or default_threads()) if dev.type == "cpu" else None
-    deployed, numerics = build_checked(lat.runtime, prepared, config, session.input_shape, dev, threads,
-                                       session.data.calibration)
-    source, batch = f"val split of {session.data.name}", session.spec.data.eval_batch_size
-    if get_runtime(lat.runtime).changes_numerics(config):
-        acc = accuracy_in_runtime(deployed, session.data.val, batch, source)
-    else:
-        acc = evaluate_accuracy(finalized(prepared, config, dev), session.data.val, dev, batch, source=source)
-    result = measure(deployed, session.input_shape, dev, threads=lat.threads, warmup=lat.warmup,
-                     max_runs=lat.max_runs, max_seconds=lat.max_seconds)
-    entry = {**latency_entry(result), **latency_fields(deployed, numerics), "note": "re-measured in the runtime at export"}
+    built = build_for_study(session, prepared, config)
+    acc = score_prepared(session, prepared, config, built=built)
+    # the study's protocol (interleaved with the uncompressed model, with its interval), as the search measured
+    entry, _ = measure_deployed(session, *built)
+    entry["note"] = "re-measured in the runtime at export"
+    deployed, dev = built[0], session.device
     example = torch.randn(*session.input_shape, generator=torch.Generator().manual_seed(1)).to(dev)
     return RuntimeExport(acc, lambda path: write_runtime_file(deployed, example, Path(path).parent), entry, deployed)

@@ -83,7 +83,7 @@ def measure_test_deployed(session, prepared, config, deployed=None) -> dict[str,
     if deployed is None:
         from vitsearch.search.runtime_eval import build_for_study
 
-        deployed = build_for_study(session, prepared, config)
+        deployed = build_for_study(session, prepared, config)[0]
     acc = accuracy_in_runtime(deployed, session.data.test, session.spec.data.eval_batch_size,
                               f"test split of {session.data.name}")
     lo, hi = wilson_interval(acc.top1, acc.n)
