@@ -112,31 +112,33 @@ class Remeasure:
 
 
 def current_fingerprint(spec: StudySpec) -> dict[str, Any]:
-    """This machine's fingerprint for the study's device and thread count (as measurements see it)."""
+    """This machine's fingerprint for the study's device, thread count and runtime (as measurements see it)."""
     from vitsearch.evaluators import device_fingerprint, resolve_device
     from vitsearch.evaluators.latency.measure import default_threads
 
     dev = resolve_device(spec.device)
     threads = spec.latency.threads or default_threads() if dev.type == "cpu" else None
-    return device_fingerprint(dev, threads)
+    if spec.latency.runtime == "eager":
+        return device_fingerprint(dev, threads)
+    from vitsearch.evaluators.runtimes.deploy import runtime_fingerprint
+
+    return runtime_fingerprint(dev, threads, spec.latency.runtime)  # names the runtime and its version
 
 
 def check_remeasure(view: RunView) -> Remeasure:
     """Decide whether the front can be re-measured here (fingerprint ids must match)."""
     runtime = view.spec.latency.runtime
-    if runtime != "eager":  # re-measuring the front in eager would compare another runtime's numbers
-        return Remeasure(False, f"not re-measured: the front was measured in {runtime}; as recorded "
-                                f"(pick re-measures the picked variant in {runtime} at export)")
     study_fp = view.study_fingerprint()
     try:
         here = current_fingerprint(view.spec)
     except VitsearchError as exc:  # the study's device is absent here
-        return Remeasure(False, f"not re-measured: the study's device is not available here ({exc})")
+        return Remeasure(False, f"not re-measured: the study's device or runtime is not available here ({exc})")
     want = study_fp.get("fingerprint_id")
     if want != here["fingerprint_id"]:
         return Remeasure(False, f"not re-measured: this machine's fingerprint {here['fingerprint_id']} differs "
                                 f"from the study's {want}; latencies are as recorded for the study's device", here)
-    return Remeasure(True, f"re-measured on this machine (fingerprint {want} matches the study's)", here)
+    where = "" if runtime == "eager" else f", each variant built again in {runtime} {here.get('runtime_version')}"
+    return Remeasure(True, f"re-measured on this machine (fingerprint {want} matches the study's{where})", here)
 
 
 def remeasure_front(view: RunView, session=None, progress: bool = True) -> Remeasure:
@@ -154,11 +156,28 @@ def remeasure_front(view: RunView, session=None, progress: bool = True) -> Remea
     rows = []
     for _, r in tqdm(list(view.front.iterrows()), desc="re-measuring the front", unit="variant", disable=not progress):
         config = CompressionConfig.from_dict(json.loads(r["config"]))
-        model = compress(session.base, config, calibration=session.data.calibration, device=str(session.device))
-        res = measure_latency(model, session.input_shape, session.device, **session.latency_kwargs())
+        if view.spec.latency.runtime != "eager":
+            res = _remeasure_in_runtime(session, config)
+        else:
+            model = compress(session.base, config, calibration=session.data.calibration, device=str(session.device))
+            res = measure_latency(model, session.input_shape, session.device, **session.latency_kwargs())
         rows.append(remeasure_row(r, res))
     check.table = pd.DataFrame(rows)
     return check
+
+
+def _remeasure_in_runtime(session, config):
+    """``config`` built in the study's runtime as the search built it (float structure, the runtime
+    quantising), checked, and timed by the study's protocol: a LatencyResult."""
+    from vitsearch.evaluators.runtimes.deploy import measure
+    from vitsearch.evaluators.runtimes.onnxexport import float_config
+    from vitsearch.search.runtime_eval import build_for_study
+    from vitsearch.spaces import prepare
+
+    prepared = prepare(session.base, float_config(config, keep_half=True), calibration=session.data.calibration,
+                       device=str(session.device))
+    deployed, _ = build_for_study(session, prepared, config)
+    return measure(deployed, session.input_shape, session.device, **session.latency_kwargs())
 
 
 def remeasure_row(r: Any, res: Any) -> dict[str, Any]:
