@@ -4,9 +4,13 @@
 steps; this module is where those decisions meet the study. A trial is told to Optuna
 once, at its first rung; its later rungs are study user attributes (``rung:N:K``, with
 values and evaluation), each promotion is marked (``promoted:N:K``) in the storage before
-any worker starts it and a failed one is recorded (``rung_failed:N:K``). So a driver that
-resumes (or joins) the study rebuilds the ladder from the storage, re-runs the promotions
-a dead driver lost, skips the ones another live driver issued, and promotes nothing twice.
+any worker starts it, with the driver that issued it, and a failed one is recorded
+(``rung_failed:N:K``). So a driver that resumes (or joins) the study rebuilds the ladder
+from the storage and re-runs a promotion without result only when its issuer is gone:
+one issued by another driver still running on this machine is left to it (its result is
+read from the storage once that driver has ended); one issued by a driver on another
+machine, whose life cannot be seen from here, is run again (at worst the same record is
+written twice). Nothing is promoted twice by live drivers on one machine.
 Checkpoints (``RUN/rungs/trial-N-rung-K.pt``) carry a candidate's weights from one rung
 to the next.
 """
@@ -21,6 +25,7 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
+from vitsearch.search.engine.ownership import driver_alive, driver_id
 from vitsearch.search.engine.rungs import Ladder
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_EVAL, ATTR_FEASIBLE, ATTR_INFEASIBLE,
                                              ATTR_REUSED, ATTR_SECONDS, ATTR_TIMING, ATTR_WORKER, STUDY_PROMOTED,
@@ -38,6 +43,18 @@ def config_key(config_dict: dict) -> str:
 def is_identity(key: str) -> bool:
     """The uncompressed model's config: the teacher itself, never distilled."""
     return not {k for k in json.loads(key) if k != "schema_version"}
+
+
+def _issuers(attrs: dict, me: str) -> dict[tuple[int, int], str]:
+    """Promotions marked in the study's ``attrs`` by another driver than ``me`` -> that driver's id."""
+    out = {}
+    for key, value in attrs.items():
+        kind, _, rest = key.partition(":")
+        if kind == STUDY_PROMOTED and rest.count(":") == 1 and isinstance(value, dict):
+            owner = value.get("driver")
+            if owner and owner != me:
+                out[tuple(int(x) for x in rest.split(":"))] = owner
+    return out
 
 
 def payload_timing(payload: dict) -> dict:
@@ -61,16 +78,22 @@ class Promotions:
     ``study``: the Optuna study (its user attributes hold the later rungs); ``ladder``: the
     :class:`Ladder` (None: one rung of 0 steps); ``maximize``: per objective, for the
     default ladder; ``rung_dir``: where checkpoints go (None: none kept); ``on_rung(number,
-    rung)`` after every promotion result or failure.
+    rung)`` after every promotion result or failure; ``me``: this driver's id, and
+    ``alive(driver id)``: whether another driver still runs (True / False, None: cannot
+    tell - another machine), both from :mod:`~vitsearch.search.engine.ownership` by default.
     """
 
     def __init__(self, study: optuna.Study, ladder: Ladder | None, maximize: tuple[bool, ...],
-                 rung_dir: str | None = None, on_rung: Callable[[int, int], None] | None = None):
+                 rung_dir: str | None = None, on_rung: Callable[[int, int], None] | None = None,
+                 me: str | None = None, alive: Callable[[str], bool | None] = driver_alive):
         self.study = study
         self.ladder = ladder or Ladder((0,), 2.0, maximize)
         self.rung_dir, self.on_rung = rung_dir, on_rung
+        self.me, self.alive = me or driver_id(), alive
         self.in_flight: dict[str, tuple[int, int]] = {}  # Tune trial id -> promotion (number, rung)
-        self._elsewhere: set[tuple[int, int]] = set()  # promotions another driver of the study issued since
+        # promotions other drivers issued -> (their driver id, trusted when its life cannot be seen: it was
+        # issued while this driver ran, so by a driver alive then)
+        self._issuer: dict[tuple[int, int], tuple[str, bool]] = {}
         self._first: dict[int, tuple[str, dict]] = {}  # trial number -> (config key, first-rung metrics)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.user_attrs.get(ATTR_REUSED) is None:
@@ -96,7 +119,7 @@ class Promotions:
 
     def due(self) -> tuple[int, int] | None:
         """The promotion that would be handed out now, without issuing it."""
-        lost = self.ladder.lost(set(self.in_flight.values()) | self._elsewhere)
+        lost = self._lost()
         if lost:
             return lost[0]
         due = self.ladder.promotable()
@@ -152,8 +175,10 @@ class Promotions:
     # ---- internals -----------------------------------------------------------------------
     def _restore(self) -> None:
         """The ladder as the storage has it: first rungs from the trials, later ones from study attrs."""
-        records, issued, failed = rung_attrs(self.study.user_attrs)
+        attrs = self.study.user_attrs
+        records, issued, failed = rung_attrs(attrs)
         self.ladder.issued |= {p for p in issued if p[1] <= self.ladder.top}
+        self._issuer.update({p: (owner, False) for p, owner in _issuers(attrs, self.me).items()})
         for number, rung in failed:
             self.ladder.record_failure(number, rung)
         for number, by_rung in records.items():
@@ -169,18 +194,48 @@ class Promotions:
 
     def _next(self) -> tuple[int, int] | None:
         """A promotion to hand out now: one lost by an earlier driver first, else a new one (marked issued)."""
-        lost = self.ladder.lost(set(self.in_flight.values()) | self._elsewhere)
+        lost = self._lost()
         if lost:
             return lost[0]
-        issued_elsewhere = None
+        attrs = None
         for number, rung in self.ladder.promotable():
-            if issued_elsewhere is None:  # read the storage only when something is due
-                issued_elsewhere = set(rung_attrs(self.study.user_attrs)[1])
+            if attrs is None:  # read the storage only when something is due
+                attrs = self.study.user_attrs
             self.ladder.issue(number, rung)
-            if (number, rung) in issued_elsewhere:
-                self._elsewhere.add((number, rung))  # another live driver runs it: not lost, not ours
+            if f"{STUDY_PROMOTED}:{number}:{rung}" in attrs:  # another driver issued it: its to run
+                self._issuer[(number, rung)] = (_issuers(attrs, self.me).get((number, rung), ""), True)
                 continue
             # in the storage before any worker starts it: a killed driver's successor re-runs it, never twice
-            self.study.set_user_attr(f"{STUDY_PROMOTED}:{number}:{rung}", time.time())
+            self.study.set_user_attr(f"{STUDY_PROMOTED}:{number}:{rung}", {"at": time.time(), "driver": self.me})
             return number, rung
         return None
+
+    def _lost(self) -> list[tuple[int, int]]:
+        """Issued promotions without result that nobody alive will finish: ours to run.
+
+        One another driver issued is left to it while it runs; once it has ended, its
+        result (or failure) is read from the storage, and only a promotion without either
+        is run again. An issuer on another machine (or of an older run, not named) cannot
+        be seen: its promotion is run again, unless it was issued while this driver ran
+        (then its issuer was alive, and is trusted to finish it, as before).
+        """
+        lost = self.ladder.lost(set(self.in_flight.values()))
+        others = [p for p in lost if p in self._issuer]
+        if not others:
+            return lost
+        gone = set()
+        for p in others:
+            owner, trusted = self._issuer[p]
+            alive = self.alive(owner) if owner else None
+            if alive is False or (alive is None and not trusted):
+                gone.add(p)
+        if gone:  # they may have finished before they ended: read what they wrote
+            records, _, failed = rung_attrs(self.study.user_attrs)
+            for number, rung in gone:
+                if (number, rung) in failed:
+                    self.ladder.record_failure(number, rung)
+                elif rung in records.get(number, {}):
+                    self.ladder.record(number, rung, records[number][rung]["values"])
+                self._issuer.pop((number, rung))
+        live = set(others) - gone
+        return [p for p in self.ladder.lost(set(self.in_flight.values())) if p not in live]

@@ -1,0 +1,68 @@
+"""The rung book in the storage: who issued a promotion decides whether another driver runs it again.
+
+Two drivers of one study are two Promotions objects on one Optuna study; which of them
+is alive is told through ``alive`` (the real one reads /proc for drivers on this machine).
+"""
+
+import json
+
+import optuna
+import pytest
+
+from vitsearch.search.engine.promotions import Promotions
+from vitsearch.search.engine.rungs import Ladder
+from vitsearch.search.results.tables import STUDY_PROMOTED
+
+KEYS = [json.dumps({"depth": {"keep": k}}) for k in (6, 7)]
+A, B, REMOTE = "host-1:100:1", "host-1:200:1", "host-2:300:1"
+
+
+def _book(study, me, alive):
+    book = Promotions(study, Ladder((10, 50), 2.0, (True, False)), (True, False), me=me, alive=alive.get)
+    for number, key in enumerate(KEYS):  # two first-rung results: the quota promotes one of them
+        book.remember_first(number, key, {"accuracy": 0.9 + number / 100}, [0.9 + number / 100, 5.0 - number])
+    return book
+
+
+@pytest.fixture
+def study():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(directions=["maximize", "minimize"])
+
+
+def test_a_promotion_of_a_live_driver_on_this_machine_is_left_to_it(study):
+    alive = {A: True, B: True}
+    job = _book(study, A, alive).take("tune-a")
+    assert job["rung"] == 1 and study.user_attrs[f"{STUDY_PROMOTED}:{job['number']}:1"]["driver"] == A
+    b = _book(study, B, alive)  # B starts beside the live A: nothing is lost, nothing to run
+    assert b.due() is None and b.take("tune-b") is None
+    alive[A] = False  # A dies without a result: now it is B's to run
+    again = b.take("tune-b")
+    assert (again["number"], again["rung"]) == (job["number"], 1)
+
+
+def test_a_result_written_before_its_driver_ended_is_read_not_run_again(study):
+    alive = {A: True, B: True}
+    a = _book(study, A, alive)
+    job = a.take("tune-a")
+    b = _book(study, B, alive)
+    payload = {"number": job["number"], "rung": 1, "evaluation": {"accuracy": 0.95}, "feasible": True,
+               "constraints": [-0.01]}
+    assert not a.result("tune-a", payload, lambda m: [m["accuracy"], 4.0]).failed
+    alive[A] = False  # A finished and exited
+    assert b.due() is None  # B read A's record instead of running the promotion again
+    assert b.ladder.results[1] == {job["number"]: (0.95, 4.0)}
+
+
+def test_an_issuer_on_another_machine_found_at_start_is_run_again(study):
+    alive = {REMOTE: None, B: True}  # its life cannot be seen from here: run again (at worst twice)
+    job = _book(study, REMOTE, {REMOTE: True}).take("tune-r")
+    assert (_book(study, B, alive).take("tune-b")["number"], 1) == (job["number"], 1)
+
+
+def test_a_promotion_another_driver_issued_while_this_one_ran_is_trusted(study):
+    alive = {REMOTE: None, B: True}
+    b = _book(study, B, alive)  # B runs first; the remote driver then issues the due promotion
+    remote = _book(study, REMOTE, {REMOTE: True, B: True})
+    remote.take("tune-r")
+    assert b.take("tune-b") is None  # found issued at issue time: its issuer was alive, left to it
