@@ -33,7 +33,7 @@ ATTR_NODE = "node"  # the Ray node that evaluated it: "IP node-id"
 
 #: study user attributes of the rungs (a trial is told once, at its first rung; later rungs live here)
 STUDY_RUNG = "rung"  # rung:N:K -> the record of trial N at rung K (evaluation, feasible, ...)
-STUDY_PROMOTED = "promoted"  # promoted:N:K -> when trial N was promoted to rung K
+STUDY_PROMOTED = "promoted"  # promoted:N:K -> {"at": when, "driver": who} trial N was promoted to rung K
 STUDY_RUNG_FAILED = "rung_failed"  # rung_failed:N:K -> the error of that promotion
 
 
