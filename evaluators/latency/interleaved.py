@@ -26,7 +26,9 @@ The candidate and the reference are modules (timed on an fp32 input of ``input_s
 or plain zero-argument callables (an ONNX Runtime session, a compiled model: whatever
 runs one forward pass). The device lock is held throughout, the torch thread count is
 fixed for the measurement and restored, and every thread's nice value, policy and
-affinity is recorded (:mod:`.hygiene`). On CUDA each pass is bracketed by CUDA events.
+affinity is recorded (:mod:`.hygiene`). Python's garbage collector is run before the
+timed passes and kept off during them, as ``timeit`` does. On CUDA each pass is bracketed
+by CUDA events.
 """
 
 from __future__ import annotations
@@ -202,12 +204,18 @@ def measure_interleaved(candidate: Any, reference: Any, input_shape: Sequence[in
 def _run(fns, plan: InterleavePlan, dev, threads, fingerprint, reference_ms_profile) -> InterleavedResult:
     from vitsearch.evaluators.latency.hygiene import thread_report
     from vitsearch.evaluators.latency.prepare import warm_up
+    from vitsearch.evaluators.latency.timing import gc_paused
 
     timers = [_pass_timer(fn, dev) for fn in fns]
     shape_hint = "(the model's input)"
     for t in timers:
         warm_up(lambda t=t: t(1), max(plan.warmup, 1), shape_hint)
     hygiene = thread_report()  # after warm-up: torch's pool threads exist now
+    with gc_paused():  # no collection pauses a timed pass (timing.gc_paused says why)
+        return _timed(timers, plan, dev, threads, fingerprint, reference_ms_profile, hygiene)
+
+
+def _timed(timers, plan: InterleavePlan, dev, threads, fingerprint, reference_ms_profile, hygiene) -> InterleavedResult:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     samples: list[list[float]] = [[], []]
     logs: list[float] = []

@@ -10,6 +10,8 @@ lock; the thread count is set here and restored.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +31,24 @@ class TimingPlan:
     warmup: int = 5
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Collect Python's garbage now and keep the collector off inside (as ``timeit`` does); restore it after.
+
+    The garbage what ran before left (an ONNX export, a distillation) would otherwise be
+    collected during timed passes, pausing a Python-heavy eager model and not a runtime's
+    single native call: it would not cancel in a ratio of the two.
+    """
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def time_interleaved(fns: Sequence[Callable[[], object]], plan: TimingPlan, threads: int | None,
                      device: torch.device) -> list[list[float]]:
     """Raw per-pass milliseconds for each callable, timed round-robin."""
@@ -41,9 +61,10 @@ def time_interleaved(fns: Sequence[Callable[[], object]], plan: TimingPlan, thre
             est = [_warm(fn, plan.warmup, sync) for fn in fns]
             per_round = [_passes(e, plan) for e in est]
             samples: list[list[float]] = [[] for _ in fns]
-            for _ in range(plan.rounds):
-                for i, fn in enumerate(fns):
-                    samples[i].extend(_run(fn, per_round[i], sync))
+            with gc_paused():
+                for _ in range(plan.rounds):
+                    for i, fn in enumerate(fns):
+                        samples[i].extend(_run(fn, per_round[i], sync))
     finally:
         torch.set_num_threads(saved)
     return samples

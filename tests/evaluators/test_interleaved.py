@@ -157,3 +157,22 @@ def test_thread_report_sees_a_niced_thread():
     assert rep["timing_thread"]["nice"] == 5 and rep["timing_thread"]["policy"] == "SCHED_OTHER"
     assert any("niced to 5" in w for w in rep["warnings"]) and "WARNING" in short(rep)
     assert thread_report()["timing_thread"]["nice"] == os.getpriority(os.PRIO_PROCESS, 0)  # this thread untouched
+
+
+def test_no_garbage_collection_pauses_a_timed_pass_and_the_collector_is_restored():
+    """Collected before the timed passes, off during them (as timeit does), back on afterwards."""
+    import gc
+
+    from vitsearch.evaluators.latency.interleaved import InterleavePlan, measure_interleaved
+
+    seen = []
+    fn = lambda: seen.append(gc.isenabled())  # noqa: E731
+    plan = InterleavePlan(chunk=2, min_pairs=3, max_pairs=3, warmup=1)
+    measure_interleaved(fn, fn, lock=False, plan=plan)
+    assert seen[-12:] == [False] * 12 and gc.isenabled()  # the 3 pairs of 2 x 2 timed passes
+    gc.disable()
+    try:
+        measure_interleaved(fn, fn, lock=False, plan=plan)
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        gc.enable()
