@@ -164,3 +164,25 @@ def test_a_resumed_runs_summary_keeps_the_earlier_attempts_books(tmp_path):
     assert third["evaluations_all_attempts"] == 8
     path.write_text("{half a fi")  # a summary torn by a crash (no longer written so): this attempt alone
     assert earlier_attempts(path, {"evaluations": 1})["engine_earlier_attempts"] == []
+
+
+def test_near_the_deadline_a_batch_is_sized_by_the_slow_candidates_not_the_median(builtin_model, tmp_path):
+    """Settled candidates take seconds, evaluated ones minutes: the batch must fit the expensive ones."""
+    import time
+
+    import optuna
+
+    from vitsearch.search.engine.feasibility import Feasibility
+    from vitsearch.search.engine.searcher import CandidateSearch
+    from vitsearch.search.study import parse_study
+    from vitsearch.spaces import SearchSpace
+
+    space = SearchSpace.from_spec(parse_study({"name": "x"}).space, builtin_model)
+    search = CandidateSearch(space=space, objectives=[("accuracy", "maximize"), ("latency_ms", "minimize")],
+                             feasibility=Feasibility(None, None, None), target=100, batch_size=64, workers=2,
+                             sampler=optuna.samplers.RandomSampler(seed=0),
+                             storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"),
+                             study_name="x", deadline=time.time() + 300)
+    assert search._fits_before_deadline() == 1  # nothing known yet
+    search._first_seconds = [2.0] * 5 + [140.0] * 4  # the median (2 s) would allow 150 in 300 s
+    assert search._fits_before_deadline() <= 2
