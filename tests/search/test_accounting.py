@@ -120,8 +120,8 @@ def test_pipeline_stops_its_thread_when_tune_stops_the_trial(monkeypatch):
     assert len(started) < 20  # stopped between candidates, not run to the end
 
 
-def test_last_batches_are_shared_between_workers(builtin_model, tmp_path):
-    """Near the target the searcher splits what is left instead of handing it all to one worker."""
+def _searcher(model, tmp_path, **kw):
+    """A CandidateSearch over the default space on a SQLite study (random sampler, 2 workers)."""
     import optuna
 
     from vitsearch.search.engine.feasibility import Feasibility
@@ -129,12 +129,16 @@ def test_last_batches_are_shared_between_workers(builtin_model, tmp_path):
     from vitsearch.search.study import parse_study
     from vitsearch.spaces import SearchSpace
 
-    space = SearchSpace.from_spec(parse_study({"name": "x"}).space, builtin_model)
-    search = CandidateSearch(space=space, objectives=[("accuracy", "maximize"), ("latency_ms", "minimize")],
-                             feasibility=Feasibility(None, None, None), target=10, batch_size=8, workers=2,
-                             sampler=optuna.samplers.RandomSampler(seed=0),
-                             storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"),
-                             study_name="x")
+    space = SearchSpace.from_spec(parse_study({"name": "x"}).space, model)
+    return CandidateSearch(space=space, objectives=[("accuracy", "maximize"), ("latency_ms", "minimize")],
+                           feasibility=Feasibility(None, None, None), workers=2,
+                           sampler=optuna.samplers.RandomSampler(seed=0),
+                           storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"), study_name="x", **kw)
+
+
+def test_last_batches_are_shared_between_workers(builtin_model, tmp_path):
+    """Near the target the searcher splits what is left instead of handing it all to one worker."""
+    search = _searcher(builtin_model, tmp_path, target=10, batch_size=8)
     sizes = []
     for i in range(6):
         out = search.suggest(f"t{i}")
@@ -170,19 +174,7 @@ def test_near_the_deadline_a_batch_is_sized_by_the_slow_candidates_not_the_media
     """Settled candidates take seconds, evaluated ones minutes: the batch must fit the expensive ones."""
     import time
 
-    import optuna
-
-    from vitsearch.search.engine.feasibility import Feasibility
-    from vitsearch.search.engine.searcher import CandidateSearch
-    from vitsearch.search.study import parse_study
-    from vitsearch.spaces import SearchSpace
-
-    space = SearchSpace.from_spec(parse_study({"name": "x"}).space, builtin_model)
-    search = CandidateSearch(space=space, objectives=[("accuracy", "maximize"), ("latency_ms", "minimize")],
-                             feasibility=Feasibility(None, None, None), target=100, batch_size=64, workers=2,
-                             sampler=optuna.samplers.RandomSampler(seed=0),
-                             storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"),
-                             study_name="x", deadline=time.time() + 300)
+    search = _searcher(builtin_model, tmp_path, target=100, batch_size=64, deadline=time.time() + 300)
     assert search._fits_before_deadline() == 1  # nothing known yet
     search._first_seconds = [2.0] * 5 + [140.0] * 4  # the median (2 s) would allow 150 in 300 s
     assert search._fits_before_deadline() <= 2
