@@ -8,8 +8,10 @@ eager model with the garbage collector as it was before (on: "old") and as the p
 now has it (collected, then off: "new"), in alternating order, plus a measurement with
 no export before it ("steady"). Prints the reference's ms and the ratio of each.
 """
-import contextlib, statistics, sys, time
-import torch
+import contextlib
+import statistics
+import sys
+
 import vitsearch.evaluators.latency.timing as timing
 from vitsearch.search.session import load_session
 from vitsearch.search.runtime_eval import build_for_study
@@ -27,7 +29,6 @@ for i in range(6):
     for mode in ("old", "new") if i % 2 == 0 else ("new", "old"):
         build_for_study(session, prep, cfg)  # an export + quantisation: its garbage, as in a search
         timing.gc_paused = (lambda: contextlib.nullcontext()) if mode == "old" else real
-        import vitsearch.evaluators.latency.interleaved as il
         r = measure_interleaved(prog.as_module(), session.base, session.input_shape, "cpu", threads=1)
         rows.append((mode, r.reference_ms_now, r.ratio))
         print(mode, round(r.reference_ms_now, 3), round(r.ratio, 4), r.stop_reason, flush=True)
