@@ -178,7 +178,8 @@ class SearchSection(_Strict):
     ray_address: str | None = None
     storage: str | None = None
     population_size: int | None = Field(default=None, gt=1)
-    #: TPE / GP: random trials before the model is used (None: a fifth of ``trials``, at least 5)
+    #: TPE / GP: random trials before the model is used (None: a fifth of ``trials``, at least 5;
+    #: for TPE at most 10)
     startup_trials: int | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)
 

@@ -101,8 +101,10 @@ def make_sampler(spec: StudySpec, trials: int, seed_offset: int = 0):
         return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=population)
     startup = s.startup_trials or max(5, trials // 5)
     if s.sampler == "tpe":
+        # at most 10 random trials first (Optuna's own default): measured at 200 trials x 3 seeds, TPE reached
+        # random search's 200-trial hypervolume in 41 trials after 10, in 56 after a fifth (40) (README)
         return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True,
-                                          n_startup_trials=startup)
+                                          n_startup_trials=s.startup_trials or min(startup, 10))
     if s.sampler == "gp":  # Optuna >= 4.5: constrained multi-objective (logCEHVI) from Trial.set_constraint
         return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=startup)
     return optuna.samplers.RandomSampler(seed=s.seed)
