@@ -9,6 +9,7 @@ skipped with the reason printed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -42,10 +43,17 @@ def write_study(path: Path, **overrides) -> Path:
     return path
 
 
-def load(url: str, name: str = "shared") -> optuna.Study:
+@functools.lru_cache(maxsize=None)
+def _storage(url: str):
+    """One storage (one connection pool) per URL for the test's own reads: polling with a new storage each
+    time leaked a pool per poll and exhausted the server's 100 connections while a driver started."""
     from vitsearch.search.storage import open_storage
 
-    return optuna.load_study(study_name=name, storage=open_storage(url))
+    return open_storage(url)
+
+
+def load(url: str, name: str = "shared") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=_storage(url))
 
 
 def count(url: str, state: str, name: str = "shared") -> int:
