@@ -63,6 +63,8 @@ class InterleaveSection(_Strict):
     """The interleaved protocol (evaluators/latency/interleaved.py): chunk size and stop rule."""
 
     chunk: int = Field(default=4, ge=1, le=64)
+    chunk_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
+    settle: int = Field(default=0, ge=0, le=64)
     target_halfwidth: float = Field(default=0.03, ge=1e-4, le=0.5)
     max_seconds: float = Field(default=3.0, gt=0, le=3600)
     min_pairs: int = Field(default=6, ge=3, le=10_000)

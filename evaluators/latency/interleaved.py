@@ -17,6 +17,20 @@ its 95 % interval a seeded percentile bootstrap over the pairs. Sampling stops w
 interval's half-width is within ``target_halfwidth`` of the ratio, at ``max_seconds``
 of timed passes, or at ``max_pairs`` (never before ``min_pairs``); the result says which.
 
+Very different costs (``chunk_ms``, off by default). A candidate at 9x the reference
+(torchao int8 on an AVX2 CPU) spends 9x the wall time of a chunk pair on its own side,
+so the two sides sample the machine's state unequally. With ``chunk_ms`` each side's
+chunk fills the same wall time (``chunk_ms``, or ``chunk`` passes of the slower side):
+the cheaper side runs more passes - in effect a reference ladder made of the reference
+itself (k passes of it, k = 1 .. ``max_chunk``), whose rungs need no ratio of their own.
+``settle`` untimed passes run after each switch of side (the first pass after the
+other model is slower: its caches refilled). Measured (``benchmarks/protocol.py``, 40
+configs, two measurements minutes apart): about 30 % less wall time at a repeatability
+not told apart from the default (within +-5 %: 75 vs 88 % quiet, 83 vs 83 % beside a
+memory-bandwidth neighbour); a rung of another kind (the uncompressed model in int8 for
+int8 candidates) did not reduce the spread and added its own ratio's error, so none is
+used.
+
 Absolute milliseconds are ``ratio x reference ms``: the reference's time in this very
 measurement (``basis`` "reference now") or, given one, its time in the device profile
 (``basis`` "reference in profile", the machine's typical state while profiling, so
@@ -53,6 +67,9 @@ class InterleavePlan:
     """How long to alternate: chunk size, stop rule, bootstrap. Validate with :meth:`checked`."""
 
     chunk: int = 4
+    chunk_ms: float = 0.0
+    max_chunk: int = 64
+    settle: int = 0
     target_halfwidth: float = 0.03
     max_seconds: float = 3.0
     min_pairs: int = 6
@@ -65,7 +82,7 @@ class InterleavePlan:
 
     def checked(self) -> "InterleavePlan":
         """Self, or a ConfigError naming the first field out of range."""
-        ints = {"chunk": (1, 64), "min_pairs": (3, 10_000), "max_pairs": (3, 100_000), "check_every": (1, 1000),
+        ints = {"chunk": (1, 64), "max_chunk": (1, 4096), "settle": (0, 64), "min_pairs": (3, 10_000), "max_pairs": (3, 100_000), "check_every": (1, 1000),
                 "warmup": (0, 1000), "n_boot": (50, 100_000)}
         for name, (lo, hi) in ints.items():
             v = getattr(self, name)
@@ -73,7 +90,9 @@ class InterleavePlan:
                 raise ConfigError(f"latency.interleave.{name}: {v!r} is out of range; expected an integer in [{lo}, {hi}]")
         if self.max_pairs < self.min_pairs:
             raise ConfigError(f"latency.interleave.max_pairs: {self.max_pairs} is below min_pairs {self.min_pairs}")
-        floats = {"target_halfwidth": (1e-4, 0.5), "max_seconds": (1e-3, 3600.0), "confidence": (0.5, 0.999)}
+        if self.max_chunk < self.chunk:
+            raise ConfigError(f"latency.interleave.max_chunk: {self.max_chunk} is below chunk {self.chunk}")
+        floats = {"chunk_ms": (0.0, 10_000.0), "target_halfwidth": (1e-4, 0.5), "max_seconds": (1e-3, 3600.0), "confidence": (0.5, 0.999)}
         for name, (lo, hi) in floats.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
@@ -109,6 +128,8 @@ class InterleavedResult:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     measured_at: str = ""
     protocol: str = PROTOCOL
+    reference_chunk: int = 0         # timed passes of the reference per chunk (0: as many as the candidate)
+    settle: int = 0                  # untimed passes run after each switch of side, before a chunk's timed ones
     samples: dict[str, list[float]] | None = None  # raw pass ms and log-ratios, with keep_samples
 
     @property
@@ -135,7 +156,13 @@ class InterleavedResult:
         return (f"{self.ms:.3f} ms [{self.ms_ci[0]:.3f}, {self.ms_ci[1]:.3f}] = ratio {self.ratio:.3f} "
                 f"[{self.ci_low:.3f}, {self.ci_high:.3f}] ({pct} % interval) x {self._ref_ms():.3f} ms "
                 f"({self.basis}); measured interleaved with the reference, {self.chunks} chunk pairs of "
-                f"{self.chunk} ({self.passes} passes each side, {self.seconds:.2f} s), stop: {self.stop_reason}")
+                f"{self._chunks()} ({self.passes} passes of the candidate, {self.seconds:.2f} s), stop: "
+                f"{self.stop_reason}")
+
+    def _chunks(self) -> str:
+        ref = self.reference_chunk or self.chunk
+        text = f"{self.chunk}" if ref == self.chunk else f"{self.chunk} candidate / {ref} reference passes"
+        return text + (f", {self.settle} settling pass(es) after each switch" if self.settle else "")
 
     def _ref_ms(self) -> float:
         return self.reference_ms_profile if self.basis == "reference in profile" else self.reference_ms_now
@@ -208,23 +235,48 @@ def _run(fns, plan: InterleavePlan, dev, threads, fingerprint, reference_ms_prof
 
     timers = [_pass_timer(fn, dev) for fn in fns]
     shape_hint = "(the model's input)"
+    pass_ms = []
     for t in timers:
-        warm_up(lambda t=t: t(1), max(plan.warmup, 1), shape_hint)
+        first: list[float] = []
+        warm_up(lambda t=t: first.extend(t(1)), 1, shape_hint)
+        pass_ms.append(min(t(plan.warmup - 1) if plan.warmup > 1 else first))  # sizes the chunks
+    sizes = chunk_sizes(plan, pass_ms)
     hygiene = thread_report()  # after warm-up: torch's pool threads exist now
     with gc_paused():  # no collection pauses a timed pass (timing.gc_paused says why)
-        return _timed(timers, plan, dev, threads, fingerprint, reference_ms_profile, hygiene)
+        return _timed(timers, sizes, plan, dev, threads, fingerprint, reference_ms_profile, hygiene)
 
 
-def _timed(timers, plan: InterleavePlan, dev, threads, fingerprint, reference_ms_profile, hygiene) -> InterleavedResult:
+def chunk_sizes(plan: InterleavePlan, pass_ms: Sequence[float]) -> tuple[int, int]:
+    """Timed passes per chunk of (candidate, reference).
+
+    ``chunk`` each without ``chunk_ms``; with it, cost-balanced: each side fills the
+    same wall time (``chunk_ms``, or ``chunk`` passes of the slower side if longer), so
+    both sample the machine's state for as long - a candidate at 9x the reference does
+    not face a reference that saw a ninth of its time.
+    """
+    if plan.chunk_ms <= 0:
+        return plan.chunk, plan.chunk
+    wall = max(plan.chunk_ms, plan.chunk * max(pass_ms))
+    return tuple(min(max(plan.chunk, round(wall / max(ms, 1e-3))), plan.max_chunk) for ms in pass_ms)
+
+
+def _timed(timers, sizes, plan: InterleavePlan, dev, threads, fingerprint, reference_ms_profile,
+           hygiene) -> InterleavedResult:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     samples: list[list[float]] = [[], []]
     logs: list[float] = []
     t0 = time.perf_counter()
     deadline = t0 + plan.max_seconds
     reason, est = "max_pairs", None
+    last = len(timers) - 1  # warmed up last
     while len(logs) < plan.max_pairs:
         order = (0, 1) if len(logs) % 2 == 0 else (1, 0)
-        chunk = {i: timers[i](plan.chunk) for i in order}
+        chunk = {}
+        for i in order:
+            if plan.settle and i != last:
+                timers[i](plan.settle)  # the other side ran last: its caches refill before timed passes
+            chunk[i] = timers[i](sizes[i])
+            last = i
         for i in (0, 1):
             samples[i].extend(chunk[i])
         logs.append(float(np.log(np.median(chunk[0]) / np.median(chunk[1]))))
@@ -251,10 +303,10 @@ def _timed(timers, plan: InterleavePlan, dev, threads, fingerprint, reference_ms
         ratio=ratio, ci_low=lo, ci_high=hi, confidence=plan.confidence, ms=ratio * ref, ms_ci=(lo * ref, hi * ref),
         basis=basis, reference_ms_now=ref_now, reference_ms_profile=reference_ms_profile,
         candidate_ms_now=float(np.median(cand)), candidate_p10_ms=float(np.percentile(cand, 10)),
-        candidate_p90_ms=float(np.percentile(cand, 90)), passes=len(samples[0]), chunks=len(logs), chunk=plan.chunk,
+        candidate_p90_ms=float(np.percentile(cand, 90)), passes=len(samples[0]), chunks=len(logs), chunk=sizes[0],
         seconds=seconds, stop_reason=reason, target_halfwidth=plan.target_halfwidth, device=str(dev),
         threads=threads, thread_info=hygiene, fingerprint=fingerprint, measured_at=started,
-        samples={"candidate": samples[0], "reference": samples[1], "log_ratios": logs})
+        reference_chunk=sizes[1], settle=plan.settle, samples={"candidate": samples[0], "reference": samples[1], "log_ratios": logs})
 
 
 def _as_callable(m: Any, input_shape: Sequence[int] | None, dev) -> Callable[[], Any]:

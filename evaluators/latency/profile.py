@@ -164,7 +164,8 @@ class ProfileContext:
         from vitsearch.evaluators.latency.interleaved import InterleavePlan
 
         il = lat.interleave
-        inter = InterleavePlan(chunk=il.chunk, target_halfwidth=il.target_halfwidth, min_pairs=il.min_pairs,
+        inter = InterleavePlan(chunk=il.chunk, chunk_ms=il.chunk_ms, settle=il.settle,
+                               target_halfwidth=il.target_halfwidth, min_pairs=il.min_pairs,
                                max_pairs=il.max_pairs, confidence=il.confidence,
                                max_seconds=min(il.max_seconds, PROFILE_MAX_SECONDS)).checked()
         ctx = cls(session, root, programs.space(spec.space, session.base, dev), comp.Dims.of(session.base), threads,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 import pytest
 import torch
@@ -124,9 +125,40 @@ def test_threads_and_modes_restored():
     assert model.training and all(m.training for m in model.modules())
 
 
+def test_cost_balanced_chunk_sizes():
+    """With chunk_ms each side fills the same wall time; the cheaper side gets more passes, within the bounds."""
+    from vitsearch.evaluators.latency.interleaved import chunk_sizes
+
+    assert chunk_sizes(InterleavePlan(chunk=4), [45.0, 5.0]) == (4, 4)  # off: chunk each
+    assert chunk_sizes(InterleavePlan(chunk=1, chunk_ms=25.0), [45.0, 5.0]) == (1, 9)  # 45 ms of each side
+    assert chunk_sizes(InterleavePlan(chunk=1, chunk_ms=25.0), [2.0, 5.0]) == (12, 5)  # 25 ms of each side
+    assert chunk_sizes(InterleavePlan(chunk=2, chunk_ms=25.0), [45.0, 5.0]) == (2, 18)
+    assert chunk_sizes(InterleavePlan(chunk=1, chunk_ms=25.0, max_chunk=8), [0.01, 5.0]) == (8, 5)
+
+
+def test_settling_passes_follow_each_switch_of_side_and_are_not_timed():
+    """ABBA order C R | R C | C R | R C: a side settles only when the other ran last."""
+    calls = {"c": 0, "r": 0}
+
+    def side(name, ms):
+        def run():
+            calls[name] += 1
+            time.sleep(ms / 1000)
+        return run
+
+    plan = InterleavePlan(chunk=1, chunk_ms=6.0, settle=1, min_pairs=4, max_pairs=4, warmup=2,
+                          target_halfwidth=1e-4, max_seconds=3600)
+    r = measure_interleaved(side("c", 3.0), side("r", 0.5), lock=False, plan=plan, keep_samples=True)
+    assert r.settle == 1 and r.reference_chunk >= r.chunk >= 1
+    assert len(r.samples["candidate"]) == 4 * r.chunk and len(r.samples["reference"]) == 4 * r.reference_chunk
+    assert calls["c"] == 2 + 3 + 4 * r.chunk  # warm-up 2, settles before pairs 1, 2 and 4
+    assert calls["r"] == 2 + 2 + 4 * r.reference_chunk  # settles in pairs 1 and 3
+
+
 @pytest.mark.parametrize("field, value", [("chunk", 0), ("chunk", 65), ("target_halfwidth", 0.0),
                                           ("target_halfwidth", 0.9), ("max_seconds", -1.0), ("min_pairs", 2),
-                                          ("confidence", 1.0)])
+                                          ("confidence", 1.0), ("settle", -1), ("settle", 65), ("chunk_ms", -1.0),
+                                          ("max_chunk", 2)])
 def test_bad_plan_is_one_line(field, value):
     with pytest.raises(ConfigError, match=f"latency.interleave.{field}") as err:
         InterleavePlan(**{field: value}).checked()
@@ -134,7 +166,8 @@ def test_bad_plan_is_one_line(field, value):
 
 
 @pytest.mark.parametrize("interleave", [{"chunk": 0}, {"target_halfwidth": 0.9}, {"max_seconds": 0},
-                                        {"min_pairs": 10, "max_pairs": 5}, {"chunks": 4}])
+                                        {"min_pairs": 10, "max_pairs": 5}, {"chunks": 4}, {"settle": 99},
+                                        {"chunk_ms": -5}])
 def test_bad_study_settings_exit_2(interleave):
     from vitsearch.search.study import parse_study
 
