@@ -143,6 +143,8 @@ def brief(ev: dict) -> dict:
     for part in ("predicted", "predicted_vs_mean_of_two", "repeatability"):
         if ev.get(part):
             out[part] = {k: ev[part].get(k) for k in keep}
+    if ev.get("interval_coverage"):
+        out["interval_coverage"] = ev["interval_coverage"]
     dec = ev.get("where_it_decides") or {}
     if dec:
         out["where_it_decides"] = {k: dec.get(k) for k in ("rule", "n", "no_gain_agreement", "no_gain_agreement_ci")}

@@ -258,14 +258,16 @@ class Session:
 
     def latency_kwargs(self) -> dict:
         """How this study measures a latency: interleaved with the base model (see measure_latency)."""
-        from vitsearch.evaluators.latency.predictor import profile_reference_ms
+        from vitsearch.evaluators.latency.predictor import profile_basis
 
         lat = self.spec.latency
-        if not hasattr(self, "_profile_ref"):  # read once: the profile does not change during a session
-            self._profile_ref = profile_reference_ms(self.spec, self.device, lat.threads,
-                                                     self.profile_programs().fingerprint)
+        if not hasattr(self, "_profile_basis"):  # read once: the profile does not change during a session
+            self._profile_basis = profile_basis(self.spec, self.device, lat.threads,
+                                                self.profile_programs().fingerprint)
         return {"threads": lat.threads, "warmup": lat.warmup, "reference": self.base,
-                "interleave": lat.interleave.model_dump(), "reference_ms_profile": self._profile_ref}
+                "interleave": lat.interleave.model_dump(),
+                "reference_ms_profile": self._profile_basis["reference_ms"],
+                "sitting_sd": self._profile_basis["sitting_sd"]}
 
 
 @contextmanager

@@ -110,8 +110,9 @@ def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: i
     bar = _bar(2 * len(configs), progress, f"predictor-eval {ctx.out.name}")
     started = time.monotonic()
     no_deadline = time.monotonic() + 10 ** 9
+    sitting = predictor.state.get("sitting_sd")  # intervals as a search states them (the coverage checks them)
     for phase in ("eval", "noise"):  # the whole set, twice: a config's two measurements minutes apart
-        _measure_models(ctx, configs, None, bar, no_deadline, phase, sub)
+        _measure_models(ctx, configs, None, bar, no_deadline, phase, sub, sitting_sd=sitting)
     bar.close()
     out = score_rows(predictor, configs, ProfileStore(ctx.out, sub).rows())
     out.update(set=which, predict_ms=predict_time_ms(predictor, configs), device=str(session.device),
@@ -138,6 +139,7 @@ def score_rows(predictor: Any, configs: list, rows: list[dict]) -> dict:
         mean2 = [math.sqrt(x * y) for x, y in zip(a, b)]
         pb = [p.ratio for k, p in zip(keys, preds) if k in again]
         out["predicted_vs_mean_of_two"] = scores(mean2, pb)
+        out["interval_coverage"] = _coverage(first, again, both, predictor.state.get("sitting_sd"))
         gaps = [_gap_s(first[k], again[k]) for k in both]
         out["repeat_gap_s"] = float(np.median(gaps)) if gaps else None
     out["where_it_decides"] = _decision_scores(keys, measured, predicted, again)
@@ -178,6 +180,26 @@ def _decision_scores(keys: list[str], measured: list[float], predicted: list[flo
         if len(both) >= 3:
             out["repeatability"] = scores([measured[i] for i in both], [again[keys[i]]["ratio"] for i in both])
     return out
+
+
+def _coverage(first: dict, again: dict, keys: list[str], sitting_sd: float | None, z: float = 1.959964) -> dict:
+    """Would a config's first interval have held its second measurement, minutes later?
+
+    ``share``: the intervals as stated (with the profile's sitting-to-sitting spread when it
+    has one); ``share_this_sitting_only``: the same intervals without it (each side's log
+    half-width less the spread's, in quadrature) - what they were before the spread was
+    measured.
+    """
+    inside = own = 0
+    for k in keys:
+        a, r = first[k], again[k]["ratio"]
+        inside += a["ratio_low"] <= r <= a["ratio_high"]
+        lo, hi = (math.sqrt(max(0.0, math.log(x) ** 2 - (z * (sitting_sd or 0.0)) ** 2))
+                  for x in (a["ratio"] / a["ratio_low"], a["ratio_high"] / a["ratio"]))
+        own += a["ratio"] * math.exp(-lo) <= r <= a["ratio"] * math.exp(hi)
+    n = len(keys)
+    return {"n": n, "share": inside / n, "ci": wilson(inside, n), "sitting_sd": sitting_sd,
+            "share_this_sitting_only": own / n, "ci_this_sitting_only": wilson(own, n)}
 
 
 def _gap_s(a: dict, b: dict) -> float:

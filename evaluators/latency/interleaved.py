@@ -24,12 +24,13 @@ chunk fills the same wall time (``chunk_ms``, or ``chunk`` passes of the slower 
 the cheaper side runs more passes - in effect a reference ladder made of the reference
 itself (k passes of it, k = 1 .. ``max_chunk``), whose rungs need no ratio of their own.
 ``settle`` untimed passes run after each switch of side (the first pass after the
-other model is slower: its caches refilled). Measured (``benchmarks/protocol.py``, 40
-configs, two measurements minutes apart): about 30 % less wall time at a repeatability
-not told apart from the default (within +-5 %: 75 vs 88 % quiet, 83 vs 83 % beside a
-memory-bandwidth neighbour); a rung of another kind (the uncompressed model in int8 for
-int8 candidates) did not reduce the spread and added its own ratio's error, so none is
-used.
+other model is slower: its caches refilled). Measured (``benchmarks/protocol.py``, the
+README's "Reference ladder"): 30-40 % less wall time, but int8 configs repeated less
+often within +-5 % minutes apart (73 vs 87 %, 33 vs 67 % in two quiet runs), so both
+stay off. A rung of the candidate's own kind (the uncompressed model in int8) made int8
+configs repeat, but only by sharing that rung's one ratio, as variable between sittings
+as what it removed: not used. What a ratio moves between sittings is put into the
+interval instead (``sitting_sd``, :func:`widen`).
 
 Absolute milliseconds are ``ratio x reference ms``: the reference's time in this very
 measurement (``basis`` "reference now") or, given one, its time in the device profile
@@ -128,6 +129,9 @@ class InterleavedResult:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     measured_at: str = ""
     protocol: str = PROTOCOL
+    within_low: float | None = None  # the bootstrap interval over this measurement's pairs alone (the stop rule's)
+    within_high: float | None = None
+    sitting_sd: float | None = None  # the machine's sitting-to-sitting spread of a ratio (log sd) the interval includes
     reference_chunk: int = 0         # timed passes of the reference per chunk (0: as many as the candidate)
     settle: int = 0                  # untimed passes run after each switch of side, before a chunk's timed ones
     samples: dict[str, list[float]] | None = None  # raw pass ms and log-ratios, with keep_samples
@@ -154,10 +158,16 @@ class InterleavedResult:
         """One line: ratio and interval, ms and its basis, passes, stop reason."""
         pct = round(100 * self.confidence)
         return (f"{self.ms:.3f} ms [{self.ms_ci[0]:.3f}, {self.ms_ci[1]:.3f}] = ratio {self.ratio:.3f} "
-                f"[{self.ci_low:.3f}, {self.ci_high:.3f}] ({pct} % interval) x {self._ref_ms():.3f} ms "
+                f"[{self.ci_low:.3f}, {self.ci_high:.3f}] ({pct} % interval{self._sitting()}) x {self._ref_ms():.3f} ms "
                 f"({self.basis}); measured interleaved with the reference, {self.chunks} chunk pairs of "
                 f"{self._chunks()} ({self.passes} passes of the candidate, {self.seconds:.2f} s), stop: "
                 f"{self.stop_reason}")
+
+    def _sitting(self) -> str:
+        if not self.sitting_sd:
+            return ", this sitting only: a sitting-to-sitting spread not measured on this machine"
+        return (f": this sitting [{self.within_low:.3f}, {self.within_high:.3f}] widened by the machine's "
+                f"sitting-to-sitting spread {100 * self.sitting_sd:.1f} %")
 
     def _chunks(self) -> str:
         ref = self.reference_chunk or self.chunk
@@ -181,6 +191,24 @@ def ratio_interval(log_ratios: Sequence[float], confidence: float = 0.95, n_boot
     return float(np.exp(_trimmed_mean(x[None, :])[0])), float(np.exp(lo)), float(np.exp(hi))
 
 
+def widen(ratio: float, low: float, high: float, sitting_sd: float | None, confidence: float) -> tuple[float, float]:
+    """The interval of one sitting widened by the sitting-to-sitting spread (log sd), each side in quadrature.
+
+    A ratio moves with the machine's state over minutes (two measurements of a config minutes
+    apart differed by 3.2 % sd on the development VM while three protocols measuring it
+    within seconds moved together), which no number of pairs in one sitting can see; an
+    interval meant for the model's latency, not for this sitting's, carries that spread.
+    """
+    if not sitting_sd:
+        return low, high
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    lo = float(np.hypot(np.log(ratio / low), z * sitting_sd))
+    hi = float(np.hypot(np.log(high / ratio), z * sitting_sd))
+    return ratio * float(np.exp(-lo)), ratio * float(np.exp(hi))
+
+
 def _trimmed_mean(rows: np.ndarray) -> np.ndarray:
     n = rows.shape[1]
     k = int(TRIM * n)
@@ -191,7 +219,8 @@ def _trimmed_mean(rows: np.ndarray) -> np.ndarray:
 def measure_interleaved(candidate: Any, reference: Any, input_shape: Sequence[int] | None = None,
                         device: Any = "cpu", *, threads: int | None = None, plan: InterleavePlan | None = None,
                         reference_ms_profile: float | None = None, lock: bool = True,
-                        lock_timeout: float | None = None, keep_samples: bool = False) -> InterleavedResult:
+                        lock_timeout: float | None = None, keep_samples: bool = False,
+                        sitting_sd: float | None = None) -> InterleavedResult:
     """Time ``candidate`` against ``reference`` in alternating chunks; the ratio with its interval.
 
     ``candidate`` / ``reference``: an ``nn.Module`` (then ``input_shape`` (B, C, H, W) is
@@ -201,6 +230,9 @@ def measure_interleaved(candidate: Any, reference: Any, input_shape: Sequence[in
     this process may use; ignored on CUDA). ``reference_ms_profile``: the reference's
     time in the device profile; when given, ``ms`` uses it (basis "reference in
     profile"), else the reference's time now. ``keep_samples`` keeps every raw pass time.
+    ``sitting_sd``: the machine's sitting-to-sitting spread of a ratio (log sd, from the device
+    profile, :func:`widen`); the interval includes it, ``within_low``/``within_high`` keep
+    this sitting's alone.
     """
     import torch
 
@@ -214,6 +246,8 @@ def measure_interleaved(candidate: Any, reference: Any, input_shape: Sequence[in
     if reference_ms_profile is not None and not (isinstance(reference_ms_profile, (int, float))
                                                  and reference_ms_profile > 0):
         raise ConfigError(f"reference_ms_profile: {reference_ms_profile!r} is not a positive time in ms")
+    if sitting_sd is not None and not (isinstance(sitting_sd, (int, float)) and 0.0 <= sitting_sd <= 0.5):
+        raise ConfigError(f"sitting_sd: {sitting_sd!r} is not a spread in [0, 0.5] (log sd of a ratio)")
     saved = torch.get_num_threads()
     with device_lock(dev, timeout=lock_timeout) if lock else nullcontext(), _eval_modes(candidate, reference):
         try:
@@ -223,6 +257,9 @@ def measure_interleaved(candidate: Any, reference: Any, input_shape: Sequence[in
             fingerprint = device_fingerprint(dev, threads if threads is not None else saved)
             with torch.inference_mode():
                 res = _run(fns, plan, dev, threads, fingerprint, reference_ms_profile)
+            lo, hi = widen(res.ratio, res.ci_low, res.ci_high, sitting_sd, plan.confidence)
+            ref = res.ms / res.ratio
+            res = replace(res, ci_low=lo, ci_high=hi, ms_ci=(lo * ref, hi * ref), sitting_sd=sitting_sd or None)
         finally:
             torch.set_num_threads(saved)
     return res if keep_samples else replace(res, samples=None)
@@ -301,7 +338,7 @@ def _timed(timers, sizes, plan: InterleavePlan, dev, threads, fingerprint, refer
         fingerprint = {**fingerprint, "after": nvml_info(dev.index, fingerprint.get("gpu_uuid"))}
     return InterleavedResult(
         ratio=ratio, ci_low=lo, ci_high=hi, confidence=plan.confidence, ms=ratio * ref, ms_ci=(lo * ref, hi * ref),
-        basis=basis, reference_ms_now=ref_now, reference_ms_profile=reference_ms_profile,
+        within_low=lo, within_high=hi, basis=basis, reference_ms_now=ref_now, reference_ms_profile=reference_ms_profile,
         candidate_ms_now=float(np.median(cand)), candidate_p10_ms=float(np.percentile(cand, 10)),
         candidate_p90_ms=float(np.percentile(cand, 90)), passes=len(samples[0]), chunks=len(logs), chunk=sizes[0],
         seconds=seconds, stop_reason=reason, target_halfwidth=plan.target_halfwidth, device=str(dev),

@@ -76,6 +76,7 @@ class LatencyResult:
     reference_ms_now: float | None = None
     reference_ms_profile: float | None = None
     thread_info: dict[str, Any] = field(default_factory=dict)
+    sitting_sd: float | None = None  # the machine's sitting-to-sitting spread the interval includes (None: not measured)
 
     @property
     def fingerprint_id(self) -> str | None:
@@ -95,6 +96,11 @@ class LatencyResult:
         data["input_shape"] = tuple(data["input_shape"])
         return cls(**data)
 
+    def _sitting(self) -> str:
+        if self.sitting_sd:
+            return f"with the machine's sitting-to-sitting spread {100 * self.sitting_sd:.1f} % (device profile)"
+        return "this sitting's alone: no profile measured the spread between sittings"
+
     def summary(self) -> str:
         """One human line saying what was measured, where and how."""
         where = self.fingerprint.get("cpu_model") or self.fingerprint.get("gpu_name") or self.device
@@ -102,7 +108,8 @@ class LatencyResult:
         if self.ratio is not None:
             ref = self.reference_ms_profile if self.basis == "reference in profile" else self.reference_ms_now
             return (f"{self.median_ms:.3f} ms [{self.low_ms:.3f}, {self.high_ms:.3f}] "
-                    f"({round(100 * self.confidence)} % interval) = ratio {self.ratio:.3f} [{self.ratio_low:.3f}, "
+                    f"({round(100 * self.confidence)} % interval, {self._sitting()}) = ratio {self.ratio:.3f} "
+                    f"[{self.ratio_low:.3f}, "
                     f"{self.ratio_high:.3f}] x {ref:.3f} ms ({self.basis}), measured interleaved with the "
                     f"uncompressed model over {self.n_runs} timed passes each, batch {self.batch}, on {self.device} "
                     f"[{where}{threads}], stop: {self.stop_reason}, fingerprint {self.fingerprint_id}")
@@ -141,6 +148,7 @@ def measure_latency(
     reference: Any = None,
     interleave: Any = None,
     reference_ms_profile: float | None = None,
+    sitting_sd: float | None = None,
 ) -> LatencyResult:
     """Time forward passes of ``model`` on fp32 inputs of ``input_shape`` (B, C, H, W).
 
@@ -163,7 +171,7 @@ def measure_latency(
     shape = check_input_shape(input_shape)
     if reference is not None:
         return _interleaved(model, reference, shape, device, threads, warmup, interleave, reference_ms_profile,
-                            lock, lock_timeout)
+                            lock, lock_timeout, sitting_sd)
     plan = _check_plan(warmup, min_runs, max_runs, max_seconds, rel_tol, check_every)
     dev = resolve_device(device)
     if dev.type == "cpu":
@@ -175,7 +183,7 @@ def measure_latency(
 
 
 def _interleaved(model, reference, shape, device, threads, warmup, interleave, reference_ms_profile, lock,
-                 lock_timeout) -> LatencyResult:
+                 lock_timeout, sitting_sd=None) -> LatencyResult:
     from vitsearch.evaluators.latency.interleaved import InterleavePlan, measure_interleaved
 
     if interleave is None:
@@ -185,7 +193,8 @@ def _interleaved(model, reference, shape, device, threads, warmup, interleave, r
     else:
         plan = InterleavePlan(**{"warmup": max(1, min(warmup, 10)), **dict(interleave)})
     r = measure_interleaved(model, reference, shape, device, threads=threads, plan=plan,
-                            reference_ms_profile=reference_ms_profile, lock=lock, lock_timeout=lock_timeout)
+                            reference_ms_profile=reference_ms_profile, lock=lock, lock_timeout=lock_timeout,
+                            sitting_sd=sitting_sd)
     scale = r.ms / r.candidate_ms_now
     return LatencyResult(
         median_ms=r.ms, p10_ms=r.candidate_p10_ms * scale, p90_ms=r.candidate_p90_ms * scale, mean_ms=r.ms,
@@ -194,7 +203,7 @@ def _interleaved(model, reference, shape, device, threads, warmup, interleave, r
         fingerprint=r.fingerprint, measured_at=r.measured_at, protocol=r.protocol, ratio=r.ratio,
         ratio_low=r.ci_low, ratio_high=r.ci_high, low_ms=r.ms_ci[0], high_ms=r.ms_ci[1], confidence=r.confidence,
         basis=r.basis, reference_ms_now=r.reference_ms_now, reference_ms_profile=r.reference_ms_profile,
-        thread_info=r.thread_info)
+        thread_info=r.thread_info, sitting_sd=r.sitting_sd)
 
 
 def measure_repeatability(

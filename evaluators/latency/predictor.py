@@ -375,14 +375,25 @@ def load_for_study(spec: Any, input_shape: tuple[int, ...], path: str | Path | N
     return pred
 
 
-def profile_reference_ms(spec: Any, device: Any, threads: int | None, fingerprint_of: Any = None) -> float | None:
-    """The uncompressed model's time in the study's profile, if one matches this device; else None.
+def profile_basis(spec: Any, device: Any, threads: int | None, fingerprint_of: Any = None) -> dict:
+    """``{"reference_ms", "sitting_sd"}`` of the study's profile if one matches this device (else both None).
 
-    Measured latencies use it as their ms basis (ratio x this), so they compare with each
-    other and with predictions whenever they were taken; without a matching profile they
-    use the reference timed in the measurement itself. ``fingerprint_of(device, threads)``:
-    the fingerprint the profile must carry (default: the device's, i.e. eager).
+    Measured latencies use ``reference_ms`` (the uncompressed model's time in the profile)
+    as their ms basis (ratio x this), so they compare with each other and with predictions
+    whenever they were taken; without a matching profile they use the reference timed in
+    the measurement itself. ``sitting_sd``: the ratio's sitting-to-sitting spread the
+    profile measured on this machine, which their intervals include
+    (:func:`.interleaved.widen`). ``fingerprint_of(device, threads)``: the fingerprint the
+    profile must carry (default: the device's, i.e. eager).
     """
+    state = _matching_state(spec, device, threads, fingerprint_of)
+    if state is None:
+        return {"reference_ms": None, "sitting_sd": None}
+    sd = state.get("sitting_sd")
+    return {"reference_ms": float(state["reference_ms"]), "sitting_sd": float(sd) if sd else None}
+
+
+def _matching_state(spec: Any, device: Any, threads: int | None, fingerprint_of: Any) -> dict | None:
     from vitsearch.evaluators.latency.fingerprint import device_fingerprint
     from vitsearch.evaluators.latency.measure import default_threads
 
@@ -401,7 +412,7 @@ def profile_reference_ms(spec: Any, device: Any, threads: int | None, fingerprin
                                                 if str(device).startswith("cpu") else 1)
     if fp["fingerprint_id"] != (state.get("fingerprint") or {}).get("fingerprint_id"):
         return None
-    return float(state["reference_ms"])
+    return state
 
 
 def _dot(a: list[float], b: list[float]) -> float:

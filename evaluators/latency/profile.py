@@ -12,7 +12,11 @@ A profile dir (``profiles/<study name>`` by default) holds:
 
 Phase 1 times the components (:mod:`.components`); phase 2 whole models compressed with
 configs spread over the space (presets, then a scrambled Sobol sequence over the Optuna
-distributions, deduplicated), until the sample is done or the time budget is spent.
+distributions, deduplicated), until the sample is done or nine tenths of the time budget
+are spent; phase 3 measures up to eight of the earliest-measured models again, minutes
+later: how far a ratio moves between sittings beyond each sitting's own interval
+(:mod:`.sitting`, ``sitting_sd`` in the predictor) - every measured interval of
+the study includes it (:func:`.interleaved.widen`).
 
 In a runtime other than eager (``latency.runtime``) there is no phase 1: each config is
 built into the program a search would deploy (:mod:`.programs`), timed whole, and
@@ -46,6 +50,7 @@ CHUNK = 6             # model rows written per part file
 #: most (or earlier at the study's ``latency.interleave`` target), so a profile's budget
 #: buys a few hundred models.
 PROFILE_MAX_SECONDS = 2.0
+REPEAT_SHARE = 0.1  # of the time budget kept for measuring models again (the sitting spread, .sitting)
 COMPONENT_PLAN = TimingPlan(target_s=0.15, min_passes=15, max_passes=300, rounds=3, warmup=5)
 
 
@@ -217,6 +222,7 @@ def run_profile(session: Any, out: str | Path | None = None, budget_minutes: flo
                 n_models: int = N_MODELS, seed: int = 0, progress: bool = True) -> dict:
     """Measure components and whole models (resuming), then fit and save the predictor."""
     from vitsearch.evaluators.latency.programs import run_stats
+    from vitsearch.evaluators.latency.sitting import measure_repeats
 
     ctx = ProfileContext.of(session, out)
     store = ProfileStore(ctx.out)
@@ -229,8 +235,10 @@ def run_profile(session: Any, out: str | Path | None = None, budget_minutes: flo
     bar = _bar(len(items) + len(configs), progress, f"profile {ctx.out.name}")
     started = time.monotonic()
     _measure_components(ctx, plan, items, store, bar, deadline)
-    measured = _measure_models(ctx, configs, store, bar, deadline, "profile")
+    # the last tenth of the budget is kept for measuring a few early models again (the sitting spread)
+    measured = _measure_models(ctx, configs, store, bar, deadline - REPEAT_SHARE * budget_minutes * 60.0, "profile")
     bar.close()
+    measure_repeats(ctx, store, deadline, progress)
     predictor = fit_from_store(ctx)
     return {"dir": str(ctx.out), "components": len(plan.items()) if ctx.runtime == "eager" else 0,
             "models_measured_now": measured, "models_total": predictor.state["n_models"],
@@ -252,6 +260,7 @@ def fit_from_store(ctx: ProfileContext) -> Any:
 
     from vitsearch.evaluators.latency.fit import fit_predictor
     from vitsearch.evaluators.latency.interleaved import PROTOCOL
+    from vitsearch.evaluators.latency.sitting import sitting_spread
 
     rows = [r for r in ProfileStore(ctx.out).rows() if r["fingerprint_id"] == ctx.fingerprint["fingerprint_id"]]
     components = [r for r in rows if r["kind"] == "component"]
@@ -259,8 +268,11 @@ def fit_from_store(ctx: ProfileContext) -> Any:
         raise ConfigError(f"profile dir {str(ctx.out)!r}: no component timings yet; give a larger --budget-minutes")
     model_rows = [r for r in rows if r["kind"] == "model" and r.get("protocol") == PROTOCOL]
     ref = float(np.median([r["ref_median_ms"] for r in model_rows])) if model_rows else None
+    sitting_sd, sitting_pairs = sitting_spread(model_rows, ctx.interleave.confidence)
+    model_rows = [r for r in model_rows if r["phase"] != "repeat"]  # a config's second measurement: spread only
     models = [(CompressionConfig.from_json(r["key"]), r["ratio"] * ref) for r in model_rows]
-    meta = {"reference_ms": ref, "latency_protocol": PROTOCOL, "study": ctx.session.spec.name,
+    meta = {"reference_ms": ref, "sitting_sd": sitting_sd, "sitting_pairs": sitting_pairs,
+            "latency_protocol": PROTOCOL, "study": ctx.session.spec.name,
             "model": ctx.session.spec.model.name, "statistic": "ratio", **ctx.meta_runtime(),
             "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if ctx.runtime != "eager":  # whole models only (:mod:`.wholemodel`)
@@ -311,7 +323,7 @@ def _measure_components(ctx: ProfileContext, plan: comp.Plan, items: list, store
 
 
 def _measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar, deadline: float,
-                    phase: str, sub: str | None = None) -> int:
+                    phase: str, sub: str | None = None, sitting_sd: float | None = None) -> int:
     """Build each config's program (compressed model, or runtime program) and time it interleaved
     with the uncompressed eager model; returns how many.
 
@@ -339,7 +351,8 @@ def _measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar
             bar.write(f"not profiled: {c.summary()}: {exc}")
             continue
         r = measure_interleaved(built.module, session.base, session.input_shape, session.device,
-                                threads=ctx.threads, plan=ctx.interleave, keep_samples=True)
+                                threads=ctx.threads, plan=ctx.interleave, keep_samples=True,
+                                sitting_sd=sitting_sd)
         pending.append(model_row(c, r, ctx.fingerprint, phase, build_seconds=built.build_seconds,
                                  export_seconds=built.export_seconds, program_reused=built.reused,
                                  **ctx.meta_runtime()))

@@ -135,7 +135,8 @@ def provenance_lines(view: RunView, check: Remeasure) -> list[str]:
         f"{fp.get('threads', '?')} thread(s); measured = timed interleaved with the uncompressed model (chunks of "
         f"{lat.interleave.chunk} passes alternating, until the 95 % bootstrap interval of the ratio is within "
         f"±{lat.interleave.target_halfwidth:.0%} or {lat.interleave.max_seconds:g} s), ms = ratio x the reference's "
-        f"ms (basis recorded per trial); predicted = the profile's predicted ratio x its reference ms, 90 % "
+        f"ms (basis recorded per trial), its interval widened by the device profile's sitting-to-sitting spread "
+        f"of a ratio when the profile measured one; predicted = the profile's predicted ratio x its reference ms, 90 % "
         f"interval; device {fp.get('cpu_model') or fp.get('gpu_name') or '?'} "
         f"(fingerprint {fp.get('fingerprint_id', '?')})",
         f"re-measurement: {check.why}",

@@ -209,3 +209,27 @@ def test_no_garbage_collection_pauses_a_timed_pass_and_the_collector_is_restored
         assert not gc.isenabled()  # a caller that had it off keeps it off
     finally:
         gc.enable()
+
+
+def test_the_interval_includes_the_sitting_spread_and_keeps_the_sittings_own():
+    import math
+
+    from vitsearch.evaluators.latency.interleaved import widen
+
+    assert widen(2.0, 1.9, 2.1, None, 0.95) == (1.9, 2.1)
+    lo, hi = widen(2.0, 1.9, 2.1, 0.03, 0.95)
+    z = 1.959964
+    assert math.log(2.0 / lo) == pytest.approx(math.hypot(math.log(2.0 / 1.9), z * 0.03), rel=1e-6)
+    assert math.log(hi / 2.0) == pytest.approx(math.hypot(math.log(2.1 / 2.0), z * 0.03), rel=1e-6)
+
+    fn = lambda: sum(range(200))  # noqa: E731
+    plain = measure_interleaved(fn, fn, lock=False, plan=fixed(6))
+    wide = measure_interleaved(fn, fn, lock=False, plan=fixed(6), sitting_sd=0.05)
+    assert plain.sitting_sd is None and (plain.within_low, plain.within_high) == (plain.ci_low, plain.ci_high)
+    assert wide.sitting_sd == 0.05 and wide.ci_low < wide.within_low <= wide.ratio <= wide.within_high < wide.ci_high
+    assert math.log(wide.ci_high / wide.ci_low) > 2 * z * 0.05 - 1e-9  # at least the spread's own width
+    assert wide.ms_ci == pytest.approx((wide.ci_low * wide.reference_ms_now, wide.ci_high * wide.reference_ms_now))
+    assert "sitting-to-sitting spread 5.0 %" in wide.summary() and "not measured" in plain.summary()
+    with pytest.raises(ConfigError, match="sitting_sd"):
+        measure_interleaved(fn, fn, lock=False, plan=fixed(3), sitting_sd=-0.1)
+

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from vitsearch.evaluators.latency.components import Dims, attn_key, mlp_key, pick_anchors
+from vitsearch.evaluators.latency.interleaved import PROTOCOL
 from vitsearch.evaluators.latency.predictor import LatencyPredictor, Prediction, Table, default_profile_dir
 from vitsearch.evaluators.latency.evaluate import scores
 from vitsearch.evaluators.latency.fit import fit_predictor
@@ -303,12 +304,17 @@ def test_profile_fit_predict_eval_end_to_end(tmp_path, monkeypatch, capsys):
 
     rows = profile.ProfileStore(out).rows()
     assert all(r["fingerprint_id"] == summary["fingerprint_id"] and len(r["samples_ms"]) == r["n_runs"] for r in rows)
-    models = [r for r in rows if r["kind"] == "model"]
-    assert len(models) == 6 and all(r["protocol"] == "interleaved-v1" and 3 <= r["chunks"] <= 6 for r in models)
+    models = [r for r in rows if r["kind"] == "model" and r["phase"] == "profile"]
+    assert len(models) == 6 and all(r["protocol"] == PROTOCOL and 3 <= r["chunks"] <= 6 for r in models)
+    # phase 3: the earliest models measured again (all six here: fewer than REPEATS), minutes later in a real profile
+    repeats = [r for r in rows if r["kind"] == "model" and r["phase"] == "repeat"]
+    assert sorted(r["key"] for r in repeats) == sorted(r["key"] for r in models)
     assert all(r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and len(r["ref_samples_ms"]) == r["n_runs"]
                for r in models)
     fitted = LatencyPredictor.load(out)
-    assert fitted.state["latency_protocol"] == "interleaved-v1" and fitted.state["reference_ms"] > 0
+    assert fitted.state["latency_protocol"] == PROTOCOL and fitted.state["reference_ms"] > 0
+    assert fitted.state["sitting_pairs"] == 6 and 0.0 <= fitted.state["sitting_sd"] < 0.5
+    assert fitted.state["n_models"] == 6  # a second measurement is spread, not another training point
     # resumable: a second run measures nothing new
     assert main(["profile", str(study), "--out", str(out), "--models", "6", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["models_measured_now"] == 0
@@ -317,6 +323,8 @@ def test_profile_fit_predict_eval_end_to_end(tmp_path, monkeypatch, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 3 and res["set"] == "uniform" and res["predict_ms"] > 0
     assert 0 <= res["where_it_decides"]["no_gain_agreement"] <= 1
+    cover = res["interval_coverage"]  # the first interval (with the profile's spread) against the second ratio
+    assert cover["n"] == 3 and 0 <= cover["share"] <= 1 and cover["sitting_sd"] == fitted.state["sitting_sd"]
     for part in ("predicted", "repeatability", "predicted_vs_mean_of_two"):
         s = res[part]
         assert s["n"] == 3 and 0 <= s["within_5pct"] <= s["within_10pct"] <= 1 and s["mape"] >= 0

@@ -13,6 +13,7 @@ import json
 import pytest
 import yaml
 
+from vitsearch.evaluators.latency.interleaved import PROTOCOL
 from vitsearch.evaluators.latency.predictor import LatencyPredictor
 from vitsearch.spaces import CompressionConfig
 from vitsearch.spaces.errors import DeviceError
@@ -62,7 +63,8 @@ def test_ort_profile_names_its_runtime_and_keeps_build_time_apart(ort_profile):
 
     out, summary, _ = ort_profile
     assert summary["runtime"] == "onnxruntime" and summary["runtime_version"] == onnxruntime.__version__
-    assert summary["components"] == 0 and summary["models_total"] == 3 and summary["models_built"] == 3
+    # three models, each built again for its second measurement (the sitting spread: phase "repeat")
+    assert summary["components"] == 0 and summary["models_total"] == 3 and summary["models_built"] == 6
     assert summary["build_seconds_total"] > 0 and summary["build_failed"] == []
     meta = json.loads((out / "meta.json").read_text())
     assert meta["runtime"] == "onnxruntime" and meta["runtime_version"] == onnxruntime.__version__
@@ -70,11 +72,12 @@ def test_ort_profile_names_its_runtime_and_keeps_build_time_apart(ort_profile):
     from vitsearch.evaluators.latency.profile import ProfileStore
 
     rows = ProfileStore(out).rows()
-    assert len(rows) == 3 and all(r["kind"] == "model" for r in rows)  # whole models only, no components
+    assert len(rows) == 6 and all(r["kind"] == "model" for r in rows)  # whole models only, no components
+    assert sorted(r["phase"] for r in rows) == ["profile"] * 3 + ["repeat"] * 3
     for r in rows:
         assert r["runtime"] == "onnxruntime" and r["fingerprint_id"] == summary["fingerprint_id"]
         assert r["build_seconds"] > 0 and 0 < r["export_seconds"] <= r["build_seconds"]
-        assert r["protocol"] == "interleaved-v1" and r["ratio_low"] <= r["ratio"] <= r["ratio_high"]
+        assert r["protocol"] == PROTOCOL and r["ratio_low"] <= r["ratio"] <= r["ratio_high"]
         assert len(r["samples_ms"]) == r["n_runs"] == len(r["ref_samples_ms"])  # latency: the timed passes only
 
 

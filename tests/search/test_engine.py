@@ -21,6 +21,7 @@ import pytest
 import yaml
 from clitools import is_loopback, listening_sockets, vitsearch, wait_for_port
 
+from vitsearch.evaluators.latency.interleaved import PROTOCOL
 from vitsearch.search.engine.raylocal import session_processes
 
 pytestmark = pytest.mark.slow
@@ -98,7 +99,7 @@ def test_short_study_with_faults_and_budget(tmp_path):
     # every latency was timed interleaved with the base model, on a worker thread at nice 0
     lats = [(t.user_attrs.get("evaluation") or {}).get("latency") for t in study.trials]
     lats = [lat for lat in lats if lat and lat["source"] == "measured"]
-    assert lats and all(lat["protocol"] == "interleaved-v1" and lat["low_ms"] <= lat["median_ms"] <= lat["high_ms"]
+    assert lats and all(lat["protocol"] == PROTOCOL and lat["low_ms"] <= lat["median_ms"] <= lat["high_ms"]
                         and lat["thread"]["nice"] == 0 for lat in lats)
     with sqlite3.connect(run / "optuna.db") as con:  # write-ahead log: cheap commits, readable while running
         assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
