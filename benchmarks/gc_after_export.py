@@ -16,12 +16,12 @@ import vitsearch.evaluators.latency.timing as timing
 from vitsearch.search.session import load_session
 from vitsearch.search.runtime_eval import build_for_study
 from vitsearch.evaluators.latency.interleaved import measure_interleaved
-from vitsearch.spaces import CompressionConfig, prepare
-from vitsearch.evaluators.runtimes.onnxexport import float_config
+from vitsearch.spaces import CompressionConfig
+from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
 
 session = load_session(sys.argv[1])
 cfg = CompressionConfig.from_dict({"depth": {"keep": 5}, "precision": {"mlp": "int8"}})
-prep = prepare(session.base, float_config(cfg, keep_half=True), calibration=session.data.calibration)
+prep = prepare_structure(session.base, cfg, session.data.calibration)
 prog, _ = build_for_study(session, prep, cfg)
 real = timing.gc_paused
 rows = []

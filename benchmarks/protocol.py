@@ -123,7 +123,8 @@ def main() -> int:
             p.terminate()
             p.join()
     out = {"n": len(configs), "stress": args.stress, "max_seconds": args.max_seconds,
-           "plans": {p: PLANS.get(p, "v1 against the int8 rung") for p in plans}, "rung_ratio": rung_ratio, "rung_ratios": first if rung is not None else None, "fingerprint": device_fingerprint("cpu", 1),
+           "plans": {p: PLANS.get(p, "v1 against the int8 rung") for p in plans}, "rung_ratio": rung_ratio,
+           "rung_ratios": first, "fingerprint": device_fingerprint("cpu", 1),
            "wall_s": round(time.time() - started, 1), "per_plan": {}, "between_plans": {}, "rows": rows}
     for name in list(plans) + ["burst"]:
         mine = [r for r in rows if r["plan"] == name]

@@ -70,15 +70,14 @@ def build(runtime: str, base, config, images, shape) -> tuple[object | None, str
     """(deployed or None, note): the program, or why it is not there; a numerics miss is marked."""
     from vitsearch.evaluators.runtimes import NumericsMismatch, get_runtime
     from vitsearch.evaluators.runtimes.numerics import check_numerics, reference_model
-    from vitsearch.evaluators.runtimes.onnxexport import float_config
+    from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
     from vitsearch.evaluators.runtimes.support import precision_refusal
-    from vitsearch.spaces import prepare
 
     for part in ("attn", "mlp"):
         why = precision_refusal(runtime, "cpu", getattr(config.precision, part))
         if why is not None:
             return None, "refused"
-    prepared = prepare(base, float_config(config, keep_half=True), calibration=images)
+    prepared = prepare_structure(base, config, images)
     try:
         deployed = get_runtime(runtime).deploy(prepared, config, torch.randn(shape), 1)
     except Exception as exc:  # report the build failure in the table, keep the run going

@@ -28,9 +28,8 @@ def evaluate_in_runtime(session, config, steps: int, feasibility=None, predictor
     from vitsearch.evaluators import analytic_macs, model_size
     from vitsearch.evaluators.latency.devicelock import device_busy
     from vitsearch.evaluators.runtimes import get_runtime
-    from vitsearch.evaluators.runtimes.onnxexport import float_config
+    from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
     from vitsearch.evaluators.runtimes.support import check_config
-    from vitsearch.spaces import prepare
 
     name = session.spec.latency.runtime
     check_config(name, str(session.device), config)
@@ -38,8 +37,7 @@ def evaluate_in_runtime(session, config, steps: int, feasibility=None, predictor
     phases: dict[str, float] = {}
     timed = lambda name: phase(phases, name)  # noqa: E731
     with timed("compress"), device_busy(session.device):
-        prepared = prepare(session.base, float_config(config, keep_half=True), calibration=session.data.calibration,
-                           device=str(session.device))
+        prepared = prepare_structure(session.base, config, session.data.calibration, str(session.device))
         sized = _eager_or_float(prepared, config, session.device)
     size = model_size(sized)
     built = None if predictor is not None else _build(session, prepared, config, timed)

@@ -83,8 +83,8 @@ class InterleavePlan:
 
     def checked(self) -> "InterleavePlan":
         """Self, or a ConfigError naming the first field out of range."""
-        ints = {"chunk": (1, 64), "max_chunk": (1, 4096), "settle": (0, 64), "min_pairs": (3, 10_000), "max_pairs": (3, 100_000), "check_every": (1, 1000),
-                "warmup": (0, 1000), "n_boot": (50, 100_000)}
+        ints = {"chunk": (1, 64), "max_chunk": (1, 4096), "settle": (0, 64), "min_pairs": (3, 10_000),
+                "max_pairs": (3, 100_000), "check_every": (1, 1000), "warmup": (0, 1000), "n_boot": (50, 100_000)}
         for name, (lo, hi) in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
@@ -93,7 +93,8 @@ class InterleavePlan:
             raise ConfigError(f"latency.interleave.max_pairs: {self.max_pairs} is below min_pairs {self.min_pairs}")
         if self.max_chunk < self.chunk:
             raise ConfigError(f"latency.interleave.max_chunk: {self.max_chunk} is below chunk {self.chunk}")
-        floats = {"chunk_ms": (0.0, 10_000.0), "target_halfwidth": (1e-4, 0.5), "max_seconds": (1e-3, 3600.0), "confidence": (0.5, 0.999)}
+        floats = {"chunk_ms": (0.0, 10_000.0), "target_halfwidth": (1e-4, 0.5), "max_seconds": (1e-3, 3600.0),
+                  "confidence": (0.5, 0.999)}
         for name, (lo, hi) in floats.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
@@ -158,7 +159,8 @@ class InterleavedResult:
         """One line: ratio and interval, ms and its basis, passes, stop reason."""
         pct = round(100 * self.confidence)
         return (f"{self.ms:.3f} ms [{self.ms_ci[0]:.3f}, {self.ms_ci[1]:.3f}] = ratio {self.ratio:.3f} "
-                f"[{self.ci_low:.3f}, {self.ci_high:.3f}] ({pct} % interval{self._sitting()}) x {self._ref_ms():.3f} ms "
+                f"[{self.ci_low:.3f}, {self.ci_high:.3f}] ({pct} % interval{self._sitting()}) x "
+                f"{self._ref_ms():.3f} ms "
                 f"({self.basis}); measured interleaved with the reference, {self.chunks} chunk pairs of "
                 f"{self._chunks()} ({self.passes} passes of the candidate, {self.seconds:.2f} s), stop: "
                 f"{self.stop_reason}")
@@ -338,12 +340,14 @@ def _timed(timers, sizes, plan: InterleavePlan, dev, threads, fingerprint, refer
         fingerprint = {**fingerprint, "after": nvml_info(dev.index, fingerprint.get("gpu_uuid"))}
     return InterleavedResult(
         ratio=ratio, ci_low=lo, ci_high=hi, confidence=plan.confidence, ms=ratio * ref, ms_ci=(lo * ref, hi * ref),
-        within_low=lo, within_high=hi, basis=basis, reference_ms_now=ref_now, reference_ms_profile=reference_ms_profile,
+        within_low=lo, within_high=hi, basis=basis, reference_ms_now=ref_now,
+        reference_ms_profile=reference_ms_profile,
         candidate_ms_now=float(np.median(cand)), candidate_p10_ms=float(np.percentile(cand, 10)),
         candidate_p90_ms=float(np.percentile(cand, 90)), passes=len(samples[0]), chunks=len(logs), chunk=sizes[0],
         seconds=seconds, stop_reason=reason, target_halfwidth=plan.target_halfwidth, device=str(dev),
         threads=threads, thread_info=hygiene, fingerprint=fingerprint, measured_at=started,
-        reference_chunk=sizes[1], settle=plan.settle, samples={"candidate": samples[0], "reference": samples[1], "log_ratios": logs})
+        reference_chunk=sizes[1], settle=plan.settle,
+        samples={"candidate": samples[0], "reference": samples[1], "log_ratios": logs})
 
 
 def _as_callable(m: Any, input_shape: Sequence[int] | None, dev) -> Callable[[], Any]:

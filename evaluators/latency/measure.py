@@ -76,7 +76,7 @@ class LatencyResult:
     reference_ms_now: float | None = None
     reference_ms_profile: float | None = None
     thread_info: dict[str, Any] = field(default_factory=dict)
-    sitting_sd: float | None = None  # the machine's sitting-to-sitting spread the interval includes (None: not measured)
+    sitting_sd: float | None = None  # the sitting-to-sitting spread the interval includes (None: not measured)
 
     @property
     def fingerprint_id(self) -> str | None:

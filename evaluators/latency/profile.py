@@ -222,8 +222,6 @@ def run_profile(session: Any, out: str | Path | None = None, budget_minutes: flo
                 n_models: int = N_MODELS, seed: int = 0, progress: bool = True) -> dict:
     """Measure components and whole models (resuming), then fit and save the predictor."""
     from vitsearch.evaluators.latency.programs import run_stats
-    from vitsearch.evaluators.latency.sitting import measure_repeats
-
     ctx = ProfileContext.of(session, out)
     store = ProfileStore(ctx.out)
     deadline = time.monotonic() + budget_minutes * 60.0
@@ -238,13 +236,31 @@ def run_profile(session: Any, out: str | Path | None = None, budget_minutes: flo
     # the last tenth of the budget is kept for measuring a few early models again (the sitting spread)
     measured = _measure_models(ctx, configs, store, bar, deadline - REPEAT_SHARE * budget_minutes * 60.0, "profile")
     bar.close()
-    measure_repeats(ctx, store, deadline, progress)
+    _measure_repeats(ctx, store, deadline, progress)
     predictor = fit_from_store(ctx)
     return {"dir": str(ctx.out), "components": len(plan.items()) if ctx.runtime == "eager" else 0,
             "models_measured_now": measured, "models_total": predictor.state["n_models"],
             "seconds": round(time.monotonic() - started, 1), "fingerprint_id": ctx.fingerprint["fingerprint_id"],
             "train_mape": predictor.state.get("train_mape"),
             "stopped_by_budget": ctx.stats["budget_stop"] or time.monotonic() >= deadline, **run_stats(ctx)}
+
+
+def _measure_repeats(ctx: ProfileContext, store: ProfileStore, deadline: float, progress: bool) -> None:
+    """Measure the earliest-measured models again (phase "repeat"), minutes after their first measurement."""
+    from vitsearch.evaluators.latency.interleaved import PROTOCOL
+    from vitsearch.evaluators.latency.sitting import REPEATS
+    from vitsearch.spaces import CompressionConfig
+
+    rows = store.rows()
+    again = {r["key"] for r in rows if r["phase"] == "repeat"}
+    first = sorted((r for r in rows if r["kind"] == "model" and r["phase"] == "profile"
+                    and r.get("protocol") == PROTOCOL and r["key"] not in again), key=lambda r: r["measured_at"])
+    want = max(0, REPEATS - len(again))
+    configs = [CompressionConfig.from_json(r["key"]) for r in first[:want]]
+    if configs:
+        bar = _bar(len(configs), progress, f"profile {ctx.out.name}: sitting spread")
+        _measure_models(ctx, configs, store, bar, deadline, "repeat")
+        bar.close()
 
 
 def fit_from_store(ctx: ProfileContext) -> Any:

@@ -5,7 +5,7 @@ interval says: the ratio itself moves with the machine's state (an int8 kernel a
 fp32 reference do not slow down alike; on the development VM three protocol variants
 measuring a config within the same seconds moved together between two sittings). No
 number of pairs in one sitting sees that, so a profile measures a few of its models a
-second time at its end (phase "repeat", :func:`measure_repeats`), :func:`sitting_spread`
+second time at its end (phase "repeat", ``profile._measure_repeats``), :func:`sitting_spread`
 estimates the spread from those pairs, the predictor keeps it (``sitting_sd``), and every
 measured interval of the study includes it (:func:`.interleaved.widen`).
 """
@@ -13,27 +13,8 @@ measured interval of the study includes it (:func:`.interleaved.widen`).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 REPEATS = 8  # models measured a second time at the end of a profile
-
-
-def measure_repeats(ctx: Any, store: Any, deadline: float, progress: bool) -> None:
-    """Measure the earliest-measured models again (phase "repeat"), minutes after their first measurement."""
-    from vitsearch.evaluators.latency.interleaved import PROTOCOL
-    from vitsearch.evaluators.latency.profile import _bar, _measure_models
-    from vitsearch.spaces import CompressionConfig
-
-    rows = store.rows()
-    again = {r["key"] for r in rows if r["phase"] == "repeat"}
-    first = sorted((r for r in rows if r["kind"] == "model" and r["phase"] == "profile"
-                    and r.get("protocol") == PROTOCOL and r["key"] not in again), key=lambda r: r["measured_at"])
-    want = max(0, REPEATS - len(again))
-    configs = [CompressionConfig.from_json(r["key"]) for r in first[:want]]
-    if configs:
-        bar = _bar(len(configs), progress, f"profile {ctx.out.name}: sitting spread")
-        _measure_models(ctx, configs, store, bar, deadline, "repeat")
-        bar.close()
 
 
 def sitting_spread(rows: list[dict], confidence: float = 0.95) -> tuple[float | None, int]:

@@ -51,6 +51,13 @@ def float_config(config: Any, keep_half: bool) -> Any:
     return dataclasses.replace(config, precision=new)
 
 
+def prepare_structure(base: Any, config: Any, calibration: Any = None, device: str = "cpu") -> Any:
+    """``config``'s float structure on ``base`` (fp16/bf16 kept): what a runtime exports and quantises itself."""
+    from vitsearch.spaces import prepare
+
+    return prepare(base, float_config(config, keep_half=True), calibration=calibration, device=device)
+
+
 @contextlib.contextmanager
 def quiet():
     """Silence the exporter's and quantiser's progress chatter (INFO logs, root warnings)."""

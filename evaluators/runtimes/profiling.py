@@ -77,12 +77,11 @@ def build_program(runtime: str, base: Any, config: Any, input_shape: tuple[int, 
     import torch
 
     from vitsearch.evaluators.runtimes.base import check_runtime
-    from vitsearch.evaluators.runtimes.onnxexport import float_config
+    from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
     from vitsearch.evaluators.runtimes.support import check_config
-    from vitsearch.spaces import prepare
 
     rt = check_runtime(runtime, device)
     check_config(runtime, device, config)
-    prepared = prepare(base, float_config(config, keep_half=True), calibration=None, device=str(device))
+    prepared = prepare_structure(base, config, None, str(device))
     example = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(device)
     return rt.deploy(prepared, config, example, threads)

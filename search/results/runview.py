@@ -170,12 +170,10 @@ def _remeasure_in_runtime(session, config):
     """``config`` built in the study's runtime as the search built it (float structure, the runtime
     quantising), checked, and timed by the study's protocol: a LatencyResult."""
     from vitsearch.evaluators.runtimes.deploy import measure
-    from vitsearch.evaluators.runtimes.onnxexport import float_config
+    from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
     from vitsearch.search.runtime_eval import build_for_study
-    from vitsearch.spaces import prepare
 
-    prepared = prepare(session.base, float_config(config, keep_half=True), calibration=session.data.calibration,
-                       device=str(session.device))
+    prepared = prepare_structure(session.base, config, session.data.calibration, str(session.device))
     deployed, _ = build_for_study(session, prepared, config)
     return measure(deployed, session.input_shape, session.device, **session.latency_kwargs())
 
