@@ -114,7 +114,7 @@ def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: i
     for phase in ("eval", "noise"):  # the whole set, twice: a config's two measurements minutes apart
         _measure_models(ctx, configs, None, bar, no_deadline, phase, sub, sitting_sd=sitting)
     bar.close()
-    out = score_rows(predictor, configs, ProfileStore(ctx.out, sub).rows())
+    out = score_rows(predictor, configs, ProfileStore(ctx.out, sub).rows(), ctx.interleave.confidence)
     out.update(set=which, predict_ms=predict_time_ms(predictor, configs), device=str(session.device),
                fingerprint_id=ctx.fingerprint["fingerprint_id"], fingerprint=ctx.fingerprint,
                input_shape=list(session.input_shape), study=session.spec.name, profile_dir=str(ctx.out),
@@ -122,8 +122,11 @@ def evaluate_predictor(session: Any, profile_dir: str | Path | None = None, n: i
     return out
 
 
-def score_rows(predictor: Any, configs: list, rows: list[dict]) -> dict:
-    """Scores of ``predictor``'s ratios on the eval rows' measured ratios (phases eval and noise)."""
+def score_rows(predictor: Any, configs: list, rows: list[dict], confidence: float = 0.95) -> dict:
+    """Scores of ``predictor``'s ratios on the eval rows' measured ratios (phases eval and noise).
+
+    ``confidence``: of the rows' measured intervals (the study's ``latency.interleave``).
+    """
     first = {r["key"]: r for r in rows if r["phase"] == "eval" and r["kind"] == "model"}
     again = {r["key"]: r for r in rows if r["phase"] == "noise" and r["kind"] == "model"}
     keys = [c.to_json(sort_keys=True) for c in configs if c.to_json(sort_keys=True) in first]
@@ -139,7 +142,7 @@ def score_rows(predictor: Any, configs: list, rows: list[dict]) -> dict:
         mean2 = [math.sqrt(x * y) for x, y in zip(a, b)]
         pb = [p.ratio for k, p in zip(keys, preds) if k in again]
         out["predicted_vs_mean_of_two"] = scores(mean2, pb)
-        out["interval_coverage"] = _coverage(first, again, both, predictor.state.get("sitting_sd"))
+        out["interval_coverage"] = _coverage(first, again, both, predictor.state.get("sitting_sd"), confidence)
         gaps = [_gap_s(first[k], again[k]) for k in both]
         out["repeat_gap_s"] = float(np.median(gaps)) if gaps else None
     out["where_it_decides"] = _decision_scores(keys, measured, predicted, again)
@@ -182,7 +185,7 @@ def _decision_scores(keys: list[str], measured: list[float], predicted: list[flo
     return out
 
 
-def _coverage(first: dict, again: dict, keys: list[str], sitting_sd: float | None, z: float = 1.959964) -> dict:
+def _coverage(first: dict, again: dict, keys: list[str], sitting_sd: float | None, confidence: float) -> dict:
     """Would a config's first interval have held its second measurement, minutes later?
 
     ``share``: the intervals as stated (with the profile's sitting-to-sitting spread when it
@@ -190,7 +193,9 @@ def _coverage(first: dict, again: dict, keys: list[str], sitting_sd: float | Non
     half-width less the spread's, in quadrature) - what they were before the spread was
     measured.
     """
-    inside = own = 0
+    from vitsearch.evaluators.latency.interleaved import z_value
+
+    z, inside, own = z_value(confidence), 0, 0
     for k in keys:
         a, r = first[k], again[k]["ratio"]
         inside += a["ratio_low"] <= r <= a["ratio_high"]

@@ -166,10 +166,8 @@ class InterleavedResult:
                 f"{self.stop_reason}")
 
     def _sitting(self) -> str:
-        if not self.sitting_sd:
-            return ", this sitting only: a sitting-to-sitting spread not measured on this machine"
-        return (f": this sitting [{self.within_low:.3f}, {self.within_high:.3f}] widened by the machine's "
-                f"sitting-to-sitting spread {100 * self.sitting_sd:.1f} %")
+        own = "" if self.sitting_sd is None else f"; this sitting's [{self.within_low:.3f}, {self.within_high:.3f}]"
+        return f", {sitting_text(self.sitting_sd)}{own}"
 
     def _chunks(self) -> str:
         ref = self.reference_chunk or self.chunk
@@ -193,6 +191,20 @@ def ratio_interval(log_ratios: Sequence[float], confidence: float = 0.95, n_boot
     return float(np.exp(_trimmed_mean(x[None, :])[0])), float(np.exp(lo)), float(np.exp(hi))
 
 
+def z_value(confidence: float) -> float:
+    """The standard normal quantile of a two-sided ``confidence`` interval (1.96 for 0.95)."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
+
+
+def sitting_text(sitting_sd: float | None) -> str:
+    """What an interval holds, said beside it: the sitting's own noise, or that and the spread between sittings."""
+    if sitting_sd is None:
+        return "this sitting's alone: the spread between sittings not measured (no device profile)"
+    return f"with the machine's sitting-to-sitting spread {100 * sitting_sd:.1f} % (device profile)"
+
+
 def widen(ratio: float, low: float, high: float, sitting_sd: float | None, confidence: float) -> tuple[float, float]:
     """The interval of one sitting widened by the sitting-to-sitting spread (log sd), each side in quadrature.
 
@@ -203,9 +215,7 @@ def widen(ratio: float, low: float, high: float, sitting_sd: float | None, confi
     """
     if not sitting_sd:
         return low, high
-    from statistics import NormalDist
-
-    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    z = z_value(confidence)
     lo = float(np.hypot(np.log(ratio / low), z * sitting_sd))
     hi = float(np.hypot(np.log(high / ratio), z * sitting_sd))
     return ratio * float(np.exp(-lo)), ratio * float(np.exp(hi))
@@ -261,7 +271,7 @@ def measure_interleaved(candidate: Any, reference: Any, input_shape: Sequence[in
                 res = _run(fns, plan, dev, threads, fingerprint, reference_ms_profile)
             lo, hi = widen(res.ratio, res.ci_low, res.ci_high, sitting_sd, plan.confidence)
             ref = res.ms / res.ratio
-            res = replace(res, ci_low=lo, ci_high=hi, ms_ci=(lo * ref, hi * ref), sitting_sd=sitting_sd or None)
+            res = replace(res, ci_low=lo, ci_high=hi, ms_ci=(lo * ref, hi * ref), sitting_sd=sitting_sd)
         finally:
             torch.set_num_threads(saved)
     return res if keep_samples else replace(res, samples=None)

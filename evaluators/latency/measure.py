@@ -34,6 +34,7 @@ from vitsearch.spaces.errors import ConfigError
 
 from vitsearch.evaluators.latency.devicelock import device_lock
 from vitsearch.evaluators.latency.fingerprint import device_fingerprint, gpu_temperature, resolve_device
+from vitsearch.evaluators.latency.interleaved import sitting_text
 from vitsearch.evaluators.latency.hygiene import thread_report
 from vitsearch.evaluators.latency.prepare import (  # noqa: F401  (default_threads, check_input_shape: public here too)
     check_input_shape, check_threads, default_threads, on_device, warm_up)
@@ -96,11 +97,6 @@ class LatencyResult:
         data["input_shape"] = tuple(data["input_shape"])
         return cls(**data)
 
-    def _sitting(self) -> str:
-        if self.sitting_sd:
-            return f"with the machine's sitting-to-sitting spread {100 * self.sitting_sd:.1f} % (device profile)"
-        return "this sitting's alone: no profile measured the spread between sittings"
-
     def summary(self) -> str:
         """One human line saying what was measured, where and how."""
         where = self.fingerprint.get("cpu_model") or self.fingerprint.get("gpu_name") or self.device
@@ -108,7 +104,7 @@ class LatencyResult:
         if self.ratio is not None:
             ref = self.reference_ms_profile if self.basis == "reference in profile" else self.reference_ms_now
             return (f"{self.median_ms:.3f} ms [{self.low_ms:.3f}, {self.high_ms:.3f}] "
-                    f"({round(100 * self.confidence)} % interval, {self._sitting()}) = ratio {self.ratio:.3f} "
+                    f"({round(100 * self.confidence)} % interval, {sitting_text(self.sitting_sd)}) = ratio {self.ratio:.3f} "
                     f"[{self.ratio_low:.3f}, "
                     f"{self.ratio_high:.3f}] x {ref:.3f} ms ({self.basis}), measured interleaved with the "
                     f"uncompressed model over {self.n_runs} timed passes each, batch {self.batch}, on {self.device} "

@@ -390,7 +390,7 @@ def profile_basis(spec: Any, device: Any, threads: int | None, fingerprint_of: A
     if state is None:
         return {"reference_ms": None, "sitting_sd": None}
     sd = state.get("sitting_sd")
-    return {"reference_ms": float(state["reference_ms"]), "sitting_sd": float(sd) if sd else None}
+    return {"reference_ms": float(state["reference_ms"]), "sitting_sd": None if sd is None else float(sd)}
 
 
 def _matching_state(spec: Any, device: Any, threads: int | None, fingerprint_of: Any) -> dict | None:

@@ -25,9 +25,9 @@ def sitting_spread(rows: list[dict], confidence: float = 0.95) -> tuple[float | 
     (0 if nothing does). None below 3 pairs. Phase "repeat" rows pair with their first
     ("profile") measurement.
     """
-    from statistics import NormalDist
+    from vitsearch.evaluators.latency.interleaved import z_value
 
-    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    z = z_value(confidence)
     first = {}
     for r in rows:
         if r["kind"] == "model" and r["phase"] == "profile":

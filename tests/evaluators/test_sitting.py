@@ -41,6 +41,8 @@ def test_a_study_reads_the_spread_of_its_matching_profile_only(tmp_path):
     (tmp_path / PREDICTOR_FILE).write_text(json.dumps(state))
     spec = parse_study({"latency": {"threads": 1, "predictor": str(tmp_path)}})
     assert profile_basis(spec, "cpu", 1) == {"reference_ms": 5.5, "sitting_sd": 0.021}
+    (tmp_path / PREDICTOR_FILE).write_text(json.dumps({**state, "sitting_sd": 0.0}))  # measured, and nothing left
+    assert profile_basis(spec, "cpu", 1) == {"reference_ms": 5.5, "sitting_sd": 0.0}
     (tmp_path / PREDICTOR_FILE).write_text(json.dumps({**state, "sitting_sd": None}))  # a profile without repeats
     assert profile_basis(spec, "cpu", 1) == {"reference_ms": 5.5, "sitting_sd": None}
     other = {**state, "fingerprint": {**state["fingerprint"], "fingerprint_id": "another-machine"}}
