@@ -2,12 +2,15 @@
 
 Light at import (argparse only); the checks live in :mod:`vitsearch.evaluators.doctor`.
 Exit code 0 only when every check the device should pass does (1 otherwise; 2 for bad
-input such as an absent device).
+input such as an absent device). Below the checks, the installed dependencies against
+the versions the suite was tested on (a difference is reported, not failed).
 """
 
 from __future__ import annotations
 
 import json
+
+from vitsearch.search import versions
 
 
 def register(sub) -> None:
@@ -25,9 +28,11 @@ def cmd_doctor(args) -> int:
 
     fingerprint, checks = diagnose(args.device, quick=args.quick)
     code = exit_code(checks)
+    rows = versions.compare(versions.tested_versions())
     if args.json:
-        print(json.dumps({"fingerprint": fingerprint, "checks": [c.to_dict() for c in checks], "exit_code": code},
-                         indent=2, default=str))
+        print(json.dumps({"fingerprint": fingerprint, "checks": [c.to_dict() for c in checks],
+                          "versions": [r.to_dict() for r in rows], "exit_code": code}, indent=2, default=str))
     else:
         print(render(fingerprint, checks))
+        print("\n" + versions.render(rows))
     return code

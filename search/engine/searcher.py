@@ -50,6 +50,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from vitsearch.search.engine import sharing
+from vitsearch.spaces.errors import VitsearchError
 from vitsearch.search.engine.gain import NO_GAIN_CONSTRAINT
 from vitsearch.search.engine.promotions import Promotions, config_key, payload_timing
 from vitsearch.search.engine.rungs import Ladder
@@ -136,6 +137,7 @@ class CandidateSearch(OptunaSearch):
         return self.failures_in_a_row >= self.max_failures_in_a_row
 
     def suggest(self, trial_id: str) -> dict | str | None:
+        self._refuse_detached()
         if self.gave_up():
             return Searcher.FINISHED
         if self.deadline is not None and time.time() >= self.deadline:  # time budget spent: drain, then stop
@@ -240,6 +242,7 @@ class CandidateSearch(OptunaSearch):
         self.promotions.remember_first(trial.number, self._key_of(trial), metrics, values)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._refuse_detached()
         if result and not error:
             self.on_trial_result(trial_id, result)
         outcome = self.promotions.worker_died(trial_id)  # a promotion whose worker died: not retried again
@@ -252,6 +255,26 @@ class CandidateSearch(OptunaSearch):
 
     def save(self, checkpoint_path: str) -> None:  # state lives in the Optuna storage
         pass
+
+    # ---- pickling --------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        """What Ray Tune pickles when the Tuner starts (its ``tuner.pkl``): the study's name, nothing live.
+
+        The searcher's state lives in the Optuna storage and a resumed run reattaches to it
+        (``vitsearch run --resume``), so its live objects (the sampler, which may hold locks
+        or threads, the storage's connections, callbacks into the driver) are never pickled,
+        whatever they hold. An unpickled copy refuses to search (:meth:`_refuse_detached`).
+        """
+        return {"study_name": getattr(self, "_study_name", None), "detached": True}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def _refuse_detached(self) -> None:
+        if self.__dict__.get("detached"):
+            raise SearchStateError(
+                f"a CandidateSearch of study {self.__dict__.get('study_name')!r} restored from a pickle cannot search: "
+                "its state lives in the Optuna storage; resume the run with `vitsearch run --resume RUN_DIR`")
 
     def restore(self, checkpoint_path: str) -> None:
         pass
@@ -356,6 +379,10 @@ class CandidateSearch(OptunaSearch):
     def _count_failure(self, why: str | None) -> None:
         self.failures_in_a_row += 1
         self.last_error = why
+
+
+class SearchStateError(VitsearchError):
+    """A searcher used where its live state is gone (an unpickled copy)."""
 
 
 @dataclass(frozen=True)

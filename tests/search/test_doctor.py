@@ -59,4 +59,49 @@ def test_an_absent_device_is_one_line_and_exit_2():
     proc = vitsearch("doctor", "--device", "cuda", "--json")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "not present" in proc.stderr
-    assert json.loads('{"ok": 1}')  # the --json flag parses (the command stopped at the device)
+
+
+def test_versions_compare_installed_with_tested():
+    from vitsearch.search import versions
+
+    pins = versions.parse_constraints("# tested\nOptuna==5.1.0\nray[tune]==2.60.0  # bounded\n\ntorch==2.14.1\n")
+    assert pins == {"optuna": "5.1.0", "ray": "2.60.0", "torch": "2.14.1"}
+    installed = {"optuna": "5.1.0", "ray": "2.61.0", "torch": "2.14.1+cpu"}.get
+    rows = {r.name: r.status for r in versions.compare(pins, ("optuna", "ray", "torch", "timm", "pandas"),
+                                                        installed=lambda n: installed(n) or ("1.0" if n == "pandas" else None))}
+    assert rows == {"optuna": versions.SAME, "ray": versions.DIFFERENT, "torch": versions.SAME,
+                    "timm": versions.MISSING, "pandas": versions.UNPINNED}
+    with pytest.raises(ValueError, match="not `name==version`"):
+        versions.parse_constraints("optuna>=5\n")
+
+
+def test_the_shipped_pins_cover_the_bounded_dependencies_and_match_pyproject_bounds():
+    """Raising a bound is one commit: pyproject's upper bound and the shipped pin are the same version."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from vitsearch.search import versions
+
+    pins = versions.tested_versions()
+    deps = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["dependencies"]
+    for name in versions.FAST_MOVING:
+        spec = next(d for d in deps if versions.canonical(re.split(r"[\[<>=]", d)[0]) == name)
+        assert f"<={pins[name]}" in spec, (name, spec, pins[name])
+    rows = versions.compare(pins)
+    assert [r.name for r in rows][:len(versions.FAST_MOVING)] == list(versions.FAST_MOVING)
+    assert all(r.status != versions.MISSING for r in rows if r.name in versions.FAST_MOVING)
+
+
+def test_doctor_json_lists_versions(monkeypatch, capsys):
+    """The --json object carries the version table beside the checks (quick checks on this CPU)."""
+    import argparse
+
+    from vitsearch.search import versions
+    from vitsearch.search.cli.doctor import cmd_doctor
+
+    code = cmd_doctor(argparse.Namespace(device="cpu", quick=True, json=True))
+    out = json.loads(capsys.readouterr().out)
+    names = {r["name"]: r for r in out["versions"]}
+    assert names["optuna"]["tested"] == versions.tested_versions()["optuna"] and names["optuna"]["installed"]
+    assert out["exit_code"] == code

