@@ -12,10 +12,10 @@ import contextlib
 import statistics
 import sys
 
-import vitsearch.evaluators.latency.timing as timing
+import vitsearch.evaluators.latency.timing.context as timing
 from vitsearch.search.session import load_session
 from vitsearch.search.runtime_eval import build_for_study
-from vitsearch.evaluators.latency.interleaved import measure_interleaved
+from vitsearch.evaluators.latency.timing.interleaved import measure_interleaved
 from vitsearch.spaces import CompressionConfig
 from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
 

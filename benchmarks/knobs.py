@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import time
 
 import torch
 
+from vitsearch.evaluators.latency.timing.plans import RoundRobinPlan
+from vitsearch.evaluators.latency.timing.roundrobin import time_round_robin
 from vitsearch.spaces.config import CompressionConfig
 from vitsearch.spaces.compression import compress
 
@@ -59,19 +60,13 @@ def device_name() -> str:
 
 
 def measure(models: dict[str, torch.nn.Module], x: torch.Tensor, passes: int, per_round: int = 2) -> dict[str, float]:
-    """Median ms per forward of each model, timed round-robin."""
-    times: dict[str, list[float]] = {k: [] for k in models}
-    with torch.inference_mode():
-        for m in models.values():  # warm-up: allocator, oneDNN primitives, torchao kernels
-            for _ in range(3):
-                m(x)
-        for _ in range(max(1, passes // per_round)):
-            for name, m in models.items():
-                for _ in range(per_round):
-                    t = time.perf_counter()
-                    m(x)
-                    times[name].append((time.perf_counter() - t) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Median ms per forward of each model, timed round-robin (``per_round`` passes of each per round)."""
+    rounds = max(1, passes // per_round)
+    plan = RoundRobinPlan(target_s=0.0, min_passes=rounds * per_round, max_passes=rounds * per_round, rounds=rounds,
+                          warmup=3)
+    fns = [(lambda m=m: m(x)) for m in models.values()]
+    samples = time_round_robin(fns, plan, threads=None, device=torch.device("cpu"), lock=False)
+    return {k: statistics.median(v) for k, v in zip(models, samples)}
 
 
 def main(argv: list[str] | None = None) -> None:

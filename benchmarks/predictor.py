@@ -11,7 +11,7 @@ uncompressed model as a search in that runtime measures them):
   default search space
 
 Every latency is the interleaved ratio to the uncompressed model (evaluators/latency/
-interleaved.py); predictor-eval measures each held-out config twice, minutes apart,
+timing/interleaved.py); predictor-eval measures each held-out config twice, minutes apart,
 and scores the predictor and the measurement's own repeatability the same way (share
 within +-10 % / +-5 % with 95 % Wilson intervals, MAPE, Spearman), on a uniform set and,
 with ``--near RUN_DIR``, on the neighbourhood of a real run's front.
@@ -97,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.rescore:
         return rescore(Path(args.out) / tag, args.before)
 
-    from vitsearch.evaluators.latency.evaluate import evaluate_predictor
-    from vitsearch.evaluators.latency.profile import ProfileContext, fit_from_store, run_profile
-    from vitsearch.evaluators.latency.refine import refine_profile
+    from vitsearch.evaluators.latency.profile.evaluate import evaluate_predictor
+    from vitsearch.evaluators.latency.profile.context import ProfileContext
+    from vitsearch.evaluators.latency.profile.fitting import fit_from_store
+    from vitsearch.evaluators.latency.profile.run import run_profile
+    from vitsearch.evaluators.latency.profile.refine import refine_profile
 
     session = session_for(args.target, args.runtime)
     pdir = Path(args.out) / tag
@@ -171,7 +173,8 @@ def measurement_cost(session, pdir: Path, n: int) -> dict:
     import statistics
 
     from vitsearch.evaluators.latency.measure import measure_latency
-    from vitsearch.evaluators.latency.profile import ProfileContext, sample_configs
+    from vitsearch.evaluators.latency.profile.context import ProfileContext
+    from vitsearch.evaluators.latency.profile.sampling import sample_configs
     from vitsearch.spaces import compress
 
     ctx = ProfileContext.of(session, pdir)
@@ -191,9 +194,9 @@ def measurement_cost(session, pdir: Path, n: int) -> dict:
 
 def rescore(pdir: Path, before: str | None) -> int:
     """Score the current (and a previous) predictor on every stored eval of ``pdir``."""
-    from vitsearch.evaluators.latency.predictor import LatencyPredictor
-    from vitsearch.evaluators.latency.evaluate import score_rows
-    from vitsearch.evaluators.latency.profile import ProfileStore
+    from vitsearch.evaluators.latency.predict.base import LatencyPredictor
+    from vitsearch.evaluators.latency.profile.evaluate import score_rows
+    from vitsearch.evaluators.latency.profile.store import ProfileStore
     from vitsearch.spaces import CompressionConfig
 
     now = LatencyPredictor.load(pdir)

@@ -71,11 +71,13 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="JSON file for the result")
     args = ap.parse_args()
 
-    from vitsearch.evaluators.latency.evaluate import wilson
+    from vitsearch.evaluators.latency.stats import wilson
     from vitsearch.evaluators.latency.fingerprint import device_fingerprint
-    from vitsearch.evaluators.latency.interleaved import InterleavePlan, measure_interleaved
+    from vitsearch.evaluators.latency.timing.interleaved import measure_interleaved
+    from vitsearch.evaluators.latency.timing.plans import InterleavePlan
     from vitsearch.evaluators.latency.measure import measure_latency
-    from vitsearch.evaluators.latency.profile import ProfileContext, sample_configs
+    from vitsearch.evaluators.latency.profile.context import ProfileContext
+    from vitsearch.evaluators.latency.profile.sampling import sample_configs
     from vitsearch.search.session import load_session
     from vitsearch.spaces import CompressionConfig, compress
 

@@ -91,7 +91,8 @@ def build(runtime: str, base, config, images, shape) -> tuple[object | None, str
 
 def run_batch(base, images, size, batch: int, runtimes: list[str], passes: int, names: list[str]) -> dict:
     """Build every (variant, runtime), time them interleaved; {(variant, runtime): (ms, build s, note)}."""
-    from vitsearch.evaluators.latency.timing import TimingPlan, time_interleaved
+    from vitsearch.evaluators.latency.timing.plans import RoundRobinPlan
+    from vitsearch.evaluators.latency.timing.roundrobin import time_round_robin
     from vitsearch.spaces import CompressionConfig
 
     depth, heads = len(base.blocks), base.blocks[0].attn.num_heads
@@ -113,8 +114,8 @@ def run_batch(base, images, size, batch: int, runtimes: list[str], passes: int, 
     x = torch.randn(shape)
     keys = list(built)
     fns = [(lambda d=built[k][0]: d(x)) for k in keys]
-    plan = TimingPlan(target_s=passes * 0.01, min_passes=passes, max_passes=passes, rounds=6, warmup=3)
-    samples = time_interleaved(fns, plan, threads=1, device=torch.device("cpu"))
+    plan = RoundRobinPlan(target_s=passes * 0.01, min_passes=passes, max_passes=passes, rounds=6, warmup=3)
+    samples = time_round_robin(fns, plan, threads=1, device=torch.device("cpu"))
     for k, s in zip(keys, samples):
         out[k] = (statistics.median(s), built[k][0].build_seconds, built[k][1])
     return out

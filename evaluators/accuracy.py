@@ -10,6 +10,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from vitsearch.spaces.errors import ConfigError, DataError
 
+from vitsearch.evaluators.latency.stats import wilson
+
 
 @dataclass(frozen=True)
 class AccuracyResult:
@@ -67,14 +69,10 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, device: torch.device |
                           f"{source}, {total} images")
 
 
-def wilson_interval(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % (``z`` = 1.96) Wilson score interval of a proportion ``share`` measured on ``n`` images.
-
-    Wilson rather than the normal approximation: accuracies sit near 1, where the normal
-    interval runs past 1 and is too narrow on a few hundred images.
+def wilson_interval(share: float, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval (:func:`vitsearch.evaluators.latency.stats.wilson`) of an accuracy
+    ``share`` measured on ``n`` images; DataError for no images.
     """
     if n <= 0:
         raise DataError(f"data: an accuracy interval needs at least one image, got n={n}")
-    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * (share * (1 - share) / n + z * z / (4 * n * n)) ** 0.5
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return wilson(share * n, n)

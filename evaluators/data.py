@@ -10,12 +10,16 @@ normalised with MNIST's mean/std and kept in memory as tensors.
 
 ``imagefolder`` reads ``train/``, ``val/`` and, when present, ``test/``; without ``test/``
 a seeded, stratified half of ``val/`` becomes the test split (``DataSplits.test_source``
-says which).
+says which). Every image is checked when the data loads (PIL's header check and
+``verify``; no decoding): an unreadable one is refused naming the file, or - with
+``skip_unreadable`` - left out and counted (``DataSplits.skipped``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +51,17 @@ class DataSplits:
     input_size: tuple[int, int, int]
     test: Dataset | None = None
     test_source: str = ""
+    #: unreadable image files left out (``skip_unreadable``), as paths
+    skipped: tuple[str, ...] = field(default=())
 
     def describe(self) -> str:
         """One line: where the data came from and how large each split is."""
         test = f"{len(self.test)} test / " if self.test is not None else ""
+        skipped = f", {len(self.skipped)} unreadable image(s) skipped" if self.skipped else ""
         return (
             f"{self.name}: {len(self.train)} train / {len(self.val)} val / {test}"
             f"{len(self.calibration)} calibration images, {self.num_classes} classes, "
-            f"input {'x'.join(map(str, self.input_size))}"
+            f"input {'x'.join(map(str, self.input_size))}{skipped}"
         )
 
     def without_test(self) -> "DataSplits":
@@ -111,14 +118,41 @@ class PilLoader:
     def __call__(self, path: str):
         from PIL import Image
 
-        with open(path, "rb") as fh:
-            return Image.open(fh).convert(self.mode)
+        try:
+            with open(path, "rb") as fh:
+                return Image.open(fh).convert(self.mode)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three on broken files
+            raise DataError(_unreadable(path, exc)) from None
 
 
-def load_imagefolder(root: str | Path, model: torch.nn.Module, calibration_size: int = 256, seed: int = 0) -> DataSplits:
+def _unreadable(path: str, exc: Exception, more: int = 0) -> str:
+    why = " ".join(str(exc).split())[:120] or type(exc).__name__
+    others = f" ({more} more unreadable in its split)" if more else ""
+    return (f"data.path: image {path!r} cannot be read ({type(exc).__name__}: {why}){others}; fix or remove it, "
+            "or set data.skip_unreadable: true to leave unreadable images out")
+
+
+def unreadable_images(paths: list[str]) -> list[tuple[str, Exception]]:
+    """The files of ``paths`` PIL cannot identify or whose structure is broken (``verify``), with why."""
+    from PIL import Image
+
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception as exc:  # noqa: BLE001 - PIL raises anything from OSError to struct.error
+            bad.append((path, exc))
+    return bad
+
+
+def load_imagefolder(root: str | Path, model: torch.nn.Module, calibration_size: int = 256, seed: int = 0,
+                     skip_unreadable: bool = False) -> DataSplits:
     """``root/train``, ``root/val`` (and ``root/test`` when present) class folders, with timm's eval transforms.
 
     Without ``test/`` a seeded, stratified half of ``val/`` is held out as the test split.
+    At least two classes. An unreadable image is a DataError naming it, or with
+    ``skip_unreadable`` left out and listed in ``skipped`` (and logged).
     """
     from timm.data import resolve_data_config
 
@@ -131,6 +165,11 @@ def load_imagefolder(root: str | Path, model: torch.nn.Module, calibration_size:
             raise DataError(f"data.path: {split} and train class folders differ under {str(root)!r}: "
                             f"{splits[split].classes} vs {splits['train'].classes}; give {split}/ the same class "
                             "sub-folders as train/")
+    classes = splits["train"].classes
+    if len(classes) < 2:
+        raise DataError(f"data.path: {str(root / 'train')!r} holds {len(classes)} class folder(s) {classes}; a "
+                        "classifier needs at least 2 classes (one sub-folder per class)")
+    skipped = _drop_unreadable(splits, skip_unreadable)
     if "test" in splits:
         val, test = splits["val"], splits["test"]
         test_source = f"{str(root / 'test')!r}: {len(test)} images"
@@ -148,8 +187,29 @@ def load_imagefolder(root: str | Path, model: torch.nn.Module, calibration_size:
     input_size = tuple(resolve_data_config(model=model)["input_size"])
     return DataSplits(
         f"imagefolder:{root}", splits["train"], val, Subset(splits["train"], np.sort(calib_idx).tolist()),
-        len(splits["train"].classes), input_size, test, test_source,
+        len(splits["train"].classes), input_size, test, test_source, tuple(skipped),
     )
+
+
+def _drop_unreadable(splits: dict, skip: bool) -> list[str]:
+    """Check every image of ``splits``; refuse the first unreadable one, or drop them all (``skip``)."""
+    skipped = []
+    for split, data in splits.items():
+        bad = unreadable_images([path for path, _ in data.samples])
+        if bad and not skip:
+            raise DataError(_unreadable(*bad[0], more=len(bad) - 1))
+        gone = {path for path, _ in bad}
+        if gone:
+            data.samples = [s for s in data.samples if s[0] not in gone]
+            data.imgs, data.targets = data.samples, [t for _, t in data.samples]
+            if not data.samples:
+                raise DataError(f"data.path: every image of {split}/ is unreadable; fix the images")
+            skipped.extend(sorted(gone))
+    if skipped:  # said where the user looks (stderr) and kept in a run's log
+        note = f"data.skip_unreadable: {len(skipped)} unreadable image(s) left out, e.g. {skipped[0]!r}"
+        print(f"vitsearch: {note}", file=sys.stderr)
+        logging.getLogger("vitsearch.data").info(note)
+    return skipped
 
 
 def _class_folder(root: Path, split: str, model, loader):

@@ -57,7 +57,7 @@ def distilled(base: nn.Module, config, train: Dataset, *, steps: int, device: to
     return student
 
 
-def _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, seed):
+def _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, seed, progress=None):
     from vitsearch.spaces import reapply_masks
 
     gen = torch.Generator().manual_seed(seed)
@@ -68,7 +68,7 @@ def _distil(student, teacher, train, steps, device, lr, batch_size, temperature,
     student = student.to(device).train()
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    for images, labels in loader:
+    for step, (images, labels) in enumerate(loader, 1):
         images, labels = images.to(device), labels.to(device)
         with torch.no_grad():
             target = teacher(images)
@@ -77,6 +77,8 @@ def _distil(student, teacher, train, steps, device, lr, batch_size, temperature,
         loss.backward()
         opt.step()
         reapply_masks(student)
+        if progress is not None:
+            progress(step, steps)
     student.eval()
 
 
@@ -87,15 +89,17 @@ def segment_seed(seed: int, rung: int) -> int:
 
 def distil_further(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: int, rung: int,
                    device: torch.device | str = "cpu", lr: float = 1e-4, batch_size: int = 64,
-                   temperature: float = 2.0, alpha: float = 0.5, seed: int = 0) -> nn.Module:
+                   temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, progress=None) -> nn.Module:
     """Continue distilling a prepared ``student`` (in place) for ``steps`` more steps: rung ``rung``'s segment.
 
     A rung continues from the weights the candidate had at the previous rung with a fresh
     optimizer and its own seed (:func:`segment_seed`), so the chain of segments is
-    deterministic and :func:`distilled_chain` rebuilds it exactly.
+    deterministic and :func:`distilled_chain` rebuilds it exactly. ``progress(step, steps)``
+    is called after every step when given.
     """
     if steps > 0:
-        _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, segment_seed(seed, rung))
+        _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, segment_seed(seed, rung),
+                progress)
     return student
 
 
@@ -123,9 +127,42 @@ def save_prepared(model: nn.Module, path) -> None:
 
 
 def load_prepared(base: nn.Module, config, path, calibration=None, device: torch.device | str = "cpu") -> nn.Module:
-    """The prepared float model of ``config`` with the weights of a checkpoint (``weights_only=True``)."""
+    """The prepared float model of ``config`` with the weights of a rung checkpoint (``weights_only=True``).
+
+    ModelError (one line naming the file) when ``path`` is a folder or not a weights-only
+    checkpoint (a pickle of anything but tensors is never unpickled).
+    """
     from vitsearch.spaces import prepare
 
     student = prepare(base, config, calibration=calibration, device=str(device))
-    student.load_state_dict(torch.load(path, map_location=device, weights_only=True), strict=True)
+    student.load_state_dict(read_rung_checkpoint(path, device), strict=True)
     return student
+
+
+def _load_error(exc: Exception) -> str:
+    """What ``torch.load`` refused, in a few words (its message is a page of advice with terminal colours)."""
+    import re
+
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\.\s|\s*Check the documentation|$)", text)
+    return ((found.group(1) if found and found.group(1) else text) or type(exc).__name__)[:120]
+
+
+def read_rung_checkpoint(path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The state dict of a rung checkpoint; ModelError (one line) when it is not one."""
+    from pathlib import Path
+
+    from vitsearch.spaces.errors import ModelError
+
+    path = Path(path)
+    fix = "delete it (the rung is then distilled again, to the same weights) or restore the run dir from a copy"
+    if path.is_dir():
+        raise ModelError(f"rung checkpoint {str(path)!r} is a folder, not a weights file; {fix}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unsafe globals, zip and pickle errors, a missing file
+        raise ModelError(f"rung checkpoint {str(path)!r} is not a weights-only checkpoint ({type(exc).__name__}: "
+                         f"{_load_error(exc)}); {fix}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"rung checkpoint {str(path)!r} holds a {type(state).__name__}, not a state dict; {fix}")
+    return state

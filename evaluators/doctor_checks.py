@@ -6,6 +6,7 @@ fp32 result; runtimes build, check (against eager) and time the built-in model.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -107,7 +108,7 @@ def _fingerprint(dev: torch.device) -> str:
 
 
 def _nvml(dev: torch.device) -> str:
-    from vitsearch.evaluators.latency.fingerprint import nvml_info
+    from vitsearch.evaluators.latency.nvml import nvml_info
 
     if dev.type != "cuda":
         raise RuntimeError("a CPU device has no NVML")
@@ -147,12 +148,13 @@ def _half(dev: torch.device, dtype: torch.dtype) -> str:
 
 
 def _torchao(dev: torch.device, kind: str) -> str:
-    from torchao.quantization import (Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig,
-                                      Int8WeightOnlyConfig, quantize_)
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+    from vitsearch.spaces.knobs.precision import int4_config
 
     lin, x, ref = _layer(dev)
     make = {"int8": Int8DynamicActivationInt8WeightConfig, "int8-weight": Int8WeightOnlyConfig,
-            "int4-weight": lambda: Int4WeightOnlyConfig(group_size=128)}[kind]
+            "int4-weight": lambda: int4_config(256, str(dev))}[kind]  # the packing the precision knob uses
     if kind == "int4-weight":
         lin, x = lin.to(torch.bfloat16), x.to(torch.bfloat16)
     quantize_(lin, make())
@@ -200,6 +202,18 @@ def _ort_kernel(dev: torch.device, kind: str) -> str:
     return close(got, ref, 0.15 if kind == "int4-weight" else 0.05, f"ORT {kind} ({', '.join(ops)})")
 
 
+def _ort_missing_provider(dev: torch.device) -> str | None:
+    """Why ONNX Runtime cannot run on ``dev`` here (a CPU-only build on a GPU), or None."""
+    if dev.type != "cuda" or importlib.util.find_spec("onnxruntime") is None:
+        return None  # on CPU the CPU provider is always there; a missing package is reported by its check
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return None
+    return (f"this onnxruntime {ort.__version__} build has no CUDA execution provider "
+            f"({', '.join(ort.get_available_providers())}); pip install onnxruntime-gpu for it")
+
+
 def kernel_checks(dev: torch.device) -> list[Check]:
     """Each precision and sparsity kernel actually executing, vs fp32; expected per the support table."""
     from vitsearch.evaluators.runtimes.support import precision_refusal
@@ -210,8 +224,13 @@ def kernel_checks(dev: torch.device) -> list[Check]:
               run_check("kernel", "bf16 (torch)", lambda: _half(dev, torch.bfloat16), ok("eager", "bf16"))]
     for p in ("int8", "int8-weight", "int4-weight"):
         checks.append(run_check("kernel", f"{p} (torchao)", lambda p=p: _torchao(dev, p), ok("eager", p)))
+    no_provider = _ort_missing_provider(dev)
     for p in ("int8", "int4-weight"):
-        checks.append(run_check("kernel", f"{p} (ONNX Runtime)", lambda p=p: _ort_kernel(dev, p), ok("onnxruntime", p)))
+        if no_provider is not None and ok("onnxruntime", p):  # the device could, this onnxruntime build cannot
+            checks.append(Check("kernel", f"{p} (ONNX Runtime)", UNAVAILABLE, no_provider))
+        else:
+            checks.append(run_check("kernel", f"{p} (ONNX Runtime)", lambda p=p: _ort_kernel(dev, p),
+                                    ok("onnxruntime", p)))
     checks.append(run_check("kernel", "2:4 semi-structured (torch.sparse)", lambda: _two_four(dev), kind == "cuda"))
     return checks
 
@@ -239,17 +258,15 @@ def _runtime(dev: torch.device, name: str, build: bool) -> str:
 def runtime_checks(dev: torch.device, quick: bool) -> list[Check]:
     """Each runtime's availability and version, and the built-in model built, checked and timed in it."""
     from vitsearch.evaluators.runtimes import get_runtime, runtime_names
-    from vitsearch.evaluators.runtimes.support import PRECISION
 
     checks = []
     for name in runtime_names():
         rt = get_runtime(name)
-        runs_here = (name, dev.type) in PRECISION
         why = rt.unavailable(dev)
-        if why is not None and not runs_here:
-            checks.append(Check("runtime", name, UNAVAILABLE, why))
-        elif why is not None and name == "tensorrt":  # optional package
-            checks.append(Check("runtime", name, MISSING, why))
+        if why is not None:  # no CUDA, or no CUDA provider in this build: not available; else a package missing
+            device_lacks = (rt.cuda_only and dev.type != "cuda") or (
+                name == "onnxruntime" and _ort_missing_provider(dev) is not None)
+            checks.append(Check("runtime", name, UNAVAILABLE if device_lacks else MISSING, why))
         else:
             build = not (quick and name == "compile")
             checks.append(run_check("runtime", name, lambda n=name, b=build: _runtime(dev, n, b)))

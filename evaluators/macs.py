@@ -21,50 +21,11 @@ change how the MACs run, not how many the network shape asks for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from vitsearch.spaces.errors import ModelError
-
-
-@dataclass(frozen=True)
-class VitDims:
-    """The dimensions of a timm ViT that its MACs depend on."""
-
-    embed_dim: int
-    num_heads: int
-    head_dim: int
-    mlp_hidden: int
-    depth: int
-    num_prefix_tokens: int
-    num_patches: int
-    in_chans: int
-    patch_area: int
-    num_classes: int
-    num_heads_out: int  # classifier heads: 2 for DeiT-distilled (head + head_dist)
-
-
-def vit_dims(model: nn.Module) -> VitDims:
-    """Read :class:`VitDims` from a timm ``VisionTransformer`` (the base model)."""
-    try:
-        attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
-        conv = model.patch_embed.proj
-        grid = model.patch_embed.grid_size
-        heads = [h for h in (getattr(model, "head", None), getattr(model, "head_dist", None)) if isinstance(h, nn.Linear)]
-        return VitDims(
-            embed_dim=model.embed_dim, num_heads=attn.num_heads, head_dim=attn.head_dim,
-            mlp_hidden=mlp.fc1.out_features, depth=len(model.blocks),
-            num_prefix_tokens=model.num_prefix_tokens, num_patches=grid[0] * grid[1],
-            in_chans=conv.in_channels, patch_area=conv.kernel_size[0] * conv.kernel_size[1],
-            num_classes=heads[0].out_features if heads else 0, num_heads_out=len(heads),
-        )
-    except (AttributeError, IndexError, TypeError) as exc:
-        raise ModelError(
-            f"model: {type(model).__name__} lacks the timm VisionTransformer layout MACs are computed from ({exc}); "
-            "pass the uncompressed timm ViT base model"
-        ) from None
+from vitsearch.spaces.vit.dims import VitDims
 
 
 def analytic_macs(base_model: nn.Module, config: Any = None) -> int:
@@ -75,7 +36,7 @@ def analytic_macs(base_model: nn.Module, config: Any = None) -> int:
     config = CompressionConfig() if config is None else config
     if isinstance(config, dict):
         config = CompressionConfig.from_dict(config)
-    dims = vit_dims(base_model)
+    dims = VitDims.of(base_model)
     h_q = config.heads.keep or dims.num_heads
     g = config.heads.kv_heads or h_q
     hidden = mlp_hidden_kept(dims.mlp_hidden, config)

@@ -78,6 +78,9 @@ def builtin_weights_path() -> Path:
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict safely (``weights_only=True``); one clear error otherwise."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"checkpoint: {str(path)!r} is a folder, not a file; give the path of a saved state dict "
+                         "(.pt/.pth)")
     if not path.is_file():
         raise ModelError(f"checkpoint: file {str(path)!r} does not exist; give the path of a saved state dict (.pt/.pth)")
     try:

@@ -31,7 +31,7 @@ def latency_entry(result: Any = None, *, median_ms: float | None = None, device:
                   source: str = "predicted", interval: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``latency`` dict of an :class:`Evaluation`.
 
-    From a :class:`~vitsearch.evaluators.latency.measure.LatencyResult` (``source`` measured,
+    From a :class:`~vitsearch.evaluators.latency.timing.results.LatencyResult` (``source`` measured,
     with its interval when measured interleaved), or from a predicted ``median_ms`` on
     ``device`` (p10/p90/n_runs are None then; ``interval`` holds :data:`INTERVAL_KEYS`).
     """
@@ -42,7 +42,7 @@ def latency_entry(result: Any = None, *, median_ms: float | None = None, device:
         out.update({k: getattr(result, k, None) for k in INTERVAL_KEYS})
         out["stop_reason"] = result.stop_reason
         if getattr(result, "thread_info", None):
-            from vitsearch.evaluators.latency.hygiene import compact
+            from vitsearch.evaluators.latency.timing.hygiene import compact
 
             out["thread"] = compact(result.thread_info)
         return out

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from vitsearch.search.study import StudySpec
+from typing import Any
 
 #: latency.predictor values that are modes, not paths
 PREDICTOR_MODES = ("auto", "off")
@@ -45,19 +42,24 @@ def absolute_storage_url(url: str, base: Path) -> str:
     return url
 
 
-def resolve_study_paths(spec: "StudySpec", base: Path) -> "StudySpec":
-    """The study with every relative path it writes anchored at ``base`` (the study file's folder)."""
-    data = spec.model_dump(mode="python")
-    if spec.data.path:
-        data["data"]["path"] = absolute(spec.data.path, base)
-    if spec.model.checkpoint:
-        data["model"]["checkpoint"] = absolute(spec.model.checkpoint, base)
-    if spec.latency.predictor not in PREDICTOR_MODES:
-        data["latency"]["predictor"] = absolute(spec.latency.predictor, base)
-    if spec.search.storage:
-        data["search"]["storage"] = absolute_storage_url(spec.search.storage, base)
-    if "output_dir" in spec.model_fields_set:
-        data["output_dir"] = absolute(spec.output_dir, base)
-    else:  # left unset: the default stays relative to the working directory
+def resolve_written_paths(data: dict[str, Any], output_dir_written: bool, base: Path) -> dict[str, Any]:
+    """A study document (``StudySpec.model_dump()``) with every relative path it writes anchored at ``base``.
+
+    ``base`` is the study file's folder. ``output_dir`` is anchored only when the file
+    wrote it (``output_dir_written``); the default stays relative to the working directory.
+    """
+    data = {**data, "data": {**data["data"]}, "model": {**data["model"]}, "latency": {**data["latency"]},
+            "search": {**data["search"]}}
+    if data["data"]["path"]:
+        data["data"]["path"] = absolute(data["data"]["path"], base)
+    if data["model"]["checkpoint"]:
+        data["model"]["checkpoint"] = absolute(data["model"]["checkpoint"], base)
+    if data["latency"]["predictor"] not in PREDICTOR_MODES:
+        data["latency"]["predictor"] = absolute(data["latency"]["predictor"], base)
+    if data["search"]["storage"]:
+        data["search"]["storage"] = absolute_storage_url(data["search"]["storage"], base)
+    if output_dir_written:
+        data["output_dir"] = absolute(data["output_dir"], base)
+    else:
         del data["output_dir"]
-    return type(spec).model_validate(data)
+    return data

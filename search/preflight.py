@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from pathlib import Path
 
+from vitsearch.search.studyfile import shown
 from vitsearch.spaces.errors import ConfigError
 
 #: more concurrent trials than this is a typo, whatever the cluster
@@ -24,18 +26,32 @@ BUILTIN_INPUT = {"builtin:vitsearch-tiny": (1, 28, 28)}
 
 def check_out_dir(path: str | Path, flag: str) -> None:
     """``path`` can become a folder we write into: not a file, under a writable existing folder."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"{flag}: {str(p)!r} is an existing file, not a folder; give a folder path")
+    p = _given(path, flag)
+    if _exists(p, flag) and not p.is_dir():
+        raise ConfigError(f"{flag}: {shown(str(p))} is an existing file, not a folder; give a folder path")
     _check_writable_ancestor(p, flag)
 
 
 def check_out_file(path: str | Path, flag: str) -> None:
     """``path`` can become a file we write: not a folder, its folder writable."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{flag}: {str(p)!r} is a folder; give a file path")
+    p = _given(path, flag)
+    if _exists(p, flag) and p.is_dir():
+        raise ConfigError(f"{flag}: {shown(str(p))} is a folder; give a file path")
     _check_writable_ancestor(p.parent if str(p.parent) else Path("."), flag)
+
+
+def _given(path: str | Path, flag: str) -> Path:
+    if not str(path).strip():
+        raise ConfigError(f"{flag}: an empty path; give a folder path, or leave {flag} out for the default")
+    return Path(path)
+
+
+def _exists(p: Path, flag: str) -> bool:
+    try:
+        return p.exists()
+    except OSError as exc:  # a name too long, a loop of links
+        raise ConfigError(f"{flag}: {shown(str(p))} is not a usable path ({exc.strerror}); give another "
+                          "path") from None
 
 
 def _check_writable_ancestor(p: Path, flag: str) -> None:
@@ -43,10 +59,16 @@ def _check_writable_ancestor(p: Path, flag: str) -> None:
     while not anc.exists():
         anc = anc.parent
     if not anc.is_dir():
-        raise ConfigError(f"{flag}: {str(p)!r} is not a possible folder: {str(anc)!r} is a file; give another path")
+        raise ConfigError(f"{flag}: {shown(str(p))} is not a possible folder: {shown(str(anc))} is a file; give "
+                          "another path")
     if not os.access(anc, os.W_OK | os.X_OK) or os.statvfs(anc).f_flag & os.ST_RDONLY:
-        raise ConfigError(f"{flag}: {str(p)!r} is not writable (no write permission in {str(anc)!r}); "
+        raise ConfigError(f"{flag}: {shown(str(p))} is not writable (no write permission in {shown(str(anc))}); "
                           "give a path in a folder you can write")
+    try:  # what permissions do not tell: /proc, /sys, a full disk, root on a read-only mount
+        os.rmdir(tempfile.mkdtemp(prefix=".vitsearch-probe-", dir=anc))
+    except OSError as exc:
+        raise ConfigError(f"{flag}: {shown(str(p))} cannot be created (making a folder in {shown(str(anc))} "
+                          f"failed: {exc.strerror}); give a path in a folder you can write") from None
 
 
 def check_workers(workers: int, cpus: int, local: bool, flag: str = "--workers") -> None:
@@ -106,7 +128,7 @@ def check_predictor_path(spec) -> None:
     """A ``latency.predictor`` path (not auto/off) must exist."""
     mode = spec.latency.predictor
     if mode not in ("auto", "off") and not Path(mode).exists():
-        raise ConfigError(f"latency.predictor: {mode!r} does not exist; give a profile dir written by "
+        raise ConfigError(f"latency.predictor: {shown(mode)} does not exist; give a profile dir written by "
                           "`vitsearch profile`, 'auto' or 'off'")
 
 

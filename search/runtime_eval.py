@@ -26,7 +26,7 @@ def evaluate_in_runtime(session, config, steps: int, feasibility=None, predictor
     ``phase(phases, name)``: the session's context manager timing one phase into ``phases``.
     """
     from vitsearch.evaluators import analytic_macs, model_size
-    from vitsearch.evaluators.latency.devicelock import device_busy
+    from vitsearch.evaluators.latency.lock import device_busy
     from vitsearch.evaluators.runtimes import get_runtime
     from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
     from vitsearch.evaluators.runtimes.support import check_config
@@ -96,8 +96,8 @@ def build_for_study(session, prepared, config):
 
 
 def _build(session, prepared, config, timed):
-    from vitsearch.evaluators.latency.devicelock import device_busy
-    from vitsearch.evaluators.latency.measure import default_threads
+    from vitsearch.evaluators.latency.lock import device_busy
+    from vitsearch.evaluators.latency.timing.prepare import default_threads
     from vitsearch.evaluators.runtimes.deploy import build_checked
 
     lat = session.spec.latency
@@ -122,7 +122,7 @@ def measure_deployed(session, deployed, numerics):
 
 def _recovered(session, config, steps, timed):
     from vitsearch.evaluators.distill import distilled
-    from vitsearch.evaluators.latency.devicelock import device_busy
+    from vitsearch.evaluators.latency.lock import device_busy
     from vitsearch.evaluators.runtimes.onnxexport import float_config
 
     with timed("recovery"), device_busy(session.device):
@@ -132,7 +132,7 @@ def _recovered(session, config, steps, timed):
 
 def _accuracy(session, runtime, prepared, config, built, timed) -> Any:
     from vitsearch.evaluators import evaluate_accuracy
-    from vitsearch.evaluators.latency.devicelock import device_busy
+    from vitsearch.evaluators.latency.lock import device_busy
     from vitsearch.evaluators.runtimes.eager import finalized
     from vitsearch.evaluators.runtimes.numerics import accuracy_in_runtime
 

@@ -100,7 +100,7 @@ class Session:
 
     def _costs(self, config, predictor, phases: dict):
         from vitsearch.evaluators import analytic_macs, model_size
-        from vitsearch.evaluators.latency.devicelock import device_busy
+        from vitsearch.evaluators.latency.lock import device_busy
         from vitsearch.spaces import compress
 
         with _phase(phases, "compress"), device_busy(self.device):
@@ -126,7 +126,7 @@ class Session:
         (the first rung's checkpoint, which a promotion continues from).
         """
         from vitsearch.evaluators.distill import distilled, save_prepared
-        from vitsearch.evaluators.latency.devicelock import device_busy
+        from vitsearch.evaluators.latency.lock import device_busy
         from vitsearch.spaces import finalize
 
         steps = self.spec.recovery.ladder[0] if recovery_steps is None else recovery_steps
@@ -168,7 +168,7 @@ class Session:
         is missing (another machine's run dir) the previous rungs are replayed exactly.
         """
         from vitsearch.evaluators.distill import distil_further, distilled_chain, load_prepared, save_prepared
-        from vitsearch.evaluators.latency.devicelock import device_busy
+        from vitsearch.evaluators.latency.lock import device_busy
         from vitsearch.spaces import finalize
 
         ladder = self.spec.recovery.ladder
@@ -221,7 +221,7 @@ class Session:
     def _scored(self, model, metrics: dict, steps: int, phases: dict, feasibility):
         """Accuracy on val (never test) into ``metrics``; (metrics, accuracy-budget violation or None)."""
         from vitsearch.evaluators import evaluate_accuracy
-        from vitsearch.evaluators.latency.devicelock import device_busy
+        from vitsearch.evaluators.latency.lock import device_busy
 
         with _phase(phases, "accuracy"), device_busy(self.device):
             acc = evaluate_accuracy(model, self.data.val, self.device, self.spec.data.eval_batch_size,
@@ -246,19 +246,49 @@ class Session:
         result = measure_latency(model, self.input_shape, self.device, **self.latency_kwargs())
         return latency_entry(result), result.fingerprint
 
+    def measure_config(self, config):
+        """``config`` built and timed as the search timed it: a LatencyResult (the study's protocol).
+
+        Compressed in eager; in another runtime built from its float structure by that
+        runtime (which quantises), checked, and timed as the deployed program.
+        """
+        from vitsearch.evaluators import measure_latency
+        from vitsearch.spaces import compress
+
+        if self.spec.latency.runtime != "eager":  # a runtime's program, built as runtime_eval builds it
+            from vitsearch.evaluators.runtimes.deploy import measure
+            from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
+            from vitsearch.search.runtime_eval import build_for_study
+
+            prepared = prepare_structure(self.base, config, self.data.calibration, str(self.device))
+            deployed, _ = build_for_study(self, prepared, config)
+            return measure(deployed, self.input_shape, self.device, **self.latency_kwargs())
+        model = compress(self.base, config, calibration=self.data.calibration, device=str(self.device))
+        return measure_latency(model, self.input_shape, self.device, **self.latency_kwargs())
+
     def profile_programs(self):
         """What a profile of this study times: eager models, or programs of ``latency.runtime`` (with its fingerprint)."""
         if self.spec.latency.runtime == "eager":
-            from vitsearch.evaluators.latency.programs import EagerPrograms
+            from vitsearch.evaluators.latency.profile.programs import EagerPrograms
 
             return EagerPrograms()
         from vitsearch.evaluators.runtimes.profiling import RuntimePrograms
 
         return RuntimePrograms(self.spec.latency.runtime)
 
+    def adopt_sitting_sd(self, sitting_sd: float | None) -> None:
+        """Widen this session's measured intervals by a run's own sitting spread where no profile gives one.
+
+        What report and pick of a run without a device profile do, so that their
+        re-measurements state intervals on the same footing as the run's.
+        """
+        self.latency_kwargs()  # reads the profile's basis once
+        if sitting_sd is not None and self._profile_basis["sitting_sd"] is None:
+            self._profile_basis = {**self._profile_basis, "sitting_sd": sitting_sd}
+
     def latency_kwargs(self) -> dict:
         """How this study measures a latency: interleaved with the base model (see measure_latency)."""
-        from vitsearch.evaluators.latency.predictor import profile_basis
+        from vitsearch.evaluators.latency.predict.study import profile_basis
 
         lat = self.spec.latency
         if not hasattr(self, "_profile_basis"):  # read once: the profile does not change during a session
@@ -295,7 +325,7 @@ def study_predictor(session: Session):
     mode = spec.latency.predictor
     if mode == "off":
         return None
-    from vitsearch.evaluators.latency.predictor import default_profile_dir, load_for_study
+    from vitsearch.evaluators.latency.predict.study import default_profile_dir, load_for_study
 
     path = default_profile_dir(spec) if mode == "auto" else Path(mode)
     if not path.exists():
@@ -323,7 +353,7 @@ def _calibrated(session: Session, predictor, profile_dir: Path):
     """``latency.calibrate``: the predictor rescaled by the uncompressed model timed now."""
     import logging
 
-    from vitsearch.evaluators.latency.profile import time_reference
+    from vitsearch.evaluators.latency.profile.run import time_reference
 
     ref = time_reference(session, profile_dir)
     out = predictor.calibrated(ref["median_ms"], f"uncompressed model timed at run start, {ref['n_runs']} passes, "
@@ -353,7 +383,8 @@ def load_session(study: str | Path | StudySpec) -> Session:
     if spec.data.source == "mnist5k":
         data = load_mnist5k(seed=spec.data.seed, calibration_size=spec.data.calibration_size)
     else:
-        data = load_imagefolder(spec.data.path, base, spec.data.calibration_size, spec.data.seed)
+        data = load_imagefolder(spec.data.path, base, spec.data.calibration_size, spec.data.seed,
+                                spec.data.skip_unreadable)
     check_compatible(base, data.input_size, data.num_classes)
     if spec.latency.input_size is not None:
         check_compatible(base, spec.latency.input_size, data.num_classes)

@@ -13,7 +13,9 @@ again, or from ``--storage`` given again.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+from vitsearch.search.studyfile import shown
 from vitsearch.spaces.errors import ConfigError
 
 #: seconds between a driver's heartbeats for the trials it owns (RDB storages)
@@ -23,6 +25,8 @@ GRACE_S = 20
 #: the PostgreSQL driver SQLAlchemy uses for postgresql:// URLs (a dependency of vitsearch)
 PG_DRIVER = "psycopg"
 PG_INSTALL = "pip install 'psycopg[binary]'"
+#: the first 16 bytes of every SQLite database file
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def _url(url: str):
@@ -91,6 +95,9 @@ def open_storage(url: str, on_stale=None):
                                          or "mode=memory" in url):
             raise ConfigError(f"storage: {url!r} is an in-memory database; a run needs storage that outlives "
                               "the driver (resume, report, pick): use sqlite:///PATH, postgresql://... or journal:PATH")
+        db = _sqlite_file(url)
+        if db is not None and db.is_file() and db.stat().st_size:  # an empty file is a new database
+            check_sqlite_file(db, "storage")
         storage = _rdb(_sqlalchemy_url(url), on_stale)
         if storage.engine.dialect.name == "sqlite":
             _sqlite_wal(storage.engine)
@@ -99,6 +106,44 @@ def open_storage(url: str, on_stale=None):
         raise
     except Exception as exc:
         raise ConfigError(_why(url, exc)) from None
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (None for other URLs)."""
+    u = _url(url)
+    if u is None or u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def check_sqlite_file(path: Path, who: str) -> None:
+    """ConfigError (one line, starting with ``who``) unless ``path`` is a readable, undamaged SQLite database.
+
+    Checked read-only (SQLite's ``quick_check``) before Optuna opens it: a truncated or
+    overwritten file must be refused, not half-read or silently replaced.
+    """
+    import sqlite3
+
+    name = shown(str(path))
+    fix = "restore it from a copy, or start a new run with --out"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise ConfigError(f"{who}: cannot read the database {name} ({exc.strerror}); {fix}") from None
+    if head != SQLITE_HEADER:
+        what = "empty" if not head else "not an SQLite database (wrong header)"
+        raise ConfigError(f"{who}: the database {name} is {what}; {fix}")
+    try:
+        con = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)  # no -wal/-shm made
+        try:
+            verdict = con.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        verdict = str(exc)
+    if verdict != "ok":
+        raise ConfigError(f"{who}: the database {name} is damaged ({verdict[:120]}); {fix}")
 
 
 def _rdb(url: str, on_stale):

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vitsearch.search.fields import Bool, Float, Int, PathStr, Seed, Steps
+from vitsearch.search.paths import resolve_written_paths
+from vitsearch.search.studyfile import clip, read_study_document
 from vitsearch.spaces import SpaceSpec
 from vitsearch.spaces.errors import ConfigError
 
@@ -31,9 +34,9 @@ class ModelSection(_Strict):
     """``builtin:vitsearch-tiny``, ``timm:<name>`` (+ ``pretrained``), optional ``checkpoint``."""
 
     name: str = "builtin:vitsearch-tiny"
-    pretrained: bool = True
-    checkpoint: str | None = None
-    num_classes: int | None = Field(default=None, gt=0)
+    pretrained: Bool = True
+    checkpoint: PathStr | None = None
+    num_classes: Int | None = Field(default=None, gt=0)
 
     @field_validator("name")
     @classmethod
@@ -47,10 +50,12 @@ class DataSection(_Strict):
     """``mnist5k`` (built in) or ``imagefolder`` with ``path`` holding train/ and val/."""
 
     source: Literal["mnist5k", "imagefolder"] = "mnist5k"
-    path: str | None = None
-    seed: int = 0
-    calibration_size: int = Field(default=256, gt=0)
-    eval_batch_size: int = Field(default=250, gt=0)
+    path: PathStr | None = None
+    seed: Seed = 0
+    calibration_size: Int = Field(default=256, gt=0)
+    eval_batch_size: Int = Field(default=250, gt=0)
+    #: imagefolder: leave out (and count) images that cannot be read, instead of refusing the data
+    skip_unreadable: Bool = False
 
     @model_validator(mode="after")
     def _path_for_imagefolder(self) -> "DataSection":
@@ -62,14 +67,14 @@ class DataSection(_Strict):
 class InterleaveSection(_Strict):
     """The interleaved protocol (evaluators/latency/interleaved.py): chunk size and stop rule."""
 
-    chunk: int = Field(default=4, ge=1, le=64)
-    chunk_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
-    settle: int = Field(default=0, ge=0, le=64)
-    target_halfwidth: float = Field(default=0.03, ge=1e-4, le=0.5)
-    max_seconds: float = Field(default=3.0, gt=0, le=3600)
-    min_pairs: int = Field(default=6, ge=3, le=10_000)
-    max_pairs: int = Field(default=400, ge=3, le=100_000)
-    confidence: float = Field(default=0.95, ge=0.5, le=0.999)
+    chunk: Int = Field(default=4, ge=1, le=64)
+    chunk_ms: Float = Field(default=0.0, ge=0.0, le=10_000.0)
+    settle: Int = Field(default=0, ge=0, le=64)
+    target_halfwidth: Float = Field(default=0.03, ge=1e-4, le=0.5)
+    max_seconds: Float = Field(default=3.0, gt=0, le=3600)
+    min_pairs: Int = Field(default=6, ge=3, le=10_000)
+    max_pairs: Int = Field(default=400, ge=3, le=100_000)
+    confidence: Float = Field(default=0.95, ge=0.5, le=0.999)
 
     @model_validator(mode="after")
     def _pairs(self) -> "InterleaveSection":
@@ -81,20 +86,20 @@ class InterleaveSection(_Strict):
 class LatencySection(_Strict):
     """How latency is measured: batch, input size (default: the model's), CPU threads."""
 
-    batch_size: int = Field(default=1, gt=0)
-    input_size: tuple[int, int, int] | None = None
-    threads: int | None = Field(default=None, gt=0)
-    warmup: int = Field(default=10, ge=0)
-    max_runs: int = Field(default=200, gt=0)
-    max_seconds: float = Field(default=10.0, gt=0)
+    batch_size: Int = Field(default=1, gt=0)
+    input_size: tuple[Int, Int, Int] | None = None
+    threads: Int | None = Field(default=None, gt=0)
+    warmup: Int = Field(default=10, ge=0)
+    max_runs: Int = Field(default=200, gt=0)
+    max_seconds: Float = Field(default=10.0, gt=0)
     #: "auto": use the study's fitted latency predictor (``vitsearch profile``) when its
     #: device fingerprint matches this machine, else measure; "off": always measure; or a
     #: path to a profile dir / predictor file (then it must exist and match).
-    predictor: str = "auto"
+    predictor: PathStr = "auto"
     #: with a predictor: time the uncompressed model once at the start of a run and scale
     #: every prediction by (its time now / its time when profiled), so predictions follow
     #: the device's current speed rather than its quietest profiled state.
-    calibrate: bool = False
+    calibrate: Bool = False
     #: what latency is measured in (and accuracy, where the runtime quantises): eager
     #: PyTorch, torch.compile, ONNX Runtime or TensorRT (GPU); see README "Runtimes".
     runtime: Literal["eager", "compile", "onnxruntime", "tensorrt"] = "eager"
@@ -115,9 +120,9 @@ class Objective(_Strict):
 class Constraints(_Strict):
     """Hard limits; a candidate beyond one is infeasible. Accuracy drop is absolute (0..1)."""
 
-    max_latency_ms: float | None = Field(default=None, gt=0)
-    max_size_mb: float | None = Field(default=None, gt=0)
-    max_accuracy_drop: float | None = Field(default=None, ge=0, le=1)
+    max_latency_ms: Float | None = Field(default=None, gt=0)
+    max_size_mb: Float | None = Field(default=None, gt=0)
+    max_accuracy_drop: Float | None = Field(default=None, ge=0, le=1)
 
 
 class RecoverySection(_Strict):
@@ -130,15 +135,15 @@ class RecoverySection(_Strict):
     ``enabled: false`` turns recovery off whatever ``steps`` says (rungs are refused then).
     """
 
-    steps: int = Field(default=0, ge=0)
-    rungs: tuple[int, ...] | None = None
-    reduction: float = 3.0
-    enabled: bool = True
-    lr: float = Field(default=1e-4, gt=0)
-    batch_size: int = Field(default=64, gt=0)
-    temperature: float = Field(default=2.0, gt=0)
-    alpha: float = Field(default=0.5, ge=0, le=1)
-    seed: int = 0
+    steps: Steps = 0
+    rungs: tuple[Steps, ...] | None = None
+    reduction: Float = 3.0
+    enabled: Bool = True
+    lr: Float = Field(default=1e-4, gt=0)
+    batch_size: Int = Field(default=64, gt=0)
+    temperature: Float = Field(default=2.0, gt=0)
+    alpha: Float = Field(default=0.5, ge=0, le=1)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _rungs(self) -> "RecoverySection":
@@ -170,20 +175,20 @@ class RecoverySection(_Strict):
 
 class SearchSection(_Strict):
     sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
-    trials: int = Field(default=40, gt=0)
+    trials: Int = Field(default=40, gt=0)
     #: stop handing out work this many minutes after the search starts (Ray up, model loaded);
     #: what is in flight then finishes and is recorded. None: no time limit (``trials`` decides).
-    time_budget_minutes: float | None = Field(default=None, gt=0)
-    workers: int = Field(default=2, gt=0, le=256)
-    cpus: int | None = Field(default=None, gt=0)
-    seed: int = 0
+    time_budget_minutes: Float | None = Field(default=None, gt=0)
+    workers: Int = Field(default=2, gt=0, le=256)
+    cpus: Int | None = Field(default=None, gt=0)
+    seed: Seed = 0
     ray_address: str | None = None
-    storage: str | None = None
-    population_size: int | None = Field(default=None, gt=1)
+    storage: PathStr | None = None
+    population_size: Int | None = Field(default=None, gt=1)
     #: TPE / GP: random trials before the model is used (None: a fifth of ``trials``, at least 5;
     #: for TPE at most 10)
-    startup_trials: int | None = Field(default=None, gt=0)
-    batch_size: int | None = Field(default=None, gt=0)
+    startup_trials: Int | None = Field(default=None, gt=0)
+    batch_size: Int | None = Field(default=None, gt=0)
 
 
 class StudySpec(_Strict):
@@ -202,7 +207,7 @@ class StudySpec(_Strict):
     space: SpaceSpec = SpaceSpec()
     recovery: RecoverySection = RecoverySection()
     search: SearchSection = SearchSection()
-    output_dir: str = "runs/{name}"
+    output_dir: PathStr = "runs/{name}"
 
     @field_validator("name")
     @classmethod
@@ -250,7 +255,7 @@ def _one_line(err: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         return f"unknown field {where!r}; remove it or check its spelling"
     shown = repr(first.get("input"))
-    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    shown = shown if len(shown) <= 80 else f"{shown[:77]}... ({len(shown):,} characters)"
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
     return f"field {where!r}: {msg}; got {shown}{more}"
 
@@ -260,11 +265,11 @@ def parse_study(data: Any, source: str = "<study>") -> StudySpec:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a study file must be a YAML mapping of fields, got {type(data).__name__}")
+        raise ConfigError(f"{clip(source)}: a study file must be a YAML mapping of fields, got {type(data).__name__}")
     try:
         return StudySpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_one_line(exc)}") from None
+        raise ConfigError(f"{clip(source)}: {_one_line(exc)}") from None
 
 
 def default_study_path() -> Path:
@@ -276,32 +281,17 @@ def load_study(path: str | Path) -> StudySpec:
     """Read and validate a study file (``default`` names the embedded default).
 
     Relative paths written in the file are anchored at the file's folder
-    (:mod:`vitsearch.search.paths`); an empty or non-UTF-8 file is refused.
+    (:mod:`vitsearch.search.paths`); an empty, non-UTF-8 or duplicate-key file is
+    refused (:mod:`vitsearch.search.studyfile`).
     """
-    import yaml
-
-    from vitsearch.search.paths import resolve_study_paths
-
     p = default_study_path() if str(path) == "default" else Path(path)
-    if not p.is_file():
-        raise ConfigError(f"study file {str(p)!r} does not exist; give a YAML study file such as studies/default.yaml")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"study file {str(p)!r} is not UTF-8 text (byte {exc.start}); give a YAML study file "
-                          "such as studies/default.yaml") from None
-    if "\x00" in text:
-        raise ConfigError(f"study file {str(p)!r} holds NUL bytes, not YAML text; give a YAML study file")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"study file {str(p)!r}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
-    if data is None:  # nothing but blanks and comments: not "the default study" by accident
-        raise ConfigError(f"study file {str(p)!r} is empty; write at least `name: <study name>` "
-                          "(every other field has a default), or use `default`")
-    return resolve_study_paths(parse_study(data, str(p)), p.parent.absolute())
+    return resolve_study_paths(parse_study(read_study_document(p), str(p)), p.parent.absolute())
+
+
+def resolve_study_paths(spec: StudySpec, base: Path) -> StudySpec:
+    """The study with every relative path it writes anchored at ``base`` (the study file's folder)."""
+    data = resolve_written_paths(spec.model_dump(mode="python"), "output_dir" in spec.model_fields_set, base)
+    return type(spec).model_validate(data)
 
 
 def study_to_yaml(spec: StudySpec) -> str:

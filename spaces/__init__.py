@@ -10,7 +10,7 @@ from vitsearch.spaces.knobs.tokens import TokensConfig, tokens_per_block
 
 _LAZY = {  # torch-heavy names load on first use, so importing the package stays fast
     "compress": "compression", "prepare": "compression", "finalize": "compression", "reapply_masks": "compression",
-    "SearchSpace": "space", "SpaceSpec": "space", "ModelDims": "space",
+    "SearchSpace": "space", "SpaceSpec": "space", "VitDims": "vit.dims",
     "supported_precisions": "knobs.precision",
 }
 

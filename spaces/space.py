@@ -9,7 +9,6 @@ the mapping from parameters to a config, so every config that comes out is valid
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,6 +19,7 @@ from vitsearch.spaces.knobs.heads import divisors
 from vitsearch.spaces.knobs.precision import PRECISIONS, supported_precisions
 from vitsearch.spaces.knobs.sparsity import parse_sparsity
 from vitsearch.spaces.vit.counts import MIN_MERGE_SHARE
+from vitsearch.spaces.vit.dims import VitDims
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -122,23 +122,6 @@ class SpaceSpec(BaseModel):
     precision: PrecisionSpace = Field(default_factory=PrecisionSpace)
 
 
-@dataclass(frozen=True)
-class ModelDims:
-    """What the space needs to know about the base model."""
-
-    depth: int
-    num_heads: int
-    num_patch_tokens: int
-    num_prefix_tokens: int
-
-    @classmethod
-    def of(cls, model: Any) -> "ModelDims":
-        """Read the dims of a timm VisionTransformer."""
-        return cls(depth=len(model.blocks), num_heads=int(model.blocks[0].attn.num_heads),
-                   num_patch_tokens=int(model.patch_embed.num_patches),
-                   num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 1)))
-
-
 class SearchSpace:
     """Static Optuna distributions over the five knobs, and their mapping to configs.
 
@@ -148,7 +131,7 @@ class SearchSpace:
     bound: the K/V head count used is the largest allowed choice dividing the kept heads.
     """
 
-    def __init__(self, spec: SpaceSpec | dict | None, dims: ModelDims, device: str = "cpu",
+    def __init__(self, spec: SpaceSpec | dict | None, dims: VitDims, device: str = "cpu",
                  precisions: tuple[str, ...] | None = None) -> None:
         self.spec = spec if isinstance(spec, SpaceSpec) else SpaceSpec.model_validate(spec or {})
         self.dims, self.device = dims, str(device)
@@ -167,7 +150,7 @@ class SearchSpace:
     def from_spec(cls, spec: SpaceSpec | dict | None, model: Any, device: str = "cpu",
                   precisions: tuple[str, ...] | None = None) -> "SearchSpace":
         """Build for a timm ViT (reads its depth, heads and token counts)."""
-        return cls(spec, ModelDims.of(model), device, precisions)
+        return cls(spec, VitDims.of(model), device, precisions)
 
     def _check(self) -> None:
         d, lo, hi = self.dims, *self.keep_range

@@ -1,7 +1,9 @@
 """The layout's rules, checked on the source: sub-packages import only downward.
 
-Reads every module's imports (module level and inside functions) with ``ast``; nothing is
-imported, so this runs in milliseconds.
+Reads every module's imports (module level, inside functions and under ``TYPE_CHECKING``:
+an import for annotations is still a dependency, and a pair of modules importing each
+other is a knot whatever the guard) with ``ast``; nothing is imported, so this runs in
+milliseconds.
 """
 
 from __future__ import annotations
@@ -31,10 +33,7 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     """vitsearch modules that ``name`` imports (a package import counts as its __init__)."""
     found = set()
     is_pkg = path.name == "__init__.py"
-    tree = ast.parse(path.read_text())
-    for block in [n for n in ast.walk(tree) if isinstance(n, ast.If) and _type_checking(n.test)]:
-        block.body = []  # annotations only: no import at run time
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -47,11 +46,6 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
     return {m for m in found if m in known and m != name}
-
-
-def _type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 MODULES = _modules()
@@ -110,3 +104,11 @@ def test_no_cycle_between_subpackages():
     for node in sorted(edges):
         visit(node)
     assert cycles == []
+
+
+def test_an_import_for_annotations_counts(tmp_path):
+    """``paths`` importing ``study`` under TYPE_CHECKING while ``study`` imports ``paths`` is a pair."""
+    module = tmp_path / "paths.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                      "    from vitsearch.search.study import StudySpec\n")
+    assert _imports("vitsearch.search.paths", module, set(MODULES)) == {"vitsearch.search.study"}

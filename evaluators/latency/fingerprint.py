@@ -1,16 +1,16 @@
 """Device fingerprints: which machine a latency number was measured on.
 
 A fingerprint is a plain JSON-able dict that travels with every measured latency.
-:func:`fingerprint_id` hashes only the identity fields (device kind, CPU or GPU model,
-thread count, torch version, CPU capability / driver and CUDA version), never
-temperatures, clocks or the hostname, so two identical machines share one id and the
-same machine keeps its id while it warms up or is loaded (``load_avg_1m`` records
+:func:`fingerprint_id` hashes only the identity fields (:func:`identity`: device kind,
+CPU or GPU model, torch version, CPU capability / driver and CUDA version, the runtime),
+never temperatures, clocks or the hostname, so two identical machines share one id and
+the same machine keeps its id while it warms up or is loaded (``load_avg_1m`` records
 the machine's 1-minute load average when the measurement started, as context).
 
-GPU fields come from nvidia-ml-py (``pynvml``). Where NVML is not installed or fails
-(no NVIDIA driver), the fingerprint carries ``"nvml": "unavailable: <reason>"``
-instead of raising. The CUDA path was not exercised on a GPU (no GPU on the
-development machine).
+The CPU thread count is identity on a CPU (it changes the latency) and context on a GPU:
+every path that asks for a GPU's fingerprint gets the same id, whatever thread count it
+passes. GPU fields come from nvidia-ml-py (:mod:`.nvml`); without NVML the fingerprint
+carries ``"nvml": "unavailable: <reason>"`` instead of raising.
 """
 
 from __future__ import annotations
@@ -26,12 +26,16 @@ import torch
 
 from vitsearch.spaces.errors import ConfigError, DeviceError
 
+from vitsearch.evaluators.latency.nvml import nvml_info
+
 #: Fields that identify a device; everything else in a fingerprint is context.
 IDENTITY_FIELDS = (
     "kind", "cpu_model", "machine", "threads", "torch_version", "cpu_capability",
     "gpu_name", "gpu_memory_mb", "driver_version", "cuda_version",
     "runtime", "runtime_version",  # set only for non-eager runtimes (evaluators/runtimes/deploy.py)
 )
+#: Identity fields that are context on a GPU: the host's CPU thread count does not set a GPU's speed.
+GPU_CONTEXT_FIELDS = ("threads",)
 ACCEPTED_DEVICES = '"cpu", "cuda", "cuda:N" or "auto"'
 
 
@@ -63,8 +67,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def device_fingerprint(device: str | torch.device = "cpu", threads: int | None = None) -> dict[str, Any]:
     """Fingerprint of ``device`` as measured with ``threads`` CPU threads.
 
-    ``threads`` defaults to ``torch.get_num_threads()``. The dict includes its own
-    ``fingerprint_id``.
+    ``threads`` defaults to ``torch.get_num_threads()``; on a GPU it is recorded as
+    context and does not change the id. The dict includes its own ``fingerprint_id``.
     """
     dev = resolve_device(device)
     if threads is None:
@@ -76,10 +80,17 @@ def device_fingerprint(device: str | torch.device = "cpu", threads: int | None =
     return fp
 
 
+def identity(fp: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``fp`` that enter its id: :data:`IDENTITY_FIELDS` that are set, less the thread count on a GPU."""
+    fields = IDENTITY_FIELDS
+    if fp.get("kind") == "cuda":
+        fields = tuple(f for f in IDENTITY_FIELDS if f not in GPU_CONTEXT_FIELDS)
+    return {k: fp.get(k) for k in fields if fp.get(k) is not None}
+
+
 def fingerprint_id(fp: dict[str, Any]) -> str:
     """Short stable hash over the identity fields of a fingerprint (12 hex digits)."""
-    ident = {k: fp.get(k) for k in IDENTITY_FIELDS if fp.get(k) is not None}
-    blob = json.dumps(ident, sort_keys=True, separators=(",", ":"))
+    blob = json.dumps(identity(fp), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -106,7 +117,8 @@ def mismatch_text(fitted: dict[str, Any], here: dict[str, Any]) -> str:
     if why:
         return f"fitted for {why} (or point latency.predictor at a profile of that runtime)"
     where = fitted.get("cpu_model") or fitted.get("gpu_name") or fitted.get("device")
-    return (f"fitted on device fingerprint {fitted.get('fingerprint_id')} ({where}, {fitted.get('threads')} threads), "
+    threads = f", {fitted.get('threads')} threads" if fitted.get("kind") != "cuda" else ""
+    return (f"fitted on device fingerprint {fitted.get('fingerprint_id')} ({where}{threads}), "
             f"but this device is {here.get('fingerprint_id')}; run `vitsearch profile` on this device (or with the "
             "study's thread count) to fit one for it")
 
@@ -164,77 +176,3 @@ def _cuda_fingerprint(index: int, threads: int) -> dict[str, Any]:
     fp["gpu_uuid"] = None if uuid is None else str(uuid)
     fp.update(nvml_info(index, uuid=None if uuid is None else str(uuid)))
     return fp
-
-
-def nvml_info(index: int = 0, uuid: str | None = None) -> dict[str, Any]:
-    """GPU driver, clocks, power limit and temperature from NVML, or why not.
-
-    Looks the GPU up by UUID when given (robust to ``CUDA_VISIBLE_DEVICES``), else by
-    index. Never raises: without NVML the result is ``{"nvml": "unavailable: ..."}``.
-    """
-    try:
-        import pynvml
-    except ImportError:
-        return {"nvml": "unavailable: nvidia-ml-py (pynvml) is not installed"}
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-        return {"nvml": f"unavailable: {type(exc).__name__}: {exc}"}
-    try:
-        handle = _nvml_handle(pynvml, index, uuid)
-        out: dict[str, Any] = {"nvml": "ok"}
-        out["driver_version"] = _nvml_call(lambda: _text(pynvml.nvmlSystemGetDriverVersion()))
-        out["nvml_gpu_name"] = _nvml_call(lambda: _text(pynvml.nvmlDeviceGetName(handle)))
-        out["sm_clock_mhz"] = _nvml_call(lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM))
-        out["mem_clock_mhz"] = _nvml_call(lambda: pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM))
-        out["max_sm_clock_mhz"] = _nvml_call(lambda: pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM))
-        out["power_limit_w"] = _nvml_call(lambda: pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000.0)
-        out["temperature_c"] = gpu_temperature(index, uuid, _handle=handle)
-        return out
-    except Exception as exc:
-        return {"nvml": f"unavailable: {type(exc).__name__}: {exc}"}
-    finally:
-        _nvml_call(pynvml.nvmlShutdown)
-
-
-def gpu_temperature(index: int = 0, uuid: str | None = None, _handle: Any = None) -> int | str:
-    """Current GPU core temperature in °C, or ``"unavailable: <reason>"``."""
-    try:
-        import pynvml
-    except ImportError:
-        return "unavailable: nvidia-ml-py (pynvml) is not installed"
-    if _handle is not None:
-        return _nvml_call(lambda: pynvml.nvmlDeviceGetTemperature(_handle, pynvml.NVML_TEMPERATURE_GPU))
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:
-        return f"unavailable: {type(exc).__name__}: {exc}"
-    try:
-        handle = _nvml_handle(pynvml, index, uuid)
-        return _nvml_call(lambda: pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))
-    except Exception as exc:
-        return f"unavailable: {type(exc).__name__}: {exc}"
-    finally:
-        _nvml_call(pynvml.nvmlShutdown)
-
-
-def _nvml_handle(pynvml: Any, index: int, uuid: str | None) -> Any:
-    if uuid:
-        name = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
-        try:
-            return pynvml.nvmlDeviceGetHandleByUUID(name)
-        except Exception:
-            pass  # MIG or an unusual UUID form: fall back to the index
-    return pynvml.nvmlDeviceGetHandleByIndex(index)
-
-
-def _nvml_call(fn: Any) -> Any:
-    """One NVML query; a field some GPUs do not support says so instead of failing."""
-    try:
-        return fn()
-    except Exception as exc:
-        return f"unavailable: {type(exc).__name__}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,7 +1,8 @@
 """The ``compile`` runtime: ``torch.compile`` (inductor) of the finalized model, static shapes.
 
 One program per candidate, compiled for the example's shape (``dynamic=False``), on CUDA
-with CUDA graphs (``mode="reduce-overhead"``). Compilation happens in the first call,
+with CUDA graphs (``mode="reduce-overhead"``: every call marks a new step and copies its
+output out of the graph's memory, :func:`.eager.graph_safe_call`). Compilation happens in the first call,
 which :meth:`CompileRuntime.deploy` makes, so ``build_seconds`` holds the compile time
 and no timed pass pays it. Dynamo's caches are reset before each candidate: every
 candidate shares ``VisionTransformer.forward``'s code object, and after
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from vitsearch.evaluators.runtimes.base import Deployed, Runtime, register
-from vitsearch.evaluators.runtimes.eager import finalized, torch_deployed
+from vitsearch.evaluators.runtimes.eager import finalized, graph_safe_call, torch_deployed
 from vitsearch.spaces.errors import DeviceError
 
 
@@ -44,7 +45,10 @@ class CompileRuntime(Runtime):
             if threads is not None:
                 torch.set_num_threads(threads)
             with torch.inference_mode():
-                program(example)
+                if mode is None:
+                    program(example)
+                else:
+                    graph_safe_call(program, example)
         except Exception as exc:  # inductor's failures vary by op and version: say which and stop
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise DeviceError(f"latency.runtime: torch.compile failed for {config.summary()} "
@@ -52,4 +56,4 @@ class CompileRuntime(Runtime):
         finally:
             torch.set_num_threads(saved)
         return torch_deployed(self, program, model, config, example, start, static=True,
-                              provider=f"inductor{'' if mode is None else ', ' + mode}")
+                              provider=f"inductor{'' if mode is None else ', ' + mode}", cuda_graphs=mode is not None)

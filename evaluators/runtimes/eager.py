@@ -24,14 +24,29 @@ def realised_precision(config: Any, table: dict[str, str]) -> dict[str, str]:
             if getattr(config.precision, p) != "fp32"}
 
 
+def graph_safe_call(program: Any, x: torch.Tensor) -> torch.Tensor:
+    """fp32 logits of a CUDA-graph program (compile's reduce-overhead) that the caller may keep.
+
+    Each replay writes its output into the same graph-owned memory: a new step is marked
+    before the call (so the graphs replay instead of re-recording while an old output
+    lives) and the output is copied out (one copy: the fp32 cast where it casts, else a clone).
+    """
+    torch.compiler.cudagraph_mark_step_begin()
+    out = program(x)
+    return out.clone() if out.dtype == torch.float32 else out.float()
+
+
 def torch_deployed(runtime: Runtime, program: Any, model: nn.Module, config: Any, example: torch.Tensor,
-                   start: float, static: bool, provider: str | None = None) -> Deployed:
-    """A :class:`Deployed` around a torch callable (the eager model or a compiled program of it)."""
+                   start: float, static: bool, provider: str | None = None, cuda_graphs: bool = False) -> Deployed:
+    """A :class:`Deployed` around a torch callable (the eager model or a compiled program of it).
+
+    ``cuda_graphs``: the program replays CUDA graphs; its outputs go through :func:`graph_safe_call`.
+    """
     from vitsearch.evaluators.runtimes.support import PRECISION
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return program(x).float()
+            return graph_safe_call(program, x) if cuda_graphs else program(x).float()
 
     table = PRECISION[(runtime.name, example.device.type)]
     return Deployed(runtime.name, runtime.version(), run, str(example.device),

@@ -18,6 +18,10 @@ exporter records on every node (``pkg.torch.onnx.name_scopes``, e.g.
   symmetric).
 
 Every targeted linear must come out quantised, or the build fails with the count.
+
+:func:`quantised_like_ort` computes the same schemes in torch from the eager weights: the
+reference a quantised program is checked against (:mod:`.numerics`), so the check compares
+like with like instead of holding an int8 program to the float model's logits.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ OPSET = 18
 QUANT_OPS = {"int8": "MatMulInteger", "int8-weight": "MatMulNBits", "int4-weight": "MatMulNBits"}
 NBITS = {"int8-weight": 8, "int4-weight": 4}
 BLOCK = 32
+
+
+class ExportRefused(DeviceError):
+    """The exporter or ORT's quantiser cannot build this candidate: the same config fails the same way again."""
+
+    config_determined = True
 
 
 def float_config(config: Any, keep_half: bool) -> Any:
@@ -85,7 +95,7 @@ def export_onnx(prepared: nn.Module, config: Any, example: torch.Tensor, keep_ha
             warnings.simplefilter("ignore")
             program = torch.onnx.export(model, (x,), dynamo=True, opset_version=OPSET, verbose=False)
     except Exception as exc:  # the exporter's failures vary by op: name the candidate and stop
-        raise DeviceError(f"latency.runtime: ONNX export failed for {config.summary()} "
+        raise ExportRefused(f"latency.runtime: ONNX export failed for {config.summary()} "
                           f"({type(exc).__name__}: {_first_line(exc)}); use runtime eager or compile for it") from None
     proto = program.model_proto
     del proto.graph.value_info[:]  # stale shapes there make ORT's quantiser refuse the graph
@@ -116,7 +126,7 @@ def part_nodes(proto: Any, model: nn.Module) -> dict[str, list[str]]:
     want = {p: sum(1 for v in owner.values() if v == p) for p in ("attn", "mlp")}
     for part, names in found.items():
         if len(names) != want[part]:
-            raise DeviceError(f"precision.{part}: found {len(names)} of the {want[part]} {part} linears in the "
+            raise ExportRefused(f"precision.{part}: found {len(names)} of the {want[part]} {part} linears in the "
                               "exported ONNX graph (module scopes missing); cannot quantise them in ONNX Runtime")
     return found
 
@@ -137,7 +147,7 @@ def quantize(proto: Any, nodes: dict[str, list[str]], config: Any) -> tuple[Any,
                      else weight_only_nbits(proto, targets, NBITS[kind]))
         made = _count(proto, QUANT_OPS[kind]) - before
         if made != len(targets):
-            raise DeviceError(f"precision.{parts[0]}: ONNX Runtime quantised {made} of {len(targets)} linears to "
+            raise ExportRefused(f"precision.{parts[0]}: ONNX Runtime quantised {made} of {len(targets)} linears to "
                               f"{kind}; choose another precision for runtime onnxruntime")
         how = (f"ORT quantize_dynamic int8 (DynamicQuantizeLinear + MatMulInteger), {made} linears"
                if kind == "int8" else f"ORT MatMulNBits {NBITS[kind]}-bit weights (block {BLOCK}), {made} linears")
@@ -174,6 +184,76 @@ def weight_only_nbits(proto: Any, targets: list[str], bits: int) -> Any:
     out = quantizer.model.model
     del out.graph.value_info[:]
     return out
+
+
+def quantised_like_ort(model: nn.Module, config: Any) -> tuple[nn.Module, tuple[str, ...]]:
+    """A copy of the float ``model`` whose quantised parts compute ORT's scheme, as :func:`quantize` builds it.
+
+    ``int8``: weights per-tensor symmetric int8 (scale max|w| / 127), activations
+    quantised per call to asymmetric uint8 as ``DynamicQuantizeLinear`` does (so run it on
+    the batches the program runs); ``int8-weight`` / ``int4-weight``: weights in symmetric
+    blocks of :data:`BLOCK` along the input, the block's largest magnitude mapped to
+    -2^(bits-1). Weights come from ``model``, never from the program. Returns the copy and
+    the parts so quantised (other parts are left as they are).
+    """
+    import copy
+
+    from vitsearch.spaces.vit import adapter as vit
+
+    parts = tuple(p for p in ("attn", "mlp") if getattr(config.precision, p) in QUANT_OPS)
+    if not parts:
+        return model, ()
+    model = copy.deepcopy(model).float().eval()
+    for block in model.blocks:
+        for part in parts:
+            owner = block.attn if part == "attn" else block.mlp
+            for name, linear in vit.part_linears(block, part).items():
+                setattr(owner, name, OrtQuantLinear(linear, getattr(config.precision, part)))
+    return model, parts
+
+
+class OrtQuantLinear(nn.Module):
+    """A linear computing ORT's quantisation ``kind`` of it (see :func:`quantised_like_ort`)."""
+
+    def __init__(self, linear: nn.Linear, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        w = linear.weight.detach().float()
+        self.weight = nn.Parameter(_int8_tensor(w) if kind == "int8" else _blockwise(w, NBITS[kind]),
+                                   requires_grad=False)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ weight.T + bias`` with ``x`` quantised first for ``int8``."""
+        return torch.nn.functional.linear(_dynamic_uint8(x) if self.kind == "int8" else x, self.weight, self.bias)
+
+
+def _int8_tensor(w: torch.Tensor) -> torch.Tensor:
+    """``w`` through per-tensor symmetric int8 ([-127, 127], zero point 0), dequantised."""
+    scale = float(w.abs().max()) / 127.0
+    return w if scale == 0 else (w / scale).round().clamp(-127, 127) * scale
+
+
+def _dynamic_uint8(x: torch.Tensor) -> torch.Tensor:
+    """``x`` through ``DynamicQuantizeLinear`` (range widened to hold 0, uint8, one scale per call), dequantised."""
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / 255.0
+    if scale == 0:
+        return x
+    zero = min(max(round(-lo / scale), 0), 255)
+    return ((x / scale).round() + zero).clamp(0, 255).sub(zero) * scale
+
+
+def _blockwise(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """``w`` (out, in) through symmetric ``bits``-bit blocks of :data:`BLOCK` inputs per output, dequantised."""
+    out, width = w.shape
+    pad = -width % BLOCK
+    blocks = torch.nn.functional.pad(w, (0, pad)).view(out, -1, BLOCK)
+    hi, lo = blocks.amax(-1, keepdim=True), blocks.amin(-1, keepdim=True)
+    scale = torch.where(hi.abs() > lo.abs(), hi, lo) / -(2 ** (bits - 1))
+    safe = torch.where(scale == 0, torch.ones_like(scale), scale)
+    q = (blocks / safe).round().clamp(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return (q * scale).view(out, -1)[:, :width]
 
 
 def _count(proto: Any, op: str) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from vitsearch.evaluators.latency.programs import Built, Programs
+from vitsearch.evaluators.latency.profile.programs import Built, Programs
 
 #: Programs kept for a second measurement (predictor-eval measures each config twice):
 #: artifact bytes at most, so a large model's eval rebuilds instead of filling memory.

@@ -5,7 +5,7 @@ tokens, structured MLP widths — change the graph itself and are real in every 
 drives everything: refusing a config (:func:`check_config`), trimming a study's search
 space (:func:`runtime_space`: choices left at their defaults that a runtime cannot
 realise are left out and reported; choices the study names explicitly are an error),
-and the README table (:func:`knob_table`).
+and the table in docs/runtimes.md (:func:`knob_table`).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def runtime_search_space(space: Any, base: Any, runtime: str, device: Any) -> tu
 
 
 def knob_table() -> str:
-    """The knob x runtime table as Markdown (what the README shows)."""
+    """The knob x runtime table as Markdown (what docs/runtimes.md shows)."""
     cols = list(PRECISION)
     head = "| knob | " + " | ".join(f"{r} ({k})" for r, k in cols) + " |"
     rows = [head, "|" + "---|" * (len(cols) + 1)]

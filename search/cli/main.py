@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import signal
 import sys
 from pathlib import Path
 
@@ -93,13 +95,41 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vitsearch`` console script."""
     args = build_parser().parse_args(argv)
     try:
+        _refuse_empty(args)
         return args.func(args) or 0
     except VitsearchError as exc:
-        print(f"vitsearch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"vitsearch {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"vitsearch {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a second Ctrl-C, or one outside the search; SIGTERM in a run too
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"vitsearch {args.command}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+
+
+#: arguments that name something (a path, a URL, JSON): an empty one is a mistake, not "the default"
+NAMED = {"out": "--out", "resume": "--resume", "storage": "--storage", "address": "--address", "config": "--config",
+         "study": "STUDY", "run_dir": "RUN_DIR"}
+
+
+def _refuse_empty(args) -> None:
+    for dest, flag in NAMED.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and not value.strip():
+            fix = "leave the option out for its default, or give a value" if flag.startswith("--") else \
+                "give a path"
+            raise VitsearchError(f"{flag}: got an empty value {value!r}; {fix}")
+
+
+#: the longest run of characters without a space a message shows (a 5 MB path is cut)
+LONGEST_WORD = 200
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line, any word longer than LONGEST_WORD characters cut (its length said)."""
+    def cut(m: re.Match) -> str:
+        return f"{m.group()[:LONGEST_WORD]}...({len(m.group()):,} characters)"
+
+    return re.sub(rf"\S{{{LONGEST_WORD + 1},}}", cut, " ".join(message.split("\n")))
 
 
 def _print_record(record, as_json: bool, title: str) -> None:
@@ -126,6 +156,7 @@ def cmd_run(args) -> int:
                       args.verbose, args.batch_size)
     summary = run_study(args.study, opts)
     path = summary["run_dir"]
+    from vitsearch.search.results.sitting import sitting_line
     from vitsearch.search.results.tables import counts_line
 
     print(f"\n{summary['completed']}/{summary['requested']} candidates evaluated in {summary['seconds']:.0f} s: "
@@ -140,13 +171,20 @@ def cmd_run(args) -> int:
     print(f"Pareto front (feasible trials at the highest rung each reached; selected on val, accuracy re-measured "
           f"on the test split ({summary['test_split']}) with its 95 % Wilson interval; latency source per row):\n"
           f"{summary['front_table']}")
-    if summary.get("stopped_at_time_budget"):
+    print(sitting_line(summary.get("sitting")))
+    stopped_by = summary.get("interrupted_by")
+    if stopped_by:
+        name = signal.Signals(stopped_by).name
+        print(f"\ninterrupted by {name}: what finished is recorded; resume with: vitsearch run {args.study} "
+              f"--resume {path}")
+        print(f"vitsearch run: interrupted by {name}; resume with --resume {path}", file=sys.stderr)
+    elif summary.get("stopped_at_time_budget"):
         print(f"\nstopped at the time budget (search.time_budget_minutes: {summary['time_budget_minutes']}); "
               "what was in flight then finished and is recorded")
     elif summary["completed"] < summary["requested"]:
         print(f"\nstopped early; resume with: vitsearch run {args.study} --resume {path}")
     print(f"\nnext: vitsearch report {path}    |    vitsearch pick {path} --latency-ms <budget>")
-    return 0
+    return 128 + stopped_by if stopped_by else 0
 
 
 def cmd_baseline(args) -> int:

@@ -54,8 +54,8 @@ def cmd_profile(args) -> int:
         from vitsearch.search.preflight import check_out_dir
 
         check_out_dir(args.out, "--out")
-    from vitsearch.evaluators.latency.profile import N_MODELS, run_profile
-    from vitsearch.evaluators.latency.refine import refine_profile
+    from vitsearch.evaluators.latency.profile.run import N_MODELS, run_profile
+    from vitsearch.evaluators.latency.profile.refine import refine_profile
     from vitsearch.search.session import load_session
 
     session = load_session(args.study)
@@ -79,7 +79,7 @@ def cmd_profile(args) -> int:
 def cmd_predictor_eval(args) -> int:
     """``vitsearch predictor-eval STUDY``: held-out configs measured fresh (interleaved) vs predicted."""
     _positive("--n", args.n, int)
-    from vitsearch.evaluators.latency.evaluate import evaluate_predictor
+    from vitsearch.evaluators.latency.profile.evaluate import evaluate_predictor
     from vitsearch.search.session import load_session
 
     front = _front_configs(args.near) if args.near else None

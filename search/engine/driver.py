@@ -12,8 +12,12 @@ from datetime import datetime, timezone
 
 from vitsearch.search.engine.accounting import cpu_books, descendants_cpu, engine_books
 from vitsearch.search.engine.sharing import drain_surplus
-from vitsearch.search.engine.plan import Plan, RunOptions, eta_text, make_sampler, plan_run
+from vitsearch.search.engine.stopsignals import StopSignals
+from vitsearch.search.engine.plan import RunOptions, RunPlan, eta_text, make_sampler, plan_run
+from vitsearch.search.engine.resources import trial_resources
+from vitsearch.search.engine.repeats import REPEATS, measure_repeats
 from vitsearch.search.results.rundir import write_atomic
+from vitsearch.search.results.sitting import run_sitting_sd, widen_frame
 from vitsearch.search.storage import open_storage, storable_url
 from vitsearch.search.session import study_predictor
 from vitsearch.spaces.errors import ConfigError, VitsearchError
@@ -37,9 +41,9 @@ def _short_name(trial) -> str:
 
 
 class Driver:
-    """Runs a validated :class:`Plan` to completion (or until interrupted)."""
+    """Runs a validated :class:`RunPlan` to completion (or until interrupted)."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: RunPlan):
         self.plan = plan
         self.spec = plan.spec
         self.objectives = [(o.metric, o.direction) for o in self.spec.objectives]
@@ -124,6 +128,17 @@ class Driver:
 
     # ---- run ---------------------------------------------------------------------------
     def run(self) -> dict:
+        """Run the search; SIGINT and SIGTERM stop it cleanly (``interrupted_by`` in the summary)."""
+        self.signals = StopSignals()
+        self.signals.install()
+        try:
+            summary = self._run()
+        finally:
+            self.signals.restore()
+        summary["interrupted_by"] = self.signals.received
+        return summary
+
+    def _run(self) -> dict:
         import optuna
         import ray
         from ray import tune
@@ -140,6 +155,7 @@ class Driver:
                                else f"measured on {session.device} for every candidate (no fitted profile)")
         print(f"vitsearch run: {space.size():,} configs in the space; latency {self.latency_source}", file=sys.stderr)
         self._init_ray()
+        self.signals.install()  # after Ray's head node took SIGTERM
         plan = self.plan
         if not plan.resume:
             plan.run_dir.create(self.spec, {
@@ -170,7 +186,8 @@ class Driver:
                                  # off only for the engine benchmark's A/B (benchmarks/engine.py)
                                  pipeline=os.environ.get("VITSEARCH_ENGINE_PIPELINE", "1") != "0",
                                  reference=self.reference),
-            {"cpu": cpus_per})
+            trial_resources(str(session.device), cpus_per, plan.workers, ray.cluster_resources().get("GPU", 0),
+                            local=not plan.address))
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=plan.workers,
@@ -188,10 +205,13 @@ class Driver:
         if budget is not None:  # counted from here: Ray up, model loaded, workers not started yet
             searcher.deadline = started + 60.0 * budget
         try:
-            tuner.fit()
+            with self.signals.fitting():
+                tuner.fit()
             ended = time.time()
             drain_surplus(self.study, plan.trials)
         finally:
+            if self.signals.received is not None:
+                self._requeue_in_flight(ownership)
             ownership.close()
             frame = self._refresh()  # tables and progress as the storage has them, however fit ended
             self._progress_close()
@@ -205,7 +225,37 @@ class Driver:
         if searcher.exhausted():
             log.info("stopped: %d asks in a row were settled on cost or reused", searcher.idle_asks)
         self.stopped_at_time_budget = searcher.stopped_at_deadline
+        # a stopped run ends now (a scheduler's grace period is short); its resume times them
+        self.sitting = None if self.signals.received is not None else self._sitting(session, feas.predictor)
         return self._summary(frame, searcher.completed(), ended - started, books, session)
+
+    def _requeue_in_flight(self, ownership) -> None:
+        """After a stop signal: this driver's trials still RUNNING are failed and enqueued again (same parameters)."""
+        from optuna.trial import TrialState
+
+        from vitsearch.search.results.tables import ATTR_DRIVER
+
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        mine = [t for t in running if t.user_attrs.get(ATTR_DRIVER) == ownership.me]
+        for t in mine:
+            if ownership.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                ownership.retry(self.study, ownership.storage.get_trial(t._trial_id))
+        if mine:
+            log.info("stopped by a signal: trials %s were in flight: failed, asked again on --resume",
+                     [t.number for t in mine])
+
+    def _sitting(self, session, predictor) -> dict | None:
+        """The run's own sitting-to-sitting spread, when its latencies were measured with none known.
+
+        A profile's spread already widens every measured interval; predicted latencies are
+        re-measured by the report and pick. Otherwise the earliest measured candidates are
+        timed again now (:mod:`vitsearch.search.engine.repeats`).
+        """
+        if predictor is not None or session.latency_kwargs().get("sitting_sd") is not None:
+            return None
+        print(f"vitsearch run: timing up to {REPEATS} early candidates again (how far a latency ratio moves "
+              "between sittings; every interval reported includes it)", file=sys.stderr)
+        return measure_repeats(self.study, session, self.spec.latency.interleave.confidence)
 
     def _open_study(self, space):
         """The Optuna study, this driver's :class:`Ownership` of its trials, and the sampler's seed offset.
@@ -317,7 +367,8 @@ class Driver:
     def _summary(self, frame, completed: int, seconds: float, books: dict, session) -> dict:
         from vitsearch.search.results.testacc import front_test_accuracy
 
-        front = pareto_front(frame, self.objectives)
+        sitting = getattr(self, "sitting", None)
+        front = widen_frame(pareto_front(frame, self.objectives), run_sitting_sd({"sitting": sitting}))
         path = self.plan.run_dir.path
         if not front.empty and session.data.test is not None:
             front = front_test_accuracy(session, path, front)  # the split the search never saw
@@ -340,6 +391,7 @@ class Driver:
                              for k in ("number", "rung", "accuracy", "test_accuracy", "test_lo", "test_hi", "test_n")
                              if k in r} for _, r in front.iterrows()],
             "latency_source": self.latency_source,
+            "sitting": sitting,
             "front_table": front_table(front),
         }
         summary.update(earlier_attempts(path / "summary.json", books))

@@ -1,4 +1,4 @@
-"""Planning a run: the study and options validated, resolved into a :class:`Plan`.
+"""Planning a run: the study and options validated, resolved into a :class:`RunPlan`.
 
 Everything is validated (study, options, storage, Ray address, model, data) before the
 run dir is created, so bad input leaves nothing behind. The Optuna storage (SQLite in
@@ -87,7 +87,7 @@ def _speaks_grpc(host: str, port: int) -> bool:
 
 
 def make_sampler(spec: StudySpec, trials: int, seed_offset: int = 0):
-    """NSGA-II (default), TPE (multivariate, constant liar), GP (Gaussian process, logCEHVI) or random, seeded
+    """NSGA-II (the schema's default), TPE (multivariate, constant liar), GP (Gaussian process, logCEHVI) or random, seeded
     (``search.seed + seed_offset``).
 
     Constraint-aware through the constraints the searcher sets on each trial
@@ -102,7 +102,7 @@ def make_sampler(spec: StudySpec, trials: int, seed_offset: int = 0):
     startup = s.startup_trials or max(5, trials // 5)
     if s.sampler == "tpe":
         # at most 10 random trials first (Optuna's own default): measured at 200 trials x 3 seeds, TPE reached
-        # random search's 200-trial hypervolume in 41 trials after 10, in 56 after a fifth (40) (README)
+        # random search's 200-trial hypervolume in 41 trials after 10, in 56 after a fifth (40) (docs/results.md)
         return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True,
                                           n_startup_trials=s.startup_trials or min(startup, 10))
     if s.sampler == "gp":  # Optuna >= 4.5: constrained multi-objective (logCEHVI) from Trial.set_constraint
@@ -111,7 +111,7 @@ def make_sampler(spec: StudySpec, trials: int, seed_offset: int = 0):
 
 
 @dataclass
-class Plan:
+class RunPlan:
     """A validated run: what the driver needs, resolved before anything is written."""
 
     spec: StudySpec
@@ -126,7 +126,7 @@ class Plan:
     verbose: bool
 
 
-def plan_run(study: str | Path, opts: RunOptions) -> Plan:
+def plan_run(study: str | Path, opts: RunOptions) -> RunPlan:
     """Validate the study and options; nothing is written."""
     _positive("--trials", opts.trials)
     _positive("--workers", opts.workers)
@@ -160,13 +160,13 @@ def plan_run(study: str | Path, opts: RunOptions) -> Plan:
     if address:
         check_address(address)
     batch = opts.batch_size or s.batch_size or max(1, min(8, trials // (4 * workers)))
-    return Plan(spec, run_dir, bool(opts.resume), trials, workers, cpus, storage_url, address, batch, opts.verbose)
+    return RunPlan(spec, run_dir, bool(opts.resume), trials, workers, cpus, storage_url, address, batch, opts.verbose)
 
 
 def _without_password(spec: StudySpec) -> StudySpec:
     """The study with a storage password dropped: the run dir's study.yaml never holds it.
 
-    The URL with the password is still what this driver connects with (``Plan.storage_url``
+    The URL with the password is still what this driver connects with (``RunPlan.storage_url``
     comes from the study file as given).
     """
     url = spec.search.storage

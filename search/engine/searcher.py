@@ -172,8 +172,8 @@ class CandidateSearch(OptunaSearch):
             self.idle_asks += 1
             if verdict.action == "reuse":
                 self._reuse(trial, verdict.source)
-            elif verdict.action == "duplicate":
-                self._settle(trial, None, TrialState.PRUNED, {ATTR_ERROR: verdict.why})
+            elif verdict.action in ("duplicate", "failed"):  # running elsewhere, or failed for its config before
+                self._settle(trial, None, TrialState.PRUNED, verdict.attrs())
             elif (reason := self._precheck(config)) is not None:
                 self._settle(trial, None, TrialState.PRUNED, {
                     ATTR_FEASIBLE: False, ATTR_INFEASIBLE: reason.text, ATTR_EVAL: reason.metrics,
@@ -225,7 +225,9 @@ class CandidateSearch(OptunaSearch):
         if payload.get("seconds") is not None:
             self._first_seconds.append(payload["seconds"])
         if payload.get("error"):
-            self._settle(trial, None, TrialState.FAIL, {**attrs, ATTR_ERROR: payload["error"]})
+            failed_for_good = payload.get("config_determined") or None  # sharing.verdict: not asked again
+            self._settle(trial, None, TrialState.FAIL,
+                         {**attrs, ATTR_ERROR: payload["error"], sharing.ATTR_DETERMINISTIC: failed_for_good})
             return
         metrics = payload["evaluation"]
         attrs.update({ATTR_EVAL: metrics, ATTR_FEASIBLE: payload["feasible"], ATTR_CONSTRAINTS: payload["constraints"],

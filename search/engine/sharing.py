@@ -14,6 +14,11 @@ trial it asks, from the storage, whether to evaluate it:
   WAITING to be asked again: this trial is dropped (PRUNED). Each trial writes its config
   before it reads the others', so of two trials racing for one config at most one
   evaluates it (the one that reads second always sees the first).
+* **failed**: an identical config FAILED with an error that follows from the config
+  (attribute :data:`ATTR_DETERMINISTIC`, written from the worker's verdict on the
+  exception): asked again it would fail the same way, so this trial is settled PRUNED at
+  once with that error and :data:`ATTR_REPEATS` naming the trial it repeats. A failure
+  that may pass on another try (out of memory, a lost worker) is not one of these.
 
 Trial numbers are assigned when a trial is created, so "lower-numbered" is a global
 order all drivers agree on.
@@ -29,15 +34,24 @@ from optuna.trial import TrialState
 from vitsearch.search.results.tables import ATTR_CONFIG, ATTR_ERROR, ATTR_REUSED, ATTR_SETTLED
 
 _LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+#: user attribute of a FAIL trial whose error follows from its config (True): that config is not asked again
+ATTR_DETERMINISTIC = "config_determined_error"
+#: user attribute of a trial settled without evaluation because its config failed so before: that trial's number
+ATTR_REPEATS = "repeats_failure_of"
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What to do with a freshly asked trial: ``evaluate``, ``reuse`` (of ``source``), ``duplicate`` or ``surplus``."""
+    """What to do with a freshly asked trial: ``evaluate``, ``reuse`` (of ``source``), ``duplicate``, ``failed``
+    (``source`` failed so for its config) or ``surplus``."""
 
     action: str
     source: int | None = None
     why: str | None = None
+
+    def attrs(self) -> dict:
+        """User attributes of a trial this verdict drops (PRUNED): why, and for ``failed`` which trial it repeats."""
+        return {ATTR_ERROR: self.why, ATTR_REPEATS: self.source if self.action == "failed" else None}
 
 
 def _counts_toward_target(t) -> bool:
@@ -56,7 +70,7 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 def verdict(study: optuna.Study, trial: optuna.Trial, key: str, target: int) -> Verdict:
     """Decide, from one read of the storage, whether ``trial`` (config ``key`` already written) is evaluated."""
-    others = [t for t in study.get_trials(deepcopy=False, states=(*_LIVE, TrialState.PRUNED))
+    others = [t for t in study.get_trials(deepcopy=False, states=(*_LIVE, TrialState.PRUNED, TrialState.FAIL))
               if t.number != trial.number]
     lower = sum(1 for t in others if t.number < trial.number and t.state in _LIVE and _counts_toward_target(t))
     if lower >= target:
@@ -67,6 +81,12 @@ def verdict(study: optuna.Study, trial: optuna.Trial, key: str, target: int) -> 
         t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and t.user_attrs.get(ATTR_SETTLED)))]
     if done:
         return Verdict("reuse", source=min(t.number for t in done))
+    failed = [t for t in same if t.state == TrialState.FAIL and t.user_attrs.get(ATTR_DETERMINISTIC)]
+    if failed:
+        first = min(failed, key=lambda t: t.number)
+        return Verdict("failed", source=first.number,
+                       why=f"repeats trial {first.number}, whose config failed for good: "
+                           f"{first.user_attrs.get(ATTR_ERROR)}; not evaluated again")
     pending = [t for t in same if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     if pending:
         first = min(pending, key=lambda t: t.number)

@@ -44,7 +44,7 @@ def evaluate_candidate(session, cand: dict, feasibility, predictor=None, referen
     payload: dict[str, Any] = {"worker": f"{socket.gethostname()}:{os.getpid()}", "node": _node(),
                                "started_at": time.time(), "rung": rung}
     try:
-        _inject_faults_for_tests(number, rung)
+        _inject_faults_for_tests(number, rung, cand.get("config"))
         config = CompressionConfig.from_dict(cand["config"])
         if rung == 0:
             metrics, reason = session.evaluate_staged(config, feasibility=feasibility, predictor=predictor,
@@ -60,11 +60,24 @@ def evaluate_candidate(session, cand: dict, feasibility, predictor=None, referen
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
         payload["error"] = f"{type(exc).__name__}: {exc}{where}"
+        payload["config_determined"] = config_determined(exc)
     payload["seconds"] = round(time.perf_counter() - start, 4)
     payload["cpu_seconds"] = round(time.thread_time() - cpu0, 4)  # this thread's CPU (torch at 1 thread: all of it)
     payload["finished_at"] = time.time()
     payload["process_cpu_seconds"] = round(time.process_time(), 3)  # the worker process so far, for the engine's books
     return payload
+
+
+def config_determined(exc: BaseException) -> bool:
+    """Whether ``exc`` follows from the candidate's config alone: asked again, that config fails the same way.
+
+    So are a numerics mismatch and any error marked ``config_determined`` (a build the
+    runtime refuses for this candidate). Anything else (out of memory, a lost worker, a
+    missing package, a library fault) may pass on another try or on another worker.
+    """
+    from vitsearch.evaluators.runtimes.base import NumericsMismatch
+
+    return isinstance(exc, NumericsMismatch) or getattr(exc, "config_determined", False) is True
 
 
 def evaluate_batch(config: dict, session_holder: list, feasibility, predictor=None, threads: int = 1,
@@ -125,11 +138,19 @@ def evaluate_batch(config: dict, session_holder: list, feasibility, predictor=No
         runner.join()
 
 
-def _inject_faults_for_tests(number: int, rung: int = 0) -> None:
+class InjectedConfigFault(Exception):
+    """A test fault that, like a numerics mismatch, fails its config every time (VITSEARCH_TEST_FAULTS)."""
+
+    config_determined = True
+
+
+def _inject_faults_for_tests(number: int, rung: int = 0, config: dict | None = None) -> None:
     """Fault injection for the test suite, off unless VITSEARCH_TEST_FAULTS is set.
 
-    VITSEARCH_TEST_FAULTS is JSON: ``{"raise_on": [trial numbers], "crash_once": marker path,
-    "hang_on_rung": [rung, marker path]}``; ``raise_on`` makes those candidates raise,
+    VITSEARCH_TEST_FAULTS is JSON: ``{"raise_on": [trial numbers], "fail_config": [configs],
+    "crash_once": marker path, "hang_on_rung": [rung, marker path]}``; ``raise_on`` makes
+    those candidates raise (an error that may pass on another try), ``fail_config`` makes
+    every candidate with one of those configs (as dicts) raise :class:`InjectedConfigFault`,
     ``crash_once`` kills this worker process mid-trial the first time (the marker file
     records that it happened); ``hang_on_rung`` writes the marker and sleeps when a
     promotion to that rung starts (the test kills the driver then).
@@ -150,6 +171,9 @@ def _inject_faults_for_tests(number: int, rung: int = 0) -> None:
         os._exit(1)
     if number in faults.get("raise_on", []):
         raise RuntimeError(f"injected fault for trial {number} (VITSEARCH_TEST_FAULTS)")
+    if config is not None and json.dumps(config, sort_keys=True) in {
+            json.dumps(c, sort_keys=True) for c in faults.get("fail_config", [])}:
+        raise InjectedConfigFault(f"injected fault for config {config} (VITSEARCH_TEST_FAULTS)")
 
 
 def _node() -> str | None:

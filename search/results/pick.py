@@ -5,13 +5,15 @@ fingerprint is the study's, else against the recorded (measured or predicted) on
 and the output says which. The winner is rebuilt exactly as the search evaluated it
 (its checkpoint at the highest rung it reached, or the same distillation replayed),
 re-evaluated on val, measured on the held-out test split, polished (``--polish-steps``
-more distillation steps; both accuracies recorded) and written with
+more distillation steps, with progress lines on stderr; both accuracies recorded) and written with
 :func:`vitsearch.search.results.variant.write_variant`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +26,32 @@ from vitsearch.spaces.errors import ConfigError, NothingWithinBudget
 #: accuracy is deterministic on CPU; on CUDA kernels may differ in the last bits of a
 #: logit, which can flip an argmax near a tie: allow a few images of the val split.
 ACCURACY_TOLERANCE = {"cpu": 0.0, "cuda": 0.005}
+#: seconds between two progress lines of long work (the first comes after the first step)
+PROGRESS_EVERY_S = 5.0
+
+
+class StepProgress:
+    """``progress(step, steps)`` callback: "WHAT: step k/N (p %), ETA s" lines on stderr.
+
+    One line after the first step, then at most every ``every`` seconds, and one at the
+    last step; lines, not a bar, so that a log file holds them too.
+    """
+
+    def __init__(self, what: str, every: float = PROGRESS_EVERY_S, stream=None):
+        self.what, self.every, self.stream = what, every, stream
+        self.started = self.last = None
+
+    def __call__(self, step: int, steps: int) -> None:
+        now = time.monotonic()
+        if self.started is None:
+            self.started, self.last = now, now - self.every
+        if step not in (1, steps) and now - self.last < self.every:
+            return
+        self.last = now
+        eta = (now - self.started) / max(step - 1, 1) * (steps - step) if step > 1 else float("nan")
+        eta_text = "?" if eta != eta else f"{eta:.0f} s"
+        print(f"{self.what}: step {step}/{steps} ({step / steps:.0%}), ETA {eta_text}",
+              file=self.stream or sys.stderr, flush=True)
 
 
 @dataclass
@@ -149,7 +177,8 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_
     polish = {"steps": steps, "kept": False}
     if steps > 0 and not config.is_identity():
         polished = distil_further(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
-                                  rung=len(rc.ladder), **session.distill_kwargs())
+                                  rung=len(rc.ladder), progress=StepProgress(f"pick: polishing trial {number}"),
+                                  **session.distill_kwargs())
         pmodel = finalize(polished, config, device=str(session.device))
         pval = _val(session, pmodel, view)
         polish.update(val_accuracy=pval.top1, **measure_test(session, pmodel), kept=pval.top1 >= acc.top1)

@@ -8,68 +8,25 @@ counted from the stored tensors, MACs analytic.
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from vitsearch.evaluators.latency.evaluate import wilson
-from vitsearch.search.results.runview import Remeasure, RunView, front_latency, remeasure_front
-from vitsearch.search.results.tables import interval_cell
+from vitsearch.evaluators.accuracy import wilson_interval
+from vitsearch.search.results import checkplot, figures
+from vitsearch.search.results.basis import MsBasis, rebase, report_basis
+from vitsearch.search.results.importance import knob_importances
+from vitsearch.search.results.page import as_decided, front_section, html_table, kv_table, render_html, speedup_cell
+from vitsearch.search.results.rundir import write_atomic
+from vitsearch.search.results.runview import Remeasure, RunView, check_remeasure, front_latency, remeasure_front
+from vitsearch.search.results.sitting import spread_source
+from vitsearch.search.results.tables import counts_line, interval_cell, run_counts
 
 #: the summary's front columns (``vitsearch list`` prints the same ones)
-FRONT_COLUMNS = ("trial", "rung", "val acc", "test acc [95% CI]", "latency ms", "interval", "source", "size MB", "MMACs",
-                 "config")
-
-
-def knob_importances(view: RunView) -> tuple[dict[str, dict[str, float]], str]:
-    """Optuna's parameter importances per objective, over trials with real (not placeholder) metrics.
-
-    Returns ({objective: {param: importance}}, how they were computed or why not).
-    """
-    import optuna
-
-    trials = [t for t in view.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-              if (t.user_attrs.get("evaluation") or {}).get("accuracy") is not None and t.params
-              and not t.user_attrs.get("reused_from")]
-    varying = {p for t in trials for p in t.params if len({str(u.params.get(p)) for u in trials}) > 1}
-    if len(trials) < 4 or not varying:
-        return {}, f"not computed: {len(trials)} evaluated trials with varying knobs (need at least 4)"
-    out: dict[str, dict[str, float]] = {}
-    try:
-        evaluator, how = _evaluator()
-        for i, (metric, _) in enumerate(view.objectives):
-            out[metric] = optuna.importance.get_param_importances(
-                _copy_study(trials, i, view.objectives), evaluator=evaluator, params=sorted(varying))
-    except Exception as exc:  # importance is context, never worth failing the report over
-        return {}, f"not computed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-    return out, f"{how}, over {len(trials)} completed, accuracy-evaluated, non-duplicate trials"
-
-
-def _evaluator():
-    import optuna
-
-    try:
-        import sklearn  # noqa: F401  (fANOVA's random forest)
-    except ImportError:
-        return optuna.importance.PedAnovaImportanceEvaluator(), "Optuna PED-ANOVA importance"
-    return optuna.importance.FanovaImportanceEvaluator(seed=0), "Optuna fANOVA importance (seed 0)"
-
-
-def _copy_study(trials: list, index: int, objectives: list[tuple[str, str]]):
-    """An in-memory single-objective study of ``trials``, valued by their real metric ``index``."""
-    import optuna
-
-    metric, direction = objectives[index]
-    study = optuna.create_study(direction=direction)
-    for t in trials:
-        ev = t.user_attrs["evaluation"]
-        value = (ev.get("latency") or {}).get("median_ms") if metric == "latency_ms" else ev.get(metric)
-        if value is not None:
-            study.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=value))
-    return study
+FRONT_COLUMNS = ("trial", "rung", "val acc", "test acc [95% CI]", "latency ms", "interval", "speed-up", "source",
+                 "size MB", "MMACs", "config")
 
 
 def nice_budgets(latencies: pd.Series) -> list[float]:
@@ -91,9 +48,12 @@ def best_under(front: pd.DataFrame, budget: float) -> pd.Series | None:
 
 
 def front_rows(front: pd.DataFrame) -> list[list[str]]:
-    """The front as text cells in :data:`FRONT_COLUMNS` order."""
+    """The front as text cells in :data:`FRONT_COLUMNS` order (speed-up = 1 / ``latency_ratio`` unless given)."""
+    if "speedup" not in front:
+        front = front.assign(speedup=1.0 / pd.to_numeric(front["latency_ratio"], errors="coerce"))
     return [[str(int(r["number"])), _rung_cell(r), f"{r['accuracy']:.2%}", _test_cell(r), f"{r['latency_ms']:.3f}",
-             interval_cell(r), str(r["latency_source"]), f"{r['size_mb']:.3f}", f"{r['macs'] / 1e6:.2f}", str(r["summary"])]
+             interval_cell(r), speedup_cell(r), str(r["latency_source"]), f"{r['size_mb']:.3f}",
+             f"{r['macs'] / 1e6:.2f}", str(r["summary"])]
             for _, r in front.iterrows()]
 
 
@@ -115,7 +75,7 @@ def markdown_table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -
 
 
 def provenance_lines(view: RunView, check: Remeasure) -> list[str]:
-    """How every number in the report was obtained."""
+    """How every number in the report was obtained (the ms basis itself is stated once, elsewhere)."""
     fp = view.study_fingerprint()
     lat = view.spec.latency
     sources = view.front["latency_source"].value_counts().to_dict() if not view.front.empty else {}
@@ -134,11 +94,10 @@ def provenance_lines(view: RunView, check: Remeasure) -> list[str]:
         f"latency: {', '.join(f'{n} {s}' for s, n in sources.items()) or 'none'} on the front; batch {lat.batch_size}, "
         f"{fp.get('threads', '?')} thread(s); measured = timed interleaved with the uncompressed model (chunks of "
         f"{lat.interleave.chunk} passes alternating, until the 95 % bootstrap interval of the ratio is within "
-        f"±{lat.interleave.target_halfwidth:.0%} or {lat.interleave.max_seconds:g} s), ms = ratio x the reference's "
-        f"ms (basis recorded per trial), its interval widened by the device profile's sitting-to-sitting spread "
-        f"of a ratio when the profile measured one; predicted = the profile's predicted ratio x its reference ms, 90 % "
-        f"interval; device {fp.get('cpu_model') or fp.get('gpu_name') or '?'} "
-        f"(fingerprint {fp.get('fingerprint_id', '?')})",
+        f"±{lat.interleave.target_halfwidth:.0%} or {lat.interleave.max_seconds:g} s), its interval widened by the "
+        f"sitting-to-sitting spread of a ratio ({spread_source(view.meta_summary())}); predicted = the "
+        f"profile's predicted ratio, 90 % interval; ms as stated at the top (latency basis); device "
+        f"{fp.get('cpu_model') or fp.get('gpu_name') or '?'} (fingerprint {fp.get('fingerprint_id', '?')})",
         f"re-measurement: {check.why}",
         "size: counted from the bytes of every stored tensor of the compressed model (MB = 1e6 bytes)",
         "MACs: analytic, from the config and the base model's dimensions",
@@ -149,7 +108,11 @@ def provenance_lines(view: RunView, check: Remeasure) -> list[str]:
 
 
 def latency_check_summary(check: Remeasure) -> tuple[str, str]:
-    """(label of the recorded numbers, one line with the hit rate or repeatability)."""
+    """(label of the recorded numbers, one line with the hit rate or repeatability).
+
+    ``check.table`` on one ms basis (:func:`.basis.rebase`), so the interval check below
+    compares what ratios compare.
+    """
     t = check.table
     predicted = (t["recorded_source"] == "predicted").all()
     label = "predicted" if predicted else "recorded (measured during search)"
@@ -158,12 +121,22 @@ def latency_check_summary(check: Remeasure) -> tuple[str, str]:
     what = ("predictor hit rate" if predicted else
             "repeatability (no predicted latencies in this run: search-time measurement vs re-measurement)")
     by = "ratios to the uncompressed model" if "compared" in t and (t["compared"] == "ratio").all() else "milliseconds"
-    lo, hi = wilson(int((t["rel_error"].abs() <= 0.10).sum()), len(t))
-    inside = ((t["recorded_low_ms"] <= t["remeasured_ms"]) & (t["remeasured_ms"] <= t["recorded_high_ms"])).mean() \
-        if "recorded_low_ms" in t and t["recorded_low_ms"].notna().all() else None
-    cover = "" if inside is None else f"; the re-measurement lies inside the recorded interval for {inside:.0%}"
+    lo, hi = wilson_interval(float((t["rel_error"].abs() <= 0.10).mean()), len(t))
     return label, (f"{what}: {hits:.0%} (95 % Wilson {lo:.0%}-{hi:.0%}) of {len(t)} front variants within ±10 % of "
-                   f"the interleaved re-measurement (compared as {by}), mean absolute error {mape:.1%}{cover}")
+                   f"the interleaved re-measurement (compared as {by}), mean absolute error {mape:.1%}"
+                   f"{coverage_text(t)}")
+
+
+def coverage_text(t) -> str:
+    """"; interval coverage: ... k of n (x %; stated 95 %)": recorded intervals holding the re-measurement."""
+    if "recorded_low_ms" not in t or t["recorded_low_ms"].isna().all():
+        return ""
+    known = t[t["recorded_low_ms"].notna()]
+    k = int(((known["recorded_low_ms"] <= known["remeasured_ms"]) & (known["remeasured_ms"] <= known["recorded_high_ms"])).sum())
+    stated = known["recorded_confidence"].dropna() if "recorded_confidence" in known else []
+    level = f"stated {stated.iloc[0]:.0%}" if len(stated) else "stated level not recorded"
+    return (f"; interval coverage: the re-measurement lies inside the recorded interval for {k} of {len(known)} "
+            f"({k / len(known):.0%}; {level})")
 
 
 def _pct(x: float | None) -> str:
@@ -171,17 +144,18 @@ def _pct(x: float | None) -> str:
 
 
 def build(view: RunView, out: Path, remeasure: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Write the whole report under ``out``; returns the paths written and the re-measure outcome."""
-    from vitsearch.search.results import figures
-    from vitsearch.search.results.rundir import write_atomic
-    from vitsearch.search.results.runview import check_remeasure
-
+    """Write the whole report under ``out``, every ms on one basis (:mod:`.basis`); returns the paths
+    written, the re-measure outcome, the front as the report shows it and the basis."""
     out.mkdir(parents=True, exist_ok=True)
     check = remeasure_front(view, progress=progress) if remeasure else check_remeasure(view)
     if not remeasure and check.done:
         check.done, check.why = False, "not re-measured (--no-remeasure); latencies are as recorded"
-    front = _with_test(view, front_latency(view, check))
-    view.front = _with_test(view, view.front)
+    basis = report_basis(view.latency_records())
+    if check.table is not None:
+        check.table = rebase(check.table, basis)
+    front = rebase(_with_test(view, front_latency(view, check)), basis)
+    view.front = rebase(_with_test(view, view.front), basis)
+    view.frame = rebase(view.frame, basis)
     importances, imp_how = knob_importances(view)
     budgets = {"max_latency_ms": view.spec.constraints.max_latency_ms, "min_accuracy": view.min_accuracy}
     paths: dict[str, Path] = {}
@@ -189,38 +163,48 @@ def build(view: RunView, out: Path, remeasure: bool = True, progress: bool = Tru
         df.to_parquet(out / f"{name}.parquet", index=False)
         write_atomic(out / f"{name}.csv", df.to_csv(index=False))
         paths[f"{name}_csv"] = out / f"{name}.csv"
-    paths["front_png"] = figures.pareto_png(view.frame, view.front, budgets, out / "front.png")
-    figs = [("Pareto front", figures.pareto_plotly(view.frame, view.front, budgets))]
+    paths["front_png"] = figures.pareto_png(view.frame, front, budgets, out / "front.png")
+    figs = [("Pareto front", figures.pareto_plotly(view.frame, front, budgets),
+             "Latencies as the search recorded them, in the report's ms (a front point's hover adds its "
+             "re-measurement); trials beyond the latency axis are drawn as triangles on its edge (hover for "
+             "their latency).")]
     if importances:
         paths["importance_png"] = figures.importance_png(importances, out / "importance.png")
-        figs.append(("Knob effects", figures.importance_plotly(importances)))
+        figs.append(("Knob effects", figures.importance_plotly(importances), imp_how))
     check_line = ""
     if check.table is not None and not check.table.empty:
         label, check_line = latency_check_summary(check)
-        paths["latency_png"] = figures.latency_check_png(check.table, label, out / "latency_check.png")
-        figs.append(("Latency check", figures.latency_check_plotly(check.table, label)))
-    md = summary_markdown(view, front, check, check_line, imp_how)
-    write_atomic(out / "summary.md", md)
-    write_atomic(out / "report.html", render_html(view, front, check, check_line, importances, imp_how, figs))
+        paths["latency_png"] = checkplot.latency_check_png(check.table, label, out / "latency_check.png")
+        figs.append(("Latency check", checkplot.latency_check_plotly(check.table, label), check_line))
+    write_atomic(out / "summary.md", summary_markdown(view, front, check, check_line, imp_how, basis))
+    write_atomic(out / "report.html", _html(view, front, check, importances, imp_how, figs, basis))
     paths.update(summary=out / "summary.md", html=out / "report.html")
-    return {"paths": paths, "remeasure": check, "front": front}
+    return {"paths": paths, "remeasure": check, "front": front, "basis": basis}
 
 
-def summary_markdown(view: RunView, front: pd.DataFrame, check: Remeasure, check_line: str, imp_how: str) -> str:
-    """The Markdown summary: front table, best under common budgets, provenance."""
-    rows = []
-    if not front.empty:
-        for b in nice_budgets(front["budget_ms"]):
-            r = best_under(front, b)
-            rows.append([f"{b:g}", "-" if r is None else str(int(r["number"])),
-                         "-" if r is None else f"{r['accuracy']:.2%}",
-                         "-" if r is None else f"{r['budget_ms']:.3f} ({r['budget_source']})",
-                         "-" if r is None else str(r["summary"])])
+def budget_rows(front: pd.DataFrame) -> list[list[str]]:
+    """"Best under common latency budgets" (the sitting the report decides with) as text cells."""
+    rows, decided = [], as_decided(front)
+    for b in nice_budgets(front["budget_ms"].dropna()) if front["budget_ms"].notna().any() else []:
+        r = best_under(decided, b)
+        cells = ["-"] * 5 if r is None else [
+            str(int(r["number"])), f"{r['accuracy']:.2%}", speedup_cell(r),
+            f"{r['budget_ms']:.3f} (high end {r['budget_high_ms']:.3f})", str(r["summary"])]
+        rows.append([f"{b:g}", *cells])
+    return rows
+
+
+def summary_markdown(view: RunView, front: pd.DataFrame, check: Remeasure, check_line: str, imp_how: str,
+                     basis: MsBasis) -> str:
+    """The Markdown summary: the ms basis, front table, best under common budgets, provenance."""
+    sitting = str(front["budget_source"].iloc[0]) if not front.empty else "-"
     parts = [f"# vitsearch report: study `{view.spec.name}`", "",
-             f"Run dir `{view.path}`; {_counts(view)}; {len(view.front)} on the Pareto front.", "", "## Pareto front", "",
-             markdown_table(FRONT_COLUMNS, front_rows(view.front)) if not view.front.empty else "(empty)", "",
+             f"Run dir `{view.path}`; {_counts(view)}; {len(view.front)} on the Pareto front.", "",
+             f"Latency basis: {basis.text()}. Front latencies: {sitting}.", "", "## Pareto front", "",
+             markdown_table(FRONT_COLUMNS, front_rows(as_decided(front))) if not front.empty else "(empty)", "",
              "## Best under common latency budgets", "",
-             markdown_table(["budget ms", "trial", "accuracy", "latency ms", "config"], rows), "",
+             markdown_table(["budget ms", "trial", "accuracy", "speed-up", "latency ms", "config"],
+                            budget_rows(front)) if not front.empty else "(empty)", "",
              "## How the numbers were obtained", ""]
     parts += [f"- {line}" for line in provenance_lines(view, check)]
     if check_line:
@@ -229,53 +213,33 @@ def summary_markdown(view: RunView, front: pd.DataFrame, check: Remeasure, check
     return "\n".join(parts) + "\n"
 
 
-def render_html(view, front, check, check_line, importances, imp_how, figs) -> str:
-    """One self-contained page: plotly's JavaScript is embedded once, no network needed."""
+def _html(view, front, check, importances, imp_how, figs, basis: MsBasis) -> str:
+    """The page: counts and the ms basis, the figures, the front, provenance, fingerprints."""
+    infeasible = int((view.frame["feasible"] == False).sum())  # noqa: E712
+    intro = [f"Run dir {view.path}; {_counts(view)}; {infeasible} infeasible; {len(view.front)} on the Pareto front."
+             + (f" {n} infeasible trial(s) were settled on their predicted or measured latency / size alone, "
+                "without accuracy work; the front figure shows them as triangles under the lowest accuracy "
+                "shown (on the latency axis' edge when far)." if (n := _skipped_count(view.frame)) else ""),
+             f"Latency basis: {basis.text()}."]
     esc = html.escape
-    body = [f"<h1>vitsearch report: study <code>{esc(view.spec.name)}</code></h1>",
-            f"<p>Run dir <code>{esc(str(view.path))}</code>; {esc(_counts(view))}; "
-            f"{(view.frame['feasible'] == False).sum()} infeasible; {len(view.front)} on the Pareto front."  # noqa: E712
-            + (f" {n} infeasible trial(s) were settled on their predicted or measured latency / size alone, "
-               "without accuracy work; the front figure shows them as triangles under the lowest accuracy "
-               "shown." if (n := _skipped_count(view.frame)) else "") + "</p>"]
-    for i, (title, fig) in enumerate(figs):
-        body.append(f"<h2>{esc(title)}</h2>")
-        if title == "Knob effects":
-            body.append(f"<p>{esc(imp_how)}</p>")
-        if title == "Latency check":
-            body.append(f"<p>{esc(check_line)}</p>")
-        body.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig{i}",
-                                config={"displaylogo": False}))
-    if not importances:
-        body.append(f"<h2>Knob effects</h2><p>{esc(imp_how)}</p>")
+    sections = [] if importances else [f"<h2>Knob effects</h2><p>{esc(imp_how)}</p>"]
     if check.table is None:
-        body.append(f"<h2>Latency check</h2><p>{esc(check.why)}</p>")
-    cols = ["number", "rung", "recovery_steps", "accuracy", "accuracy_source", "accuracy_first_rung", "test_accuracy",
-            "test_lo", "test_hi", "test_n", "latency_ms", "latency_low_ms", "latency_high_ms", "latency_confidence",
-            "latency_ratio", "latency_source", "latency_runs", "budget_ms", "budget_high_ms", "budget_source",
-            "remeasured_runs", "size_mb", "macs", "summary"]
-    body += ["<h2>Pareto front</h2>", front[[c for c in cols if c in front]].to_html(index=False, escape=True)]
-    body += ["<h2>How the numbers were obtained</h2><ul>"]
-    body += [f"<li>{esc(line)}</li>" for line in provenance_lines(view, check)] + ["</ul>"]
-    body += ["<h2>Device fingerprint</h2>", _kv_table(view.study_fingerprint(), "study's device")]
+        sections.append(f"<h2>Latency check</h2><p>{esc(check.why)}</p>")
+    sections += front_section(front, view.base_accuracy, view.spec.model.name)
+    if not front.empty:
+        sections += ["<h2>Best under common latency budgets</h2>",
+                     html_table(["budget ms", "trial", "val acc", "speed-up", "latency ms", "config"],
+                                budget_rows(front))]
+    sections += ["<h2>How the numbers were obtained</h2><ul>"]
+    sections += [f"<li>{esc(line)}</li>" for line in provenance_lines(view, check)] + ["</ul>"]
+    sections += ["<h2>Device fingerprint</h2>", kv_table(view.study_fingerprint(), "study's device")]
     if check.here:
-        body.append(_kv_table(check.here, "this machine"))
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>vitsearch report {esc(view.spec.name)}"
-            f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
-
-
-def _kv_table(d: dict[str, Any], caption: str) -> str:
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v) if not isinstance(v, str) else v)}"
-                   "</td></tr>" for k, v in d.items())
-    return f"<table><caption>{html.escape(caption)}</caption>{rows}</table>"
+        sections.append(kv_table(check.here, "this machine"))
+    return render_html(f"vitsearch report: study {view.spec.name}", intro, figs, sections)
 
 
 def _counts(view: RunView) -> str:
     """Evaluated / settled / reused / failed / reached each rung, as one sentence."""
-    from vitsearch.search.results.tables import counts_line, run_counts
-
     ladder = view.spec.recovery.ladder
     return counts_line(run_counts(view.frame, len(ladder)), ladder)
 

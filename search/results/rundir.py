@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vitsearch.search.storage import check_sqlite_file
 from vitsearch.search.study import StudySpec, load_study, study_to_yaml
+from vitsearch.search.studyfile import shown
 from vitsearch.spaces.errors import ConfigError
 
 STUDY_FILE = "study.yaml"
@@ -24,6 +26,8 @@ DB_FILE = "optuna.db"
 LOG_FILE = "run.log"
 #: held (flock) by the one driver writing the run dir; the kernel drops it when that process dies
 LOCK_FILE = ".driver.lock"
+#: run.json's storage when it is the run dir's own SQLite file: relative, so a moved or copied run dir uses its own
+OWN_STORAGE = f"sqlite:///{DB_FILE}"
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -55,12 +59,41 @@ class RunDir:
         return f"sqlite:///{(self.path / DB_FILE).resolve()}"
 
     def is_run_dir(self) -> bool:
-        return self.study_file.is_file() and self.meta_file.is_file()
+        try:
+            return self.study_file.is_file() and self.meta_file.is_file()
+        except OSError:  # a name too long, a loop of links: not a run dir
+            return False
 
     def meta(self) -> dict[str, Any]:
-        return json.loads(self.meta_file.read_text())
+        """run.json, its ``storage`` resolved: the run dir's own SQLite file is the one in *this* folder
+        (also for a run.json that recorded it as an absolute path, before the run dir was copied).
+
+        A damaged run.json is refused in one line.
+        """
+        try:
+            meta = json.loads(self.meta_file.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"run dir {shown(str(self.path))}: {META_FILE} is damaged ({_reason(exc)}); restore it "
+                              "from a copy of the run dir, or start a new run with --out") from None
+        if not isinstance(meta, dict):
+            raise ConfigError(f"run dir {shown(str(self.path))}: {META_FILE} holds a {type(meta).__name__}, not a JSON "
+                              "object; restore it from a copy of the run dir, or start a new run with --out")
+        if meta.get("storage") == OWN_STORAGE or self._copied_own_storage(meta.get("storage")):
+            meta["storage"] = self.default_storage_url()
+        return meta
+
+    def _copied_own_storage(self, url: str | None) -> bool:
+        """A run.json written before storages were relative, in a copied or moved run dir: its absolute URL names
+        the optuna.db of the folder it was copied from, while this folder holds its own."""
+        if not url or not url.startswith("sqlite:////") or "?" in url:
+            return False
+        stored = Path(url.removeprefix("sqlite:///"))
+        return stored.name == DB_FILE and stored.parent != self.path.resolve() and (self.path / DB_FILE).is_file()
 
     def write_meta(self, meta: dict[str, Any]) -> None:
+        """Write run.json; the run dir's own storage is written relative to it (:data:`OWN_STORAGE`)."""
+        if meta.get("storage") == self.default_storage_url():
+            meta = {**meta, "storage": OWN_STORAGE}
         write_atomic(self.meta_file, json.dumps(meta, indent=2))
 
     def spec(self) -> StudySpec:
@@ -73,10 +106,21 @@ class RunDir:
         self.write_meta(meta)
 
     def refuse_if_run(self) -> None:
-        """ConfigError when this folder already holds a run (a new run must not mix with it)."""
+        """ConfigError when this folder already holds a run or other files (a new run must not mix with them).
+
+        A link is followed: what counts is the folder it names. An empty folder (or one
+        holding only the driver's lock file) is fine.
+        """
         if self.is_run_dir():
-            raise ConfigError(f"--out: {str(self.path)!r} already holds a run; continue it with --resume "
-                              f"{self.path} or choose another --out")
+            raise ConfigError(f"--out: {shown(str(self.path))} already holds a run; continue it with --resume "
+                              f"{shown(str(self.path))} or choose another --out")
+        if self.path.is_dir():
+            others = [p.name for p in self.path.iterdir() if p.name != LOCK_FILE]
+            if others:
+                link = f" (a link to {shown(str(self.path.resolve()))})" if self.path.is_symlink() else ""
+                raise ConfigError(f"--out: {shown(str(self.path))}{link} is an existing folder holding "
+                                  f"{len(others)} other file(s) or folder(s), e.g. {shown(sorted(others)[0])}; a run "
+                                  "is written into a new or empty folder: give another --out")
 
     @contextmanager
     def locked(self, new: bool):
@@ -133,8 +177,9 @@ class RunDir:
         """The stored study; refuse a dir that is not a run dir or whose study differs."""
         if not self.is_run_dir():
             raise ConfigError(
-                f"--resume: {str(self.path)!r} is not a vitsearch run dir (no {STUDY_FILE} and {META_FILE}); "
+                f"--resume: {shown(str(self.path))} is not a vitsearch run dir (no {STUDY_FILE} and {META_FILE}); "
                 "give a directory written by `vitsearch run`")
+        self._check_own_storage()
         stored = self.spec()
         # output_dir does not matter once the run dir is named (and is anchored differently in study.yaml)
         a, b = (s.model_dump(mode="json", exclude={"output_dir"}) for s in (stored, spec or stored))
@@ -144,6 +189,22 @@ class RunDir:
                 f"--resume: the study file differs from the one {str(self.path)!r} was started with "
                 f"(first difference at {diff}); resume with the same study file or start a new run with --out")
         return stored
+
+    def _check_own_storage(self) -> None:
+        """The run's SQLite file, when it is the run dir's own, is there and is an SQLite database."""
+        if self.meta().get("storage") != self.default_storage_url():
+            return
+        db = self.path / DB_FILE
+        if not db.is_file():
+            raise ConfigError(f"--resume: {shown(str(self.path))} holds no {DB_FILE} (the run's trials); nothing to "
+                              "resume: start a new run with --out")
+        check_sqlite_file(db, f"--resume: {shown(str(self.path))}")
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def _remove_if_empty(path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from vitsearch.search.results.rundir import RunDir
+from vitsearch.search.results.sitting import read_summary, run_sitting_sd, widen_frame
 from vitsearch.search.study import StudySpec
 from vitsearch.spaces.errors import ConfigError, VitsearchError
 
@@ -37,8 +38,7 @@ class RunView:
 
     def meta_summary(self) -> dict[str, Any]:
         """The run's summary.json (empty while the run has not finished once)."""
-        path = self.path / "summary.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_summary(self.path)
 
     @property
     def base_accuracy(self) -> float | None:
@@ -61,6 +61,18 @@ class RunView:
         if later:
             return later[max(later)].get("evaluation") or {}
         return self.study.trials[number].user_attrs.get("evaluation") or {}
+
+    def latency_records(self) -> list[dict[str, Any]]:
+        """Every trial's recorded latency (``evaluation["latency"]`` at the highest rung it reached; {} if none)."""
+        from vitsearch.search.results.tables import rung_attrs
+
+        rungs = rung_attrs(self.study.user_attrs)[0]
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            later = rungs.get(t.number)
+            ev = later[max(later)].get("evaluation") if later else t.user_attrs.get("evaluation")
+            out.append((ev or {}).get("latency") or {})
+        return out
 
     def study_fingerprint(self) -> dict[str, Any]:
         """The device fingerprint most front (else completed) trials were timed on."""
@@ -92,7 +104,8 @@ def load_run(path: str | Path) -> RunView:
     except KeyError:
         raise ConfigError(f"RUN_DIR: {str(path)!r} has no Optuna study {meta.get('study_name')!r} in its storage; "
                           "was the run started? (`vitsearch run STUDY --out DIR`)") from None
-    frame = trials_frame(study)
+    # every interval read back includes the spread between sittings the run measured itself (no profile)
+    frame = widen_frame(trials_frame(study), run_sitting_sd(read_summary(run.path)))
     if not (frame["state"] == "COMPLETE").any():
         raise ConfigError(f"RUN_DIR: {str(path)!r} holds no completed trial yet; let `vitsearch run` "
                           f"finish at least one (resume with --resume {path})")
@@ -114,7 +127,7 @@ class Remeasure:
 def current_fingerprint(spec: StudySpec) -> dict[str, Any]:
     """This machine's fingerprint for the study's device, thread count and runtime (as measurements see it)."""
     from vitsearch.evaluators import device_fingerprint, resolve_device
-    from vitsearch.evaluators.latency.measure import default_threads
+    from vitsearch.evaluators.latency.timing.prepare import default_threads
 
     dev = resolve_device(spec.device)
     threads = spec.latency.threads or default_threads() if dev.type == "cpu" else None
@@ -153,6 +166,7 @@ def remeasure_front(view: RunView, session=None, progress: bool = True) -> Remea
     from vitsearch.spaces import CompressionConfig, compress
 
     session = session or load_session(view.spec)
+    session.adopt_sitting_sd(run_sitting_sd(view.meta_summary()))
     rows = []
     for _, r in tqdm(list(view.front.iterrows()), desc="re-measuring the front", unit="variant", disable=not progress):
         config = CompressionConfig.from_dict(json.loads(r["config"]))
@@ -189,6 +203,7 @@ def remeasure_row(r: Any, res: Any) -> dict[str, Any]:
     err = recorded_ratio / res.ratio - 1.0 if by_ratio else r["latency_ms"] / res.median_ms - 1.0
     return {"number": int(r["number"]), "recorded_ms": r["latency_ms"], "recorded_source": r["latency_source"],
             "recorded_low_ms": r.get("latency_low_ms"), "recorded_high_ms": r.get("latency_high_ms"),
+            "recorded_confidence": r.get("latency_confidence"),
             "recorded_ratio": recorded_ratio, "remeasured_ms": res.median_ms, "remeasured_low_ms": res.low_ms,
             "remeasured_high_ms": res.high_ms, "remeasured_confidence": res.confidence,
             "remeasured_ratio": res.ratio, "remeasured_p10_ms": res.p10_ms, "remeasured_p90_ms": res.p90_ms,
@@ -205,7 +220,7 @@ def front_latency(view: RunView, check: Remeasure) -> pd.DataFrame:
     if check.table is not None and not check.table.empty:
         front = front.merge(check.table[["number", "remeasured_ms", "remeasured_low_ms", "remeasured_high_ms",
                                          "remeasured_confidence", "remeasured_p10_ms", "remeasured_p90_ms",
-                                         "remeasured_runs"]], on="number", how="left")
+                                         "remeasured_runs", "remeasured_ratio"]], on="number", how="left")
         front["budget_ms"] = front["remeasured_ms"]
         front["budget_high_ms"] = front["remeasured_high_ms"].fillna(front["remeasured_ms"])
         front["budget_confidence"] = front["remeasured_confidence"]

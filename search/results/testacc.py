@@ -18,6 +18,8 @@ trusted and is measured again.
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,17 @@ def rebuild_prepared(session, config, rung: int, run_dir: Path | None = None, nu
     """The prepared float model of ``config`` at ``rung`` of the study's ladder, as the search built it."""
     from vitsearch.evaluators.distill import distilled_chain, load_prepared
 
-    if run_dir is not None and number is not None and (path := checkpoint_path(run_dir, number, rung)).is_file():
-        return load_prepared(session.base, config, path, session.data.calibration, session.device)
     rc = session.spec.recovery
     rungs = (0,) if config.is_identity() else rc.ladder[:rung + 1]  # the search never distils the teacher itself
+    if run_dir is not None and number is not None:
+        path = checkpoint_path(run_dir, number, rung)
+        if path.exists() or path.is_symlink():  # a folder or a broken file is refused, not replaced
+            return load_prepared(session.base, config, path, session.data.calibration, session.device)
+        if rungs[-1] > 0:  # the search kept these weights: say that they are rebuilt (stderr, and a run's log)
+            note = (f"rung checkpoint {str(path)!r} is missing: trial {number} is distilled again to rung {rung} "
+                    f"({rungs[-1]} steps, seeded: the same weights)")
+            print(f"vitsearch: {note}", file=sys.stderr)
+            logging.getLogger("vitsearch.results").info(note)
     return distilled_chain(session.base, config, session.data.train, rungs=rungs,
                            calibration=session.data.calibration, **session.distill_kwargs())
 

@@ -36,11 +36,15 @@ class PrecisionConfig(PartsConfig):
 
 # ---- handler ---------------------------------------------------------------------
 #: What each device kind really runs (probed with torch 2.14 / torchao 0.18): on CPU
-#: torchao's int4 weight-only path needs the mslk kernel package, which is absent.
+#: torchao 0.18's int4 weight-only packings need the mslk kernel package (plain), CUDA
+#: (tile_packed_to_4d) or have no CPU kernel (plain_int32).
 SUPPORTED = {
     "cpu": ("fp32", "fp16", "bf16", "int8", "int8-weight"),
     "cuda": PRECISIONS,  # int4-weight is probed when applied; a failure is a DeviceError
 }
+#: torchao's int4 packing per device kind: tile_packed_to_4d runs on the core aten int4
+#: kernels (tinygemm, sm80+, bf16), where torchao's default ("plain") needs mslk
+INT4_PACKING = {"cuda": "tile_packed_to_4d"}
 HALF = {"fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -55,7 +59,8 @@ def check_precision_device(cfg: PrecisionConfig, device: str) -> None:
     for part in PARTS:
         value = getattr(cfg, part)
         if value not in ok:
-            why = " (torchao's int4 kernels need the mslk package, absent here)" if value == "int4-weight" else ""
+            why = (" (torchao has no int4 weight-only kernel for CPU without the mslk package)"
+                   if value == "int4-weight" else "")
             raise DeviceError(f"precision.{part}: {value!r} cannot run on device {device!r}{why}; "
                               f"{device} supports {', '.join(ok)}")
 
@@ -110,8 +115,7 @@ def apply_precision(model: nn.Module, cfg: PrecisionConfig, ctx: Context) -> Non
 
 def _quantize(model: nn.Module, kind: str, parts: list[str], ctx: Context) -> None:
     import torch
-    from torchao.quantization import (Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig,
-                                      Int8WeightOnlyConfig, quantize_)
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
 
     from vitsearch.spaces.vit import adapter as vit
 
@@ -125,7 +129,7 @@ def _quantize(model: nn.Module, kind: str, parts: list[str], ctx: Context) -> No
     elif kind == "int8-weight":
         make = lambda lin: Int8WeightOnlyConfig()  # noqa: E731
     else:
-        make = lambda lin: Int4WeightOnlyConfig(group_size=_int4_group(lin))  # noqa: E731
+        make = lambda lin: int4_config(lin.in_features, ctx.device)  # noqa: E731
     for fqn, lin, part in targets.values():
         if kind == "int4-weight":
             lin.to(torch.bfloat16)  # torchao's int4 path takes bf16 weights
@@ -145,11 +149,18 @@ def _quantize(model: nn.Module, kind: str, parts: list[str], ctx: Context) -> No
             lin.register_forward_hook(_cast_out)
 
 
-def _int4_group(lin: nn.Module) -> int:
-    for g in (128, 64, 32):
-        if lin.in_features % g == 0:
-            return g
-    return 128  # torchao then leaves it unquantized, which _quantize reports
+def int4_config(in_features: int, device: str) -> Any:
+    """torchao's int4 weight-only config for a linear of ``in_features`` inputs on ``device``.
+
+    The largest group size of 128, 64, 32 dividing ``in_features`` (none: torchao leaves the
+    layer unquantized, which :func:`_quantize` reports), packed as :data:`INT4_PACKING` says.
+    """
+    from torchao.quantization import Int4WeightOnlyConfig
+
+    group = next((g for g in (128, 64, 32) if in_features % g == 0), 128)
+    packing = INT4_PACKING.get(str(device).split(":")[0])
+    return (Int4WeightOnlyConfig(group_size=group) if packing is None
+            else Int4WeightOnlyConfig(group_size=group, int4_packing_format=packing))
 
 
 register("precision", PrecisionConfig, finalize=apply_precision,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vitsearch.evaluators.latency.measure import LatencyResult
+from vitsearch.evaluators.latency.timing.results import LatencyResult
 from vitsearch.evaluators.record import Evaluation, latency_entry
 from vitsearch.spaces import CompressionConfig
 from vitsearch.spaces.errors import ConfigError

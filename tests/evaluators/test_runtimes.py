@@ -1,8 +1,9 @@
 """The runtime layer on the built-in model: ONNX Runtime and torch.compile for real.
 
-Every knob exports and runs in ONNX Runtime matching eager within the precision's
-tolerance; ORT's own quantisation lands on exactly the parts the config names; a
-numerics mismatch fails with the figures; fingerprints name the runtime.
+Every knob exports and runs in ONNX Runtime matching eager; ORT's own quantisation lands
+on exactly the parts the config names, and its programs are checked against the eager
+model quantised the same way (a faithful int8 program passes, a wrong one fails with the
+figures); fingerprints name the runtime.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 
 from vitsearch.evaluators.runtimes import NumericsMismatch, check_runtime, get_runtime, runtime_names
 from vitsearch.evaluators.runtimes.deploy import build_checked, measure, runtime_fingerprint
-from vitsearch.evaluators.runtimes.numerics import accuracy_in_runtime, check_numerics, reference_model
+from vitsearch.evaluators.runtimes.numerics import (accuracy_in_runtime, calibration_images, check_numerics,
+                                                   reference_model)
 from vitsearch.evaluators.runtimes.onnxexport import float_config
 from vitsearch.evaluators.runtimes.support import (PRECISION, check_config, knob_table, precisions,
                                                    runtime_space)
@@ -97,7 +99,8 @@ def test_ort_quantises_exactly_the_parts_named_and_accuracy_is_measured_in_ort(b
     ops = [n.op_type for n in onnx.load_from_string(deployed.artifact).graph.node]
     assert ops.count("MatMulInteger") == 16 and ops.count("MatMulNBits") == 16  # 8 blocks x 2 linears each
     assert "4-bit" in deployed.realised["precision.mlp"] and "quantize_dynamic" in deployed.realised["precision.attn"]
-    assert numerics["precision"] == "int4-weight" and 0 < numerics["max_abs_logit_diff"]
+    assert numerics["precision"] == "int8" and numerics["tolerance_rel"] == 0.05  # the loosest part's, like with like
+    assert 0 < numerics["max_rel_logit_diff"] < 0.02
     assert get_runtime("onnxruntime").changes_numerics(config)
     val = torch.utils.data.Subset(mnist.val, range(200))
     ort_acc = accuracy_in_runtime(deployed, val, 64, "val")
@@ -115,6 +118,54 @@ def test_a_numerics_mismatch_fails_with_the_figures(builtin_model, mnist):
     images = torch.stack([mnist.calibration[i][0] for i in range(32)])
     with pytest.raises(NumericsMismatch, match=r"top-1 agreement .* max logit difference .*\(allowed 0.1% for fp32\)"):
         check_numerics(deployed, wrong, images, config)
+
+
+#: the default study's config that failed the old check (against fp32) four times
+MERGED_INT8 = {"depth": {"keep": 4}, "sparsity": {"mlp": "structured:0.5"},
+               "tokens": {"method": "merge", "schedule": {"2": 0.5}}, "precision": {"attn": "int8"}}
+
+
+def _zero_fc2_of_block_1(model):
+    with torch.no_grad():
+        model.blocks[1].mlp.fc2.weight.zero_()
+
+
+def _drop_block_2(model):
+    del model.blocks[2]
+
+
+def test_a_faithful_int8_program_passes_and_a_planted_wrong_one_fails(builtin_model, mnist):
+    """ORT's int8 program is held to the candidate quantised alike in torch, far tighter than int8 moves the
+    float logits; a program that lost a layer's weights or a block (a bad export) fails that check."""
+    import copy
+
+    from vitsearch.evaluators.distill import distilled
+
+    config = CompressionConfig.from_dict(MERGED_INT8)
+    prepared = distilled(builtin_model, float_config(config, keep_half=True), mnist.train, steps=10,
+                         calibration=mnist.calibration)  # as its first rung left it
+    deployed, numerics = build_checked("onnxruntime", prepared, config, SHAPE, CPU, 1, mnist.calibration)
+    assert "attn linears quantised as onnxruntime quantises them" in numerics["reference"]
+    assert numerics["top1_agreement"] >= 0.98 and numerics["max_rel_logit_diff"] < 0.01 < numerics["tolerance_rel"]
+    reference, images = reference_model(prepared, config, CPU), calibration_images(mnist.calibration)
+    with torch.inference_mode():
+        float_logits, program_logits = reference(images), deployed(images)
+    moved = float((program_logits - float_logits).abs().max() / float_logits.abs().max())
+    assert moved > 0.1 > 10 * numerics["max_rel_logit_diff"]  # int8 moves the float logits far more than that
+    for plant in (_zero_fc2_of_block_1, _drop_block_2):
+        wrong = copy.deepcopy(prepared)
+        plant(wrong)
+        program = get_runtime("onnxruntime").deploy(wrong, config, torch.zeros(SHAPE), 1)
+        with pytest.raises(NumericsMismatch, match=r"max logit difference .* \(allowed 5.0% for int8\)"):
+            check_numerics(program, reference, images, config)
+
+
+def test_weight_only_programs_are_checked_against_the_same_blocks(builtin_model, mnist):
+    """8-bit and 4-bit MatMulNBits weights: the torch blocks match ORT's to float rounding."""
+    weight_only = {"precision": {"attn": "int4-weight", "mlp": "int8-weight"}}
+    numerics = _build("onnxruntime", builtin_model, mnist, weight_only)[1]
+    assert numerics["top1_agreement"] == 1.0 and numerics["max_rel_logit_diff"] < 1e-3
+    assert numerics["tolerance_rel"] == 0.02
 
 
 def test_fingerprint_names_the_runtime_and_timing_takes_the_callable(builtin_model, mnist):

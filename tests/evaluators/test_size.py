@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from vitsearch.evaluators.macs import analytic_macs, mlp_hidden_kept, vit_dims
+from vitsearch.evaluators.macs import analytic_macs, mlp_hidden_kept
+from vitsearch.spaces.vit.dims import VitDims
 from vitsearch.evaluators.models import create_vitsearch_tiny
 from vitsearch.evaluators.size import MB, model_size, sparse_storage_bytes, tensor_storage_bytes
 from vitsearch.spaces import CompressionConfig
@@ -168,7 +169,7 @@ def test_half_depth_halves_the_block_macs():
     model = create_vitsearch_tiny()
     full = analytic_macs(model)
     half = analytic_macs(model, CompressionConfig.from_dict({"depth": {"keep": 4}}))
-    d = vit_dims(model)
+    d = VitDims.of(model)
     outside = d.num_patches * d.embed_dim * d.in_chans * d.patch_area + d.embed_dim * d.num_classes
     assert half - outside == pytest.approx((full - outside) / 2, rel=1e-12)
     assert half == pytest.approx(full / 2, rel=0.02)
@@ -185,7 +186,7 @@ def test_structured_mlp_width_rounding():
 
 
 def test_dims_of_distilled_deit_count_both_heads():
-    dims = vit_dims(timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False))
+    dims = VitDims.of(timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False))
     assert dims.num_prefix_tokens == 2 and dims.num_heads_out == 2 and dims.num_patches == 196
 
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from clitools import is_loopback, listening_sockets, vitsearch, wait_for_port
 
-from vitsearch.evaluators.latency.interleaved import PROTOCOL
+from vitsearch.evaluators.latency.timing.results import PROTOCOL
 from vitsearch.search.engine.raylocal import session_processes
 
 pytestmark = pytest.mark.slow

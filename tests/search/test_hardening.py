@@ -144,6 +144,22 @@ BAD_STUDIES = [
     ({"space": {"knob": {}}}, "unknown field 'space.knob'"),
     ({"space": {"depth": {"keep_min": 0}}}, "field 'space.depth.keep_min'"),
     ({"space": {"tokens": {"methods": ["drop"]}}}, "field 'space.tokens.methods.0'"),
+    # a bool is not a number, a float not a count; seeds fit numpy; step counts stay sane; paths fit the OS
+    ({"search": {"trials": True}}, "field 'search.trials': Input should be a valid integer; got True"),
+    ({"search": {"workers": 2.0}}, "field 'search.workers'"),
+    ({"recovery": {"lr": True}}, "field 'recovery.lr'"),
+    ({"latency": {"calibrate": 1}}, "field 'latency.calibrate'"),
+    ({"recovery": {"rungs": [10, 1.0e11]}}, "field 'recovery.rungs.1'"),
+    ({"recovery": {"rungs": [10, 10**11]}}, "distillation steps per candidate are 0..1,000,000"),
+    ({"recovery": {"steps": 10**7}}, "field 'recovery.steps'"),
+    ({"search": {"seed": 2**97}}, "field 'search.seed': a seed is 0..4,294,967,295"),
+    ({"search": {"seed": -1}}, "field 'search.seed'"),
+    ({"data": {"seed": 2**32}}, "field 'data.seed'"),
+    ({"recovery": {"seed": 2**40}}, "field 'recovery.seed'"),
+    ({"data": {"source": "imagefolder", "path": "x" * 5_000_000}}, "field 'data.path': is 5,000,000 characters"),
+    ({"model": {"checkpoint": "a/" + "b" * 300}}, "field 'model.checkpoint'"),
+    ({"data": {"skip_unreadable": "yes"}}, "field 'data.skip_unreadable'"),
+    ({"model": {"checkpoint": "."}}, "is a folder, not a file"),
 ]
 
 #: files that are not a study: (name, bytes, text the line must hold)
@@ -154,6 +170,9 @@ BAD_STUDY_FILES = [
     ("nul.yaml", b"name: a\x00b\n", "NUL bytes"),
     ("broken.yaml", b"model: [unclosed\n", "not valid YAML at line"),
     ("list.yaml", b"- 1\n- 2\n", "YAML mapping"),
+    ("twice.yaml", b"name: a\nsearch:\n  trials: 3\nname: b\n", "key 'name' written twice (line 1 and line 4)"),
+    ("nested.yaml", b"search:\n  trials: 3\n  seed: 1\n  trials: 4\n",
+     "key 'trials' written twice (line 2 and line 4)"),
 ]
 
 #: command lines (after `vitsearch`); {study} is a valid small study, {file} an existing file
@@ -168,6 +187,18 @@ BAD_COMMANDS = [
     (["run", "{study}", "--address", "127.0.0.1:1"], "no Ray head reachable"),
     (["run", "{study}", "--resume", "nowhere"], "is not a vitsearch run dir"),
     (["run", "{study}", "--storage", "sqlite:///:memory:"], "in-memory database"),
+    (["run", "{study}", "--out", "{full}"], "is an existing folder holding 1 other file(s)"),
+    (["run", "{study}", "--out", "{link}"], "is an existing folder holding 1 other file(s)"),
+    (["run", "{study}", "--out", "/proc/x"], "'/proc/x' cannot be created"),
+    (["report", "nowhere", "--out", "/proc/x"], "'/proc/x' cannot be created"),
+    (["pick", "nowhere", "--latency-ms", "2", "--out", "/proc/x"], "'/proc/x' cannot be created"),
+    (["run", "{study}", "--out", ""], "--out: got an empty value"),
+    (["run", "{study}", "--resume", ""], "--resume: got an empty value"),
+    (["report", "nowhere", "--out", " "], "--out: got an empty value"),
+    (["run", "{study}", "--out", "/tmp/" + "x" * 5_000_000], "--out: '/tmp/xxx"),
+    (["run", "{study}", "--resume", "x" * 5_000_000], "is not a vitsearch run dir"),
+    (["report", "x" * 5_000_000], "is not a vitsearch run dir"),
+    (["run", "x" * 5_000_000], "cannot be read (File name too long)"),
     (["report", "nowhere", "--out", "{file}"], "is an existing file, not a folder"),
     (["report", "nowhere"], "nowhere"),
     (["pick", "nowhere", "--latency-ms", "inf"], "--latency-ms: must be > 0, got inf"),
@@ -212,7 +243,8 @@ def _one_line_exit_2(argv: list[str], root: Path, capsys, match: str) -> None:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     assert code == 2, (out, err)
-    assert err.count("\n") == 1 and err.startswith("vitsearch ") and out == "", err
+    assert err.count("\n") == 1 and err.startswith("vitsearch ") and out == "", err[:2000]
+    assert len(err) < 1500, f"{len(err):,} characters: an echoed value is not cut"
     assert match in err, err
     assert _snapshot(root) == before, "something was written"
 
@@ -243,7 +275,10 @@ def test_bad_study_files(cwd, capsys, name, data, match):
 
 @pytest.mark.parametrize("argv, match", BAD_COMMANDS, ids=[" ".join(a[:1] + a[2:])[:40] for a, _ in BAD_COMMANDS])
 def test_bad_command_lines(cwd, capsys, argv, match):
-    paths = {"study": _study(cwd, {}), "file": cwd / "a_file",
+    (cwd / "full").mkdir()
+    (cwd / "full" / "keep.txt").write_text("not a run")
+    (cwd / "link").symlink_to(cwd / "full")
+    paths = {"study": _study(cwd, {}), "file": cwd / "a_file", "full": cwd / "full", "link": cwd / "link",
              "resnet": _study(cwd, {"model": {"name": "timm:resnet50"}}, "resnet.yaml"),
              "builtin_other": _study(cwd, {"model": {"name": "builtin:other"}}, "other.yaml")}
     paths["file"].write_text("x")
@@ -356,3 +391,12 @@ def test_unwritable_out_folders(cwd, capsys, argv):
     study = _study(cwd, {})
     (cwd / "ro").mkdir(mode=0o555)
     _one_line_exit_2([a.replace("{study}", str(study)) for a in argv], cwd, capsys, "is not writable")
+
+
+@pytest.mark.parametrize("argv", [["pick", "nowhere", "--latency-ms", "2", "--out", "f/v"],
+                                  ["report", "nowhere", "--out", "f/r"], ["run", "{study}", "--out", "f/run"]])
+def test_out_folders_under_a_file(cwd, capsys, argv):
+    """What no permission bit decides, so root fails it too: a file where a folder of the path should be."""
+    study = _study(cwd, {})
+    (cwd / "f").write_text("a file, not a folder")
+    _one_line_exit_2([a.replace("{study}", str(study)) for a in argv], cwd, capsys, "is a file")

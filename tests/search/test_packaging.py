@@ -25,7 +25,11 @@ def test_wheel_holds_packages_weights_and_studies(tmp_path):
 
 
 def test_import_from_outside_the_repo(tmp_path):
+    """From another folder (the repo root not on sys.path) the three folders import from the install."""
     out = subprocess.run([sys.executable, "-c", "import vitsearch.spaces, vitsearch.search, vitsearch.evaluators; "
-                          "import sys; print(all(str(p) != '' for p in sys.path))"], cwd=tmp_path,
+                          "print(vitsearch.search.__file__)"], cwd=tmp_path,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+    where = out.stdout.strip()
+    assert Path(where).resolve().is_relative_to(ROOT / "search") or "site-packages" in where, where
+    assert not Path(where).resolve().is_relative_to(tmp_path)

@@ -79,3 +79,28 @@ def test_rungs_resolve_and_round_trip():
     assert parse_study(yaml.safe_load(study_to_yaml(spec))) == spec
     assert parse_study(spec.model_dump(mode="json")) == spec  # a plain dump reloads too
     assert parse_study({"recovery": {"steps": 40, "enabled": False}}).recovery.ladder == (0,)
+
+
+def test_numbers_are_not_coerced_from_bools_or_floats():
+    for doc, match in [({"search": {"trials": True}}, "field 'search.trials'"),
+                       ({"search": {"trials": 40.0}}, "field 'search.trials'"),
+                       ({"recovery": {"alpha": False}}, "field 'recovery.alpha': must be a number"),
+                       ({"latency": {"input_size": [1, True, 28]}}, "field 'latency.input_size.1'"),
+                       ({"recovery": {"rungs": [10, 2_000_000]}}, "0..1,000,000"),
+                       ({"search": {"seed": 2**32}}, "a seed is 0..4,294,967,295")]:
+        with pytest.raises(ConfigError, match=match):
+            parse_study(doc)
+    # what YAML writes for numbers still reads: ints as floats, PyYAML's 1e-4 (a string) as a float
+    spec = parse_study(yaml.safe_load("recovery: {lr: 1e-4, temperature: 2}\nsearch: {seed: 4294967295}"))
+    assert spec.recovery.lr == 1e-4 and spec.recovery.temperature == 2.0 and spec.search.seed == 2**32 - 1
+
+
+def test_a_key_written_twice_is_refused(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: a\nrecovery:\n  lr: 0.1\n  steps: 3\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"key 'lr' written twice \(line 3 and line 5\); keep one"):
+        load_study(path)
+    # the same key in two mappings, and a key that overrides a YAML merge, are fine
+    path.write_text("name: a\ndata: {seed: 1}\nsearch: {seed: 2}\nrecovery:\n  <<: {steps: 3, lr: 0.1}\n  lr: 0.2\n")
+    spec = load_study(path)
+    assert (spec.data.seed, spec.search.seed, spec.recovery.steps, spec.recovery.lr) == (1, 2, 3, 0.2)

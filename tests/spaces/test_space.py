@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from vitsearch.spaces import CompressionConfig, ConfigError, SearchSpace, SpaceSpec, compress
-from vitsearch.spaces.space import ModelDims
+from vitsearch.spaces.vit.dims import VitDims
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-TINY = ModelDims(depth=8, num_heads=6, num_patch_tokens=49, num_prefix_tokens=1)
+TINY = VitDims(embed_dim=48, num_heads=6, head_dim=8, mlp_hidden=192, depth=8, num_patches=49, num_prefix_tokens=1)
 WIDE = {
     "depth": {"keep_min": 3},
     "heads": {"keep": [2, 4, 6], "kv_heads": [1, 2, 3, 6]},

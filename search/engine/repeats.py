@@ -1,0 +1,111 @@
+"""A run's own sitting-to-sitting spread: its earliest measured candidates, measured again at its end.
+
+Without a device profile a measured latency interval is one sitting's alone, and a ratio
+to the uncompressed model moves more than that between sittings minutes apart. So a run
+whose latencies were measured, with no spread known from a profile, measures up to
+:data:`REPEATS` of its earliest candidates again once the search is over, with the same
+protocol, and estimates the spread beyond both sittings' own intervals
+(:func:`pair_spread`). The run keeps it in ``summary.json`` (``sitting``) and every
+interval it reports afterwards includes it
+(:func:`vitsearch.search.results.sitting.widen_frame`: the final table, list, report and pick).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from vitsearch.evaluators.latency.stats import widen, z_value
+from vitsearch.search.results.tables import ATTR_CONFIG, ATTR_EVAL, ATTR_REUSED
+from vitsearch.spaces import CompressionConfig
+
+log = logging.getLogger("vitsearch.run")
+
+#: early candidates measured a second time at the end of a run
+REPEATS = 8
+#: fewest pairs that give a spread (fewer: the intervals stay as measured, and say so)
+MIN_PAIRS = 3
+
+
+@dataclass(frozen=True)
+class Sitting:
+    """One measurement of a ratio to the uncompressed model: the ratio and its own interval."""
+
+    ratio: float
+    low: float
+    high: float
+
+
+def pair_spread(pairs: list[tuple[Sitting, Sitting]], confidence: float = 0.95) -> float | None:
+    """The sitting-to-sitting spread of a ratio (log sd) from configs measured twice, minutes apart.
+
+    Each pair's squared log difference holds the spread twice plus both measurements' own
+    noise (from their intervals, read as normal on the log scale); the spread is what
+    remains, 0 if nothing does. None below :data:`MIN_PAIRS` pairs.
+    """
+    if len(pairs) < MIN_PAIRS:
+        return None
+    z = z_value(confidence)
+    excess = []
+    for a, b in pairs:
+        within = sum((math.log(x.high / x.low) / 2.0 / z) ** 2 for x in (a, b))
+        excess.append(math.log(b.ratio / a.ratio) ** 2 - within)
+    return math.sqrt(max(0.0, sum(excess) / len(excess) / 2.0))
+
+
+def early_measured(study: optuna.Study, limit: int = REPEATS) -> list[tuple[int, CompressionConfig, Sitting]]:
+    """The first ``limit`` trials (by number) whose latency was measured interleaved: (number, config, sitting)."""
+    out = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if len(out) >= limit:
+            break
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or t.user_attrs.get(ATTR_REUSED) is not None:
+            continue
+        lat = (t.user_attrs.get(ATTR_EVAL) or {}).get("latency") or {}
+        if lat.get("source") != "measured" or None in (lat.get("ratio"), lat.get("ratio_low"), lat.get("ratio_high")):
+            continue
+        config = CompressionConfig.from_dict(json.loads(t.user_attrs[ATTR_CONFIG]))
+        out.append((t.number, config, Sitting(lat["ratio"], lat["ratio_low"], lat["ratio_high"])))
+    return out
+
+
+def measure_repeats(study: optuna.Study, session, confidence: float, limit: int = REPEATS) -> dict[str, Any]:
+    """Measure the run's earliest measured candidates again now; the spread, its pairs and how it was had.
+
+    ``session.measure_config(config)`` times a config as the search did (same protocol,
+    same runtime). The result is what ``summary.json`` keeps under ``sitting``.
+    """
+    early = early_measured(study, limit)
+    rows, pairs = [], []
+    for number, config, first in early:
+        res = session.measure_config(config)
+        if None in (res.ratio, res.ratio_low, res.ratio_high):
+            continue
+        again = Sitting(res.ratio, res.ratio_low, res.ratio_high)
+        pairs.append((first, again))
+        rows.append({"number": number, "first": asdict(first), "again": asdict(again)})
+    sd = pair_spread(pairs, confidence)
+    how = (f"{len(pairs)} of the run's earliest measured candidates timed again at its end, minutes after their "
+           f"first measurement; the spread beyond both sittings' own intervals")
+    if sd is None:
+        how = f"not estimated: {len(pairs)} candidate(s) measured twice, {MIN_PAIRS} needed"
+    log.info("sitting-to-sitting spread: %s (%s)", "n/a" if sd is None else f"{100 * sd:.1f} %", how)
+    return {"sitting_sd": sd, "pairs": len(pairs), "confidence": confidence, "how": how, "rows": rows,
+            "coverage": pair_coverage(pairs, sd, confidence)}
+
+
+def pair_coverage(pairs: list[tuple[Sitting, Sitting]], sd: float | None, confidence: float) -> dict[str, Any]:
+    """How many second measurements fell inside the first's interval: as first stated, and widened by ``sd``.
+
+    In-sample for the widened share (``sd`` comes from the same pairs); the report's
+    re-measurement of the front is the out-of-sample check.
+    """
+    stated = sum(a.low <= b.ratio <= a.high for a, b in pairs)
+    wide = sum(lo <= b.ratio <= hi for a, b in pairs for lo, hi in [widen(a.ratio, a.low, a.high, sd, confidence)])
+    return {"n": len(pairs), "within_stated": stated, "within_widened": wide}
