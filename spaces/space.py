@@ -9,9 +9,9 @@ the mapping from parameters to a config, so every config that comes out is valid
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from vitsearch.spaces.config import CompressionConfig
 from vitsearch.spaces.errors import ConfigError
@@ -21,6 +21,9 @@ from vitsearch.spaces.knobs.sparsity import parse_sparsity
 from vitsearch.spaces.vit.counts import MIN_MERGE_SHARE
 from vitsearch.spaces.vit.dims import VitDims
 
+#: YAML's true is not 1 here, nor 2.0 a count: a typo must not pass as a number
+Int = Annotated[int, Strict()]
+
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -28,8 +31,8 @@ class DepthSpace(BaseModel):
     """Blocks kept: an integer range; None = from half the model's depth to all of it."""
 
     model_config = _STRICT
-    keep_min: int | None = Field(None, ge=1)
-    keep_max: int | None = Field(None, ge=1)
+    keep_min: Int | None = Field(None, ge=1)
+    keep_max: Int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "DepthSpace":
@@ -42,8 +45,8 @@ class HeadsSpace(BaseModel):
     """Query heads kept and K/V head counts. None = [2/3 of the heads, all heads] and every divisor."""
 
     model_config = _STRICT
-    keep: list[int] | None = Field(None, min_length=1)
-    kv_heads: list[int] | None = Field(None, min_length=1)
+    keep: list[Int] | None = Field(None, min_length=1)
+    kv_heads: list[Int] | None = Field(None, min_length=1)
 
     @field_validator("keep", "kv_heads")
     @classmethod
@@ -58,7 +61,7 @@ class TokensSpace(BaseModel):
 
     model_config = _STRICT
     methods: list[Literal["merge", "prune"]] = Field(default_factory=lambda: ["merge"], min_length=1)
-    blocks: list[int] | None = Field(None, description="None = [depth // 4, depth // 2]")
+    blocks: list[Int] | None = Field(None, description="None = [depth // 4, depth // 2]")
     shares: list[float] = Field(default_factory=lambda: [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], min_length=1)
 
     @model_validator(mode="after")

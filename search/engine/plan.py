@@ -95,7 +95,7 @@ def make_sampler(spec: StudySpec, trials: int, seed_offset: int = 0):
     """
     import optuna
 
-    s = spec.search.model_copy(update={"seed": spec.search.seed + seed_offset})
+    s = spec.search.model_copy(update={"seed": (spec.search.seed + seed_offset) % 2**32})  # numpy seeds are 32-bit
     if s.sampler == "nsga2":
         population = s.population_size or max(6, min(20, trials // 4))
         return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=population)

@@ -54,7 +54,7 @@ from vitsearch.spaces.errors import VitsearchError
 from vitsearch.search.engine.gain import NO_GAIN_CONSTRAINT
 from vitsearch.search.engine.promotions import Promotions, config_key, payload_timing
 from vitsearch.search.engine.rungs import Ladder
-from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
+from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_DETERMINISTIC, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
                                              ATTR_INFEASIBLE, ATTR_NODE, ATTR_REUSED, ATTR_SECONDS, ATTR_SETTLED, ATTR_TIMING,
                                              ATTR_WORKER)
 
@@ -227,7 +227,7 @@ class CandidateSearch(OptunaSearch):
         if payload.get("error"):
             failed_for_good = payload.get("config_determined") or None  # sharing.verdict: not asked again
             self._settle(trial, None, TrialState.FAIL,
-                         {**attrs, ATTR_ERROR: payload["error"], sharing.ATTR_DETERMINISTIC: failed_for_good})
+                         {**attrs, ATTR_ERROR: payload["error"], ATTR_DETERMINISTIC: failed_for_good})
             return
         metrics = payload["evaluation"]
         attrs.update({ATTR_EVAL: metrics, ATTR_FEASIBLE: payload["feasible"], ATTR_CONSTRAINTS: payload["constraints"],

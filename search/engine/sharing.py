@@ -31,13 +31,10 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from vitsearch.search.results.tables import ATTR_CONFIG, ATTR_ERROR, ATTR_REUSED, ATTR_SETTLED
+from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_DETERMINISTIC, ATTR_ERROR, ATTR_REPEATS, ATTR_REUSED,
+                                             ATTR_SETTLED)
 
 _LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
-#: user attribute of a FAIL trial whose error follows from its config (True): that config is not asked again
-ATTR_DETERMINISTIC = "config_determined_error"
-#: user attribute of a trial settled without evaluation because its config failed so before: that trial's number
-ATTR_REPEATS = "repeats_failure_of"
 
 
 @dataclass(frozen=True)

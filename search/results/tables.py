@@ -30,6 +30,8 @@ ATTR_TIMING = "eval_timing"  # worker clock: started_at, finished_at (epoch s), 
 ATTR_SETTLED = "settled"  # why a candidate was settled without accuracy work: "cost budget", "no gain"
 ATTR_DRIVER = "driver"  # host:pid:start of the driver that asked the trial (owns it while RUNNING)
 ATTR_NODE = "node"  # the Ray node that evaluated it: "IP node-id"
+ATTR_DETERMINISTIC = "config_determined_error"  # True on a FAIL whose error follows from its config: not asked again
+ATTR_REPEATS = "repeats_failure_of"  # on a trial settled unevaluated as a repeat of such a failure: that trial's number
 
 #: study user attributes of the rungs (a trial is told once, at its first rung; later rungs live here)
 STUDY_RUNG = "rung"  # rung:N:K -> the record of trial N at rung K (evaluation, feasible, ...)
@@ -60,7 +62,7 @@ COLUMNS = ["number", "state", "feasible", "reused_from", "settled", "rung", "sum
            "latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_low_ms", "latency_high_ms",
            "latency_confidence", "latency_ratio", "latency_source", "latency_runs", "latency_device",
            "size_mb", "size_mb_sparse_storage", "macs", "recovery_steps", "eval_seconds", "duration_s",
-           "worker", "node", "driver", "infeasible_reason", "error", "config"]
+           "worker", "node", "driver", "infeasible_reason", "error", "repeats_failure_of", "config"]
 
 
 def trial_row(trial, rungs: dict[int, dict] | None = None) -> dict[str, Any]:
@@ -109,6 +111,7 @@ def trial_row(trial, rungs: dict[int, dict] | None = None) -> dict[str, Any]:
         "driver": attrs.get(ATTR_DRIVER),
         "infeasible_reason": attrs.get(ATTR_INFEASIBLE),
         "error": attrs.get(ATTR_ERROR),
+        "repeats_failure_of": attrs.get(ATTR_REPEATS),
         "config": config,
     }
     if config:
@@ -222,6 +225,7 @@ def run_counts(frame: pd.DataFrame, rungs: int = 1) -> dict[str, Any]:
     fresh = frame["reused_from"].isna()
     settled = frame["settled"].notna() & fresh
     done = frame[(frame["state"] == "COMPLETE") & fresh]
+    repeats = frame["repeats_failure_of"].notna() if "repeats_failure_of" in frame else pd.Series(False, frame.index)
     return {
         "evaluated": len(done),
         "settled_on_predicted_cost": int((settled & (frame["latency_source"] == "predicted")).sum()),
@@ -229,7 +233,8 @@ def run_counts(frame: pd.DataFrame, rungs: int = 1) -> dict[str, Any]:
         "settled_no_gain": int((settled & (frame["settled"] == "no gain")).sum()),
         "reused": int((~fresh).sum()),
         "failed": int((frame["state"] == "FAIL").sum()),
-        "duplicates_in_flight": int(((frame["state"] == "PRUNED") & frame["settled"].isna() & fresh).sum()),
+        "repeated_failures": int(repeats.sum()),
+        "duplicates_in_flight": int(((frame["state"] == "PRUNED") & frame["settled"].isna() & fresh & ~repeats).sum()),
         "infeasible": int((frame["feasible"] == False).sum()),  # noqa: E712
         "reached_rung": [int((done["rung"] >= k).sum()) for k in range(rungs)],
     }
@@ -241,4 +246,5 @@ def counts_line(c: dict[str, Any], steps: tuple[int, ...] | list[int]) -> str:
     return (f"{c['evaluated']} evaluated ({reached}); settled without accuracy work: "
             f"{c['settled_on_predicted_cost']} on predicted cost, {c['settled_on_measured_cost']} on measured cost "
             f"({c['settled_no_gain']} of them no gain over the uncompressed model); {c['reused']} reused duplicates, "
-            f"{c['failed']} failed")
+            f"{c['failed']} failed" + (f" ({c['repeated_failures']} repeats of a config that failed for good, "
+                                       "not evaluated again)" if c.get("repeated_failures") else ""))

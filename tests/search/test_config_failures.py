@@ -66,6 +66,11 @@ def test_a_config_that_fails_for_good_is_evaluated_once(builtin_model, tmp_path,
                                                     "InjectedConfigFault: injected fault for config")
     assert trials[2].state == TrialState.FAIL and sharing.ATTR_DETERMINISTIC not in trials[2].user_attrs
     assert search.failures_in_a_row == 2  # the two evaluations that failed; the settled repeat is not one
+    from vitsearch.search.results.tables import counts_line, run_counts, trials_frame
+
+    counts = run_counts(trials_frame(search.study))
+    assert (counts["repeated_failures"], counts["failed"], counts["duplicates_in_flight"]) == (1, 2, 0)
+    assert "(1 repeats of a config that failed for good, not evaluated again)" in counts_line(counts, [])
 
 
 @pytest.mark.parametrize("exc, determined", [

@@ -20,7 +20,7 @@ def floors() -> dict[str, tuple[int, ...]]:
 
     out = {}
     for dep in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
-        m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([0-9.]+)", dep)
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([0-9.]+)(,<=[0-9.]+)?", dep)  # a floor, maybe a bound
         if m:
             out[m.group(1).lower()] = tuple(int(p) for p in m.group(3).split("."))
     return out

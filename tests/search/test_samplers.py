@@ -116,7 +116,7 @@ def test_a_users_own_study_with_no_sampler_named_runs_reports_and_picks(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "random"])
-def test_each_named_sampler_runs_a_study_through_ray_tune(tmp_path, sampler):
+def test_each_named_sampler_runs_reports_and_picks_through_ray_tune(tmp_path, sampler):
     study = write_user_study(tmp_path, sampler=sampler)
     run = tmp_path / "run"
     proc = vitsearch("run", study, "--out", run)
@@ -124,3 +124,21 @@ def test_each_named_sampler_runs_a_study_through_ray_tune(tmp_path, sampler):
     assert yaml.safe_load((run / "study.yaml").read_text())["search"]["sampler"] == sampler
     trials = optuna.load_study(study_name="own", storage=f"sqlite:///{run / 'optuna.db'}").trials
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2
+    # what follows a run does not depend on the sampler: the recorded figures are enough here
+    assert vitsearch("report", run, "--no-remeasure").returncode == 0
+    pick = vitsearch("pick", run, "--latency-ms", "1000", "--no-remeasure", "--polish-steps", "0",
+                     "--out", tmp_path / "picked")
+    assert pick.returncode == 0, pick.stderr[-2000:]
+    assert (tmp_path / "picked" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_a_joining_drivers_seed_offset_stays_a_valid_seed(sampler):
+    """The largest seed the schema accepts plus a driver's offset still seeds every sampler."""
+    from vitsearch.search.engine.plan import make_sampler
+    from vitsearch.search.study import parse_study
+
+    spec = parse_study({"name": "x", "search": {"sampler": sampler, "seed": 2**32 - 1}})
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(spec, 10, seed_offset=7))
+    study.optimize(lambda t: (t.suggest_float("a", 0, 1), t.suggest_float("b", 0, 1)), n_trials=2)
+    assert len(study.trials) == 2

@@ -60,23 +60,26 @@ class InterleavePlan:
 
     def checked(self) -> "InterleavePlan":
         """Self, or a ConfigError naming the first field out of range."""
-        ints = {"chunk": (1, 64), "max_chunk": (1, 4096), "settle": (0, 64), "min_pairs": (3, 10_000),
-                "max_pairs": (3, 100_000), "check_every": (1, 1000), "warmup": (0, 1000), "n_boot": (50, 100_000)}
-        for name, (lo, hi) in ints.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ConfigError(f"latency.interleave.{name}: {v!r} is out of range; expected an integer in [{lo}, {hi}]")
+        _in_ranges(self, {"chunk": (1, 64), "max_chunk": (1, 4096), "settle": (0, 64), "min_pairs": (3, 10_000),
+                          "max_pairs": (3, 100_000), "check_every": (1, 1000), "warmup": (0, 1000),
+                          "n_boot": (50, 100_000)}, integer=True)
         if self.max_pairs < self.min_pairs:
             raise ConfigError(f"latency.interleave.max_pairs: {self.max_pairs} is below min_pairs {self.min_pairs}")
         if self.max_chunk < self.chunk:
             raise ConfigError(f"latency.interleave.max_chunk: {self.max_chunk} is below chunk {self.chunk}")
-        floats = {"chunk_ms": (0.0, 10_000.0), "target_halfwidth": (1e-4, 0.5), "max_seconds": (1e-3, 3600.0),
-                  "confidence": (0.5, 0.999)}
-        for name, (lo, hi) in floats.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-                raise ConfigError(f"latency.interleave.{name}: {v!r} is out of range; expected a number in [{lo:g}, {hi:g}]")
+        _in_ranges(self, {"chunk_ms": (0.0, 10_000.0), "target_halfwidth": (1e-4, 0.5),
+                          "max_seconds": (1e-3, 3600.0), "confidence": (0.5, 0.999)}, integer=False)
         return self
+
+
+def _in_ranges(plan: InterleavePlan, bounds: dict[str, tuple[float, float]], integer: bool) -> None:
+    """A ConfigError naming the first field of ``plan`` outside its [low, high] (an integer where ``integer``)."""
+    kinds = int if integer else (int, float)
+    for name, (lo, hi) in bounds.items():
+        v = getattr(plan, name)
+        if isinstance(v, bool) or not isinstance(v, kinds) or not lo <= v <= hi:
+            what = f"an integer in [{lo}, {hi}]" if integer else f"a number in [{lo:g}, {hi:g}]"
+            raise ConfigError(f"latency.interleave.{name}: {v!r} is out of range; expected {what}")
 
 
 @dataclass(frozen=True)
