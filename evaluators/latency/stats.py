@@ -79,6 +79,20 @@ def widen(ratio: float, low: float, high: float, sitting_sd: float | None, confi
     return ratio * float(np.exp(-lo)), ratio * float(np.exp(hi))
 
 
+def predictive(ratio: float, low: float, high: float, sitting_sd: float | None,
+               confidence: float) -> tuple[float, float]:
+    """Where a re-measurement in another sitting falls: :func:`widen`, each side's log half-width times sqrt(2).
+
+    The difference of two sittings holds both measurements' own noise (the second's taken
+    as large as the first's: the same protocol) and the spread between sittings twice; an
+    interval for the value itself (:func:`widen`) covers a re-measurement less often than
+    it states.
+    """
+    lo, hi = widen(ratio, low, high, sitting_sd, confidence)
+    k = math.sqrt(2.0)
+    return ratio * (lo / ratio) ** k, ratio * (hi / ratio) ** k
+
+
 def sitting_text(sitting_sd: float | None) -> str:
     """What an interval holds, said beside it: the sitting's own noise, or that and the spread between sittings."""
     if sitting_sd is None:

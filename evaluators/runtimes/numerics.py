@@ -29,11 +29,11 @@ TOLERANCE = {
     "int8": (0.15, 0.90),
     "int4-weight": (0.25, 0.85),
 }
-#: precision -> the same, against the eager model quantised as the runtime quantises. The two differ only by
-#: float summation order, rounding ties and (int8 on x86 CPUs without VNNI) saturating int8 pair sums: on the
-#: built-in model <= 0.6 % of the largest logit (saturation, emulated, about 1 % more), where int8 moves the
-#: float logits by up to 27 %; a zeroed linear or a dropped block moves them by 20 % or more
-SAME_SCHEME = {"int8": (0.05, 0.97), "int8-weight": (0.02, 0.98), "int4-weight": (0.02, 0.98)}
+#: precision -> the same, against the eager model quantised as the runtime quantises. The two differ by float
+#: summation order, rounding ties, saturating int8 pair sums (x86 without VNNI) and, with token merging, a
+#: matching that a tiny difference can flip: a faithful int8 program is held to 12 % of the largest logit
+#: (a zeroed linear or a dropped block moves them by 20 % or more; see docs/runtimes.md for the figures)
+SAME_SCHEME = {"int8": (0.12, 0.97), "int8-weight": (0.02, 0.98), "int4-weight": (0.02, 0.98)}
 #: At most this many calibration images are run (a static batch-1 program runs them one by one).
 MAX_IMAGES = 256
 

@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from vitsearch.evaluators.latency.stats import widen, z_value
+from vitsearch.evaluators.latency.stats import predictive, z_value
 from vitsearch.search.results.tables import ATTR_CONFIG, ATTR_EVAL, ATTR_REUSED
 from vitsearch.spaces import CompressionConfig
 
@@ -101,11 +101,12 @@ def measure_repeats(study: optuna.Study, session, confidence: float, limit: int 
 
 
 def pair_coverage(pairs: list[tuple[Sitting, Sitting]], sd: float | None, confidence: float) -> dict[str, Any]:
-    """How many second measurements fell inside the first's interval: as first stated, and widened by ``sd``.
+    """How many second measurements fell inside the first's interval: as measured (one sitting's alone),
+    and as the run states it, for a re-measurement in another sitting (:func:`~vitsearch.evaluators.latency.stats.predictive`).
 
-    In-sample for the widened share (``sd`` comes from the same pairs); the report's
-    re-measurement of the front is the out-of-sample check.
+    In-sample for the stated share (``sd`` comes from the same pairs); the report's
+    re-measurement of the front and ``benchmarks/coverage.py`` are the out-of-sample checks.
     """
     stated = sum(a.low <= b.ratio <= a.high for a, b in pairs)
-    wide = sum(lo <= b.ratio <= hi for a, b in pairs for lo, hi in [widen(a.ratio, a.low, a.high, sd, confidence)])
+    wide = sum(lo <= b.ratio <= hi for a, b in pairs for lo, hi in [predictive(a.ratio, a.low, a.high, sd, confidence)])
     return {"n": len(pairs), "within_stated": stated, "within_widened": wide}

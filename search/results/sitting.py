@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vitsearch.evaluators.latency.stats import widen
+from vitsearch.evaluators.latency.stats import predictive
 
 
 def read_summary(run_path: Path) -> dict[str, Any]:
@@ -30,9 +30,10 @@ def run_sitting_sd(summary: dict[str, Any]) -> float | None:
 
 
 def widen_frame(frame, sd: float | None, confidence_default: float = 0.95):
-    """A trials/front frame with each measured row's ms interval widened by ``sd`` (a copy; rows
-    already holding a spread, predicted rows and rows with no interval are left as they are)."""
-    if not sd or frame.empty or "latency_low_ms" not in frame:
+    """A trials/front frame whose measured rows' ms intervals say where a re-measurement in another sitting
+    falls: widened by the spread ``sd`` and the re-measurement's own noise (a copy; predicted rows and rows
+    with no interval are left as they are; so is everything when no spread was measured)."""
+    if sd is None or frame.empty or "latency_low_ms" not in frame:
         return frame
     out = frame.copy()
     for i, r in out.iterrows():
@@ -42,7 +43,7 @@ def widen_frame(frame, sd: float | None, confidence_default: float = 0.95):
         if r.get("latency_sitting_sd") == r.get("latency_sitting_sd") and r.get("latency_sitting_sd") is not None:
             continue
         conf = r.get("latency_confidence")
-        out.at[i, "latency_low_ms"], out.at[i, "latency_high_ms"] = widen(
+        out.at[i, "latency_low_ms"], out.at[i, "latency_high_ms"] = predictive(
             ms, lo, hi, sd, conf if conf == conf and conf else confidence_default)
     return out
 
@@ -54,9 +55,10 @@ def sitting_line(sitting: dict[str, Any] | None) -> str:
     sd, cov = sitting.get("sitting_sd"), sitting.get("coverage") or {}
     if sd is None:
         return f"latency intervals: this sitting's alone; the spread between sittings was {sitting['how']}"
-    return (f"latency intervals include the spread between sittings this run measured, {100 * sd:.1f} % "
-            f"({sitting['how']}): {cov.get('within_stated')} of {cov.get('n')} second measurements fell inside "
-            f"the first's interval as measured, {cov.get('within_widened')} of {cov.get('n')} inside it widened")
+    return (f"latency intervals: where a re-measurement in another sitting falls, with the spread between "
+            f"sittings this run measured, {100 * sd:.1f} % ({sitting['how']}); of those {cov.get('n')}, "
+            f"{cov.get('within_stated')} fell inside the first interval as measured (one sitting's alone), "
+            f"{cov.get('within_widened')} inside it as stated")
 
 
 def spread_source(summary: dict[str, Any]) -> str:
@@ -67,4 +69,5 @@ def spread_source(summary: dict[str, Any]) -> str:
     sd = sitting.get("sitting_sd")
     if sd is None:
         return f"not known: the run's own estimate was {sitting['how']}"
-    return f"{100 * sd:.1f} %, measured by the run itself: {sitting['how']}"
+    return (f"{100 * sd:.1f} %, measured by the run itself: {sitting['how']}; with the re-measurement's own noise, "
+            "the interval is where a re-measurement in another sitting falls")

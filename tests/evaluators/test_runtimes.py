@@ -99,7 +99,7 @@ def test_ort_quantises_exactly_the_parts_named_and_accuracy_is_measured_in_ort(b
     ops = [n.op_type for n in onnx.load_from_string(deployed.artifact).graph.node]
     assert ops.count("MatMulInteger") == 16 and ops.count("MatMulNBits") == 16  # 8 blocks x 2 linears each
     assert "4-bit" in deployed.realised["precision.mlp"] and "quantize_dynamic" in deployed.realised["precision.attn"]
-    assert numerics["precision"] == "int8" and numerics["tolerance_rel"] == 0.05  # the loosest part's, like with like
+    assert numerics["precision"] == "int8" and numerics["tolerance_rel"] == 0.12  # the loosest part's, like with like
     assert 0 < numerics["max_rel_logit_diff"] < 0.02
     assert get_runtime("onnxruntime").changes_numerics(config)
     val = torch.utils.data.Subset(mnist.val, range(200))
@@ -156,7 +156,7 @@ def test_a_faithful_int8_program_passes_and_a_planted_wrong_one_fails(builtin_mo
         wrong = copy.deepcopy(prepared)
         plant(wrong)
         program = get_runtime("onnxruntime").deploy(wrong, config, torch.zeros(SHAPE), 1)
-        with pytest.raises(NumericsMismatch, match=r"max logit difference .* \(allowed 5.0% for int8\)"):
+        with pytest.raises(NumericsMismatch, match=r"max logit difference .* \(allowed 12.0% for int8\)"):
             check_numerics(program, reference, images, config)
 
 

@@ -28,10 +28,32 @@ def test_the_spread_is_what_the_pairs_move_beyond_their_own_intervals():
 
 def test_coverage_counts_second_measurements_inside_the_first_interval_as_stated_and_widened():
     first = Sitting(0.5, 0.49, 0.51)
-    pairs = [(first, Sitting(0.505, 0.5, 0.51)), (first, Sitting(0.53, 0.52, 0.54)), (first, Sitting(0.56, 0.55, 0.57))]
+    pairs = [(first, Sitting(0.505, 0.5, 0.51)), (first, Sitting(0.53, 0.52, 0.54)), (first, Sitting(0.60, 0.59, 0.61))]
     assert pair_coverage(pairs, None, 0.95) == {"n": 3, "within_stated": 1, "within_widened": 1}
-    # a spread of 4 % (log sd) widens each side by ~1.96 x 4 %: 0.53 falls inside, 0.56 does not
+    # a spread of 4 % (log sd): each side's log half-width sqrt(2) x hypot(2 %, 1.96 x 4 %) = 11.5 %:
+    # 0.53 falls inside, 0.60 does not
     assert pair_coverage(pairs, 0.04, 0.95) == {"n": 3, "within_stated": 1, "within_widened": 2}
+
+
+def test_a_stated_interval_covers_a_re_measurement_as_often_as_it_says():
+    """Simulated sittings with a known spread and noise: the predictive interval covers ~95 % of second
+    measurements; the interval for the value itself (widen) covers visibly fewer."""
+    import random
+
+    from vitsearch.evaluators.latency.stats import predictive, widen
+
+    rng, z, spread, noise = random.Random(0), 1.959964, 0.03, 0.015
+    inside = {"predictive": 0, "value": 0}
+    n = 4000
+    for _ in range(n):
+        true = math.log(0.6) + rng.gauss(0, 0.2)
+        a, b = (true + rng.gauss(0, spread) + rng.gauss(0, noise) for _ in range(2))
+        r, lo, hi = math.exp(a), math.exp(a - z * noise), math.exp(a + z * noise)
+        for name, f in (("predictive", predictive), ("value", widen)):
+            low, high = f(r, lo, hi, spread, 0.95)
+            inside[name] += low <= math.exp(b) <= high
+    assert 0.93 <= inside["predictive"] / n <= 0.97
+    assert inside["value"] / n < 0.88
 
 
 def test_widen_frame_widens_measured_rows_only_and_leaves_its_input_alone():
@@ -45,19 +67,21 @@ def test_widen_frame_widens_measured_rows_only_and_leaves_its_input_alone():
     ])
     out = widen_frame(frame, 0.03)
     assert out.loc[0, "latency_low_ms"] < 1.96 and out.loc[0, "latency_high_ms"] > 2.04
-    assert math.log(out.loc[0, "latency_high_ms"] / 2.0) == pytest.approx(math.hypot(math.log(1.02), 1.96 * 0.03),
-                                                                          rel=1e-3)
+    assert math.log(out.loc[0, "latency_high_ms"] / 2.0) == pytest.approx(
+        math.sqrt(2) * math.hypot(math.log(1.02), 1.96 * 0.03), rel=1e-3)
     assert (out.loc[1, "latency_low_ms"], out.loc[1, "latency_high_ms"]) == (2.7, 3.3)
     assert out.loc[2, "latency_low_ms"] is None or out.loc[2, "latency_low_ms"] != out.loc[2, "latency_low_ms"]
     assert frame.loc[0, "latency_low_ms"] == 1.96
     assert widen_frame(frame, None) is frame
+    assert widen_frame(frame, 0.0).loc[0, "latency_high_ms"] > 2.04  # no spread: still the re-measurement's noise
 
 
 def test_the_line_under_the_front_says_what_the_intervals_include():
     assert run_sitting_sd({}) is None
     line = sitting_line({"sitting_sd": 0.031, "how": "8 early candidates", "coverage":
                          {"n": 8, "within_stated": 3, "within_widened": 8}})
-    assert "3.1 %" in line and "3 of 8" in line and "8 of 8" in line
+    assert "3.1 %" in line and "of those 8, 3 fell inside the first interval as measured" in line
+    assert "8 inside it as stated" in line and "re-measurement in another sitting" in line
     assert "alone" in sitting_line({"sitting_sd": None, "how": "not estimated: 2 candidate(s)"})
 
 
@@ -89,7 +113,7 @@ def test_list_report_and_pick_read_the_run_with_its_spread(run_dir):
     assert not measured.empty
     for _, r in measured.iterrows():
         before = raw.loc[r["number"]]
-        if sd:
+        if sd is not None:  # a spread of 0 still leaves the re-measurement's own noise
             assert r["latency_low_ms"] < before["latency_low_ms"] and r["latency_high_ms"] > before["latency_high_ms"]
         else:
             assert (r["latency_low_ms"], r["latency_high_ms"]) == (before["latency_low_ms"], before["latency_high_ms"])
