@@ -5,7 +5,7 @@ to the uncompressed model moves more than that between sittings minutes apart. S
 whose latencies were measured, with no spread known from a profile, measures up to
 :data:`REPEATS` of its earliest candidates again once the search is over, with the same
 protocol, and estimates the spread beyond both sittings' own intervals
-(:func:`pair_spread`). The run keeps it in ``summary.json`` (``sitting``) and every
+(:func:`~vitsearch.evaluators.latency.profile.sitting.pair_spread`, the profile's estimator). The run keeps it in ``summary.json`` (``sitting``) and every
 interval it reports afterwards includes it
 (:func:`vitsearch.search.results.sitting.widen_frame`: the final table, list, report and pick).
 """
@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from vitsearch.evaluators.latency.stats import predictive, z_value
+from vitsearch.evaluators.latency.profile.sitting import MIN_PAIRS, Sitting, pair_spread
+from vitsearch.evaluators.latency.stats import predictive
 from vitsearch.search.results.tables import ATTR_CONFIG, ATTR_EVAL, ATTR_REUSED
 from vitsearch.spaces import CompressionConfig
 
@@ -29,34 +29,6 @@ log = logging.getLogger("vitsearch.run")
 
 #: early candidates measured a second time at the end of a run
 REPEATS = 8
-#: fewest pairs that give a spread (fewer: the intervals stay as measured, and say so)
-MIN_PAIRS = 3
-
-
-@dataclass(frozen=True)
-class Sitting:
-    """One measurement of a ratio to the uncompressed model: the ratio and its own interval."""
-
-    ratio: float
-    low: float
-    high: float
-
-
-def pair_spread(pairs: list[tuple[Sitting, Sitting]], confidence: float = 0.95) -> float | None:
-    """The sitting-to-sitting spread of a ratio (log sd) from configs measured twice, minutes apart.
-
-    Each pair's squared log difference holds the spread twice plus both measurements' own
-    noise (from their intervals, read as normal on the log scale); the spread is what
-    remains, 0 if nothing does. None below :data:`MIN_PAIRS` pairs.
-    """
-    if len(pairs) < MIN_PAIRS:
-        return None
-    z = z_value(confidence)
-    excess = []
-    for a, b in pairs:
-        within = sum((math.log(x.high / x.low) / 2.0 / z) ** 2 for x in (a, b))
-        excess.append(math.log(b.ratio / a.ratio) ** 2 - within)
-    return math.sqrt(max(0.0, sum(excess) / len(excess) / 2.0))
 
 
 def early_measured(study: optuna.Study, limit: int = REPEATS) -> list[tuple[int, CompressionConfig, Sitting]]:
