@@ -161,35 +161,17 @@ def remeasure_front(view: RunView, session=None, progress: bool = True) -> Remea
         return check
     from tqdm import tqdm
 
-    from vitsearch.evaluators import measure_latency
     from vitsearch.search.session import load_session
-    from vitsearch.spaces import CompressionConfig, compress
+    from vitsearch.spaces import CompressionConfig
 
     session = session or load_session(view.spec)
     session.adopt_sitting_sd(run_sitting_sd(view.meta_summary()))
     rows = []
     for _, r in tqdm(list(view.front.iterrows()), desc="re-measuring the front", unit="variant", disable=not progress):
-        config = CompressionConfig.from_dict(json.loads(r["config"]))
-        if view.spec.latency.runtime != "eager":
-            res = _remeasure_in_runtime(session, config)
-        else:
-            model = compress(session.base, config, calibration=session.data.calibration, device=str(session.device))
-            res = measure_latency(model, session.input_shape, session.device, **session.latency_kwargs())
+        res = session.measure_config(CompressionConfig.from_dict(json.loads(r["config"])))  # as the search timed it
         rows.append(remeasure_row(r, res))
     check.table = pd.DataFrame(rows)
     return check
-
-
-def _remeasure_in_runtime(session, config):
-    """``config`` built in the study's runtime as the search built it (float structure, the runtime
-    quantising), checked, and timed by the study's protocol: a LatencyResult."""
-    from vitsearch.evaluators.runtimes.deploy import measure
-    from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
-    from vitsearch.search.runtime_eval import build_for_study
-
-    prepared = prepare_structure(session.base, config, session.data.calibration, str(session.device))
-    deployed, _ = build_for_study(session, prepared, config)
-    return measure(deployed, session.input_shape, session.device, **session.latency_kwargs())
 
 
 def remeasure_row(r: Any, res: Any) -> dict[str, Any]:

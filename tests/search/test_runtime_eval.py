@@ -107,14 +107,13 @@ def test_a_promotion_in_ort_is_scored_there_and_reproduced_by_picks_rebuild(tmp_
 def test_the_report_re_measures_an_ort_front_in_ort():
     """The report's latency check in a runtime study: this machine's fingerprint names the runtime (as the
     search's did), and a front variant is built again in ORT and timed by the interleaved protocol."""
-    from vitsearch.search.results.runview import _remeasure_in_runtime, current_fingerprint
+    from vitsearch.search.results.runview import current_fingerprint
     from vitsearch.search.session import load_session
 
     spec = _spec("onnxruntime")
     here, eager = current_fingerprint(spec), current_fingerprint(_spec("eager"))
     assert here["runtime"] == "onnxruntime" and here["fingerprint_id"] != eager["fingerprint_id"]
     session = load_session(spec)
-    res = _remeasure_in_runtime(session, CompressionConfig.from_dict({"depth": {"keep": 4},
-                                                                      "precision": {"mlp": "int8"}}))
+    res = session.measure_config(CompressionConfig.from_dict({"depth": {"keep": 4}, "precision": {"mlp": "int8"}}))
     assert res.ratio is not None and res.low_ms <= res.median_ms <= res.high_ms and res.confidence == 0.95
     assert res.fingerprint["runtime"] == "onnxruntime"
