@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     configs = sample_configs(SearchSpace.from_spec(session.spec.space, session.base), args.n, seed=4243, presets=False)
 
     def sitting(config) -> Sitting:
-        res = session.measure_config(config)
+        res = session.pipeline.measure_config(config)
         return Sitting(res.ratio, res.ratio_low, res.ratio_high)
 
     started = time.time()

@@ -14,20 +14,19 @@ import sys
 
 import vitsearch.evaluators.latency.timing.context as timing
 from vitsearch.search.session import load_session
-from vitsearch.search.runtime_eval import build_for_study
 from vitsearch.evaluators.latency.timing.interleaved import measure_interleaved
 from vitsearch.spaces import CompressionConfig
-from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
 
 session = load_session(sys.argv[1])
 cfg = CompressionConfig.from_dict({"depth": {"keep": 5}, "precision": {"mlp": "int8"}})
-prep = prepare_structure(session.base, cfg, session.data.calibration)
-prog, _ = build_for_study(session, prep, cfg)
+pipe = session.pipeline
+prep = pipe.prepare(cfg)
+prog, _ = pipe.build(prep, cfg)
 real = timing.gc_paused
 rows = []
 for i in range(6):
     for mode in ("old", "new") if i % 2 == 0 else ("new", "old"):
-        build_for_study(session, prep, cfg)  # an export + quantisation: its garbage, as in a search
+        pipe.build(prep, cfg)  # an export + quantisation: its garbage, as in a search
         timing.gc_paused = (lambda: contextlib.nullcontext()) if mode == "old" else real
         r = measure_interleaved(prog.as_module(), session.base, session.input_shape, "cpu", threads=1)
         rows.append((mode, r.reference_ms_now, r.ratio))

@@ -62,7 +62,7 @@ def session_for(target: str, runtime: str = "eager"):
         import timm
         import torch
 
-        from vitsearch.search.runtime_eval import check_study_runtime
+        from vitsearch.search.preflight import check_study_runtime
 
         spec = parse_study({"name": "deit_small-b1", "model": {"name": "timm:deit_small_patch16_224",
                                                                "pretrained": False},

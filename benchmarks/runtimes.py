@@ -70,16 +70,17 @@ def build(runtime: str, base, config, images, shape) -> tuple[object | None, str
     """(deployed or None, note): the program, or why it is not there; a numerics miss is marked."""
     from vitsearch.evaluators.runtimes import NumericsMismatch, get_runtime
     from vitsearch.evaluators.runtimes.numerics import check_numerics, reference_model
-    from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
     from vitsearch.evaluators.runtimes.support import precision_refusal
+    from vitsearch.spaces import prepare
 
     for part in ("attn", "mlp"):
         why = precision_refusal(runtime, "cpu", getattr(config.precision, part))
         if why is not None:
             return None, "refused"
-    prepared = prepare_structure(base, config, images)
+    rt = get_runtime(runtime)
+    prepared = prepare(base, rt.structure(config), calibration=images)
     try:
-        deployed = get_runtime(runtime).deploy(prepared, config, torch.randn(shape), 1)
+        deployed = rt.deploy(prepared, config, torch.randn(shape), 1)
     except Exception as exc:  # report the build failure in the table, keep the run going
         return None, f"build failed ({type(exc).__name__})"
     try:

@@ -15,15 +15,30 @@ from vitsearch.evaluators.latency.stats import wilson
 
 @dataclass(frozen=True)
 class AccuracyResult:
-    """Top-1 (and top-5 where there are more than 5 classes) on ``n`` images."""
+    """Top-1 (and top-5 where there are more than 5 classes) on ``n`` images.
+
+    ``correct``: which images were right at top-1, in the data set's order, as packed
+    bits (:func:`vitsearch.evaluators.paired.pack`), so two models judged on the same
+    images can be compared pairwise (:func:`vitsearch.evaluators.paired.paired_drop`).
+    """
 
     top1: float
     top5: float | None
     n: int
     source: str
+    correct: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON form, without the per-image bits."""
+        return {k: v for k, v in asdict(self).items() if k != "correct"}
+
+    def correct_mask(self):
+        """Per-image top-1 correctness as a bool numpy array (DataError when not recorded)."""
+        from vitsearch.evaluators.paired import unpack
+
+        if self.correct is None:
+            raise DataError(f"accuracy on {self.source}: per-image results were not recorded")
+        return unpack(self.correct, self.n)
 
 
 def check_compatible(model: nn.Module, input_size: tuple[int, ...], num_classes: int) -> None:
@@ -50,15 +65,20 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, device: torch.device |
     """Top-1/top-5 of ``model`` on ``dataset``, batched, in inference mode."""
     if batch_size <= 0:
         raise ConfigError(f"batch_size: must be > 0, got {batch_size}")
+    from vitsearch.evaluators.paired import pack
+
     model.eval()
     correct1 = correct5 = total = 0
     n_classes = None
+    hits: list[torch.Tensor] = []
     for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         logits = model(images.to(device)).float().cpu()
         n_classes = logits.shape[-1]
         if labels.min() < 0 or labels.max() >= n_classes:
             raise DataError(f"data: label {int(labels.max())} is outside the model's {n_classes} classes (0..{n_classes - 1})")
-        correct1 += (logits.argmax(-1) == labels).sum().item()
+        hit = logits.argmax(-1) == labels
+        hits.append(hit)
+        correct1 += hit.sum().item()
         if n_classes > 5:
             top5 = logits.topk(5, dim=-1).indices
             correct5 += (top5 == labels[:, None]).any(-1).sum().item()
@@ -66,7 +86,7 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, device: torch.device |
     if total == 0:
         raise DataError(f"data: the {source} split is empty")
     return AccuracyResult(correct1 / total, correct5 / total if n_classes > 5 else None, total,
-                          f"{source}, {total} images")
+                          f"{source}, {total} images", pack(torch.cat(hits).numpy()))
 
 
 def wilson_interval(share: float, n: int) -> tuple[float, float]:

@@ -1,9 +1,10 @@
 """Analytic multiply-accumulates of a (compressed) timm ViT, per image.
 
 Counted from the base model's dimensions and a ``CompressionConfig``: the patch-embed
-convolution; per kept block with ``N_a`` tokens entering attention and ``N_m`` entering
-the MLP (:func:`vitsearch.spaces.tokens_per_block`), ``H_q`` query heads, ``G`` K/V
-heads, head dim ``d``, width ``D`` and MLP hidden width ``F``:
+convolution; per kept block (:func:`vitsearch.spaces.blocks.block_shapes`, one
+:class:`~vitsearch.spaces.vit.blocks.BlockShape` each) with ``N_a`` tokens entering
+attention and ``N_m`` entering the MLP, ``H_q`` query heads, ``G`` K/V heads, head dim
+``d``, width ``D`` and MLP hidden width ``F``:
 
 - qkv:        N_a * D * (H_q + 2 G) * d
 - attention:  2 * H_q * N_a * N_a * d        (q @ k^T and attn @ v)
@@ -21,28 +22,33 @@ change how the MACs run, not how many the network shape asks for.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
+from vitsearch.spaces.blocks import block_shapes
+from vitsearch.spaces.config import CompressionConfig
+from vitsearch.spaces.knobs.sparsity import structured_width
+from vitsearch.spaces.vit.blocks import BlockShape
 from vitsearch.spaces.vit.dims import VitDims
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def analytic_macs(base_model: nn.Module, config: Any = None) -> int:
     """MACs of one image, at the base model's native input size, through
     ``compress(base_model, config)`` (config None or {} = the base model itself)."""
-    from vitsearch.spaces import CompressionConfig, tokens_per_block
-
     config = CompressionConfig() if config is None else config
     if isinstance(config, dict):
         config = CompressionConfig.from_dict(config)
     dims = VitDims.of(base_model)
-    h_q = config.heads.keep or dims.num_heads
-    g = config.heads.kv_heads or h_q
-    hidden = mlp_hidden_kept(dims.mlp_hidden, config)
+    return config_macs(config, dims)
+
+
+def config_macs(config: CompressionConfig, dims: VitDims) -> int:
+    """MACs of one image through a model of ``dims`` compressed with ``config`` (dims with the stem and head fields)."""
     macs = patch_embed_macs(dims) + dims.num_heads_out * dims.embed_dim * dims.num_classes
-    for n_attn, n_mlp in tokens_per_block(config, dims.num_patches, dims.num_prefix_tokens, dims.depth):
-        macs += block_macs(dims.embed_dim, dims.head_dim, h_q, g, hidden, n_attn, n_mlp)
+    for block in block_shapes(config, dims):
+        macs += block_macs(block)
     return macs
 
 
@@ -51,17 +57,17 @@ def patch_embed_macs(dims: VitDims) -> int:
     return dims.num_patches * dims.embed_dim * dims.in_chans * dims.patch_area
 
 
-def block_macs(embed_dim: int, head_dim: int, q_heads: int, kv_heads: int, hidden: int,
-               n_attn: int, n_mlp: int) -> int:
+def block_macs(block: BlockShape) -> int:
     """MACs of one transformer block (formulas in the module docstring)."""
-    qkv = n_attn * embed_dim * (q_heads + 2 * kv_heads) * head_dim
-    attention = 2 * q_heads * n_attn * n_attn * head_dim
-    proj = n_attn * q_heads * head_dim * embed_dim
-    mlp = 2 * n_mlp * embed_dim * hidden
+    b = block
+    qkv = b.n_attn * b.embed_dim * (b.q_heads + 2 * b.kv_heads) * b.head_dim
+    attention = 2 * b.q_heads * b.n_attn * b.n_attn * b.head_dim
+    proj = b.n_attn * b.q_heads * b.head_dim * b.embed_dim
+    mlp = 2 * b.n_mlp * b.embed_dim * b.mlp_hidden
     return qkv + attention + proj + mlp
 
 
 def mlp_hidden_kept(hidden: int, config: Any) -> int:
     """MLP hidden width after structured pruning: ``max(1, round(hidden * (1 - p)))``."""
     kind, p = config.sparsity.part("mlp")
-    return max(1, round(hidden * (1 - p))) if kind == "structured" else hidden
+    return structured_width(hidden, p) if kind == "structured" else hidden

@@ -159,9 +159,10 @@ def _latency_line(latency: dict[str, Any] | None, fingerprint: dict[str, Any] | 
     device = f"{latency['device']}" + (f" [{where}{threads}]" if where else "")
     ident = f", fingerprint {latency['fingerprint_id']}" if latency.get("fingerprint_id") else ""
     device += f", batch {latency['batch']}" if latency.get("batch") else ""
-    if latency.get("runtime"):  # a non-eager runtime: name it, and its one-off build time (not latency)
+    if latency.get("runtime"):  # the runtime, and its one-off build time where it has one (not latency)
         device += (f", in {latency['runtime']} {latency.get('runtime_version', '')}"
-                   + (f" (built in {latency['build_seconds']:.1f} s)" if latency.get("build_seconds") else ""))
+                   + (f" (built in {latency['build_seconds']:.1f} s)" if (latency.get("build_seconds") or 0) >= 0.05
+                      else ""))
     if latency["source"] == "measured" and latency.get("ratio") is not None:
         ref = latency["reference_ms_profile"] if latency.get("basis") == "reference in profile" \
             else latency["reference_ms_now"]

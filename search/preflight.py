@@ -3,7 +3,7 @@
 Each raises a :class:`ConfigError` with one line (what, the value, what is accepted);
 none writes anything. The study schema (:mod:`vitsearch.search.study`) judges single
 fields; these judge what needs the file system or the machine: output folders, the
-memory a latency batch needs, a predictor path, the number of workers.
+memory a latency batch needs, a predictor path, the number of workers, the runtime on this device.
 """
 
 from __future__ import annotations
@@ -136,3 +136,24 @@ def check_study(spec) -> None:
     """Every machine-dependent check of a study to run that needs no model: before Ray or a model."""
     check_predictor_path(spec)
     check_latency_batch(spec)
+
+
+def check_study_runtime(spec, device) -> list[str]:
+    """Validate ``latency.runtime`` for ``device`` before anything loads or is written.
+
+    One line, exit 2, for a runtime whose package is missing (with the install hint),
+    ``tensorrt`` without CUDA, or a precision the study's space names explicitly that the
+    runtime cannot realise. Returns the notes on default choices left out of the space.
+    """
+    from vitsearch.evaluators.runtimes import check_runtime
+    from vitsearch.evaluators.runtimes.support import runtime_space
+
+    check_runtime(spec.latency.runtime, device)
+    return runtime_space(spec.space, spec.latency.runtime, str(device))[1]
+
+
+def runtime_search_space(spec, base, device):
+    """The study's SearchSpace in its runtime: refused default choices left out, with notes saying so."""
+    from vitsearch.evaluators.runtimes.support import runtime_search_space as in_runtime
+
+    return in_runtime(spec.space, base, spec.latency.runtime, device)

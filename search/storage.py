@@ -189,10 +189,9 @@ def _first(text: str) -> str:
 
 
 def _sqlite_wal(engine) -> None:
-    """Write-ahead log, fsync at checkpoints: about 2.4x cheaper Optuna trials on SQLite.
+    """Write-ahead log, fsync at checkpoints: cheaper Optuna trials on SQLite (docs/operations.md says how much).
 
-    Measured here: ask (9 parameters) + 8 user attributes + a constraint + tell took
-    50 ms per trial with SQLite's defaults, 21 ms with these. A committed tell survives
+    A committed tell survives
     the driver being killed (it is in the WAL file); only an OS crash or power loss can
     lose the last transactions. WAL also lets optuna-dashboard read while the run
     writes. Not for a database on a network file system (use PostgreSQL or journal:).

@@ -11,6 +11,7 @@ from vitsearch.spaces.knobs.tokens import TokensConfig, tokens_per_block
 _LAZY = {  # torch-heavy names load on first use, so importing the package stays fast
     "compress": "compression", "prepare": "compression", "finalize": "compression", "reapply_masks": "compression",
     "SearchSpace": "space", "SpaceSpec": "space", "VitDims": "vit.dims",
+    "block_shapes": "blocks", "BlockShape": "vit.blocks",
     "supported_precisions": "knobs.precision",
 }
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitsearch.spaces.errors import ConfigError
-from vitsearch.spaces.knobs.base import ORDER
+from vitsearch.spaces.knobs.base import FIELDS, ORDER, REGISTRY
 from vitsearch.spaces.knobs.depth import DepthConfig
 from vitsearch.spaces.knobs.heads import HeadsConfig
 from vitsearch.spaces.knobs.precision import PrecisionConfig
@@ -25,13 +25,15 @@ from vitsearch.spaces.knobs.sparsity import SparsityConfig
 from vitsearch.spaces.knobs.tokens import TokensConfig, check_schedule_fits
 
 SCHEMA_VERSION = 1
-_SUB = {"depth": DepthConfig, "heads": HeadsConfig, "tokens": TokensConfig,
-        "sparsity": SparsityConfig, "precision": PrecisionConfig}
 
 
 @dataclass(frozen=True)
 class CompressionConfig:
-    """What to compress and how; every field defaults to "unchanged"."""
+    """What to compress and how; every field defaults to "unchanged".
+
+    One field per registered knob, in :data:`~.knobs.base.FIELDS` order, typed for
+    readers and checked against the registry by the tests.
+    """
 
     depth: DepthConfig = field(default_factory=DepthConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
@@ -40,13 +42,14 @@ class CompressionConfig:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
 
     def __post_init__(self) -> None:
-        for name, cls in _SUB.items():
+        for name in FIELDS:
+            cls = REGISTRY[name].config_cls
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, cls.from_dict(value))
             elif not isinstance(value, cls):
                 raise ConfigError(f"{name}: {value!r} is not allowed; expected a {cls.__name__} or a JSON object")
-        if self.depth.keep is not None:
+        if self.depth.keep is not None:  # the one rule across knobs a config alone can check
             check_schedule_fits(self.tokens, self.depth.keep)
 
     # ---- JSON -------------------------------------------------------------------
@@ -71,11 +74,11 @@ class CompressionConfig:
         if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
             raise ConfigError(f"config.schema_version: {version!r} is not allowed; this vitsearch reads "
                               f"version 1..{SCHEMA_VERSION} (upgrade vitsearch for newer configs)")
-        unknown = sorted(set(data) - set(_SUB))
+        unknown = sorted(set(data) - set(REGISTRY))
         if unknown:
             raise ConfigError(f"config: unknown knob(s) {', '.join(map(str, unknown))}; "
                               f"allowed: schema_version, {', '.join(ORDER)}")
-        return cls(**{name: _SUB[name].from_dict(value) for name, value in data.items()})
+        return cls(**{name: REGISTRY[name].config_cls.from_dict(value) for name, value in data.items()})
 
     def to_json(self, **kwargs: Any) -> str:
         """JSON text of :meth:`to_dict`."""

@@ -112,3 +112,31 @@ def test_an_import_for_annotations_counts(tmp_path):
     module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                       "    from vitsearch.search.study import StudySpec\n")
     assert _imports("vitsearch.search.paths", module, set(MODULES)) == {"vitsearch.search.study"}
+
+
+#: where a comparison with the runtime name "eager" may stay, and why: the runtime registry itself, and the
+#: profile-dir name (that layer must not import the runtimes; eager profiles keep their pre-runtime path)
+EAGER_NAMED = ("vitsearch.evaluators.runtimes.", "vitsearch.evaluators.latency.predict.study")
+
+
+def _eager_comparisons(path: Path) -> list[int]:
+    """Lines of ``path`` that compare something with the string "eager" (==, !=, in)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(isinstance(o, ast.Constant) and o.value == "eager" for o in operands):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_eager_is_named_only_in_the_runtime_registry():
+    """Eager is a runtime like the others: no code outside the registry branches on its name."""
+    found = {name: _eager_comparisons(path) for name, path in MODULES.items() if not name.startswith(EAGER_NAMED)}
+    assert {name: lines for name, lines in found.items() if lines} == {}
+
+
+def test_an_eager_branch_is_found(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text('def f(rt):\n    return 1 if rt.name != "eager" else 2\n')
+    assert _eager_comparisons(module) == [2]

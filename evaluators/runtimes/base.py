@@ -92,6 +92,22 @@ class RuntimeModule(nn.Module):
         return self.deployed(x)
 
 
+def float_structure(config: Any, keep_half: bool = True) -> Any:
+    """``config`` with every quantised precision at fp32 (halves too unless ``keep_half``): its float structure.
+
+    What torch prepares and distils before a runtime that quantises itself builds the
+    program (``keep_half``), and what a program is checked against (not ``keep_half``).
+    """
+    import dataclasses
+
+    from vitsearch.spaces.knobs.precision import PrecisionConfig
+
+    keep = ("fp16", "bf16") if keep_half else ()
+    p = config.precision
+    new = PrecisionConfig(attn=p.attn if p.attn in keep else "fp32", mlp=p.mlp if p.mlp in keep else "fp32")
+    return dataclasses.replace(config, precision=new)
+
+
 class Runtime(ABC):
     """One way of running a candidate. Subclasses set :attr:`name` and implement :meth:`deploy`.
 
@@ -99,12 +115,32 @@ class Runtime(ABC):
     (None: nothing beyond torch). Contract: :meth:`deploy` never mutates ``prepared``;
     it raises :class:`DeviceError` (one line) when the runtime cannot build the
     candidate, and it realises every knob it does not refuse in :mod:`.support`.
+
+    The hooks the staged evaluation (:mod:`vitsearch.evaluators.pipeline`) and the
+    profile ask a runtime, so that neither names one: :meth:`structure` (what torch
+    prepares and distils), :attr:`is_reference` (its program is the eager model every
+    other runtime is checked against, so it is not checked itself), :meth:`identity_fields`
+    (what the runtime adds to a device fingerprint) and :attr:`times_components`
+    (whether timings of torch components predict it).
     """
 
     name: ClassVar[str]
     package: ClassVar[str | None] = None
     pip: ClassVar[str | None] = None
     cuda_only: ClassVar[bool] = False
+    #: a sum of torch components timed one by one predicts this runtime's programs (eager);
+    #: a runtime that fuses or quantises across them is profiled by whole models only
+    times_components: ClassVar[bool] = False
+    #: its program is the candidate's eager model itself: the reference other runtimes are checked against
+    is_reference: ClassVar[bool] = False
+
+    def structure(self, config: Any) -> Any:
+        """The config torch prepares and distils for this runtime: the float structure (the runtime quantises)."""
+        return float_structure(config, keep_half=True)
+
+    def identity_fields(self) -> dict[str, str]:
+        """Fields this runtime adds to a device fingerprint (its name and version: another runtime's profile differs)."""
+        return {"runtime": self.name, "runtime_version": self.version()}
 
     def version(self) -> str:
         """The runtime's version string (its package's ``__version__``, else torch's)."""

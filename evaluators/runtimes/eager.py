@@ -18,6 +18,13 @@ def finalized(prepared: nn.Module, config: Any, device: torch.device | str) -> n
     return finalize(prepared, config, device=str(device)).eval()
 
 
+def eager_realises(config: Any, device: torch.device | str) -> bool:
+    """Whether eager PyTorch realises every precision of ``config`` on ``device`` (int4 on CPU does not)."""
+    from vitsearch.evaluators.runtimes.support import precision_refusal
+
+    return all(precision_refusal("eager", str(device), getattr(config.precision, p)) is None for p in ("attn", "mlp"))
+
+
 def realised_precision(config: Any, table: dict[str, str]) -> dict[str, str]:
     """``{"precision.attn": how, ...}`` for the parts that are not fp32."""
     return {f"precision.{p}": table[getattr(config.precision, p)] for p in ("attn", "mlp")
@@ -59,6 +66,16 @@ class EagerRuntime(Runtime):
     """PyTorch eager: what vitsearch measured before runtimes existed."""
 
     name = "eager"
+    times_components = True
+    is_reference = True
+
+    def structure(self, config: Any) -> Any:
+        """The config itself: eager realises every knob in torch (precision at finalize)."""
+        return config
+
+    def identity_fields(self) -> dict[str, str]:
+        """None added: an eager fingerprint is the device's own (profiles keep the ids they always had)."""
+        return {}
 
     def deploy(self, prepared: nn.Module, config: Any, example: torch.Tensor, threads: int | None) -> Deployed:
         """The finalized model, called under ``torch.inference_mode``."""

@@ -52,10 +52,10 @@ def tolerance(config: Any, same_scheme: tuple[str, ...] = ()) -> tuple[str, floa
 
 def reference_model(prepared: nn.Module, config: Any, device: torch.device | str) -> nn.Module:
     """The candidate's eager fp32 model: the reference every runtime is checked against."""
+    from vitsearch.evaluators.runtimes.base import float_structure
     from vitsearch.evaluators.runtimes.eager import finalized
-    from vitsearch.evaluators.runtimes.onnxexport import float_config
 
-    return finalized(prepared, float_config(config, keep_half=False), device)
+    return finalized(prepared, float_structure(config, keep_half=False), device)
 
 
 def same_scheme(reference: nn.Module, runtime: str, config: Any) -> tuple[nn.Module, tuple[str, ...]]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import dataclasses
 import logging
 import tempfile
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitsearch.evaluators.runtimes.base import float_structure
 from vitsearch.spaces.errors import DeviceError
 
 OPSET = 18
@@ -49,23 +49,6 @@ class ExportRefused(DeviceError):
     """The exporter or ORT's quantiser cannot build this candidate: the same config fails the same way again."""
 
     config_determined = True
-
-
-def float_config(config: Any, keep_half: bool) -> Any:
-    """``config`` with every quantised precision set to fp32 (and halves too unless ``keep_half``)."""
-    from vitsearch.spaces.knobs.precision import PrecisionConfig
-
-    keep = ("fp16", "bf16") if keep_half else ()
-    p = config.precision
-    new = PrecisionConfig(attn=p.attn if p.attn in keep else "fp32", mlp=p.mlp if p.mlp in keep else "fp32")
-    return dataclasses.replace(config, precision=new)
-
-
-def prepare_structure(base: Any, config: Any, calibration: Any = None, device: str = "cpu") -> Any:
-    """``config``'s float structure on ``base`` (fp16/bf16 kept): what a runtime exports and quantises itself."""
-    from vitsearch.spaces import prepare
-
-    return prepare(base, float_config(config, keep_half=True), calibration=calibration, device=device)
 
 
 @contextlib.contextmanager
@@ -88,7 +71,7 @@ def export_onnx(prepared: nn.Module, config: Any, example: torch.Tensor, keep_ha
 
     from vitsearch.evaluators.runtimes.eager import finalized
 
-    model = finalized(prepared, float_config(config, keep_half), "cpu")
+    model = finalized(prepared, float_structure(config, keep_half), "cpu")
     x = example.detach().to("cpu", torch.float32)
     try:
         with quiet(), warnings.catch_warnings():

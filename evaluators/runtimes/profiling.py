@@ -1,8 +1,8 @@
 """Profiling in a runtime: the program a search would deploy, for each config a profile times.
 
-Built the way :mod:`vitsearch.search.runtime_eval` builds a candidate: the float model
-prepared (structure, masks; halves kept), then the runtime's ``deploy`` (ONNX export +
-ORT's own quantisation per part, or ``torch.compile``), after
+Built the way :class:`vitsearch.evaluators.pipeline.Pipeline` builds a candidate: the
+runtime's structure prepared (:meth:`Runtime.structure`), then the runtime's ``deploy``
+(finalize in eager, ONNX export + ORT's own quantisation per part, ``torch.compile``), after
 :func:`.support.check_config` refuses a knob the runtime cannot realise (the profile's
 space, :func:`.support.runtime_search_space`, leaves those out already). Built
 data-free: latency depends on shapes and formats, not on which heads or blocks the
@@ -27,16 +27,19 @@ CACHE_BYTES = 1 << 30
 
 
 class RuntimePrograms(Programs):
-    """A runtime's programs for a profile (``onnxruntime``, ``compile``; ``tensorrt`` on GPUs)."""
+    """A runtime's programs for a profile (``eager``, ``onnxruntime``, ``compile``; ``tensorrt`` on GPUs)."""
 
     def __init__(self, name: str) -> None:
+        from vitsearch.evaluators.runtimes.base import get_runtime
+
         self.name = name
+        self.times_components = get_runtime(name).times_components
         self._keep = False
         self._cache: dict[str, Built] = {}
         self._bytes = 0
 
     def fingerprint(self, device: Any, threads: int) -> dict:
-        """The device's fingerprint with the runtime and its version as identity fields."""
+        """The device's fingerprint with the runtime's identity fields (none for eager)."""
         from vitsearch.evaluators.runtimes.deploy import runtime_fingerprint
 
         return runtime_fingerprint(device, threads, self.name)
@@ -77,11 +80,9 @@ def build_program(runtime: str, base: Any, config: Any, input_shape: tuple[int, 
     import torch
 
     from vitsearch.evaluators.runtimes.base import check_runtime
-    from vitsearch.evaluators.runtimes.onnxexport import prepare_structure
-    from vitsearch.evaluators.runtimes.support import check_config
+    from vitsearch.evaluators.runtimes.deploy import build_checked
+    from vitsearch.spaces import prepare
 
-    rt = check_runtime(runtime, device)
-    check_config(runtime, device, config)
-    prepared = prepare_structure(base, config, None, str(device))
-    example = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(device)
-    return rt.deploy(prepared, config, example, threads)
+    dev = torch.device(device)
+    prepared = prepare(base, check_runtime(runtime, dev).structure(config), calibration=None, device=str(dev))
+    return build_checked(runtime, prepared, config, input_shape, dev, threads, calibration=None)[0]

@@ -13,8 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from vitsearch.spaces.errors import ConfigError
+from vitsearch.spaces.knobs.base import PARTS
+from vitsearch.spaces.knobs.precision import PRECISIONS
 
-PARTS = ("attn", "mlp")
+# The table names the precision knob rather than looping over the registry: precision is
+# the one knob a runtime can refuse (it names the numeric kernels the runtime must have);
+# the structural knobs change the graph itself and sparsity falls back to masked dense
+# weights, so every runtime realises them.
 #: (runtime, device kind) -> precision -> how it is realised, or "refused: why".
 _TORCHAO_INT4 = "refused: torchao's int4 kernels need the mslk package, absent here"
 PRECISION: dict[tuple[str, str], dict[str, str]] = {
@@ -138,7 +143,7 @@ def knob_table() -> str:
     cols = list(PRECISION)
     head = "| knob | " + " | ".join(f"{r} ({k})" for r, k in cols) + " |"
     rows = [head, "|" + "---|" * (len(cols) + 1)]
-    for value in ("fp32", "fp16", "bf16", "int8", "int8-weight", "int4-weight"):
+    for value in PRECISIONS:
         rows.append(f"| precision {value} | " + " | ".join(PRECISION[c][value] for c in cols) + " |")
     for kind in ("2:4", "unstructured"):
         rows.append(f"| sparsity {kind} | " + " | ".join(SPARSITY[c][kind] for c in cols) + " |")

@@ -190,9 +190,10 @@ def cmd_run(args) -> int:
 def cmd_baseline(args) -> int:
     """``vitsearch baseline STUDY``: the uncompressed model's numbers."""
     from vitsearch.search.session import load_session
+    from vitsearch.spaces import CompressionConfig
 
     session = load_session(args.study)
-    record = session.evaluate_baseline()
+    record = session.evaluate(CompressionConfig(), recovery_steps=0)
     _print_record(record, args.json, f"baseline of {session.spec.model.name} ({session.data.describe()})")
     return 0
 

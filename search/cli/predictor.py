@@ -126,7 +126,7 @@ def _print_profile(out: dict, refine: bool) -> None:
               f"{_pct(out['train_mape_before'])} -> {_pct(out['train_mape_after'])}; {out['seconds']:.0f} s")
     else:
         budget = " (stopped by the time budget; run again to continue)" if out["stopped_by_budget"] else ""
-        parts = (f"{out['components']} component timings" if out["runtime"] == "eager"
+        parts = (f"{out['components']} component timings" if out["components"]
                  else "whole models only (a runtime program is built per model; its parts are not timed apart)")
         print(f"profiled {out['dir']} on {out['device']} in {_runtime(out)} (fingerprint {out['fingerprint_id']}), "
               f"input {tuple(out['input_shape'])}: {parts}, {out['models_total']} whole models measured, "
@@ -142,7 +142,7 @@ def _print_profile(out: dict, refine: bool) -> None:
 
 
 def _runtime(out: dict) -> str:
-    return out["runtime"] + (f" {out['runtime_version']}" if out["runtime"] != "eager" else "")
+    return f"{out['runtime']} {out['runtime_version']}"
 
 
 def _front_configs(run_dir: str) -> list:

@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--polish-steps", type=int, default=None,
                    help="distil the chosen variant this many more steps before export (default: the study's top "
                         "rung; 0: none); kept only if its val accuracy does not drop")
+    p.add_argument("--json", action="store_true",
+                   help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)
 
     p = sub.add_parser("list", help="the Pareto front of a run as a table")
@@ -81,25 +83,68 @@ def cmd_pick(args) -> int:
         session = load_session(view.spec)
         check = remeasure_front(view, session, progress=sys.stderr.isatty())
     choice = choose(front_latency(view, check), args.latency_ms, args.min_accuracy, args.max_size_mb)
-    print(f"latencies: {check.why}")
-    print(choice.why)
-    print(runner_up_line(choice))
+    say = (lambda text: print(text, file=sys.stderr)) if args.json else print  # noqa: E731
+    say(f"latencies: {check.why}")
+    say(choice.why)
+    say(runner_up_line(choice))
     session = session or load_session(view.spec)
     out = Path(args.out) if args.out else view.path / "variants" / f"trial-{int(choice.winner['number'])}"
     prov = export(view, choice, session, out, check.why, args.polish_steps)
-    ex, acc = prov["export"], prov["accuracy"]
-    test, polish = acc["test"], acc["polish"]
-    print(f"accuracy at export: val {acc['at_export']:.2%} (recorded {acc['recorded']:.2%}, rung {acc['rung']}); "
-          f"test {test['test_accuracy']:.2%} [{test['test_lo']:.1%}, {test['test_hi']:.1%}] (95 % Wilson, "
-          f"{test['test_n']} images the search never saw)")
-    if "val_accuracy" in polish:
-        print(f"polished {polish['steps']} more steps: val {polish['val_accuracy']:.2%}, test "
-              f"{polish['test_accuracy']:.2%} [{polish['test_lo']:.1%}, {polish['test_hi']:.1%}]; "
-              + ("exported the polished weights" if polish["kept"] else "val dropped: exported the unpolished weights"))
-    what = ex.get("runtime", "torch.export")
-    print(f"{what}: " + (f"{ex.get('file', 'program.pt2')} written" if ex["exported"] else f"not exported ({ex['reason']})"))
-    print(f"exported -> {out}   (load: vitsearch.search.load_variant({str(out)!r}).model)")
+    for line in _pick_lines(prov, out):
+        say(line)
+    if args.json:
+        import json
+
+        print(json.dumps(pick_record(prov, out)))
     return 0
+
+
+def _pick_lines(prov: dict, out: Path) -> list[str]:
+    """What ``pick`` says about the exported variant: accuracy (val, test, paired drop), speed-up, the files."""
+    ex, acc, lat = prov["export"], prov["accuracy"], prov["latency"]
+    test, polish, paired, speed = acc["test"], acc["polish"], acc["paired"], lat["speedup"]
+    lines = [f"accuracy at export: val {acc['at_export']:.2%} (recorded {acc['recorded']:.2%}, rung {acc['rung']}); "
+             f"test {test['test_accuracy']:.2%} [{test['test_lo']:.1%}, {test['test_hi']:.1%}] (95 % Wilson, "
+             f"{test['test_n']} images the search never saw)"]
+    if "val_accuracy" in polish:
+        lines.append(f"polished {polish['steps']} more steps: val {polish['val_accuracy']:.2%}, test "
+                     f"{polish['test_accuracy']:.2%} [{polish['test_lo']:.1%}, {polish['test_hi']:.1%}]; "
+                     + ("exported the polished weights" if polish["kept"] else
+                        "val dropped: exported the unpolished weights"))
+    interval = f" [{speed['low']:.2f}, {speed['high']:.2f}]" if speed.get("low") else ""
+    lines += [f"exported weights vs the uncompressed model ({paired['base_test_accuracy']:.2%} test): drop "
+              f"{paired['text']}; speed-up x{speed['speedup']:.2f}{interval} in {lat['in_runtime']['runtime']}, "
+              f"both timed at export",
+              f"{ex.get('runtime', 'torch.export')}: " + (f"{ex.get('file', 'program.pt2')} written" if ex["exported"]
+                                                         else f"not exported ({ex['reason']})"),
+              f"exported -> {out}   (load: vitsearch.search.load_variant({str(out)!r}).model)"]
+    return lines
+
+
+def pick_record(prov: dict, out: Path) -> dict:
+    """The exported variant as ``pick --json`` prints it (keys documented in docs/search.md, "pick --json").
+
+    ``paired_drop``, ``paired_drop_low``, ``paired_drop_high``: the test top-1 drop against
+    the uncompressed model on the same test images and its 95 % interval, as **fractions**
+    (0.01 = 1 point; positive = less accurate). ``speedup``: uncompressed latency / the
+    variant's, both timed in the study's runtime at export, with ``speedup_low``/``_high``.
+    """
+    acc, lat = prov["accuracy"], prov["latency"]
+    paired, speed, entry = acc["paired"], lat["speedup"], lat["in_runtime"]
+    test = acc["polish"] if acc["polish"].get("kept") else acc["test"]
+    return {"trial": prov["trial"], "config": prov["config"], "summary": prov["config_summary"], "out": str(out),
+            "runtime": entry.get("runtime"), "device": entry.get("device"),
+            "latency_ms": entry["median_ms"], "latency_low_ms": entry.get("low_ms"),
+            "latency_high_ms": entry.get("high_ms"),
+            "uncompressed_latency_ms": lat["uncompressed_in_runtime"]["median_ms"],
+            "speedup": speed["speedup"], "speedup_low": speed.get("low"), "speedup_high": speed.get("high"),
+            "val_accuracy": acc["polish"].get("val_accuracy") if acc["polish"].get("kept") else acc["at_export"],
+            "test_accuracy": test["test_accuracy"], "test_n": test["test_n"],
+            "base_test_accuracy": paired["base_test_accuracy"],
+            "paired_drop": paired["drop"], "paired_drop_low": paired["low"], "paired_drop_high": paired["high"],
+            "paired_confidence": paired["confidence"], "paired_method": paired["method"],
+            "units": {"paired_drop": "fraction of the test images (0.01 = 1 point), positive = less accurate",
+                      "latency_ms": "ms per batch of the study's latency.batch_size", "speedup": "x"}}
 
 
 def cmd_list(args) -> int:
@@ -115,7 +160,7 @@ def cmd_list(args) -> int:
         print("(no feasible completed trial on the front yet)")
         return 0
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(FRONT_COLUMNS)]
-    right = {0, 2, 4, 6, 7}
+    right = {0, 2, 4, 5, 7, 8}
     fmt = lambda cells: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     print(fmt(list(FRONT_COLUMNS)))
@@ -124,5 +169,6 @@ def cmd_list(args) -> int:
         print(fmt(r))
     print(f"\n{len(rows)} Pareto variant(s) of {(view.frame['state'] == 'COMPLETE').sum()} completed trials; "
           "latency as recorded during search (source per row); val accuracy selected them, test accuracy (95 % "
-          "Wilson interval) as measured at the end of the run or by `report`/`pick`")
+          "Wilson interval) as measured at the end of the run or by `report`/`pick`; test drop: points lost against "
+          "the uncompressed model on the same test images (paired, exact 95 % interval)")
     return 0

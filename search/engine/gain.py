@@ -3,8 +3,7 @@
 A compressed candidate that is slower than the uncompressed model (and no smaller, no
 lighter in MACs, where those are objectives) is no deployment improvement whatever its
 accuracy: the uncompressed model is at least as accurate and at least as cheap. It is
-settled after its cost check, without distillation or accuracy work (torchao int8 at
-batch 1 on an AVX2 CPU runs many times slower than fp32: these are the expensive ones).
+settled after its cost check, without distillation or accuracy work.
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ def reference_of(session, objectives: list[tuple[str, str]], predictor=None) -> 
     """The uncompressed model's costs in this session (latency predicted when ``predictor`` is given)."""
     from vitsearch.spaces import CompressionConfig
 
-    metrics = session.cost_metrics(CompressionConfig(), predictor)
+    metrics = session.pipeline.costs(CompressionConfig(), predictor)
     lat = metrics["latency"]
     how = (f"predicted" if lat["source"] == "predicted" else
            f"measured at run start, {lat.get('n_runs')} passes")

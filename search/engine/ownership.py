@@ -33,6 +33,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from vitsearch.search.engine.optuna_access import trial_id
 from vitsearch.search.results.tables import ATTR_CONFIG, ATTR_DRIVER
 from vitsearch.search.storage import GRACE_S, HEARTBEAT_S
 
@@ -122,15 +123,15 @@ class Ownership:
     def own(self, trial: optuna.Trial) -> None:
         """Claim a freshly asked trial: a first heartbeat, then its driver recorded."""
         with self._lock:
-            self._owned.add(trial._trial_id)
+            self._owned.add(trial_id(trial))
         if self.heartbeats:
-            self.storage.record_heartbeat(trial._trial_id)
+            self.storage.record_heartbeat(trial_id(trial))
         trial.set_user_attr(ATTR_DRIVER, self.me)
 
     def release(self, trial: optuna.Trial) -> None:
         """The trial is told: no more heartbeats for it."""
         with self._lock:
-            self._owned.discard(trial._trial_id)
+            self._owned.discard(trial_id(trial))
 
     def start(self) -> None:
         """Beat for the owned trials every HEARTBEAT_S seconds until :meth:`close`."""
@@ -148,11 +149,11 @@ class Ownership:
         while not self._stop.wait(HEARTBEAT_S):
             with self._lock:
                 owned = list(self._owned)
-            for trial_id in owned:
+            for owned_id in owned:
                 try:
-                    self.storage.record_heartbeat(trial_id)
+                    self.storage.record_heartbeat(owned_id)
                 except Exception as exc:  # a lost connection: the next beat retries; grace covers the gap
-                    log.warning("heartbeat for trial id %d failed: %s", trial_id, exc)
+                    log.warning("heartbeat for trial id %d failed: %s", owned_id, exc)
 
     # ---- reaping -----------------------------------------------------------------------
     def reap(self, force: bool = False) -> list[int]:
@@ -173,14 +174,25 @@ class Ownership:
             owner = t.user_attrs.get(ATTR_DRIVER)
             dead = (driver_alive(owner) is False if owner
                     else t.datetime_start is not None and now - t.datetime_start > timedelta(seconds=ORPHAN_S))
-            if dead and t._trial_id not in self._owned:
+            if dead and trial_id(t) not in self._owned:
                 self._fail_and_retry(t)
         return sorted({t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))} - before)
 
+    def requeue_mine(self) -> list[int]:
+        """Fail this driver's trials still RUNNING and enqueue each again (same parameters); their numbers.
+
+        For a driver stopped by a signal: what it had in flight is asked again on ``--resume``.
+        """
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        mine = [t for t in running if t.user_attrs.get(ATTR_DRIVER) == self.me]
+        for t in mine:
+            self._fail_and_retry(t)
+        return [t.number for t in mine]
+
     def _fail_and_retry(self, trial: FrozenTrial) -> None:
         try:
-            if not self.storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            if not self.storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
                 return
         except optuna.exceptions.UpdateFinishedTrialError:
             return  # another driver reaped it (or it finished) first
-        self.retry(self.study, self.storage.get_trial(trial._trial_id))
+        self.retry(self.study, self.storage.get_trial(trial_id(trial)))

@@ -50,13 +50,13 @@ def early_measured(study: optuna.Study, limit: int = REPEATS) -> list[tuple[int,
 def measure_repeats(study: optuna.Study, session, confidence: float, limit: int = REPEATS) -> dict[str, Any]:
     """Measure the run's earliest measured candidates again now; the spread, its pairs and how it was had.
 
-    ``session.measure_config(config)`` times a config as the search did (same protocol,
+    ``session.pipeline.measure_config(config)`` times a config as the search did (same protocol,
     same runtime). The result is what ``summary.json`` keeps under ``sitting``.
     """
     early = early_measured(study, limit)
     rows, pairs = [], []
     for number, config, first in early:
-        res = session.measure_config(config)
+        res = session.pipeline.measure_config(config)
         if None in (res.ratio, res.ratio_low, res.ratio_high):
             continue
         again = Sitting(res.ratio, res.ratio_low, res.ratio_high)

@@ -15,8 +15,7 @@ source), so all samplers and seeds see identical numbers and the benchmark stays
 affordable. As in ``vitsearch run``, a config no cheaper than the uncompressed model
 (predicted or measured slower, where latency is the only cost objective) is settled on
 its cost without accuracy work and told PRUNED with its constraints, never with an
-invented accuracy (on an AVX2 CPU torchao's int8 configs are such, and their accuracy
-alone would take most of the benchmark's time); there is no Ray and no rung promotion
+invented accuracy; there is no Ray and no rung promotion
 here (for the real search at equal wall time, see :mod:`.fidelity_bench`). Quality is
 the hypervolume of the feasible front (accuracy up, latency down; reference point: the
 accuracy budget and the uncompressed model's latency) after every trial; the summary also
@@ -69,8 +68,8 @@ class EvalCache:
     def get(self, config) -> dict:
         key = json.dumps(config.to_dict(), sort_keys=True)
         if key not in self.data:
-            metrics, _ = self.session.evaluate_staged(config, recovery_steps=self.steps, predictor=self.predictor,
-                                                      reference=self.reference)
+            metrics, _ = self.session.pipeline.evaluate(config, self.steps, predictor=self.predictor,
+                                                        reference=self.reference)
             self.data[key] = {"accuracy": metrics["accuracy"], "latency_ms": metrics["latency"]["median_ms"],
                               "size_mb": metrics["size_mb"], "macs": metrics.get("macs")}
             self.new += 1

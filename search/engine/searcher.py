@@ -52,6 +52,7 @@ from ray.tune.search.optuna import OptunaSearch
 from vitsearch.search.engine import sharing
 from vitsearch.spaces.errors import VitsearchError
 from vitsearch.search.engine.gain import NO_GAIN_CONSTRAINT
+from vitsearch.search.engine.optuna_access import frozen_trial, study_of
 from vitsearch.search.engine.promotions import Promotions, config_key, payload_timing
 from vitsearch.search.engine.rungs import Ladder
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_DETERMINISTIC, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
@@ -103,11 +104,13 @@ class CandidateSearch(OptunaSearch):
         self.failures_in_a_row = 0
         self.max_failures_in_a_row = max(8, 2 * batch_size)
         self.last_error: str | None = None
-        super().__init__(space=space.distributions(), metric=[m for m, _ in objectives],
+        self.study_name = study_name
+        self._distributions = space.distributions()  # what every ask draws from
+        super().__init__(space=self._distributions, metric=[m for m, _ in objectives],
                          mode=["max" if d == "maximize" else "min" for _, d in objectives],
                          sampler=sampler, storage=storage, study_name=study_name)
         self.reference = reference
-        self.promotions = Promotions(self._ot_study, ladder, tuple(d == "maximize" for _, d in objectives),
+        self.promotions = Promotions(self.study, ladder, tuple(d == "maximize" for _, d in objectives),
                                      rung_dir, on_rung)
         self.deadline, self.stopped_at_deadline = deadline, False
         self._first_seconds: list[float] = []  # worker seconds of first-rung evaluations (batch sizing near the deadline)
@@ -115,7 +118,8 @@ class CandidateSearch(OptunaSearch):
 
     @property
     def study(self) -> optuna.Study:
-        return self._ot_study
+        """The Optuna study this searcher asks and tells."""
+        return study_of(self)
 
     @property
     def told(self) -> set[int]:
@@ -125,7 +129,7 @@ class CandidateSearch(OptunaSearch):
     # ---- counting --------------------------------------------------------------------
     def completed(self) -> int:
         """Candidates evaluated in the study, by every driver (COMPLETE, not reused): what ``--trials N`` counts."""
-        return sharing.counts(self._ot_study)["COMPLETE"]
+        return sharing.counts(self.study)["COMPLETE"]
 
     def idle(self) -> bool:
         """No batch, no promotion in flight."""
@@ -151,7 +155,7 @@ class CandidateSearch(OptunaSearch):
         if self.ownership is not None:
             self.ownership.reap()  # dead drivers' trials: FAIL, and the same parameters WAITING again
         batch: list[tuple[optuna.Trial, Any]] = []
-        shared = sharing.counts(self._ot_study)  # every driver's trials: one storage read per suggest
+        shared = sharing.counts(self.study)  # every driver's trials: one storage read per suggest
         base = shared["COMPLETE"] + shared["RUNNING"]
         # Near the end, share what is left between the workers instead of handing it all to
         # the first free one (which left the other idle for up to a whole batch).
@@ -159,13 +163,13 @@ class CandidateSearch(OptunaSearch):
         for _ in range(MAX_ASKS_PER_SUGGEST):
             if len(batch) >= size or base + len(batch) >= self.target or self.exhausted():
                 break
-            trial = self._ot_study.ask(fixed_distributions=self._space)
+            trial = self.study.ask(fixed_distributions=self._distributions)
             if self.ownership is not None:
                 self.ownership.own(trial)
             config = self.vs_space.config_from_params(trial.params)
             key = config_key(config.to_dict())
             trial.set_user_attr(ATTR_CONFIG, key)  # written before the check reads the others' (sharing.py)
-            verdict = sharing.verdict(self._ot_study, trial, key, self.target)
+            verdict = sharing.verdict(self.study, trial, key, self.target)
             if verdict.action == "surplus":
                 self._settle(trial, None, TrialState.PRUNED, {ATTR_ERROR: verdict.why})
                 break
@@ -267,7 +271,7 @@ class CandidateSearch(OptunaSearch):
         or threads, the storage's connections, callbacks into the driver) are never pickled,
         whatever they hold. An unpickled copy refuses to search (:meth:`_refuse_detached`).
         """
-        return {"study_name": getattr(self, "_study_name", None), "detached": True}
+        return {"study_name": self.study_name, "detached": True}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -289,8 +293,7 @@ class CandidateSearch(OptunaSearch):
         return next((t for t in self._batches.get(trial_id, []) if t.number == number), None)
 
     def _reuse(self, trial: optuna.Trial, source: int) -> None:
-        src = self._ot_study._storage.get_trial(self._ot_study._storage.get_trial_id_from_study_id_trial_number(
-            self._ot_study._study_id, source))
+        src = frozen_trial(self.study, source)
         attrs = {k: src.user_attrs.get(k) for k in (ATTR_EVAL, ATTR_FEASIBLE, ATTR_CONSTRAINTS, ATTR_INFEASIBLE,
                                                     ATTR_SETTLED)}
         attrs[ATTR_REUSED] = source
@@ -331,7 +334,7 @@ class CandidateSearch(OptunaSearch):
                 names = [*names, NO_GAIN_CONSTRAINT]
             for name, value in zip(names, attrs[ATTR_CONSTRAINTS], strict=True):
                 trial.set_constraint(name, value)
-        return self._ot_study.tell(trial, values, state=state, skip_if_finished=False)
+        return self.study.tell(trial, values, state=state, skip_if_finished=False)
 
     # ---- settled on cost -----------------------------------------------------------------
     def _measured_names(self) -> list[str]:

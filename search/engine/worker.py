@@ -46,12 +46,13 @@ def evaluate_candidate(session, cand: dict, feasibility, predictor=None, referen
     try:
         _inject_faults_for_tests(number, rung, cand.get("config"))
         config = CompressionConfig.from_dict(cand["config"])
+        pipeline = session.pipeline
         if rung == 0:
-            metrics, reason = session.evaluate_staged(config, feasibility=feasibility, predictor=predictor,
-                                                      reference=reference, save_to=cand.get("save_to"))
+            metrics, reason = pipeline.evaluate(config, feasibility=feasibility, predictor=predictor,
+                                                reference=reference, save_to=cand.get("save_to"))
         else:
-            metrics, reason = session.evaluate_promotion(config, cand["first"], rung, cand["load_from"],
-                                                         cand.get("save_to"), feasibility=feasibility)
+            metrics, reason = pipeline.promote(config, cand["first"], rung, cand["load_from"], cand.get("save_to"),
+                                               feasibility=feasibility)
         settled = None if metrics["accuracy"] is not None else (
             "no gain" if reason.startswith("no gain") else "cost budget")
         payload.update(evaluation=_jsonable(metrics), feasible=reason is None, infeasible_reason=reason,

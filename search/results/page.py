@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 #: the HTML front table's columns
-DECISION_COLUMNS = ("trial", "config", "test acc [95% CI]", "val drop vs uncompressed", "latency ms [interval]",
-                    "speed-up [interval]", "size MB")
+DECISION_COLUMNS = ("trial", "config", "test acc [95% CI]", "test drop vs uncompressed, paired [95% CI]",
+                    "latency ms [interval]", "speed-up [interval]", "size MB")
 
 
 def as_decided(front: pd.DataFrame) -> pd.DataFrame:
@@ -47,13 +47,23 @@ def speedup_cell(r: Any) -> str:
     return f"x{s:.2f} [{s * ms / hi:.2f}, {s * ms / lo:.2f}]"
 
 
+def paired_cell(r: Any) -> str:
+    """``"+0.40 pt [-0.12, +0.95]"``: the test drop against the uncompressed model on the same images, or "-"."""
+    d = r.get("paired_drop")
+    if not _num(d):
+        return "-"
+    return f"{100 * d:+.2f} pt [{100 * r['paired_drop_low']:+.2f}, {100 * r['paired_drop_high']:+.2f}]"
+
+
 def decision_rows(front: pd.DataFrame, base_accuracy: float | None) -> list[list[str]]:
     """The front (as decided, :func:`as_decided`) as text cells in :data:`DECISION_COLUMNS` order."""
     rows = []
     for _, r in front.iterrows():
         test = "-" if not _num(r.get("test_accuracy")) else \
             f"{r['test_accuracy']:.2%} [{r['test_lo']:.1%}, {r['test_hi']:.1%}]"
-        drop = "-" if base_accuracy is None else f"{100 * (base_accuracy - r['accuracy']):+.2f} pp"
+        drop = paired_cell(r)
+        if drop == "-" and base_accuracy is not None:  # no paired test figure yet: the val difference, said so
+            drop = f"{100 * (base_accuracy - r['accuracy']):+.2f} pt (val, unpaired)"
         rows.append([str(int(r["number"])), str(r["summary"]), test, drop, latency_cell(r), speedup_cell(r),
                      f"{r['size_mb']:.3f}"])
     return rows

@@ -141,91 +141,132 @@ def runner_up_line(choice: Choice) -> str:
 def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_steps: int | None = None) -> dict[str, Any]:
     """Rebuild (at the rung it reached), re-check, polish, measure on test and write the winner to ``out``.
 
-    ``polish_steps`` (default: the study's top rung) more distillation steps before export;
-    the polished weights are kept only when their val accuracy is not lower (val selects,
-    test reports). Returns the provenance, with both accuracies.
+    In the study's runtime throughout (:class:`vitsearch.evaluators.pipeline.Pipeline`):
+    the program is built from the weights, scored on val as the search scored it, and
+    re-measured by the study's protocol. ``polish_steps`` (default: the study's top rung)
+    more distillation steps before export; the polished weights (and their program) are
+    kept only when their val accuracy is not lower (val selects, test reports). Returns
+    the provenance, with both accuracies.
     """
     import copy
 
-    import torch
-
-    from vitsearch.evaluators.distill import distil_further
-    from vitsearch.search.results.testacc import measure_test, rebuild_prepared
-    from vitsearch.search.results.variant import export_program, structure_config, write_variant
-    from vitsearch.spaces import CompressionConfig, finalize
+    from vitsearch.search.results.testacc import measure_test_deployed, rebuild_prepared
+    from vitsearch.search.results.variant import write_variant
+    from vitsearch.spaces import CompressionConfig
 
     row = choice.winner
     number, rung = int(row["number"]), int(row["rung"])
     ev = view.evaluation(number)
     config = CompressionConfig.from_dict(json.loads(row["config"]))
-    runtime = view.spec.latency.runtime
-    # a non-eager runtime applies the precision itself: rebuild the float structure only
-    prepared = rebuild_prepared(session, config if runtime == "eager" else structure_config(config), rung,
-                                view.path, number)
+    pipe = session.pipeline
+    prepared = rebuild_prepared(session, pipe.runtime.structure(config), rung, view.path, number)
     info = copy.deepcopy(getattr(prepared, "vitsearch_info", {}))
-    if runtime != "eager":  # built, scored, re-measured and exported in the study's runtime
-        return _export_in_runtime(view, row, ev, config, prepared, info, session, out, remeasure_why)
-    model = finalize(prepared, config, device=str(session.device))
-    acc = _val(session, model, view)
+    program = pipe.build(prepared, config)
+    acc = pipe.score(prepared, config, program)
     tol = ACCURACY_TOLERANCE[session.device.type]
     if abs(acc.top1 - ev["accuracy"]) > tol:
-        raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f}, not its recorded "
-                          f"{ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
-    test = measure_test(session, model)
+        raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f} in {pipe.runtime.name}, not its "
+                          f"recorded {ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
+    test = measure_test_deployed(session, prepared, config, program)
+    polish, polished = _polish(view, session, config, prepared, acc, number, polish_steps)
+    if polished is not None:
+        prepared, program = polished
+    entry, _ = pipe.measure_built(*program)
+    entry["note"] = f"re-measured in {pipe.runtime.name} at export"
+    base_entry = _base_latency(pipe)
+    provenance = _provenance(view, row, ev, config, acc, tol, info, remeasure_why)
+    provenance["latency"].update(in_runtime=entry, uncompressed_in_runtime=base_entry,
+                                 speedup=speedup_over(base_entry, entry))
+    exported_test = polish if polish["kept"] else test
+    provenance["accuracy"].update(test=_without_bits(test), polish=_without_bits(polish), rung=rung,
+                                  recovery_steps_before_polish=ev.get("recovery_steps"),
+                                  paired=_paired(view, session, exported_test))
+    write_variant(out, prepared, config, view.path / "study.yaml", provenance,
+                  program_of=_program_writer(program[0], session))
+    return provenance
+
+
+def _polish(view, session, config, prepared, acc, number: int, polish_steps: int | None):
+    """(what the polish did, (polished weights, their program) when kept else None)."""
+    import copy
+
+    from vitsearch.evaluators.distill import distil_further
+    from vitsearch.search.results.testacc import measure_test_deployed
+
     rc = view.spec.recovery
     steps = rc.ladder[-1] if polish_steps is None else polish_steps
-    polish = {"steps": steps, "kept": False}
-    if steps > 0 and not config.is_identity():
-        polished = distil_further(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
-                                  rung=len(rc.ladder), progress=StepProgress(f"pick: polishing trial {number}"),
-                                  **session.distill_kwargs())
-        pmodel = finalize(polished, config, device=str(session.device))
-        pval = _val(session, pmodel, view)
-        polish.update(val_accuracy=pval.top1, **measure_test(session, pmodel), kept=pval.top1 >= acc.top1)
-        if polish["kept"]:
-            prepared, model = polished, pmodel
-    elif steps > 0:
+    polish: dict[str, Any] = {"steps": steps, "kept": False}
+    if steps > 0 and config.is_identity():
         polish["note"] = "the uncompressed model is the teacher: nothing to polish"
-    provenance = _provenance(view, row, ev, config, acc, tol, info, remeasure_why)
-    provenance["accuracy"].update(test={k: v for k, v in test.items()}, polish=polish, rung=rung,
-                                  recovery_steps_before_polish=ev.get("recovery_steps"))
-    example = torch.randn(*session.input_shape, device=session.device)
-    write_variant(out, prepared, config, view.path / "study.yaml", provenance,
-                  program_of=lambda p: export_program(model, example, p))
-    return provenance
+    if steps <= 0 or config.is_identity():
+        return polish, None
+    pipe = session.pipeline
+    polished = distil_further(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
+                              rung=len(rc.ladder), progress=StepProgress(f"pick: polishing trial {number}"),
+                              **session.distill_kwargs())
+    program = pipe.build(polished, config)
+    pval = pipe.score(polished, config, program)
+    polish.update(val_accuracy=pval.top1, **measure_test_deployed(session, polished, config, program),
+                  kept=pval.top1 >= acc.top1)
+    return polish, ((polished, program) if polish["kept"] else None)
 
 
-def _export_in_runtime(view, row, ev, config, prepared, info, session, out: Path, remeasure_why: str) -> dict[str, Any]:
-    """The non-eager pick: accuracy (in the runtime where it quantises) and latency measured there, exported there.
+def _base_latency(pipe) -> dict[str, Any]:
+    """The uncompressed model built and timed in the study's runtime now, by the same protocol (a latency entry)."""
+    from vitsearch.spaces import CompressionConfig
 
-    Not polished: polishing changes the float weights the runtime program is built from,
-    and the program is what was scored; test accuracy is measured as val was (in the runtime
-    where it quantises, on that very program).
+    identity = CompressionConfig()
+    entry = pipe.measure_built(*pipe.build(pipe.prepare(identity), identity))[0]
+    entry["note"] = f"the uncompressed model, timed in {pipe.runtime.name} at export beside the variant's measurement"
+    return entry
+
+
+def speedup_over(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
+    """Speed-up of ``variant`` over ``base`` (two latency entries timed against the same eager reference).
+
+    Each entry's ratio is to the same interleaved reference, which cancels: speed-up =
+    base ratio / variant ratio. Its interval adds the two log-scale half-widths in
+    quadrature (independent measurements), at the entries' confidence.
     """
-    from vitsearch.search.results.runtime_export import export_in_runtime
-    from vitsearch.search.results.testacc import measure_test_deployed
-    from vitsearch.search.results.variant import write_variant
+    import math
 
-    number = int(row["number"])
-    acc, program_of, in_runtime, deployed = export_in_runtime(session, prepared, config)
-    tol = ACCURACY_TOLERANCE[session.device.type]
-    if abs(acc.top1 - ev["accuracy"]) > tol:
-        raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f} in {view.spec.latency.runtime}, not "
-                          f"its recorded {ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
-    test = measure_test_deployed(session, prepared, config, deployed)
-    provenance = _provenance(view, row, ev, config, acc, tol, info, remeasure_why)
-    provenance["latency"]["in_runtime"] = in_runtime
-    provenance["accuracy"].update(test=test, rung=int(row["rung"]), recovery_steps_before_polish=ev.get("recovery_steps"),
-                                  polish={"steps": 0, "kept": False, "note": "not polished in a non-eager runtime"})
-    write_variant(out, prepared, config, view.path / "study.yaml", provenance, program_of=program_of)
-    return provenance
+    rb, rv = base.get("ratio"), variant.get("ratio")
+    if not rb or not rv:
+        s = base["median_ms"] / variant["median_ms"]
+        return {"speedup": s, "low": None, "high": None, "how": "median ms over median ms, no interval"}
+    half = lambda e: max(math.log(e["ratio_high"] / e["ratio"]), math.log(e["ratio"] / e["ratio_low"]))  # noqa: E731
+    width = math.hypot(half(base), half(variant))
+    s = rb / rv
+    return {"speedup": s, "low": s * math.exp(-width), "high": s * math.exp(width),
+            "confidence": variant.get("confidence"),
+            "how": "ratio of the two interleaved ratios to the same reference; log half-widths in quadrature"}
 
 
-def _val(session, model, view):
-    from vitsearch.evaluators import evaluate_accuracy
+def _paired(view, session, test: dict[str, Any]) -> dict[str, Any]:
+    """The exported weights' test drop against the uncompressed model on the same images (fractions)."""
+    from vitsearch.evaluators.paired import paired_drop, unpack
+    from vitsearch.search.results.testacc import base_test, read_cache
 
-    return evaluate_accuracy(model, session.data.val, session.device, view.spec.data.eval_batch_size,
-                             source=f"val split of {session.data.name}")
+    base, _ = base_test(session, read_cache(view.path, view.spec.latency.runtime))
+    d = paired_drop(unpack(base["test_correct"], base["test_n"]), unpack(test["test_correct"], test["test_n"]))
+    return {**d.to_dict(), "base_test_accuracy": base["test_accuracy"], "text": d.text()}
+
+
+def _without_bits(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k != "test_correct"}
+
+
+def _program_writer(deployed, session):
+    """``program_of(path) -> note`` for ``write_variant``: the runtime's own file, else a torch.export program."""
+    import torch
+
+    from vitsearch.search.results.runtime_export import FILES, write_runtime_file
+    from vitsearch.search.results.variant import export_program
+
+    example = torch.randn(*session.input_shape, generator=torch.Generator().manual_seed(1)).to(session.device)
+    if deployed.runtime in FILES:  # a program file of the runtime's own format (ONNX, AOTInductor, engine)
+        return lambda path: write_runtime_file(deployed, example, Path(path).parent)
+    return lambda path: export_program(deployed.module, example, path)
 
 
 def _provenance(view, row, ev, config, acc, tol, info, remeasure_why) -> dict[str, Any]:

@@ -18,15 +18,16 @@ from vitsearch.evaluators.accuracy import wilson_interval
 from vitsearch.search.results import checkplot, figures
 from vitsearch.search.results.basis import MsBasis, rebase, report_basis
 from vitsearch.search.results.importance import knob_importances
-from vitsearch.search.results.page import as_decided, front_section, html_table, kv_table, render_html, speedup_cell
+from vitsearch.search.results.page import (as_decided, front_section, html_table, kv_table, paired_cell, render_html,
+                                           speedup_cell)
 from vitsearch.search.results.rundir import write_atomic
 from vitsearch.search.results.runview import Remeasure, RunView, check_remeasure, front_latency, remeasure_front
 from vitsearch.search.results.sitting import spread_source
 from vitsearch.search.results.tables import counts_line, interval_cell, run_counts
 
 #: the summary's front columns (``vitsearch list`` prints the same ones)
-FRONT_COLUMNS = ("trial", "rung", "val acc", "test acc [95% CI]", "latency ms", "interval", "speed-up", "source",
-                 "size MB", "MMACs", "config")
+FRONT_COLUMNS = ("trial", "rung", "val acc", "test acc [95% CI]", "test drop, paired [95% CI]", "latency ms",
+                 "interval", "speed-up", "source", "size MB", "MMACs", "config")
 
 
 def nice_budgets(latencies: pd.Series) -> list[float]:
@@ -51,7 +52,8 @@ def front_rows(front: pd.DataFrame) -> list[list[str]]:
     """The front as text cells in :data:`FRONT_COLUMNS` order (speed-up = 1 / ``latency_ratio`` unless given)."""
     if "speedup" not in front:
         front = front.assign(speedup=1.0 / pd.to_numeric(front["latency_ratio"], errors="coerce"))
-    return [[str(int(r["number"])), _rung_cell(r), f"{r['accuracy']:.2%}", _test_cell(r), f"{r['latency_ms']:.3f}",
+    return [[str(int(r["number"])), _rung_cell(r), f"{r['accuracy']:.2%}", _test_cell(r), paired_cell(r),
+             f"{r['latency_ms']:.3f}",
              interval_cell(r), speedup_cell(r), str(r["latency_source"]), f"{r['size_mb']:.3f}",
              f"{r['macs'] / 1e6:.2f}", str(r["summary"])]
             for _, r in front.iterrows()]

@@ -15,7 +15,7 @@ from the file (fp32 images in, fp32 logits out).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import torch
 
@@ -63,30 +63,3 @@ def load_runtime_model(runtime: str, path: Path, device: torch.device | str = "c
 
         fn = engine_runner(path.read_bytes(), torch.zeros(batch or 1, 1, device=dev))
     return Deployed(runtime, "", lambda x: fn(x).float(), str(dev), batch, 0.0)
-
-
-class RuntimeExport(NamedTuple):
-    """What :func:`export_in_runtime` built, scored and measured."""
-
-    accuracy: Any  # AccuracyResult on val, in the runtime where it changes numerics, else eager
-    program_of: Callable[[Any], Any]  # program_of(path) -> note, for ``write_variant``
-    latency: dict[str, Any]  # the latency entry re-measured in the runtime
-    deployed: Any  # the checked program (Deployed), for the test split
-
-
-def export_in_runtime(session, prepared, config) -> RuntimeExport:
-    """Build the picked variant in the study's runtime, check it, score and re-measure it there.
-
-    Accuracy is run in the runtime where it changes numerics (as the search scored it),
-    else on the eager model.
-    """
-    from vitsearch.search.runtime_eval import build_for_study, measure_deployed, score_prepared
-
-    built = build_for_study(session, prepared, config)
-    acc = score_prepared(session, prepared, config, built=built)
-    # the study's protocol (interleaved with the uncompressed model, with its interval), as the search measured
-    entry, _ = measure_deployed(session, *built)
-    entry["note"] = "re-measured in the runtime at export"
-    deployed, dev = built[0], session.device
-    example = torch.randn(*session.input_shape, generator=torch.Generator().manual_seed(1)).to(dev)
-    return RuntimeExport(acc, lambda path: write_runtime_file(deployed, example, Path(path).parent), entry, deployed)

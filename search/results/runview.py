@@ -126,21 +126,17 @@ class Remeasure:
 
 def current_fingerprint(spec: StudySpec) -> dict[str, Any]:
     """This machine's fingerprint for the study's device, thread count and runtime (as measurements see it)."""
-    from vitsearch.evaluators import device_fingerprint, resolve_device
+    from vitsearch.evaluators import resolve_device
     from vitsearch.evaluators.latency.timing.prepare import default_threads
+    from vitsearch.evaluators.runtimes.deploy import runtime_fingerprint
 
     dev = resolve_device(spec.device)
     threads = spec.latency.threads or default_threads() if dev.type == "cpu" else None
-    if spec.latency.runtime == "eager":
-        return device_fingerprint(dev, threads)
-    from vitsearch.evaluators.runtimes.deploy import runtime_fingerprint
-
-    return runtime_fingerprint(dev, threads, spec.latency.runtime)  # names the runtime and its version
+    return runtime_fingerprint(dev, threads, spec.latency.runtime)  # names a runtime other than eager, and its version
 
 
 def check_remeasure(view: RunView) -> Remeasure:
     """Decide whether the front can be re-measured here (fingerprint ids must match)."""
-    runtime = view.spec.latency.runtime
     study_fp = view.study_fingerprint()
     try:
         here = current_fingerprint(view.spec)
@@ -150,7 +146,8 @@ def check_remeasure(view: RunView) -> Remeasure:
     if want != here["fingerprint_id"]:
         return Remeasure(False, f"not re-measured: this machine's fingerprint {here['fingerprint_id']} differs "
                                 f"from the study's {want}; latencies are as recorded for the study's device", here)
-    where = "" if runtime == "eager" else f", each variant built again in {runtime} {here.get('runtime_version')}"
+    rebuilt = here.get("runtime")  # a fingerprint names the runtime where it builds programs of its own
+    where = f", each variant built again in {rebuilt} {here.get('runtime_version')}" if rebuilt else ""
     return Remeasure(True, f"re-measured on this machine (fingerprint {want} matches the study's{where})", here)
 
 
@@ -168,7 +165,7 @@ def remeasure_front(view: RunView, session=None, progress: bool = True) -> Remea
     session.adopt_sitting_sd(run_sitting_sd(view.meta_summary()))
     rows = []
     for _, r in tqdm(list(view.front.iterrows()), desc="re-measuring the front", unit="variant", disable=not progress):
-        res = session.measure_config(CompressionConfig.from_dict(json.loads(r["config"])))  # as the search timed it
+        res = session.pipeline.measure_config(CompressionConfig.from_dict(json.loads(r["config"])))  # as the search timed it
         rows.append(remeasure_row(r, res))
     check.table = pd.DataFrame(rows)
     return check

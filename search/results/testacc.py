@@ -7,12 +7,14 @@ candidate is rebuilt at the highest rung it reached: from its checkpoint in
 rungs' distillation exactly (seeded). Results are cached in ``RUN/test_accuracy.json`` by
 (trial, rung), so ``vitsearch list``, ``report`` and ``pick`` agree without re-measuring.
 
-In a study whose ``latency.runtime`` is not eager, test accuracy is measured as val was
-scored: in the runtime where it changes numerics (its own quantisation: the program is
-built from the float structure and checked against eager first), else on the eager model
-(identical within the checked tolerance). Each cached entry says where (``measured_in``);
-an entry of a runtime study without it (measured on eager by an older vitsearch) is not
-trusted and is measured again.
+Test accuracy is measured as val was scored (:class:`vitsearch.evaluators.pipeline.Pipeline`):
+in the study's runtime where it changes numerics (its own quantisation), else on the eager
+model (identical within the checked tolerance). Each cached entry says where
+(``measured_in``; none: eager) and keeps which images were right (``test_correct``), so
+every variant's drop against the uncompressed model (cached as :data:`BASE_KEY`) is
+measured **paired**, on the same images (:mod:`vitsearch.evaluators.paired`): columns
+``paired_drop``, ``paired_drop_low``, ``paired_drop_high``, as fractions. An entry
+measured elsewhere or without per-image results is measured again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import pandas as pd
 
 CACHE_FILE = "test_accuracy.json"
 RUNG_DIR = "rungs"
+#: the uncompressed model's entry in the cache: what every front variant's test accuracy is paired with
+BASE_KEY = "base"
 
 
 def checkpoint_path(run_dir: Path, number: int, rung: int) -> Path:
@@ -62,61 +66,63 @@ def measure_test(session, model) -> dict[str, Any]:
                             source=f"test split of {session.data.name}")
     lo, hi = wilson_interval(acc.top1, acc.n)
     return {"test_accuracy": acc.top1, "test_lo": lo, "test_hi": hi, "test_n": acc.n,
-            "test_source": session.data.test_source}
+            "test_source": session.data.test_source, "test_correct": acc.correct}
 
 
-def measure_test_deployed(session, prepared, config, deployed=None) -> dict[str, Any]:
-    """Test accuracy of ``prepared`` (float structure for a runtime study) as the study deploys it.
+def measure_test_deployed(session, prepared, config, program=None) -> dict[str, Any]:
+    """Test accuracy of ``prepared`` (the runtime's structure of ``config``) as the study deploys it.
 
-    Eager study: the finalized eager model. Another runtime: run in it where it changes
-    numerics (``deployed``, or a program built and checked here), else the eager model;
-    ``measured_in`` and ``test_source`` say which.
+    In the runtime where it changes numerics (``program``: its checked program of these
+    weights, else built here), else on the eager model; ``measured_in`` names the study's
+    runtime and ``test_source`` says which model ran.
     """
-    import copy
-
-    from vitsearch.spaces import finalize
-
-    runtime = session.spec.latency.runtime
-    if runtime == "eager":
-        return {**measure_test(session, finalize(copy.deepcopy(prepared), config, device=str(session.device))),
-                "measured_in": "eager"}
     from vitsearch.evaluators.accuracy import wilson_interval
-    from vitsearch.evaluators.runtimes import get_runtime
-    from vitsearch.evaluators.runtimes.eager import finalized
-    from vitsearch.evaluators.runtimes.numerics import accuracy_in_runtime
 
-    if not get_runtime(runtime).changes_numerics(config):
-        out = measure_test(session, finalized(copy.deepcopy(prepared), config, session.device))
-        out["test_source"] += f", eager PyTorch model ({runtime} runs it with the same numerics, checked)"
-        return {**out, "measured_in": runtime}
-    if deployed is None:
-        from vitsearch.search.runtime_eval import build_for_study
-
-        deployed = build_for_study(session, prepared, config)[0]
-    acc = accuracy_in_runtime(deployed, session.data.test, session.spec.data.eval_batch_size,
-                              f"test split of {session.data.name}")
+    pipe = session.pipeline
+    acc, in_runtime = pipe.accuracy(prepared, config, session.data.test, f"test split of {session.data.name}",
+                                    program)
     lo, hi = wilson_interval(acc.top1, acc.n)
+    how = (f"run in {acc.source.rsplit('run in ', 1)[-1]}" if in_runtime else None if pipe.runtime.is_reference
+           else f"eager PyTorch model ({pipe.runtime.name} runs it with the same numerics, checked)")
     return {"test_accuracy": acc.top1, "test_lo": lo, "test_hi": hi, "test_n": acc.n,
-            "test_source": f"{session.data.test_source}, run in {deployed.runtime} {deployed.version}",
-            "measured_in": runtime}
+            "test_source": session.data.test_source + (f", {how}" if how else ""), "measured_in": pipe.runtime.name,
+            "test_correct": acc.correct}
+
+
+def base_test(session, cache: dict[str, dict]) -> tuple[dict[str, Any], bool]:
+    """The uncompressed model's test entry (cache key :data:`BASE_KEY`), measured here unless cached; (entry, fresh)."""
+    from vitsearch.spaces import CompressionConfig
+
+    if cache.get(BASE_KEY, {}).get("test_correct"):
+        return cache[BASE_KEY], False
+    identity = CompressionConfig()
+    return measure_test_deployed(session, session.pipeline.prepare(identity), identity), True
+
+
+def paired_columns(entry: dict[str, Any], base: dict[str, Any] | None) -> dict[str, float]:
+    """``paired_drop``, ``paired_drop_low``, ``paired_drop_high`` (fractions) of ``entry`` against ``base``, or {}."""
+    from vitsearch.evaluators.paired import paired_drop, unpack
+
+    if not base or not entry.get("test_correct") or not base.get("test_correct") or entry["test_n"] != base["test_n"]:
+        return {}
+    d = paired_drop(unpack(base["test_correct"], base["test_n"]), unpack(entry["test_correct"], entry["test_n"]))
+    return {"paired_drop": d.drop, "paired_drop_low": d.low, "paired_drop_high": d.high}
 
 
 def front_test_accuracy(session, run_dir: Path, front: pd.DataFrame) -> pd.DataFrame:
     """``front`` with test_accuracy / test_lo / test_hi / test_n, measured where not cached yet."""
     from vitsearch.search.results.rundir import write_atomic
-    from vitsearch.search.results.variant import structure_config
     from vitsearch.spaces import CompressionConfig
 
-    runtime = session.spec.latency.runtime
-    cache = read_cache(run_dir, runtime)
-    fresh = False
+    runtime = session.pipeline.runtime
+    cache = read_cache(run_dir, runtime.name)
+    cache[BASE_KEY], fresh = base_test(session, cache)
     for _, r in front.iterrows():
         key = f"{int(r['number'])}:{int(r['rung'])}"
-        if key not in cache:
+        if not cache.get(key, {}).get("test_correct"):
             config = CompressionConfig.from_dict(json.loads(r["config"]))
-            # a non-eager runtime applies the precision itself: the search distilled the float structure
-            built = config if runtime == "eager" else structure_config(config)
-            prepared = rebuild_prepared(session, built, int(r["rung"]), run_dir, int(r["number"]))
+            # the structure the search distilled (a runtime that quantises itself: the float structure)
+            prepared = rebuild_prepared(session, runtime.structure(config), int(r["rung"]), run_dir, int(r["number"]))
             cache[key] = measure_test_deployed(session, prepared, config)
             fresh = True
     if fresh:
@@ -127,21 +133,19 @@ def front_test_accuracy(session, run_dir: Path, front: pd.DataFrame) -> pd.DataF
 def read_cache(run_dir: Path, runtime: str = "eager") -> dict[str, dict]:
     """The run's cached test accuracies by "trial:rung" (empty when none).
 
-    For a study in another ``runtime``, entries not measured for it (older ones, measured
-    on the eager model) are left out, so they are measured again.
+    Entries not measured for ``runtime`` are left out, so they are measured again; an
+    entry that names none was measured on the eager model (by an older vitsearch).
     """
     path = Path(run_dir) / CACHE_FILE
     cache = json.loads(path.read_text()) if path.is_file() else {}
-    if runtime == "eager":
-        return cache
-    return {k: v for k, v in cache.items() if v.get("measured_in") == runtime}
+    return {k: v for k, v in cache.items() if v.get("measured_in", "eager") == runtime}
 
 
 def with_cached(front: pd.DataFrame, cache: dict[str, dict]) -> pd.DataFrame:
-    """``front`` with the cached test columns (NaN where not measured)."""
+    """``front`` with the cached test columns and the paired drop against the uncompressed model (NaN where not measured)."""
     out = front.copy()
-    cols = ("test_accuracy", "test_lo", "test_hi", "test_n")
     keys = [f"{int(n)}:{int(k)}" if pd.notna(k) else "" for n, k in zip(out["number"], out["rung"])]
-    for col in cols:
-        out[col] = [cache.get(key, {}).get(col, float("nan")) for key in keys]
+    rows = [{**cache.get(key, {}), **paired_columns(cache.get(key, {}), cache.get(BASE_KEY))} for key in keys]
+    for col in ("test_accuracy", "test_lo", "test_hi", "test_n", "paired_drop", "paired_drop_low", "paired_drop_high"):
+        out[col] = [row.get(col, float("nan")) for row in rows]
     return out

@@ -57,6 +57,8 @@ def load_variant(path: str | Path, device: str = "cpu") -> Variant:
 
     from vitsearch.evaluators.models import ModelSpec, load_base_model
     from vitsearch.search.study import load_study
+    from vitsearch.evaluators.runtimes.base import float_structure
+    from vitsearch.evaluators.runtimes.eager import eager_realises
     from vitsearch.spaces import CompressionConfig, finalize, prepare
 
     path = Path(path)
@@ -69,9 +71,9 @@ def load_variant(path: str | Path, device: str = "cpu") -> Variant:
     m = spec.model
     base = load_base_model(ModelSpec(m.name, m.pretrained, m.checkpoint, m.num_classes))
     # Shapes depend only on the config; the loaded state overrides every weight and mask,
-    # so the data-free rankings used here to build the structure do not matter. In a
-    # non-eager study the runtime realised precision, which eager may not (int4 on CPU).
-    eager_config = config if spec.latency.runtime == "eager" or _eager_ok(config, device) else structure_config(config)
+    # so the data-free rankings used here to build the structure do not matter. A
+    # runtime may realise a precision eager cannot (int4 on CPU): then the float structure.
+    eager_config = config if eager_realises(config, device) else float_structure(config)
     prepared = prepare(base, eager_config, calibration=None, device=device)
     state = torch.load(path / WEIGHTS_FILE, map_location=device, weights_only=True)
     try:
@@ -90,19 +92,6 @@ def load_variant(path: str | Path, device: str = "cpu") -> Variant:
                                            ex["input_shape"][0])
     model = finalize(prepared, eager_config, device=device)
     return Variant(model.eval(), config, provenance, spec, runtime_model)
-
-
-def _eager_ok(config, device: str) -> bool:
-    from vitsearch.evaluators.runtimes.support import precision_refusal
-
-    return all(precision_refusal("eager", device, getattr(config.precision, p)) is None for p in ("attn", "mlp"))
-
-
-def structure_config(config):
-    """``config`` with quantised precisions left at fp32: what torch builds before a runtime quantises."""
-    from vitsearch.evaluators.runtimes.onnxexport import float_config
-
-    return float_config(config, keep_half=True)
 
 
 def export_program(model, example, path: Path) -> dict[str, Any]:

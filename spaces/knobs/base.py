@@ -1,10 +1,19 @@
-"""The knob registry: each knob is a config dataclass paired with its handlers.
+"""The knob registry: each knob is a config dataclass paired with its handlers, its sub-space and its cost.
 
 A knob module declares a frozen dataclass (validated in ``__post_init__``, JSON form
-via ``to_dict`` / ``from_dict``) and registers it with :func:`register`, naming the
-``prepare`` handler (trainable float changes: depth, heads, masks, tokens) and/or the
-``finalize`` handler (deployment-only changes: precision, sparse kernels).
-``compress`` runs the registered handlers in :data:`ORDER`.
+via ``to_dict`` / ``from_dict``) and registers it with :func:`register`, naming
+
+- the ``prepare`` handler (trainable float changes: depth, heads, masks, tokens) and/or
+  the ``finalize`` handler (deployment-only changes: precision, sparse kernels);
+- its part of a study's ``space:`` section (``space_spec``, a pydantic model) and that
+  part resolved against a model (``space``, a :class:`~.subspace.KnobSpace`): the Optuna
+  parameters it contributes and their decoding into its sub-config;
+- its cost contribution (``shape``): what it changes in each kept block's
+  :class:`~vitsearch.spaces.vit.blocks.BlockShape`, which the MACs and the latency
+  predictor read.
+
+``compress`` runs the handlers in :data:`ORDER`, as ``block_shapes`` runs the ``shape``
+functions; ``SpaceSpec`` and ``SearchSpace`` walk the knobs in :data:`FIELDS`.
 """
 
 from __future__ import annotations
@@ -13,9 +22,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from vitsearch.spaces.errors import ConfigError
+from vitsearch.spaces.vit.blocks import PerPart
 
-#: The order the issue fixes: depth first (later knobs see the kept blocks), precision last.
+#: The order knobs apply in: depth first (later knobs see the kept blocks), precision last.
 ORDER = ("depth", "heads", "sparsity", "tokens", "precision")
+#: The order knobs are written in: CompressionConfig's fields, a study's ``space:`` section
+#: (its JSON schema and YAML) and the Optuna parameters. Samplers draw a trial's parameters
+#: in this order from one random stream, so another order gives a seeded study other trials.
+FIELDS = ("depth", "heads", "tokens", "sparsity", "precision")
 
 
 @dataclass
@@ -35,24 +49,35 @@ class Context:
 
 @dataclass(frozen=True)
 class Knob:
-    """One registered knob: its name, config class and handlers."""
+    """One registered knob: its name, config class, sub-space, cost contribution and handlers.
+
+    ``shape(blocks, sub_config, dims)`` returns the list of :class:`BlockShape` with what
+    the knob changes; ``preset_rank`` orders the presets that change this knob alone
+    (lower first, the order a study enqueues them in; None: the knob has no such preset).
+    """
 
     name: str
     config_cls: type
+    space_spec: type
+    space: type
+    shape: Callable
     prepare: Callable | None = None
     finalize: Callable | None = None
     examples: tuple = ()  # JSON forms of this knob's sub-config, for docs and tests
+    preset_rank: int | None = None
 
 
 REGISTRY: dict[str, Knob] = {}
 
 
-def register(name: str, config_cls: type, prepare: Callable | None = None,
-             finalize: Callable | None = None, examples: tuple = ()) -> None:
-    """Register a knob; called once at import time by each knob module."""
-    if name not in ORDER:
-        raise ValueError(f"knob {name!r} has no place in ORDER {ORDER}")
-    REGISTRY[name] = Knob(name, config_cls, prepare, finalize, tuple(examples))
+def register(name: str, config_cls: type, *, space_spec: type, space: type, shape: Callable,
+             prepare: Callable | None = None, finalize: Callable | None = None, examples: tuple = (),
+             preset_rank: int | None = None) -> None:
+    """Register a knob; called once at import time by each knob module (every part but the handlers is required)."""
+    if name not in ORDER or name not in FIELDS:
+        raise ValueError(f"knob {name!r} has no place in ORDER {ORDER} and FIELDS {FIELDS}")
+    REGISTRY[name] = Knob(name, config_cls, space_spec, space, shape, prepare, finalize, tuple(examples),
+                          preset_rank)
 
 
 def check_keys(where: str, data: Any, allowed: tuple[str, ...]) -> dict:
@@ -76,7 +101,7 @@ def non_default_dict(cfg: Any) -> dict:
 
 
 #: the two parts of a transformer block that per-part knobs (sparsity, precision) set separately
-PARTS = ("attn", "mlp")
+PARTS = PerPart._fields
 
 
 class PartsConfig:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, Field, field_validator
+
 from vitsearch.spaces.errors import ConfigError, ModelError
+from vitsearch.spaces.vit.blocks import BlockShape, each_block
+from vitsearch.spaces.vit.dims import VitDims
 
 from vitsearch.spaces.knobs.base import Context, check_keys, check_positive_int, non_default_dict, register
+from vitsearch.spaces.knobs.subspace import STRICT, Int, KnobSpace, Presets, categorical
 
 if TYPE_CHECKING:
     from torch import nn
@@ -63,6 +68,94 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+# ---- search sub-space --------------------------------------------------------------
+class HeadsSpace(BaseModel):
+    """Query heads kept and K/V head counts. None = [2/3 of the heads, all heads] and every divisor."""
+
+    model_config = STRICT
+    keep: list[Int] | None = Field(None, min_length=1)
+    kv_heads: list[Int] | None = Field(None, min_length=1)
+
+    @field_validator("keep", "kv_heads")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(x < 1 for x in v):
+            raise ValueError(f"{v} has a value below 1; expected positive head counts")
+        return None if v is None else sorted(set(v))
+
+
+class HeadsChoices(KnobSpace):
+    """Parameters ``heads.keep`` (of :attr:`head_keep`) and ``heads.kv`` (of :attr:`kv_choices`).
+
+    ``heads.kv`` is an upper bound: the K/V head count used is the largest allowed
+    choice dividing the kept heads (:meth:`kv_for`).
+    """
+
+    def __init__(self, spec: HeadsSpace, dims: VitDims, target: Any, earlier: dict) -> None:
+        super().__init__(spec, dims, target, earlier)
+        n = dims.num_heads
+        self.head_keep = spec.keep or sorted({n - n // 3, n})
+        self.kv_choices = spec.kv_heads or divisors(n)
+
+    def check(self) -> None:
+        """Kept heads within the model's; every kept count has a K/V choice dividing it."""
+        if max(self.head_keep) > self.dims.num_heads:
+            raise ConfigError(f"space.heads.keep: {max(self.head_keep)} is not allowed; the model has "
+                              f"{self.dims.num_heads} heads")
+        for k in self.head_keep:
+            if not any(k % kv == 0 for kv in self.kv_choices):
+                raise ConfigError(f"space.heads.kv_heads: none of {self.kv_choices} divides heads.keep {k}; "
+                                  f"add one of {', '.join(map(str, divisors(k)))}")
+
+    def distributions(self) -> dict[str, Any]:
+        """Categorical over the kept-head and K/V choices."""
+        return categorical({"heads.keep": self.head_keep, "heads.kv": self.kv_choices})
+
+    def kv_for(self, heads: int, choice: int) -> int:
+        """The largest allowed K/V count dividing ``heads`` and at most ``choice`` (else the smallest dividing)."""
+        allowed = [kv for kv in self.kv_choices if heads % kv == 0]
+        below = [kv for kv in allowed if kv <= choice]
+        return max(below) if below else min(allowed)
+
+    def decode(self, params: dict[str, Any], earlier: dict[str, Any]) -> dict:
+        """``keep`` and ``kv_heads``, each left out when it changes nothing."""
+        heads = int(params.get("heads.keep", self.head_keep[0]))
+        kv = self.kv_for(heads, int(params.get("heads.kv", self.kv_choices[0])))
+        out = {}
+        if heads != self.dims.num_heads:
+            out["keep"] = heads
+        if kv != heads:
+            out["kv_heads"] = kv
+        return out
+
+    def encode(self, config: HeadsConfig) -> dict[str, Any]:
+        """Kept heads and K/V heads."""
+        heads = config.keep or self.dims.num_heads
+        return {"heads.keep": heads, "heads.kv": config.kv_heads or heads}
+
+    def count(self, earlier: dict[str, Any]) -> int:
+        """Distinct (kept, K/V) pairs."""
+        return len({(h, self.kv_for(h, c)) for h in self.head_keep for c in self.kv_choices})
+
+    def presets(self) -> Presets:
+        """Most heads with most K/V heads; alone the fewest K/V heads."""
+        return Presets(least={"heads.keep": max(self.head_keep), "heads.kv": max(self.kv_choices)},
+                       alone={"heads.kv": min(self.kv_choices)})
+
+
+# ---- cost -------------------------------------------------------------------------
+def shape_heads(blocks: list[BlockShape], cfg: HeadsConfig, dims: VitDims) -> list[BlockShape]:
+    """``keep`` query heads and ``kv_heads`` K/V heads in every block."""
+    if cfg.is_identity():
+        return blocks
+
+    def change(b: BlockShape) -> BlockShape:
+        q = cfg.keep or b.q_heads
+        return replace(b, q_heads=q, kv_heads=cfg.kv_heads or q)
+
+    return each_block(blocks, change)
+
+
 # ---- handler ---------------------------------------------------------------------
 def apply_heads(model: nn.Module, cfg: HeadsConfig, ctx: Context) -> None:
     """Prune query heads to ``keep`` by importance, then mean-pool K/V into ``kv_heads`` groups."""
@@ -101,5 +194,5 @@ def apply_heads(model: nn.Module, cfg: HeadsConfig, ctx: Context) -> None:
                          "kept": None if kept is None else [k.tolist() for k in kept]}
 
 
-register("heads", HeadsConfig, prepare=apply_heads,
-         examples=({"keep": 2, "kv_heads": 1}, {"kv_heads": 1}, {"keep": 2}))
+register("heads", HeadsConfig, space_spec=HeadsSpace, space=HeadsChoices, shape=shape_heads, prepare=apply_heads,
+         examples=({"keep": 2, "kv_heads": 1}, {"kv_heads": 1}, {"keep": 2}), preset_rank=1)

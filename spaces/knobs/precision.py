@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, Field, field_validator
+
 from vitsearch.spaces.errors import ConfigError, DeviceError
+from vitsearch.spaces.vit.blocks import BlockShape, PerPart, each_block
+from vitsearch.spaces.vit.dims import VitDims
 
 from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, register
+from vitsearch.spaces.knobs.subspace import STRICT, PartsSpace, Target
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +37,56 @@ class PrecisionConfig(PartsConfig):
             value = getattr(self, part)
             if value not in PRECISIONS:
                 raise ConfigError(f"precision.{part}: {value!r} is not allowed; expected one of {', '.join(PRECISIONS)}")
+
+
+# ---- search sub-space --------------------------------------------------------------
+class PrecisionSpace(BaseModel):
+    """Precision choices per part."""
+
+    model_config = STRICT
+    attn: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
+    mlp: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
+
+    @field_validator("attn", "mlp")
+    @classmethod
+    def _known(cls, v: list[str], info) -> list[str]:
+        bad = [x for x in v if x not in PRECISIONS]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a precision; expected some of {', '.join(PRECISIONS)}")
+        return list(dict.fromkeys(v))
+
+
+class PrecisionChoices(PartsSpace):
+    """Parameters ``precision.attn`` and ``precision.mlp``: fp32 in the least compressing preset, int8 alone.
+
+    Checked against what the target realises: ``target.precisions``, or what eager
+    PyTorch runs on the target's device.
+    """
+
+    KNOB = "precision"
+    LEAST = ("fp32",)
+    ALONE = ("int8", "int8-weight", "fp32")
+
+    def __init__(self, spec: PrecisionSpace, dims: VitDims, target: Target, earlier: dict) -> None:
+        super().__init__(spec, dims, target, earlier)
+        self.allowed = target.precisions or supported_precisions(target.device)
+
+    def check(self) -> None:
+        """Every choice must run on the target."""
+        for part in PARTS:
+            bad = [p for p in getattr(self.spec, part) if p not in self.allowed]
+            if bad:
+                raise ConfigError(f"space.precision.{part}: {bad[0]!r} cannot run on device {self.target.device!r}; "
+                                  f"it supports {', '.join(self.allowed)}")
+
+
+# ---- cost -------------------------------------------------------------------------
+def shape_precision(blocks: list[BlockShape], cfg: PrecisionConfig, dims: VitDims) -> list[BlockShape]:
+    """The numeric format per part in every block."""
+    if cfg.is_identity():
+        return blocks
+    parts = PerPart(cfg.attn, cfg.mlp)
+    return each_block(blocks, lambda b: replace(b, precision=parts))
 
 
 # ---- handler ---------------------------------------------------------------------
@@ -163,6 +218,7 @@ def int4_config(in_features: int, device: str) -> Any:
             else Int4WeightOnlyConfig(group_size=group, int4_packing_format=packing))
 
 
-register("precision", PrecisionConfig, finalize=apply_precision,
+register("precision", PrecisionConfig, space_spec=PrecisionSpace, space=PrecisionChoices, shape=shape_precision,
+         finalize=apply_precision, preset_rank=0,
          examples=({"attn": "int8", "mlp": "int8"}, {"attn": "int8-weight", "mlp": "int8-weight"},
                    {"attn": "bf16", "mlp": "bf16"}, {"attn": "fp16", "mlp": "int8"}))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, Field, field_validator
+
 from vitsearch.spaces.errors import ConfigError, ModelError
+from vitsearch.spaces.vit.blocks import BlockShape, PerPart, each_block
+from vitsearch.spaces.vit.dims import VitDims
 
 from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, register
+from vitsearch.spaces.knobs.subspace import STRICT, PartsSpace, check_choices
 
 if TYPE_CHECKING:
     from torch import nn
@@ -55,6 +60,46 @@ class SparsityConfig(PartsConfig):
         return parse_sparsity(f"sparsity.{name}", getattr(self, name))
 
 
+def structured_width(hidden: int, p: float) -> int:
+    """MLP hidden channels kept by ``structured:<p>`` of ``hidden`` (the one rounding rule)."""
+    return max(1, round(hidden * (1 - p)))
+
+
+# ---- search sub-space --------------------------------------------------------------
+class SparsitySpace(BaseModel):
+    """Sparsity choices per part (dense | 2:4 | unstructured:<p> | structured:<p> for mlp)."""
+
+    model_config = STRICT
+    attn: list[str] = Field(default_factory=lambda: ["dense", "2:4"], min_length=1)
+    mlp: list[str] = Field(default_factory=lambda: ["dense", "2:4", "structured:0.25", "structured:0.5"], min_length=1)
+
+    @field_validator("attn", "mlp")
+    @classmethod
+    def _parse(cls, v: list[str], info) -> list[str]:
+        try:
+            return check_choices(f"sparsity.{info.field_name}", v, parse_sparsity)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class SparsityChoices(PartsSpace):
+    """Parameters ``sparsity.attn`` and ``sparsity.mlp``; dense in the least compressing preset."""
+
+    KNOB = "sparsity"
+    LEAST = ("dense",)
+
+
+# ---- cost -------------------------------------------------------------------------
+def shape_sparsity(blocks: list[BlockShape], cfg: SparsityConfig, dims: VitDims) -> list[BlockShape]:
+    """The sparsity per part; structured MLP sparsity keeps fewer hidden channels (masks change no shape)."""
+    if cfg.is_identity():
+        return blocks
+    kind, p = cfg.part("mlp")
+    parts = PerPart(cfg.attn, cfg.mlp)
+    return each_block(blocks, lambda b: replace(
+        b, sparsity=parts, mlp_hidden=structured_width(b.mlp_hidden, p) if kind == "structured" else b.mlp_hidden))
+
+
 # ---- handler ---------------------------------------------------------------------
 MASK = "weight_mask"  # buffer name on masked linears; reapply_masks() looks for it
 HALF = ("fp16", "bf16")
@@ -97,7 +142,7 @@ def _structured(model: nn.Module, p: float, ctx: Context) -> None:
     kept = []
     for block, s in zip(model.blocks, scores):
         hidden = block.mlp.fc1.out_features
-        keep = ops.top_indices(s, max(1, round(hidden * (1 - p))))
+        keep = ops.top_indices(s, structured_width(hidden, p))
         vit.shrink_mlp(block.mlp, keep.to(block.mlp.fc1.weight.device))
         kept.append(len(keep))
     ctx.info["criterion"]["mlp"] = criterion
@@ -138,6 +183,7 @@ def finalize_sparsity(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> No
                       sparse_layers=f"{converted}/{len(linears)}", refused=refused)
 
 
-register("sparsity", SparsityConfig, prepare=apply_sparsity, finalize=finalize_sparsity,
+register("sparsity", SparsityConfig, space_spec=SparsitySpace, space=SparsityChoices, shape=shape_sparsity,
+         prepare=apply_sparsity, finalize=finalize_sparsity,
          examples=({"attn": "2:4", "mlp": "2:4"}, {"attn": "unstructured:0.3", "mlp": "unstructured:0.6"},
                    {"mlp": "structured:0.5"}))

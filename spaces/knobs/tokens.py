@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
 
 from vitsearch.spaces.errors import ConfigError, ModelError
+from vitsearch.spaces.vit.blocks import BlockShape, with_fields
+from vitsearch.spaces.vit.counts import MIN_MERGE_SHARE, reduced_count  # noqa: F401  (re-exported)
+from vitsearch.spaces.vit.dims import VitDims
 
 from vitsearch.spaces.knobs.base import Context, check_keys, register
-from vitsearch.spaces.vit.counts import MIN_MERGE_SHARE, reduced_count  # noqa: F401  (re-exported)
+from vitsearch.spaces.knobs.subspace import STRICT, Int, KnobSpace, Presets, categorical
 
 if TYPE_CHECKING:
     from torch import nn
@@ -126,13 +131,16 @@ def tokens_per_block(config: Any, num_patch_tokens: int, num_prefix_tokens: int,
     if kept > depth:
         raise ConfigError(f"depth.keep: {kept} is not allowed for a model with {depth} blocks; expected 1..{depth}")
     check_schedule_fits(tokens, kept)
-    shares = dict(tokens.schedule)
-    n, out = num_patch_tokens, []
+    return _counts(dict(tokens.schedule), num_patch_tokens, num_prefix_tokens, kept)
+
+
+def _counts(shares: dict[int, float], num_patch: int, num_prefix: int, kept: int) -> list[tuple[int, int]]:
+    n, out = num_patch, []
     for i in range(kept):
         n_attn = n
         if i in shares:
             n = reduced_count(n, shares[i])
-        out.append((n_attn + num_prefix_tokens, n + num_prefix_tokens))
+        out.append((n_attn + num_prefix, n + num_prefix))
     return out
 
 
@@ -142,6 +150,94 @@ def check_schedule_fits(tokens: TokensConfig, kept_blocks: int) -> None:
     if bad:
         raise ConfigError(f"tokens.schedule: block {bad[0]} is not allowed; the compressed model keeps "
                           f"{kept_blocks} blocks, so keys must be 0..{kept_blocks - 1}")
+
+
+# ---- search sub-space --------------------------------------------------------------
+class TokensSpace(BaseModel):
+    """Token methods, the blocks where a reduction may happen and the shares to choose from."""
+
+    model_config = STRICT
+    methods: list[Literal["merge", "prune"]] = Field(default_factory=lambda: ["merge"], min_length=1)
+    blocks: list[Int] | None = Field(None, description="None = [depth // 4, depth // 2]")
+    shares: list[float] = Field(default_factory=lambda: [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], min_length=1)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "TokensSpace":
+        if self.blocks is not None and any(b < 0 for b in self.blocks):
+            raise ValueError(f"blocks {self.blocks} has a negative index; expected block indices >= 0")
+        if any(not 0.0 < s <= 1.0 for s in self.shares):
+            raise ValueError(f"shares {self.shares} has a value outside (0, 1]")
+        if "merge" in self.methods and min(self.shares) < MIN_MERGE_SHARE:
+            raise ValueError(f"shares {self.shares} go below {MIN_MERGE_SHARE}, which method 'merge' cannot "
+                             "reach in one block; raise them or use methods: [prune]")
+        return self
+
+
+class TokensChoices(KnobSpace):
+    """Parameters ``tokens.method`` and ``tokens.share@<block>`` for each of :attr:`token_blocks`.
+
+    Reads the depth knob: a block is only scheduled when depth dropping keeps it.
+    """
+
+    reads = ("depth",)
+
+    def __init__(self, spec: TokensSpace, dims: VitDims, target: Any, earlier: dict) -> None:
+        super().__init__(spec, dims, target, earlier)
+        blocks = spec.blocks if spec.blocks is not None else [dims.depth // 4, dims.depth // 2]
+        self.token_blocks = sorted(set(blocks))
+        self.shares = sorted(set(spec.shares), reverse=True)
+        self.keep_max = earlier["depth"].keep_range[1]
+
+    def check(self) -> None:
+        """Every block must exist in the deepest model the depth range keeps."""
+        if self.token_blocks and max(self.token_blocks) >= self.keep_max:
+            raise ConfigError(f"space.tokens.blocks: {max(self.token_blocks)} is not allowed; blocks must be "
+                              f"below depth keep_max {self.keep_max}")
+
+    def distributions(self) -> dict[str, Any]:
+        """Categorical over the methods and, per block, the shares."""
+        return categorical({"tokens.method": list(self.spec.methods),
+                            **{f"tokens.share@{b}": self.shares for b in self.token_blocks}})
+
+    def decode(self, params: dict[str, Any], earlier: dict[str, Any]) -> dict:
+        """The schedule of the kept blocks' shares below 1, and the method; {} when nothing is reduced."""
+        keep = earlier["depth"].keep or self.dims.depth
+        shares = {b: float(params.get(f"tokens.share@{b}", self.shares[0])) for b in self.token_blocks if b < keep}
+        schedule = {str(b): v for b, v in shares.items() if v < 1.0}
+        if not schedule:
+            return {}
+        return {"method": params.get("tokens.method", self.spec.methods[0]), "schedule": schedule}
+
+    def encode(self, config: TokensConfig) -> dict[str, Any]:
+        """The method and every block's share (1 where the schedule has none)."""
+        shares = dict(config.schedule)
+        return {"tokens.method": config.method, **{f"tokens.share@{b}": shares.get(b, 1.0) for b in self.token_blocks}}
+
+    def count(self, earlier: dict[str, Any]) -> int:
+        """Distinct schedules over the kept blocks: a share of 1 everywhere is one config whatever the method."""
+        keep = earlier["depth"].keep or self.dims.depth
+        n_blocks = sum(1 for b in self.token_blocks if b < keep)
+        n_methods, n_shares = len(self.spec.methods), len(self.shares)
+        if 1.0 in self.shares:
+            return n_methods * (n_shares ** n_blocks - 1) + 1
+        return n_methods * n_shares ** n_blocks if n_blocks else 1
+
+    def presets(self) -> Presets:
+        """The first method, the largest share everywhere; alone the share closest to 0.7 everywhere."""
+        return Presets(least={"tokens.method": self.spec.methods[0],
+                              **{f"tokens.share@{b}": max(self.shares) for b in self.token_blocks}},
+                       alone={f"tokens.share@{b}": min(self.shares, key=lambda s: abs(s - 0.7))
+                              for b in self.token_blocks})
+
+
+# ---- cost -------------------------------------------------------------------------
+def shape_tokens(blocks: list[BlockShape], cfg: TokensConfig, dims: VitDims) -> list[BlockShape]:
+    """Tokens entering each block's attention and MLP (:func:`tokens_per_block`), its method and scheduled share."""
+    check_schedule_fits(cfg, len(blocks))
+    shares = dict(cfg.schedule)
+    counts = _counts(shares, dims.num_patches, dims.num_prefix_tokens, len(blocks))
+    return with_fields(blocks, [{"n_attn": n_a, "n_mlp": n_m, "token_method": cfg.method, "token_share": shares.get(i)}
+                                for i, (n_a, n_m) in enumerate(counts)])
 
 
 # ---- handler ---------------------------------------------------------------------
@@ -167,6 +263,6 @@ def apply_tokens(model: nn.Module, cfg: TokensConfig, ctx: Context) -> None:
     }
 
 
-register("tokens", TokensConfig, prepare=apply_tokens,
-         examples=({"method": "merge", "schedule": {"1": 0.7, "2": 0.5}},
+register("tokens", TokensConfig, space_spec=TokensSpace, space=TokensChoices, shape=shape_tokens, prepare=apply_tokens,
+         preset_rank=2, examples=({"method": "merge", "schedule": {"1": 0.7, "2": 0.5}},
                    {"method": "prune", "schedule": {"1": 0.5, "3": 0.3}}))

@@ -17,7 +17,7 @@ from vitsearch.evaluators.runtimes import NumericsMismatch, check_runtime, get_r
 from vitsearch.evaluators.runtimes.deploy import build_checked, measure, runtime_fingerprint
 from vitsearch.evaluators.runtimes.numerics import (accuracy_in_runtime, calibration_images, check_numerics,
                                                    reference_model)
-from vitsearch.evaluators.runtimes.onnxexport import float_config
+from vitsearch.evaluators.runtimes.base import float_structure
 from vitsearch.evaluators.runtimes.support import (PRECISION, check_config, knob_table, precisions,
                                                    runtime_space)
 from vitsearch.spaces import CompressionConfig, SpaceSpec, prepare, supported_precisions
@@ -29,7 +29,7 @@ CPU = torch.device("cpu")
 
 def _build(runtime, base, mnist, cfg: dict):
     config = CompressionConfig.from_dict(cfg)
-    prepared = prepare(base, float_config(config, keep_half=True), calibration=mnist.calibration)
+    prepared = prepare(base, float_structure(config), calibration=mnist.calibration)
     return (*build_checked(runtime, prepared, config, SHAPE, CPU, 1, mnist.calibration), prepared, config)
 
 
@@ -104,7 +104,7 @@ def test_ort_quantises_exactly_the_parts_named_and_accuracy_is_measured_in_ort(b
     assert get_runtime("onnxruntime").changes_numerics(config)
     val = torch.utils.data.Subset(mnist.val, range(200))
     ort_acc = accuracy_in_runtime(deployed, val, 64, "val")
-    eager_acc = accuracy_in_runtime(get_runtime("eager").deploy(prepared, float_config(config, False),
+    eager_acc = accuracy_in_runtime(get_runtime("eager").deploy(prepared, float_structure(config, keep_half=False),
                                                                torch.zeros(SHAPE), None), val, 64, "val")
     assert "run in onnxruntime" in ort_acc.source and ort_acc.n == 200
     assert abs(ort_acc.top1 - eager_acc.top1) <= 0.03
@@ -142,7 +142,7 @@ def test_a_faithful_int8_program_passes_and_a_planted_wrong_one_fails(builtin_mo
     from vitsearch.evaluators.distill import distilled
 
     config = CompressionConfig.from_dict(MERGED_INT8)
-    prepared = distilled(builtin_model, float_config(config, keep_half=True), mnist.train, steps=10,
+    prepared = distilled(builtin_model, float_structure(config), mnist.train, steps=10,
                          calibration=mnist.calibration)  # as its first rung left it
     deployed, numerics = build_checked("onnxruntime", prepared, config, SHAPE, CPU, 1, mnist.calibration)
     assert "attn linears quantised as onnxruntime quantises them" in numerics["reference"]

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from vitsearch.evaluators.macs import analytic_macs, mlp_hidden_kept
+from vitsearch.evaluators.macs import analytic_macs, block_macs, mlp_hidden_kept
+from vitsearch.spaces.blocks import block_shapes
 from vitsearch.spaces.vit.dims import VitDims
 from vitsearch.evaluators.models import create_vitsearch_tiny
 from vitsearch.evaluators.size import MB, model_size, sparse_storage_bytes, tensor_storage_bytes
@@ -132,12 +133,16 @@ def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int
 
 def counted_macs(model: nn.Module) -> float:
     """FlopCounterMode's flops / 2 for one image at the model's native size."""
+    return _counter(model).get_total_flops() / 2
+
+
+def _counter(model: nn.Module) -> FlopCounterMode:
     h, w = model.patch_embed.img_size
     x = torch.randn(1, model.patch_embed.proj.in_channels, h, w)
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.inference_mode():
         model.eval()(x)
-    return counter.get_total_flops() / 2
+    return counter
 
 
 def _unfused(model: nn.Module) -> nn.Module:
@@ -219,3 +224,26 @@ def test_compressed_macs_match_flop_counter(name):
         assert analytic == counted
     else:
         assert analytic <= counted <= analytic * 1.005
+
+
+@pytest.mark.parametrize("name", ["mix", "merge", "heads4", "structured0.3", "deit_tiny-mix"])
+def test_each_block_shape_counts_its_blocks_macs(name):
+    """The per-block list block by block: each BlockShape's MACs equal FlopCounterMode's count of
+    that block's attention and MLP; in a pruning block EViT's class-token row is counted on top
+    (under 0.5 %), ToMe's matching runs outside both."""
+    from vitsearch import spaces
+
+    arch, _, key = name.rpartition("-")
+    base = BASES[arch or "builtin"]().eval()
+    config = CompressionConfig.from_dict(COMPRESSED[key])
+    counts = _counter(spaces.compress(base, config)).get_flop_counts()
+    shapes = block_shapes(config, VitDims.of(base))
+    assert not any(k.startswith(f"VisionTransformer.blocks.{len(shapes)}.") for k in counts)
+    for i, shape in enumerate(shapes):
+        counted = sum(sum(counts.get(f"VisionTransformer.blocks.{i}.{part}", {}).values())
+                      for part in ("attn", "mlp")) / 2
+        analytic = block_macs(shape)
+        if shape.token_share is not None and shape.token_method == "prune":
+            assert analytic < counted <= analytic * 1.005, (i, shape)
+        else:
+            assert counted == analytic, (i, shape)

@@ -66,7 +66,7 @@ def test_short_study_with_faults_and_budget(tmp_path):
     from vitsearch.spaces import CompressionConfig
 
     study_path = write_study(tmp_path)
-    full = load_session(study_path).evaluate_staged(CompressionConfig())[0]["size_mb"]
+    full = load_session(study_path).pipeline.evaluate(CompressionConfig())[0]["size_mb"]
     study_path = write_study(tmp_path, constraints={"max_size_mb": round(full * 0.95, 4), "max_latency_ms": 1e6})
     marker = tmp_path / "crashed"
     faults = json.dumps({"raise_on": [2], "crash_once": str(marker)})

@@ -36,8 +36,8 @@ def test_the_search_never_touches_the_test_split(session, tmp_path, monkeypatch)
 
     monkeypatch.setattr(ev, "evaluate_accuracy", spy)
     config = CompressionConfig.from_dict(CONFIG)
-    first, _ = searched.evaluate_staged(config, save_to=str(tmp_path / "r0.pt"))
-    second, _ = searched.evaluate_promotion(config, first, 1, str(tmp_path / "r0.pt"), str(tmp_path / "r1.pt"))
+    first, _ = searched.pipeline.evaluate(config, save_to=str(tmp_path / "r0.pt"))
+    second, _ = searched.pipeline.promote(config, first, 1, str(tmp_path / "r0.pt"), str(tmp_path / "r1.pt"))
     assert len(seen) == 2 and all(d is searched.data.val for d in seen)
     assert not any(x.numpy().tobytes() in test_images for d in seen for x in d.tensors[0])
     assert first["recovery_steps"] == 2 and second["recovery_steps"] == 4
@@ -50,16 +50,16 @@ def test_a_promotion_continues_from_its_checkpoint_exactly(session, tmp_path):
     from vitsearch.spaces import CompressionConfig
 
     config = CompressionConfig.from_dict(CONFIG)
-    first, _ = session.evaluate_staged(config, save_to=str(tmp_path / "r0.pt"))
-    session.evaluate_promotion(config, first, 1, str(tmp_path / "r0.pt"), str(tmp_path / "r1.pt"))
+    first, _ = session.pipeline.evaluate(config, save_to=str(tmp_path / "r0.pt"))
+    session.pipeline.promote(config, first, 1, str(tmp_path / "r0.pt"), str(tmp_path / "r1.pt"))
     saved = load_prepared(session.base, config, tmp_path / "r1.pt", session.data.calibration)
     chain = distilled_chain(session.base, config, session.data.train, rungs=(2, 4), batch_size=16,
                             calibration=session.data.calibration)
     for (k, a), b in zip(saved.state_dict().items(), chain.state_dict().values()):
         assert torch.equal(a, b), k
     # missing checkpoint (a run dir on another machine): the chain is replayed, same accuracy
-    again, _ = session.evaluate_promotion(config, first, 1, str(tmp_path / "absent.pt"), None)
-    assert again["accuracy"] == session.evaluate_promotion(config, first, 1, str(tmp_path / "r0.pt"), None)[0]["accuracy"]
+    again, _ = session.pipeline.promote(config, first, 1, str(tmp_path / "absent.pt"), None)
+    assert again["accuracy"] == session.pipeline.promote(config, first, 1, str(tmp_path / "r0.pt"), None)[0]["accuracy"]
 
 
 def test_no_gain_is_settled_before_accuracy_work(session):
@@ -69,12 +69,12 @@ def test_no_gain_is_settled_before_accuracy_work(session):
     ref = Reference(latency_ms=1e-6, size_mb=1e9, macs=10**12, latency_source="test",
                     cost_objectives=("latency_ms",))  # a stale run-start timing: anything looks slower
     int8 = CompressionConfig.from_dict({"precision": {"attn": "int8", "mlp": "int8"}})  # torchao int8: slower here
-    metrics, why = session.evaluate_staged(int8, reference=ref)
+    metrics, why = session.pipeline.evaluate(int8, reference=ref)
     assert metrics["accuracy"] is None and why.startswith("no gain") and "recovery" not in metrics["phase_seconds"]
     assert "timed just now beside it" in why  # confirmed against the uncompressed model timed now
-    metrics, why = session.evaluate_staged(CompressionConfig.from_dict(CONFIG), reference=ref)
+    metrics, why = session.pipeline.evaluate(CompressionConfig.from_dict(CONFIG), reference=ref)
     assert why is None and metrics["accuracy"] is not None  # faster than the reference timed now: evaluated
-    metrics, why = session.evaluate_staged(CompressionConfig(), reference=ref)  # the reference itself: never
+    metrics, why = session.pipeline.evaluate(CompressionConfig(), reference=ref)  # the reference itself: never
     assert metrics["accuracy"] is not None and metrics["recovery_steps"] == 0  # the teacher is not distilled
     both = Reference(1e-6, 1e9, 10**12, "test", ("latency_ms", "size_mb"))  # smaller: a gain where size counts
     assert both.no_gain({"config": CONFIG, "latency": {"median_ms": 5.0}, "size_mb": 3.0, "macs": 1}) is None

@@ -134,13 +134,25 @@ def test_pick_between_fastest_and_slowest_exports_a_loadable_variant(run_dir, tm
 
 @pytest.mark.slow
 def test_pick_remeasures_on_the_study_device(run_dir):
+    """With --json: one JSON record on stdout (speed-up and the paired test drop with their intervals), the rest
+    on stderr; the drop pairs the exported weights with the uncompressed model on the same test images."""
+    from vitsearch.evaluators.paired import paired_drop, unpack
+
     view, fr = recorded_front(run_dir)
-    proc = vitsearch("pick", run_dir, "--latency-ms", 1e6)
+    proc = vitsearch("pick", run_dir, "--latency-ms", 1e6, "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "re-measured on this machine" in proc.stdout
+    assert "re-measured on this machine" in proc.stderr
     best = fr.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
     number = int(best["number"])
-    assert f"trial {number} wins" in proc.stdout
+    assert f"trial {number} wins" in proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["trial"] == number and record["runtime"] == "eager" and record["speedup"] > 0
+    assert record["speedup_low"] <= record["speedup"] <= record["speedup_high"]
+    assert record["paired_drop_low"] <= record["paired_drop"] <= record["paired_drop_high"]
+    assert record["paired_drop"] == pytest.approx(record["base_test_accuracy"] - record["test_accuracy"])
+    cache = json.loads((run_dir / "test_accuracy.json").read_text())
+    base = unpack(cache["base"]["test_correct"], cache["base"]["test_n"])
+    assert paired_drop(base, base).drop == 0 and record["test_n"] == cache["base"]["test_n"]
     prov = check_variant(run_dir / "variants" / f"trial-{number}", number, view)
     assert prov["latency"]["remeasured"]["n_runs"] >= 5
     assert prov["latency"]["used_source"] == "measured, re-measured here"

@@ -17,7 +17,7 @@ def _spec(runtime: str, **extra):
 
 
 def test_runtime_field_and_its_one_line_errors():
-    from vitsearch.search.runtime_eval import check_study_runtime
+    from vitsearch.search.preflight import check_study_runtime
 
     assert parse_study({}).latency.runtime == "eager"
     with pytest.raises(ConfigError, match=r"field 'latency.runtime': Input should be 'eager', 'compile', "
@@ -32,7 +32,7 @@ def test_runtime_field_and_its_one_line_errors():
 
 
 def test_search_space_in_a_runtime_offers_what_it_realises(builtin_model):
-    from vitsearch.search.runtime_eval import runtime_search_space
+    from vitsearch.search.preflight import runtime_search_space
 
     spec = _spec("onnxruntime", space={"precision": {"mlp": ["fp32", "int4-weight"]}})
     space, notes = runtime_search_space(spec, builtin_model, torch.device("cpu"))
@@ -42,7 +42,8 @@ def test_search_space_in_a_runtime_offers_what_it_realises(builtin_model):
 
 
 def test_candidate_scored_timed_in_ort_and_exported_as_onnx(tmp_path):
-    from vitsearch.search.results.runtime_export import export_in_runtime, load_runtime_model
+    from vitsearch.search.results.pick import _program_writer
+    from vitsearch.search.results.runtime_export import load_runtime_model
     from vitsearch.search.session import load_session
     from vitsearch.spaces import prepare
 
@@ -56,9 +57,11 @@ def test_candidate_scored_timed_in_ort_and_exported_as_onnx(tmp_path):
     assert "run in onnxruntime" in ev.accuracy_source and ev.accuracy > 0.9
     assert "in onnxruntime" in ev.summary_lines()[2]
     prepared = prepare(session.base, {"depth": {"keep": 6}}, calibration=session.data.calibration)
-    acc, program_of, entry, _ = export_in_runtime(session, prepared, config)
+    pipe = session.pipeline
+    program = pipe.build(prepared, config)
+    acc, entry = pipe.score(prepared, config, program), pipe.measure_built(*program)[0]
     assert acc.top1 == ev.accuracy  # the exported program reproduces the recorded accuracy exactly
-    note = program_of(tmp_path / "program.pt2")
+    note = _program_writer(program[0], session)(tmp_path / "program.pt2")
     assert note["exported"] and note["max_abs_diff_vs_built"] == 0.0 and entry["runtime"] == "onnxruntime"
     loaded = load_runtime_model("onnxruntime", tmp_path / note["file"], "cpu", 1, batch=1)
     x = torch.randn(3, 1, 28, 28)  # a batch-1 program run on 3 images, chunk by chunk
@@ -75,24 +78,25 @@ def test_a_promotion_in_ort_is_scored_there_and_reproduced_by_picks_rebuild(tmp_
 
     import pandas as pd
 
-    from vitsearch.search.results.runtime_export import export_in_runtime
     from vitsearch.search.results.testacc import (CACHE_FILE, front_test_accuracy, measure_test_deployed, read_cache,
                                                   rebuild_prepared)
-    from vitsearch.search.results.variant import structure_config
     from vitsearch.search.session import load_session
 
     session = load_session(_spec("onnxruntime", recovery={"rungs": [1, 2], "reduction": 2}))
     config = CompressionConfig.from_dict({"depth": {"keep": 5}, "precision": {"mlp": "int8"}})
-    first, _ = session.evaluate_staged(config)
-    assert "run in onnxruntime" in first["accuracy_source"]
+    pipe = session.pipeline
+    (tmp_path / "rungs").mkdir()
+    rung0 = tmp_path / "rungs" / "trial-0-rung-0.pt"
+    first, _ = pipe.evaluate(config, 1, save_to=str(rung0))  # a runtime's first rung keeps its weights too
+    assert "run in onnxruntime" in first["accuracy_source"] and rung0.is_file()
     saved = tmp_path / "rungs" / "trial-0-rung-1.pt"
-    saved.parent.mkdir()
-    metrics, _ = session.evaluate_promotion(config, first, 1, str(tmp_path / "missing.pt"), str(saved))
+    metrics, _ = pipe.promote(config, first, 1, str(tmp_path / "missing.pt"), str(saved))
     assert "run in onnxruntime" in metrics["accuracy_source"] and metrics["recovery_steps"] == 2
-    prepared = rebuild_prepared(session, structure_config(config), 1, tmp_path, 0)  # pick's path: the checkpoint
-    acc, _, _, deployed = export_in_runtime(session, prepared, config)
-    assert acc.top1 == metrics["accuracy"]
-    test = measure_test_deployed(session, prepared, config, deployed)  # pick's test figure: on the program
+    assert pipe.promote(config, first, 1, str(rung0), None)[0]["accuracy"] == metrics["accuracy"]  # same weights
+    prepared = rebuild_prepared(session, pipe.runtime.structure(config), 1, tmp_path, 0)  # pick's: the checkpoint
+    program = pipe.build(prepared, config)
+    assert pipe.score(prepared, config, program).top1 == metrics["accuracy"]
+    test = measure_test_deployed(session, prepared, config, program)  # pick's test figure: on the program
     assert test["measured_in"] == "onnxruntime" and "run in onnxruntime" in test["test_source"]
 
     stale = {"test_accuracy": 0.123, "test_lo": 0.1, "test_hi": 0.2, "test_n": 500, "test_source": "eager"}
@@ -114,6 +118,6 @@ def test_the_report_re_measures_an_ort_front_in_ort():
     here, eager = current_fingerprint(spec), current_fingerprint(_spec("eager"))
     assert here["runtime"] == "onnxruntime" and here["fingerprint_id"] != eager["fingerprint_id"]
     session = load_session(spec)
-    res = session.measure_config(CompressionConfig.from_dict({"depth": {"keep": 4}, "precision": {"mlp": "int8"}}))
+    res = session.pipeline.measure_config(CompressionConfig.from_dict({"depth": {"keep": 4}, "precision": {"mlp": "int8"}}))
     assert res.ratio is not None and res.low_ms <= res.median_ms <= res.high_ms and res.confidence == 0.95
     assert res.fingerprint["runtime"] == "onnxruntime"

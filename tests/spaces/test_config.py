@@ -16,6 +16,27 @@ def test_every_knob_is_registered():
     assert set(REGISTRY) == set(ORDER)
 
 
+def test_config_fields_and_every_part_of_a_knob_come_from_one_registration():
+    """A sixth knob cannot be half-registered: a config field, a sub-space with a decode, a cost contribution."""
+    from dataclasses import fields
+    from inspect import isabstract
+
+    from pydantic import BaseModel
+
+    from vitsearch.spaces.knobs.base import FIELDS
+    from vitsearch.spaces.knobs.subspace import KnobSpace
+
+    assert tuple(f.name for f in fields(CompressionConfig)) == FIELDS
+    assert set(FIELDS) == set(ORDER) == set(REGISTRY) and len(FIELDS) == len(ORDER)
+    for name, knob in REGISTRY.items():
+        assert isinstance(getattr(CompressionConfig(), name), knob.config_cls)
+        assert issubclass(knob.space_spec, BaseModel) and knob.space_spec.model_config["extra"] == "forbid"
+        assert issubclass(knob.space, KnobSpace) and not isabstract(knob.space), name  # decode, encode, count, ...
+        assert callable(knob.shape) and (knob.prepare or knob.finalize), name
+        # a knob reads only knobs resolved and decoded before it
+        assert all(FIELDS.index(r) < FIELDS.index(name) for r in knob.space.reads), name
+
+
 @pytest.mark.parametrize("name", sorted(KNOB_EXAMPLES))
 def test_json_round_trip_per_knob(name):
     cfg = CompressionConfig.from_dict(KNOB_EXAMPLES[name])

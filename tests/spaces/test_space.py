@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from vitsearch.spaces import CompressionConfig, ConfigError, SearchSpace, SpaceSpec, compress
+from vitsearch.spaces.knobs import REGISTRY
+from vitsearch.spaces.knobs.base import FIELDS
 from vitsearch.spaces.vit.dims import VitDims
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -136,3 +138,43 @@ def test_space_and_configs_pickle():
     assert again.size() == space.size() and again.distributions() == space.distributions()
     cfg = space.presets()[-1]
     assert pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+# ---- every registered knob's sub-space ----------------------------------------------
+def test_spec_sections_are_the_registered_knobs():
+    assert tuple(SpaceSpec.model_fields) == FIELDS
+    assert list(SpaceSpec.model_json_schema()["properties"]) == list(FIELDS)
+    # the parameters come knob by knob, in the same order
+    names = list(SearchSpace(WIDE, TINY).distributions())
+    assert [n.split(".")[0] for n in names] == sorted((n.split(".")[0] for n in names), key=FIELDS.index)
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_each_knob_sub_space_default_round_trips(name):
+    cls = REGISTRY[name].space_spec
+    default = cls()
+    assert cls.model_validate(default.model_dump(mode="json")) == default
+    assert SpaceSpec.model_validate({name: default.model_dump(mode="json")}) == SpaceSpec()
+    with pytest.raises(pydantic.ValidationError, match="Extra inputs"):
+        SpaceSpec.model_validate({name: {"not_a_field": 1}})
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_each_knob_decodes_every_parameter_value_to_a_valid_config(name):
+    """Every combination of one knob's parameters (the others left at their first choice)
+    decodes to a valid config that encodes back; ``count`` is the number of distinct sub-configs."""
+    space = SearchSpace(WIDE, TINY)
+    part = space.parts[name]
+    dists = part.distributions()
+    assert dists and list(dists) == [n for n in space.distributions() if n.split(".")[0] == name]
+    values = [range(d.low, d.high + 1) if hasattr(d, "low") else d.choices for d in dists.values()]
+    first = space.config_from_params({})
+    subs = set()
+    for combo in itertools.product(*values):
+        cfg = space.config_from_params(dict(zip(dists, combo)))
+        assert CompressionConfig.from_json(cfg.to_json()) == cfg
+        assert space.config_from_params(space.params_for(cfg)) == cfg
+        others = [k for k in FIELDS if k != name and name not in REGISTRY[k].space.reads]
+        assert all(getattr(cfg, k) == getattr(first, k) for k in others)
+        subs.add(getattr(cfg, name))
+    assert part.count({r: getattr(first, r) for r in part.reads}) == len(subs)

@@ -32,12 +32,13 @@ Prediction, calibration, checks and persistence are the interface's (:mod:`.base
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from typing import Any
 
-from vitsearch.spaces.knobs.tokens import tokens_per_block
+from vitsearch.spaces.blocks import block_shapes
 
 from vitsearch.evaluators.latency.predict.base import LatencyPredictor
-from vitsearch.evaluators.latency.predict.keys import attn_key, hidden_for, is_count, mlp_key
+from vitsearch.evaluators.latency.predict.keys import block_keys, is_count
 
 
 class Table:
@@ -83,39 +84,42 @@ class ComponentPredictor(LatencyPredictor):
         return 0.05 * self.stem_ms if self.stem_ms > 0 else super().floor_ms
 
     def features(self, config: Any) -> tuple[list[float], list[str]]:
-        """The correction model's feature row for ``config``, and why it is out of range."""
-        d, why = self.dims, []
-        h = config.heads.keep or d.num_heads
-        kv = config.heads.kv_heads or h
-        pa, pm = config.precision.attn, config.precision.mlp
-        at = self._table("attn", attn_key(h, kv, pa, config.sparsity.attn), why)
-        mt = self._table("mlp", mlp_key(hidden_for(d, config.sparsity.mlp), pm, config.sparsity.mlp), why)
-        per = tokens_per_block(config, d.num_patches, d.num_prefix_tokens, d.depth)
-        method = config.tokens.method
-        rt = self.tables["reduce"].get(method)
-        reducing = any(s < 1.0 for _, s in config.tokens.schedule)
-        masked = n_masked = 0
-        attn_ms = mlp_ms = red_ms = 0.0
-        for n_a, n_m in per:
-            attn_ms += self._at(at, n_a, "attention", why)
-            mlp_ms += self._at(mt, n_m, "MLP", why)
-            n_masked += masked
-            if n_m != n_a:
+        """The correction model's feature row for ``config``, and why it is out of range.
+
+        Summed block by block over the config's :func:`~vitsearch.spaces.blocks.block_shapes`.
+        """
+        why: list[str] = []
+        blocks = block_shapes(config, self.dims)
+        keys = [block_keys(b) for b in blocks]
+        # each distinct key's table once, attention first: a key not profiled is reported once
+        at = {k: self._table("attn", k, why) for k in dict.fromkeys(a for a, _ in keys)}
+        mt = {k: self._table("mlp", k, why) for k in dict.fromkeys(m for _, m in keys)}
+        # a schedule reducing anywhere turns every block into a token block (ToMe / EViT patch)
+        reducing = any(b.token_share is not None and b.token_share < 1.0 for b in blocks)
+        f: dict[str, float] = defaultdict(float, {"stem": self.stem_ms, "n_blocks": len(blocks), "const": 1.0,
+                                                  "n_token_blocks": len(blocks) if reducing else 0})
+        masked = False
+        for b, (a_key, m_key) in zip(blocks, keys):
+            a_col, m_col = self._group("attn", b.precision.attn), self._group("mlp", b.precision.mlp)
+            f[a_col] += self._at(at[a_key], b.n_attn, "attention", why)
+            f[m_col] += self._at(mt[m_key], b.n_mlp, "MLP", why)
+            f["n_masked_blocks"] += masked  # blocks attending under a token-size mask (after a merge)
+            if b.n_mlp != b.n_attn:
+                rt = self.tables["reduce"].get(b.token_method)
                 if rt is None:
-                    why.append(f"token {method} not profiled")
+                    why.append(f"token {b.token_method} not profiled")
                 else:
-                    red_ms += self._at(rt, n_a, f"token {method} from", why)
-                masked = masked or method == "merge"
-        nb, col = len(per), self._col
-        a_col = f"attn_{pa}" if f"attn_{pa}" in col else "attn_other"
-        m_col = f"mlp_{pm}" if f"mlp_{pm}" in col else "mlp_other"
-        f = {"stem": self.stem_ms, a_col: attn_ms, m_col: mlp_ms, "reduce": red_ms, "n_blocks": nb,
-             "n_token_blocks": nb if reducing else 0, "n_masked_blocks": n_masked,
-             "n_gqa_blocks": nb if kv != h else 0, "const": 1.0,
-             # per-format call overhead beyond the factor, and its interplay with token blocks
-             f"nb_{a_col}": nb, f"nb_{m_col}": nb, f"tok_{a_col}": nb if reducing else 0,
-             f"tok_{m_col}": nb if reducing else 0}
+                    f["reduce"] += self._at(rt, b.n_attn, f"token {b.token_method} from", why)
+                masked = masked or b.token_method == "merge"
+            f["n_gqa_blocks"] += b.kv_heads != b.q_heads
+            for col in (a_col, m_col):  # per-format call overhead beyond the factor, and with token blocks
+                f[f"nb_{col}"] += 1
+                f[f"tok_{col}"] += reducing
         return [float(f.get(c, 0.0)) for c in self.columns], why
+
+    def _group(self, part: str, precision: str) -> str:
+        col = f"{part}_{precision}"
+        return col if col in self._col else f"{part}_other"
 
     @staticmethod
     def _at(table: Table, n: int, what: str, why: list[str]) -> float:

@@ -110,7 +110,7 @@ def finish_fit(cls: type, state: dict, dims: VitDims, merged: list, X: np.ndarra
     if residual:
         first = np.maximum(X @ np.asarray(state["coef"]), cls(state).floor_ms)
         configs = [c for c, _ in merged]
-        vocab = vocab_of(configs)
+        vocab = vocab_of(configs, dims)
         feats = [config_features(c, dims, vocab, float(f)) for c, f in zip(configs, first)]
         state.update(vocab=vocab, residual=fit_trees(feats, list(np.log(y / first)), seed))
     out = cls(state)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from vitsearch.spaces.knobs.sparsity import parse_sparsity
+from vitsearch.spaces.knobs.sparsity import parse_sparsity, structured_width
+from vitsearch.spaces.vit.blocks import BlockShape
 from vitsearch.spaces.vit.dims import VitDims
 
 #: Structural-count columns of the component predictor's first stage (prior coefficient 0).
@@ -24,7 +25,13 @@ def mlp_key(hidden: int, precision: str, sparsity: str) -> str:
     return f"f{hidden}-{precision}-{sparsity}"
 
 
+def block_keys(block: BlockShape) -> tuple[str, str]:
+    """Table keys of a block's attention and MLP parts."""
+    return (attn_key(block.q_heads, block.kv_heads, block.precision.attn, block.sparsity.attn),
+            mlp_key(block.mlp_hidden, block.precision.mlp, block.sparsity.mlp))
+
+
 def hidden_for(dims: VitDims, sparsity_mlp: str) -> int:
     """MLP hidden width after structured pruning (the rounding rule of the sparsity knob)."""
     kind, p = parse_sparsity("sparsity.mlp", sparsity_mlp)
-    return max(1, round(dims.mlp_hidden * (1 - p))) if kind == "structured" else dims.mlp_hidden
+    return structured_width(dims.mlp_hidden, p) if kind == "structured" else dims.mlp_hidden

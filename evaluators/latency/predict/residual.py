@@ -18,34 +18,48 @@ from __future__ import annotations
 
 from typing import Any
 
-from vitsearch.spaces.knobs.tokens import tokens_per_block
+from vitsearch.spaces.blocks import block_shapes
 
 MIN_SAMPLES = 40
 
 
-def vocab_of(configs: list) -> dict[str, list[str]]:
-    """Categorical values seen in training, so features are stable numbers."""
-    return {"precision": sorted({getattr(c.precision, p) for c in configs for p in ("attn", "mlp")}),
-            "sparsity": sorted({getattr(c.sparsity, p) for c in configs for p in ("attn", "mlp")}),
-            "method": sorted({c.tokens.method for c in configs})}
+def vocab_of(configs: list, dims: Any) -> dict[str, list[str]]:
+    """Categorical values the training configs' blocks hold, so features are stable numbers."""
+    blocks = [b for c in configs for b in block_shapes(c, dims)]
+    return {"precision": sorted({p for b in blocks for p in b.precision}),
+            "sparsity": sorted({s for b in blocks for s in b.sparsity}),
+            "method": sorted({b.token_method for b in blocks})}
 
 
 def config_features(config: Any, dims: Any, vocab: dict[str, list[str]], first_stage_ms: float) -> list[float]:
-    """Numbers describing ``config`` for the trees: structure, formats, per-block token shares."""
-    per = tokens_per_block(config, dims.num_patches, dims.num_prefix_tokens, dims.depth)
-    h = config.heads.keep or dims.num_heads
-    shares = dict(config.tokens.schedule)
+    """Numbers describing ``config`` for the trees: structure, formats, per-block token shares.
+
+    Read from the config's :func:`~vitsearch.spaces.blocks.block_shapes`: head counts
+    averaged over the blocks, one share per block of the base model (1 where nothing is
+    scheduled or the block is dropped). The trees split on feature positions, so the
+    order is part of every saved predictor. Formats and the token method are one per
+    config today: the first block's stand for all.
+    """
+    blocks = block_shapes(config, dims)
+    first = blocks[0]
+    scheduled = any(b.token_share is not None for b in blocks)
+    shares = [1.0 if b.token_share is None else b.token_share for b in blocks]
 
     def idx(kind: str, value: str) -> float:
         values = vocab[kind]
         return float(values.index(value)) if value in values else -1.0
 
-    return [float(len(per)), float(h), float(config.heads.kv_heads or h),
-            idx("precision", config.precision.attn), idx("precision", config.precision.mlp),
-            idx("sparsity", config.sparsity.attn), idx("sparsity", config.sparsity.mlp),
-            idx("method", config.tokens.method) if shares else -1.0,
-            float(sum(a for a, _ in per)), float(sum(m for _, m in per)),
-            *(float(shares.get(b, 1.0)) for b in range(dims.depth)), float(first_stage_ms)]
+    return [float(len(blocks)), _mean(b.q_heads for b in blocks), _mean(b.kv_heads for b in blocks),
+            idx("precision", first.precision.attn), idx("precision", first.precision.mlp),
+            idx("sparsity", first.sparsity.attn), idx("sparsity", first.sparsity.mlp),
+            idx("method", first.token_method) if scheduled else -1.0,
+            float(sum(b.n_attn for b in blocks)), float(sum(b.n_mlp for b in blocks)),
+            *(float(v) for v in shares), *([1.0] * (dims.depth - len(blocks))), float(first_stage_ms)]
+
+
+def _mean(values: Any) -> float:
+    values = list(values)
+    return sum(values) / len(values)
 
 
 def fit_trees(X: list[list[float]], y: list[float], seed: int = 0) -> dict | None:

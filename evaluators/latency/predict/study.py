@@ -19,6 +19,8 @@ def default_profile_dir(spec: Any) -> Path:
     study's batch and input size; ``load_for_study`` refuses one fitted for another shape.
     """
     runtime = spec.latency.runtime
+    # by name, not by Runtime.identity_fields: this layer must not import the runtimes (they time through it);
+    # eager profiles keep the path they had before runtimes existed
     return Path("profiles") / (str(spec.name) if runtime == "eager" else f"{spec.name}-{runtime}")
 
 

@@ -38,11 +38,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from vitsearch.spaces.knobs.tokens import tokens_per_block
+from vitsearch.spaces.blocks import block_shapes
 from vitsearch.spaces.vit.dims import VitDims
 
 from vitsearch.evaluators.latency.predict.base import LatencyPredictor
-from vitsearch.evaluators.latency.predict.keys import hidden_for
 
 #: ``state["kind"]`` of a whole-model predictor (the component predictor has none).
 KIND = "whole-model"
@@ -51,25 +50,24 @@ MEGA = 1e-6
 
 
 def structure_features(config: Any, dims: VitDims) -> dict[str, float]:
-    """The feature values of ``config`` (MACs in millions), keyed by column name."""
-    d, D = dims.head_dim, dims.embed_dim
-    h = config.heads.keep or dims.num_heads
-    kv = config.heads.kv_heads or h
-    F = hidden_for(dims, config.sparsity.mlp)
-    pa, pm, method = config.precision.attn, config.precision.mlp, config.tokens.method
+    """The feature values of ``config`` (MACs in millions), keyed by column name, summed over its
+    :func:`~vitsearch.spaces.blocks.block_shapes`."""
     f: dict[str, float] = defaultdict(float)
-    per = tokens_per_block(config, dims.num_patches, dims.num_prefix_tokens, dims.depth)
-    for n_a, n_m in per:
+    blocks = block_shapes(config, dims)
+    for b in blocks:
+        n_a, n_m, h, kv, d, D = b.n_attn, b.n_mlp, b.q_heads, b.kv_heads, b.head_dim, b.embed_dim
+        pa, pm = b.precision
         f[f"lin_{pa}"] += MEGA * (n_a * D * (h + 2 * kv) * d + n_a * h * d * D)  # qkv + proj
-        f[f"lin_{pm}"] += MEGA * 2 * n_m * D * F  # fc1 + fc2
+        f[f"lin_{pm}"] += MEGA * 2 * n_m * D * b.mlp_hidden  # fc1 + fc2
         f["attn_mm"] += MEGA * 2 * h * n_a * n_a * d
         f["elements"] += MEGA * (n_a + n_m) * D
         if n_m != n_a:  # merge matches every token pair of the two halves; prune ranks tokens
+            method = b.token_method
             f[f"red_{method}"] += MEGA * (n_a * n_a * D / 4 if method == "merge" else n_a * D)
         for p in (pa, pm):
             if p != "fp32":
                 f[f"nq_{p}"] += 2
-    f["n_blocks"] = float(len(per))
+    f["n_blocks"] = float(len(blocks))
     f["const"] = 1.0
     return dict(f)
 

@@ -47,7 +47,7 @@ class ProfileContext:
     def of(cls, session: Any, out: str | Path | None) -> "ProfileContext":
         """Resolve from a loaded study Session; refuse a dir profiled on another device or shape."""
         spec, dev = session.spec, session.device
-        programs = session.profile_programs()  # eager, or the study's runtime (evaluators/runtimes/profiling.py)
+        programs = session.profile_programs()  # the study's runtime (evaluators/runtimes/profiling.py)
         threads = (spec.latency.threads or default_threads()) if dev.type == "cpu" else None
         fp = programs.fingerprint(dev, threads if threads is not None else 1)
         root = Path(out) if out else default_profile_dir(spec)

@@ -26,7 +26,7 @@ def fit_from_store(ctx: ProfileContext) -> LatencyPredictor:
     """
     rows = [r for r in ProfileStore(ctx.out).rows() if r["fingerprint_id"] == ctx.fingerprint["fingerprint_id"]]
     components = [r for r in rows if r["kind"] == "component"]
-    if not components and ctx.runtime == "eager":
+    if not components and ctx.programs.times_components:
         raise ConfigError(f"profile dir {str(ctx.out)!r}: no component timings yet; give a larger --budget-minutes")
     model_rows = [r for r in rows if r["kind"] == "model" and r.get("protocol") == PROTOCOL]
     ref = float(np.median([r["ref_median_ms"] for r in model_rows])) if model_rows else None
@@ -37,7 +37,7 @@ def fit_from_store(ctx: ProfileContext) -> LatencyPredictor:
             "latency_protocol": PROTOCOL, "study": ctx.session.spec.name,
             "model": ctx.session.spec.model.name, "statistic": "ratio", **ctx.meta_runtime(),
             "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    if ctx.runtime != "eager":  # whole models only (:mod:`..predict.whole`)
+    if not ctx.programs.times_components:  # whole models only (:mod:`..predict.whole`)
         predictor = fit_whole_model(ctx.dims, models, ctx.fingerprint, tuple(ctx.session.input_shape), meta)
     else:
         predictor = fit_component(ctx.dims, components, models, ctx.fingerprint, tuple(ctx.session.input_shape),

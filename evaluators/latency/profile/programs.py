@@ -1,14 +1,14 @@
 """What a profile times for one config, per runtime: the :class:`Programs` contract.
 
-A profile (:mod:`.run`) asks its ``Programs`` for four things: the fingerprint its
+A profile (:mod:`.run`) asks its ``Programs`` for five things: the fingerprint its
 rows carry (the runtime is part of it, so another runtime's predictor is refused), the
 search space it samples (what the runtime realises), the runtime's name and version for
-the profile's meta, and the program of each config. :class:`EagerPrograms` is eager
-PyTorch (the config compressed data-free: shapes only). Other runtimes implement the
-contract in :mod:`vitsearch.evaluators.runtimes.profiling` (it builds the program a
-search would deploy); the study's :class:`~vitsearch.search.session.Session` says which
-(``Session.profile_programs()``). Whatever the runtime, the program is timed interleaved
-with the uncompressed eager model, as a search measures it.
+the profile's meta, whether timings of torch components predict the runtime
+(:attr:`Programs.times_components`), and the program of each config. Every runtime,
+eager included, implements the contract in :mod:`vitsearch.evaluators.runtimes.profiling`
+(the program a search would deploy, built data-free: shapes only); the study's session
+says which (``Session.profile_programs()``). Whatever the runtime, the program is timed
+interleaved with the uncompressed eager model, as a search measures it.
 
 Build time (export, quantisation, compile) is recorded per model apart from latency,
 and the profile's time budget counts it (:func:`stop_before`).
@@ -21,9 +21,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from vitsearch.spaces import SearchSpace, compress
-
-from vitsearch.evaluators.latency.fingerprint import device_fingerprint
 
 
 @dataclass
@@ -40,6 +37,8 @@ class Programs(ABC):
     """How a profile fingerprints, samples and builds in one runtime. Side-effect free apart from caches."""
 
     name: str = "eager"
+    #: whether the profile times torch components (phase 1) and fits the component predictor
+    times_components: bool = True
 
     @abstractmethod
     def fingerprint(self, device: Any, threads: int) -> dict:
@@ -59,28 +58,6 @@ class Programs(ABC):
 
     def keep_built(self) -> None:
         """Keep built programs for a second measurement where the runtime can (predictor-eval)."""
-
-
-class EagerPrograms(Programs):
-    """Eager PyTorch: the compressed model itself."""
-
-    def fingerprint(self, device: Any, threads: int) -> dict:
-        """The device's fingerprint (no runtime field: eager ids are what they always were)."""
-        return device_fingerprint(device, threads)
-
-    def space(self, space_spec: Any, base: Any, device: Any) -> Any:
-        """The study's space as written."""
-        return SearchSpace.from_spec(space_spec, base, str(device))
-
-    def identity(self, device: Any) -> dict[str, str]:
-        """Eager runs torch: its version."""
-        import torch
-
-        return {"runtime": "eager", "runtime_version": torch.__version__}
-
-    def build(self, session: Any, config: Any, threads: int | None) -> Built:
-        """``config`` compressed without calibration data (latency depends on shapes, not on the picks)."""
-        return Built(compress(session.base, config, calibration=None, device=str(session.device)))
 
 
 def stop_before(deadline: float, spent: list[float]) -> bool:

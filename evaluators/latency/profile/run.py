@@ -71,7 +71,7 @@ def run_profile(session: Any, out: str | Path | None = None, budget_minutes: flo
     done = {r["key"] for r in store.rows() if r["phase"] in ("profile", "refine")}
     plan = plan_components(ctx.space, ctx.dims)
     # a runtime program is built for a whole model: its parts are not timed apart (see the module doc)
-    items = [it for it in plan.items() if key_json(*it) not in done] if ctx.runtime == "eager" else []
+    items = [it for it in plan.items() if key_json(*it) not in done] if ctx.programs.times_components else []
     configs = [c for c in sample_configs(ctx.space, n_models, seed) if c.to_json(sort_keys=True) not in done]
     bar = progress_bar(len(items) + len(configs), progress, f"profile {ctx.out.name}")
     started = time.monotonic()
@@ -81,7 +81,7 @@ def run_profile(session: Any, out: str | Path | None = None, budget_minutes: flo
     bar.close()
     measure_repeats(ctx, store, deadline, progress)
     predictor = fit_from_store(ctx)
-    return {"dir": str(ctx.out), "components": len(plan.items()) if ctx.runtime == "eager" else 0,
+    return {"dir": str(ctx.out), "components": len(plan.items()) if ctx.programs.times_components else 0,
             "models_measured_now": measured, "models_total": predictor.state["n_models"],
             "seconds": round(time.monotonic() - started, 1), "fingerprint_id": ctx.fingerprint["fingerprint_id"],
             "train_mape": predictor.state.get("train_mape"),

@@ -15,20 +15,15 @@ trimmed mean of the log-ratios with a seeded percentile bootstrap over the pairs
 interval's half-width is within ``target_halfwidth`` of the ratio, at ``max_seconds``
 of timed passes, or at ``max_pairs`` (never before ``min_pairs``); the result says which.
 
-Very different costs (``chunk_ms``, off by default). A candidate at 9x the reference
-(torchao int8 on an AVX2 CPU) spends 9x the wall time of a chunk pair on its own side,
-so the two sides sample the machine's state unequally. With ``chunk_ms`` each side's
-chunk fills the same wall time (``chunk_ms``, or ``chunk`` passes of the slower side):
-the cheaper side runs more passes - in effect a reference ladder made of the reference
-itself (k passes of it, k = 1 .. ``max_chunk``), whose rungs need no ratio of their own.
+Very different costs (``chunk_ms``, off by default). A candidate k times slower than
+the reference spends k times the wall time of a chunk pair on its own side, so the two
+sides sample the machine's state unequally. With ``chunk_ms`` each side's chunk fills
+the same wall time (``chunk_ms``, or ``chunk`` passes of the slower side): the cheaper
+side runs more passes (k passes of the reference, k = 1 .. ``max_chunk``).
 ``settle`` untimed passes run after each switch of side (the first pass after the
-other model is slower: its caches refilled). Measured (``benchmarks/protocol.py``, the
-docs/latency.md, protocol variants): 30-40 % less wall time, but int8 configs repeated less
-often within +-5 % minutes apart (73 vs 87 %, 33 vs 67 % in two quiet runs), so both
-stay off. A rung of the candidate's own kind (the uncompressed model in int8) made int8
-configs repeat, but only by sharing that rung's one ratio, as variable between sittings
-as what it removed: not used. What a ratio moves between sittings is put into the
-interval instead (``sitting_sd``, :func:`..stats.widen`).
+other model is slower: its caches refilled). Both are off by default: why, with the
+measurements (``benchmarks/protocol.py``), is in docs/latency.md. What a ratio moves
+between sittings is put into the interval (``sitting_sd``, :func:`..stats.widen`).
 
 Absolute milliseconds are ``ratio x reference ms``: the reference's time in this very
 measurement (``basis`` "reference now") or, given one, its time in the device profile

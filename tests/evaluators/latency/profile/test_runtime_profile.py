@@ -146,7 +146,7 @@ def test_ort_study_uses_its_runtime_predictor(ort_profile, tmp_path):
     config = CompressionConfig.from_dict({"depth": {"keep": 7}})
     over = Feasibility(1e-6, None, None, predictor=predictor).precheck(config)  # the driver's precheck
     assert over is not None and over.metrics["latency"]["source"] == "predicted"
-    metrics, _ = session.evaluate_staged(config, recovery_steps=0, predictor=predictor)
+    metrics, _ = session.pipeline.evaluate(config, 0, predictor=predictor)
     lat = metrics["latency"]
     assert lat["source"] == "predicted" and lat["runtime"] == "onnxruntime"
     assert lat["median_ms"] == pytest.approx(predictor.predict(config).median_ms)

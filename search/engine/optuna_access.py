@@ -1,0 +1,51 @@
+"""The one place vitsearch reads state that Ray Tune's OptunaSearch and Optuna do not publish.
+
+Contract: every read of a private attribute (a leading underscore) of Ray Tune's
+``OptunaSearch`` or of an Optuna study, trial or storage happens in this module, each
+beside the version it was checked against; the rest of vitsearch calls these functions
+(``tests/search/test_optuna_access.py`` fails when another module under ``search/`` reads
+one itself, and runs each function on real studies in memory, SQLite and journal
+storages). An upgrade that moves one of these attributes breaks here, and only here.
+
+Public API is used where it does the same job at the same cost; where the public route
+costs a storage read per call on a path every candidate takes (ask, tell, heartbeat,
+reuse), the private attribute is read instead, and the comment says why.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+    from ray.tune.search.optuna import OptunaSearch
+
+
+def study_of(searcher: OptunaSearch) -> optuna.Study:
+    """The Optuna study that a Ray Tune ``OptunaSearch`` asks and tells (None until its space is set)."""
+    # private: OptunaSearch._ot_study, checked with Ray 2.60.0 (Ray publishes no accessor)
+    return searcher._ot_study
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of ``trial`` (a live trial or a frozen one), unique across the storage's studies.
+
+    What the storage's per-trial calls take (``record_heartbeat``, ``set_trial_state_values``,
+    ``get_trial``); a trial's ``number`` is unique only within its study.
+    """
+    # private: Trial._trial_id / FrozenTrial._trial_id, checked with Optuna 5.1.0; the public route
+    # (storage.get_trial_id_from_study_id_trial_number) is a storage read per call and needs the private study id
+    return trial._trial_id
+
+
+def frozen_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial ``number`` of ``study`` as its storage holds it now; KeyError if the study has no such trial.
+
+    The storage's own object, not a copy: read it, do not change it. A finished trial
+    is read from the storage's cache (no database round trip).
+    """
+    # private: Study._storage and Study._study_id, checked with Optuna 5.1.0; the public route
+    # (study.get_trials) reads every trial of the study, once per reused candidate, where this reads one
+    storage = study._storage
+    return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
