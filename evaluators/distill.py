@@ -3,16 +3,28 @@
 Teacher = the uncompressed base model; student = the compressed model before
 quantization (``vitsearch.spaces.prepare``); loss = KL on logits softened by
 ``temperature`` (scaled by T^2) weighted ``alpha`` + cross-entropy on the labels
-weighted ``1 - alpha``; AdamW; sparsity masks re-applied after every step; precision
-(``vitsearch.spaces.finalize``) applied after the fine-tune. Seeded.
+weighted ``1 - alpha``, plus ``feature_weight`` times the features' loss
+(:func:`feature_loss`: each kept block's class token against the teacher block it came
+from); AdamW; sparsity masks re-applied after every step. ``fake_quant`` (a runtime's
+:class:`~vitsearch.evaluators.fakequant.FakeQuantScheme`) runs the quantised linears
+through the runtime's quantisation while training (quantisation-aware distillation);
+the weights trained and saved are the float ones, which the runtime (or ``finalize``)
+then quantises for real. Seeded: the same arguments give the same weights.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from vitsearch.evaluators.fakequant import FakeQuantScheme, fake_quantised
+from vitsearch.spaces.errors import ModelError
+from vitsearch.spaces.vit.adapter import num_prefix_tokens
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -24,17 +36,76 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * t * t * kl + (1 - alpha) * F.cross_entropy(student_logits, labels)
 
 
+def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over blocks of the squared error between paired features, relative to the teacher feature's power."""
+    return sum(F.mse_loss(s, t) / t.pow(2).mean().clamp(min=1e-12) for s, t in zip(student, teacher)) / len(student)
+
+
+def teacher_blocks(student: nn.Module) -> list[int]:
+    """The teacher block each of ``student``'s blocks came from (depth pruning records what it kept)."""
+    info = getattr(student, "vitsearch_info", None) or {}
+    kept = (info.get("depth") or {}).get("kept")
+    kept = list(range(len(student.blocks))) if kept is None else list(kept)
+    if len(kept) != len(student.blocks):
+        raise ModelError(f"recovery.feature_weight: the student has {len(student.blocks)} blocks but records "
+                         f"{len(kept)} kept ones; cannot pair its features with the teacher's (set it to 0)")
+    return kept
+
+
+def _after_block(model: nn.Module, i: int) -> nn.Module:
+    """The module whose input is block ``i``'s output (the next block's first norm, or the final norm).
+
+    Hooked there, not on the block itself: a token-reducing block runs through
+    ``forward_tokens``, which a block's own forward hooks never see.
+    """
+    return model.blocks[i + 1].norm1 if i + 1 < len(model.blocks) else model.norm
+
+
+@contextlib.contextmanager
+def block_features(student: nn.Module, teacher: nn.Module) -> Iterator[Callable[[], torch.Tensor]]:
+    """Inside: a callable giving :func:`feature_loss` of the last student and teacher forwards (then cleared).
+
+    A block's feature is its output's first (class) token, which token merging and
+    pruning never move; a model without prefix tokens gives its tokens' mean.
+    """
+    def grab(store: list, prefix: int):
+        return lambda _m, args: store.append(args[0][:, 0] if prefix else args[0].mean(1))
+
+    got: tuple[list, list] = ([], [])
+    handles = [_after_block(student, i).register_forward_pre_hook(grab(got[0], num_prefix_tokens(student)))
+               for i in range(len(student.blocks))]
+    handles += [_after_block(teacher, j).register_forward_pre_hook(grab(got[1], num_prefix_tokens(teacher)))
+                for j in teacher_blocks(student)]
+
+    def loss() -> torch.Tensor:
+        try:
+            if got[0] and got[0][0].shape != got[1][0].shape:
+                raise ModelError(f"recovery.feature_weight: student features {tuple(got[0][0].shape)} differ from the "
+                                 f"teacher's {tuple(got[1][0].shape)}; set it to 0 for this model")
+            return feature_loss(*got)
+        finally:
+            got[0].clear()
+            got[1].clear()
+    try:
+        yield loss
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def recover(base: nn.Module, config, train: Dataset, *, steps: int, device: torch.device | str = "cpu",
             lr: float = 1e-4, batch_size: int = 64, temperature: float = 2.0, alpha: float = 0.5,
-            seed: int = 0, calibration=None) -> nn.Module:
-    """Compress ``base`` with ``config``, distil it for ``steps`` steps, then quantize.
+            seed: int = 0, calibration=None, fake_quant: FakeQuantScheme | None = None,
+            feature_weight: float = 0.0) -> nn.Module:
+    """Compress ``base`` with ``config``, distil it for ``steps`` steps, then quantize (eager, ``finalize``).
 
     ``steps == 0`` is plain ``compress``. Returns a new model; ``base`` is untouched.
     """
     from vitsearch.spaces import finalize
 
     student = distilled(base, config, train, steps=steps, device=device, lr=lr, batch_size=batch_size,
-                        temperature=temperature, alpha=alpha, seed=seed, calibration=calibration)
+                        temperature=temperature, alpha=alpha, seed=seed, calibration=calibration,
+                        fake_quant=fake_quant, feature_weight=feature_weight)
     model = finalize(student, config, device=str(device))
     info = getattr(model, "vitsearch_info", None)
     if isinstance(info, dict):
@@ -44,20 +115,25 @@ def recover(base: nn.Module, config, train: Dataset, *, steps: int, device: torc
 
 def distilled(base: nn.Module, config, train: Dataset, *, steps: int, device: torch.device | str = "cpu",
               lr: float = 1e-4, batch_size: int = 64, temperature: float = 2.0, alpha: float = 0.5,
-              seed: int = 0, calibration=None) -> nn.Module:
+              seed: int = 0, calibration=None, fake_quant: FakeQuantScheme | None = None,
+              feature_weight: float = 0.0) -> nn.Module:
     """The float model before quantization: ``prepare`` (structure, masks), then ``steps`` of distillation.
 
-    Deterministic for a given seed, so an exported variant can be rebuilt exactly.
+    ``fake_quant``: train through the runtime's quantisation of the candidate (the model
+    returned is still the plain float one). Deterministic for a given seed, so an
+    exported variant can be rebuilt exactly.
     """
     from vitsearch.spaces import prepare
 
     student = prepare(base, config, calibration=calibration, device=str(device))
     if steps > 0:
-        _distil(student, base, train, steps, device, lr, batch_size, temperature, alpha, seed)
+        _distil(student, base, train, steps, device, lr, batch_size, temperature, alpha, seed,
+                fake_quant=fake_quant, feature_weight=feature_weight)
     return student
 
 
-def _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, seed, progress=None):
+def _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, seed, progress=None,
+            fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0):
     from vitsearch.spaces import reapply_masks
 
     gen = torch.Generator().manual_seed(seed)
@@ -68,17 +144,21 @@ def _distil(student, teacher, train, steps, device, lr, batch_size, temperature,
     student = student.to(device).train()
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    for step, (images, labels) in enumerate(loader, 1):
-        images, labels = images.to(device), labels.to(device)
-        with torch.no_grad():
-            target = teacher(images)
-        loss = distillation_loss(student(images), target, labels, temperature, alpha)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        reapply_masks(student)
-        if progress is not None:
-            progress(step, steps)
+    features = block_features(student, teacher) if feature_weight > 0 else contextlib.nullcontext()
+    with fake_quantised(student, fake_quant), features as features_loss:
+        for step, (images, labels) in enumerate(loader, 1):
+            images, labels = images.to(device), labels.to(device)
+            with torch.no_grad():
+                target = teacher(images)
+            loss = distillation_loss(student(images), target, labels, temperature, alpha)
+            if features_loss is not None:
+                loss = loss + feature_weight * features_loss()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            reapply_masks(student)
+            if progress is not None:
+                progress(step, steps)
     student.eval()
 
 
@@ -89,25 +169,29 @@ def segment_seed(seed: int, rung: int) -> int:
 
 def distil_further(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: int, rung: int,
                    device: torch.device | str = "cpu", lr: float = 1e-4, batch_size: int = 64,
-                   temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, progress=None) -> nn.Module:
+                   temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, progress=None,
+                   fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0) -> nn.Module:
     """Continue distilling a prepared ``student`` (in place) for ``steps`` more steps: rung ``rung``'s segment.
 
     A rung continues from the weights the candidate had at the previous rung with a fresh
     optimizer and its own seed (:func:`segment_seed`), so the chain of segments is
-    deterministic and :func:`distilled_chain` rebuilds it exactly. ``progress(step, steps)``
-    is called after every step when given.
+    deterministic and :func:`distilled_chain` rebuilds it exactly (given the same
+    ``fake_quant`` and ``feature_weight``). ``progress(step, steps)`` is called after
+    every step when given.
     """
     if steps > 0:
         _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, segment_seed(seed, rung),
-                progress)
+                progress, fake_quant=fake_quant, feature_weight=feature_weight)
     return student
 
 
 def distilled_chain(base: nn.Module, config, train: Dataset, *, rungs: tuple[int, ...] | list[int],
                     device: torch.device | str = "cpu", lr: float = 1e-4, batch_size: int = 64,
-                    temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, calibration=None) -> nn.Module:
+                    temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, calibration=None,
+                    fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0) -> nn.Module:
     """The prepared float model after the rungs ``rungs`` (cumulative step counts), as the search built it."""
-    kw = dict(device=device, lr=lr, batch_size=batch_size, temperature=temperature, alpha=alpha, seed=seed)
+    kw = dict(device=device, lr=lr, batch_size=batch_size, temperature=temperature, alpha=alpha, seed=seed,
+              fake_quant=fake_quant, feature_weight=feature_weight)
     student = distilled(base, config, train, steps=rungs[0], calibration=calibration, **kw)
     for k in range(1, len(rungs)):
         distil_further(student, base, train, steps=rungs[k] - rungs[k - 1], rung=k, **kw)

@@ -10,7 +10,8 @@ attention and ``N_m`` entering the MLP, ``H_q`` query heads, ``G`` K/V heads, he
 - attention:  2 * H_q * N_a * N_a * d        (q @ k^T and attn @ v)
 - proj:       N_a * H_q * d * D
 - fc1, fc2:   2 * N_m * D * F                (F after structured pruning:
-                                              max(1, round(F * (1 - p))))
+                                              max(1, round(F * (1 - p))), or the
+                                              block's own ``sparsity.mlp_keep``)
 
 and the classifier head(s) on the pooled feature (``D * num_classes`` each). Only
 matmuls and convolutions are counted - norms, softmax, GELU, token matching and the
@@ -68,6 +69,8 @@ def block_macs(block: BlockShape) -> int:
 
 
 def mlp_hidden_kept(hidden: int, config: Any) -> int:
-    """MLP hidden width after structured pruning: ``max(1, round(hidden * (1 - p)))``."""
+    """MLP hidden width after structured pruning: ``max(1, round(hidden * (1 - p)))`` (a config that sets
+    the widths per block, ``sparsity.mlp_keep``, has one per block: read them from ``block_shapes``)."""
+    assert config.sparsity.mlp_keep is None, "a per-block config has one width per block: read block_shapes"
     kind, p = config.sparsity.part("mlp")
     return structured_width(hidden, p) if kind == "structured" else hidden

@@ -63,7 +63,7 @@ class Pipeline:
 
     ``timing()``: the keyword arguments of the study's measurement protocol (read
     lazily: it may read a device profile). ``distill``: the distillation settings and
-    device as :func:`~vitsearch.evaluators.distill.distilled` takes them. ``ladder``:
+    device (:meth:`recovery_settings` turns them into a candidate's). ``ladder``:
     distillation steps per rung.
     """
 
@@ -127,6 +127,10 @@ class Pipeline:
         deployed, _ = self.build(self.prepare(config), config)
         return measure(deployed, self.input_shape, self.device, **self.timing())
 
+    def recover(self, config: Any, steps: int) -> nn.Module:
+        """The runtime's structure of ``config`` distilled ``steps`` steps from the base model (not saved)."""
+        return self._recovered(config, steps, None, None, {})
+
     # ---- building blocks (also what report, pick and the test split use) -----------------
     def prepare(self, config: Any, calibrated: bool = True) -> nn.Module:
         """The structure torch prepares for this runtime (no distillation); data-free unless ``calibrated``."""
@@ -180,6 +184,17 @@ class Pipeline:
     def score(self, prepared: nn.Module, config: Any, program: tuple[Deployed, dict | None] | None = None):
         """Val accuracy of ``prepared`` as the search scores it (an AccuracyResult): every rung and pick alike."""
         return self.accuracy(prepared, config, self.data.val, f"val split of {self.data.name}", program)[0]
+
+    def recovery_settings(self, config: Any) -> dict[str, Any]:
+        """The distillation keywords of ``config``'s recovery (every rung, rebuild and polish alike).
+
+        :attr:`distill` with ``quantisation_aware`` replaced by ``fake_quant``: the
+        runtime's quantisation of ``config`` for programs of this study's batch, or None.
+        """
+        settings = dict(self.distill)
+        aware = settings.pop("quantisation_aware", False)
+        settings["fake_quant"] = self.runtime.fake_quant_scheme(config, self.input_shape[0]) if aware else None
+        return settings
 
     # ---- internals -------------------------------------------------------------------
     def _costs(self, config: Any, predictor: Any, phases: dict) -> tuple[Built, dict]:
@@ -243,19 +258,19 @@ class Pipeline:
         from vitsearch.evaluators.distill import (distil_further, distilled, distilled_chain, load_prepared,
                                                   save_prepared)
 
-        structure = self.runtime.structure(config)
+        structure, settings = self.runtime.structure(config), self.recovery_settings(config)
         with phase(phases, "recovery"), device_busy(self.device):
             if previous is None:
                 prepared = distilled(self.base, structure, self.data.train, steps=steps,
-                                     calibration=self.data.calibration, **self.distill)
+                                     calibration=self.data.calibration, **settings)
             else:
                 rung, load_from = previous
                 if Path(load_from).is_file():
                     prepared = load_prepared(self.base, structure, load_from, self.data.calibration, self.device)
                 else:
                     prepared = distilled_chain(self.base, structure, self.data.train, rungs=self.ladder[:rung],
-                                               calibration=self.data.calibration, **self.distill)
-                distil_further(prepared, self.base, self.data.train, steps=steps, rung=rung, **self.distill)
+                                               calibration=self.data.calibration, **settings)
+                distil_further(prepared, self.base, self.data.train, steps=steps, rung=rung, **settings)
             if save_to is not None:
                 save_prepared(prepared, save_to)
         return prepared

@@ -152,8 +152,25 @@ def check_study_runtime(spec, device) -> list[str]:
     return runtime_space(spec.space, spec.latency.runtime, str(device))[1]
 
 
-def runtime_search_space(spec, base, device):
-    """The study's SearchSpace in its runtime: refused default choices left out, with notes saying so."""
+def runtime_search_space(spec, base, device, calibration=None):
+    """The study's SearchSpace in its runtime: refused default choices left out, with notes saying so.
+
+    ``calibration``: the study's calibration split, for a saliency allocation (loaded here when not given).
+    """
     from vitsearch.evaluators.runtimes.support import runtime_search_space as in_runtime
 
-    return in_runtime(spec.space, base, spec.latency.runtime, device)
+    if calibration is None:
+        calibration = _allocation_calibration(spec, base)
+    return in_runtime(spec.space, base, spec.latency.runtime, device, calibration)
+
+
+def _allocation_calibration(spec, base):
+    """The calibration split (the images candidates are ranked on) when ``space.allocation`` needs it, else None."""
+    if spec.space.allocation.mode != "saliency":
+        return None
+    from vitsearch.evaluators.data import load_imagefolder, load_mnist5k
+
+    d = spec.data
+    if d.source == "mnist5k":
+        return load_mnist5k(seed=d.seed, calibration_size=d.calibration_size).calibration
+    return load_imagefolder(d.path, base, d.calibration_size, d.seed, d.skip_unreadable).calibration

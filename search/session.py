@@ -97,10 +97,11 @@ class Session:
         return Evaluation.from_dict(self.pipeline.evaluate(config, recovery_steps)[0])
 
     def distill_kwargs(self) -> dict:
-        """The study's distillation settings (recovery.*) and device, as every distillation call takes them."""
+        """The study's distillation settings (recovery.*) and device: ``Pipeline.recovery_settings`` per candidate."""
         rc = self.spec.recovery
         return dict(device=self.device, lr=rc.lr, batch_size=rc.batch_size, temperature=rc.temperature,
-                    alpha=rc.alpha, seed=rc.seed)
+                    alpha=rc.alpha, seed=rc.seed, feature_weight=rc.feature_weight,
+                    quantisation_aware=rc.quantisation_aware)
 
     def profile_programs(self):
         """What a profile of this study times: the programs of ``latency.runtime`` (with its fingerprint)."""

@@ -133,6 +133,10 @@ class RecoverySection(_Strict):
     scored at the first, and each rung promotes its best 1/``reduction`` (non-dominated
     sorting on the study's objectives) to the next, continuing from its weights.
     ``enabled: false`` turns recovery off whatever ``steps`` says (rungs are refused then).
+    ``quantisation_aware``: a candidate's quantised linears are distilled through the
+    quantisation of the study's runtime (fake quantisation, straight-through gradients);
+    ``false``: the float model is distilled and quantised after (post-training).
+    ``feature_weight``: weight of the block-feature loss beside the logits' (0 = logits only).
     """
 
     steps: Steps = 0
@@ -144,6 +148,8 @@ class RecoverySection(_Strict):
     temperature: Float = Field(default=2.0, gt=0)
     alpha: Float = Field(default=0.5, ge=0, le=1)
     seed: Seed = 0
+    quantisation_aware: Bool = False  # off: no gain measured on the default study (benchmarks/results/qad.json)
+    feature_weight: Float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _rungs(self) -> "RecoverySection":

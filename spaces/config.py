@@ -8,6 +8,11 @@ JSON form (``{}`` is the identity)::
      "tokens":   {"method": "merge", "schedule": {"2": 0.7, "4": 0.7}},
      "sparsity": {"attn": "dense", "mlp": "2:4"},
      "precision":{"attn": "fp32", "mlp": "int8"}}
+
+Schema versions: 1 sets every block alike; 2 adds the per-block form, one entry per
+kept block (``"heads": {"keep": [6, 5, 4, 4, 3, 3]}``, ``"sparsity": {"mlp_keep":
+[288, 240, ...]}``). A config writes the lowest version that expresses it, so a uniform
+config's JSON is what version 1 wrote and older readers refuse only what they cannot read.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vitsearch.spaces.errors import ConfigError
+from vitsearch.spaces.knobs import perblock
 from vitsearch.spaces.knobs.base import FIELDS, ORDER, REGISTRY
 from vitsearch.spaces.knobs.depth import DepthConfig
 from vitsearch.spaces.knobs.heads import HeadsConfig
@@ -24,7 +30,9 @@ from vitsearch.spaces.knobs.precision import PrecisionConfig
 from vitsearch.spaces.knobs.sparsity import SparsityConfig
 from vitsearch.spaces.knobs.tokens import TokensConfig, check_schedule_fits
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: the version that added per-block lists (heads.keep, heads.kv_heads, sparsity.mlp_keep)
+PER_BLOCK_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -49,13 +57,16 @@ class CompressionConfig:
                 object.__setattr__(self, name, cls.from_dict(value))
             elif not isinstance(value, cls):
                 raise ConfigError(f"{name}: {value!r} is not allowed; expected a {cls.__name__} or a JSON object")
-        if self.depth.keep is not None:  # the one rule across knobs a config alone can check
+        if self.depth.keep is not None:  # the rules across knobs a config alone can check
             check_schedule_fits(self.tokens, self.depth.keep)
+            perblock.check_length("heads.keep", self.heads.keep, self.depth.keep)
+            perblock.check_length("heads.kv_heads", self.heads.kv_heads, self.depth.keep)
+            perblock.check_length("sparsity.mlp_keep", self.sparsity.mlp_keep, self.depth.keep)
 
     # ---- JSON -------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """JSON-ready dict: schema_version plus the non-identity knobs."""
-        out: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        """JSON-ready dict: schema_version (the lowest that expresses the config) plus the non-identity knobs."""
+        out: dict[str, Any] = {"schema_version": self.schema_version()}
         for name in ORDER:
             sub = getattr(self, name).to_dict()
             if sub:
@@ -78,7 +89,11 @@ class CompressionConfig:
         if unknown:
             raise ConfigError(f"config: unknown knob(s) {', '.join(map(str, unknown))}; "
                               f"allowed: schema_version, {', '.join(ORDER)}")
-        return cls(**{name: REGISTRY[name].config_cls.from_dict(value) for name, value in data.items()})
+        config = cls(**{name: REGISTRY[name].config_cls.from_dict(value) for name, value in data.items()})
+        if config.schema_version() > version:
+            raise ConfigError(f"config.schema_version: {version} is not allowed with per-block lists (heads.keep, "
+                              f"heads.kv_heads or sparsity.mlp_keep); they need version {PER_BLOCK_VERSION}")
+        return config
 
     def to_json(self, **kwargs: Any) -> str:
         """JSON text of :meth:`to_dict`."""
@@ -94,6 +109,14 @@ class CompressionConfig:
         return cls.from_dict(data)
 
     # ---- views ------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """The lowest schema version that expresses this config."""
+        return PER_BLOCK_VERSION if self.is_per_block() else 1
+
+    def is_per_block(self) -> bool:
+        """True when some knob gives blocks different values (a per-block list)."""
+        return self.heads.is_per_block() or self.sparsity.is_per_block()
+
     def is_identity(self) -> bool:
         """True when compressing with this config changes nothing."""
         return all(getattr(self, name).is_identity() for name in ORDER)

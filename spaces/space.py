@@ -8,21 +8,40 @@ and :class:`SearchSpace` only walk the registered knobs in
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from pydantic import Field, create_model
+from pydantic import Field, create_model, model_serializer
 
+from vitsearch.spaces import budgets
+from vitsearch.spaces.allocate import measure
+from vitsearch.spaces.budgets import AllocationSpec, BudgetSpace
 from vitsearch.spaces.config import CompressionConfig
 from vitsearch.spaces.errors import ConfigError
 from vitsearch.spaces.knobs.base import FIELDS, REGISTRY
+from vitsearch.spaces.knobs.heads import HeadsConfig
 from vitsearch.spaces.knobs.subspace import STRICT, KnobSpace, Target
 from vitsearch.spaces.vit.dims import VitDims
 
-#: The ``space:`` section of a study file: one sub-space per registered knob, each with its defaults.
-SpaceSpec = create_model(
-    "SpaceSpec", __config__=STRICT, __module__=__name__,
-    __doc__="The ``space:`` section of a study file; every knob has a default sub-space.",
+
+_Knobs = create_model(
+    "_Knobs", __config__=STRICT, __module__=__name__,
     **{name: (REGISTRY[name].space_spec, Field(default_factory=REGISTRY[name].space_spec)) for name in FIELDS})
+
+
+class SpaceSpec(_Knobs):
+    """The ``space:`` section of a study file: one sub-space per registered knob, each with its defaults,
+    then ``allocation`` (:mod:`.budgets`), written out only when a study sets it."""
+
+    allocation: AllocationSpec = Field(default_factory=AllocationSpec)
+
+    @model_serializer(mode="wrap")
+    def _default_allocation_unwritten(self, handler):
+        # a study that does not set it dumps as before it existed (run dirs and shared studies compare dumps)
+        data = handler(self)
+        if self.allocation == AllocationSpec():
+            data.pop("allocation", None)
+        return data
 
 
 class SearchSpace:
@@ -30,28 +49,46 @@ class SearchSpace:
 
     Parameter names are the knobs' (``depth.keep``, ``heads.keep``, ``heads.kv``,
     ``tokens.method``, ``tokens.share@<block>``, ``sparsity.attn``, ``sparsity.mlp``,
-    ``precision.attn``, ``precision.mlp``), in knob order. A knob with one choice has no
-    parameter. :attr:`parts` holds each knob's resolved sub-space by name.
+    ``precision.attn``, ``precision.mlp``), in knob order, then under saliency
+    allocation the budgets (``allocation.heads_removed``, ``allocation.mlp_removed``,
+    :mod:`.budgets`) in place of ``heads.keep`` and the structured MLP shares. A knob
+    with one choice has no parameter. :attr:`parts` holds each knob's resolved
+    sub-space by name; :attr:`budgets` the saliency mode's (None in uniform mode).
     """
 
     def __init__(self, spec: SpaceSpec | dict | None, dims: VitDims, device: str = "cpu",
-                 precisions: tuple[str, ...] | None = None) -> None:
+                 precisions: tuple[str, ...] | None = None, saliency: Any = None) -> None:
         self.spec = spec if isinstance(spec, SpaceSpec) else SpaceSpec.model_validate(spec or {})
         self.dims, self.device = dims, str(device)
         # ``precisions``: what the deployment runtime realises (default: eager PyTorch on ``device``)
         target = Target(self.device, precisions)
+        knobs, self.budgets = self.spec, None
+        if self.spec.allocation.mode == "saliency":
+            if saliency is None:
+                raise ConfigError("space.allocation.mode: saliency needs the base model's saliency; build the "
+                                  "space with SearchSpace.from_spec(spec, model, calibration=...)")
+            knobs = budgets.knob_spec(self.spec, dims)
+            self.budgets = BudgetSpace(self.spec.allocation, dims, saliency)
         self.parts: dict[str, KnobSpace] = {}
         for name in FIELDS:
             knob = REGISTRY[name]
-            part = knob.space(getattr(self.spec, name), dims, target, {r: self.parts[r] for r in knob.space.reads})
+            part = knob.space(getattr(knobs, name), dims, target, {r: self.parts[r] for r in knob.space.reads})
             part.check()
             self.parts[name] = part
 
     @classmethod
     def from_spec(cls, spec: SpaceSpec | dict | None, model: Any, device: str = "cpu",
-                  precisions: tuple[str, ...] | None = None) -> "SearchSpace":
-        """Build for a timm ViT (reads its depth, heads and token counts)."""
-        return cls(spec, VitDims.of(model), device, precisions)
+                  precisions: tuple[str, ...] | None = None, calibration: Any = None) -> "SearchSpace":
+        """Build for a timm ViT (reads its depth, heads and token counts).
+
+        Under saliency allocation the saliency of ``model``'s structures is measured on
+        ``calibration`` (images or a Dataset of (image, label); None: data-free), once per
+        model and calibration (:func:`vitsearch.spaces.allocate.measure`).
+        """
+        spec = spec if isinstance(spec, SpaceSpec) else SpaceSpec.model_validate(spec or {})
+        alloc = spec.allocation
+        saliency = measure(model, calibration, device, alloc.group) if alloc.mode == "saliency" else None
+        return cls(spec, VitDims.of(model), device, precisions, saliency)
 
     # ---- distributions and mapping ---------------------------------------------------
     def distributions(self) -> dict[str, Any]:
@@ -59,6 +96,8 @@ class SearchSpace:
         out: dict[str, Any] = {}
         for part in self.parts.values():
             out.update(part.distributions())
+        if self.budgets is not None:
+            out.update(self.budgets.distributions())
         return out
 
     def suggest(self, trial: Any) -> CompressionConfig:
@@ -79,37 +118,58 @@ class SearchSpace:
         for name, part in self.parts.items():
             sub = part.decode(params, {r: decoded[r] for r in part.reads})
             decoded[name] = REGISTRY[name].config_cls.from_dict(sub)
-        return CompressionConfig(**decoded)
+        config = CompressionConfig(**decoded)
+        return config if self.budgets is None else self.budgets.apply(params, config)
 
     def params_for(self, config: CompressionConfig) -> dict[str, Any]:
         """Parameters that map to ``config`` (for ``study.enqueue_trial``); ConfigError if outside the space."""
-        params: dict[str, Any] = {}
-        for name, part in self.parts.items():
-            params.update(part.encode(getattr(config, name)))
         dists = self.distributions()
-        params = {k: v for k, v in params.items() if k in dists}
-        inside = all(d.low <= params[k] <= d.high if hasattr(d, "low") else params[k] in d.choices
-                     for k, d in dists.items())
-        if not inside or self.config_from_params(params) != config:
-            raise ConfigError(f"config {config.summary()!r} is not inside this search space")
-        return params
+        for knobs, params in self._encodings(config):
+            for name, part in self.parts.items():
+                params.update(part.encode(getattr(knobs, name)))
+            params = {k: v for k, v in params.items() if k in dists}
+            inside = all(d.low <= params[k] <= d.high if hasattr(d, "low") else params[k] in d.choices
+                         for k, d in dists.items())
+            if inside and self.config_from_params(params) == config:
+                return params
+        raise ConfigError(f"config {config.summary()!r} is not inside this search space")
+
+    def _encodings(self, config: CompressionConfig):
+        """(the knobs' config, the other parameters) that may give ``config``: under saliency allocation
+        one per K/V choice (the knobs saw every head and no width; the budgets set those)."""
+        if self.budgets is None:
+            yield config, {}
+            return
+        for kv in self.kv_choices:
+            heads = HeadsConfig(kv_heads=None if kv >= self.dims.num_heads else kv)
+            yield (replace(config, heads=heads, sparsity=replace(config.sparsity, mlp_keep=None)),
+                   self.budgets.encode(config))
 
     # ---- size and presets ----------------------------------------------------------
     def size(self) -> int:
         """Number of distinct configs the space can produce."""
         read = {r for part in self.parts.values() for r in part.reads}
         names = list(self.parts)
+        if self.budgets is not None:  # the budgets read the kept blocks and the K/V choice
+            read.add("depth")
+            names.remove("heads")
 
         def count(i: int, earlier: dict[str, Any]) -> int:
             # knobs another knob reads are walked choice by choice; the others multiply
             if i == len(names):
-                return 1
+                return 1 if self.budgets is None else self._allocations(earlier["depth"].keep)
             name, part = names[i], self.parts[names[i]]
             if name in read:
                 return sum(count(i + 1, {**earlier, name: sub}) for sub in part.outcomes())
             return part.count({r: earlier[r] for r in part.reads}) * count(i + 1, earlier)
 
         return count(0, {})
+
+    def _allocations(self, depth_keep: int | None) -> int:
+        """Distinct per-block (heads, widths) the budgets and K/V choices give for one depth."""
+        heads = self.parts["heads"]
+        kvs = {HeadsConfig.from_dict(heads.decode({"heads.kv": c}, {})).kv_heads for c in self.kv_choices}
+        return len(set().union(*(self.budgets.outcomes(depth_keep, kv) for kv in kvs)))
 
     def presets(self) -> list[CompressionConfig]:
         """The least-compressed config (the identity when the space holds it) and a few strong ones."""
@@ -123,6 +183,8 @@ class SearchSpace:
         """
         dists = self.distributions()
         presets = {name: part.presets() for name, part in self.parts.items()}
+        if self.budgets is not None:
+            presets["allocation"] = self.budgets.presets()
         base = {k: v for p in presets.values() for k, v in p.least.items()}
         ranked = sorted((REGISTRY[n].preset_rank, n) for n, p in presets.items()
                         if p.alone and REGISTRY[n].preset_rank is not None)
@@ -147,7 +209,10 @@ class SearchSpace:
 
     @property
     def head_keep(self) -> list[int]:
-        """The heads knob's kept-head choices."""
+        """The heads knob's kept-head choices; under saliency allocation, anchors over the counts a
+        block can keep (one, half, all), between which the component predictor interpolates."""
+        if self.budgets is not None:
+            return sorted({1, max(1, self.dims.num_heads // 2), self.dims.num_heads})
         return self.parts["heads"].head_keep
 
     @property

@@ -1,9 +1,10 @@
-"""Shared fixtures: the built-in model and data are loaded once per test session."""
+"""Shared fixtures: the built-in model and data are loaded once per test session; the tiny study file."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from tinystudy import TINY_STUDY, write_study
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -32,3 +33,16 @@ def builtin_model_copy(builtin_model):
     import copy
 
     return copy.deepcopy(builtin_model)
+
+
+@pytest.fixture
+def tiny_study(tmp_path):
+    """``tiny_study(base=TINY_STUDY, file="study.yaml", **overrides) -> Path``: the study written under tmp_path.
+
+    ``base`` and ``overrides`` as in ``tinystudy.tiny_study_dict``; ``file`` may name sub-folders.
+    """
+
+    def write(base=TINY_STUDY, file: str = "study.yaml", **overrides):
+        return write_study(tmp_path / file, base, **overrides)
+
+    return write

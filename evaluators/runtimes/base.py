@@ -19,12 +19,15 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from vitsearch.spaces.errors import ConfigError, DeviceError, VitsearchError
+
+if TYPE_CHECKING:
+    from vitsearch.evaluators.fakequant import FakeQuantScheme
 
 
 class NumericsMismatch(VitsearchError):
@@ -118,7 +121,8 @@ class Runtime(ABC):
 
     The hooks the staged evaluation (:mod:`vitsearch.evaluators.pipeline`) and the
     profile ask a runtime, so that neither names one: :meth:`structure` (what torch
-    prepares and distils), :attr:`is_reference` (its program is the eager model every
+    prepares and distils), :meth:`fake_quant_scheme` (how it quantises the linears, for
+    distillation that sees it), :attr:`is_reference` (its program is the eager model every
     other runtime is checked against, so it is not checked itself), :meth:`identity_fields`
     (what the runtime adds to a device fingerprint) and :attr:`times_components`
     (whether timings of torch components predict it).
@@ -137,6 +141,14 @@ class Runtime(ABC):
     def structure(self, config: Any) -> Any:
         """The config torch prepares and distils for this runtime: the float structure (the runtime quantises)."""
         return float_structure(config, keep_half=True)
+
+    def fake_quant_scheme(self, config: Any, batch: int) -> FakeQuantScheme | None:
+        """How this runtime quantises ``config``'s linears in a program built for ``batch`` images, to train through.
+
+        None: it quantises none of them, or its scheme is not modelled (distillation then
+        sees the float model; TensorRT refuses integer precisions anyway).
+        """
+        return None
 
     def identity_fields(self) -> dict[str, str]:
         """Fields this runtime adds to a device fingerprint (its name and version: another runtime's profile differs)."""

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from vitsearch.evaluators.fakequant import FakeQuantScheme, scheme_for
 from vitsearch.evaluators.runtimes.base import Deployed, Runtime, register
 from vitsearch.evaluators.runtimes.eager import finalized, graph_safe_call, torch_deployed
 from vitsearch.spaces.errors import DeviceError
@@ -31,6 +32,10 @@ class CompileRuntime(Runtime):
     #: that keeps several compiled programs alive (benchmarks/runtimes.py) turns it off and raises
     #: ``torch._dynamo.config.recompile_limit`` instead
     reset_caches: ClassVar[bool] = True
+
+    def fake_quant_scheme(self, config: Any, batch: int) -> FakeQuantScheme | None:
+        """torchao's scheme, as eager: the compiled program is of the finalized (torchao-quantised) model."""
+        return scheme_for("torchao", config)
 
     def deploy(self, prepared: nn.Module, config: Any, example: torch.Tensor, threads: int | None) -> Deployed:
         """Finalize, compile for ``example``'s shape, and run once (the compile)."""

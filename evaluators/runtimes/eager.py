@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitsearch.evaluators.fakequant import FakeQuantScheme, scheme_for
 from vitsearch.evaluators.runtimes.base import Deployed, Runtime, register
 
 
@@ -72,6 +73,10 @@ class EagerRuntime(Runtime):
     def structure(self, config: Any) -> Any:
         """The config itself: eager realises every knob in torch (precision at finalize)."""
         return config
+
+    def fake_quant_scheme(self, config: Any, batch: int) -> FakeQuantScheme | None:
+        """torchao's scheme (``finalize`` quantises with torchao); per token, so the batch does not matter."""
+        return scheme_for("torchao", config)
 
     def identity_fields(self) -> dict[str, str]:
         """None added: an eager fingerprint is the device's own (profiles keep the ids they always had)."""

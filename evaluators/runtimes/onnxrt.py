@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitsearch.evaluators.fakequant import FakeQuantScheme, scheme_for
 from vitsearch.evaluators.runtimes.base import Deployed, Runtime, register
 from vitsearch.spaces.errors import DeviceError
 
@@ -51,6 +52,10 @@ class OnnxRuntime(Runtime):
     def changes_numerics(self, config: Any) -> bool:
         """ORT's quantisation is not torchao's: any quantised part changes the numerics."""
         return any(getattr(config.precision, p) != "fp32" for p in ("attn", "mlp"))
+
+    def fake_quant_scheme(self, config: Any, batch: int) -> FakeQuantScheme | None:
+        """ORT's scheme (:func:`.onnxexport.quantize`): one dynamic activation range per call of ``batch`` images."""
+        return scheme_for("ort", config, images=batch)
 
     def deploy(self, prepared: nn.Module, config: Any, example: torch.Tensor, threads: int | None) -> Deployed:
         """Export, quantise, open a session and run it once."""

@@ -130,12 +130,17 @@ def runtime_space(space: Any, runtime: str, device: Any) -> tuple[Any, list[str]
     return space.model_copy(update={"precision": space.precision.model_copy(update=updates)}), notes
 
 
-def runtime_search_space(space: Any, base: Any, runtime: str, device: Any) -> tuple[Any, list[str]]:
-    """The SearchSpace of ``space`` (a SpaceSpec) in ``runtime``: refused default choices left out, and the notes."""
+def runtime_search_space(space: Any, base: Any, runtime: str, device: Any,
+                         calibration: Any = None) -> tuple[Any, list[str]]:
+    """The SearchSpace of ``space`` (a SpaceSpec) in ``runtime``: refused default choices left out, and the notes.
+
+    ``calibration``: the images a saliency allocation ranks structures on (None: data-free).
+    """
     from vitsearch.spaces import SearchSpace
 
     spec, notes = runtime_space(space, runtime, device)
-    return SearchSpace.from_spec(spec, base, device=str(device), precisions=precisions(runtime, device)), notes
+    return SearchSpace.from_spec(spec, base, device=str(device), precisions=precisions(runtime, device),
+                                 calibration=calibration), notes
 
 
 def knob_table() -> str:

@@ -55,8 +55,8 @@ def _add_run(sub) -> None:
 
 
 def _add_bench_search(sub) -> None:
-    p = sub.add_parser("bench-search", help="benchmark: samplers (hypervolume vs trials), or fidelities at equal "
-                                            "wall time (--fidelity)")
+    p = sub.add_parser("bench-search", help="benchmark: samplers (hypervolume vs trials), fidelities at equal "
+                                            "wall time (--fidelity), or hand recipes (--baselines)")
     p.add_argument("study", help="study file (YAML), or 'default'")
     p.add_argument("--trials", type=int, default=40, help="samplers: trials per (sampler, seed)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per sampler or fidelity (0..N-1)")
@@ -66,10 +66,15 @@ def _add_bench_search(sub) -> None:
     p.add_argument("--fidelity", default=None, metavar="LIST",
                    help="compare fidelities instead (zero-shot, rungs, full): real time-budgeted searches, "
                         "hypervolume of the test-accuracy front")
-    p.add_argument("--wall-minutes", type=float, default=10.0, help="fidelities: time budget of every search")
+    p.add_argument("--baselines", action="store_true",
+                   help="compare vitsearch's front with hand recipes (depth, ToMe r, MLP pruning, int8, depth+MLP) "
+                        "at equal wall time, on test accuracy")
+    p.add_argument("--wall-minutes", type=float, default=10.0,
+                   help="fidelities / baselines: time budget of every search and every recipe")
     p.add_argument("--sampler", default=None, help="fidelities: the sampler of every search (default: the study's)")
     p.add_argument("--out", default=None, help="cache and results folder (default: benchmarks/results/search, "
-                                               "or benchmarks/results/fidelity with --fidelity)")
+                                               "benchmarks/results/fidelity with --fidelity, "
+                                               "benchmarks/results/baselines with --baselines)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_search)
 
@@ -212,7 +217,16 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench_search(args) -> int:
-    """``vitsearch bench-search STUDY``: samplers against random search, or fidelities at equal wall time."""
+    """``vitsearch bench-search STUDY``: samplers against random search, fidelities or hand recipes at equal wall time."""
+    if args.baselines and args.fidelity is not None:
+        raise VitsearchError("--baselines and --fidelity: choose one benchmark")
+    if args.baselines:
+        from vitsearch.search.engine.baselines_bench import format_baselines, run_baselines_bench
+
+        summary = run_baselines_bench(args.study, args.wall_minutes, args.seeds,
+                                      Path(args.out or "benchmarks/results/baselines"))
+        print(json.dumps(summary, indent=2, default=str) if args.json else format_baselines(summary))
+        return 0
     if args.fidelity is not None:
         from vitsearch.search.engine.fidelity_bench import format_fidelity, parse_fidelities, run_fidelity_bench
 

@@ -3,7 +3,7 @@
 Contract: every read of a private attribute (a leading underscore) of Ray Tune's
 ``OptunaSearch`` or of an Optuna study, trial or storage happens in this module, each
 beside the version it was checked against; the rest of vitsearch calls these functions
-(``tests/search/test_optuna_access.py`` fails when another module under ``search/`` reads
+(``tests/search/engine/test_optuna_access.py`` fails when another module under ``search/`` reads
 one itself, and runs each function on real studies in memory, SQLite and journal
 storages). An upgrade that moves one of these attributes breaks here, and only here.
 

@@ -3,7 +3,7 @@
 What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
 
 * **Batches.** One Tune trial evaluates a batch of Optuna trials (candidates) and
-  reports each as it finishes; Tune's per-trial overhead (about a second here) is paid
+  reports each as it finishes; Tune's per-trial overhead is paid
   once per batch, not per candidate.
 * **Cheap first.** A candidate that repeats an evaluated config reuses its metrics, and
   one that the latency predictor already puts over the budget is recorded infeasible;

@@ -62,7 +62,7 @@ def load_inputs(plan: RunPlan, objectives: list[tuple[str, str]]) -> RunInputs:
     """
     spec = plan.spec
     session = load_session(spec)
-    space, notes = runtime_search_space(spec, session.base, session.device)
+    space, notes = runtime_search_space(spec, session.base, session.device, session.data.calibration)
     for note in notes:
         log.warning(note)
         print(f"note: {note}")

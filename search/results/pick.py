@@ -159,7 +159,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_
     ev = view.evaluation(number)
     config = CompressionConfig.from_dict(json.loads(row["config"]))
     pipe = session.pipeline
-    prepared = rebuild_prepared(session, pipe.runtime.structure(config), rung, view.path, number)
+    prepared = rebuild_prepared(session, config, rung, view.path, number)
     info = copy.deepcopy(getattr(prepared, "vitsearch_info", {}))
     program = pipe.build(prepared, config)
     acc = pipe.score(prepared, config, program)
@@ -203,7 +203,7 @@ def _polish(view, session, config, prepared, acc, number: int, polish_steps: int
     pipe = session.pipeline
     polished = distil_further(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
                               rung=len(rc.ladder), progress=StepProgress(f"pick: polishing trial {number}"),
-                              **session.distill_kwargs())
+                              **pipe.recovery_settings(config))
     program = pipe.build(polished, config)
     pval = pipe.score(polished, config, program)
     polish.update(val_accuracy=pval.top1, **measure_test_deployed(session, polished, config, program),

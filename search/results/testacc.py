@@ -39,22 +39,23 @@ def checkpoint_path(run_dir: Path, number: int, rung: int) -> Path:
 
 
 def rebuild_prepared(session, config, rung: int, run_dir: Path | None = None, number: int | None = None):
-    """The prepared float model of ``config`` at ``rung`` of the study's ladder, as the search built it."""
+    """The runtime's prepared structure of ``config`` at ``rung`` of the study's ladder, as the search built it."""
     from vitsearch.evaluators.distill import distilled_chain, load_prepared
 
-    rc = session.spec.recovery
+    pipe, rc = session.pipeline, session.spec.recovery
+    structure = pipe.runtime.structure(config)
     rungs = (0,) if config.is_identity() else rc.ladder[:rung + 1]  # the search never distils the teacher itself
     if run_dir is not None and number is not None:
         path = checkpoint_path(run_dir, number, rung)
         if path.exists() or path.is_symlink():  # a folder or a broken file is refused, not replaced
-            return load_prepared(session.base, config, path, session.data.calibration, session.device)
+            return load_prepared(session.base, structure, path, session.data.calibration, session.device)
         if rungs[-1] > 0:  # the search kept these weights: say that they are rebuilt (stderr, and a run's log)
             note = (f"rung checkpoint {str(path)!r} is missing: trial {number} is distilled again to rung {rung} "
                     f"({rungs[-1]} steps, seeded: the same weights)")
             print(f"vitsearch: {note}", file=sys.stderr)
             logging.getLogger("vitsearch.results").info(note)
-    return distilled_chain(session.base, config, session.data.train, rungs=rungs,
-                           calibration=session.data.calibration, **session.distill_kwargs())
+    return distilled_chain(session.base, structure, session.data.train, rungs=rungs,
+                           calibration=session.data.calibration, **pipe.recovery_settings(config))
 
 
 def measure_test(session, model) -> dict[str, Any]:
@@ -121,8 +122,7 @@ def front_test_accuracy(session, run_dir: Path, front: pd.DataFrame) -> pd.DataF
         key = f"{int(r['number'])}:{int(r['rung'])}"
         if not cache.get(key, {}).get("test_correct"):
             config = CompressionConfig.from_dict(json.loads(r["config"]))
-            # the structure the search distilled (a runtime that quantises itself: the float structure)
-            prepared = rebuild_prepared(session, runtime.structure(config), int(r["rung"]), run_dir, int(r["number"]))
+            prepared = rebuild_prepared(session, config, int(r["rung"]), run_dir, int(r["number"]))
             cache[key] = measure_test_deployed(session, prepared, config)
             fresh = True
     if fresh:

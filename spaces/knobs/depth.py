@@ -145,6 +145,12 @@ def block_ranking(model: nn.Module, ctx: Context) -> tuple[list[float], str]:
     return per_model[key]
 
 
+def dropped_blocks(scores: list[float], keep: int) -> list[int]:
+    """Indices (ascending) of the ``len(scores) - keep`` blocks with the lowest scores: those depth drops."""
+    order = sorted(range(len(scores)), key=lambda i: scores[i])  # least important first
+    return sorted(order[:len(scores) - keep])
+
+
 def apply_depth(model: nn.Module, cfg: DepthConfig, ctx: Context) -> None:
     """Drop the ``depth - keep`` least important blocks (in place on the working copy)."""
     from torch import nn
@@ -156,8 +162,7 @@ def apply_depth(model: nn.Module, cfg: DepthConfig, ctx: Context) -> None:
     if cfg.keep > depth:
         raise ConfigError(f"depth.keep: {cfg.keep} is not allowed for a model with {depth} blocks; expected 1..{depth}")
     scores, criterion = block_ranking(model, ctx)
-    order = sorted(range(depth), key=lambda i: scores[i])  # least important first
-    dropped = sorted(order[:depth - cfg.keep])
+    dropped = dropped_blocks(scores, cfg.keep)
     model.blocks = nn.Sequential(*[b for i, b in enumerate(blocks) if i not in dropped])
     ctx.info["criterion"]["depth"] = criterion
     ctx.info["depth"] = {"dropped": dropped, "kept": [i for i in range(depth) if i not in dropped],

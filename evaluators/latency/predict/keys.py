@@ -31,6 +31,11 @@ def block_keys(block: BlockShape) -> tuple[str, str]:
             mlp_key(block.mlp_hidden, block.precision.mlp, block.sparsity.mlp))
 
 
+def is_dense_kernel(sparsity: str) -> bool:
+    """Whether an MLP of this sparsity runs dense kernels (dense, or narrowed by structured pruning)."""
+    return parse_sparsity("sparsity.mlp", sparsity)[0] in ("dense", "structured")
+
+
 def hidden_for(dims: VitDims, sparsity_mlp: str) -> int:
     """MLP hidden width after structured pruning (the rounding rule of the sparsity knob)."""
     kind, p = parse_sparsity("sparsity.mlp", sparsity_mlp)

@@ -17,29 +17,20 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-import yaml
-from clitools import vitsearch
+from clitools import SMALL_STUDY, vitsearch
+from tinystudy import tiny_study_dict
 
 # slow; the timeout is raised above the suite's 600 s for machines shared with other jobs
 # (a couple of minutes each on an idle 2-core CPU)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-STUDY = {
-    "name": "t",
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5},
-    "data": {"eval_batch_size": 500},
-    "constraints": {"max_accuracy_drop": 0.05},
-    "recovery": {"rungs": [1, 3, 6], "reduction": 2, "batch_size": 16},
-    "search": {"trials": 6, "workers": 2, "cpus": 2, "seed": 0, "batch_size": 2},
+#: clitools' small study without interleaved timing, with tiny rungs and 2 workers
+STUDY = tiny_study_dict(
+    SMALL_STUDY, latency={"interleave": None}, recovery={"rungs": [1, 3, 6], "reduction": 2, "batch_size": 16},
+    search={"trials": 6, "workers": 2},
     # cheap knobs only: int8 at batch 1 is many times slower to time here (and settled as no gain anyway)
-    "space": {"precision": {"attn": ["fp32"], "mlp": ["fp32"]}, "sparsity": {"attn": ["dense"]}},
-}
-
-
-def _write(tmp_path: Path) -> Path:
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(STUDY))
-    return path
+    space={"precision": {"attn": ["fp32"], "mlp": ["fp32"]}, "sparsity": {"attn": ["dense"]}},
+)
 
 
 def _rung_attrs(run: Path):
@@ -70,9 +61,9 @@ def _check_ladder(run: Path) -> None:
         assert "val split" in rec["evaluation"]["accuracy_source"]
 
 
-def test_rung_run_two_workers(tmp_path):
+def test_rung_run_two_workers(tmp_path, tiny_study):
     run = tmp_path / "run"
-    out = vitsearch("run", _write(tmp_path), "--out", run, timeout=1500)
+    out = vitsearch("run", tiny_study(STUDY), "--out", run, timeout=1500)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["evaluated"] == 6 and summary["reached_rung"][0] == 6
@@ -99,8 +90,8 @@ def test_rung_run_two_workers(tmp_path):
     assert set(cache) == {f"{r['number']}:{r['rung']}" for r in front}
 
 
-def test_kill_in_the_middle_of_a_promotion_and_resume(tmp_path):
-    study_path = _write(tmp_path)
+def test_kill_in_the_middle_of_a_promotion_and_resume(tmp_path, tiny_study):
+    study_path = tiny_study(STUDY)
     run, marker = tmp_path / "run", tmp_path / "hung"
     faults = json.dumps({"hang_on_rung": [1, str(marker)]})
     proc = subprocess.Popen([sys.executable, "-m", "vitsearch.search.cli", "run", str(study_path), "--out", str(run)],

@@ -9,7 +9,6 @@ that cannot be pickled at all.
 
 from __future__ import annotations
 
-import json
 import pickle
 import threading
 from pathlib import Path
@@ -18,20 +17,17 @@ import optuna
 import pytest
 import yaml
 from clitools import vitsearch
+from tinystudy import tiny_study_dict, write_study
 
 from vitsearch.search.study import SearchSection
 
 SAMPLERS = SearchSection.model_fields["sampler"].annotation.__args__
 
 #: A user's own study: an image folder of two classes, no sampler named, two trials.
-USER_STUDY = {
-    "name": "own",
-    "data": {"source": "imagefolder", "path": "data", "calibration_size": 8, "eval_batch_size": 100},
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 1, "max_runs": 10, "max_seconds": 0.3,
-                "interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}},
-    "recovery": {"steps": 2, "batch_size": 8},
-    "search": {"trials": 2, "workers": 1, "cpus": 2, "batch_size": 2},
-}
+USER_STUDY = tiny_study_dict(name="own", data={"source": "imagefolder", "path": "data", "calibration_size": 8},
+                             latency={"interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}},
+                             recovery={"steps": 2, "batch_size": 8},
+                             search={"trials": 2, "workers": 1, "cpus": 2, "batch_size": 2})
 
 
 def two_class_imagefolder(root: Path, train: int = 12, val: int = 8) -> None:
@@ -52,11 +48,7 @@ def two_class_imagefolder(root: Path, train: int = 12, val: int = 8) -> None:
 
 def write_user_study(root: Path, **search) -> Path:
     two_class_imagefolder(root / "data")
-    doc = json.loads(json.dumps(USER_STUDY))
-    doc["search"].update(search)
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return write_study(root / "study.yaml", USER_STUDY, search=search)
 
 
 class LockedSampler(optuna.samplers.RandomSampler):

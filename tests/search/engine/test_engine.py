@@ -18,8 +18,8 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-import yaml
-from clitools import is_loopback, listening_sockets, vitsearch, wait_for_port
+from clitools import SMALL_STUDY, is_loopback, listening_sockets, vitsearch, wait_for_port
+from tinystudy import tiny_study_dict
 
 from vitsearch.evaluators.latency.timing.results import PROTOCOL
 from vitsearch.search.engine.raylocal import session_processes
@@ -28,22 +28,8 @@ pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).parent / "ray")
 
-STUDY = {
-    "name": "t",
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 2, "max_runs": 30, "max_seconds": 0.5,
-                "interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}},
-    "data": {"eval_batch_size": 500},
-    "search": {"trials": 8, "workers": 2, "cpus": 2, "seed": 0, "batch_size": 2},
-}
-
-
-def write_study(tmp_path: Path, **overrides) -> Path:
-    doc = json.loads(json.dumps(STUDY))
-    for key, value in overrides.items():
-        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+#: clitools' small study with 2 workers and no constraint
+STUDY = tiny_study_dict(SMALL_STUDY, constraints=None, search={"workers": 2})
 
 
 
@@ -57,7 +43,7 @@ def evaluated_configs(frame: pd.DataFrame) -> list[str]:
     return done.config.tolist()
 
 
-def test_short_study_with_faults_and_budget(tmp_path):
+def test_short_study_with_faults_and_budget(tmp_path, tiny_study):
     """8 trials, 2 workers: one trial raises, one worker dies mid-trial, a size and a latency budget."""
     # The size budget excludes the uncompressed model (sizes do not depend on the machine's
     # load, so at least one trial is infeasible on every run); the latency budget is set but
@@ -65,9 +51,9 @@ def test_short_study_with_faults_and_budget(tmp_path):
     from vitsearch.search.session import load_session
     from vitsearch.spaces import CompressionConfig
 
-    study_path = write_study(tmp_path)
+    study_path = tiny_study(STUDY)
     full = load_session(study_path).pipeline.evaluate(CompressionConfig())[0]["size_mb"]
-    study_path = write_study(tmp_path, constraints={"max_size_mb": round(full * 0.95, 4), "max_latency_ms": 1e6})
+    study_path = tiny_study(STUDY, constraints={"max_size_mb": round(full * 0.95, 4), "max_latency_ms": 1e6})
     marker = tmp_path / "crashed"
     faults = json.dumps({"raise_on": [2], "crash_once": str(marker)})
     out = vitsearch("run", study_path, "--out", tmp_path / "run", env={"VITSEARCH_TEST_FAULTS": faults})
@@ -132,8 +118,8 @@ def _completed(db: Path) -> int:
         return 0
 
 
-def test_resume_after_sigkill(tmp_path):
-    study_path = write_study(tmp_path, search={"trials": 8, "batch_size": 1})
+def test_resume_after_sigkill(tmp_path, tiny_study):
+    study_path = tiny_study(STUDY, search={"trials": 8, "batch_size": 1})
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "vitsearch.search.cli", "run", str(study_path), "--out", str(run)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -163,14 +149,13 @@ def test_resume_after_sigkill(tmp_path):
     configs = evaluated_configs(frame)
     assert len(configs) == len(set(configs)), "a config was evaluated twice"
     # resuming with a different study file is refused, and changes nothing
-    (tmp_path / "other").mkdir()
-    other = write_study(tmp_path / "other", latency={"threads": 2})
+    other = tiny_study(STUDY, file="other/study.yaml", latency={"threads": 2})
     bad = vitsearch("run", other, "--resume", run)
     assert bad.returncode == 2 and "differs" in bad.stderr
     assert len(optuna.load_study(study_name="t", storage=f"sqlite:///{run / 'optuna.db'}").trials) == len(study.trials)
 
 
-def test_external_ray_cluster(tmp_path):
+def test_external_ray_cluster(tmp_path, tiny_study):
     # Loopback only: Ray resolves 127.0.0.1 to the machine's outward IP unless told it is
     # not forming a multi-host cluster (this flag), for the head and the driver alike.
     # The head uses token authentication; a driver joining it must say so too.
@@ -184,7 +169,7 @@ def test_external_ray_cluster(tmp_path):
                             env={**os.environ, **loopback})
     try:
         wait_for_port(port, head, "ray start --head exited")
-        study_path = write_study(tmp_path, search={"trials": 4})
+        study_path = tiny_study(STUDY, search={"trials": 4})
         out = vitsearch("run", study_path, "--out", tmp_path / "run", "--address", f"127.0.0.1:{port}",
                         env=loopback)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -207,16 +192,16 @@ def test_external_ray_cluster(tmp_path):
     (["--storage", "sqlite:///:memory:"], "in-memory database"),
     (["--resume", "."], "is not a vitsearch run dir"),
 ])
-def test_bad_run_input(tmp_path, args, match):
-    study_path = write_study(tmp_path)
+def test_bad_run_input(tmp_path, tiny_study, args, match):
+    study_path = tiny_study(STUDY)
     out = vitsearch("run", study_path, "--out", tmp_path / "run", *args, cwd=tmp_path, timeout=120)
     assert out.returncode == 2, out.stderr
     assert match in out.stderr and out.stderr.count("\n") == 1
     assert not (tmp_path / "run").exists()
 
 
-def test_unknown_sampler_is_refused(tmp_path):
-    study_path = write_study(tmp_path, search={"sampler": "cmaes"})
+def test_unknown_sampler_is_refused(tmp_path, tiny_study):
+    study_path = tiny_study(STUDY, search={"sampler": "cmaes"})
     out = vitsearch("run", study_path, "--out", tmp_path / "run", timeout=120)
     assert out.returncode == 2 and "search.sampler" in out.stderr
     assert not (tmp_path / "run").exists()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tinystudy import tiny_study_dict
 
 from vitsearch.search.study import parse_study
 
-DOC = {"name": "t", "recovery": {"rungs": [2, 4], "reduction": 2, "batch_size": 16},
-       "latency": {"batch_size": 1, "threads": 1, "warmup": 1, "max_runs": 20, "max_seconds": 0.2}}
+DOC = tiny_study_dict(data=None, latency={"max_runs": 20, "max_seconds": 0.2},
+                      recovery={"rungs": [2, 4], "reduction": 2, "batch_size": 16})
 CONFIG = {"depth": {"keep": 6}, "heads": {"kv_heads": 2, "keep": 6}}
 
 

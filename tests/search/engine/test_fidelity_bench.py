@@ -13,6 +13,7 @@ import optuna
 import pytest
 import yaml
 from clitools import SMALL_STUDY, vitsearch
+from tinystudy import write_study
 
 from vitsearch.search.engine.fidelity_bench import fidelity_spec, front_hypervolume, parse_fidelities
 from vitsearch.search.engine.sampler_bench import trials_to_reach_random
@@ -103,8 +104,7 @@ def test_startup_trials_of_tpe_and_gp():
 @pytest.mark.timeout(1200)
 def test_fidelity_bench_end_to_end(tmp_path):
     """Two fidelities, one seed, 0.4 min each: every front point on test, one reference point, nothing RUNNING."""
-    study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump(TINY))
+    study = write_study(tmp_path / "study.yaml", TINY)
     out = tmp_path / "bench"
     proc = vitsearch("bench-search", study, "--fidelity", "zero-shot,rungs", "--wall-minutes", "0.4", "--seeds", "1",
                      "--out", out, timeout=1100)

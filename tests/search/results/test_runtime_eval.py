@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tinystudy import tiny_study_dict
 
 from vitsearch.search.study import parse_study
 from vitsearch.spaces import CompressionConfig
 from vitsearch.spaces.errors import ConfigError, DeviceError
 
-LATENCY = {"threads": 1, "warmup": 2, "max_runs": 20, "max_seconds": 0.3, "predictor": "off"}
-
 
 def _spec(runtime: str, **extra):
-    return parse_study({"name": "rt", "latency": {**LATENCY, "runtime": runtime}, **extra})
+    """The tiny study timed in ``runtime`` (20 passes at most, no predictor), ``extra`` sections added."""
+    return parse_study(tiny_study_dict(name="rt", data=None, **extra, latency={
+        "batch_size": None, "warmup": 2, "max_runs": 20, "predictor": "off", "runtime": runtime}))
 
 
 def test_runtime_field_and_its_one_line_errors():

@@ -20,27 +20,15 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from clitools import vitsearch, wait_for_port
 from optuna.trial import TrialState
+from tinystudy import tiny_study_dict, write_study
 
 #: the cheapest real study: built-in model, latency timed in a few passes, no recovery
-STUDY = {
-    "name": "shared",
-    "latency": {"batch_size": 1, "threads": 1, "warmup": 1, "max_runs": 20, "max_seconds": 0.1, "predictor": "off"},
-    "data": {"eval_batch_size": 500, "calibration_size": 32},
-    "constraints": {"max_accuracy_drop": 0.05},
-    "search": {"trials": 10, "workers": 1, "cpus": 1, "seed": 0, "batch_size": 1, "sampler": "random"},
-}
-
-
-def write_study(path: Path, **overrides) -> Path:
-    doc = json.loads(json.dumps(STUDY))
-    for key, value in overrides.items():
-        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc))
-    return path
+STUDY = tiny_study_dict(name="shared", latency={"max_runs": 20, "max_seconds": 0.1, "predictor": "off"},
+                        data={"eval_batch_size": 500, "calibration_size": 32},
+                        constraints={"max_accuracy_drop": 0.05},
+                        search={"trials": 10, "workers": 1, "cpus": 1, "seed": 0, "batch_size": 1, "sampler": "random"})
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,7 +101,7 @@ def test_two_drivers_on_postgres_one_killed_and_resumed_beside_the_other(postgre
 
     password = make_url(url).password
     name = f"two{os.getpid()}"
-    study = write_study(tmp_path / "study.yaml", name=name)
+    study = write_study(tmp_path / "study.yaml", STUDY, name=name)
     a = start_driver(study, tmp_path / "a", url)
     b = start_driver(study, tmp_path / "b", url)
     try:
@@ -182,7 +170,7 @@ def test_bad_storage_input_is_one_line(postgres, tmp_path):
 
     url, root = postgres
     u = make_url(url)
-    study = write_study(tmp_path / "study.yaml")
+    study = write_study(tmp_path / "study.yaml", STUDY)
     cases = [
         (u.set(password="wrong").render_as_string(hide_password=False), "refused the password"),
         (u.set(port=1).render_as_string(hide_password=False), "no database server reachable"),
@@ -202,8 +190,8 @@ def test_bad_storage_input_is_one_line(postgres, tmp_path):
 
     name = f"other{os.getpid()}"
     record_study(optuna.create_study(storage=open_storage(url), study_name=name, directions=["maximize", "minimize"]),
-                 load_study(write_study(tmp_path / "first.yaml", name=name)))
-    different = write_study(tmp_path / "second.yaml", name=name, search={"trials": 12})
+                 load_study(write_study(tmp_path / "first.yaml", STUDY, name=name)))
+    different = write_study(tmp_path / "second.yaml", STUDY, name=name, search={"trials": 12})
     for i, (bad, match) in enumerate(cases + [(url, "different study file")]):
         out = vitsearch("run", different if match == "different study file" else study, "--out", tmp_path / f"r{i}",
                         "--storage", bad, timeout=120)
@@ -286,7 +274,7 @@ def test_second_ray_node_killed_mid_run(tmp_path):
         second = ray_node(f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", log=tmp_path / "second.log")
         time.sleep(5)  # let the second node register before the study is planned onto the cluster
         assert second.poll() is None, (tmp_path / "second.log").read_text()[-2000:]
-        study = write_study(tmp_path / "study.yaml", name="cluster", search={"trials": 8, "workers": 2})
+        study = write_study(tmp_path / "study.yaml", STUDY, name="cluster", search={"trials": 8, "workers": 2})
         run = tmp_path / "run"
         driver = subprocess.Popen([sys.executable, "-m", "vitsearch.search.cli", "run", str(study), "--out", str(run),
                                    "--address", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
@@ -345,6 +333,7 @@ def _ask(study, owner: str, x: int):
 
 
 def test_only_dead_drivers_trials_are_failed_and_asked_again(tmp_path):
+    from vitsearch.search.engine.optuna_access import trial_id
     from vitsearch.search.engine.ownership import driver_id
 
     study, own = _rdb_study(tmp_path)
@@ -353,7 +342,7 @@ def test_only_dead_drivers_trials_are_failed_and_asked_again(tmp_path):
     gone.wait()
     live_here = _ask(study, driver_id(), 1)  # this test's own process: alive
     remote = _ask(study, "elsewhere:123:456", 2)  # another machine: only its heartbeat tells
-    own.storage.record_heartbeat(remote._trial_id)
+    own.storage.record_heartbeat(trial_id(remote))
     dead = _ask(study, dead_here, 3)
     assert own.reap(force=True) == [dead.number]  # at once, without waiting for the grace period
     time.sleep(2.5)  # the remote driver's heartbeat is now older than the (test) grace period of 1 s

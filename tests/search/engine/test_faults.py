@@ -3,7 +3,7 @@ with nothing lost.
 
 Damaged and copied run dirs, damaged rung checkpoints, unreadable or one-class image
 folders, SIGTERM/SIGINT on the driver, and the progress `pick` prints while it polishes.
-The bad *input* cases (study values, command lines) are the table in test_hardening.py.
+The bad *input* cases are the tables in tests/search/cli/ (test_study_input.py, test_command_input.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from clitools import SMALL_STUDY, make_run, vitsearch
-from test_hardening import TINY, _one_line_exit_2, _snapshot, _study, _tiny_imagefolder
+from clitools import SMALL_STUDY, make_run, one_line_exit_2, snapshot, tiny_imagefolder, vitsearch
+from tinystudy import write_study
 
 #: a small run with two rungs (so rung checkpoints exist); size is an objective, so that the
 #: front holds int8 variants smaller than the uncompressed model whatever the timings were
@@ -82,7 +82,7 @@ def test_a_damaged_run_dir_is_refused_on_resume(rung_run, tmp_path, monkeypatch,
     original = _digest(rung_run / "optuna.db")
     copy = _copy(rung_run, tmp_path)
     damage(copy / "optuna.db")
-    _one_line_exit_2(["run", rung_run.parent / "study.yaml", "--resume", copy], tmp_path, capsys, match)
+    one_line_exit_2(["run", rung_run.parent / "study.yaml", "--resume", copy], tmp_path, capsys, match)
     assert _digest(rung_run / "optuna.db") == original  # the original run is not touched either
 
 
@@ -102,7 +102,7 @@ def _pick_refused(run: Path, root: Path, capsys, match: str) -> None:
     from vitsearch.search.cli import main
 
     def files() -> set[str]:  # SQLite's -wal/-shm files come and go with any reader of the storage
-        return {p for p in _snapshot(root) if not p.endswith(("-wal", "-shm"))}
+        return {p for p in snapshot(root) if not p.endswith(("-wal", "-shm"))}
 
     before = files()
     capsys.readouterr()
@@ -151,14 +151,14 @@ def test_pick_shows_progress_while_it_polishes(rung_run, tmp_path, monkeypatch, 
 
 # ---- image folders ---------------------------------------------------------------------------------
 def _folder_study(cwd: Path, **data) -> Path:
-    return _study(cwd, {**TINY, "data": {**TINY["data"], "source": "imagefolder", "path": "data",
-                                         "calibration_size": 4, **data}})
+    return write_study(cwd / "study.yaml",
+                       data={"source": "imagefolder", "path": "data", "calibration_size": 4, **data})
 
 
 @pytest.fixture
 def images(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _tiny_imagefolder(tmp_path / "data")
+    tiny_imagefolder(tmp_path / "data")
     return tmp_path
 
 
@@ -168,7 +168,7 @@ def test_an_unreadable_image_is_named_or_skipped(images, capsys):
 
     bad = images / "data" / "val" / "c3" / "1.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))  # a PNG signature, then garbage
-    _one_line_exit_2(["run", _folder_study(images), "--out", images / "run"], images, capsys,
+    one_line_exit_2(["run", _folder_study(images), "--out", images / "run"], images, capsys,
                      f"image '{bad}' cannot be read")
     assert main(["baseline", str(_folder_study(images, skip_unreadable=True))]) == 0
     out, err = capsys.readouterr()
@@ -182,7 +182,7 @@ def test_an_image_folder_of_one_class_is_refused(images, capsys):
         for folder in (images / "data" / split).iterdir():
             if folder.name != "c0":
                 shutil.rmtree(folder)
-    _one_line_exit_2(["run", _folder_study(images), "--out", images / "run"], images, capsys,
+    one_line_exit_2(["run", _folder_study(images), "--out", images / "run"], images, capsys,
                      "holds 1 class folder(s) ['c0']; a classifier needs at least 2 classes")
 
 

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from vitsearch.search.engine.optuna_access import frozen_trial, study_of, trial_id
 from vitsearch.search.storage import open_storage
 
-SEARCH = Path(__file__).resolve().parents[2] / "search"
+SEARCH = Path(__file__).resolve().parents[3] / "search"
 ADAPTER = SEARCH / "engine" / "optuna_access.py"
 #: private attributes of Ray Tune's OptunaSearch and of Optuna's Study, Trial and FrozenTrial
 PRIVATE = {"_ot_study", "_ot_trials", "_trial_id", "_storage", "_study_id", "_study_name"}

@@ -1,0 +1,118 @@
+"""A study's ``space.allocation``: heads and MLP widths set alike in every block, or per block by saliency.
+
+``mode: uniform`` (the default) leaves the space as the knobs define it. ``mode:
+saliency`` replaces the per-config head count (``heads.keep``) and the structured MLP
+shares (``sparsity.mlp: structured:<p>``) by two global budgets the sampler draws,
+``allocation.heads_removed`` and ``allocation.mlp_removed`` (shares of the kept
+blocks' heads and MLP channel groups removed); the global allocator
+(:mod:`vitsearch.spaces.allocate`) turns them into explicit per-block heads and widths,
+so the config a trial records says what each block keeps. ``heads.kv`` stays a
+parameter: each block groups its K/V into the largest divisor of its heads at most it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from vitsearch.spaces.allocate import GROUP, Saliency, allocate
+from vitsearch.spaces.config import CompressionConfig
+from vitsearch.spaces.errors import ConfigError
+from vitsearch.spaces.knobs.perblock import expand
+from vitsearch.spaces.knobs.sparsity import parse_sparsity
+from vitsearch.spaces.knobs.subspace import STRICT, Int, Presets, categorical
+from vitsearch.spaces.vit.dims import VitDims
+
+HEADS, MLP = "allocation.heads_removed", "allocation.mlp_removed"
+
+
+class AllocationSpec(BaseModel):
+    """``space.allocation``: ``mode`` uniform | saliency; with saliency, the budgets to draw and the MLP channel group."""
+
+    model_config = STRICT
+    mode: Literal["uniform", "saliency"] = "uniform"
+    heads_removed: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5], min_length=1)
+    mlp_removed: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75], min_length=1)
+    group: Int = Field(GROUP, ge=1)
+
+    @field_validator("heads_removed", "mlp_removed")
+    @classmethod
+    def _shares(cls, v: list[float]) -> list[float]:
+        if any(isinstance(x, bool) or not 0.0 <= x < 1.0 for x in v):
+            raise ValueError(f"{v} has a share outside [0, 1); expected shares of the structures removed, e.g. 0.25")
+        return sorted(set(float(x) for x in v))
+
+    @model_validator(mode="after")
+    def _saliency_fields(self) -> "AllocationSpec":
+        # compared with the defaults, not the fields set: a study is dumped and read back with every field
+        default = AllocationSpec.model_construct()
+        extra = [f for f in ("heads_removed", "mlp_removed", "group") if getattr(self, f) != getattr(default, f)]
+        if self.mode == "uniform" and extra:
+            raise ValueError(f"{', '.join(extra)} only apply with mode saliency; set mode: saliency or remove them")
+        return self
+
+
+def knob_spec(spec: Any, dims: VitDims) -> Any:
+    """The knobs' part of ``spec`` (a SpaceSpec) under saliency allocation: one head count (all heads) and
+    no structured MLP shares, which the budgets replace (the default list's are left out); ConfigError when
+    the study lists them itself."""
+    if spec.heads.keep is not None:
+        raise ConfigError("space.heads.keep: not used with space.allocation.mode saliency (the allocator sets each "
+                          "block's heads from allocation.heads_removed); remove it")
+    mlp = [v for v in spec.sparsity.mlp if parse_sparsity("sparsity.mlp", v)[0] != "structured"]
+    if spec.sparsity.mlp != type(spec.sparsity)().mlp and len(mlp) < len(spec.sparsity.mlp):
+        raise ConfigError("space.sparsity.mlp: structured:<p> is not used with space.allocation.mode saliency (the "
+                          "allocator sets each block's MLP width from allocation.mlp_removed); remove it")
+    return spec.model_copy(update={
+        "heads": spec.heads.model_copy(update={"keep": [dims.num_heads]}),
+        "sparsity": spec.sparsity.model_copy(update={"mlp": mlp or ["dense"]})})
+
+
+class BudgetSpace:
+    """The saliency mode's parameters and decoding (picklable: holds the measured saliency, not the model)."""
+
+    def __init__(self, spec: AllocationSpec, dims: VitDims, saliency: Saliency) -> None:
+        self.spec, self.dims, self.saliency = spec, dims, saliency
+        for name, shares, per_block in ((HEADS, spec.heads_removed, dims.num_heads),
+                                        (MLP, spec.mlp_removed, dims.mlp_hidden // spec.group)):
+            if max(shares) > (per_block - 1) / per_block:
+                raise ConfigError(f"space.{name}: {max(shares)} is not allowed; every block keeps one of its "
+                                  f"{per_block}, so shares go up to {(per_block - 1) / per_block:.3f}")
+
+    def distributions(self) -> dict[str, Any]:
+        """Categorical over each budget's shares."""
+        return categorical({HEADS: self.spec.heads_removed, MLP: self.spec.mlp_removed})
+
+    def apply(self, params: dict[str, Any], config: CompressionConfig) -> CompressionConfig:
+        """``config`` (the knobs' decoding, heads all kept) with each block's heads and width from the budgets."""
+        heads = float(params.get(HEADS, self.spec.heads_removed[0]))
+        mlp = float(params.get(MLP, self.spec.mlp_removed[0]))
+        allocation = allocate(self.saliency, self.dims, heads, mlp, config.depth.keep)
+        return allocation.apply(config, self.dims, config.heads.kv_heads)
+
+    def encode(self, config: CompressionConfig) -> dict[str, Any]:
+        """The budgets whose counts of removed heads and channel groups ``config`` has (the first such share)."""
+        n = config.depth.keep or self.dims.depth
+        heads = sum(expand(config.heads.keep, n, self.dims.num_heads))
+        hidden = sum(expand(config.sparsity.mlp_keep, n, self.dims.mlp_hidden))
+        removed = {HEADS: (n * self.dims.num_heads - heads, n * self.dims.num_heads, self.spec.heads_removed),
+                   MLP: ((n * self.dims.mlp_hidden - hidden) / self.spec.group,
+                         n * self.dims.mlp_hidden // self.spec.group, self.spec.mlp_removed)}
+        return {name: next((s for s in shares if round(s * total) == count), shares[0])
+                for name, (count, total, shares) in removed.items()}
+
+    def outcomes(self, depth_keep: int | None, kv: int | None) -> set[tuple]:
+        """The distinct (heads, widths) the budgets give for one depth and K/V choice."""
+        out = set()
+        for h in self.spec.heads_removed:
+            for m in self.spec.mlp_removed:
+                cfg = self.apply({HEADS: h, MLP: m}, CompressionConfig.from_dict(
+                    {"depth": {} if depth_keep is None else {"keep": depth_keep}, "heads": {"kv_heads": kv}}))
+                out.add((cfg.heads, cfg.sparsity.mlp_keep))
+        return out
+
+    def presets(self) -> Presets:
+        """Nothing removed in the least preset; the middle shares in the strong one."""
+        h, m = self.spec.heads_removed, self.spec.mlp_removed
+        return Presets(least={HEADS: h[0], MLP: m[0]}, strong={HEADS: h[len(h) // 2], MLP: m[len(m) // 2]})
