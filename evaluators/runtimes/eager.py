@@ -59,7 +59,8 @@ def torch_deployed(runtime: Runtime, program: Any, model: nn.Module, config: Any
     table = PRECISION[(runtime.name, example.device.type)]
     return Deployed(runtime.name, runtime.version(), run, str(example.device),
                     int(example.shape[0]) if static else None, time.perf_counter() - start,
-                    realised_precision(config, table), provider=provider, module=model)
+                    realised_precision(config, table), provider=provider, module=model,
+                    direct=program is model and not cuda_graphs)
 
 
 @register
