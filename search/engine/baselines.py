@@ -146,18 +146,13 @@ def val_front(points: list[dict]) -> list[dict]:
 
 def front_quality(front: list[dict], ref: dict, base: dict) -> dict[str, Any]:
     """Hypervolume, fastest within X points (paired upper bound) and the best test accuracy at half latency."""
-    from vitsearch.evaluators.paired import paired_drop, unpack
     from vitsearch.search.engine.fidelity_bench import front_hypervolume
+    from vitsearch.search.results.testacc import paired_vs_base
 
-    base_bits = unpack(base["test_correct"], base["test_n"]) if base.get("test_correct") else None
+    drops = [paired_vs_base(p, base) for p in front]
     within: dict[str, Any] = {}
     for x in WITHIN_POINTS:
-        ok = []
-        for p in front:
-            if base_bits is not None and p.get("test_correct") and p["test_n"] == base["test_n"]:
-                d = paired_drop(base_bits, unpack(p["test_correct"], p["test_n"]))
-                if 100 * d.high <= x:
-                    ok.append(p)
+        ok = [p for p, d in zip(front, drops) if d is not None and 100 * d.high <= x]
         best = min(ok, key=lambda p: p["latency_ratio"], default=None)
         within[f"{x:g} point"] = None if best is None else {
             "speedup": 1.0 / best["latency_ratio"], "summary": best.get("summary"),

@@ -244,11 +244,15 @@ def speedup_over(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any
 
 def _paired(view, session, test: dict[str, Any]) -> dict[str, Any]:
     """The exported weights' test drop against the uncompressed model on the same images (fractions)."""
-    from vitsearch.evaluators.paired import paired_drop, unpack
-    from vitsearch.search.results.testacc import base_test, read_cache
+    from vitsearch.search.results.testacc import base_test, paired_vs_base, read_cache
 
     base, _ = base_test(session, read_cache(view.path, view.spec.latency.runtime))
-    d = paired_drop(unpack(base["test_correct"], base["test_n"]), unpack(test["test_correct"], test["test_n"]))
+    d = paired_vs_base(test, base)
+    if d is None:
+        from vitsearch.spaces.errors import DataError
+
+        raise DataError(f"pick: the test results of the variant ({test.get('test_n')} images) and of the "
+                        f"uncompressed model ({base.get('test_n')}) cannot be paired")
     return {**d.to_dict(), "base_test_accuracy": base["test_accuracy"], "text": d.text()}
 
 

@@ -100,14 +100,19 @@ def base_test(session, cache: dict[str, dict]) -> tuple[dict[str, Any], bool]:
     return measure_test_deployed(session, session.pipeline.prepare(identity), identity), True
 
 
-def paired_columns(entry: dict[str, Any], base: dict[str, Any] | None) -> dict[str, float]:
-    """``paired_drop``, ``paired_drop_low``, ``paired_drop_high`` (fractions) of ``entry`` against ``base``, or {}."""
+def paired_vs_base(entry: dict[str, Any], base: dict[str, Any] | None):
+    """The PairedDrop of a test entry against the uncompressed model's, or None when either lacks per-image results."""
     from vitsearch.evaluators.paired import paired_drop, unpack
 
     if not base or not entry.get("test_correct") or not base.get("test_correct") or entry["test_n"] != base["test_n"]:
-        return {}
-    d = paired_drop(unpack(base["test_correct"], base["test_n"]), unpack(entry["test_correct"], entry["test_n"]))
-    return {"paired_drop": d.drop, "paired_drop_low": d.low, "paired_drop_high": d.high}
+        return None
+    return paired_drop(unpack(base["test_correct"], base["test_n"]), unpack(entry["test_correct"], entry["test_n"]))
+
+
+def paired_columns(entry: dict[str, Any], base: dict[str, Any] | None) -> dict[str, float]:
+    """``paired_drop``, ``paired_drop_low``, ``paired_drop_high`` (fractions) of ``entry`` against ``base``, or {}."""
+    d = paired_vs_base(entry, base)
+    return {} if d is None else {"paired_drop": d.drop, "paired_drop_low": d.low, "paired_drop_high": d.high}
 
 
 def front_test_accuracy(session, run_dir: Path, front: pd.DataFrame) -> pd.DataFrame:
