@@ -64,7 +64,8 @@ class Pipeline:
     ``timing()``: the keyword arguments of the study's measurement protocol (read
     lazily: it may read a device profile). ``distill``: the distillation settings and
     device (:meth:`recovery_settings` turns them into a candidate's). ``ladder``:
-    distillation steps per rung.
+    distillation steps per rung. ``reference_config``: the uncompressed model as the study
+    deploys it (``model.precision``), what the no-gain check times a candidate against.
     """
 
     base: nn.Module
@@ -77,6 +78,18 @@ class Pipeline:
     ladder: tuple[int, ...]
     distill: dict[str, Any]
     timing: Callable[[], dict[str, Any]] = field(repr=False, default=dict)
+    reference_config: Any = None  # the uncompressed model as deployed (None: the identity, fp32)
+
+    @property
+    def reference(self) -> Any:
+        """The config of the uncompressed model as deployed (``model.precision``): what every ratio is against."""
+        from vitsearch.spaces import CompressionConfig
+
+        return self.reference_config if self.reference_config is not None else CompressionConfig()
+
+    def is_uncompressed(self, config: Any) -> bool:
+        """The uncompressed model: the identity (the fp32 teacher) or the reference (it in the base precision)."""
+        return config.is_identity() or config == self.reference
 
     # ---- the stages ------------------------------------------------------------------
     def evaluate(self, config: Any, steps: int | None = None, feasibility: Any = None, predictor: Any = None,
@@ -89,7 +102,7 @@ class Pipeline:
         distilled weights (the first rung's checkpoint).
         """
         steps = self.ladder[0] if steps is None else steps
-        if config.is_identity():
+        if self.is_uncompressed(config):
             steps = 0  # the uncompressed model is the teacher: distilling it into itself is no recovery
         phases: dict[str, float] = {}
         built, metrics = self._costs(config, predictor, phases)
@@ -241,12 +254,10 @@ class Pipeline:
         """
         from dataclasses import replace
 
-        from vitsearch.spaces import CompressionConfig
-
         if reference.no_gain(metrics) is None or metrics["latency"].get("source") != "measured":
             return reference.no_gain(metrics)
         with phase(phases, "reference latency"):
-            now = self.measure_config(CompressionConfig())
+            now = self.measure_config(self.reference)
         return replace(reference, latency_ms=now.median_ms,
                        latency_source=f"timed just now beside it, {now.n_runs} passes").no_gain(metrics)
 

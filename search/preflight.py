@@ -142,14 +142,36 @@ def check_study_runtime(spec, device) -> list[str]:
     """Validate ``latency.runtime`` for ``device`` before anything loads or is written.
 
     One line, exit 2, for a runtime whose package is missing (with the install hint),
-    ``tensorrt`` without CUDA, or a precision the study's space names explicitly that the
-    runtime cannot realise. Returns the notes on default choices left out of the space.
+    ``tensorrt`` without CUDA, a ``model.precision`` or a precision the study's space names
+    explicitly that the runtime cannot realise. Returns the notes on default choices left
+    out of the space.
     """
     from vitsearch.evaluators.runtimes import check_runtime
     from vitsearch.evaluators.runtimes.support import runtime_space
 
     check_runtime(spec.latency.runtime, device)
+    study_base_precision(spec, device)
     return runtime_space(spec.space, spec.latency.runtime, str(device))[1]
+
+
+def study_base_precision(spec, device) -> str:
+    """``model.precision`` resolved for ``device`` in the study's runtime (ConfigError if it cannot run there).
+
+    ``auto``: on CUDA the first of bf16, fp16 the runtime realises there (what a GPU user
+    deploys), else fp32; on CPU fp32.
+    """
+    from vitsearch.evaluators.runtimes.support import precision_refusal, precisions
+
+    runtime, value = spec.latency.runtime, spec.model.precision
+    ok = precisions(runtime, device)
+    if value == "auto":
+        halves = ("bf16", "fp16") if str(device).startswith("cuda") else ()
+        return next((p for p in halves if p in ok), "fp32")
+    why = precision_refusal(runtime, device, value)
+    if why is not None:
+        raise ConfigError(f"model.precision: {value!r} cannot run in runtime {runtime!r} on {device}: {why}; "
+                          f"accepted there: auto, {', '.join(p for p in ok if p in ('fp32', 'fp16', 'bf16'))}")
+    return value
 
 
 def runtime_search_space(spec, base, device, calibration=None):
@@ -161,7 +183,7 @@ def runtime_search_space(spec, base, device, calibration=None):
 
     if calibration is None:
         calibration = _allocation_calibration(spec, base)
-    return in_runtime(spec.space, base, spec.latency.runtime, device, calibration)
+    return in_runtime(spec.space, base, spec.latency.runtime, device, calibration, study_base_precision(spec, device))
 
 
 def _allocation_calibration(spec, base):

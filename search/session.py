@@ -69,6 +69,34 @@ class Session:
         size = self.spec.latency.input_size or self.data.input_size
         return (self.spec.latency.batch_size, *size)
 
+    @property
+    def base_precision(self) -> str:
+        """``model.precision`` resolved for this device: what the uncompressed model is deployed in."""
+        from vitsearch.search.preflight import study_base_precision
+
+        return study_base_precision(self.spec, self.device)
+
+    @property
+    def reference_config(self):
+        """The uncompressed model as deployed: every ratio, the predictor and ``pick`` measure against it."""
+        from vitsearch.spaces import CompressionConfig
+
+        return CompressionConfig.reference(self.base_precision)
+
+    @property
+    def reference(self) -> nn.Module:
+        """The uncompressed model as deployed, the other side of every interleaved measurement.
+
+        The base model itself on an fp32 base; else its copy in the base precision (made once).
+        """
+        if self.base_precision == "fp32":
+            return self.base
+        if getattr(self, "_reference", None) is None:
+            from vitsearch.spaces import compress
+
+            self._reference = compress(self.base, self.reference_config, device=str(self.device))
+        return self._reference
+
     def for_search(self) -> "Session":
         """This session without the test split: what the search's workers receive.
 
@@ -88,7 +116,7 @@ class Session:
         rc = self.spec.recovery
         return Pipeline(self.base, self.data, self.device, self.input_shape, get_runtime(self.spec.latency.runtime),
                         self.spec.latency.threads, self.spec.data.eval_batch_size, tuple(rc.ladder),
-                        self.distill_kwargs(), self.latency_kwargs)
+                        self.distill_kwargs(), self.latency_kwargs, self.reference_config)
 
     def evaluate(self, config, recovery_steps: int | None = None):
         """Compress, recover (``recovery_steps``, default the first rung) and measure one candidate: an Evaluation."""
@@ -126,8 +154,8 @@ class Session:
         lat = self.spec.latency
         if not hasattr(self, "_profile_basis"):  # read once: the profile does not change during a session
             self._profile_basis = profile_basis(self.spec, self.device, lat.threads,
-                                                self.profile_programs().fingerprint)
-        return {"threads": lat.threads, "warmup": lat.warmup, "reference": self.base,
+                                                self.profile_programs().fingerprint, self.base_precision)
+        return {"threads": lat.threads, "warmup": lat.warmup, "reference": self.reference,
                 "interleave": lat.interleave.model_dump(),
                 "reference_ms_profile": self._profile_basis["reference_ms"],
                 "sitting_sd": self._profile_basis["sitting_sd"]}
@@ -161,7 +189,7 @@ def study_predictor(session: Session):
 
         check_predictor_path(spec)  # raises: the path does not exist
     try:
-        predictor = load_for_study(spec, session.input_shape, path)
+        predictor = load_for_study(spec, session.input_shape, path, session.base_precision)
         predictor.check_device(runtime_fingerprint(session.device, spec.latency.threads, spec.latency.runtime))
         if spec.latency.calibrate:
             predictor = _calibrated(session, predictor, path if path.is_dir() else path.parent)

@@ -12,7 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from vitsearch.search.fields import Bool, Float, Int, PathStr, Seed, Steps
 from vitsearch.search.paths import resolve_written_paths
@@ -31,12 +32,27 @@ class _Strict(BaseModel):
 
 
 class ModelSection(_Strict):
-    """``builtin:vitsearch-tiny``, ``timm:<name>`` (+ ``pretrained``), optional ``checkpoint``."""
+    """``builtin:vitsearch-tiny``, ``timm:<name>`` (+ ``pretrained``), optional ``checkpoint``; ``precision``.
+
+    ``precision``: what the uncompressed model is deployed in, the reference of every
+    speed-up, of the predictor and of ``pick`` (and what the rest of every candidate runs
+    in): ``auto`` is bf16 on CUDA (what a GPU user deploys: fp32 there inflates every
+    knob's speed-up) and fp32 on CPU.
+    """
 
     name: str = "builtin:vitsearch-tiny"
     pretrained: Bool = True
     checkpoint: PathStr | None = None
     num_classes: Int | None = Field(default=None, gt=0)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+
+    @model_serializer(mode="wrap")
+    def _auto_precision_unwritten(self, handler):
+        # a study that leaves it at auto dumps as before it existed (run dirs and shared studies compare dumps)
+        data = handler(self)
+        if self.precision == "auto":
+            data.pop("precision", None)
+        return data
 
     @field_validator("name")
     @classmethod

@@ -9,9 +9,12 @@ JSON form (``{}`` is the identity)::
      "sparsity": {"attn": "dense", "mlp": "2:4"},
      "precision":{"attn": "fp32", "mlp": "int8"}}
 
+``precision.base`` (default fp32) is what the rest of the model runs in: a study whose
+``model.precision`` is bf16 writes ``"precision": {"mlp": "int8", "base": "bf16"}``.
+
 Schema versions: 1 sets every block alike; 2 adds the per-block form, one entry per
 kept block (``"heads": {"keep": [6, 5, 4, 4, 3, 3]}``, ``"sparsity": {"mlp_keep":
-[288, 240, ...]}``). A config writes the lowest version that expresses it, so a uniform
+[288, 240, ...]}``); 3 adds ``precision.base``. A config writes the lowest version that expresses it, so a uniform
 config's JSON is what version 1 wrote and older readers refuse only what they cannot read.
 """
 
@@ -30,9 +33,11 @@ from vitsearch.spaces.knobs.precision import PrecisionConfig
 from vitsearch.spaces.knobs.sparsity import SparsityConfig
 from vitsearch.spaces.knobs.tokens import TokensConfig, check_schedule_fits
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: the version that added per-block lists (heads.keep, heads.kv_heads, sparsity.mlp_keep)
 PER_BLOCK_VERSION = 2
+#: the version that added ``precision.base`` (the precision the rest of the model runs in)
+BASE_PRECISION_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,10 @@ class CompressionConfig:
                               f"allowed: schema_version, {', '.join(ORDER)}")
         config = cls(**{name: REGISTRY[name].config_cls.from_dict(value) for name, value in data.items()})
         if config.schema_version() > version:
-            raise ConfigError(f"config.schema_version: {version} is not allowed with per-block lists (heads.keep, "
-                              f"heads.kv_heads or sparsity.mlp_keep); they need version {PER_BLOCK_VERSION}")
+            what = ("precision.base" if config.schema_version() == BASE_PRECISION_VERSION else
+                    "per-block lists (heads.keep, heads.kv_heads or sparsity.mlp_keep)")
+            raise ConfigError(f"config.schema_version: {version} is not allowed with {what}; it needs version "
+                              f"{config.schema_version()}")
         return config
 
     def to_json(self, **kwargs: Any) -> str:
@@ -111,6 +118,8 @@ class CompressionConfig:
     # ---- views ------------------------------------------------------------------
     def schema_version(self) -> int:
         """The lowest schema version that expresses this config."""
+        if self.precision.base != "fp32":
+            return BASE_PRECISION_VERSION
         return PER_BLOCK_VERSION if self.is_per_block() else 1
 
     def is_per_block(self) -> bool:
@@ -120,6 +129,34 @@ class CompressionConfig:
     def is_identity(self) -> bool:
         """True when compressing with this config changes nothing."""
         return all(getattr(self, name).is_identity() for name in ORDER)
+
+    @classmethod
+    def reference(cls, base_precision: str = "fp32") -> "CompressionConfig":
+        """The uncompressed model as deployed in ``base_precision`` (fp32: the identity config).
+
+        What every ratio, the predictor, the no-gain check and ``pick``'s speed-up are
+        measured against: on a GPU study the model in bf16, not in fp32.
+        """
+        from vitsearch.spaces.knobs.precision import reference_precision
+
+        return cls() if base_precision == "fp32" else cls(precision=reference_precision(base_precision))
+
+    def on_base(self, base_precision: str) -> "CompressionConfig":
+        """This config in a study whose model runs in ``base_precision``: its fp32 parts and rest in the base.
+
+        A config that names a base already, or an fp32 base, is returned as it is.
+        """
+        from dataclasses import replace
+
+        p = self.precision
+        if base_precision == "fp32" or p.base != "fp32":
+            return self
+        parts = {part: base_precision if getattr(p, part) == "fp32" else getattr(p, part) for part in ("attn", "mlp")}
+        return replace(self, precision=replace(p, base=base_precision, **parts))
+
+    def is_reference(self, base_precision: str = "fp32") -> bool:
+        """Whether this is the uncompressed model in ``base_precision`` (or the identity: the fp32 teacher)."""
+        return self.is_identity() or self == CompressionConfig.reference(base_precision)
 
     def summary(self) -> str:
         """Short human label, e.g. ``depth 6 | kv 2 | tokens merge@2:0.7 | mlp 2:4 | mlp int8``."""

@@ -57,11 +57,13 @@ class SearchSpace:
     """
 
     def __init__(self, spec: SpaceSpec | dict | None, dims: VitDims, device: str = "cpu",
-                 precisions: tuple[str, ...] | None = None, saliency: Any = None) -> None:
+                 precisions: tuple[str, ...] | None = None, saliency: Any = None,
+                 base_precision: str = "fp32") -> None:
         self.spec = spec if isinstance(spec, SpaceSpec) else SpaceSpec.model_validate(spec or {})
         self.dims, self.device = dims, str(device)
-        # ``precisions``: what the deployment runtime realises (default: eager PyTorch on ``device``)
-        target = Target(self.device, precisions)
+        # ``precisions``: what the deployment runtime realises (default: eager PyTorch on ``device``);
+        # ``base_precision``: what the uncompressed model runs in (the precision knob's choices are relative to it)
+        target = Target(self.device, precisions, base_precision)
         knobs, self.budgets = self.spec, None
         if self.spec.allocation.mode == "saliency":
             if saliency is None:
@@ -78,7 +80,8 @@ class SearchSpace:
 
     @classmethod
     def from_spec(cls, spec: SpaceSpec | dict | None, model: Any, device: str = "cpu",
-                  precisions: tuple[str, ...] | None = None, calibration: Any = None) -> "SearchSpace":
+                  precisions: tuple[str, ...] | None = None, calibration: Any = None,
+                  base_precision: str = "fp32") -> "SearchSpace":
         """Build for a timm ViT (reads its depth, heads and token counts).
 
         Under saliency allocation the saliency of ``model``'s structures is measured on
@@ -88,7 +91,7 @@ class SearchSpace:
         spec = spec if isinstance(spec, SpaceSpec) else SpaceSpec.model_validate(spec or {})
         alloc = spec.allocation
         saliency = measure(model, calibration, device, alloc.group) if alloc.mode == "saliency" else None
-        return cls(spec, VitDims.of(model), device, precisions, saliency)
+        return cls(spec, VitDims.of(model), device, precisions, saliency, base_precision)
 
     # ---- distributions and mapping ---------------------------------------------------
     def distributions(self) -> dict[str, Any]:

@@ -35,7 +35,7 @@ KERNELS = {
     "fp8": ("_scaled_mm", "_scaled_grouped_mm"),
     "sdpa": ("scaled_dot_product",),
 }
-BF16 = {"precision": {"attn": "bf16", "mlp": "bf16"}}
+BF16 = {"precision": {"attn": "bf16", "mlp": "bf16", "base": "bf16"}}
 #: the rows a CPU smoke run measures (one of each kind of code path), against an fp32 reference
 SMOKE_ROWS = ("2:4 mlp", "int8 dynamic", "int4 weight-only", "joint: depth")
 MODELS = {"deit_s": "timm:deit_small_patch16_224", "deit_b": "timm:deit_base_patch16_224",
@@ -46,12 +46,16 @@ def variants(depth: int, heads: int, base: str = "bf16") -> list[tuple[str, dict
     """(name, config dict, kernels expected) for a model of ``depth`` blocks and ``heads`` heads.
 
     Every knob row is on the model in the ``base`` precision (vitsearch's bf16 cast on a GPU),
-    so its ratio to the reference is the knob's own effect; ``int8`` / ``int8-weight`` replace it.
+    so its ratio to the reference is the knob's own effect; the int rows quantise the linears of
+    that model (their activations around stay in the base precision, as a deployment runs them).
     """
     q, h = max(1, depth // 4), str(max(1, depth // 2))
 
     def bf16(**knobs: Any) -> dict:
-        return {"precision": {"attn": base, "mlp": base}, **knobs}
+        return {"precision": {"attn": base, "mlp": base, "base": base}, **knobs}
+
+    def quantised(kind: str, **knobs: Any) -> dict:
+        return {"precision": {"attn": kind, "mlp": kind, "base": base}, **knobs}
 
     merge = lambda sched: {"method": "merge", "schedule": sched}  # noqa: E731
     return [
@@ -61,9 +65,9 @@ def variants(depth: int, heads: int, base: str = "bf16") -> list[tuple[str, dict
         ("2:4 mlp", bf16(sparsity={"mlp": "2:4"}), ("2:4",)),
         ("2:4 attn", bf16(sparsity={"attn": "2:4"}), ("2:4",)),
         ("2:4 attn+mlp", bf16(sparsity={"attn": "2:4", "mlp": "2:4"}), ("2:4",)),
-        ("int8 dynamic (torchao)", {"precision": {"attn": "int8", "mlp": "int8"}}, ("int8",)),
-        ("int8 weight-only (torchao)", {"precision": {"attn": "int8-weight", "mlp": "int8-weight"}}, ("int8-weight",)),
-        ("int4 weight-only (torchao)", {"precision": {"attn": "int4-weight", "mlp": "int4-weight"}}, ("int4-weight",)),
+        ("int8 dynamic (torchao)", quantised("int8"), ("int8",)),
+        ("int8 weight-only (torchao)", quantised("int8-weight"), ("int8-weight",)),
+        ("int4 weight-only (torchao)", quantised("int4-weight"), ("int4-weight",)),
         ("fp8 dynamic (torchao)", bf16(), ("fp8",)),
         (f"merge mild ({q}: 0.8)", bf16(tokens=merge({str(q): 0.8})), ()),
         (f"merge medium (1: 0.8, {h}: 0.6)", bf16(tokens=merge({"1": 0.8, h: 0.6})), ()),
@@ -74,8 +78,7 @@ def variants(depth: int, heads: int, base: str = "bf16") -> list[tuple[str, dict
         ("joint: 2:4 mlp + merge medium", bf16(sparsity={"mlp": "2:4"}, tokens=merge({"1": 0.8, h: 0.6})), ("2:4",)),
         (f"joint: depth {depth - q} + GQA + structured 0.3",
          bf16(depth={"keep": depth - q}, heads={"kv_heads": heads // 2}, sparsity={"mlp": "structured:0.3"}), ()),
-        ("joint: int8 + merge mild", {"precision": {"attn": "int8", "mlp": "int8"}, "tokens": merge({str(q): 0.8})},
-         ("int8",)),
+        ("joint: int8 + merge mild", quantised("int8", tokens=merge({str(q): 0.8})), ("int8",)),
         ("joint: 2:4 attn+mlp + GQA", bf16(sparsity={"attn": "2:4", "mlp": "2:4"}, heads={"kv_heads": heads // 2}),
          ("2:4",)),
     ]
@@ -157,7 +160,7 @@ def table_rows(key: str, batch: int, device: str, plan: InterleavePlan, deadline
     shape = (batch, *base.pretrained_cfg["input_size"])
     x = torch.randn(shape, device=device)
     prec = "fp32" if smoke else "bf16"
-    reference = compress(base, CompressionConfig.from_dict({"precision": {"attn": prec, "mlp": prec}}), device=device)
+    reference = compress(base, CompressionConfig.reference(prec), device=device)
     head = {"model": key, "arch": MODELS[key], "batch": batch, "device": device}
     emit({**head, "row": f"reference: dense {prec} (SDPA)", "kernels": kernel_ops(reference, x)})
     depth, heads = len(base.blocks), base.blocks[0].attn.num_heads

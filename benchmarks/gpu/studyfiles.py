@@ -14,12 +14,9 @@ from typing import Any
 import yaml
 
 
-def _base_precision(latency: dict[str, Any], device: str) -> None:
-    """Set the study's base precision (bf16 on CUDA) where this vitsearch has the setting."""
-    from vitsearch.search.study import LatencySection
-
-    if "base_precision" in LatencySection.model_fields:
-        latency["base_precision"] = "bf16" if device.startswith("cuda") else "fp32"
+def _base_precision(device: str) -> str:
+    """The study's ``model.precision``: bf16 on CUDA (what a GPU user deploys; auto says the same), fp32 on CPU."""
+    return "bf16" if device.startswith("cuda") else "fp32"
 
 
 def _plan(smoke: bool, seconds: float) -> dict[str, Any]:
@@ -54,14 +51,14 @@ def profile_study(opts: dict, work: Path) -> Path:
         latency["input_size"] = [3, 224, 224]
     cuda = opts["device"].startswith("cuda")
     halves = ["bf16", "int8"] + (["fp16"] if cuda else [])
-    _base_precision(latency, opts["device"])
     space: dict[str, Any] = {"precision": {"attn": halves, "mlp": halves}}
     if smoke:  # few components and whole models: the CPU test runs it in seconds
         space = {"precision": {"attn": ["fp32"], "mlp": ["fp32", "int8"]},
                  "sparsity": {"attn": ["dense"], "mlp": ["dense", "structured:0.5"]},
                  "heads": {"keep": [6], "kv_heads": [3, 6]}, "depth": {"keep_min": 6},
                  "tokens": {"shares": [1.0, 0.6], "blocks": [2]}}
-    study = {"name": "gpu_profile", "model": {"name": opts["arch"], "pretrained": False}, "data": data,
+    study = {"name": "gpu_profile", "model": {"name": opts["arch"], "pretrained": False,
+                                              "precision": _base_precision(opts["device"])}, "data": data,
              "device": opts["device"], "latency": latency, "space": space, "search": {"workers": 1}}
     return _write(work / "profile_study.yaml", study)
 
@@ -70,9 +67,8 @@ def search_study(opts: dict, work: Path) -> Path:
     """Part 4's study: the built-in model with its shipped weights and data, searched on the device."""
     smoke = opts["smoke"]
     latency: dict[str, Any] = {"batch_size": opts["batch"], "predictor": "off", "interleave": _plan(smoke, 1.0)}
-    _base_precision(latency, opts["device"])
     cuda = opts["device"].startswith("cuda")
-    study = {"name": "gpu_search", "model": {"name": "builtin:vitsearch-tiny"},
+    study = {"name": "gpu_search", "model": {"name": "builtin:vitsearch-tiny", "precision": _base_precision(opts["device"])},
              "data": {"source": "mnist5k", "seed": 0}, "device": opts["device"], "latency": latency,
              "constraints": {"max_accuracy_drop": 0.05},
              "space": {"precision": {"attn": ["bf16", "fp16", "int8"] if cuda else ["fp32", "bf16"],

@@ -115,7 +115,10 @@ def float_structure(config: Any, keep_half: bool = True) -> Any:
 
     keep = ("fp16", "bf16") if keep_half else ()
     p = config.precision
-    new = PrecisionConfig(attn=p.attn if p.attn in keep else "fp32", mlp=p.mlp if p.mlp in keep else "fp32")
+    base = p.base if p.base in keep else "fp32"  # a quantised part's float form is the rest of the model's
+    floats = (*keep, "fp32")
+    new = PrecisionConfig(attn=p.attn if p.attn in floats else base, mlp=p.mlp if p.mlp in floats else base,
+                          base=base)
     return dataclasses.replace(config, precision=new)
 
 

@@ -23,12 +23,13 @@ def eager_realises(config: Any, device: torch.device | str) -> bool:
     """Whether eager PyTorch realises every precision of ``config`` on ``device`` (int4 on CPU does not)."""
     from vitsearch.evaluators.runtimes.support import precision_refusal
 
-    return all(precision_refusal("eager", str(device), getattr(config.precision, p)) is None for p in ("attn", "mlp"))
+    return all(precision_refusal("eager", str(device), getattr(config.precision, p)) is None
+               for p in ("attn", "mlp", "base"))
 
 
 def realised_precision(config: Any, table: dict[str, str]) -> dict[str, str]:
-    """``{"precision.attn": how, ...}`` for the parts that are not fp32."""
-    return {f"precision.{p}": table[getattr(config.precision, p)] for p in ("attn", "mlp")
+    """``{"precision.attn": how, ...}`` for the parts (and the base) that are not fp32."""
+    return {f"precision.{p}": table[getattr(config.precision, p)] for p in ("attn", "mlp", "base")
             if getattr(config.precision, p) != "fp32"}
 
 

@@ -44,11 +44,11 @@ class RuntimePrograms(Programs):
 
         return runtime_fingerprint(device, threads, self.name)
 
-    def space(self, space_spec: Any, base: Any, device: Any) -> Any:
+    def space(self, space_spec: Any, base: Any, device: Any, base_precision: str = "fp32") -> Any:
         """The study's space less the choices this runtime cannot realise (as the search's space)."""
         from vitsearch.evaluators.runtimes.support import runtime_search_space
 
-        return runtime_search_space(space_spec, base, self.name, device)[0]
+        return runtime_search_space(space_spec, base, self.name, device, base_precision=base_precision)[0]
 
     def identity(self, device: Any) -> dict[str, str]:
         """The runtime's name and its package's version (torch's for ``compile``)."""

@@ -92,7 +92,7 @@ def precisions(runtime: str, device: Any) -> tuple[str, ...]:
 
 def check_config(runtime: str, device: Any, config: Any) -> None:
     """ConfigError (one line) when ``config`` asks ``runtime`` for a knob it cannot realise."""
-    for part in PARTS:
+    for part in (*PARTS, "base"):
         value = getattr(config.precision, part)
         why = precision_refusal(runtime, device, value)
         if why is not None:
@@ -131,16 +131,17 @@ def runtime_space(space: Any, runtime: str, device: Any) -> tuple[Any, list[str]
 
 
 def runtime_search_space(space: Any, base: Any, runtime: str, device: Any,
-                         calibration: Any = None) -> tuple[Any, list[str]]:
+                         calibration: Any = None, base_precision: str = "fp32") -> tuple[Any, list[str]]:
     """The SearchSpace of ``space`` (a SpaceSpec) in ``runtime``: refused default choices left out, and the notes.
 
-    ``calibration``: the images a saliency allocation ranks structures on (None: data-free).
+    ``calibration``: the images a saliency allocation ranks structures on (None: data-free);
+    ``base_precision``: what the uncompressed model runs in (``model.precision``, resolved).
     """
     from vitsearch.spaces import SearchSpace
 
     spec, notes = runtime_space(space, runtime, device)
     return SearchSpace.from_spec(spec, base, device=str(device), precisions=precisions(runtime, device),
-                                 calibration=calibration), notes
+                                 calibration=calibration, base_precision=base_precision), notes
 
 
 def knob_table() -> str:

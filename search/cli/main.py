@@ -195,10 +195,9 @@ def cmd_run(args) -> int:
 def cmd_baseline(args) -> int:
     """``vitsearch baseline STUDY``: the uncompressed model's numbers."""
     from vitsearch.search.session import load_session
-    from vitsearch.spaces import CompressionConfig
 
     session = load_session(args.study)
-    record = session.evaluate(CompressionConfig(), recovery_steps=0)
+    record = session.evaluate(session.reference_config, recovery_steps=0)
     _print_record(record, args.json, f"baseline of {session.spec.model.name} ({session.data.describe()})")
     return 0
 
@@ -211,6 +210,7 @@ def cmd_eval(args) -> int:
     if args.recovery_steps is not None and args.recovery_steps < 0:
         raise VitsearchError(f"--recovery-steps: must be >= 0, got {args.recovery_steps}")
     session = load_session(args.study)
+    config = config.on_base(session.base_precision)  # its unnamed precisions are the study's model.precision
     record = session.evaluate(config, recovery_steps=args.recovery_steps)
     _print_record(record, args.json, f"{config.summary()} on {session.spec.model.name} ({session.data.describe()})")
     return 0

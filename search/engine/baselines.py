@@ -70,11 +70,12 @@ RECIPES: dict[str, Callable[[Any], list[dict]]] = {
     "depth": _depth, "tome": _tome, "mlp": _mlp, "int8": _int8, "depth+mlp": _depth_mlp}
 
 
-def recipe_configs(name: str, dims, space_check: Callable[[Any], str | None] | None = None) -> list[Any]:
-    """The recipe's configs for a model of ``dims`` (those the study's runtime refuses left out)."""
+def recipe_configs(name: str, dims, space_check: Callable[[Any], str | None] | None = None,
+                   base_precision: str = "fp32") -> list[Any]:
+    """The recipe's configs for a model of ``dims`` deployed in ``base_precision`` (those the runtime refuses left out)."""
     from vitsearch.spaces import CompressionConfig
 
-    configs = [CompressionConfig.from_dict(c) for c in RECIPES[name](dims)]
+    configs = [CompressionConfig.from_dict(c).on_base(base_precision) for c in RECIPES[name](dims)]
     return [c for c in configs if space_check is None or space_check(c) is None]
 
 
@@ -87,7 +88,7 @@ def run_recipe(session, name: str, minutes: float, seed: int, progress: bool = T
     pipe = session.pipeline
     pipe = replace(pipe, distill={**pipe.distill, "seed": seed})
     steps = pipe.ladder[-1]
-    configs = recipe_configs(name, VitDims.of(session.base), lambda c: _refused(session, c))
+    configs = recipe_configs(name, VitDims.of(session.base), lambda c: _refused(session, c), session.base_precision)
     deadline, spent, points, base_ms = time.monotonic() + minutes * 60.0, [], [], []
     for config in configs:
         if spent and time.monotonic() + sum(spent) / len(spent) > deadline:
@@ -120,8 +121,6 @@ def _point(session, pipe, config, steps: int, base_ms: list[float]) -> dict[str,
     The ratio is the interleaved measurement's; without one (``latency.interleave`` off)
     the latency over the uncompressed model's, timed once per recipe (``base_ms``).
     """
-    from vitsearch.spaces import CompressionConfig
-
     costs = pipe.costs(config)
     prepared = pipe.recover(config, steps)
     program = pipe.build(prepared, config) if pipe.runtime.changes_numerics(config) else None
@@ -129,7 +128,7 @@ def _point(session, pipe, config, steps: int, base_ms: list[float]) -> dict[str,
     test, _ = pipe.accuracy(prepared, config, session.data.test, f"test split of {session.data.name}", program)
     lat = costs["latency"]
     if not lat.get("ratio") and not base_ms:
-        base_ms.append(pipe.costs(CompressionConfig())["latency"]["median_ms"])
+        base_ms.append(pipe.costs(pipe.reference)["latency"]["median_ms"])
     ratio = lat.get("ratio") or lat["median_ms"] / base_ms[0]
     return {"config": config.to_dict(), "summary": config.summary(), "val_accuracy": val.top1,
             "test_accuracy": test.top1, "test_n": test.n, "test_correct": test.correct,

@@ -102,7 +102,8 @@ class Driver:
         plan.run_dir.create(self.spec, {
             "trials": plan.trials, "storage": storable_url(plan.storage_url), "study_name": self.spec.name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "base_accuracy": inputs.base_accuracy, "space_size": inputs.space.size(),
+            "base_accuracy": inputs.base_accuracy, "base_precision": inputs.session.base_precision,
+            "space_size": inputs.space.size(),
         })
 
     def _searcher(self, inputs: RunInputs) -> tuple[CandidateSearch, Ownership]:

@@ -99,7 +99,7 @@ def _reference(spec, session) -> dict[str, Any]:
     """The hypervolume reference point, shared by every run: (test accuracy floor, latency ratio 1)."""
     from vitsearch.search.results.testacc import measure_test
 
-    base = measure_test(session, session.base)
+    base = measure_test(session, session.reference)
     drop = spec.constraints.max_accuracy_drop
     how = ("the study's max_accuracy_drop" if drop is not None else f"{DEFAULT_DROP} (the study sets no "
            "max_accuracy_drop)")

@@ -54,9 +54,7 @@ class Reference:
 
 def reference_of(session, objectives: list[tuple[str, str]], predictor=None) -> Reference:
     """The uncompressed model's costs in this session (latency predicted when ``predictor`` is given)."""
-    from vitsearch.spaces import CompressionConfig
-
-    metrics = session.pipeline.costs(CompressionConfig(), predictor)
+    metrics = session.pipeline.costs(session.reference_config, predictor)
     lat = metrics["latency"]
     how = (f"predicted" if lat["source"] == "predicted" else
            f"measured at run start, {lat.get('n_runs')} passes")

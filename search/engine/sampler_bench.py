@@ -99,7 +99,8 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     session = load_session(study)
     spec = session.spec
-    space = SearchSpace.from_spec(spec.space, session.base, device=str(session.device))
+    space = SearchSpace.from_spec(spec.space, session.base, device=str(session.device),
+                                  base_precision=session.base_precision)
     out.mkdir(parents=True, exist_ok=True)
     predictor = study_predictor(session)
     source = ("predicted by the study's latency predictor" if predictor is not None
@@ -109,7 +110,7 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     reference = reference_of(session, objectives, predictor)
     cache = EvalCache(out / f"eval_cache_{'predicted' if predictor is not None else 'measured'}{steps}.json", session,
                       predictor, recovery_steps, reference)
-    base = cache.get(CompressionConfig())
+    base = cache.get(session.reference_config)
     drop = spec.constraints.max_accuracy_drop if spec.constraints.max_accuracy_drop is not None else 0.05
     min_acc = base["accuracy"] - drop
     ref = (-min_acc, base["latency_ms"])  # minimise (-accuracy, latency); nothing slower than the base is a gain

@@ -69,7 +69,9 @@ def load_inputs(plan: RunPlan, objectives: list[tuple[str, str]]) -> RunInputs:
     c = spec.constraints
     base_acc = (plan.run_dir.meta() if plan.resume else {}).get("base_accuracy")
     if base_acc is None and c.max_accuracy_drop is not None:
-        base_acc = evaluate_accuracy(session.base, session.data.val, session.device, spec.data.eval_batch_size).top1
+        # the uncompressed model as deployed (model.precision: in bf16 on a bf16 study)
+        base_acc = evaluate_accuracy(session.reference, session.data.val, session.device,
+                                     spec.data.eval_batch_size).top1
     predictor = study_predictor(session)
     reference = reference_of(session, objectives, predictor)  # the no-gain line, before any worker
     feas = Feasibility(c.max_latency_ms, c.max_size_mb,

@@ -196,11 +196,11 @@ def _polish(view, session, config, prepared, acc, number: int, polish_steps: int
     rc = view.spec.recovery
     steps = rc.ladder[-1] if polish_steps is None else polish_steps
     polish: dict[str, Any] = {"steps": steps, "kept": False}
-    if steps > 0 and config.is_identity():
-        polish["note"] = "the uncompressed model is the teacher: nothing to polish"
-    if steps <= 0 or config.is_identity():
-        return polish, None
     pipe = session.pipeline
+    if steps > 0 and pipe.is_uncompressed(config):
+        polish["note"] = "the uncompressed model is the teacher: nothing to polish"
+    if steps <= 0 or pipe.is_uncompressed(config):
+        return polish, None
     polished = distil_further(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
                               rung=len(rc.ladder), progress=StepProgress(f"pick: polishing trial {number}"),
                               **pipe.recovery_settings(config))
@@ -212,12 +212,11 @@ def _polish(view, session, config, prepared, acc, number: int, polish_steps: int
 
 
 def _base_latency(pipe) -> dict[str, Any]:
-    """The uncompressed model built and timed in the study's runtime now, by the same protocol (a latency entry)."""
-    from vitsearch.spaces import CompressionConfig
-
-    identity = CompressionConfig()
-    entry = pipe.measure_built(*pipe.build(pipe.prepare(identity), identity))[0]
-    entry["note"] = f"the uncompressed model, timed in {pipe.runtime.name} at export beside the variant's measurement"
+    """The uncompressed model as deployed (``model.precision``), built and timed in the study's runtime now."""
+    reference = pipe.reference
+    entry = pipe.measure_built(*pipe.build(pipe.prepare(reference), reference))[0]
+    entry["note"] = (f"the uncompressed model ({reference.precision.base}), timed in {pipe.runtime.name} at export "
+                     "beside the variant's measurement")
     return entry
 
 

@@ -84,6 +84,7 @@ def provenance_lines(view: RunView, check: Remeasure) -> list[str]:
     ev = view.evaluation(int(view.front["number"].iloc[0])) if not view.front.empty else {}
     steps = sorted({int(s) for s in view.frame["recovery_steps"].dropna()})
     rc = view.spec.recovery
+    base_precision = view.meta.get("base_precision") or "fp32"  # runs before model.precision existed: fp32
     rungs = (f"rungs {list(rc.ladder)} distillation steps, each rung promoting its best 1/{rc.reduction:g} by "
              "non-dominated sorting on its val accuracy and costs; every front point is at the highest rung its "
              "candidate reached (column rung)" if len(rc.ladder) > 1 else
@@ -92,9 +93,10 @@ def provenance_lines(view: RunView, check: Remeasure) -> list[str]:
     return [
         f"accuracy: selected on top-1 measured on {ev.get('accuracy_source', 'the val split')}; reported on "
         f"{test}, never seen by the search, with a 95 % Wilson interval; base model "
-        f"{view.spec.model.name} at {_pct(view.base_accuracy)} on val (measured)",
+        f"{view.spec.model.name} in {base_precision} at {_pct(view.base_accuracy)} on val (measured)",
         f"latency: {', '.join(f'{n} {s}' for s, n in sources.items()) or 'none'} on the front; batch {lat.batch_size}, "
-        f"{fp.get('threads', '?')} thread(s); measured = timed interleaved with the uncompressed model (chunks of "
+        f"{fp.get('threads', '?')} thread(s); measured = timed interleaved with the uncompressed model in "
+        f"{base_precision} (chunks of "
         f"{lat.interleave.chunk} passes alternating, until the 95 % bootstrap interval of the ratio is within "
         f"±{lat.interleave.target_halfwidth:.0%} or {lat.interleave.max_seconds:g} s), its interval widened by the "
         f"sitting-to-sitting spread of a ratio ({spread_source(view.meta_summary())}); predicted = the "

@@ -44,7 +44,7 @@ def rebuild_prepared(session, config, rung: int, run_dir: Path | None = None, nu
 
     pipe, rc = session.pipeline, session.spec.recovery
     structure = pipe.runtime.structure(config)
-    rungs = (0,) if config.is_identity() else rc.ladder[:rung + 1]  # the search never distils the teacher itself
+    rungs = (0,) if pipe.is_uncompressed(config) else rc.ladder[:rung + 1]  # the search never distils the teacher itself
     if run_dir is not None and number is not None:
         path = checkpoint_path(run_dir, number, rung)
         if path.exists() or path.is_symlink():  # a folder or a broken file is refused, not replaced
@@ -91,13 +91,14 @@ def measure_test_deployed(session, prepared, config, program=None) -> dict[str, 
 
 
 def base_test(session, cache: dict[str, dict]) -> tuple[dict[str, Any], bool]:
-    """The uncompressed model's test entry (cache key :data:`BASE_KEY`), measured here unless cached; (entry, fresh)."""
-    from vitsearch.spaces import CompressionConfig
+    """The uncompressed model's test entry (cache key :data:`BASE_KEY`), measured here unless cached; (entry, fresh).
 
+    The model as the study deploys it (``model.precision``): on a bf16 study, the model in bf16.
+    """
     if cache.get(BASE_KEY, {}).get("test_correct"):
         return cache[BASE_KEY], False
-    identity = CompressionConfig()
-    return measure_test_deployed(session, session.pipeline.prepare(identity), identity), True
+    reference = session.reference_config
+    return measure_test_deployed(session, session.pipeline.prepare(reference), reference), True
 
 
 def paired_vs_base(entry: dict[str, Any], base: dict[str, Any] | None):

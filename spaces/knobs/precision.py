@@ -12,31 +12,67 @@ from vitsearch.spaces.errors import ConfigError, DeviceError
 from vitsearch.spaces.vit.blocks import BlockShape, PerPart, each_block
 from vitsearch.spaces.vit.dims import VitDims
 
-from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, register
-from vitsearch.spaces.knobs.subspace import STRICT, PartsSpace, Target
+from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, check_keys, register
+from vitsearch.spaces.knobs.subspace import STRICT, PartsSpace, Presets, Target, pick
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-weight", "int4-weight")
+#: what a model can be deployed in as a whole (``model.precision``, :attr:`PrecisionConfig.base`)
+BASE_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
 class PrecisionConfig(PartsConfig):
-    """Numeric format of the attention (qkv, proj) and MLP (fc1, fc2) linears."""
+    """Numeric format of the attention (qkv, proj) and MLP (fc1, fc2) linears, and of the rest.
+
+    ``base``: what the model runs in outside the parts that say otherwise - patch
+    embedding, norms, head and the activations between blocks - i.e. the precision the
+    uncompressed model is deployed in (the study's ``model.precision``). A GPU study's
+    candidates run in bf16 with some parts quantised; their reference is the model in
+    bf16 (:func:`reference_precision`), not in fp32.
+    """
 
     KNOB = "precision"
     DEFAULT = "fp32"
 
     attn: str = "fp32"
     mlp: str = "fp32"
+    base: str = "fp32"
 
     def __post_init__(self) -> None:
         for part in PARTS:
             value = getattr(self, part)
             if value not in PRECISIONS:
                 raise ConfigError(f"precision.{part}: {value!r} is not allowed; expected one of {', '.join(PRECISIONS)}")
+        if self.base not in BASE_PRECISIONS:
+            raise ConfigError(f"precision.base: {self.base!r} is not allowed; expected one of "
+                              f"{', '.join(BASE_PRECISIONS)}")
+
+    def is_identity(self) -> bool:
+        """Everything in fp32: nothing changes."""
+        return super().is_identity() and self.base == self.DEFAULT
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "PrecisionConfig":
+        """Inverse of :meth:`to_dict` (``base`` is optional: fp32)."""
+        return cls(**check_keys(cls.KNOB, data, (*PARTS, "base")))
+
+    def summary(self) -> str | None:
+        """e.g. ``mlp int8``; under a half base ``bf16 mlp int8`` (the parts that differ from the base)."""
+        parts = [f"{p} {getattr(self, p)}" for p in PARTS if getattr(self, p) != self.base]
+        return " ".join(([self.base] if self.base != self.DEFAULT else []) + parts) or None
+
+    def columns(self) -> dict:
+        """Flat scalar columns for tables (the parts, then the base)."""
+        return {**super().columns(), "precision_base": self.base}
+
+
+def reference_precision(base: str) -> PrecisionConfig:
+    """The uncompressed model deployed in ``base``: every part and the rest in it."""
+    return PrecisionConfig(attn=base, mlp=base, base=base)
 
 
 # ---- search sub-space --------------------------------------------------------------
@@ -57,8 +93,11 @@ class PrecisionSpace(BaseModel):
 
 
 class PrecisionChoices(PartsSpace):
-    """Parameters ``precision.attn`` and ``precision.mlp``: fp32 in the least compressing preset, int8 alone.
+    """Parameters ``precision.attn`` and ``precision.mlp``: the base in the least compressing preset, int8 alone.
 
+    Relative to the target's base precision (``model.precision``): a part the study
+    leaves at its default chooses between the base and int8 (fp32 and int8 on an fp32
+    base; bf16 and int8 on a bf16 one), and every decoded config carries the base.
     Checked against what the target realises: ``target.precisions``, or what eager
     PyTorch runs on the target's device.
     """
@@ -68,11 +107,30 @@ class PrecisionChoices(PartsSpace):
     ALONE = ("int8", "int8-weight", "fp32")
 
     def __init__(self, spec: PrecisionSpace, dims: VitDims, target: Target, earlier: dict) -> None:
+        self.base = target.base_precision
+        if self.base != "fp32":  # the defaults name fp32 for the base: here it is another precision
+            spec = spec.model_copy(update={p: list(dict.fromkeys(self.base if v == "fp32" else v
+                                                                  for v in getattr(spec, p)))
+                                           for p in PARTS if p not in spec.model_fields_set})
         super().__init__(spec, dims, target, earlier)
         self.allowed = target.precisions or supported_precisions(target.device)
 
+    def decode(self, params: dict[str, Any], earlier: dict[str, Any]) -> dict:
+        """The chosen value per part, and the base when it is not fp32."""
+        out = super().decode(params, earlier)
+        return out if self.base == "fp32" else {**out, "base": self.base}
+
+    def presets(self):
+        """The base in every part (least); int8 (else int8-weight, else the base) alone."""
+        least = {k: pick(v, (self.base,)) for k, v in self.choices().items()}
+        alone = {k: pick(v, ("int8", "int8-weight", self.base)) for k, v in self.choices().items()}
+        return Presets(least, alone)
+
     def check(self) -> None:
-        """Every choice must run on the target."""
+        """The base and every choice must run on the target."""
+        if self.base not in self.allowed:
+            raise ConfigError(f"model.precision: {self.base!r} cannot run on device {self.target.device!r} in this "
+                              f"runtime; it runs {', '.join(p for p in self.allowed if p in BASE_PRECISIONS)}")
         for part in PARTS:
             bad = [p for p in getattr(self.spec, part) if p not in self.allowed]
             if bad:
@@ -111,7 +169,7 @@ def supported_precisions(device: str) -> tuple[str, ...]:
 def check_precision_device(cfg: PrecisionConfig, device: str) -> None:
     """DeviceError naming the device and what it supports when a part asks for more."""
     ok = supported_precisions(device)
-    for part in PARTS:
+    for part in (*PARTS, "base"):
         value = getattr(cfg, part)
         if value not in ok:
             why = (" (torchao has no int4 weight-only kernel for CPU without the mslk package)"
@@ -127,9 +185,13 @@ def _cast_in(dtype: torch.dtype, _module: nn.Module, args: tuple) -> tuple:
 def _cast_out(_module: nn.Module, _args: tuple, out: Any) -> Any:
     import torch
 
+    return _cast_back(torch.float32, _module, _args, out)
+
+
+def _cast_back(dtype: torch.dtype, _module: nn.Module, _args: tuple, out: Any) -> Any:
     if isinstance(out, tuple):
-        return tuple(o.to(torch.float32) if _is_float(o) else o for o in out)
-    return out.to(torch.float32) if _is_float(out) else out
+        return tuple(o.to(dtype) if _is_float(o) else o for o in out)
+    return out.to(dtype) if _is_float(out) else out
 
 
 def _is_float(t: Any) -> bool:
@@ -138,37 +200,50 @@ def _is_float(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and t.is_floating_point()
 
 
-def _cast(module: nn.Module, dtype: torch.dtype) -> None:
-    # Hooks (module-level functions, picklable) keep fp32 in and out of the cast part,
-    # so callers still pass fp32 images and read fp32 logits.
+def _cast(module: nn.Module, dtype: torch.dtype, around: torch.dtype | None = None) -> None:
+    # Hooks (module-level functions, picklable) keep the surrounding dtype (``around``,
+    # default fp32) in and out of the cast part, so callers still pass fp32 images and
+    # read fp32 logits, and a part of another dtype inside a half model hands back halves.
+    import torch
+
     module.to(dtype)
     module.register_forward_pre_hook(partial(_cast_in, dtype))
-    module.register_forward_hook(_cast_out)
+    if around is None or around == torch.float32:
+        module.register_forward_hook(_cast_out)
+    else:
+        module.register_forward_hook(partial(_cast_back, around))
+
+
+def _dtype(name: str) -> torch.dtype:
+    import torch
+
+    return getattr(torch, HALF[name]) if name in HALF else torch.float32
 
 
 def apply_precision(model: nn.Module, cfg: PrecisionConfig, ctx: Context) -> None:
-    """Dtype casts, then torchao ``quantize_`` on the selected linears."""
-    import torch
-
+    """The base dtype over the whole model, the parts' other float dtypes, then torchao ``quantize_``."""
     check_precision_device(cfg, ctx.device)
     if cfg.is_identity():
         return
+    base = cfg.base
     halves = {getattr(cfg, p) for p in PARTS}
-    if len(halves) == 1 and halves <= set(HALF):  # one half dtype everywhere: cast the whole model
-        _cast(model, getattr(torch, HALF[cfg.attn]))
-    else:
-        for part in PARTS:
-            if getattr(cfg, part) in HALF:
-                for block in model.blocks:
-                    _cast(block.attn if part == "attn" else block.mlp, getattr(torch, HALF[getattr(cfg, part)]))
+    if base == "fp32" and len(halves) == 1 and halves <= set(HALF):  # one half dtype everywhere: the whole model
+        base = cfg.attn
+    if base != "fp32":
+        _cast(model, _dtype(base))
+    for part in PARTS:
+        value = getattr(cfg, part)
+        if value != base and value in BASE_PRECISIONS:  # a float part unlike the rest of the model
+            for block in model.blocks:
+                _cast(block.attn if part == "attn" else block.mlp, _dtype(value), _dtype(base))
     for kind in ("int8", "int8-weight", "int4-weight"):
         parts = [p for p in PARTS if getattr(cfg, p) == kind]
         if parts:
-            _quantize(model, kind, parts, ctx)
-    ctx.info["precision"] = {"attn": cfg.attn, "mlp": cfg.mlp, "device": ctx.device}
+            _quantize(model, kind, parts, ctx, _dtype(base))
+    ctx.info["precision"] = {"attn": cfg.attn, "mlp": cfg.mlp, "base": cfg.base, "device": ctx.device}
 
 
-def _quantize(model: nn.Module, kind: str, parts: list[str], ctx: Context) -> None:
+def _quantize(model: nn.Module, kind: str, parts: list[str], ctx: Context, around: torch.dtype) -> None:
     import torch
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
 
@@ -199,9 +274,9 @@ def _quantize(model: nn.Module, kind: str, parts: list[str], ctx: Context) -> No
                               f"for {kind} on {ctx.device}; choose another precision")
         # torchao binds a functools.partial as extra_repr, which breaks pickling (Ray).
         lin.__dict__.pop("extra_repr", None)
-        if kind == "int4-weight":
+        if kind == "int4-weight" and around != torch.bfloat16:
             lin.register_forward_pre_hook(partial(_cast_in, torch.bfloat16))
-            lin.register_forward_hook(_cast_out)
+            lin.register_forward_hook(partial(_cast_back, around))
 
 
 def int4_config(in_features: int, device: str) -> Any:

@@ -32,11 +32,13 @@ STRICT = ConfigDict(extra="forbid", frozen=True)
 
 @dataclass(frozen=True)
 class Target:
-    """Where the searched models run: the device, and the precisions its runtime realises
-    (None: what eager PyTorch runs on ``device``)."""
+    """Where the searched models run: the device, the precisions its runtime realises
+    (None: what eager PyTorch runs on ``device``), and the precision the uncompressed
+    model is deployed in there (``model.precision``, resolved)."""
 
     device: str
     precisions: tuple[str, ...] | None = None
+    base_precision: str = "fp32"
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,14 @@ class LatencyPredictor(ABC):
             raise ConfigError(f"latency predictor: fitted for input {self.input_shape}, but the study measures "
                               f"{tuple(shape)}; run `vitsearch profile` for this batch / input size")
 
+    def check_base_precision(self, base_precision: str) -> None:
+        """ConfigError unless the profile's ratios are against the model in ``base_precision`` (older: fp32)."""
+        profiled = self.state.get("base_precision") or "fp32"
+        if profiled != base_precision:
+            raise ConfigError(f"latency predictor: profiled against the uncompressed model in {profiled}, but the "
+                              f"study deploys it in {base_precision} (model.precision); run `vitsearch profile` "
+                              "into another --out")
+
     # ---- prediction -----------------------------------------------------------------
     def predict(self, config: Any) -> Prediction:
         """Predicted latency of ``config`` (a CompressionConfig) on the profiled device and shape."""

@@ -24,14 +24,18 @@ def default_profile_dir(spec: Any) -> Path:
     return Path("profiles") / (str(spec.name) if runtime == "eager" else f"{spec.name}-{runtime}")
 
 
-def load_for_study(spec: Any, input_shape: tuple[int, ...], path: str | Path | None = None) -> LatencyPredictor:
-    """The study's fitted predictor (``default_profile_dir`` unless ``path``), checked against the shape."""
+def load_for_study(spec: Any, input_shape: tuple[int, ...], path: str | Path | None = None,
+                   base_precision: str = "fp32") -> LatencyPredictor:
+    """The study's fitted predictor (``default_profile_dir`` unless ``path``), checked against the shape and
+    the precision of the uncompressed model its ratios are against (``model.precision``, resolved)."""
     pred = LatencyPredictor.load(path or default_profile_dir(spec))
     pred.check_input_shape(tuple(input_shape))
+    pred.check_base_precision(base_precision)
     return pred
 
 
-def profile_basis(spec: Any, device: Any, threads: int | None, fingerprint_of: Any = None) -> dict:
+def profile_basis(spec: Any, device: Any, threads: int | None, fingerprint_of: Any = None,
+                  base_precision: str = "fp32") -> dict:
     """``{"reference_ms", "sitting_sd"}`` of the study's profile if one matches this device (else both None).
 
     Measured latencies use ``reference_ms`` (the uncompressed model's time in the profile)
@@ -40,16 +44,19 @@ def profile_basis(spec: Any, device: Any, threads: int | None, fingerprint_of: A
     the measurement itself. ``sitting_sd``: the ratio's sitting-to-sitting spread the
     profile measured on this machine, which their intervals include
     (:func:`..stats.widen`). ``fingerprint_of(device, threads)``: the fingerprint the
-    profile must carry (default: the device's, i.e. eager).
+    profile must carry (default: the device's, i.e. eager). ``base_precision``: the
+    precision of the uncompressed model the study's ratios are against (a profile taken
+    against another is not this study's basis).
     """
-    state = _matching_state(spec, device, threads, fingerprint_of)
+    state = _matching_state(spec, device, threads, fingerprint_of, base_precision)
     if state is None:
         return {"reference_ms": None, "sitting_sd": None}
     sd = state.get("sitting_sd")
     return {"reference_ms": float(state["reference_ms"]), "sitting_sd": None if sd is None else float(sd)}
 
 
-def _matching_state(spec: Any, device: Any, threads: int | None, fingerprint_of: Any) -> dict | None:
+def _matching_state(spec: Any, device: Any, threads: int | None, fingerprint_of: Any,
+                    base_precision: str = "fp32") -> dict | None:
     mode = spec.latency.predictor
     p = default_profile_dir(spec) if mode in ("auto", "off") else Path(mode)
     p = p / PREDICTOR_FILE if p.is_dir() else p
@@ -60,6 +67,8 @@ def _matching_state(spec: Any, device: Any, threads: int | None, fingerprint_of:
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION or not state.get("reference_ms"):
         return None
     if list(state.get("input_shape") or []) != [spec.latency.batch_size, *(state.get("input_shape") or [0])[1:]]:
+        return None
+    if (state.get("base_precision") or "fp32") != base_precision:
         return None
     fp = (fingerprint_of or device_fingerprint)(device, (threads or default_threads())
                                                 if str(device).startswith("cpu") else 1)

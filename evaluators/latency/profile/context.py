@@ -59,7 +59,7 @@ class ProfileContext:
                                target_halfwidth=il.target_halfwidth, min_pairs=il.min_pairs,
                                max_pairs=il.max_pairs, confidence=il.confidence,
                                max_seconds=min(il.max_seconds, PROFILE_MAX_SECONDS)).checked()
-        ctx = cls(session, root, programs.space(spec.space, session.base, dev), VitDims.of(session.base), threads,
+        ctx = cls(session, root, programs.space(spec.space, session.base, dev, session.base_precision), VitDims.of(session.base), threads,
                   fp, plan, inter, programs.name, programs, {"build_s": [], "model_s": [], "failed": [],
                                                              "budget_stop": False})
         ctx._check_meta()
@@ -74,7 +74,7 @@ class ProfileContext:
         return {"study": self.session.spec.name, "model": self.session.spec.model.name, "latency_protocol": PROTOCOL,
                 "input_shape": list(self.session.input_shape), "dims": self.dims.block_dict(),
                 "fingerprint_id": self.fingerprint["fingerprint_id"], "fingerprint": self.fingerprint,
-                **self.meta_runtime()}
+                "base_precision": self.session.base_precision, **self.meta_runtime()}
 
     def _check_meta(self) -> None:
         path = self.out / "meta.json"
@@ -91,7 +91,8 @@ class ProfileContext:
                                   if why else f"profile dir {str(self.out)!r} holds timings of device "
                                   f"{old.get('fingerprint_id')}, this device is {mine['fingerprint_id']}; give "
                                   "another --out")
-            for k in ("model", "input_shape", "dims"):
+            old.setdefault("base_precision", "fp32")  # written before model.precision existed
+            for k in ("model", "input_shape", "dims", "base_precision"):
                 if old.get(k) != mine[k]:
                     raise ConfigError(f"profile dir {str(self.out)!r} was measured for {k} {old.get(k)!r}, this study "
                                       f"has {mine[k]!r}; give another --out")

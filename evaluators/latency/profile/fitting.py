@@ -36,6 +36,7 @@ def fit_from_store(ctx: ProfileContext) -> LatencyPredictor:
     meta = {"reference_ms": ref, "sitting_sd": sitting_sd, "sitting_pairs": sitting_pairs,
             "latency_protocol": PROTOCOL, "study": ctx.session.spec.name,
             "model": ctx.session.spec.model.name, "statistic": "ratio", **ctx.meta_runtime(),
+            "base_precision": ctx.session.base_precision,
             "fitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if not ctx.programs.times_components:  # whole models only (:mod:`..predict.whole`)
         predictor = fit_whole_model(ctx.dims, models, ctx.fingerprint, tuple(ctx.session.input_shape), meta)

@@ -45,8 +45,8 @@ class Programs(ABC):
         """The fingerprint the profile's rows and predictor carry."""
 
     @abstractmethod
-    def space(self, space_spec: Any, base: Any, device: Any) -> Any:
-        """The SearchSpace the profile samples (the knobs this runtime realises)."""
+    def space(self, space_spec: Any, base: Any, device: Any, base_precision: str = "fp32") -> Any:
+        """The SearchSpace the profile samples (the knobs this runtime realises, relative to ``base_precision``)."""
 
     @abstractmethod
     def identity(self, device: Any) -> dict[str, str]:

@@ -161,7 +161,7 @@ def measure_models(ctx: ProfileContext, configs: list, store: ProfileStore, bar,
             st["failed"].append(f"{c.summary()}: {exc}")
             bar.write(f"not profiled: {c.summary()}: {exc}")
             continue
-        r = measure_interleaved(built.module, session.base, session.input_shape, session.device,
+        r = measure_interleaved(built.module, session.reference, session.input_shape, session.device,
                                 threads=ctx.threads, plan=ctx.interleave, keep_samples=True,
                                 sitting_sd=sitting_sd)
         pending.append(model_row(c, r, ctx.fingerprint, phase, build_seconds=built.build_seconds,
@@ -185,7 +185,7 @@ def time_reference(session: Any, profile_dir: str | Path | None = None) -> dict:
     With :meth:`..predict.base.LatencyPredictor.calibrated` it rescales a profile to the device's current speed.
     """
     ctx = ProfileContext.of(session, profile_dir)
-    samples = time_round_robin([model_fns(session, [CompressionConfig()])[0]], ctx.model_plan, ctx.threads,
+    samples = time_round_robin([model_fns(session, [session.reference_config])[0]], ctx.model_plan, ctx.threads,
                                session.device)
     return row("reference", "reference", samples[0], ctx.fingerprint, "calibration")
 

@@ -45,6 +45,11 @@ def test_a_study_reads_the_spread_of_its_matching_profile_only(tmp_path):
     assert profile_basis(spec, "cpu", 1) == {"reference_ms": 5.5, "sitting_sd": 0.0}
     (tmp_path / PREDICTOR_FILE).write_text(json.dumps({**state, "sitting_sd": None}))  # a profile without repeats
     assert profile_basis(spec, "cpu", 1) == {"reference_ms": 5.5, "sitting_sd": None}
+    # a profile's ratios are against the model in fp32 (older profiles say nothing): not a bf16 study's basis
+    assert profile_basis(spec, "cpu", 1, base_precision="bf16") == {"reference_ms": None, "sitting_sd": None}
+    (tmp_path / PREDICTOR_FILE).write_text(json.dumps({**state, "base_precision": "bf16"}))
+    assert profile_basis(spec, "cpu", 1, base_precision="bf16")["reference_ms"] == 5.5
+    assert profile_basis(spec, "cpu", 1)["reference_ms"] is None
     other = {**state, "fingerprint": {**state["fingerprint"], "fingerprint_id": "another-machine"}}
     (tmp_path / PREDICTOR_FILE).write_text(json.dumps(other))
     assert profile_basis(spec, "cpu", 1) == {"reference_ms": None, "sitting_sd": None}

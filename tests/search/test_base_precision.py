@@ -1,0 +1,89 @@
+"""``model.precision``: the uncompressed model as a study deploys it, the reference of every ratio (#23 item 8).
+
+On CPU a study defaults to fp32 (nothing changes); a GPU study to bf16 (what a GPU user
+deploys: an fp32 reference inflates every knob's speed-up). bf16 runs on CPU too, which is
+how these tests exercise the GPU default without a GPU.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from tinystudy import tiny_study_dict
+
+from vitsearch.search.study import parse_study, study_to_yaml
+from vitsearch.spaces import CompressionConfig, ConfigError
+
+FAST = {"interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}}
+BF16 = tiny_study_dict(model={"precision": "bf16"}, latency=FAST)
+
+
+def test_auto_is_bf16_on_cuda_in_every_runtime_that_runs_it_and_fp32_on_cpu():
+    from vitsearch.search.preflight import study_base_precision
+
+    auto = parse_study({})
+    assert study_base_precision(auto, "cpu") == "fp32"
+    assert study_base_precision(auto, "cuda") == "bf16" and study_base_precision(auto, "cuda:1") == "bf16"
+    ort = parse_study({"latency": {"runtime": "onnxruntime"}})
+    assert study_base_precision(ort, "cuda") == "fp16"  # ORT's CUDA provider lacks bf16 kernels
+    assert study_base_precision(parse_study({"model": {"precision": "bf16"}}), "cpu") == "bf16"
+
+
+def test_a_precision_the_runtime_cannot_run_is_refused_in_one_line():
+    from vitsearch.search.preflight import check_study_runtime
+
+    spec = parse_study({"model": {"precision": "bf16"}, "latency": {"runtime": "onnxruntime"}})
+    with pytest.raises(ConfigError, match=r"^model.precision: 'bf16' cannot run in runtime 'onnxruntime' on cpu: "
+                                          r"ONNX Runtime's CPU provider has no bf16 kernels; accepted there: auto, "
+                                          r"fp32$"):
+        check_study_runtime(spec, "cpu")
+    with pytest.raises(ConfigError, match=r"model.precision.*'int8'"):
+        parse_study({"model": {"precision": "int8"}})
+
+
+def test_a_study_left_at_auto_dumps_as_before_and_a_set_one_is_written():
+    import yaml
+
+    assert "precision" not in yaml.safe_load(study_to_yaml(parse_study({})))["model"]
+    assert yaml.safe_load(study_to_yaml(parse_study({"model": {"precision": "bf16"}})))["model"]["precision"] == "bf16"
+
+
+def test_a_bf16_study_measures_and_scores_against_the_model_in_bf16(tmp_path):
+    from vitsearch.search.session import load_session
+
+    session = load_session(parse_study(BF16))
+    assert session.base_precision == "bf16"
+    assert session.reference_config == CompressionConfig.reference("bf16")
+    assert {p.dtype for p in session.reference.parameters()} == {torch.bfloat16}
+    assert session.latency_kwargs()["reference"] is session.reference  # the other side of every interleaving
+    pipe = session.pipeline
+    assert pipe.reference == session.reference_config and pipe.is_uncompressed(session.reference_config)
+    # the uncompressed model is never distilled (it is the teacher), and it is scored as deployed: in bf16
+    metrics, reason = pipe.evaluate(session.reference_config, steps=10)
+    assert reason is None and metrics["recovery_steps"] == 0 and metrics["latency"].get("ratio")
+    fp32 = load_session(parse_study(tiny_study_dict(latency=FAST)))
+    assert fp32.reference is fp32.base and fp32.reference_config == CompressionConfig()
+    acc32, _ = fp32.pipeline.accuracy(fp32.base, CompressionConfig(), fp32.data.val, "val")
+    assert abs(metrics["accuracy"] - acc32.top1) <= 0.01  # bf16 rounds, it does not retrain
+    assert metrics["size_mb"] < 0.6 * fp32.pipeline.costs(CompressionConfig())["size_mb"]  # 2 bytes a weight
+
+
+def test_a_predictor_profiled_against_fp32_is_refused_for_a_bf16_study():
+    from vitsearch.evaluators.latency.predict.base import LatencyPredictor
+
+    old = SimpleNamespace(state={"reference_ms": 1.0})  # written before model.precision: fp32
+    LatencyPredictor.check_base_precision(old, "fp32")
+    with pytest.raises(ConfigError, match=r"profiled against the uncompressed model in fp32, but the study deploys "
+                                          r"it in bf16 \(model.precision\)"):
+        LatencyPredictor.check_base_precision(old, "bf16")
+
+
+def test_a_profile_dir_of_another_base_precision_is_refused(tmp_path):
+    from vitsearch.evaluators.latency.profile.context import ProfileContext
+    from vitsearch.search.session import load_session
+
+    ProfileContext.of(load_session(parse_study(tiny_study_dict())), tmp_path / "p")  # writes meta.json (fp32)
+    with pytest.raises(ConfigError, match=r"was measured for base_precision 'fp32', this study has 'bf16'"):
+        ProfileContext.of(load_session(parse_study(BF16)), tmp_path / "p")
