@@ -179,16 +179,21 @@ def runtime_search_space(spec, base, device, calibration=None):
 
     ``calibration``: the study's calibration split, for a saliency allocation (loaded here when not given).
     """
+    from vitsearch.evaluators.runtimes import get_runtime
     from vitsearch.evaluators.runtimes.support import runtime_search_space as in_runtime
+    from vitsearch.evaluators.sensitivity import study_sensitivity
 
     if calibration is None:
         calibration = _allocation_calibration(spec, base)
-    return in_runtime(spec.space, base, spec.latency.runtime, device, calibration, study_base_precision(spec, device))
+    runtime = spec.latency.runtime
+    sensitivity = study_sensitivity(spec.space, base, get_runtime(runtime), device, calibration,
+                                    spec.latency.batch_size)
+    return in_runtime(spec.space, base, runtime, device, calibration, study_base_precision(spec, device), sensitivity)
 
 
 def _allocation_calibration(spec, base):
     """The calibration split (the images candidates are ranked on) when ``space.allocation`` needs it, else None."""
-    if spec.space.allocation.mode != "saliency":
+    if spec.space.allocation.mode != "saliency" and spec.space.allocation.precision != "sensitivity":
         return None
     from vitsearch.evaluators.data import load_imagefolder, load_mnist5k
 

@@ -98,14 +98,26 @@ class Session:
         return self._reference
 
     def for_search(self) -> "Session":
-        """This session without the test split: what the search's workers receive.
+        """This session without the test split, its model on the CPU: what the search's workers receive.
 
         The split that selects candidates must not report them; a worker that has no
-        test split cannot select on it by accident.
+        test split cannot select on it by accident. A worker puts the model on its own
+        device (:meth:`placed`): a trial's GPU is ``cuda:0`` there, whatever the driver's index.
         """
+        import copy
         from dataclasses import replace
 
-        return replace(self, data=self.data.without_test())
+        base = self.base if self.device.type == "cpu" else copy.deepcopy(self.base).cpu()
+        return replace(self, data=self.data.without_test(), base=base)
+
+    def placed(self, device: str) -> "Session":
+        """This session on ``device`` (its model moved there): a worker's copy on the GPU Ray gave it."""
+        from dataclasses import replace
+
+        dev = torch.device(device)
+        if dev == self.device and next(self.base.parameters()).device == dev:
+            return self
+        return replace(self, device=dev, base=self.base.to(dev))
 
     @property
     def pipeline(self):

@@ -8,6 +8,14 @@ blocks' heads and MLP channel groups removed); the global allocator
 (:mod:`vitsearch.spaces.allocate`) turns them into explicit per-block heads and widths,
 so the config a trial records says what each block keeps. ``heads.kv`` stays a
 parameter: each block groups its K/V into the largest divisor of its heads at most it.
+
+``precision: sensitivity`` (independent of ``mode``) replaces the per-part precision
+choices by one budget, ``allocation.quantised``: the share of the kept blocks' linear
+groups (each block's attention linears, each block's MLP linears) that run in the study's
+quantised precision (the first of int8, int8-weight, int4-weight its ``space.precision``
+lists); which ones is decided by each group's measured sensitivity per MAC saved
+(:mod:`vitsearch.spaces.mixedprecision`, as NVIDIA ModelOpt's AutoQuantize chooses
+per-layer formats), the rest stay in the base precision.
 """
 
 from __future__ import annotations
@@ -20,11 +28,14 @@ from vitsearch.spaces.allocate import GROUP, Saliency, allocate
 from vitsearch.spaces.config import CompressionConfig
 from vitsearch.spaces.errors import ConfigError
 from vitsearch.spaces.knobs.perblock import expand
-from vitsearch.spaces.knobs.sparsity import parse_sparsity
+from vitsearch.spaces.knobs.sparsity import parse_sparsity, structured_width
 from vitsearch.spaces.knobs.subspace import STRICT, Int, Presets, categorical
 from vitsearch.spaces.vit.dims import VitDims
 
 HEADS, MLP = "allocation.heads_removed", "allocation.mlp_removed"
+QUANTISED = "allocation.quantised"
+#: the quantised precisions, in the order the sensitivity mode prefers them
+QUANTISED_KINDS = ("int8", "int8-weight", "int4-weight")
 
 
 class AllocationSpec(BaseModel):
@@ -35,6 +46,15 @@ class AllocationSpec(BaseModel):
     heads_removed: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5], min_length=1)
     mlp_removed: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75], min_length=1)
     group: Int = Field(GROUP, ge=1)
+    precision: Literal["uniform", "sensitivity"] = "uniform"
+    quantised: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1)
+
+    @field_validator("quantised")
+    @classmethod
+    def _quantised_shares(cls, v: list[float]) -> list[float]:
+        if any(isinstance(x, bool) or not 0.0 <= x <= 1.0 for x in v):
+            raise ValueError(f"{v} has a share outside [0, 1]; expected shares of the linear groups quantised, e.g. 0.5")
+        return sorted(set(float(x) for x in v))
 
     @field_validator("heads_removed", "mlp_removed")
     @classmethod
@@ -50,7 +70,25 @@ class AllocationSpec(BaseModel):
         extra = [f for f in ("heads_removed", "mlp_removed", "group") if getattr(self, f) != getattr(default, f)]
         if self.mode == "uniform" and extra:
             raise ValueError(f"{', '.join(extra)} only apply with mode saliency; set mode: saliency or remove them")
+        if self.precision == "uniform" and self.quantised != default.quantised:
+            raise ValueError("quantised only applies with precision sensitivity; set precision: sensitivity or "
+                             "remove it")
         return self
+
+
+def precision_knob_spec(spec: Any) -> tuple[Any, str]:
+    """The knobs' part of ``spec`` under ``precision: sensitivity``: the precision knob at the base alone; and
+    the quantised precision the budget uses. ConfigError when the study's precision choices name none."""
+    from vitsearch.spaces.knobs.precision import PrecisionSpace
+
+    listed = [*spec.precision.mlp, *spec.precision.attn]
+    low = next((k for k in QUANTISED_KINDS if k in listed), None)
+    if low is None:
+        raise ConfigError(f"space.allocation.precision: sensitivity needs a quantised choice in space.precision "
+                          f"(one of {', '.join(QUANTISED_KINDS)}); it lists {', '.join(dict.fromkeys(listed))}")
+    # left "unset" so that the precision knob puts the study's base precision in place of fp32
+    base_only = PrecisionSpace.model_construct(_fields_set=set(), attn=["fp32"], mlp=["fp32"])
+    return spec.model_copy(update={"precision": base_only}), low
 
 
 def knob_spec(spec: Any, dims: VitDims) -> Any:
@@ -116,3 +154,56 @@ class BudgetSpace:
         """Nothing removed in the least preset; the middle shares in the strong one."""
         h, m = self.spec.heads_removed, self.spec.mlp_removed
         return Presets(least={HEADS: h[0], MLP: m[0]}, strong={HEADS: h[len(h) // 2], MLP: m[len(m) // 2]})
+
+
+class PrecisionBudget:
+    """The sensitivity mode's parameter and decoding (picklable: holds the measured sensitivity, not the model)."""
+
+    def __init__(self, shares: list[float], dims: VitDims, sensitivity: Any, low: str, base: str) -> None:
+        if sensitivity.depth != dims.depth:
+            raise ConfigError(f"space.allocation.precision: the sensitivity has {sensitivity.depth} blocks, the model "
+                              f"{dims.depth}; measure it on the study's base model")
+        self.shares, self.dims, self.sensitivity, self.low, self.base = shares, dims, sensitivity, low, base
+
+    def distributions(self) -> dict[str, Any]:
+        """Categorical over the quantised shares."""
+        return categorical({QUANTISED: self.shares})
+
+    def apply(self, params: dict[str, Any], config: CompressionConfig) -> CompressionConfig:
+        """``config`` with each kept block's attention and MLP precision from the budget (the base elsewhere)."""
+        from dataclasses import replace
+
+        from vitsearch.spaces.knobs.precision import PrecisionConfig
+        from vitsearch.spaces.mixedprecision import allocate_precision
+
+        share = float(params.get(QUANTISED, self.shares[0]))
+        attn, mlp = allocate_precision(self.sensitivity.kept(config.depth.keep), share, self._gains(config),
+                                       low=self.low, high=self.base)
+        return replace(config, precision=PrecisionConfig(attn=tuple(attn), mlp=tuple(mlp), base=self.base))
+
+    def _gains(self, config: CompressionConfig) -> tuple[tuple[float, float], ...]:
+        """MACs per image of each kept block's attention and MLP linears: what quantising them speeds up."""
+        n = config.depth.keep or self.dims.depth
+        d, e = self.dims.head_dim, self.dims.embed_dim
+        kind, p = parse_sparsity("sparsity.mlp", config.sparsity.mlp)
+        width = structured_width(self.dims.mlp_hidden, p) if kind == "structured" else self.dims.mlp_hidden
+        heads = expand(config.heads.keep, n, self.dims.num_heads)
+        hidden = expand(config.sparsity.mlp_keep, n, width)
+        return tuple((float(4 * e * h * d), float(2 * e * w)) for h, w in zip(heads, hidden))
+
+    def encode(self, config: CompressionConfig) -> dict[str, Any]:
+        """The share whose allocation ``config`` has (the first share giving as many quantised groups)."""
+        p = config.precision
+        n = config.depth.keep or self.dims.depth
+        low = sum(v == self.low for part in (p.attn, p.mlp) for v in ((part,) * n if isinstance(part, str) else part))
+        return {QUANTISED: next((s for s in self.shares if round(s * 2 * n) == low), self.shares[0])}
+
+    def count(self, depth_keep: int | None) -> int:
+        """Distinct allocations the shares give for one depth."""
+        n = depth_keep or self.dims.depth
+        return len({round(s * 2 * n) for s in self.shares})
+
+    def presets(self) -> Presets:
+        """Nothing quantised in the least preset; the middle share in the strong one."""
+        s = self.shares
+        return Presets(least={QUANTISED: s[0]}, strong={QUANTISED: s[len(s) // 2]})

@@ -14,7 +14,8 @@ JSON form (``{}`` is the identity)::
 
 Schema versions: 1 sets every block alike; 2 adds the per-block form, one entry per
 kept block (``"heads": {"keep": [6, 5, 4, 4, 3, 3]}``, ``"sparsity": {"mlp_keep":
-[288, 240, ...]}``); 3 adds ``precision.base``. A config writes the lowest version that expresses it, so a uniform
+[288, 240, ...]}``, ``"precision": {"mlp": ["int8", "fp32", ...]}``); 3 adds
+``precision.base``. A config writes the lowest version that expresses it, so a uniform
 config's JSON is what version 1 wrote and older readers refuse only what they cannot read.
 """
 
@@ -67,6 +68,7 @@ class CompressionConfig:
             perblock.check_length("heads.keep", self.heads.keep, self.depth.keep)
             perblock.check_length("heads.kv_heads", self.heads.kv_heads, self.depth.keep)
             perblock.check_length("sparsity.mlp_keep", self.sparsity.mlp_keep, self.depth.keep)
+            self.precision.per_block(self.depth.keep)
 
     # ---- JSON -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -97,7 +99,7 @@ class CompressionConfig:
         config = cls(**{name: REGISTRY[name].config_cls.from_dict(value) for name, value in data.items()})
         if config.schema_version() > version:
             what = ("precision.base" if config.schema_version() == BASE_PRECISION_VERSION else
-                    "per-block lists (heads.keep, heads.kv_heads or sparsity.mlp_keep)")
+                    "per-block lists (heads.keep, heads.kv_heads, sparsity.mlp_keep or precision.attn/mlp)")
             raise ConfigError(f"config.schema_version: {version} is not allowed with {what}; it needs version "
                               f"{config.schema_version()}")
         return config
@@ -124,7 +126,7 @@ class CompressionConfig:
 
     def is_per_block(self) -> bool:
         """True when some knob gives blocks different values (a per-block list)."""
-        return self.heads.is_per_block() or self.sparsity.is_per_block()
+        return self.heads.is_per_block() or self.sparsity.is_per_block() or self.precision.is_per_block()
 
     def is_identity(self) -> bool:
         """True when compressing with this config changes nothing."""
@@ -151,8 +153,11 @@ class CompressionConfig:
         p = self.precision
         if base_precision == "fp32" or p.base != "fp32":
             return self
-        parts = {part: base_precision if getattr(p, part) == "fp32" else getattr(p, part) for part in ("attn", "mlp")}
-        return replace(self, precision=replace(p, base=base_precision, **parts))
+        from vitsearch.spaces.knobs import perblock
+
+        parts = {part: perblock.map_entries(getattr(p, part), lambda v: base_precision if v == "fp32" else v)
+                 for part in ("attn", "mlp")}
+        return replace(self, precision=type(p)(base=base_precision, **parts))
 
     def is_reference(self, base_precision: str = "fp32") -> bool:
         """Whether this is the uncompressed model in ``base_precision`` (or the identity: the fp32 teacher)."""

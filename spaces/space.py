@@ -15,7 +15,7 @@ from pydantic import Field, create_model, model_serializer
 
 from vitsearch.spaces import budgets
 from vitsearch.spaces.allocate import measure
-from vitsearch.spaces.budgets import AllocationSpec, BudgetSpace
+from vitsearch.spaces.budgets import AllocationSpec, BudgetSpace, PrecisionBudget
 from vitsearch.spaces.config import CompressionConfig
 from vitsearch.spaces.errors import ConfigError
 from vitsearch.spaces.knobs.base import FIELDS, REGISTRY
@@ -51,14 +51,16 @@ class SearchSpace:
     ``tokens.method``, ``tokens.share@<block>``, ``sparsity.attn``, ``sparsity.mlp``,
     ``precision.attn``, ``precision.mlp``), in knob order, then under saliency
     allocation the budgets (``allocation.heads_removed``, ``allocation.mlp_removed``,
-    :mod:`.budgets`) in place of ``heads.keep`` and the structured MLP shares. A knob
-    with one choice has no parameter. :attr:`parts` holds each knob's resolved
-    sub-space by name; :attr:`budgets` the saliency mode's (None in uniform mode).
+    :mod:`.budgets`) in place of ``heads.keep`` and the structured MLP shares, and under
+    sensitivity allocation of precision ``allocation.quantised`` in place of
+    ``precision.attn`` and ``precision.mlp``. A knob with one choice has no parameter.
+    :attr:`parts` holds each knob's resolved sub-space by name; :attr:`budgets` the
+    saliency mode's (None in uniform mode), :attr:`mixed` the precision budget (or None).
     """
 
     def __init__(self, spec: SpaceSpec | dict | None, dims: VitDims, device: str = "cpu",
                  precisions: tuple[str, ...] | None = None, saliency: Any = None,
-                 base_precision: str = "fp32") -> None:
+                 base_precision: str = "fp32", sensitivity: Any = None) -> None:
         self.spec = spec if isinstance(spec, SpaceSpec) else SpaceSpec.model_validate(spec or {})
         self.dims, self.device = dims, str(device)
         # ``precisions``: what the deployment runtime realises (default: eager PyTorch on ``device``);
@@ -71,17 +73,30 @@ class SearchSpace:
                                   "space with SearchSpace.from_spec(spec, model, calibration=...)")
             knobs = budgets.knob_spec(self.spec, dims)
             self.budgets = BudgetSpace(self.spec.allocation, dims, saliency)
+        self.mixed: PrecisionBudget | None = None  # ``allocation.precision: sensitivity``
+        low = None
+        if self.spec.allocation.precision == "sensitivity":
+            if sensitivity is None:
+                raise ConfigError("space.allocation.precision: sensitivity needs the base model's measured "
+                                  "sensitivity; build the space with SearchSpace.from_spec(..., sensitivity=...)")
+            knobs, low = budgets.precision_knob_spec(knobs)
         self.parts: dict[str, KnobSpace] = {}
         for name in FIELDS:
             knob = REGISTRY[name]
             part = knob.space(getattr(knobs, name), dims, target, {r: self.parts[r] for r in knob.space.reads})
             part.check()
             self.parts[name] = part
+        if low is not None:
+            allowed = self.parts["precision"].allowed
+            if low not in allowed:
+                raise ConfigError(f"space.allocation.precision: {low!r} cannot run on device {self.device!r} in this "
+                                  f"runtime; it runs {', '.join(allowed)}")
+            self.mixed = PrecisionBudget(self.spec.allocation.quantised, dims, sensitivity, low, base_precision)
 
     @classmethod
     def from_spec(cls, spec: SpaceSpec | dict | None, model: Any, device: str = "cpu",
                   precisions: tuple[str, ...] | None = None, calibration: Any = None,
-                  base_precision: str = "fp32") -> "SearchSpace":
+                  base_precision: str = "fp32", sensitivity: Any = None) -> "SearchSpace":
         """Build for a timm ViT (reads its depth, heads and token counts).
 
         Under saliency allocation the saliency of ``model``'s structures is measured on
@@ -91,7 +106,7 @@ class SearchSpace:
         spec = spec if isinstance(spec, SpaceSpec) else SpaceSpec.model_validate(spec or {})
         alloc = spec.allocation
         saliency = measure(model, calibration, device, alloc.group) if alloc.mode == "saliency" else None
-        return cls(spec, VitDims.of(model), device, precisions, saliency, base_precision)
+        return cls(spec, VitDims.of(model), device, precisions, saliency, base_precision, sensitivity)
 
     # ---- distributions and mapping ---------------------------------------------------
     def distributions(self) -> dict[str, Any]:
@@ -101,6 +116,8 @@ class SearchSpace:
             out.update(part.distributions())
         if self.budgets is not None:
             out.update(self.budgets.distributions())
+        if self.mixed is not None:
+            out.update(self.mixed.distributions())
         return out
 
     def suggest(self, trial: Any) -> CompressionConfig:
@@ -122,7 +139,8 @@ class SearchSpace:
             sub = part.decode(params, {r: decoded[r] for r in part.reads})
             decoded[name] = REGISTRY[name].config_cls.from_dict(sub)
         config = CompressionConfig(**decoded)
-        return config if self.budgets is None else self.budgets.apply(params, config)
+        config = config if self.budgets is None else self.budgets.apply(params, config)
+        return config if self.mixed is None else self.mixed.apply(params, config)
 
     def params_for(self, config: CompressionConfig) -> dict[str, Any]:
         """Parameters that map to ``config`` (for ``study.enqueue_trial``); ConfigError if outside the space."""
@@ -139,14 +157,19 @@ class SearchSpace:
 
     def _encodings(self, config: CompressionConfig):
         """(the knobs' config, the other parameters) that may give ``config``: under saliency allocation
-        one per K/V choice (the knobs saw every head and no width; the budgets set those)."""
+        one per K/V choice (the knobs saw every head and no width; the budgets set those). Under
+        sensitivity allocation the knobs saw the base precision in every part; the budget set the rest."""
+        knobs, extra = config, {}
+        if self.mixed is not None:
+            knobs = replace(config, precision=CompressionConfig.reference(self.mixed.base).precision)
+            extra = self.mixed.encode(config)
         if self.budgets is None:
-            yield config, {}
+            yield knobs, dict(extra)
             return
         for kv in self.kv_choices:
             heads = HeadsConfig(kv_heads=None if kv >= self.dims.num_heads else kv)
-            yield (replace(config, heads=heads, sparsity=replace(config.sparsity, mlp_keep=None)),
-                   self.budgets.encode(config))
+            yield (replace(knobs, heads=heads, sparsity=replace(knobs.sparsity, mlp_keep=None)),
+                   {**self.budgets.encode(config), **extra})
 
     # ---- size and presets ----------------------------------------------------------
     def size(self) -> int:
@@ -156,11 +179,15 @@ class SearchSpace:
         if self.budgets is not None:  # the budgets read the kept blocks and the K/V choice
             read.add("depth")
             names.remove("heads")
+        if self.mixed is not None:  # the precision budget reads the kept blocks
+            read.add("depth")
 
         def count(i: int, earlier: dict[str, Any]) -> int:
             # knobs another knob reads are walked choice by choice; the others multiply
             if i == len(names):
-                return 1 if self.budgets is None else self._allocations(earlier["depth"].keep)
+                keep = earlier["depth"].keep if "depth" in earlier else None
+                return ((1 if self.budgets is None else self._allocations(keep))
+                        * (1 if self.mixed is None else self.mixed.count(keep)))
             name, part = names[i], self.parts[names[i]]
             if name in read:
                 return sum(count(i + 1, {**earlier, name: sub}) for sub in part.outcomes())
@@ -188,6 +215,8 @@ class SearchSpace:
         presets = {name: part.presets() for name, part in self.parts.items()}
         if self.budgets is not None:
             presets["allocation"] = self.budgets.presets()
+        if self.mixed is not None:
+            presets["allocation.precision"] = self.mixed.presets()
         base = {k: v for p in presets.values() for k, v in p.least.items()}
         ranked = sorted((REGISTRY[n].preset_rank, n) for n, p in presets.items()
                         if p.alone and REGISTRY[n].preset_rank is not None)
@@ -205,6 +234,14 @@ class SearchSpace:
     # ---- the knobs' resolved choices by name ---------------------------------------------
     # The component profile (evaluators/latency/profile/components.py) plans one measurement
     # per head pair and token schedule of the space and reads them under these names.
+    @property
+    def precisions(self) -> dict[str, list[str]]:
+        """Each part's precisions as the space resolved them: the base in place of fp32 where the study left
+        the default, and the sensitivity budget's quantised precision."""
+        spec = self.parts["precision"].spec
+        extra = [self.mixed.low] if self.mixed is not None else []
+        return {p: list(dict.fromkeys([*getattr(spec, p), *extra])) for p in ("attn", "mlp")}
+
     @property
     def keep_range(self) -> tuple[int, int]:
         """The depth knob's kept-block range."""

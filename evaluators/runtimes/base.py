@@ -108,17 +108,19 @@ def float_structure(config: Any, keep_half: bool = True) -> Any:
 
     What torch prepares and distils before a runtime that quantises itself builds the
     program (``keep_half``), and what a program is checked against (not ``keep_half``).
+    A per-block part is mapped entry by entry.
     """
     import dataclasses
 
+    from vitsearch.spaces.knobs.perblock import map_entries
     from vitsearch.spaces.knobs.precision import PrecisionConfig
 
     keep = ("fp16", "bf16") if keep_half else ()
     p = config.precision
     base = p.base if p.base in keep else "fp32"  # a quantised part's float form is the rest of the model's
     floats = (*keep, "fp32")
-    new = PrecisionConfig(attn=p.attn if p.attn in floats else base, mlp=p.mlp if p.mlp in floats else base,
-                          base=base)
+    as_float = lambda v: v if v in floats else base  # noqa: E731
+    new = PrecisionConfig(attn=map_entries(p.attn, as_float), mlp=map_entries(p.mlp, as_float), base=base)
     return dataclasses.replace(config, precision=new)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from vitsearch.evaluators.fakequant import FakeQuantScheme, scheme_for
 from vitsearch.evaluators.runtimes.base import Deployed, Runtime, register
+from vitsearch.evaluators.runtimes.support import PRECISION, describe_precision, precision_refusal
 
 
 def finalized(prepared: nn.Module, config: Any, device: torch.device | str) -> nn.Module:
@@ -20,17 +21,16 @@ def finalized(prepared: nn.Module, config: Any, device: torch.device | str) -> n
 
 
 def eager_realises(config: Any, device: torch.device | str) -> bool:
-    """Whether eager PyTorch realises every precision of ``config`` on ``device`` (int4 on CPU does not)."""
-    from vitsearch.evaluators.runtimes.support import precision_refusal
+    """Whether eager PyTorch realises every precision (every per-block entry) of ``config`` on ``device``.
 
-    return all(precision_refusal("eager", str(device), getattr(config.precision, p)) is None
-               for p in ("attn", "mlp", "base"))
+    int4 on CPU does not.
+    """
+    return all(precision_refusal("eager", str(device), value) is None for _, value in config.precision.named_values())
 
 
 def realised_precision(config: Any, table: dict[str, str]) -> dict[str, str]:
-    """``{"precision.attn": how, ...}`` for the parts (and the base) that are not fp32."""
-    return {f"precision.{p}": table[getattr(config.precision, p)] for p in ("attn", "mlp", "base")
-            if getattr(config.precision, p) != "fp32"}
+    """``{"precision.attn": how, ...}`` for the parts (and the base) that are not fp32 (per block where a list)."""
+    return describe_precision(config, lambda v: None if v == "fp32" else table[v])
 
 
 def graph_safe_call(program: Any, x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +51,6 @@ def torch_deployed(runtime: Runtime, program: Any, model: nn.Module, config: Any
 
     ``cuda_graphs``: the program replays CUDA graphs; its outputs go through :func:`graph_safe_call`.
     """
-    from vitsearch.evaluators.runtimes.support import PRECISION
-
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return graph_safe_call(program, x) if cuda_graphs else program(x).float()

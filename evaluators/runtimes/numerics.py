@@ -19,6 +19,8 @@ import torch
 from torch import nn
 
 from vitsearch.evaluators.runtimes.base import Deployed, NumericsMismatch
+from vitsearch.spaces.knobs import perblock
+from vitsearch.spaces.knobs.base import PARTS
 
 #: precision -> (max |logit difference| / max |reference logit|, min top-1 agreement) against the fp32 model
 TOLERANCE = {
@@ -41,11 +43,15 @@ MAX_IMAGES = 256
 def tolerance(config: Any, same_scheme: tuple[str, ...] = ()) -> tuple[str, float, float]:
     """(the precision that sets the tolerance, max relative logit difference, min top-1 agreement).
 
-    A part named in ``same_scheme`` is quantised alike in the reference (:data:`SAME_SCHEME`);
-    the others are compared with fp32 (:data:`TOLERANCE`). The loosest part sets both figures.
+    A quantised entry of a part named in ``same_scheme`` is quantised alike in the reference
+    (:data:`SAME_SCHEME`); the other entries are compared with fp32 (:data:`TOLERANCE`).
+    Every entry of a per-block part counts; the loosest sets both figures.
     """
-    precisions = {p: getattr(config.precision, p) for p in ("attn", "mlp")}
-    tols = [(kind, *(SAME_SCHEME if p in same_scheme else TOLERANCE)[kind]) for p, kind in precisions.items()]
+    tols = []
+    for part in PARTS:
+        for kind in dict.fromkeys(perblock.entries(getattr(config.precision, part))):
+            alike = part in same_scheme and kind in SAME_SCHEME
+            tols.append((kind, *(SAME_SCHEME if alike else TOLERANCE)[kind]))
     loosest = max(tols, key=lambda t: t[1])
     return loosest[0], loosest[1], min(t[2] for t in tols)
 

@@ -9,7 +9,8 @@ exporter takes both. Static shapes: the graph is built for the example's batch.
 Quantisation: ORT's, not torchao's (an ORT session cannot run torchao tensor
 subclasses). Each linear of a part is located in the graph by the module scope the
 exporter records on every node (``pkg.torch.onnx.name_scopes``, e.g.
-``blocks.3.mlp.fc1``), so precision is applied per part exactly as the config says:
+``blocks.3.mlp.fc1``), so precision is applied per block and part exactly as the config
+says (a per-block part quantises only the blocks whose entry asks for it):
 
 * ``int8``: ``quantize_dynamic`` (DynamicQuantizeLinear + MatMulInteger, int8 weights);
   it refuses the dynamo graph in shape inference ("Inferred shape and existing shape
@@ -30,6 +31,7 @@ import ast
 import contextlib
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,9 @@ from torch import nn
 
 from vitsearch.evaluators.runtimes.base import float_structure
 from vitsearch.spaces.errors import DeviceError
+from vitsearch.spaces.knobs import perblock
+from vitsearch.spaces.knobs.base import PARTS
+from vitsearch.spaces.vit import adapter as vit
 
 OPSET = 18
 QUANT_OPS = {"int8": "MatMulInteger", "int8-weight": "MatMulNBits", "int4-weight": "MatMulNBits"}
@@ -65,8 +70,25 @@ def quiet():
             logging.getLogger(n).setLevel(level)
 
 
+@dataclass(frozen=True)
+class LinearNodes:
+    """The MatMul/Gemm node names of each kept block's part linears in an exported graph.
+
+    ``nodes[part]``: every block's, in block order; :meth:`of` the given (block, part)s'.
+    """
+
+    by_block: dict[tuple[int, str], list[str]]
+
+    def __getitem__(self, part: str) -> list[str]:
+        return [n for (_, p), names in sorted(self.by_block.items()) if p == part for n in names]
+
+    def of(self, where: list[tuple[int, str]]) -> list[str]:
+        """The node names of the linears of each (block, part) in ``where``."""
+        return [n for key in where for n in self.by_block.get(key, [])]
+
+
 def export_onnx(prepared: nn.Module, config: Any, example: torch.Tensor, keep_half: bool = False):
-    """(ModelProto, {part: [MatMul node names]}) of the float candidate, built for ``example``'s shape."""
+    """(ModelProto, :class:`LinearNodes`) of the float candidate, built for ``example``'s shape."""
     import warnings
 
     from vitsearch.evaluators.runtimes.eager import finalized
@@ -85,16 +107,14 @@ def export_onnx(prepared: nn.Module, config: Any, example: torch.Tensor, keep_ha
     return proto, part_nodes(proto, model)
 
 
-def part_nodes(proto: Any, model: nn.Module) -> dict[str, list[str]]:
-    """MatMul/Gemm node names of each part's linears, found by their recorded module scope."""
-    from vitsearch.spaces.vit import adapter as vit
-
-    owner: dict[str, str] = {}
+def part_nodes(proto: Any, model: nn.Module) -> LinearNodes:
+    """MatMul/Gemm node names of each (block, part)'s linears, found by their recorded module scope."""
+    owner: dict[str, tuple[int, str]] = {}
     for i, block in enumerate(model.blocks):
-        for part in ("attn", "mlp"):
+        for part in PARTS:
             for name in vit.part_linears(block, part):
-                owner[f"blocks.{i}.{part}.{name}"] = part
-    found: dict[str, list[str]] = {"attn": [], "mlp": []}
+                owner[f"blocks.{i}.{part}.{name}"] = (i, part)
+    found: dict[tuple[int, str], list[str]] = {key: [] for key in owner.values()}
     for node in proto.graph.node:
         if node.op_type not in ("MatMul", "Gemm"):
             continue
@@ -106,37 +126,40 @@ def part_nodes(proto: Any, model: nn.Module) -> dict[str, list[str]]:
         parts = {owner[s] for s in scopes if s in owner}
         if len(parts) == 1:
             found[parts.pop()].append(node.name)
-    want = {p: sum(1 for v in owner.values() if v == p) for p in ("attn", "mlp")}
-    for part, names in found.items():
-        if len(names) != want[part]:
-            raise ExportRefused(f"precision.{part}: found {len(names)} of the {want[part]} {part} linears in the "
-                              "exported ONNX graph (module scopes missing); cannot quantise them in ONNX Runtime")
-    return found
+    nodes = LinearNodes(found)
+    for part in PARTS:
+        want = sum(1 for _, p in owner.values() if p == part)
+        if len(nodes[part]) != want:
+            raise ExportRefused(f"precision.{part}: found {len(nodes[part])} of the {want} {part} linears in the "
+                                "exported ONNX graph (module scopes missing); cannot quantise them in ONNX Runtime")
+    return nodes
 
 
-def quantize(proto: Any, nodes: dict[str, list[str]], config: Any) -> tuple[Any, dict[str, str]]:
-    """ORT-quantise each part's linears as ``config.precision`` says; (ModelProto, what was done per part)."""
+def quantize(proto: Any, nodes: LinearNodes, config: Any) -> tuple[Any, dict[str, str]]:
+    """ORT-quantise each block part's linears as ``config.precision`` says; (ModelProto, what was done per part)."""
     import onnx
 
-    realised: dict[str, str] = {}
+    blocks = config.precision.per_block(len({i for i, _ in nodes.by_block}))
+    how: dict[str, str] = {}
     for kind in ("int8", "int8-weight", "int4-weight"):
-        parts = [p for p in ("attn", "mlp") if getattr(config.precision, p) == kind]
-        if not parts:
+        where = [(i, p) for i, parts in enumerate(blocks) for p, v in zip(PARTS, parts) if v == kind]
+        if not where:
             continue
-        targets = [n for p in parts for n in nodes[p]]
+        targets = nodes.of(where)
         before = _count(proto, QUANT_OPS[kind])
         with tempfile.TemporaryDirectory() as tmp:
             proto = (dynamic_int8(proto, targets, Path(tmp)) if kind == "int8"
                      else weight_only_nbits(proto, targets, NBITS[kind]))
         made = _count(proto, QUANT_OPS[kind]) - before
         if made != len(targets):
-            raise ExportRefused(f"precision.{parts[0]}: ONNX Runtime quantised {made} of {len(targets)} linears to "
-                              f"{kind}; choose another precision for runtime onnxruntime")
-        how = (f"ORT quantize_dynamic int8 (DynamicQuantizeLinear + MatMulInteger), {made} linears"
-               if kind == "int8" else f"ORT MatMulNBits {NBITS[kind]}-bit weights (block {BLOCK}), {made} linears")
-        realised.update({f"precision.{p}": how for p in parts})
+            raise ExportRefused(f"precision.{where[0][1]}: ONNX Runtime quantised {made} of {len(targets)} linears "
+                                f"to {kind}; choose another precision for runtime onnxruntime")
+        how[kind] = (f"ORT quantize_dynamic int8 (DynamicQuantizeLinear + MatMulInteger), {made} linears"
+                     if kind == "int8" else
+                     f"ORT MatMulNBits {NBITS[kind]}-bit weights (block {BLOCK}), {made} linears")
     onnx.checker.check_model(proto)
-    return proto, realised
+    texts = {f"precision.{p}": perblock.describe(getattr(config.precision, p), how.get) for p in PARTS}
+    return proto, {k: v for k, v in texts.items() if v is not None}
 
 
 def dynamic_int8(proto: Any, targets: list[str], tmp: Path) -> Any:
@@ -176,22 +199,24 @@ def quantised_like_ort(model: nn.Module, config: Any) -> tuple[nn.Module, tuple[
     quantised per call to asymmetric uint8 as ``DynamicQuantizeLinear`` does (so run it on
     the batches the program runs); ``int8-weight`` / ``int4-weight``: weights in symmetric
     blocks of :data:`BLOCK` along the input, the block's largest magnitude mapped to
-    -2^(bits-1). Weights come from ``model``, never from the program. Returns the copy and
-    the parts so quantised (other parts are left as they are).
+    -2^(bits-1). Weights come from ``model``, never from the program. A per-block part is
+    quantised in the blocks whose entry asks for it. Returns the copy and the parts so
+    quantised in some block (other parts and blocks are left as they are).
     """
     import copy
 
-    from vitsearch.spaces.vit import adapter as vit
-
-    parts = tuple(p for p in ("attn", "mlp") if getattr(config.precision, p) in QUANT_OPS)
+    blocks = config.precision.per_block(len(model.blocks))
+    parts = tuple(p for p in PARTS if any(getattr(b, p) in QUANT_OPS for b in blocks))
     if not parts:
         return model, ()
     model = copy.deepcopy(model).float().eval()
-    for block in model.blocks:
-        for part in parts:
+    for block, kinds in zip(model.blocks, blocks):
+        for part, kind in zip(PARTS, kinds):
+            if kind not in QUANT_OPS:
+                continue
             owner = block.attn if part == "attn" else block.mlp
             for name, linear in vit.part_linears(block, part).items():
-                setattr(owner, name, OrtQuantLinear(linear, getattr(config.precision, part)))
+                setattr(owner, name, OrtQuantLinear(linear, kind))
     return model, parts
 
 

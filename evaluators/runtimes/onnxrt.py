@@ -18,6 +18,7 @@ from torch import nn
 
 from vitsearch.evaluators.fakequant import FakeQuantScheme, scheme_for
 from vitsearch.evaluators.runtimes.base import Deployed, Runtime, register
+from vitsearch.evaluators.runtimes.support import describe_precision
 from vitsearch.spaces.errors import DeviceError
 
 PIP = "onnx onnxruntime onnxscript"  # onnxruntime-gpu instead of onnxruntime for the CUDA provider
@@ -50,8 +51,8 @@ class OnnxRuntime(Runtime):
         return None
 
     def changes_numerics(self, config: Any) -> bool:
-        """ORT's quantisation is not torchao's: any quantised part changes the numerics."""
-        return any(getattr(config.precision, p) != "fp32" for p in ("attn", "mlp"))
+        """ORT's quantisation is not torchao's: any part (any block's entry) not in fp32 changes the numerics."""
+        return any(value != "fp32" for _, value in config.precision.named_values(base=False))
 
     def fake_quant_scheme(self, config: Any, batch: int) -> FakeQuantScheme | None:
         """ORT's scheme (:func:`.onnxexport.quantize`): one dynamic activation range per call of ``batch`` images."""
@@ -66,9 +67,10 @@ class OnnxRuntime(Runtime):
         proto, nodes = export_onnx(prepared, config, example, keep_half=cuda)
         export_s = time.perf_counter() - start
         proto, realised = quantize(proto, nodes, config)
-        for part in ("attn", "mlp"):
-            if getattr(config.precision, part) in ("fp16", "bf16"):
-                realised[f"precision.{part}"] = f"{getattr(config.precision, part)} graph, CUDA provider"
+        halves = describe_precision(config, lambda v: f"{v} graph, CUDA provider" if v in ("fp16", "bf16") else None,
+                                    base=False)
+        for key, text in halves.items():  # a per-block part may hold halves and quantised entries both
+            realised[key] = f"{realised[key]}; {text}" if key in realised else text
         blob = proto.SerializeToString()
         session = make_session(blob, example.device, threads)
         run = runner(session, example.device, int(example.shape[0]))

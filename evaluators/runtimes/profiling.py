@@ -46,9 +46,14 @@ class RuntimePrograms(Programs):
 
     def space(self, space_spec: Any, base: Any, device: Any, base_precision: str = "fp32") -> Any:
         """The study's space less the choices this runtime cannot realise (as the search's space)."""
+        from vitsearch.evaluators.runtimes.base import get_runtime
         from vitsearch.evaluators.runtimes.support import runtime_search_space
+        from vitsearch.evaluators.sensitivity import study_sensitivity
 
-        return runtime_search_space(space_spec, base, self.name, device, base_precision=base_precision)[0]
+        # data-free, as the profile builds its models (latency depends on which blocks, not on their weights)
+        sensitivity = study_sensitivity(space_spec, base, get_runtime(self.name), device)
+        return runtime_search_space(space_spec, base, self.name, device, base_precision=base_precision,
+                                    sensitivity=sensitivity)[0]
 
     def identity(self, device: Any) -> dict[str, str]:
         """The runtime's name and its package's version (torch's for ``compile``)."""

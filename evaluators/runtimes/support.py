@@ -10,9 +10,10 @@ and the table in docs/runtimes.md (:func:`knob_table`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from vitsearch.spaces.errors import ConfigError
+from vitsearch.spaces.knobs import perblock
 from vitsearch.spaces.knobs.base import PARTS
 from vitsearch.spaces.knobs.precision import PRECISIONS
 
@@ -91,13 +92,26 @@ def precisions(runtime: str, device: Any) -> tuple[str, ...]:
 
 
 def check_config(runtime: str, device: Any, config: Any) -> None:
-    """ConfigError (one line) when ``config`` asks ``runtime`` for a knob it cannot realise."""
-    for part in (*PARTS, "base"):
-        value = getattr(config.precision, part)
+    """ConfigError (one line) when ``config`` asks ``runtime`` for a knob it cannot realise.
+
+    Every entry of a per-block precision is checked; the error names it (``precision.mlp[3]``).
+    """
+    for where, value in config.precision.named_values():
         why = precision_refusal(runtime, device, value)
         if why is not None:
-            raise ConfigError(f"precision.{part}: {value!r} cannot run in runtime {runtime!r} on {_kind(device)}: "
+            raise ConfigError(f"{where}: {value!r} cannot run in runtime {runtime!r} on {_kind(device)}: "
                               f"{why}; accepted there: {', '.join(precisions(runtime, device))}")
+
+
+def describe_precision(config: Any, how: Callable[[str], str | None], base: bool = True) -> dict[str, str]:
+    """``{"precision.attn": how(value), ...}`` of the parts (and the ``base``) whose ``how`` is not None.
+
+    A per-block part says what each of its distinct entries becomes and in which blocks
+    (``torchao int8 dynamic in blocks 0, 2``).
+    """
+    fields = (*PARTS, "base") if base else PARTS
+    texts = {f"precision.{p}": perblock.describe(getattr(config.precision, p), how) for p in fields}
+    return {k: v for k, v in texts.items() if v is not None}
 
 
 def runtime_space(space: Any, runtime: str, device: Any) -> tuple[Any, list[str]]:
@@ -130,18 +144,21 @@ def runtime_space(space: Any, runtime: str, device: Any) -> tuple[Any, list[str]
     return space.model_copy(update={"precision": space.precision.model_copy(update=updates)}), notes
 
 
-def runtime_search_space(space: Any, base: Any, runtime: str, device: Any,
-                         calibration: Any = None, base_precision: str = "fp32") -> tuple[Any, list[str]]:
+def runtime_search_space(space: Any, base: Any, runtime: str, device: Any, calibration: Any = None,
+                         base_precision: str = "fp32", sensitivity: Any = None) -> tuple[Any, list[str]]:
     """The SearchSpace of ``space`` (a SpaceSpec) in ``runtime``: refused default choices left out, and the notes.
 
     ``calibration``: the images a saliency allocation ranks structures on (None: data-free);
-    ``base_precision``: what the uncompressed model runs in (``model.precision``, resolved).
+    ``base_precision``: what the uncompressed model runs in (``model.precision``, resolved);
+    ``sensitivity``: what a sensitivity allocation of precision ranks groups by
+    (:func:`vitsearch.evaluators.sensitivity.study_sensitivity`).
     """
     from vitsearch.spaces import SearchSpace
 
     spec, notes = runtime_space(space, runtime, device)
     return SearchSpace.from_spec(spec, base, device=str(device), precisions=precisions(runtime, device),
-                                 calibration=calibration, base_precision=base_precision), notes
+                                 calibration=calibration, base_precision=base_precision,
+                                 sensitivity=sensitivity), notes
 
 
 def knob_table() -> str:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from vitsearch.evaluators.runtimes.base import Deployed, Runtime, register
+from vitsearch.evaluators.runtimes.support import describe_precision
 from vitsearch.spaces.errors import DeviceError
 
 WORKSPACE = 1 << 30
@@ -53,8 +54,8 @@ class TensorRTRuntime(Runtime):
         engine_bytes = build_engine(proto.SerializeToString(), sparse)
         run = engine_runner(engine_bytes, example)
         run(example)
-        realised = {f"precision.{p}": f"TensorRT {getattr(config.precision, p)} (strongly typed)"
-                    for p in ("attn", "mlp") if getattr(config.precision, p) != "fp32"}
+        realised = describe_precision(config, lambda v: None if v == "fp32" else f"TensorRT {v} (strongly typed)",
+                                      base=False)
         if sparse:
             realised["sparsity"] = "TensorRT SPARSE_WEIGHTS on the 2:4-masked weights"
         return Deployed(self.name, self.version(), run, str(example.device), int(example.shape[0]),

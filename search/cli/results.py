@@ -127,7 +127,8 @@ def pick_record(prov: dict, out: Path) -> dict:
     ``paired_drop``, ``paired_drop_low``, ``paired_drop_high``: the test top-1 drop against
     the uncompressed model on the same test images and its 95 % interval, as **fractions**
     (0.01 = 1 point; positive = less accurate). ``speedup``: uncompressed latency / the
-    variant's, both timed in the study's runtime at export, with ``speedup_low``/``_high``.
+    variant's, both timed in the study's runtime at export, with ``speedup_low``/``_high``;
+    ``uncompressed_precision``: what the uncompressed model ran in (``model.precision``).
     """
     acc, lat = prov["accuracy"], prov["latency"]
     paired, speed, entry = acc["paired"], lat["speedup"], lat["in_runtime"]
@@ -137,6 +138,7 @@ def pick_record(prov: dict, out: Path) -> dict:
             "latency_ms": entry["median_ms"], "latency_low_ms": entry.get("low_ms"),
             "latency_high_ms": entry.get("high_ms"),
             "uncompressed_latency_ms": lat["uncompressed_in_runtime"]["median_ms"],
+            "uncompressed_precision": lat["uncompressed_in_runtime"].get("precision", "fp32"),
             "speedup": speed["speedup"], "speedup_low": speed.get("low"), "speedup_high": speed.get("high"),
             "val_accuracy": acc["polish"].get("val_accuracy") if acc["polish"].get("kept") else acc["at_export"],
             "test_accuracy": test["test_accuracy"], "test_n": test["test_n"],

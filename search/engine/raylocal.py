@@ -46,12 +46,27 @@ def _loopback_only():
             os.environ[CLUSTER_ENV] = before_env
 
 
-def init_local(num_cpus: int, **kwargs) -> str:
-    """Start a fresh local Ray on 127.0.0.1; returns its session folder."""
+def init_local(num_cpus: int, gpu: str | None = None, **kwargs) -> str:
+    """Start a fresh local Ray on 127.0.0.1; returns its session folder.
+
+    ``gpu``: the one ``CUDA_VISIBLE_DEVICES`` entry the Ray processes see (a CUDA study's
+    device, :func:`.resources.physical_gpu`); None: what this process sees.
+    """
     import ray
 
-    with _loopback_only():
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=None, _node_ip_address=LOOPBACK, **kwargs)
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpu is not None:  # inherited by the raylet, which detects and hands out only this GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    try:
+        with _loopback_only():
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=None if gpu is None else 1,
+                     _node_ip_address=LOOPBACK, **kwargs)
+    finally:
+        if gpu is not None:
+            if before is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = before
     return session_dir()
 
 

@@ -29,7 +29,9 @@ from vitsearch.evaluators import evaluate_accuracy
 from vitsearch.search.engine.feasibility import Feasibility
 from vitsearch.search.engine.gain import Reference, reference_of
 from vitsearch.search.engine.ownership import Ownership, RetryStale
+from vitsearch.evaluators.latency.fingerprint import resolve_device
 from vitsearch.search.engine.raylocal import init_local, reap
+from vitsearch.search.engine.resources import physical_gpu
 from vitsearch.search.engine.sharing import record_study
 from vitsearch.search.preflight import runtime_search_space
 from vitsearch.search.session import Session, load_session, study_predictor
@@ -130,7 +132,9 @@ def init_ray(plan: RunPlan) -> None:
         # "local": always a fresh local instance, never a cluster that `ray start` left on this machine;
         # on 127.0.0.1; its session is noted in the run dir's lock, and what a killed driver left is reaped
         reap(plan.run_dir.previous_ray_session())
-        plan.run_dir.note_ray_session(init_local(plan.cpus, **kwargs))
+        # a CUDA study's Ray sees its GPU alone: every trial runs on the device the study names
+        gpu = physical_gpu(str(resolve_device(plan.spec.device)), os.environ.get("CUDA_VISIBLE_DEVICES"))
+        plan.run_dir.note_ray_session(init_local(plan.cpus, gpu=gpu, **kwargs))
         return
     try:
         ray.init(address=plan.address, **kwargs)

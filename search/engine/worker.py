@@ -22,11 +22,14 @@ _SESSIONS: dict[str, Any] = {}
 def _session(holder: list) -> Any:
     import ray
 
+    from vitsearch.search.engine.resources import worker_device
+
     ref = holder[0]
     key = ref.hex()
     if key not in _SESSIONS:
         _SESSIONS.clear()  # one study per worker process at a time
-        _SESSIONS[key] = ray.get(ref)
+        session = ray.get(ref)  # shipped with its model on the CPU (Session.for_search)
+        _SESSIONS[key] = session.placed(worker_device(str(session.device), ray.get_gpu_ids()))
     return _SESSIONS[key]
 
 

@@ -215,7 +215,8 @@ def _base_latency(pipe) -> dict[str, Any]:
     """The uncompressed model as deployed (``model.precision``), built and timed in the study's runtime now."""
     reference = pipe.reference
     entry = pipe.measure_built(*pipe.build(pipe.prepare(reference), reference))[0]
-    entry["note"] = (f"the uncompressed model ({reference.precision.base}), timed in {pipe.runtime.name} at export "
+    entry["precision"] = reference.precision.base
+    entry["note"] = (f"the uncompressed model in {reference.precision.base}, timed in {pipe.runtime.name} at export "
                      "beside the variant's measurement")
     return entry
 

@@ -1,4 +1,4 @@
-"""Precision knob: dtype casts (fp16/bf16) and torchao quantization (int8, int4)."""
+"""Precision knob: dtype casts (fp16/bf16) and torchao quantization (int8, int4), per part or per kept block."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, field_validator
 
 from vitsearch.spaces.errors import ConfigError, DeviceError
-from vitsearch.spaces.vit.blocks import BlockShape, PerPart, each_block
+from vitsearch.spaces.vit.blocks import BlockShape, PerPart, each_block, with_fields
 from vitsearch.spaces.vit.dims import VitDims
 
-from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, check_keys, register
+from vitsearch.spaces.knobs import perblock
+from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, check_keys, non_default_dict, register
 from vitsearch.spaces.knobs.subspace import STRICT, PartsSpace, Presets, Target, pick
 
 if TYPE_CHECKING:
@@ -33,20 +34,23 @@ class PrecisionConfig(PartsConfig):
     uncompressed model is deployed in (the study's ``model.precision``). A GPU study's
     candidates run in bf16 with some parts quantised; their reference is the model in
     bf16 (:func:`reference_precision`), not in fp32.
+
+    ``attn`` and ``mlp`` are each one precision for every kept block or a list with one
+    per kept block (:mod:`.perblock`; e.g. chosen by sensitivity); a list's length is
+    checked against the model in ``compress`` (and against ``depth.keep`` in the config).
     """
 
     KNOB = "precision"
     DEFAULT = "fp32"
 
-    attn: str = "fp32"
-    mlp: str = "fp32"
+    attn: str | tuple[str, ...] = "fp32"
+    mlp: str | tuple[str, ...] = "fp32"
     base: str = "fp32"
 
     def __post_init__(self) -> None:
         for part in PARTS:
-            value = getattr(self, part)
-            if value not in PRECISIONS:
-                raise ConfigError(f"precision.{part}: {value!r} is not allowed; expected one of {', '.join(PRECISIONS)}")
+            object.__setattr__(self, part, perblock.canonical_name(f"precision.{part}", getattr(self, part),
+                                                                   PRECISIONS))
         if self.base not in BASE_PRECISIONS:
             raise ConfigError(f"precision.base: {self.base!r} is not allowed; expected one of "
                               f"{', '.join(BASE_PRECISIONS)}")
@@ -55,19 +59,44 @@ class PrecisionConfig(PartsConfig):
         """Everything in fp32: nothing changes."""
         return super().is_identity() and self.base == self.DEFAULT
 
+    def is_per_block(self) -> bool:
+        """True when a part is a per-block list (a schema version 2 config)."""
+        return any(perblock.is_list(getattr(self, p)) for p in PARTS)
+
+    def per_block(self, n: int) -> list[PerPart]:
+        """(attn, mlp) precision of each of ``n`` kept blocks; ConfigError when a list has another length."""
+        for part in PARTS:
+            perblock.check_length(f"precision.{part}", getattr(self, part), n, single="one precision")
+        return [PerPart(*pair) for pair in zip(*(perblock.expand(getattr(self, p), n, self.DEFAULT) for p in PARTS))]
+
+    def named_values(self, base: bool = True) -> list[tuple[str, str]]:
+        """(field, value) of every entry, e.g. ``("precision.attn", "int8")``, ``("precision.mlp[3]", "fp32")``;
+        then the base (unless ``base`` is False)."""
+        out = []
+        for part in PARTS:
+            value = getattr(self, part)
+            out += ([(f"precision.{part}[{i}]", v) for i, v in enumerate(value)] if perblock.is_list(value)
+                    else [(f"precision.{part}", value)])
+        return out + ([("precision.base", self.base)] if base else [])
+
+    def to_dict(self) -> dict:
+        """JSON form (only non-default fields; a per-block part as a list)."""
+        return {k: perblock.to_json(v) for k, v in non_default_dict(self).items()}
+
     @classmethod
     def from_dict(cls, data: Any) -> "PrecisionConfig":
         """Inverse of :meth:`to_dict` (``base`` is optional: fp32)."""
         return cls(**check_keys(cls.KNOB, data, (*PARTS, "base")))
 
     def summary(self) -> str | None:
-        """e.g. ``mlp int8``; under a half base ``bf16 mlp int8`` (the parts that differ from the base)."""
-        parts = [f"{p} {getattr(self, p)}" for p in PARTS if getattr(self, p) != self.base]
+        """e.g. ``mlp int8``; under a half base ``bf16 mlp int8`` (the parts that differ from the base);
+        a per-block part as ``mlp int8,bf16,int8``."""
+        parts = [f"{p} {perblock.label(getattr(self, p))}" for p in PARTS if getattr(self, p) != self.base]
         return " ".join(([self.base] if self.base != self.DEFAULT else []) + parts) or None
 
     def columns(self) -> dict:
-        """Flat scalar columns for tables (the parts, then the base)."""
-        return {**super().columns(), "precision_base": self.base}
+        """Flat string columns for tables (the parts, a per-block one as ``int8,fp32,int8``; then the base)."""
+        return {**{f"precision_{p}": perblock.label(getattr(self, p)) for p in PARTS}, "precision_base": self.base}
 
 
 def reference_precision(base: str) -> PrecisionConfig:
@@ -140,9 +169,11 @@ class PrecisionChoices(PartsSpace):
 
 # ---- cost -------------------------------------------------------------------------
 def shape_precision(blocks: list[BlockShape], cfg: PrecisionConfig, dims: VitDims) -> list[BlockShape]:
-    """The numeric format per part in every block."""
+    """The numeric format per part in every block (or each kept block its own)."""
     if cfg.is_identity():
         return blocks
+    if cfg.is_per_block():
+        return with_fields(blocks, [{"precision": parts} for parts in cfg.per_block(len(blocks))])
     parts = PerPart(cfg.attn, cfg.mlp)
     return each_block(blocks, lambda b: replace(b, precision=parts))
 
@@ -167,15 +198,19 @@ def supported_precisions(device: str) -> tuple[str, ...]:
 
 
 def check_precision_device(cfg: PrecisionConfig, device: str) -> None:
-    """DeviceError naming the device and what it supports when a part asks for more."""
+    """DeviceError naming the device and what it supports when an entry (``precision.mlp[3]``) asks for more."""
     ok = supported_precisions(device)
-    for part in (*PARTS, "base"):
-        value = getattr(cfg, part)
+    for where, value in cfg.named_values():
         if value not in ok:
             why = (" (torchao has no int4 weight-only kernel for CPU without the mslk package)"
                    if value == "int4-weight" else "")
-            raise DeviceError(f"precision.{part}: {value!r} cannot run on device {device!r}{why}; "
+            raise DeviceError(f"{where}: {value!r} cannot run on device {device!r}{why}; "
                               f"{device} supports {', '.join(ok)}")
+
+
+def check_precision_blocks(model: nn.Module, cfg: PrecisionConfig, ctx: Context) -> None:
+    """At prepare: a per-block list has one entry per kept block, else a ConfigError before any slow work."""
+    cfg.per_block(len(model.blocks))
 
 
 def _cast_in(dtype: torch.dtype, _module: nn.Module, args: tuple) -> tuple:
@@ -221,56 +256,63 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def apply_precision(model: nn.Module, cfg: PrecisionConfig, ctx: Context) -> None:
-    """The base dtype over the whole model, the parts' other float dtypes, then torchao ``quantize_``."""
+    """The base dtype over the whole model, each block part's other float dtype, then torchao ``quantize_``.
+
+    Per block and part, the entry of that block: a float entry unlike the base casts that
+    block's part; a quantised one puts that block's part linears (and no others) through
+    ``quantize_``, grouped by kind.
+    """
     check_precision_device(cfg, ctx.device)
     if cfg.is_identity():
         return
+    blocks = cfg.per_block(len(model.blocks))
     base = cfg.base
-    halves = {getattr(cfg, p) for p in PARTS}
-    if base == "fp32" and len(halves) == 1 and halves <= set(HALF):  # one half dtype everywhere: the whole model
-        base = cfg.attn
+    values = {v for parts in blocks for v in parts}
+    if base == "fp32" and len(values) == 1 and values <= set(HALF):  # one half dtype everywhere: the whole model
+        (base,) = values
     if base != "fp32":
         _cast(model, _dtype(base))
-    for part in PARTS:
-        value = getattr(cfg, part)
-        if value != base and value in BASE_PRECISIONS:  # a float part unlike the rest of the model
-            for block in model.blocks:
+    for block, parts in zip(model.blocks, blocks):
+        for part, value in zip(PARTS, parts):
+            if value != base and value in BASE_PRECISIONS:  # a float part unlike the rest of the model
                 _cast(block.attn if part == "attn" else block.mlp, _dtype(value), _dtype(base))
     for kind in ("int8", "int8-weight", "int4-weight"):
-        parts = [p for p in PARTS if getattr(cfg, p) == kind]
-        if parts:
-            _quantize(model, kind, parts, ctx, _dtype(base))
-    ctx.info["precision"] = {"attn": cfg.attn, "mlp": cfg.mlp, "base": cfg.base, "device": ctx.device}
+        targets = [(i, part) for i, parts in enumerate(blocks) for part, v in zip(PARTS, parts) if v == kind]
+        if targets:
+            _quantize(model, kind, targets, cfg, ctx, _dtype(base))
+    ctx.info["precision"] = {"attn": perblock.to_json(cfg.attn), "mlp": perblock.to_json(cfg.mlp), "base": cfg.base,
+                             "device": ctx.device}
 
 
-def _quantize(model: nn.Module, kind: str, parts: list[str], ctx: Context, around: torch.dtype) -> None:
+def _quantize(model: nn.Module, kind: str, where: list[tuple[int, str]], cfg: PrecisionConfig, ctx: Context,
+              around: torch.dtype) -> None:
     import torch
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
 
     from vitsearch.spaces.vit import adapter as vit
 
     targets = {}
-    for i, block in enumerate(model.blocks):
-        for part in parts:
-            for name, lin in vit.part_linears(block, part).items():
-                targets[id(lin)] = (f"blocks.{i}.{part}.{name}", lin, part)
+    for i, part in where:
+        field = f"precision.{part}[{i}]" if perblock.is_list(getattr(cfg, part)) else f"precision.{part}"
+        for name, lin in vit.part_linears(model.blocks[i], part).items():
+            targets[id(lin)] = (f"blocks.{i}.{part}.{name}", lin, field)
     if kind == "int8":
         make = lambda lin: Int8DynamicActivationInt8WeightConfig()  # noqa: E731
     elif kind == "int8-weight":
         make = lambda lin: Int8WeightOnlyConfig()  # noqa: E731
     else:
         make = lambda lin: int4_config(lin.in_features, ctx.device)  # noqa: E731
-    for fqn, lin, part in targets.values():
+    for fqn, lin, field in targets.values():
         if kind == "int4-weight":
             lin.to(torch.bfloat16)  # torchao's int4 path takes bf16 weights
         try:
             quantize_(lin, make(lin))
         except (ImportError, RuntimeError, NotImplementedError, ValueError) as exc:
-            raise DeviceError(f"precision.{part}: {kind} failed on {ctx.device} for {fqn} "
+            raise DeviceError(f"{field}: {kind} failed on {ctx.device} for {fqn} "
                               f"{tuple(lin.weight.shape)} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
                               f"choose another precision") from None
         if type(lin.weight) in (torch.Tensor, torch.nn.Parameter):  # torchao skips shapes it cannot take
-            raise DeviceError(f"precision.{part}: torchao left {fqn} {tuple(lin.weight.shape)} unquantized "
+            raise DeviceError(f"{field}: torchao left {fqn} {tuple(lin.weight.shape)} unquantized "
                               f"for {kind} on {ctx.device}; choose another precision")
         # torchao binds a functools.partial as extra_repr, which breaks pickling (Ray).
         lin.__dict__.pop("extra_repr", None)
@@ -294,6 +336,6 @@ def int4_config(in_features: int, device: str) -> Any:
 
 
 register("precision", PrecisionConfig, space_spec=PrecisionSpace, space=PrecisionChoices, shape=shape_precision,
-         finalize=apply_precision, preset_rank=0,
+         prepare=check_precision_blocks, finalize=apply_precision, preset_rank=0,
          examples=({"attn": "int8", "mlp": "int8"}, {"attn": "int8-weight", "mlp": "int8-weight"},
                    {"attn": "bf16", "mlp": "bf16"}, {"attn": "fp16", "mlp": "int8"}))

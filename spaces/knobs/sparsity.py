@@ -226,10 +226,15 @@ def finalize_sparsity(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> No
         if cfg.part(part)[0] != "2:4":
             continue
         record = ctx.info.setdefault("sparsity", {}).setdefault(part, {})
-        linears = [lin for block in model.blocks for lin in vit.part_linears(block, part).values()]
+        # each block's linears with that block's precision (a per-block list may quantise some of them)
+        formats = ctx.config.precision.per_block(len(model.blocks))
+        linears = [(lin, getattr(fmt, part)) for block, fmt in zip(model.blocks, formats)
+                   for lin in vit.part_linears(block, part).values()]
         converted, refused = 0, None
-        if ctx.device.startswith("cuda") and getattr(ctx.config.precision, part) in HALF:
-            for lin in linears:
+        if ctx.device.startswith("cuda"):
+            for lin, fmt in linears:
+                if fmt not in HALF:  # fp32 or quantised: the sparse kernels take halves only
+                    continue
                 if MASK not in lin._buffers:  # not prepared with 2:4 masks: packing would corrupt it
                     refused = "weights carry no 2:4 mask (finalize a model from prepare())"
                     continue

@@ -65,11 +65,12 @@ def plan_components(space: Any, dims: VitDims) -> ComponentPlan:
     pairs = sorted({(h, space._kv_for(h, c)) for h in space.head_keep for c in space.kv_choices})
     attn, mlp = {}, {}
     anchors = pick_anchors(counts)
-    for (h, kv), prec, sp in itertools.product(pairs, s.precision.attn, s.sparsity.attn):
+    precisions = space.precisions  # as the space resolved them: relative to the base, with a budget's quantised one
+    for (h, kv), prec, sp in itertools.product(pairs, precisions["attn"], s.sparsity.attn):
         attn[attn_key(h, kv, prec, sp)] = {
             "config": {"heads": _heads_cfg(dims, h, kv), "sparsity": {"attn": sp}, "precision": {"attn": prec}},
             "tokens": anchors}
-    for prec, sp in itertools.product(s.precision.mlp, s.sparsity.mlp):
+    for prec, sp in itertools.product(precisions["mlp"], s.sparsity.mlp):
         mlp[mlp_key(hidden_for(dims, sp), prec, sp)] = {
             "config": {"sparsity": {"mlp": sp}, "precision": {"mlp": prec}}, "tokens": anchors}
     reduce = {m: pick_anchors(sorted({n for mm, n in steps if mm == m})) for m in {m for m, _ in steps}}
