@@ -140,7 +140,7 @@ def quantize(proto: Any, nodes: LinearNodes, config: Any) -> tuple[Any, dict[str
     import onnx
 
     blocks = config.precision.per_block(len({i for i, _ in nodes.by_block}))
-    how: dict[str, str] = {}
+    how: dict[tuple[str, str], str] = {}  # (kind, part) -> what was done to that part's linears of that kind
     for kind in ("int8", "int8-weight", "int4-weight"):
         where = [(i, p) for i, parts in enumerate(blocks) for p, v in zip(PARTS, parts) if v == kind]
         if not where:
@@ -154,11 +154,14 @@ def quantize(proto: Any, nodes: LinearNodes, config: Any) -> tuple[Any, dict[str
         if made != len(targets):
             raise ExportRefused(f"precision.{where[0][1]}: ONNX Runtime quantised {made} of {len(targets)} linears "
                                 f"to {kind}; choose another precision for runtime onnxruntime")
-        how[kind] = (f"ORT quantize_dynamic int8 (DynamicQuantizeLinear + MatMulInteger), {made} linears"
-                     if kind == "int8" else
-                     f"ORT MatMulNBits {NBITS[kind]}-bit weights (block {BLOCK}), {made} linears")
+        for part in dict.fromkeys(p for _, p in where):
+            n = len(nodes.of([w for w in where if w[1] == part]))
+            how[(kind, part)] = (f"ORT quantize_dynamic int8 (DynamicQuantizeLinear + MatMulInteger), {n} linears"
+                                 if kind == "int8" else
+                                 f"ORT MatMulNBits {NBITS[kind]}-bit weights (block {BLOCK}), {n} linears")
     onnx.checker.check_model(proto)
-    texts = {f"precision.{p}": perblock.describe(getattr(config.precision, p), how.get) for p in PARTS}
+    texts = {f"precision.{p}": perblock.describe(getattr(config.precision, p), lambda v, p=p: how.get((v, p)))
+             for p in PARTS}
     return proto, {k: v for k, v in texts.items() if v is not None}
 
 

@@ -106,7 +106,7 @@ def test_ort_quantises_exactly_the_blocks_each_entry_names(builtin_model, mnist)
     still_float = {key for n in nodes if n.op_type == "MatMul" for key in _linear_scopes(n)}
     assert still_float == {(i, part) for part, entries in (("attn", ATTN), ("mlp", MLP))
                            for i, v in enumerate(entries) if v == "fp32"}
-    assert deployed.realised["precision.mlp"].endswith("in blocks 0, 2, 5")
+    assert deployed.realised["precision.mlp"].endswith("6 linears in blocks 0, 2, 5")  # that part's own count
     assert "4-bit" in deployed.realised["precision.attn"] and deployed.realised["precision.attn"].endswith(
         "in blocks 1, 3")
     assert numerics["tolerance_rel"] == 0.12 and numerics["top1_agreement"] >= 0.97
