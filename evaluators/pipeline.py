@@ -172,7 +172,10 @@ class Pipeline:
         from vitsearch.evaluators.runtimes.deploy import latency_fields, measure
 
         result = measure(deployed, self.input_shape, self.device, **self.timing())
-        return {**latency_entry(result), **latency_fields(deployed, numerics)}, result.fingerprint
+        entry = {**latency_entry(result), **latency_fields(deployed, numerics)}
+        if self.reference.precision.base != "fp32":  # what the ratio is to (an fp32 reference says nothing)
+            entry["reference_precision"] = self.reference.precision.base
+        return entry, result.fingerprint
 
     def accuracy(self, prepared: nn.Module, config: Any, dataset: Any, source: str,
                  program: tuple[Deployed, dict | None] | None = None, eager: nn.Module | None = None):

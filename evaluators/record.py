@@ -166,8 +166,9 @@ def _latency_line(latency: dict[str, Any] | None, fingerprint: dict[str, Any] | 
     if latency["source"] == "measured" and latency.get("ratio") is not None:
         ref = latency["reference_ms_profile"] if latency.get("basis") == "reference in profile" \
             else latency["reference_ms_now"]
+        ref_in = f" in {latency['reference_precision']}" if latency.get("reference_precision") else ""
         return (f"latency: {interval_text(latency)} = ratio {latency['ratio']:.3f} [{latency['ratio_low']:.3f}, "
-                f"{latency['ratio_high']:.3f}] to the uncompressed model x {ref:.3f} ms ({latency['basis']}), "
+                f"{latency['ratio_high']:.3f}] to the uncompressed model{ref_in} x {ref:.3f} ms ({latency['basis']}), "
                 f"timed interleaved with it over {latency['n_runs']} passes each on {device}{ident}")
     if latency["source"] == "measured":
         return (f"latency: {latency['median_ms']:.3f} ms median (p10 {latency['p10_ms']:.3f}, p90 "

@@ -63,6 +63,10 @@ def test_a_bf16_study_measures_and_scores_against_the_model_in_bf16(tmp_path):
     # the uncompressed model is never distilled (it is the teacher), and it is scored as deployed: in bf16
     metrics, reason = pipe.evaluate(session.reference_config, steps=10)
     assert reason is None and metrics["recovery_steps"] == 0 and metrics["latency"].get("ratio")
+    from vitsearch.evaluators import Evaluation
+
+    assert metrics["latency"]["reference_precision"] == "bf16"  # every printed ratio says what it is to
+    assert "to the uncompressed model in bf16 x" in "\n".join(Evaluation.from_dict(metrics).summary_lines())
     fp32 = load_session(parse_study(tiny_study_dict(latency=FAST)))
     assert fp32.reference is fp32.base and fp32.reference_config == CompressionConfig()
     acc32, _ = fp32.pipeline.accuracy(fp32.base, CompressionConfig(), fp32.data.val, "val")
