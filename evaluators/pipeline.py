@@ -89,7 +89,7 @@ class Pipeline:
 
     def is_uncompressed(self, config: Any) -> bool:
         """The uncompressed model: the identity (the fp32 teacher) or the reference (it in the base precision)."""
-        return config.is_identity() or config == self.reference
+        return config.is_reference(self.reference.precision.base)
 
     # ---- the stages ------------------------------------------------------------------
     def evaluate(self, config: Any, steps: int | None = None, feasibility: Any = None, predictor: Any = None,

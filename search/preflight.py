@@ -161,6 +161,7 @@ def study_base_precision(spec, device) -> str:
     deploys), else fp32; on CPU fp32.
     """
     from vitsearch.evaluators.runtimes.support import precision_refusal, precisions
+    from vitsearch.spaces.knobs.precision import BASE_PRECISIONS
 
     runtime, value = spec.latency.runtime, spec.model.precision
     ok = precisions(runtime, device)
@@ -170,7 +171,7 @@ def study_base_precision(spec, device) -> str:
     why = precision_refusal(runtime, device, value)
     if why is not None:
         raise ConfigError(f"model.precision: {value!r} cannot run in runtime {runtime!r} on {device}: {why}; "
-                          f"accepted there: auto, {', '.join(p for p in ok if p in ('fp32', 'fp16', 'bf16'))}")
+                          f"accepted there: auto, {', '.join(p for p in ok if p in BASE_PRECISIONS)}")
     return value
 
 

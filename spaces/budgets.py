@@ -28,7 +28,7 @@ from vitsearch.spaces.allocate import GROUP, Saliency, allocate
 from vitsearch.spaces.config import CompressionConfig
 from vitsearch.spaces.errors import ConfigError
 from vitsearch.spaces.knobs.perblock import expand
-from vitsearch.spaces.knobs.sparsity import parse_sparsity, structured_width
+from vitsearch.spaces.knobs.sparsity import parse_sparsity
 from vitsearch.spaces.knobs.subspace import STRICT, Int, Presets, categorical
 from vitsearch.spaces.vit.dims import VitDims
 
@@ -182,20 +182,16 @@ class PrecisionBudget:
         return replace(config, precision=PrecisionConfig(attn=tuple(attn), mlp=tuple(mlp), base=self.base))
 
     def _gains(self, config: CompressionConfig) -> tuple[tuple[float, float], ...]:
-        """MACs per image of each kept block's attention and MLP linears: what quantising them speeds up."""
-        n = config.depth.keep or self.dims.depth
-        d, e = self.dims.head_dim, self.dims.embed_dim
-        kind, p = parse_sparsity("sparsity.mlp", config.sparsity.mlp)
-        width = structured_width(self.dims.mlp_hidden, p) if kind == "structured" else self.dims.mlp_hidden
-        heads = expand(config.heads.keep, n, self.dims.num_heads)
-        hidden = expand(config.sparsity.mlp_keep, n, width)
-        return tuple((float(4 * e * h * d), float(2 * e * w)) for h, w in zip(heads, hidden))
+        """MACs per token of each kept block's attention and MLP linears: what quantising them speeds up."""
+        from vitsearch.spaces.blocks import block_shapes
+
+        return tuple((float(4 * b.embed_dim * b.q_heads * b.head_dim), float(2 * b.embed_dim * b.mlp_hidden))
+                     for b in block_shapes(config, self.dims))
 
     def encode(self, config: CompressionConfig) -> dict[str, Any]:
         """The share whose allocation ``config`` has (the first share giving as many quantised groups)."""
-        p = config.precision
         n = config.depth.keep or self.dims.depth
-        low = sum(v == self.low for part in (p.attn, p.mlp) for v in ((part,) * n if isinstance(part, str) else part))
+        low = sum(v == self.low for block in config.precision.per_block(n) for v in block)
         return {QUANTISED: next((s for s in self.shares if round(s * 2 * n) == low), self.shares[0])}
 
     def count(self, depth_keep: int | None) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from vitsearch.spaces.errors import ConfigError
+from vitsearch.spaces.knobs import perblock
 from vitsearch.spaces.vit.blocks import PerPart
 
 #: The order knobs apply in: depth first (later knobs see the kept blocks), precision last.
@@ -91,12 +92,12 @@ def check_keys(where: str, data: Any, allowed: tuple[str, ...]) -> dict:
 
 
 def non_default_dict(cfg: Any) -> dict:
-    """Fields of a knob config that differ from their defaults (the JSON form)."""
+    """Fields of a knob config that differ from their defaults, in the JSON form (a per-block tuple as a list)."""
     out = {}
     for f in fields(cfg):
         value = getattr(cfg, f.name)
         if value != f.default:
-            out[f.name] = value
+            out[f.name] = perblock.to_json(value)
     return out
 
 
@@ -114,6 +115,8 @@ class PartsConfig:
 
     KNOB: str
     DEFAULT: str
+    #: the subclass's fields besides the parts (in the JSON form too)
+    OTHER_FIELDS: tuple[str, ...] = ()
 
     def is_identity(self) -> bool:
         """True when every part keeps the default."""
@@ -126,7 +129,7 @@ class PartsConfig:
     @classmethod
     def from_dict(cls, data: Any):
         """Inverse of :meth:`to_dict`."""
-        return cls(**check_keys(cls.KNOB, data, PARTS))
+        return cls(**check_keys(cls.KNOB, data, (*PARTS, *cls.OTHER_FIELDS)))
 
     def summary(self) -> str | None:
         """e.g. ``mlp int8`` or ``attn 2:4``; None when nothing changes."""

@@ -74,7 +74,7 @@ class HeadsConfig:
 
     def to_dict(self) -> dict:
         """JSON form (only non-default fields)."""
-        return {k: perblock.to_json(v) for k, v in non_default_dict(self).items()}
+        return non_default_dict(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> "HeadsConfig":

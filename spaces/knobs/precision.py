@@ -13,7 +13,7 @@ from vitsearch.spaces.vit.blocks import BlockShape, PerPart, each_block, with_fi
 from vitsearch.spaces.vit.dims import VitDims
 
 from vitsearch.spaces.knobs import perblock
-from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, check_keys, non_default_dict, register
+from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, register
 from vitsearch.spaces.knobs.subspace import STRICT, PartsSpace, Presets, Target, pick
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class PrecisionConfig(PartsConfig):
 
     KNOB = "precision"
     DEFAULT = "fp32"
+    OTHER_FIELDS = ("base",)
 
     attn: str | tuple[str, ...] = "fp32"
     mlp: str | tuple[str, ...] = "fp32"
@@ -78,15 +79,6 @@ class PrecisionConfig(PartsConfig):
             out += ([(f"precision.{part}[{i}]", v) for i, v in enumerate(value)] if perblock.is_list(value)
                     else [(f"precision.{part}", value)])
         return out + ([("precision.base", self.base)] if base else [])
-
-    def to_dict(self) -> dict:
-        """JSON form (only non-default fields; a per-block part as a list)."""
-        return {k: perblock.to_json(v) for k, v in non_default_dict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "PrecisionConfig":
-        """Inverse of :meth:`to_dict` (``base`` is optional: fp32)."""
-        return cls(**check_keys(cls.KNOB, data, (*PARTS, "base")))
 
     def summary(self) -> str | None:
         """e.g. ``mlp int8``; under a half base ``bf16 mlp int8`` (the parts that differ from the base);

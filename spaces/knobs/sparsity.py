@@ -12,7 +12,7 @@ from vitsearch.spaces.vit.blocks import BlockShape, PerPart, each_block, with_fi
 from vitsearch.spaces.vit.dims import VitDims
 
 from vitsearch.spaces.knobs import perblock
-from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, check_keys, non_default_dict, register
+from vitsearch.spaces.knobs.base import PARTS, Context, PartsConfig, register
 from vitsearch.spaces.knobs.subspace import STRICT, PartsSpace, check_choices
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class SparsityConfig(PartsConfig):
     """
 
     KNOB = "sparsity"
+    OTHER_FIELDS = ("mlp_keep",)
     DEFAULT = "dense"
 
     attn: str = "dense"
@@ -89,15 +90,6 @@ class SparsityConfig(PartsConfig):
     def is_identity(self) -> bool:
         """True when every part keeps the default and no width is given."""
         return super().is_identity() and self.mlp_keep is None
-
-    def to_dict(self) -> dict:
-        """JSON form (only non-default fields)."""
-        return {k: perblock.to_json(v) for k, v in non_default_dict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "SparsityConfig":
-        """Inverse of :meth:`to_dict`."""
-        return cls(**check_keys(cls.KNOB, data, (*PARTS, "mlp_keep")))
 
     def summary(self) -> str | None:
         """e.g. ``mlp 2:4`` or ``attn 2:4 mlp_keep 288,240,96``."""

@@ -18,9 +18,8 @@ SPACE = {"allocation": {"precision": "sensitivity"}}
 
 
 def _lists(config: CompressionConfig, n: int = DEPTH) -> tuple[list[str], list[str]]:
-    p = config.precision
-    expand = lambda v: [v] * n if isinstance(v, str) else list(v)  # noqa: E731
-    return expand(p.attn), expand(p.mlp)
+    blocks = config.precision.per_block(n)
+    return [b.attn for b in blocks], [b.mlp for b in blocks]
 
 
 def test_the_budget_replaces_the_per_part_choices(tiny):
