@@ -10,8 +10,8 @@ never a block's last head or last channel group:
 
 - :func:`allocate`: per-type budgets, exactly ``round(share * count)`` heads and channel
   groups of the kept blocks;
-- :func:`allocate_macs`: one target, a share of the base model's block MACs, reached by
-  removing across both types until the kept blocks' MACs are at or below it.
+- :func:`allocate_macs`: one target, a share of the kept blocks' head and MLP MACs, reached
+  by removing across both types, lowest score first, until the MACs left are at or below it.
 
 Pure and deterministic (ties go to the earlier block, then the earlier structure). The
 measurement (:func:`measure`) is cached per base model, weights and calibration, so a
@@ -110,15 +110,14 @@ def allocate(saliency: Saliency, dims: VitDims, heads_removed: float = 0.0, mlp_
 
 def allocate_macs(saliency: Saliency, dims: VitDims, ratio: float, depth_keep: int | None = None,
                   costs: Costs | None = None) -> Allocation:
-    """Remove heads and channel groups together, lowest score first, until the kept blocks' MACs are at
-    most ``ratio`` of the base model's block MACs (ranked by ``costs``, counted in MACs)."""
+    """Remove heads and channel groups together, lowest score first, until the kept blocks' head and MLP
+    MACs are at most ``ratio`` of what they are whole (ranked by ``costs``, counted in MACs)."""
     kept = saliency.kept(depth_keep)
     macs = mac_costs(dims, saliency.group)
     costs = costs or macs
     heads, groups = _counts(saliency, kept)
-    full = sum(macs.head[i] * len(saliency.heads[i]) + macs.group[i] * len(saliency.groups[i])
-               for i in range(len(saliency.blocks)))
-    left = sum(macs.head[i] * heads[p] + macs.group[i] * groups[p] for p, i in enumerate(kept))
+    full = sum(macs.head[i] * heads[p] + macs.group[i] * groups[p] for p, i in enumerate(kept))
+    left = full
     ranked = sorted([(s, p, j, "h") for s, p, j in _ranked(saliency.heads, costs.head, kept)]
                     + [(s, p, j, "g") for s, p, j in _ranked(saliency.groups, costs.group, kept)])
     for _, pos, _, kind in ranked:
@@ -132,6 +131,12 @@ def allocate_macs(saliency: Saliency, dims: VitDims, ratio: float, depth_keep: i
         raise ConfigError(f"allocation: a MAC ratio of {ratio!r} is not allowed; keeping one head and one "
                           f"channel group per block leaves {left / full:.3f} of the block MACs")
     return Allocation(tuple(heads), tuple(g * saliency.group for g in groups))
+
+
+def least_macs_ratio(dims: VitDims, group: int = GROUP) -> float:
+    """The smallest ratio :func:`allocate_macs` can reach: one head and one channel group per block."""
+    macs = mac_costs(dims, group)
+    return (macs.head[0] + macs.group[0]) / (macs.head[0] * dims.num_heads + macs.group[0] * (dims.mlp_hidden // group))
 
 
 def _counts(saliency: Saliency, kept: list[int]) -> tuple[list[int], list[int]]:

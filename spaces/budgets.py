@@ -8,6 +8,9 @@ blocks' heads and MLP channel groups removed); the global allocator
 (:mod:`vitsearch.spaces.allocate`) turns them into explicit per-block heads and widths,
 so the config a trial records says what each block keeps. ``heads.kv`` stays a
 parameter: each block groups its K/V into the largest divisor of its heads at most it.
+With ``budget: macs`` the sampler draws one budget instead, ``allocation.macs_kept`` (the
+share of the kept blocks' head and MLP MACs kept), and the allocator chooses how much of it
+comes from heads and how much from channels, by saliency per MAC across both types.
 
 ``precision: sensitivity`` (independent of ``mode``) replaces the per-part precision
 choices by one budget, ``allocation.quantised``: the share of the kept blocks' linear
@@ -24,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from vitsearch.spaces.allocate import GROUP, Saliency, allocate
+from vitsearch.spaces.allocate import GROUP, Allocation, Saliency, allocate, allocate_macs, least_macs_ratio, mac_costs
 from vitsearch.spaces.config import CompressionConfig
 from vitsearch.spaces.errors import ConfigError
 from vitsearch.spaces.knobs.perblock import expand
@@ -33,6 +36,7 @@ from vitsearch.spaces.knobs.subspace import STRICT, Int, Presets, categorical
 from vitsearch.spaces.vit.dims import VitDims
 
 HEADS, MLP = "allocation.heads_removed", "allocation.mlp_removed"
+MACS = "allocation.macs_kept"
 QUANTISED = "allocation.quantised"
 #: the quantised precisions, in the order the sensitivity mode prefers them
 QUANTISED_KINDS = ("int8", "int8-weight", "int4-weight")
@@ -43,8 +47,11 @@ class AllocationSpec(BaseModel):
 
     model_config = STRICT
     mode: Literal["uniform", "saliency"] = "uniform"
+    #: ``types``: one share removed per structure type; ``macs``: one share of the MACs kept, across both types
+    budget: Literal["types", "macs"] = "types"
     heads_removed: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5], min_length=1)
     mlp_removed: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75], min_length=1)
+    macs_kept: list[float] = Field(default_factory=lambda: [1.0, 0.8, 0.65, 0.5, 0.4], min_length=1)
     group: Int = Field(GROUP, ge=1)
     precision: Literal["uniform", "sensitivity"] = "uniform"
     quantised: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1)
@@ -55,6 +62,13 @@ class AllocationSpec(BaseModel):
         if any(isinstance(x, bool) or not 0.0 <= x <= 1.0 for x in v):
             raise ValueError(f"{v} has a share outside [0, 1]; expected shares of the linear groups quantised, e.g. 0.5")
         return sorted(set(float(x) for x in v))
+
+    @field_validator("macs_kept")
+    @classmethod
+    def _kept_shares(cls, v: list[float]) -> list[float]:
+        if any(isinstance(x, bool) or not 0.0 < x <= 1.0 for x in v):
+            raise ValueError(f"{v} has a share outside (0, 1]; expected shares of the block MACs kept, e.g. 0.5")
+        return sorted(set(float(x) for x in v), reverse=True)
 
     @field_validator("heads_removed", "mlp_removed")
     @classmethod
@@ -67,9 +81,14 @@ class AllocationSpec(BaseModel):
     def _saliency_fields(self) -> "AllocationSpec":
         # compared with the defaults, not the fields set: a study is dumped and read back with every field
         default = AllocationSpec.model_construct()
-        extra = [f for f in ("heads_removed", "mlp_removed", "group") if getattr(self, f) != getattr(default, f)]
+        fields = ("budget", "heads_removed", "mlp_removed", "macs_kept", "group")
+        extra = [f for f in fields if getattr(self, f) != getattr(default, f)]
         if self.mode == "uniform" and extra:
             raise ValueError(f"{', '.join(extra)} only apply with mode saliency; set mode: saliency or remove them")
+        unused = {"types": ["macs_kept"], "macs": ["heads_removed", "mlp_removed"]}[self.budget]
+        if [f for f in unused if f in extra]:
+            raise ValueError(f"{', '.join(f for f in unused if f in extra)} does not apply with budget "
+                             f"{self.budget}; remove it or set budget: {'macs' if self.budget == 'types' else 'types'}")
         if self.precision == "uniform" and self.quantised != default.quantised:
             raise ValueError("quantised only applies with precision sensitivity; set precision: sensitivity or "
                              "remove it")
@@ -112,6 +131,13 @@ class BudgetSpace:
 
     def __init__(self, spec: AllocationSpec, dims: VitDims, saliency: Saliency) -> None:
         self.spec, self.dims, self.saliency = spec, dims, saliency
+        self.macs = spec.budget == "macs"
+        if self.macs:
+            least = least_macs_ratio(dims, spec.group)
+            if min(spec.macs_kept) < least:
+                raise ConfigError(f"space.{MACS}: {min(spec.macs_kept)} is not allowed; every block keeps one head "
+                                  f"and one channel group, so shares go down to {least:.3f}")
+            return
         for name, shares, per_block in ((HEADS, spec.heads_removed, dims.num_heads),
                                         (MLP, spec.mlp_removed, dims.mlp_hidden // spec.group)):
             if max(shares) > (per_block - 1) / per_block:
@@ -120,22 +146,40 @@ class BudgetSpace:
 
     def distributions(self) -> dict[str, Any]:
         """Categorical over each budget's shares."""
+        if self.macs:
+            return categorical({MACS: self.spec.macs_kept})
         return categorical({HEADS: self.spec.heads_removed, MLP: self.spec.mlp_removed})
+
+    def _allocation(self, params: dict[str, Any], depth_keep: int | None) -> Allocation:
+        if self.macs:
+            return allocate_macs(self.saliency, self.dims, float(params.get(MACS, self.spec.macs_kept[0])),
+                                 depth_keep)
+        heads = float(params.get(HEADS, self.spec.heads_removed[0]))
+        mlp = float(params.get(MLP, self.spec.mlp_removed[0]))
+        return allocate(self.saliency, self.dims, heads, mlp, depth_keep)
 
     def apply(self, params: dict[str, Any], config: CompressionConfig) -> CompressionConfig:
         """``config`` (the knobs' decoding, heads all kept) with each block's heads and width from the budgets."""
-        heads = float(params.get(HEADS, self.spec.heads_removed[0]))
-        mlp = float(params.get(MLP, self.spec.mlp_removed[0]))
-        allocation = allocate(self.saliency, self.dims, heads, mlp, config.depth.keep)
-        return allocation.apply(config, self.dims, config.heads.kv_heads)
+        return self._allocation(params, config.depth.keep).apply(config, self.dims, config.heads.kv_heads)
 
     def encode(self, config: CompressionConfig) -> dict[str, Any]:
-        """The budgets whose counts of removed heads and channel groups ``config`` has (the first such share)."""
+        """The budgets whose counts of removed heads and channel groups ``config`` has (the first such share;
+        under ``budget: macs`` the first share allocating ``config``'s heads and widths, else the nearest in MACs)."""
         n = config.depth.keep or self.dims.depth
-        heads = sum(expand(config.heads.keep, n, self.dims.num_heads))
-        hidden = sum(expand(config.sparsity.mlp_keep, n, self.dims.mlp_hidden))
-        removed = {HEADS: (n * self.dims.num_heads - heads, n * self.dims.num_heads, self.spec.heads_removed),
-                   MLP: ((n * self.dims.mlp_hidden - hidden) / self.spec.group,
+        heads = expand(config.heads.keep, n, self.dims.num_heads)
+        hidden = expand(config.sparsity.mlp_keep, n, self.dims.mlp_hidden)
+        if self.macs:
+            for share in self.spec.macs_kept:
+                a = self._allocation({MACS: share}, config.depth.keep)
+                if (tuple(a.heads), tuple(a.hidden)) == (tuple(heads), tuple(hidden)):
+                    return {MACS: share}
+            macs = mac_costs(self.dims, self.spec.group)
+            kept = sum(macs.head[0] * h + macs.group[0] * w / self.spec.group for h, w in zip(heads, hidden))
+            ratio = kept / (n * (macs.head[0] * self.dims.num_heads
+                                 + macs.group[0] * self.dims.mlp_hidden / self.spec.group))
+            return {MACS: min(self.spec.macs_kept, key=lambda s: abs(s - ratio))}
+        removed = {HEADS: (n * self.dims.num_heads - sum(heads), n * self.dims.num_heads, self.spec.heads_removed),
+                   MLP: ((n * self.dims.mlp_hidden - sum(hidden)) / self.spec.group,
                          n * self.dims.mlp_hidden // self.spec.group, self.spec.mlp_removed)}
         return {name: next((s for s in shares if round(s * total) == count), shares[0])
                 for name, (count, total, shares) in removed.items()}
@@ -143,15 +187,19 @@ class BudgetSpace:
     def outcomes(self, depth_keep: int | None, kv: int | None) -> set[tuple]:
         """The distinct (heads, widths) the budgets give for one depth and K/V choice."""
         out = set()
-        for h in self.spec.heads_removed:
-            for m in self.spec.mlp_removed:
-                cfg = self.apply({HEADS: h, MLP: m}, CompressionConfig.from_dict(
-                    {"depth": {} if depth_keep is None else {"keep": depth_keep}, "heads": {"kv_heads": kv}}))
-                out.add((cfg.heads, cfg.sparsity.mlp_keep))
+        grid = ([{MACS: m} for m in self.spec.macs_kept] if self.macs else
+                [{HEADS: h, MLP: m} for h in self.spec.heads_removed for m in self.spec.mlp_removed])
+        for params in grid:
+            cfg = self.apply(params, CompressionConfig.from_dict(
+                {"depth": {} if depth_keep is None else {"keep": depth_keep}, "heads": {"kv_heads": kv}}))
+            out.add((cfg.heads, cfg.sparsity.mlp_keep))
         return out
 
     def presets(self) -> Presets:
         """Nothing removed in the least preset; the middle shares in the strong one."""
+        if self.macs:
+            m = self.spec.macs_kept
+            return Presets(least={MACS: m[0]}, strong={MACS: m[len(m) // 2]})
         h, m = self.spec.heads_removed, self.spec.mlp_removed
         return Presets(least={HEADS: h[0], MLP: m[0]}, strong={HEADS: h[len(h) // 2], MLP: m[len(m) // 2]})
 

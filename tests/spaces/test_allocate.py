@@ -9,7 +9,8 @@ import torch
 
 from vitsearch.evaluators.macs import block_macs
 from vitsearch.spaces import CompressionConfig, ConfigError, compress
-from vitsearch.spaces.allocate import (GROUP, Costs, Saliency, allocate, allocate_macs, mac_costs, measure)
+from vitsearch.spaces.allocate import (GROUP, Costs, Saliency, allocate, allocate_macs, least_macs_ratio, mac_costs,
+                                       measure)
 from vitsearch.spaces.blocks import block_shapes
 from vitsearch.spaces.vit.dims import VitDims
 
@@ -134,3 +135,18 @@ def test_labels_are_used_when_the_calibration_has_them(planted):
     with_labels = measure(planted, list(zip(CALIBRATION, labels)))
     assert with_labels.criterion == "calibration" and with_labels != measure(planted, CALIBRATION)
     assert not planted.training and all(p.grad is None for p in planted.parameters())
+
+
+def test_a_mac_target_is_a_share_of_the_kept_blocks():
+    """With blocks dropped, the ratio counts the kept blocks' MACs only: depth and the budget stay separate."""
+    s = Saliency(((1.0,) * 4,) * 3, ((1.0,) * 4,) * 3, GROUP, (3.0, 1.0, 2.0), "test")
+    macs = mac_costs(DIMS)
+    whole = 4 * macs.head[0] + 4 * macs.group[0]
+    for ratio in (1.0, 0.75, 0.5):
+        a = allocate_macs(s, DIMS, ratio, depth_keep=2)
+        assert len(a.heads) == 2  # block 1, the least important, is dropped
+        left = sum(macs.head[0] * h + macs.group[0] * w / GROUP for h, w in zip(a.heads, a.hidden))
+        assert ratio * 2 * whole - max(macs.head[0], macs.group[0]) < left <= ratio * 2 * whole
+    assert allocate_macs(s, DIMS, 1.0, depth_keep=2) == allocate_macs(s, DIMS, 1.0, depth_keep=2)
+    assert least_macs_ratio(DIMS) == pytest.approx((macs.head[0] + macs.group[0]) / whole)
+    allocate_macs(s, DIMS, least_macs_ratio(DIMS))  # the least ratio is reachable

@@ -127,3 +127,64 @@ def test_allocation_section_validation(allocation, words):
     with pytest.raises(pydantic.ValidationError) as err:
         SpaceSpec.model_validate({"allocation": allocation})
     assert all(w in str(err.value) for w in words), str(err.value)
+
+
+MACS_BUDGET = {"allocation": {"mode": "saliency", "budget": "macs"}}
+
+
+@pytest.fixture(scope="module")
+def macs_space(builtin_model, mnist):
+    return SearchSpace.from_spec(MACS_BUDGET, builtin_model, calibration=mnist.calibration)
+
+
+def _head_and_mlp_macs(config, dims, n):
+    from vitsearch.spaces.allocate import mac_costs
+
+    macs = mac_costs(dims)
+    heads = [q for q, _ in config.heads.per_block(n, dims.num_heads)]
+    return sum(macs.head[0] * q + macs.group[0] * w / 8 for q, w in zip(heads, config.sparsity.hidden(n, dims.mlp_hidden)))
+
+
+def test_the_macs_budget_is_one_share_met_in_every_kept_block_set(macs_space, builtin_model):
+    """budget: macs draws one parameter; each share decodes to a per-block config whose head and MLP MACs are at
+    most that share of the kept blocks' (and within one structure of it), at every depth."""
+    dists = macs_space.distributions()
+    assert "allocation.macs_kept" in dists and "allocation.heads_removed" not in dists
+    assert "heads.keep" not in dists and dists["allocation.macs_kept"].choices == (1.0, 0.8, 0.65, 0.5, 0.4)
+    dims = macs_space.dims
+    whole = _head_and_mlp_macs(CompressionConfig(), dims, dims.depth) / dims.depth
+    per_block = 0
+    for depth in (None, 6):
+        for share in dists["allocation.macs_kept"].choices:
+            params = {"allocation.macs_kept": share, **({"depth.keep": depth} if depth else {})}
+            cfg = macs_space.config_from_params(params)
+            n = depth or dims.depth
+            left = _head_and_mlp_macs(cfg, dims, n)
+            assert share * n * whole * 0.97 < left <= share * n * whole + 1e-6, (share, depth, left / (n * whole))
+            assert macs_space.config_from_params(macs_space.params_for(cfg)) == cfg
+            per_block += cfg.is_per_block()
+    assert per_block >= 6  # the allocator gives blocks different heads or widths
+    assert macs_space.presets()[0].is_identity()
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.isfinite(compress(builtin_model, macs_space.config_from_params({"allocation.macs_kept": 0.4}))(x)).all()
+    again = SpaceSpec.model_validate(SpaceSpec.model_validate(MACS_BUDGET).model_dump(mode="python"))
+    assert again == macs_space.spec and pickle.loads(pickle.dumps(macs_space)).distributions() == dists
+
+
+@pytest.mark.parametrize("allocation, words", [
+    ({"mode": "saliency", "budget": "macs", "heads_removed": [0.5]}, ["heads_removed", "budget macs", "types"]),
+    ({"mode": "saliency", "macs_kept": [0.5]}, ["macs_kept", "budget types", "macs"]),
+    ({"budget": "macs"}, ["budget", "mode saliency"]),
+    ({"mode": "saliency", "budget": "macs", "macs_kept": [1.5]}, ["macs_kept", "(0, 1]"]),
+    ({"mode": "saliency", "budget": "flops"}, ["budget", "types", "macs"]),
+])
+def test_macs_budget_validation(allocation, words):
+    with pytest.raises(pydantic.ValidationError) as err:
+        SpaceSpec.model_validate({"allocation": allocation})
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_a_macs_share_below_one_structure_per_block_is_refused(builtin_model):
+    with pytest.raises(ConfigError, match=r"allocation.macs_kept: 0.05 is not allowed.*down to 0\.\d+"):
+        SearchSpace.from_spec({"allocation": {"mode": "saliency", "budget": "macs", "macs_kept": [1.0, 0.05]}},
+                              builtin_model)
