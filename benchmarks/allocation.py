@@ -1,7 +1,7 @@
 """Global allocation by saliency against uniform structure at equal MACs, on the default study.
 
     .venv/bin/python benchmarks/allocation.py [--ratios 0.75 0.6 0.5] [--arms uniform saliency saliency-macs]
-        [--steps N] [--threads T] [--out benchmarks/results/allocation.json]
+        [--steps N] [--threads T] [--latency] [--out benchmarks/results/allocation.json]
 
 For each target share of the base model's MACs, the uniform arm keeps the same heads and
 MLP width in every block (the (heads, width) pair nearest the target, with the two
@@ -12,7 +12,11 @@ have the same MACs. The ``saliency-macs`` arm lets the allocator also choose bet
 heads and channels, down to the uniform arm's block MACs. Every model is distilled with
 the study's settings for the steps of its top rung (150), then scored on the 500 test
 images; drops are paired (same images) against the uncompressed model and against the
-uniform arm. Accuracy only: the machine's load changes the wall time, not the figures.
+uniform arm. Without ``--latency``, accuracy only: the machine's load changes the wall
+time, not the figures. With ``--latency`` each arm's model is also timed as the study
+times a candidate (eager, batch 1, interleaved with the uncompressed model: its latency
+ratio with a 95 % interval), so the arms compare at measured latency, not only MACs;
+that needs a quiet machine.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def configs(ratio: float, arms: list[str], saliency, dims, macs_of) -> dict:
     return {arm: out[arm].apply(CompressionConfig(), dims) for arm in arms}
 
 
-def run_arm(s, ratio: float, arm: str, config, steps: int, base_mask, masks: dict) -> dict:
+def run_arm(s, ratio: float, arm: str, config, steps: int, base_mask, masks: dict, latency: bool = False) -> dict:
     """Distil one arm's model, score it on the test split, pair it with the base model and the uniform arm."""
     from vitsearch.evaluators import evaluate_accuracy
     from vitsearch.evaluators.distill import recover
@@ -89,7 +93,14 @@ def run_arm(s, ratio: float, arm: str, config, steps: int, base_mask, masks: dic
            "val_top1": evaluate_accuracy(model, s.data.val).top1, "seconds": round(time.perf_counter() - t0, 1)}
     if arm != "uniform" and "uniform" in masks:
         row["drop_vs_uniform"] = paired_drop(masks["uniform"], masks[arm]).to_dict()
-    print(f"{ratio:.2f} {arm:<14} MACs {row['macs_ratio']:.3f}  test {acc.top1:.2%}  vs base {drop.text()}  "
+    timed = ""
+    if latency:  # as the search times a candidate: built in the study's runtime, interleaved with the base
+        result = s.pipeline.measure_config(config)
+        row["latency"] = {"ms": result.median_ms, "ratio": result.ratio, "ratio_low": result.ratio_low,
+                          "ratio_high": result.ratio_high, "n_runs": result.n_runs,
+                          "how": "measured: interleaved with the uncompressed model, the study's protocol"}
+        timed = f"  latency x{result.ratio:.3f} [{result.ratio_low:.3f}, {result.ratio_high:.3f}]"
+    print(f"{ratio:.2f} {arm:<14} MACs {row['macs_ratio']:.3f}{timed}  test {acc.top1:.2%}  vs base {drop.text()}  "
           f"{config.summary()}", flush=True)
     return row
 
@@ -109,6 +120,7 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=["uniform", "saliency", "saliency-macs"])
     ap.add_argument("--steps", type=int, default=None, help="distillation steps (default: the study's top rung)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--latency", action="store_true", help="also time each arm (quiet machine needed)")
     ap.add_argument("--out", default="benchmarks/results/allocation.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,7 +142,7 @@ def main() -> None:
     for ratio in args.ratios:
         masks: dict = {}
         for arm, config in configs(ratio, args.arms, saliency, dims, macs_of).items():
-            rows.append(run_arm(s, ratio, arm, config, steps, base_acc.correct_mask(), masks))
+            rows.append(run_arm(s, ratio, arm, config, steps, base_acc.correct_mask(), masks, args.latency))
     out = {"what": "global allocation by saliency vs uniform structure at equal MACs, default study",
            "command": " ".join([".venv/bin/python", *sys.argv]), "date": time.strftime("%Y-%m-%d"),
            "cpu": machine, "torch": torch.__version__, "threads": args.threads, "steps": steps,
