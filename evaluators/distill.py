@@ -133,32 +133,47 @@ def distilled(base: nn.Module, config, train: Dataset, *, steps: int, device: to
 
 
 def _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, seed, progress=None,
-            fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0):
+            fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0, cosine: bool = False,
+            checkpoint: Callable[[int], None] | None = None, every: int = 0):
+    """``steps`` steps of AdamW at ``lr`` (decayed to 0 along a cosine when ``cosine``). ``checkpoint(step)``
+    is called every ``every`` steps and after the last, on the plain student in eval mode (fake quantisation
+    and feature hooks are off during the call; they wrap each stretch of steps between checkpoints)."""
     from vitsearch.spaces import reapply_masks
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     sampler = RandomSampler(train, replacement=True, num_samples=steps * batch_size, generator=gen)
-    loader = DataLoader(train, batch_size=batch_size, sampler=sampler)
+    batches = iter(DataLoader(train, batch_size=batch_size, sampler=sampler))
     teacher = teacher.to(device).eval()
     student = student.to(device).train()
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    features = block_features(student, teacher) if feature_weight > 0 else contextlib.nullcontext()
-    with fake_quantised(student, fake_quant), features as features_loss:
-        for step, (images, labels) in enumerate(loader, 1):
-            images, labels = images.to(device), labels.to(device)
-            with torch.no_grad():
-                target = teacher(images)
-            loss = distillation_loss(student(images), target, labels, temperature, alpha)
-            if features_loss is not None:
-                loss = loss + feature_weight * features_loss()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            reapply_masks(student)
-            if progress is not None:
-                progress(step, steps)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if cosine else None
+    stretch = every if checkpoint is not None and every > 0 else steps
+    step = 0
+    while step < steps:
+        features = block_features(student, teacher) if feature_weight > 0 else contextlib.nullcontext()
+        with fake_quantised(student, fake_quant), features as features_loss:
+            for _ in range(min(stretch, steps - step)):
+                images, labels = next(batches)
+                images, labels = images.to(device), labels.to(device)
+                with torch.no_grad():
+                    target = teacher(images)
+                loss = distillation_loss(student(images), target, labels, temperature, alpha)
+                if features_loss is not None:
+                    loss = loss + feature_weight * features_loss()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                reapply_masks(student)
+                step += 1
+                if progress is not None:
+                    progress(step, steps)
+        if checkpoint is not None:
+            checkpoint(step)
+            student.train()
     student.eval()
 
 
@@ -183,6 +198,34 @@ def distil_further(student: nn.Module, teacher: nn.Module, train: Dataset, *, st
         _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, segment_seed(seed, rung),
                 progress, fake_quant=fake_quant, feature_weight=feature_weight)
     return student
+
+
+def polished(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: int, rung: int,
+             score: Callable[[nn.Module], float], every: int, device: torch.device | str = "cpu", lr: float = 1e-4,
+             batch_size: int = 64, temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, progress=None,
+             fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0) -> tuple[nn.Module, dict]:
+    """A last, longer distillation of a prepared ``student`` (in place): the learning rate decays along a
+    cosine to 0, and the weights kept are those ``score`` (e.g. val top-1) rated best at a checkpoint every
+    ``every`` steps and at the end (the earliest of equals; the starting weights count as step 0).
+
+    Returns (student, {"best_step", "scores": {step: score}}).
+    """
+    import copy
+
+    scores = {0: score(student.eval())}
+    best = {"step": 0, "state": copy.deepcopy(student.state_dict())}
+
+    def checkpoint(step: int) -> None:
+        scores[step] = score(student.eval())
+        if scores[step] > scores[best["step"]]:
+            best.update(step=step, state=copy.deepcopy(student.state_dict()))
+
+    if steps > 0:
+        _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, segment_seed(seed, rung),
+                progress, fake_quant=fake_quant, feature_weight=feature_weight, cosine=True, checkpoint=checkpoint,
+                every=every)
+    student.load_state_dict(best["state"])
+    return student.eval(), {"best_step": best["step"], "scores": scores}
 
 
 def distilled_chain(base: nn.Module, config, train: Dataset, *, rungs: tuple[int, ...] | list[int],

@@ -107,10 +107,13 @@ def _pick_lines(prov: dict, out: Path) -> list[str]:
              f"test {test['test_accuracy']:.2%} [{test['test_lo']:.1%}, {test['test_hi']:.1%}] (95 % Wilson, "
              f"{test['test_n']} images the search never saw)"]
     if "val_accuracy" in polish:
-        lines.append(f"polished {polish['steps']} more steps: val {polish['val_accuracy']:.2%}, test "
+        lines.append(f"polished {polish['steps']} more steps ({polish['schedule']}; best at step "
+                     f"{polish['best_step']}): val {polish['val_accuracy']:.2%}, test "
                      f"{polish['test_accuracy']:.2%} [{polish['test_lo']:.1%}, {polish['test_hi']:.1%}]; "
                      + ("exported the polished weights" if polish["kept"] else
                         "val dropped: exported the unpolished weights"))
+    elif "best_step" in polish:
+        lines.append(f"polished {polish['steps']} more steps: {polish['note']}; exported the unpolished weights")
     interval = f" [{speed['low']:.2f}, {speed['high']:.2f}]" if speed.get("low") else ""
     lines += [f"exported weights vs the uncompressed model ({paired['base_test_accuracy']:.2%} test): drop "
               f"{paired['text']}; speed-up x{speed['speedup']:.2f}{interval} in {lat['in_runtime']['runtime']}, "

@@ -28,6 +28,8 @@ from vitsearch.spaces.errors import ConfigError, NothingWithinBudget
 ACCURACY_TOLERANCE = {"cpu": 0.0, "cuda": 0.005}
 #: seconds between two progress lines of long work (the first comes after the first step)
 PROGRESS_EVERY_S = 5.0
+#: val checkpoints of the polish (its best is exported): enough to catch the peak of a cosine schedule
+POLISH_CHECKPOINTS = 8
 
 
 class StepProgress:
@@ -144,8 +146,9 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_
     In the study's runtime throughout (:class:`vitsearch.evaluators.pipeline.Pipeline`):
     the program is built from the weights, scored on val as the search scored it, and
     re-measured by the study's protocol. ``polish_steps`` (default: the study's top rung)
-    more distillation steps before export; the polished weights (and their program) are
-    kept only when their val accuracy is not lower (val selects, test reports). Returns
+    more distillation steps before export, the learning rate decayed along a cosine, the
+    best of :data:`POLISH_CHECKPOINTS` val checkpoints kept, and only when its val accuracy
+    is above the unpolished weights' (val selects, test reports). Returns
     the provenance, with both accuracies.
     """
     import copy
@@ -190,7 +193,7 @@ def _polish(view, session, config, prepared, acc, number: int, polish_steps: int
     """(what the polish did, (polished weights, their program) when kept else None)."""
     import copy
 
-    from vitsearch.evaluators.distill import distil_further
+    from vitsearch.evaluators.distill import polished as distil_polished
     from vitsearch.search.results.testacc import measure_test_deployed
 
     rc = view.spec.recovery
@@ -201,9 +204,16 @@ def _polish(view, session, config, prepared, acc, number: int, polish_steps: int
         polish["note"] = "the uncompressed model is the teacher: nothing to polish"
     if steps <= 0 or pipe.is_uncompressed(config):
         return polish, None
-    polished = distil_further(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
-                              rung=len(rc.ladder), progress=StepProgress(f"pick: polishing trial {number}"),
-                              **pipe.recovery_settings(config))
+    every = -(-steps // POLISH_CHECKPOINTS)
+    polished, seen = distil_polished(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
+                                     rung=len(rc.ladder), score=lambda m: pipe.score(m, config).top1, every=every,
+                                     progress=StepProgress(f"pick: polishing trial {number}"),
+                                     **pipe.recovery_settings(config))
+    polish.update(schedule=f"cosine to 0, the best val of checkpoints every {every} steps",
+                  best_step=seen["best_step"], val_at_checkpoints={str(k): v for k, v in seen["scores"].items()})
+    if seen["best_step"] == 0:
+        polish["note"] = "no checkpoint scored above the unpolished weights on val"
+        return polish, None
     program = pipe.build(polished, config)
     pval = pipe.score(polished, config, program)
     polish.update(val_accuracy=pval.top1, **measure_test_deployed(session, polished, config, program),

@@ -176,4 +176,6 @@ def _test_line(acc: dict[str, Any]) -> str:
     if "val_accuracy" in polish:
         line += (f"; polished {polish['steps']} more steps: val {polish['val_accuracy']:.2%}, test "
                  f"{polish['test_accuracy']:.2%} ({'kept' if polish['kept'] else 'not kept: val dropped'})")
+    elif "best_step" in polish:
+        line += f"; polished {polish['steps']} more steps, not kept: {polish['note']}"
     return line
