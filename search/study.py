@@ -211,6 +211,17 @@ class SearchSection(_Strict):
     #: for TPE at most 10)
     startup_trials: Int | None = Field(default=None, gt=0)
     batch_size: Int | None = Field(default=None, gt=0)
+    #: time each precision the space offers alone at run start and settle the candidates that use one
+    #: slower than the uncompressed model (search/engine/gain.py); latency-only studies without a predictor
+    screen: Bool = True
+
+    @model_serializer(mode="wrap")
+    def _screen_unwritten(self, handler):
+        # a study that leaves it on dumps as before it existed (run dirs and shared studies compare dumps)
+        data = handler(self)
+        if self.screen:
+            data.pop("screen", None)
+        return data
 
 
 class StudySpec(_Strict):

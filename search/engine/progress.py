@@ -88,8 +88,10 @@ class Progress:
         if self.bar is not None:
             self.bar.n = self._done
             rungs = "/".join(map(str, counts["reached_rung"]))
+            settled = sum(counts[k] for k in ("settled_on_predicted_cost", "settled_on_measured_cost",
+                                               "settled_screened"))
             self.bar.set_postfix_str(
-                f"rungs {rungs}, settled {counts['settled_on_predicted_cost'] + counts['settled_on_measured_cost']}, "
+                f"rungs {rungs}, settled {settled}, "
                 f"failed {counts['failed']}, infeasible {counts['infeasible']}, reused {counts['reused']}, "
                 f"front {len(front)}, best feasible val acc {'n/a' if best != best else f'{best:.2%}'}, "
                 f"{fastest_text(front)}, "

@@ -346,11 +346,18 @@ class CandidateSearch(OptunaSearch):
         return [v for n, v in zip(names, constraints, strict=True) if n != "accuracy"]
 
     def _precheck(self, config) -> Settled | None:
-        """Driver-side: over a budget on predicted latency, or (latency the only cost objective) no gain."""
+        """Driver-side: over a budget on predicted latency, using a screened precision, or (latency the only cost
+        objective) no gain on predicted latency."""
         reason = self.feasibility.precheck(config)
         if reason is not None:
             return Settled(reason.text, reason.metrics, self._measured(reason.constraints), "cost budget")
         predictor, ref = self.feasibility.predictor, self.reference
+        if ref is not None and (entry := ref.screened_out(config)) is not None:
+            metrics = {"config": config.to_dict(), "accuracy": None,
+                       "latency": {"median_ms": None, "source": "screened"}, "screened": entry}
+            # no budget of it was measured: 0 there; its no-gain margin is the part's own measured slowdown
+            margin = max((entry["ratio"] - 1.0) * ref.latency_ms, 1e-6)
+            return Settled(ref.screen_text(entry), metrics, [*(0.0 for _ in self._measured_names()), margin], "no gain")
         if predictor is None or ref is None or ref.cost_objectives != ("latency_ms",):
             return None
         pred = predictor.predict(config)

@@ -229,7 +229,8 @@ def run_counts(frame: pd.DataFrame, rungs: int = 1) -> dict[str, Any]:
     return {
         "evaluated": len(done),
         "settled_on_predicted_cost": int((settled & (frame["latency_source"] == "predicted")).sum()),
-        "settled_on_measured_cost": int((settled & (frame["latency_source"] != "predicted")).sum()),
+        "settled_on_measured_cost": int((settled & ~frame["latency_source"].isin(["predicted", "screened"])).sum()),
+        "settled_screened": int((settled & (frame["latency_source"] == "screened")).sum()),
         "settled_no_gain": int((settled & (frame["settled"] == "no gain")).sum()),
         "reused": int((~fresh).sum()),
         "failed": int((frame["state"] == "FAIL").sum()),
@@ -243,8 +244,11 @@ def run_counts(frame: pd.DataFrame, rungs: int = 1) -> dict[str, Any]:
 def counts_line(c: dict[str, Any], steps: tuple[int, ...] | list[int]) -> str:
     """The counts as one sentence (end of run, report)."""
     reached = ", ".join(f"{n} at rung {k} ({s} steps)" for k, (n, s) in enumerate(zip(c["reached_rung"], steps)))
+    screened = (f", {c['settled_screened']} by the run-start precision screen" if c.get("settled_screened")
+                else "")
     return (f"{c['evaluated']} evaluated ({reached}); settled without accuracy work: "
-            f"{c['settled_on_predicted_cost']} on predicted cost, {c['settled_on_measured_cost']} on measured cost "
-            f"({c['settled_no_gain']} of them no gain over the uncompressed model); {c['reused']} reused duplicates, "
+            f"{c['settled_on_predicted_cost']} on predicted cost, {c['settled_on_measured_cost']} on measured cost"
+            f"{screened} ({c['settled_no_gain']} of them no gain over the uncompressed model); {c['reused']} reused "
+            "duplicates, "
             f"{c['failed']} failed" + (f" ({c['repeated_failures']} repeats of a config that failed for good, "
                                        "not evaluated again)" if c.get("repeated_failures") else ""))

@@ -1,0 +1,95 @@
+"""The run-start precision screen: a precision slower than the uncompressed model on a part alone is timed once,
+and every candidate using it is settled by the driver without evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from clitools import SMALL_STUDY, vitsearch
+from tinystudy import tiny_study_dict, write_study
+
+from vitsearch.search.engine.gain import Reference, screen_precisions
+from vitsearch.search.session import load_session
+from vitsearch.search.study import parse_study
+from vitsearch.spaces import CompressionConfig
+
+#: int8 offered on attention only, few other choices: the screen times attn int8 alone and nothing else
+SPACE = {"depth": {"keep_min": 6}, "heads": {"keep": [6], "kv_heads": [6]}, "tokens": {"shares": [1.0]},
+         "sparsity": {"attn": ["dense"], "mlp": ["dense", "2:4"]},
+         "precision": {"attn": ["fp32", "int8"], "mlp": ["fp32"]}}
+ROW = {"part": "attn", "precision": "int8", "ratio": 2.5, "ratio_low": 2.4, "ratio_high": 2.6, "latency_ms": 5.0,
+       "n_runs": 40, "screened": True}
+
+
+def _reference(*rows) -> Reference:
+    return Reference(2.0, 5.0, 1, "measured at run start", ("latency_ms",), screen=rows)
+
+
+def test_a_screened_precision_matches_uniform_and_per_block_configs_on_its_part_only():
+    ref = _reference(ROW, {**ROW, "part": "mlp", "screened": False})
+    assert ref.screened_out(CompressionConfig.from_dict({"precision": {"attn": "int8"}})) == ROW
+    per_block = CompressionConfig.from_dict({"precision": {"attn": ["fp32", "int8", "fp32", "fp32", "fp32", "fp32",
+                                                                     "fp32", "fp32"]}})
+    assert ref.screened_out(per_block) == ROW
+    assert ref.screened_out(CompressionConfig.from_dict({"precision": {"mlp": "int8"}})) is None  # timed, not slower
+    assert ref.screened_out(CompressionConfig()) is None
+    text = ref.screen_text(ROW)
+    assert "attn int8 alone runs x2.50 [2.40, 2.60]" in text and "not accuracy-evaluated" in text
+    json.dumps(vars(ref))  # plain data: the summary writes vars(reference)
+
+
+def test_the_screen_times_each_offered_precision_alone_on_each_part(tmp_path):
+    """Real timing of the built-in model, interleaved: one row per (part, precision other than the base) the space
+    offers, each with its ratio interval; screened exactly where the interval lies above 1."""
+    from vitsearch.search.preflight import runtime_search_space
+
+    spec = parse_study(tiny_study_dict(SMALL_STUDY, space={**SPACE, "precision": {"attn": ["fp32", "int8"],
+                                                                                   "mlp": ["fp32", "int8"]}}))
+    session = load_session(spec)
+    space, _ = runtime_search_space(spec, session.base, session.device, session.data.calibration)
+    rows = screen_precisions(session, space)
+    assert [(r["part"], r["precision"]) for r in rows] == [("attn", "int8"), ("mlp", "int8")]
+    for r in rows:
+        assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and r["n_runs"] >= 3
+        assert r["screened"] == (r["ratio_low"] > 1.0)
+
+
+@pytest.mark.slow
+def test_a_run_settles_every_candidate_using_a_screened_precision_and_evaluates_none(tmp_path):
+    """torchao's dynamic int8 in eager at batch 1 on a CPU is slower than fp32 (2-3x on every CPU measured,
+    docs/results.md); the run times it once, says so, and never evaluates a candidate using it."""
+    study = write_study(tmp_path / "study.yaml", SMALL_STUDY, space=SPACE,
+                        search={"trials": 3, "sampler": "random", "seed": 1}, recovery={"steps": 1, "batch_size": 8})
+    run = tmp_path / "run"
+    proc = vitsearch("run", study, "--out", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    screen = json.loads((run / "summary.json").read_text())["reference"]["screen"]
+    assert [(r["part"], r["precision"]) for r in screen] == [("attn", "int8")]
+    assert screen[0]["screened"], f"attn int8 alone was not slower on this CPU: {screen[0]}"
+    assert "screened: attn int8 alone runs x" in proc.stderr
+    trials = optuna.load_study(study_name="t", storage=f"sqlite:///{run / 'optuna.db'}").trials
+    int8 = [t for t in trials if t.params.get("precision.attn") == "int8"]
+    evaluated = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert int8 and evaluated and not [t for t in int8 if t.state == optuna.trial.TrialState.COMPLETE]
+    for t in int8:
+        assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["settled"] == "no gain"
+        assert t.constraints["no_gain_vs_uncompressed"] > 0  # the part's measured slowdown, in ms
+    assert "by the run-start precision screen" in proc.stdout + proc.stderr
+    # search.screen: false turns it off; left on, a study dumps as before it existed
+    assert "screen" not in parse_study(tiny_study_dict(SMALL_STUDY)).search.model_dump()
+    assert parse_study({"search": {"screen": False}}).search.model_dump()["screen"] is False
+
+
+@pytest.mark.parametrize("screen", [True, False])
+def test_load_inputs_screens_only_when_on(tmp_path, screen):
+    """What the driver loads: the screen's rows on the reference (on), none (search.screen: false)."""
+    from vitsearch.search.engine.plan import RunPlan
+    from vitsearch.search.engine.startup import load_inputs
+    from vitsearch.search.results.rundir import RunDir
+
+    spec = parse_study(tiny_study_dict(SMALL_STUDY, space=SPACE, search={"screen": screen}))
+    plan = RunPlan(spec, RunDir(tmp_path / "run"), False, 1, 1, 1, "sqlite://", None, 1, False)
+    inputs = load_inputs(plan, [("accuracy", "maximize"), ("latency_ms", "minimize")])
+    assert [(r["part"], r["precision"]) for r in inputs.reference.screen] == ([("attn", "int8")] if screen else [])
