@@ -20,14 +20,15 @@ def test_accuracy_equals_direct_computation(builtin_model, mnist):
 
 @pytest.mark.slow
 def test_recovery_improves_a_damaged_model(builtin_model, mnist):
+    # 20 steps: 0.948 -> 0.958 on the val split (60 steps reached 0.956: no more gain, three times the time)
     config = CompressionConfig.from_dict({"depth": {"keep": 4}})
     before = evaluate_accuracy(compress(builtin_model, config, calibration=mnist.calibration), mnist.val).top1
-    after_model = recover(builtin_model, config, mnist.train, steps=60, seed=0, calibration=mnist.calibration)
+    after_model = recover(builtin_model, config, mnist.train, steps=20, seed=0, calibration=mnist.calibration)
     after = evaluate_accuracy(after_model, mnist.val).top1
     assert after > before + 0.005
-    assert after_model.vitsearch_info["recovery_steps"] == 60
+    assert after_model.vitsearch_info["recovery_steps"] == 20
     # seeded: the same run gives the same model
-    again = recover(builtin_model, config, mnist.train, steps=60, seed=0, calibration=mnist.calibration)
+    again = recover(builtin_model, config, mnist.train, steps=20, seed=0, calibration=mnist.calibration)
     assert evaluate_accuracy(again, mnist.val).top1 == after
 
 

@@ -119,7 +119,8 @@ def _completed(db: Path) -> int:
 
 
 def test_resume_after_sigkill(tmp_path, tiny_study):
-    study_path = tiny_study(STUDY, search={"trials": 8, "batch_size": 1})
+    # 5 trials: killed at 3 or more COMPLETE (what is in flight then is asked again), the resume does the rest
+    study_path = tiny_study(STUDY, search={"trials": 5, "batch_size": 1})
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "vitsearch.search.cli", "run", str(study_path), "--out", str(run)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -136,7 +137,7 @@ def test_resume_after_sigkill(tmp_path, tiny_study):
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, mid-run
     proc.wait()
     killed_at = _completed(run / "optuna.db")
-    # the run may have completed more trials between the last poll and the kill (all 8 on
+    # the run may have completed more trials between the last poll and the kill (all 5 on
     # a fast machine); resuming must hold in every case
     assert killed_at >= 3
 
@@ -145,7 +146,7 @@ def test_resume_after_sigkill(tmp_path, tiny_study):
     # workers of the killed driver's Ray (own sessions, orphaned) are gone: reaped at the resume's start
     assert session_processes(session) == []
     study, frame = load(run)
-    assert ((frame.state == "COMPLETE") & frame.reused_from.isna()).sum() == 8
+    assert ((frame.state == "COMPLETE") & frame.reused_from.isna()).sum() == 5
     configs = evaluated_configs(frame)
     assert len(configs) == len(set(configs)), "a config was evaluated twice"
     # resuming with a different study file is refused, and changes nothing

@@ -103,10 +103,10 @@ def test_startup_trials_of_tpe_and_gp():
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_fidelity_bench_end_to_end(tmp_path):
-    """Two fidelities, one seed, 0.4 min each: every front point on test, one reference point, nothing RUNNING."""
+    """Two fidelities, one seed, 0.3 min each: every front point on test, one reference point, nothing RUNNING."""
     study = write_study(tmp_path / "study.yaml", TINY)
     out = tmp_path / "bench"
-    proc = vitsearch("bench-search", study, "--fidelity", "zero-shot,rungs", "--wall-minutes", "0.4", "--seeds", "1",
+    proc = vitsearch("bench-search", study, "--fidelity", "zero-shot,rungs", "--wall-minutes", "0.3", "--seeds", "1",
                      "--out", out, timeout=1100)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "zero-shot" in proc.stdout and "vs zero-shot" in proc.stdout
@@ -132,6 +132,6 @@ def test_fidelity_bench_end_to_end(tmp_path):
         # WAITING only for presets enqueued at the start and never handed out (a resume would take them)
         assert all("fixed_params" in t.system_attrs and not t.user_attrs for t in st.trials if t.state.name == "WAITING")
         assert json.loads((tmp_path / "bench" / "runs" / f"{run['fidelity']}-seed0" / "summary.json").read_text())[
-            "time_budget_minutes"] == 0.4
+            "time_budget_minutes"] == 0.3
     zs, rg = s["hypervolume"]["zero-shot"]["mean"], s["hypervolume"]["rungs"]["mean"]
     assert s["ratio_rungs_vs_zero_shot"] == (pytest.approx(rg / zs) if zs else None)

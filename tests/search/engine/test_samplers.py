@@ -108,7 +108,7 @@ def test_a_users_own_study_with_no_sampler_named_runs_reports_and_picks(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "random"])
-def test_each_named_sampler_runs_reports_and_picks_through_ray_tune(tmp_path, sampler):
+def test_each_named_sampler_runs_through_ray_tune(tmp_path, sampler):
     study = write_user_study(tmp_path, sampler=sampler)
     run = tmp_path / "run"
     proc = vitsearch("run", study, "--out", run)
@@ -116,12 +116,14 @@ def test_each_named_sampler_runs_reports_and_picks_through_ray_tune(tmp_path, sa
     assert yaml.safe_load((run / "study.yaml").read_text())["search"]["sampler"] == sampler
     trials = optuna.load_study(study_name="own", storage=f"sqlite:///{run / 'optuna.db'}").trials
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2
-    # what follows a run does not depend on the sampler: the recorded figures are enough here
-    assert vitsearch("report", run, "--no-remeasure").returncode == 0
-    pick = vitsearch("pick", run, "--latency-ms", "1000", "--no-remeasure", "--polish-steps", "0",
-                     "--out", tmp_path / "picked")
-    assert pick.returncode == 0, pick.stderr[-2000:]
-    assert (tmp_path / "picked" / "config.json").is_file()
+    if sampler == "random":
+        # what follows a run does not depend on the sampler (NSGA-II's run is reported and picked above,
+        # re-measured): one named sampler's run is enough for report and pick on the recorded figures
+        assert vitsearch("report", run, "--no-remeasure").returncode == 0
+        pick = vitsearch("pick", run, "--latency-ms", "1000", "--no-remeasure", "--polish-steps", "0",
+                         "--out", tmp_path / "picked")
+        assert pick.returncode == 0, pick.stderr[-2000:]
+        assert (tmp_path / "picked" / "config.json").is_file()
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
