@@ -120,14 +120,15 @@ def allocate_macs(saliency: Saliency, dims: VitDims, ratio: float, depth_keep: i
     left = full
     ranked = sorted([(s, p, j, "h") for s, p, j in _ranked(saliency.heads, costs.head, kept)]
                     + [(s, p, j, "g") for s, p, j in _ranked(saliency.groups, costs.group, kept)])
+    target = ratio * full * (1 + 1e-9)  # the least ratio reachable, written as a share, is reached despite rounding
     for _, pos, _, kind in ranked:
-        if left <= ratio * full:
+        if left <= target:
             break
         counts, cost = (heads, macs.head) if kind == "h" else (groups, macs.group)
         if counts[pos] > 1:
             counts[pos] -= 1
             left -= cost[kept[pos]]
-    if left > ratio * full:
+    if left > target:
         raise ConfigError(f"allocation: a MAC ratio of {ratio!r} is not allowed; keeping one head and one "
                           f"channel group per block leaves {left / full:.3f} of the block MACs")
     return Allocation(tuple(heads), tuple(g * saliency.group for g in groups))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
 
 from vitsearch.spaces.allocate import GROUP, Allocation, Saliency, allocate, allocate_macs, least_macs_ratio, mac_costs
 from vitsearch.spaces.config import CompressionConfig
@@ -62,6 +62,15 @@ class AllocationSpec(BaseModel):
         if any(isinstance(x, bool) or not 0.0 <= x <= 1.0 for x in v):
             raise ValueError(f"{v} has a share outside [0, 1]; expected shares of the linear groups quantised, e.g. 0.5")
         return sorted(set(float(x) for x in v))
+
+    @model_serializer(mode="wrap")
+    def _new_fields_unwritten(self, handler):
+        # a study that leaves them at their defaults dumps as before they existed (shared studies compare dumps)
+        data = handler(self)
+        for name in ("budget", "macs_kept"):
+            if getattr(self, name) == AllocationSpec.model_fields[name].get_default(call_default_factory=True):
+                data.pop(name, None)
+        return data
 
     @field_validator("macs_kept")
     @classmethod

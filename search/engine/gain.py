@@ -9,7 +9,8 @@ settled after its cost check, without distillation or accuracy work.
 than the uncompressed model on this device and runtime (torchao's dynamic int8 in eager at
 batch 1 on a CPU: 2-3x slower) makes every candidate using it slower than the same
 candidate with that part in the base precision, which is at least as accurate. Each
-precision the space offers other than the base is timed alone on each part, interleaved
+precision the space offers below the base (quantised; half precisions under fp32 on a
+CPU) is timed alone on each part whose base precision is also a choice, interleaved
 with the uncompressed model, once per run start; those whose ratio interval lies wholly
 above 1 are screened, and a candidate using one is settled by the driver before any
 measurement (PRUNED, ``settled`` "no gain", its no-gain margin the part's measured
@@ -88,17 +89,29 @@ def _part_values(config: Any, part: str) -> set[str]:
     return set(value) if isinstance(value, tuple) else {value}
 
 
+def _below(base: str) -> tuple[str, ...]:
+    """The precisions that lose information against ``base``: the quantised ones, and half precisions under fp32
+    on a CPU (on CUDA a half precision also unlocks 2:4 kernels, so alone it says nothing of a 2:4 candidate)."""
+    from vitsearch.spaces.budgets import QUANTISED_KINDS
+
+    return QUANTISED_KINDS + (("fp16", "bf16") if base == "fp32" else ())
+
+
 def screen_precisions(session, space) -> tuple[dict, ...]:
-    """Each precision ``space`` offers other than the base, timed alone on each part interleaved with the
-    uncompressed model (the study's protocol); ``screened`` where its ratio interval lies wholly above 1."""
+    """Each precision ``space`` offers below the base (:func:`_below`), timed alone on each part whose base
+    precision is also a choice, interleaved with the uncompressed model (the study's protocol); ``screened``
+    where its ratio interval lies wholly above 1. Half precisions are screened on a CPU only."""
     from dataclasses import replace
 
     base = session.reference_config
-    dists = space.distributions()
-    offered = {part: [v for v in getattr(dists.get(f"precision.{part}"), "choices", ()) if v != base.precision.base]
-               for part in ("attn", "mlp")}
-    if space.mixed is not None:
-        offered = {"attn": [space.mixed.low], "mlp": [space.mixed.low]}
+    below = _below(base.precision.base) if session.device.type == "cpu" else _below("")
+    if space.mixed is not None:  # the budget's quantised precision, where a share keeps every group in the base
+        offered = {part: [space.mixed.low] if 0.0 in space.mixed.shares else [] for part in ("attn", "mlp")}
+    else:  # the part's choices below the base, where the base itself is a choice (the faster twin is in the space)
+        dists = space.distributions()
+        choices = {part: tuple(getattr(dists.get(f"precision.{part}"), "choices", ())) for part in ("attn", "mlp")}
+        offered = {part: [v for v in c if v in below] if base.precision.base in c else [] for part, c in
+                   choices.items()}
     out = []
     for part, values in offered.items():
         for value in values:

@@ -217,7 +217,7 @@ def _polish(view, session, config, prepared, acc, number: int, polish_steps: int
     program = pipe.build(polished, config)
     pval = pipe.score(polished, config, program)
     polish.update(val_accuracy=pval.top1, **measure_test_deployed(session, polished, config, program),
-                  kept=pval.top1 >= acc.top1)
+                  kept=pval.top1 > acc.top1)
     return polish, ((polished, program) if polish["kept"] else None)
 
 

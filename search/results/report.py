@@ -223,7 +223,10 @@ def _html(view, front, check, importances, imp_how, figs, basis: MsBasis) -> str
     intro = [f"Run dir {view.path}; {_counts(view)}; {infeasible} infeasible; {len(view.front)} on the Pareto front."
              + (f" {n} infeasible trial(s) were settled on their predicted or measured latency / size alone, "
                 "without accuracy work; the front figure shows them as triangles under the lowest accuracy "
-                "shown (on the latency axis' edge when far)." if (n := _skipped_count(view.frame)) else ""),
+                "shown (on the latency axis' edge when far)." if (n := _skipped_count(view.frame)) else "")
+             + (f" {m} trial(s) used a precision the run-start screen found slower than the uncompressed model "
+                "and were settled without being built (not timed, not plotted)."
+                if (m := _screened_count(view.frame)) else ""),
              f"Latency basis: {basis.text()}."]
     esc = html.escape
     sections = [] if importances else [f"<h2>Knob effects</h2><p>{esc(imp_how)}</p>"]
@@ -265,4 +268,9 @@ def _with_test(view: RunView, front: pd.DataFrame) -> pd.DataFrame:
 
 def _skipped_count(frame) -> int:
     """Trials settled on their cost (over a budget or no gain), never accuracy-evaluated (cheap first)."""
-    return int((frame["settled"].notna() & frame["accuracy"].isna()).sum())
+    return int((frame["settled"].notna() & frame["accuracy"].isna() & (frame["latency_source"] != "screened")).sum())
+
+
+def _screened_count(frame) -> int:
+    """Trials settled by the run-start precision screen (no latency of their own)."""
+    return int((frame["settled"].notna() & (frame["latency_source"] == "screened")).sum())

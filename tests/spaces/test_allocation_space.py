@@ -167,6 +167,8 @@ def test_the_macs_budget_is_one_share_met_in_every_kept_block_set(macs_space, bu
     assert macs_space.presets()[0].is_identity()
     x = torch.randn(2, 1, 28, 28)
     assert torch.isfinite(compress(builtin_model, macs_space.config_from_params({"allocation.macs_kept": 0.4}))(x)).all()
+    assert "budget" not in SpaceSpec.model_validate(SALIENCY).model_dump(mode="json")["allocation"]  # as before
+    assert SpaceSpec.model_validate(MACS_BUDGET).model_dump(mode="json")["allocation"]["budget"] == "macs"
     again = SpaceSpec.model_validate(SpaceSpec.model_validate(MACS_BUDGET).model_dump(mode="python"))
     assert again == macs_space.spec and pickle.loads(pickle.dumps(macs_space)).distributions() == dists
 

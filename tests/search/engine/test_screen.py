@@ -54,6 +54,29 @@ def test_the_screen_times_each_offered_precision_alone_on_each_part(tmp_path):
     for r in rows:
         assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and r["n_runs"] >= 3
         assert r["screened"] == (r["ratio_low"] > 1.0)
+    # a part without its base precision among the choices has no faster twin in the space: never screened
+    spec = parse_study(tiny_study_dict(SMALL_STUDY, space={**SPACE, "precision": {"attn": ["int8"],
+                                                                                   "mlp": ["fp32", "int8"]}}))
+    space, _ = runtime_search_space(spec, session.base, session.device, session.data.calibration)
+    assert [(r["part"], r["precision"]) for r in screen_precisions(session, space)] == [("mlp", "int8")]
+
+
+def test_only_precisions_below_the_base_are_screened():
+    from vitsearch.search.engine.gain import _below
+
+    assert "fp32" not in _below("bf16") and "bf16" not in _below("bf16") and "int8" in _below("bf16")
+    assert {"fp16", "bf16", "int8"} <= set(_below("fp32"))
+
+
+def test_the_report_counts_screened_trials_apart():
+    import pandas as pd
+
+    from vitsearch.search.results.report import _screened_count, _skipped_count
+
+    frame = pd.DataFrame({"settled": ["no gain", "no gain", "cost budget", None],
+                          "accuracy": [None, None, None, 0.9],
+                          "latency_source": ["screened", "measured", "predicted", "measured"]})
+    assert (_skipped_count(frame), _screened_count(frame)) == (2, 1)
 
 
 @pytest.mark.slow
