@@ -10,8 +10,9 @@ never a block's last head or last channel group:
 
 - :func:`allocate`: per-type budgets, exactly ``round(share * count)`` heads and channel
   groups of the kept blocks;
-- :func:`allocate_macs`: one target, a share of the kept blocks' head and MLP MACs, reached
-  by removing across both types, lowest score first, until the MACs left are at or below it.
+- :func:`allocate_macs`: one target, a share of the kept blocks' head and MLP MACs
+  (:func:`macs_share`), reached by removing across both types, lowest score first, until
+  the MACs left are at or below it.
 
 Pure and deterministic (ties go to the earlier block, then the earlier structure). The
 measurement (:func:`measure`) is cached per base model, weights and calibration, so a
@@ -21,6 +22,7 @@ search pays it once.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -110,8 +112,8 @@ def allocate(saliency: Saliency, dims: VitDims, heads_removed: float = 0.0, mlp_
 
 def allocate_macs(saliency: Saliency, dims: VitDims, ratio: float, depth_keep: int | None = None,
                   costs: Costs | None = None) -> Allocation:
-    """Remove heads and channel groups together, lowest score first, until the kept blocks' head and MLP
-    MACs are at most ``ratio`` of what they are whole (ranked by ``costs``, counted in MACs)."""
+    """Remove heads and channel groups together, lowest score first, until the allocation's
+    :func:`macs_share` is at most ``ratio`` (ranked by ``costs``, counted in MACs)."""
     kept = saliency.kept(depth_keep)
     macs = mac_costs(dims, saliency.group)
     costs = costs or macs
@@ -134,10 +136,18 @@ def allocate_macs(saliency: Saliency, dims: VitDims, ratio: float, depth_keep: i
     return Allocation(tuple(heads), tuple(g * saliency.group for g in groups))
 
 
+def macs_share(dims: VitDims, heads: Sequence[int], hidden: Sequence[int], group: int = GROUP) -> float:
+    """The head and MLP MACs (:func:`mac_costs`) of blocks keeping ``heads[k]`` query heads and ``hidden[k]``
+    MLP hidden channels, over the same blocks whole (all heads, full width); 1.0 when nothing is removed.
+    Every block costs alike, so the share does not depend on which base blocks the entries are."""
+    macs = mac_costs(dims, group)
+    kept = sum(macs.head[0] * h + macs.group[0] * w / group for h, w in zip(heads, hidden, strict=True))
+    return kept / (len(heads) * (macs.head[0] * dims.num_heads + macs.group[0] * dims.mlp_hidden / group))
+
+
 def least_macs_ratio(dims: VitDims, group: int = GROUP) -> float:
     """The smallest ratio :func:`allocate_macs` can reach: one head and one channel group per block."""
-    macs = mac_costs(dims, group)
-    return (macs.head[0] + macs.group[0]) / (macs.head[0] * dims.num_heads + macs.group[0] * (dims.mlp_hidden // group))
+    return macs_share(dims, [1], [group], group)
 
 
 def _counts(saliency: Saliency, kept: list[int]) -> tuple[list[int], list[int]]:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
 
-from vitsearch.spaces.allocate import GROUP, Allocation, Saliency, allocate, allocate_macs, least_macs_ratio, mac_costs
+from vitsearch.spaces.allocate import GROUP, Allocation, Saliency, allocate, allocate_macs, least_macs_ratio, macs_share
 from vitsearch.spaces.config import CompressionConfig
 from vitsearch.spaces.errors import ConfigError
 from vitsearch.spaces.knobs.perblock import expand
@@ -182,10 +182,7 @@ class BudgetSpace:
                 a = self._allocation({MACS: share}, config.depth.keep)
                 if (tuple(a.heads), tuple(a.hidden)) == (tuple(heads), tuple(hidden)):
                     return {MACS: share}
-            macs = mac_costs(self.dims, self.spec.group)
-            kept = sum(macs.head[0] * h + macs.group[0] * w / self.spec.group for h, w in zip(heads, hidden))
-            ratio = kept / (n * (macs.head[0] * self.dims.num_heads
-                                 + macs.group[0] * self.dims.mlp_hidden / self.spec.group))
+            ratio = macs_share(self.dims, heads, hidden, self.spec.group)
             return {MACS: min(self.spec.macs_kept, key=lambda s: abs(s - ratio))}
         removed = {HEADS: (n * self.dims.num_heads - sum(heads), n * self.dims.num_heads, self.spec.heads_removed),
                    MLP: ((n * self.dims.mlp_hidden - sum(hidden)) / self.spec.group,

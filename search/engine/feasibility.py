@@ -77,18 +77,22 @@ class Feasibility:
         """Driver-side check on the predicted latency (None without a predictor)."""
         if self.predictor is None or self.max_latency_ms is None:
             return None
-        pred = self.predictor.predict(config)
-        metrics = {"accuracy": None, "latency": {"median_ms": pred.median_ms, "source": "predicted",
-                                                  "uncertainty_ms": pred.uncertainty_ms,
-                                                  "fingerprint_id": self.predictor_fingerprint,
-                                                  **pred.interval_entry()}}
-        if getattr(self.predictor, "scale", 1.0) != 1.0:
-            metrics["latency"]["calibration_factor"] = round(self.predictor.scale, 4)
-        if pred.low_ms <= self.max_latency_ms:
+        metrics = self.predicted(config)
+        if metrics["latency"]["low_ms"] <= self.max_latency_ms:
             return None
         return Infeasible(f"{_interval_text(metrics)} > budget {self.max_latency_ms:g} ms: over with >= 95 % "
                           "probability (not compressed, not evaluated)", metrics,
                           self.constraints({**metrics, "size_mb": 0.0}))
+
+    def predicted(self, config) -> dict[str, Any]:
+        """What the predictor knows of ``config`` before anything is built: its metrics, accuracy unknown."""
+        pred = self.predictor.predict(config)
+        metrics = {"config": config.to_dict(), "accuracy": None,
+                   "latency": {"median_ms": pred.median_ms, "source": "predicted", "uncertainty_ms": pred.uncertainty_ms,
+                               "fingerprint_id": self.predictor_fingerprint, **pred.interval_entry()}}
+        if getattr(self.predictor, "scale", 1.0) != 1.0:
+            metrics["latency"]["calibration_factor"] = round(self.predictor.scale, 4)
+        return metrics
 
     def values(self, metrics: dict[str, Any], objectives: list[tuple[str, str]]) -> list[float]:
         """Objective values for Optuna from an evaluation's metrics."""

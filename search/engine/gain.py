@@ -5,17 +5,22 @@ lighter in MACs, where those are objectives) is no deployment improvement whatev
 accuracy: the uncompressed model is at least as accurate and at least as cheap. It is
 settled after its cost check, without distillation or accuracy work.
 
-**The run-start screen** (:func:`screen_precisions`): a precision that makes a part slower
-than the uncompressed model on this device and runtime (torchao's dynamic int8 in eager at
-batch 1 on a CPU: 2-3x slower) makes every candidate using it slower than the same
-candidate with that part in the base precision, which is at least as accurate. Each
-precision the space offers below the base (quantised; half precisions under fp32 on a
-CPU) is timed alone on each part whose base precision is also a choice, interleaved
-with the uncompressed model, once per run start; those whose ratio interval lies wholly
-above 1 are screened, and a candidate using one is settled by the driver before any
-measurement (PRUNED, ``settled`` "no gain", its no-gain margin the part's measured
-slowdown). Latency-only studies without a fitted predictor (a predictor settles them on
-predicted cost already).
+**The run-start screen** (:func:`screen_space`): a knob value that cannot make a part
+cheaper on this device and runtime makes every candidate using it no better than the same
+candidate without it, which is at least as accurate. Once per run start, each such value
+the space offers is timed alone on its part, interleaved with the uncompressed model, and
+candidates using a screened one are settled by the driver before any measurement
+(PRUNED, ``settled`` "no gain", its no-gain margin the part's measured slowdown):
+
+* a precision below the base (quantised; half precisions under fp32 on a CPU), on a part
+  whose base precision is also a choice, when its ratio interval lies wholly above 1
+  (torchao's dynamic int8 in eager at batch 1 on a CPU: 2-3x slower);
+* a sparsity with no sparse kernel on the device (2:4 and unstructured on a CPU; unstructured
+  everywhere), on a part where dense is also a choice: its weights run masked and dense, so
+  it costs accuracy and saves nothing; screened unless its interval lies wholly below 1.
+
+Latency-only studies without a fitted predictor (a predictor settles them on predicted
+cost already).
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ class Reference:
     macs: int
     latency_source: str
     cost_objectives: tuple[str, ...]  # the study's objectives other than accuracy
-    #: the run-start screen, each precision timed alone on a part ({"part", "precision", "ratio", "ratio_low",
-    #: "ratio_high", "latency_ms", "n_runs", "screened"}; plain, for the summary); "screened": slower
+    #: the run-start screen, each value timed alone on a part ({"knob", "part", "value", "ratio", "ratio_low",
+    #: "ratio_high", "latency_ms", "n_runs", "device", "screened"}; plain, for the summary)
     screen: tuple[dict, ...] = ()
 
     def no_gain(self, metrics: dict[str, Any]) -> str | None:
@@ -65,18 +70,38 @@ class Reference:
         return "no gain over the uncompressed model: " + ", ".join(parts) + " (not accuracy-evaluated)"
 
     def screened_out(self, config: Any) -> dict | None:
-        """The screen entry ``config`` (a CompressionConfig) uses on some block, or None."""
+        """The screened row whose value ``config`` (a CompressionConfig) uses on its part on some block, or None."""
         for entry in self.screen:
-            if entry["screened"] and entry["precision"] in _part_values(config, entry["part"]):
+            if entry["screened"] and entry["value"] in _part_values(config, entry["knob"], entry["part"]):
                 return entry
         return None
 
+    def screened(self, config: Any) -> tuple[str, dict, float] | None:
+        """(why, metrics, no-gain margin in ms) of ``config`` settled by the screen, or None: nothing of it was
+        measured; its margin is the screened part's own measured slowdown alone."""
+        entry = self.screened_out(config)
+        if entry is None:
+            return None
+        metrics = {"config": config.to_dict(), "accuracy": None,
+                   "latency": {"median_ms": None, "source": "screened"}, "screened": entry}
+        return self.screen_text(entry), metrics, max((entry["ratio"] - 1.0) * self.latency_ms, 1e-6)
+
+    @staticmethod
+    def screen_finding(entry: dict) -> str:
+        """What the screen found of ``entry``, e.g. ``attn int8 alone runs x1.98 [1.93, 2.04] the uncompressed
+        model's latency on cpu``."""
+        timed = (f"x{entry['ratio']:.2f} [{entry['ratio_low']:.2f}, {entry['ratio_high']:.2f}] the uncompressed "
+                 f"model's latency on {entry['device']}")
+        if entry["knob"] == "sparsity":
+            return (f"{entry['part']} {entry['value']} runs as masked dense weights on {entry['device']} (no sparse "
+                    f"kernel there); alone it runs {timed}")
+        return f"{entry['part']} {entry['value']} alone runs {timed}"
+
     def screen_text(self, entry: dict) -> str:
-        """Why a candidate using ``entry``'s precision is settled, in words."""
-        return (f"no gain over the same candidate with {entry['part']} in the base precision: {entry['part']} "
-                f"{entry['precision']} alone runs x{entry['ratio']:.2f} [{entry['ratio_low']:.2f}, "
-                f"{entry['ratio_high']:.2f}] the uncompressed model's latency (measured at run start, interleaved, "
-                f"{entry['n_runs']} passes; not accuracy-evaluated)")
+        """Why a candidate using ``entry``'s value is settled, in words."""
+        twin = "dense" if entry["knob"] == "sparsity" else "in the base precision"
+        return (f"no gain over the same candidate with {entry['part']} {twin}: {self.screen_finding(entry)} "
+                f"(measured at run start, interleaved, {entry['n_runs']} passes; not accuracy-evaluated)")
 
     def constraint(self, metrics: dict[str, Any]) -> float:
         """The Optuna constraint value of a settled no-gain candidate: ms slower than the reference (> 0)."""
@@ -84,9 +109,11 @@ class Reference:
         return max(float(lat - self.latency_ms), 1e-6) if lat is not None else 1.0
 
 
-def _part_values(config: Any, part: str) -> set[str]:
-    value = getattr(config.precision, part)
-    return set(value) if isinstance(value, tuple) else {value}
+def _part_values(config: Any, knob: str, part: str) -> set[str]:
+    """The values ``config`` gives ``part`` under ``knob`` on any block."""
+    if knob == "sparsity":
+        return {getattr(config.sparsity, part)}
+    return {v for name, v in config.precision.named_values(base=False) if name.startswith(f"precision.{part}")}
 
 
 def _below(base: str) -> tuple[str, ...]:
@@ -97,37 +124,55 @@ def _below(base: str) -> tuple[str, ...]:
     return QUANTISED_KINDS + (("fp16", "bf16") if base == "fp32" else ())
 
 
-def screen_precisions(session, space) -> tuple[dict, ...]:
-    """Each precision ``space`` offers below the base (:func:`_below`), timed alone on each part whose base
-    precision is also a choice, interleaved with the uncompressed model (the study's protocol); ``screened``
-    where its ratio interval lies wholly above 1. Half precisions are screened on a CPU only."""
+def _offered(session, space) -> list[tuple[str, str, str]]:
+    """(knob, part, value) the screen times: see the module's docstring."""
+    from vitsearch.spaces.knobs.sparsity import HALF, parse_sparsity, sparse_kernel_for
+
+    base, device = session.reference_config.precision.base, str(session.device)
+    dists = space.distributions()
+    choices = {key: tuple(getattr(dists.get(key), "choices", ())) for key in
+               (f"{knob}.{part}" for knob in ("precision", "sparsity") for part in ("attn", "mlp"))}
+    out = []
+    for part in ("attn", "mlp"):
+        if space.mixed is not None:  # the budget's quantised precision, where a share keeps every group in the base
+            out += [("precision", part, space.mixed.low)] if 0.0 in space.mixed.shares else []
+        elif base in (prec := choices[f"precision.{part}"]):  # the faster twin (the base) is in the space
+            below = _below(base) if session.device.type == "cpu" else _below("")
+            out += [("precision", part, v) for v in prec if v in below]
+        if "dense" in (sparse := choices[f"sparsity.{part}"]):
+            # no kernel on this device (the weights run masked), or one at the base precision (a half on CUDA)
+            out += [("sparsity", part, v) for v in sparse if parse_sparsity(part, v)[0] in ("2:4", "unstructured")
+                    and (not sparse_kernel_for(v, device) or base in HALF)]
+    return out
+
+
+def screen_space(session, space) -> tuple[dict, ...]:
+    """Each value :func:`_offered` names, timed alone on its part, interleaved with the uncompressed model (the
+    study's protocol); ``screened`` as the module's docstring says."""
     from dataclasses import replace
 
-    base = session.reference_config
-    below = _below(base.precision.base) if session.device.type == "cpu" else _below("")
-    if space.mixed is not None:  # the budget's quantised precision, where a share keeps every group in the base
-        offered = {part: [space.mixed.low] if 0.0 in space.mixed.shares else [] for part in ("attn", "mlp")}
-    else:  # the part's choices below the base, where the base itself is a choice (the faster twin is in the space)
-        dists = space.distributions()
-        choices = {part: tuple(getattr(dists.get(f"precision.{part}"), "choices", ())) for part in ("attn", "mlp")}
-        offered = {part: [v for v in c if v in below] if base.precision.base in c else [] for part, c in
-                   choices.items()}
-    out = []
-    for part, values in offered.items():
-        for value in values:
-            config = replace(base, precision=replace(base.precision, **{part: value}))
-            try:
-                result = session.pipeline.measure_config(config)
-            except Exception as exc:  # a precision that cannot build is the worker's to report, per candidate
-                log.warning("screen: %s %s could not be timed alone (%s); not screened", part, value, exc)
-                continue
-            row = {"part": part, "precision": value, "ratio": result.ratio, "ratio_low": result.ratio_low,
-                   "ratio_high": result.ratio_high, "latency_ms": result.median_ms, "n_runs": result.n_runs,
-                   "screened": result.ratio_low is not None and result.ratio_low > 1.0}
-            log.info("screen: %s %s alone: x%s [%s, %s] of the uncompressed model%s", part, value, *(
-                "n/a" if row[k] is None else f"{row[k]:.3f}" for k in ("ratio", "ratio_low", "ratio_high")),
-                ": screened" if row["screened"] else "")
-            out.append(row)
+    from vitsearch.spaces.knobs.sparsity import sparse_kernel_for
+
+    base, out = session.reference_config, []
+    for knob, part, value in _offered(session, space):
+        config = replace(base, **{knob: replace(getattr(base, knob), **{part: value})})
+        try:
+            result = session.pipeline.measure_config(config)
+        except Exception as exc:  # a value that cannot build is the worker's to report, per candidate
+            log.warning("screen: %s %s could not be timed alone (%s); not screened", part, value, exc)
+            continue
+        low, high = result.ratio_low, result.ratio_high
+        if knob == "sparsity" and not sparse_kernel_for(value, str(session.device)):
+            screened = not (high is not None and high < 1.0)  # masked dense: not faster, unless shown otherwise
+        else:
+            screened = low is not None and low > 1.0
+        row = {"knob": knob, "part": part, "value": getattr(getattr(config, knob), part), "ratio": result.ratio,
+               "ratio_low": low, "ratio_high": high, "latency_ms": result.median_ms, "n_runs": result.n_runs,
+               "device": str(session.device), "screened": screened}
+        log.info("screen: %s %s alone: x%s [%s, %s] of the uncompressed model%s", part, value, *(
+            "n/a" if row[k] is None else f"{row[k]:.3f}" for k in ("ratio", "ratio_low", "ratio_high")),
+            ": screened" if screened else "")
+        out.append(row)
     return tuple(out)
 
 

@@ -15,7 +15,7 @@ source), so all samplers and seeds see identical numbers and the benchmark stays
 affordable. As in ``vitsearch run``, a config no cheaper than the uncompressed model
 (predicted or measured slower, where latency is the only cost objective) is settled on
 its cost without accuracy work and told PRUNED with its constraints, never with an
-invented accuracy (the run's precision screen is not applied: each config is timed);
+invented accuracy (the run's screen is not applied: each config is timed);
 there is no Ray and no rung promotion
 here (for the real search at equal wall time, see :mod:`.fidelity_bench`). Quality is
 the hypervolume of the feasible front (accuracy up, latency down; reference point: the

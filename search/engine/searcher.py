@@ -83,12 +83,10 @@ class CandidateSearch(OptunaSearch):
     """
 
     def __init__(self, *, space, objectives: list[tuple[str, str]], feasibility, target: int, batch_size: int,
-                 workers: int = 1,
-                 sampler: optuna.samplers.BaseSampler, storage, study_name: str,
+                 workers: int = 1, sampler: optuna.samplers.BaseSampler, storage, study_name: str,
                  on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                  ladder: Ladder | None = None, rung_dir: str | None = None, reference=None,
-                 on_rung: Callable[[int, int], None] | None = None, ownership=None,
-                 deadline: float | None = None):
+                 on_rung: Callable[[int, int], None] | None = None, ownership=None, deadline: float | None = None):
         self.vs_space = space
         self.objectives = objectives
         self.feasibility = feasibility
@@ -346,24 +344,18 @@ class CandidateSearch(OptunaSearch):
         return [v for n, v in zip(names, constraints, strict=True) if n != "accuracy"]
 
     def _precheck(self, config) -> Settled | None:
-        """Driver-side: over a budget on predicted latency, using a screened precision, or (latency the only cost
+        """Driver-side: over a budget on predicted latency, using a screened value, or (latency the only cost
         objective) no gain on predicted latency."""
         reason = self.feasibility.precheck(config)
         if reason is not None:
             return Settled(reason.text, reason.metrics, self._measured(reason.constraints), "cost budget")
         predictor, ref = self.feasibility.predictor, self.reference
-        if ref is not None and (entry := ref.screened_out(config)) is not None:
-            metrics = {"config": config.to_dict(), "accuracy": None,
-                       "latency": {"median_ms": None, "source": "screened"}, "screened": entry}
-            # no budget of it was measured: 0 there; its no-gain margin is the part's own measured slowdown
-            margin = max((entry["ratio"] - 1.0) * ref.latency_ms, 1e-6)
-            return Settled(ref.screen_text(entry), metrics, [*(0.0 for _ in self._measured_names()), margin], "no gain")
+        if ref is not None and (hit := ref.screened(config)) is not None:  # nothing measured: 0 on every budget
+            why, metrics, margin = hit
+            return Settled(why, metrics, [*(0.0 for _ in self._measured_names()), margin], "no gain")
         if predictor is None or ref is None or ref.cost_objectives != ("latency_ms",):
             return None
-        pred = predictor.predict(config)
-        metrics = {"config": config.to_dict(), "accuracy": None,
-                   "latency": {"median_ms": pred.median_ms, "source": "predicted",
-                               "fingerprint_id": self.feasibility.predictor_fingerprint}}
+        metrics = self.feasibility.predicted(config)
         why = ref.no_gain(metrics)
         if why is None:
             return None

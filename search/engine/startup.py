@@ -3,8 +3,8 @@
 Contract, in the order the driver calls them:
 
 * :func:`load_inputs` loads the model, data and space, the uncompressed model's accuracy
-  (when an accuracy floor needs it) and costs, the precision screen
-  (:func:`~vitsearch.search.engine.gain.screen_precisions`) and the feasibility checks;
+  (when an accuracy floor needs it) and costs, the run-start screen
+  (:func:`~vitsearch.search.engine.gain.screen_space`) and the feasibility checks;
   model and data errors surface here, before anything is written.
 * :func:`init_ray` joins the cluster at ``--address`` (a one-line ConfigError with the
   fix when it cannot) or starts a fresh local instance on loopback; a Ray already
@@ -28,7 +28,7 @@ import optuna
 
 from vitsearch.evaluators import evaluate_accuracy
 from vitsearch.search.engine.feasibility import Feasibility
-from vitsearch.search.engine.gain import Reference, reference_of, screen_precisions
+from vitsearch.search.engine.gain import Reference, reference_of, screen_space
 from vitsearch.search.engine.ownership import Ownership, RetryStale
 from vitsearch.evaluators.latency.fingerprint import resolve_device
 from vitsearch.search.engine.raylocal import init_local, reap
@@ -78,12 +78,10 @@ def load_inputs(plan: RunPlan, objectives: list[tuple[str, str]]) -> RunInputs:
     predictor = study_predictor(session)
     reference = reference_of(session, objectives, predictor)  # the no-gain line, before any worker
     if spec.search.screen and predictor is None and reference.cost_objectives == ("latency_ms",):
-        reference = replace(reference, screen=screen_precisions(session, space))
+        reference = replace(reference, screen=screen_space(session, space))
         for entry in (e for e in reference.screen if e["screened"]):
-            note = (f"screened: {entry['part']} {entry['precision']} alone runs x{entry['ratio']:.2f} "
-                    f"[{entry['ratio_low']:.2f}, {entry['ratio_high']:.2f}] the uncompressed model's latency on "
-                    f"{session.device}; candidates using it are settled without evaluation (search.screen: false "
-                    "to evaluate them)")
+            note = (f"screened: {Reference.screen_finding(entry)}; candidates using it are settled without "
+                    "evaluation (search.screen: false to evaluate them)")
             log.warning(note)
             print(f"note: {note}")
     feas = Feasibility(c.max_latency_ms, c.max_size_mb,

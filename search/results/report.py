@@ -224,8 +224,9 @@ def _html(view, front, check, importances, imp_how, figs, basis: MsBasis) -> str
              + (f" {n} infeasible trial(s) were settled on their predicted or measured latency / size alone, "
                 "without accuracy work; the front figure shows them as triangles under the lowest accuracy "
                 "shown (on the latency axis' edge when far)." if (n := _skipped_count(view.frame)) else "")
-             + (f" {m} trial(s) used a precision the run-start screen found slower than the uncompressed model "
-                "and were settled without being built (not timed, not plotted)."
+             + (f" {m} trial(s) used a value the run-start screen found no faster on its part (a slower "
+                "precision, or a sparsity without sparse kernels on this device) and were settled without being "
+                "built (not timed, not plotted)."
                 if (m := _screened_count(view.frame)) else ""),
              f"Latency basis: {basis.text()}."]
     esc = html.escape
@@ -272,5 +273,5 @@ def _skipped_count(frame) -> int:
 
 
 def _screened_count(frame) -> int:
-    """Trials settled by the run-start precision screen (no latency of their own)."""
+    """Trials settled by the run-start screen (no latency of their own)."""
     return int((frame["settled"].notna() & (frame["latency_source"] == "screened")).sum())

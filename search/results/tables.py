@@ -244,7 +244,7 @@ def run_counts(frame: pd.DataFrame, rungs: int = 1) -> dict[str, Any]:
 def counts_line(c: dict[str, Any], steps: tuple[int, ...] | list[int]) -> str:
     """The counts as one sentence (end of run, report)."""
     reached = ", ".join(f"{n} at rung {k} ({s} steps)" for k, (n, s) in enumerate(zip(c["reached_rung"], steps)))
-    screened = (f", {c['settled_screened']} by the run-start precision screen" if c.get("settled_screened")
+    screened = (f", {c['settled_screened']} by the run-start screen" if c.get("settled_screened")
                 else "")
     return (f"{c['evaluated']} evaluated ({reached}); settled without accuracy work: "
             f"{c['settled_on_predicted_cost']} on predicted cost, {c['settled_on_measured_cost']} on measured cost"

@@ -150,6 +150,14 @@ MASK = "weight_mask"  # buffer name on masked linears; reapply_masks() looks for
 HALF = ("fp16", "bf16")
 
 
+def sparse_kernel_for(value: str, device: str, precision: str | None = None) -> bool:
+    """Whether sparsity ``value`` can run on sparse kernels on ``device`` (in ``precision``; None: any the
+    precision knob offers): 2:4 on CUDA in a half precision only. Everything else runs as masked dense
+    weights, as fast as dense (structured pruning aside, which shrinks the linears themselves)."""
+    kind = parse_sparsity("sparsity", value)[0]
+    return kind == "2:4" and str(device).startswith("cuda") and (precision is None or precision in HALF)
+
+
 def apply_sparsity(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> None:
     """Structured pruning (``structured:<p>`` or ``mlp_keep``) shrinks fc1/fc2; masks (2:4, unstructured)
     become buffers on the linears (after the shrinking, so they fit the narrowed weights)."""
@@ -223,9 +231,9 @@ def finalize_sparsity(model: nn.Module, cfg: SparsityConfig, ctx: Context) -> No
         linears = [(lin, getattr(fmt, part)) for block, fmt in zip(model.blocks, formats)
                    for lin in vit.part_linears(block, part).values()]
         converted, refused = 0, None
-        if ctx.device.startswith("cuda"):
+        if sparse_kernel_for("2:4", ctx.device):
             for lin, fmt in linears:
-                if fmt not in HALF:  # fp32 or quantised: the sparse kernels take halves only
+                if not sparse_kernel_for("2:4", ctx.device, fmt):  # fp32 or quantised: the kernels take halves only
                     continue
                 if MASK not in lin._buffers:  # not prepared with 2:4 masks: packing would corrupt it
                     refused = "weights carry no 2:4 mask (finalize a model from prepare())"

@@ -10,7 +10,7 @@ import torch
 from vitsearch.evaluators.macs import block_macs
 from vitsearch.spaces import CompressionConfig, ConfigError, compress
 from vitsearch.spaces.allocate import (GROUP, Costs, Saliency, allocate, allocate_macs, least_macs_ratio, mac_costs,
-                                       measure)
+                                       macs_share, measure)
 from vitsearch.spaces.blocks import block_shapes
 from vitsearch.spaces.vit.dims import VitDims
 
@@ -150,3 +150,21 @@ def test_a_mac_target_is_a_share_of_the_kept_blocks():
     assert allocate_macs(s, DIMS, 1.0, depth_keep=2) == allocate_macs(s, DIMS, 1.0, depth_keep=2)
     assert least_macs_ratio(DIMS) == pytest.approx((macs.head[0] + macs.group[0]) / whole)
     allocate_macs(s, DIMS, least_macs_ratio(DIMS))  # the least ratio is reachable
+
+
+def test_macs_share_is_the_share_allocate_macs_meets():
+    """The allocator's MAC account is macs_share: a reachable ratio comes back exactly, any other within one
+    structure below it, with blocks dropped too; all heads and full widths are the whole, 1.0."""
+    s = Saliency(((1.0,) * 4,) * 3, ((0.01,) * 4, (1.0,) * 4, (1.0,) * 4), GROUP, (3.0, 1.0, 2.0), "test")
+    macs = mac_costs(DIMS)
+    h, g = macs.head[0], macs.group[0]
+    total = 12 * h + 12 * g
+    for ratio in ((total - 3 * g) / total, (total - 3 * g - 2 * h) / total, least_macs_ratio(DIMS)):
+        a = allocate_macs(s, DIMS, ratio)
+        assert macs_share(DIMS, a.heads, a.hidden) == pytest.approx(ratio)
+    for ratio, keep in ((0.8, None), (0.5, None), (0.75, 2), (0.5, 2)):
+        a = allocate_macs(s, DIMS, ratio, depth_keep=keep)
+        whole = len(a.heads) * total / 3
+        assert ratio - max(h, g) / whole < macs_share(DIMS, a.heads, a.hidden) <= ratio
+    assert macs_share(DIMS, [4] * 3, [4 * GROUP] * 3) == 1.0
+    assert macs_share(DIMS, [4], [4 * GROUP]) == 1.0

@@ -1,5 +1,5 @@
-"""The run-start precision screen: a precision slower than the uncompressed model on a part alone is timed once,
-and every candidate using it is settled by the driver without evaluation."""
+"""The run-start screen: a precision slower than the uncompressed model on a part alone, or a sparsity with no sparse
+kernel on the device, is timed once, and every candidate using it is settled by the driver without evaluation."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from clitools import SMALL_STUDY, vitsearch
 from tinystudy import tiny_study_dict, write_study
 
-from vitsearch.search.engine.gain import Reference, screen_precisions
+from vitsearch.search.engine.gain import Reference, screen_space
 from vitsearch.search.session import load_session
 from vitsearch.search.study import parse_study
 from vitsearch.spaces import CompressionConfig
@@ -19,8 +19,9 @@ from vitsearch.spaces import CompressionConfig
 SPACE = {"depth": {"keep_min": 6}, "heads": {"keep": [6], "kv_heads": [6]}, "tokens": {"shares": [1.0]},
          "sparsity": {"attn": ["dense"], "mlp": ["dense", "2:4"]},
          "precision": {"attn": ["fp32", "int8"], "mlp": ["fp32"]}}
-ROW = {"part": "attn", "precision": "int8", "ratio": 2.5, "ratio_low": 2.4, "ratio_high": 2.6, "latency_ms": 5.0,
-       "n_runs": 40, "screened": True}
+ROW = {"knob": "precision", "part": "attn", "value": "int8", "ratio": 2.5, "ratio_low": 2.4, "ratio_high": 2.6,
+       "latency_ms": 5.0, "n_runs": 40, "device": "cpu", "screened": True}
+SPARSE = {**ROW, "knob": "sparsity", "part": "mlp", "value": "2:4", "ratio": 1.01, "ratio_low": 0.98, "ratio_high": 1.04}
 
 
 def _reference(*rows) -> Reference:
@@ -38,27 +39,53 @@ def test_a_screened_precision_matches_uniform_and_per_block_configs_on_its_part_
     text = ref.screen_text(ROW)
     assert "attn int8 alone runs x2.50 [2.40, 2.60]" in text and "not accuracy-evaluated" in text
     json.dumps(vars(ref))  # plain data: the summary writes vars(reference)
+    why, metrics, margin = ref.screened(CompressionConfig.from_dict({"precision": {"attn": "int8"}}))
+    assert why == text and metrics["latency"]["source"] == "screened" and margin == pytest.approx(1.5 * 2.0)
 
 
-def test_the_screen_times_each_offered_precision_alone_on_each_part(tmp_path):
-    """Real timing of the built-in model, interleaved: one row per (part, precision other than the base) the space
-    offers, each with its ratio interval; screened exactly where the interval lies above 1."""
+def test_a_screened_sparsity_matches_its_part_and_value_only():
+    ref = _reference(SPARSE)
+    assert ref.screened_out(CompressionConfig.from_dict({"sparsity": {"mlp": "2:4"}})) == SPARSE
+    for other in ({"sparsity": {"attn": "2:4"}}, {"sparsity": {"mlp": "structured:0.5"}}, {}):
+        assert ref.screened_out(CompressionConfig.from_dict(other)) is None
+    text = ref.screen_text(SPARSE)
+    assert text.startswith("no gain over the same candidate with mlp dense: mlp 2:4 runs as masked dense weights")
+    assert "x1.01 [0.98, 1.04]" in text
+    assert ref.screened(CompressionConfig.from_dict({"sparsity": {"mlp": "2:4"}}))[2] == pytest.approx(0.02)
+
+
+def test_sparse_kernels_exist_for_2to4_on_cuda_in_half_precision_only():
+    from vitsearch.spaces.knobs.sparsity import sparse_kernel_for
+
+    assert sparse_kernel_for("2:4", "cuda") and sparse_kernel_for("2:4", "cuda:0", "bf16")
+    assert not sparse_kernel_for("2:4", "cuda", "fp32") and not sparse_kernel_for("2:4", "cuda", "int8")
+    assert not sparse_kernel_for("2:4", "cpu") and not sparse_kernel_for("unstructured:0.5", "cuda", "fp16")
+
+
+def test_the_screen_times_each_offered_value_alone_on_each_part(tmp_path):
+    """Real timing of the built-in model, interleaved: one row per (part, precision other than the base) and per
+    (part, sparsity without a kernel on a CPU) the space offers, each with its ratio interval; a precision screened
+    exactly where the interval lies above 1, a kernel-less sparsity unless it lies below 1."""
     from vitsearch.search.preflight import runtime_search_space
 
-    spec = parse_study(tiny_study_dict(SMALL_STUDY, space={**SPACE, "precision": {"attn": ["fp32", "int8"],
-                                                                                   "mlp": ["fp32", "int8"]}}))
+    spec = parse_study(tiny_study_dict(SMALL_STUDY, space={
+        **SPACE, "precision": {"attn": ["fp32", "int8"], "mlp": ["fp32", "int8"]},
+        "sparsity": {"attn": ["dense", "2:4"], "mlp": ["dense", "structured:0.5", "unstructured:0.5"]}}))
     session = load_session(spec)
     space, _ = runtime_search_space(spec, session.base, session.device, session.data.calibration)
-    rows = screen_precisions(session, space)
-    assert [(r["part"], r["precision"]) for r in rows] == [("attn", "int8"), ("mlp", "int8")]
+    rows = screen_space(session, space)
+    assert [(r["knob"], r["part"], r["value"]) for r in rows] == [
+        ("precision", "attn", "int8"), ("sparsity", "attn", "2:4"), ("precision", "mlp", "int8"),
+        ("sparsity", "mlp", "unstructured:0.5")]  # structured pruning shrinks the linears: never screened
     for r in rows:
-        assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and r["n_runs"] >= 3
-        assert r["screened"] == (r["ratio_low"] > 1.0)
-    # a part without its base precision among the choices has no faster twin in the space: never screened
+        assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"] and r["n_runs"] >= 3 and r["device"] == "cpu"
+        assert r["screened"] == (r["ratio_low"] > 1.0 if r["knob"] == "precision" else not r["ratio_high"] < 1.0)
+    # a part without its base precision (or dense) among the choices has no faster twin in the space: never screened
     spec = parse_study(tiny_study_dict(SMALL_STUDY, space={**SPACE, "precision": {"attn": ["int8"],
-                                                                                   "mlp": ["fp32", "int8"]}}))
+                                                                                   "mlp": ["fp32", "int8"]},
+                                                           "sparsity": {"attn": ["2:4"], "mlp": ["dense"]}}))
     space, _ = runtime_search_space(spec, session.base, session.device, session.data.calibration)
-    assert [(r["part"], r["precision"]) for r in screen_precisions(session, space)] == [("mlp", "int8")]
+    assert [(r["part"], r["value"]) for r in screen_space(session, space)] == [("mlp", "int8")]
 
 
 def test_only_precisions_below_the_base_are_screened():
@@ -80,7 +107,7 @@ def test_the_report_counts_screened_trials_apart():
 
 
 @pytest.mark.slow
-def test_a_run_settles_every_candidate_using_a_screened_precision_and_evaluates_none(tmp_path):
+def test_a_run_settles_every_candidate_using_a_screened_value_and_evaluates_none(tmp_path):
     """torchao's dynamic int8 in eager at batch 1 on a CPU is slower than fp32 (2-3x on every CPU measured,
     docs/results.md); the run times it once, says so, and never evaluates a candidate using it."""
     study = write_study(tmp_path / "study.yaml", SMALL_STUDY, space=SPACE,
@@ -89,17 +116,19 @@ def test_a_run_settles_every_candidate_using_a_screened_precision_and_evaluates_
     proc = vitsearch("run", study, "--out", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     screen = json.loads((run / "summary.json").read_text())["reference"]["screen"]
-    assert [(r["part"], r["precision"]) for r in screen] == [("attn", "int8")]
+    assert [(r["part"], r["value"]) for r in screen] == [("attn", "int8"), ("mlp", "2:4")]
     assert screen[0]["screened"], f"attn int8 alone was not slower on this CPU: {screen[0]}"
+    assert screen[1]["screened"], f"mlp 2:4 (masked dense on a CPU) was timed faster: {screen[1]}"
     assert "screened: attn int8 alone runs x" in proc.stderr
+    assert "screened: mlp 2:4 runs as masked dense weights on cpu" in proc.stderr
     trials = optuna.load_study(study_name="t", storage=f"sqlite:///{run / 'optuna.db'}").trials
-    int8 = [t for t in trials if t.params.get("precision.attn") == "int8"]
+    settled = [t for t in trials if t.params.get("precision.attn") == "int8" or t.params.get("sparsity.mlp") == "2:4"]
     evaluated = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert int8 and evaluated and not [t for t in int8 if t.state == optuna.trial.TrialState.COMPLETE]
-    for t in int8:
+    assert settled and evaluated and not [t for t in settled if t.state == optuna.trial.TrialState.COMPLETE]
+    for t in settled:
         assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["settled"] == "no gain"
-        assert t.constraints["no_gain_vs_uncompressed"] > 0  # the part's measured slowdown, in ms
-    assert "by the run-start precision screen" in proc.stdout + proc.stderr
+        assert t.constraints["no_gain_vs_uncompressed"] > 0  # the part's measured slowdown, in ms (or a hair)
+    assert "by the run-start screen" in proc.stdout + proc.stderr
     # search.screen: false turns it off; left on, a study dumps as before it existed
     assert "screen" not in parse_study(tiny_study_dict(SMALL_STUDY)).search.model_dump()
     assert parse_study({"search": {"screen": False}}).search.model_dump()["screen"] is False
@@ -115,4 +144,4 @@ def test_load_inputs_screens_only_when_on(tmp_path, screen):
     spec = parse_study(tiny_study_dict(SMALL_STUDY, space=SPACE, search={"screen": screen}))
     plan = RunPlan(spec, RunDir(tmp_path / "run"), False, 1, 1, 1, "sqlite://", None, 1, False)
     inputs = load_inputs(plan, [("accuracy", "maximize"), ("latency_ms", "minimize")])
-    assert [(r["part"], r["precision"]) for r in inputs.reference.screen] == ([("attn", "int8")] if screen else [])
+    assert [(r["part"], r["value"]) for r in inputs.reference.screen] == ([("attn", "int8"), ("mlp", "2:4")] if screen else [])
