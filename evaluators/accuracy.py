@@ -65,6 +65,7 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, device: torch.device |
     """Top-1/top-5 of ``model`` on ``dataset``, batched, in inference mode."""
     if batch_size <= 0:
         raise ConfigError(f"batch_size: must be > 0, got {batch_size}")
+    from vitsearch.evaluators.latency.lock import step_aside
     from vitsearch.evaluators.paired import pack
 
     model.eval()
@@ -83,6 +84,7 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, device: torch.device |
             top5 = logits.topk(5, dim=-1).indices
             correct5 += (top5 == labels[:, None]).any(-1).sum().item()
         total += len(labels)
+        step_aside()  # a measurement waiting for the device goes first
     if total == 0:
         raise DataError(f"data: the {source} split is empty")
     return AccuracyResult(correct1 / total, correct5 / total if n_classes > 5 else None, total,

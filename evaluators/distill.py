@@ -138,6 +138,7 @@ def _distil(student, teacher, train, steps, device, lr, batch_size, temperature,
     """``steps`` steps of AdamW at ``lr`` (decayed to 0 along a cosine when ``cosine``). ``checkpoint(step)``
     is called every ``every`` steps and after the last, on the plain student in eval mode (fake quantisation
     and feature hooks are off during the call; they wrap each stretch of steps between checkpoints)."""
+    from vitsearch.evaluators.latency.lock import step_aside
     from vitsearch.spaces import reapply_masks
 
     gen = torch.Generator().manual_seed(seed)
@@ -169,6 +170,7 @@ def _distil(student, teacher, train, steps, device, lr, batch_size, temperature,
                     sched.step()
                 reapply_masks(student)
                 step += 1
+                step_aside()  # a measurement waiting for the device goes first
                 if progress is not None:
                     progress(step, steps)
         if checkpoint is not None:
