@@ -253,12 +253,14 @@ class Pipeline:
 
         On a shared machine the run-start timing of the reference can be far from now; a
         candidate is only settled when it is slower than the uncompressed model timed
-        beside it (the extra timing is paid only by candidates that look slower).
+        beside it: its interleaved ratio says so (ratio above 1), or, timed alone, the
+        reference is timed again now (paid only by candidates that look slower).
         """
         from dataclasses import replace
 
-        if reference.no_gain(metrics) is None or metrics["latency"].get("source") != "measured":
-            return reference.no_gain(metrics)
+        latency = metrics["latency"]
+        if reference.no_gain(metrics) is None or latency.get("source") != "measured" or latency.get("ratio"):
+            return reference.no_gain(metrics)  # an interleaved ratio was timed beside the reference already
         with phase(phases, "reference latency"):
             now = self.measure_config(self.reference)
         return replace(reference, latency_ms=now.median_ms,

@@ -44,7 +44,7 @@ LOCK_DIR_ENV = "VITSEARCH_LOCK_DIR"
 # per object, whereas two objects on one path would deadlock the second acquire.
 _LOCKS: dict[str, object] = {}
 _LOCKS_GUARD = threading.Lock()
-#: this thread's shared holds, per lock file: [lock fd, intent fd, depth]
+#: this thread's shared holds, per lock file: (lock fd, intent fd)
 _BUSY = threading.local()
 
 
@@ -110,7 +110,7 @@ def _intent(path: Path) -> Path:
     return path.with_name(path.name + ".intent")
 
 
-def _held() -> dict[str, list[int]]:
+def _held() -> dict[str, tuple[int, int]]:
     if not hasattr(_BUSY, "held"):
         _BUSY.held = {}
     return _BUSY.held
@@ -132,7 +132,7 @@ def step_aside() -> None:
     shared lock until it is done. One non-blocking ``flock`` otherwise; nothing outside ``device_busy``."""
     import fcntl
 
-    for fd, intent_fd, _ in list(_held().values()):
+    for fd, intent_fd in list(_held().values()):
         try:
             fcntl.flock(intent_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:  # a measurement holds the intent: let it have the device
@@ -152,23 +152,17 @@ def device_busy(device: str | torch.device) -> Iterator[Path]:
     No measurement overlaps a trial's computation on the same device. Re-entrant in a
     thread (an inner hold is the outer one); a measurement inside it is refused.
     """
-    import fcntl  # noqa: F401  (POSIX only, like the lock itself)
-
     path = device_lock_path(device)
     held = _held()
     if str(path) in held:  # nested in this thread: the outer hold covers it (waiting here could deadlock)
-        held[str(path)][2] += 1
-        try:
-            yield path
-        finally:
-            held[str(path)][2] -= 1
+        yield path
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     intent_fd = os.open(_intent(path), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         _share(fd, intent_fd)
-        held[str(path)] = [fd, intent_fd, 1]
+        held[str(path)] = (fd, intent_fd)
         yield path
     finally:
         held.pop(str(path), None)

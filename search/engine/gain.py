@@ -53,16 +53,25 @@ class Reference:
         config = metrics.get("config") or {}
         if not {k for k in config if k != "schema_version"} or not self.cost_objectives:
             return None  # the uncompressed model itself is the reference, never settled against itself
-        lat = (metrics.get("latency") or {}).get("median_ms")
+        latency = metrics.get("latency") or {}
+        lat, ratio = latency.get("median_ms"), latency.get("ratio")
+        # timed interleaved with the uncompressed model: the ratio says it, whatever the run-start timing was
+        slower = ratio > 1.0 if ratio is not None else lat is not None and lat > self.latency_ms
         worse = {
-            "latency_ms": lat is not None and lat > self.latency_ms,
+            "latency_ms": slower,
             "size_mb": metrics.get("size_mb", 0.0) >= self.size_mb,
             "macs": metrics.get("macs", 0) >= self.macs,
         }
         if not all(worse[m] for m in self.cost_objectives if m in worse):
             return None
-        src = (metrics.get("latency") or {}).get("source", "measured")
-        parts = [f"{src} latency {lat:.3f} ms > uncompressed {self.latency_ms:.3f} ms ({self.latency_source})"]
+        if ratio is not None:
+            lo, hi = latency.get("ratio_low"), latency.get("ratio_high")
+            interval = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
+            parts = [f"measured latency x{ratio:.3f}{interval} of the uncompressed model timed beside it "
+                     f"(interleaved, {latency.get('n_runs')} passes)"]
+        else:
+            parts = [f"{latency.get('source', 'measured')} latency {lat:.3f} ms > uncompressed "
+                     f"{self.latency_ms:.3f} ms ({self.latency_source})"]
         if "size_mb" in self.cost_objectives:
             parts.append(f"size {metrics['size_mb']:.3f} MB >= {self.size_mb:.3f} MB")
         if "macs" in self.cost_objectives:
@@ -104,8 +113,12 @@ class Reference:
                 f"(measured at run start, interleaved, {entry['n_runs']} passes; not accuracy-evaluated)")
 
     def constraint(self, metrics: dict[str, Any]) -> float:
-        """The Optuna constraint value of a settled no-gain candidate: ms slower than the reference (> 0)."""
-        lat = (metrics.get("latency") or {}).get("median_ms")
+        """The Optuna constraint value of a settled no-gain candidate: ms slower than the reference (> 0); by its
+        interleaved ratio where it was timed beside the reference."""
+        latency = metrics.get("latency") or {}
+        lat, ratio = latency.get("median_ms"), latency.get("ratio")
+        if ratio is not None:
+            return max(float((ratio - 1.0) * self.latency_ms), 1e-6)
         return max(float(lat - self.latency_ms), 1e-6) if lat is not None else 1.0
 
 
@@ -124,8 +137,9 @@ def _below(base: str) -> tuple[str, ...]:
     return QUANTISED_KINDS + (("fp16", "bf16") if base == "fp32" else ())
 
 
-def _offered(session, space) -> list[tuple[str, str, str]]:
-    """(knob, part, value) the screen times: see the module's docstring."""
+def _offered(session, space) -> list[tuple[str, str, str, bool]]:
+    """(knob, part, value, masked) the screen times: see the module's docstring. ``masked``: a sparsity with no
+    sparse kernel on this device (its weights run masked dense)."""
     from vitsearch.spaces.knobs.sparsity import HALF, parse_sparsity, sparse_kernel_for
 
     base, device = session.reference_config.precision.base, str(session.device)
@@ -135,14 +149,15 @@ def _offered(session, space) -> list[tuple[str, str, str]]:
     out = []
     for part in ("attn", "mlp"):
         if space.mixed is not None:  # the budget's quantised precision, where a share keeps every group in the base
-            out += [("precision", part, space.mixed.low)] if 0.0 in space.mixed.shares else []
+            out += [("precision", part, space.mixed.low, False)] if 0.0 in space.mixed.shares else []
         elif base in (prec := choices[f"precision.{part}"]):  # the faster twin (the base) is in the space
             below = _below(base) if session.device.type == "cpu" else _below("")
-            out += [("precision", part, v) for v in prec if v in below]
+            out += [("precision", part, v, False) for v in prec if v in below]
         if "dense" in (sparse := choices[f"sparsity.{part}"]):
             # no kernel on this device (the weights run masked), or one at the base precision (a half on CUDA)
-            out += [("sparsity", part, v) for v in sparse if parse_sparsity(part, v)[0] in ("2:4", "unstructured")
-                    and (not sparse_kernel_for(v, device) or base in HALF)]
+            masked = {v: not sparse_kernel_for(v, device) for v in sparse
+                      if parse_sparsity(part, v)[0] in ("2:4", "unstructured")}
+            out += [("sparsity", part, v, m) for v, m in masked.items() if m or base in HALF]
     return out
 
 
@@ -151,10 +166,8 @@ def screen_space(session, space) -> tuple[dict, ...]:
     study's protocol); ``screened`` as the module's docstring says."""
     from dataclasses import replace
 
-    from vitsearch.spaces.knobs.sparsity import sparse_kernel_for
-
     base, out = session.reference_config, []
-    for knob, part, value in _offered(session, space):
+    for knob, part, value, masked in _offered(session, space):
         config = replace(base, **{knob: replace(getattr(base, knob), **{part: value})})
         try:
             result = session.pipeline.measure_config(config)
@@ -162,7 +175,7 @@ def screen_space(session, space) -> tuple[dict, ...]:
             log.warning("screen: %s %s could not be timed alone (%s); not screened", part, value, exc)
             continue
         low, high = result.ratio_low, result.ratio_high
-        if knob == "sparsity" and not sparse_kernel_for(value, str(session.device)):
+        if masked:
             screened = not (high is not None and high < 1.0)  # masked dense: not faster, unless shown otherwise
         else:
             screened = low is not None and low > 1.0

@@ -72,10 +72,28 @@ def test_no_gain_is_settled_before_accuracy_work(session):
     int8 = CompressionConfig.from_dict({"precision": {"attn": "int8", "mlp": "int8"}})  # torchao int8: slower here
     metrics, why = session.pipeline.evaluate(int8, reference=ref)
     assert metrics["accuracy"] is None and why.startswith("no gain") and "recovery" not in metrics["phase_seconds"]
-    assert "timed just now beside it" in why  # confirmed against the uncompressed model timed now
+    # confirmed against the uncompressed model timed beside it: its interleaved ratio, else timed again now
+    assert "timed beside it (interleaved" in why or "timed just now beside it" in why
     metrics, why = session.pipeline.evaluate(CompressionConfig.from_dict(CONFIG), reference=ref)
     assert why is None and metrics["accuracy"] is not None  # faster than the reference timed now: evaluated
     metrics, why = session.pipeline.evaluate(CompressionConfig(), reference=ref)  # the reference itself: never
     assert metrics["accuracy"] is not None and metrics["recovery_steps"] == 0  # the teacher is not distilled
     both = Reference(1e-6, 1e9, 10**12, "test", ("latency_ms", "size_mb"))  # smaller: a gain where size counts
     assert both.no_gain({"config": CONFIG, "latency": {"median_ms": 5.0}, "size_mb": 3.0, "macs": 1}) is None
+
+
+def test_an_interleaved_ratio_decides_no_gain_whatever_the_run_start_timing():
+    """Timed beside the uncompressed model, the ratio says slower or faster; the run-start ms may have drifted."""
+    from vitsearch.search.engine.gain import Reference
+
+    ref = Reference(latency_ms=4.5, size_mb=1e9, macs=10**12, latency_source="measured at run start",
+                    cost_objectives=("latency_ms",))
+    drifted = {"median_ms": 4.37, "ratio": 1.018, "ratio_low": 0.989, "ratio_high": 1.050, "n_runs": 152,
+               "source": "measured"}  # below the run-start 4.5 ms, slower than the reference timed beside it
+    why = ref.no_gain({"config": CONFIG, "latency": drifted})
+    assert why.startswith("no gain") and "x1.018 [0.989, 1.050]" in why and "152 passes" in why
+    assert ref.constraint({"latency": drifted}) == pytest.approx(0.018 * 4.5)  # ms slower, by the ratio
+    faster = {**drifted, "median_ms": 4.6, "ratio": 0.97, "ratio_low": 0.95, "ratio_high": 0.99}
+    assert ref.no_gain({"config": CONFIG, "latency": faster}) is None  # above 4.5 ms, faster beside it
+    alone = {"median_ms": 4.6, "source": "measured"}  # timed alone: the ms against the reference's
+    assert "4.600 ms > uncompressed 4.500 ms" in ref.no_gain({"config": CONFIG, "latency": alone})
