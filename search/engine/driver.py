@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vitsearch.search.engine.accounting import cpu_books, descendants_cpu, engine_books
+from vitsearch.search.engine.gain import keep_screen
 from vitsearch.search.engine.ownership import Ownership
 from vitsearch.search.engine.plan import RunOptions, RunPlan, make_sampler, plan_run
 from vitsearch.search.engine.progress import Progress
@@ -93,7 +94,7 @@ class Driver:
         # a stopped run ends now (a scheduler's grace period is short); its resume times them
         sitting = None if self.signals.received is not None else self._sitting(inputs)
         return write_summary(self.plan, frame, completed=searcher.completed(), seconds=seconds, books=books,
-                             session=inputs.session, reference=inputs.reference, sitting=sitting,
+                             session=inputs.session, reference=searcher.reference, sitting=sitting,
                              latency_source=self.latency_source,
                              stopped_at_time_budget=searcher.stopped_at_deadline)
 
@@ -110,13 +111,14 @@ class Driver:
         """The study opened, the searcher on it, the progress bar started at what the study holds."""
         plan, rc = self.plan, self.spec.recovery
         storage, ownership, seed_offset = open_study(plan, self.objectives, inputs.space)
+        reference = keep_screen(ownership.study, inputs.reference)
         ladder = Ladder(rc.ladder, rc.reduction, tuple(d == "maximize" for _, d in self.objectives))
         searcher = CandidateSearch(space=inputs.space, objectives=self.objectives, feasibility=inputs.feasibility,
                                    target=plan.trials, batch_size=plan.batch_size, workers=plan.workers,
                                    sampler=make_sampler(self.spec, self._sampler_trials(), seed_offset),
                                    storage=storage, study_name=self.spec.name,
                                    on_settle=self.progress.on_settle, ladder=ladder,
-                                   rung_dir=str((plan.run_dir.path / RUNG_DIR).resolve()), reference=inputs.reference,
+                                   rung_dir=str((plan.run_dir.path / RUNG_DIR).resolve()), reference=reference,
                                    on_rung=self.progress.on_rung, ownership=ownership)
         self.study = ownership.study = searcher.study
         self.progress.start(self.study, searcher.completed())

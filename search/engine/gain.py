@@ -20,7 +20,9 @@ candidates using a screened one are settled by the driver before any measurement
   it costs accuracy and saves nothing; screened unless its interval lies wholly below 1.
 
 Latency-only studies without a fitted predictor (a predictor settles them on predicted
-cost already).
+cost already). The verdicts are kept on the study (:data:`SCREEN_ATTR`): a resumed run and
+every other driver of the study use the first start's, so a borderline value cannot be
+screened in one attempt and evaluated in the next (:func:`stored_screen`, :func:`keep_screen`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ log = logging.getLogger("vitsearch.run")
 
 #: name of the Optuna constraint a settled no-gain candidate carries (> 0: how much slower, in ms)
 NO_GAIN_CONSTRAINT = "no_gain_vs_uncompressed"
+#: study user attribute holding the run-start screen's rows, as the study's first start timed them
+SCREEN_ATTR = "vitsearch_screen"
 
 
 @dataclass(frozen=True)
@@ -197,3 +201,34 @@ def reference_of(session, objectives: list[tuple[str, str]], predictor=None) -> 
            f"measured at run start, {lat.get('n_runs')} passes")
     return Reference(lat["median_ms"], metrics["size_mb"], metrics["macs"], how,
                      tuple(m for m, _ in objectives if m != "accuracy"))
+
+
+def stored_screen(plan) -> tuple[dict, ...] | None:
+    """The screen rows an earlier start of this study kept on it (resume, or a storage other drivers share);
+    None for a new study (a fresh run's storage is not opened, so nothing is written before validation)."""
+    from vitsearch.search.storage import open_storage
+
+    if not plan.resume and plan.storage_url == plan.run_dir.default_storage_url():
+        return None
+    storage = open_storage(plan.storage_url)
+    try:
+        rows = storage.get_study_user_attrs(storage.get_study_id_from_name(plan.spec.name)).get(SCREEN_ATTR)
+    except KeyError:
+        return None  # no such study yet
+    return None if rows is None else tuple(rows)
+
+
+def keep_screen(study, reference: Reference) -> Reference:
+    """Keep ``reference``'s screen on ``study`` when it holds none; else the reference with the study's rows (two
+    drivers that started together each timed one: the first kept is the study's)."""
+    from dataclasses import replace
+
+    stored = study.user_attrs.get(SCREEN_ATTR)
+    if stored is None:
+        if reference.screen:
+            study.set_user_attr(SCREEN_ATTR, list(reference.screen))
+        return reference
+    stored = tuple(stored)
+    if stored != reference.screen:
+        log.info("screen: the study's kept verdicts are used (%d rows), not this start's", len(stored))
+    return replace(reference, screen=stored)

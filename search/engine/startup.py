@@ -28,7 +28,7 @@ import optuna
 
 from vitsearch.evaluators import evaluate_accuracy
 from vitsearch.search.engine.feasibility import Feasibility
-from vitsearch.search.engine.gain import Reference, reference_of, screen_space
+from vitsearch.search.engine.gain import Reference, reference_of, screen_space, stored_screen
 from vitsearch.search.engine.ownership import Ownership, RetryStale
 from vitsearch.evaluators.latency.fingerprint import resolve_device
 from vitsearch.search.engine.raylocal import init_local, reap
@@ -78,7 +78,10 @@ def load_inputs(plan: RunPlan, objectives: list[tuple[str, str]]) -> RunInputs:
     predictor = study_predictor(session)
     reference = reference_of(session, objectives, predictor)  # the no-gain line, before any worker
     if spec.search.screen and predictor is None and reference.cost_objectives == ("latency_ms",):
-        reference = replace(reference, screen=screen_space(session, space))
+        kept = stored_screen(plan)  # timed at the study's first start: one verdict per value for the whole study
+        if kept is not None:
+            log.info("screen: %d rows as timed at the study's first start", len(kept))
+        reference = replace(reference, screen=screen_space(session, space) if kept is None else kept)
         for entry in (e for e in reference.screen if e["screened"]):
             note = (f"screened: {Reference.screen_finding(entry)}; candidates using it are settled without "
                     "evaluation (search.screen: false to evaluate them)")

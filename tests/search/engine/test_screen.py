@@ -142,6 +142,34 @@ def test_load_inputs_screens_only_when_on(tmp_path, screen):
     from vitsearch.search.results.rundir import RunDir
 
     spec = parse_study(tiny_study_dict(SMALL_STUDY, space=SPACE, search={"screen": screen}))
-    plan = RunPlan(spec, RunDir(tmp_path / "run"), False, 1, 1, 1, "sqlite://", None, 1, False)
+    run_dir = RunDir(tmp_path / "run")
+    plan = RunPlan(spec, run_dir, False, 1, 1, 1, run_dir.default_storage_url(), None, 1, False)
     inputs = load_inputs(plan, [("accuracy", "maximize"), ("latency_ms", "minimize")])
     assert [(r["part"], r["value"]) for r in inputs.reference.screen] == ([("attn", "int8"), ("mlp", "2:4")] if screen else [])
+    assert not run_dir.path.exists()  # a new run's storage is not opened to look for kept rows
+
+
+def test_the_screen_is_timed_once_per_study_and_kept_on_it(tmp_path):
+    """The first start keeps its rows on the study; a resumed start (and any other driver of the study) uses them
+    instead of timing again, so a borderline value gets one verdict for the whole study."""
+    from dataclasses import replace
+
+    from vitsearch.search.engine.gain import SCREEN_ATTR, keep_screen
+    from vitsearch.search.engine.plan import RunPlan
+    from vitsearch.search.engine.startup import load_inputs
+    from vitsearch.search.results.rundir import RunDir
+
+    spec = parse_study(tiny_study_dict(SMALL_STUDY, space=SPACE))
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.create(spec, {"base_accuracy": 0.9})
+    url = run_dir.default_storage_url()
+    study = optuna.create_study(study_name="t", storage=url, directions=["maximize", "minimize"])
+    kept = {"knob": "precision", "part": "attn", "value": "int8", "ratio": 1.004, "ratio_low": 0.99,
+            "ratio_high": 1.02, "latency_ms": 1.0, "n_runs": 9, "device": "cpu", "screened": True}  # borderline
+    first = Reference(1.0, 1.0, 1, "measured", ("latency_ms",), screen=(kept,))
+    assert keep_screen(study, first) is first and study.user_attrs[SCREEN_ATTR] == [kept]
+    other = replace(first, screen=({**kept, "ratio_low": 0.98, "screened": False},))  # a second driver's timing
+    assert keep_screen(study, other).screen == (kept,)  # the study's verdict, not this start's
+    resumed = RunPlan(spec, run_dir, True, 1, 1, 1, url, None, 1, False)
+    inputs = load_inputs(resumed, [("accuracy", "maximize"), ("latency_ms", "minimize")])
+    assert inputs.reference.screen == (kept,)  # not timed again: the real timing would give two rows
