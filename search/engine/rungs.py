@@ -4,7 +4,13 @@ Multi-objective asynchronous successive halving (ASHA with non-dominated sorting
 every candidate is scored at the first rung; a rung holding ``n`` results may promote its
 best ``floor(n / reduction)`` to the next rung, "best" by non-dominated sorting on the
 study's objectives at that rung (accuracy up, latency/size down), ties inside a front
-broken by crowding distance (the spread NSGA-II keeps), then by trial number. A promotion
+broken by each point's exclusive hypervolume contribution (the area only it dominates, up
+to a reference point just beyond the rung's worst value in each objective; SMS-EMOA's
+selection), then by trial number. What the search is judged on is the hypervolume of its
+front, so a rung's slots go where the front gains area. Crowding distance, used before,
+ranks both ends of a front first: the slowest, most accurate candidates (ratio 0.8-0.95
+to the uncompressed model, which can add almost no area) and the fastest, least accurate
+ones (docs/search.md has the replay of one run). A promotion
 is handed out as soon as a rung's quota allows it, so no worker waits for a rung to
 fill; a candidate ranked out now can still be promoted later, when more results raise
 the quota.
@@ -17,7 +23,6 @@ is handed out again (and only that: nothing is promoted twice).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -40,35 +45,49 @@ def nondominated_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndar
     return front
 
 
-def crowding_distance(values: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance of each row within its set (boundary rows: infinite)."""
-    n, k = values.shape
-    dist = np.zeros(n)
-    if n <= 2:
-        return np.full(n, math.inf)
-    for j in range(k):
-        order = np.argsort(values[:, j], kind="stable")
-        col = values[order, j]
-        span = col[-1] - col[0]
-        dist[order[0]] = dist[order[-1]] = math.inf
-        if span > 0:
-            dist[order[1:-1]] += (col[2:] - col[:-2]) / span
-    return dist
+def hypervolume(points: np.ndarray, ref: np.ndarray) -> float:
+    """Volume dominated by ``points`` (n x k, every objective minimised) up to ``ref``; points not better than
+    ``ref`` in every objective add nothing. Slices along the last objective (exact; fine for the few dozen points
+    of a rung)."""
+    points = np.asarray(points, dtype=float)
+    points = points[np.all(points < ref, axis=1)]
+    if not len(points):
+        return 0.0
+    if points.shape[1] == 1:
+        return float(ref[0] - points[:, 0].min())
+    points = points[np.argsort(points[:, -1], kind="stable")]
+    volume = 0.0
+    for i in range(len(points)):
+        upper = points[i + 1, -1] if i + 1 < len(points) else ref[-1]
+        if upper > points[i, -1]:
+            volume += (upper - points[i, -1]) * hypervolume(points[:i + 1, :-1], ref[:-1])
+    return volume
+
+
+def hypervolume_contributions(points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Each row's exclusive contribution: the volume only it dominates (0 for a dominated row or a duplicate)."""
+    total = hypervolume(points, ref)
+    return np.array([total - hypervolume(np.delete(points, i, axis=0), ref) for i in range(len(points))])
 
 
 def rank_order(numbers: Sequence[int], values: np.ndarray, maximize: Sequence[bool]) -> list[int]:
-    """``numbers`` best first: by front, then crowding distance (larger first), then number."""
+    """``numbers`` best first: by front, then exclusive hypervolume contribution within the front (larger first),
+    then number. The reference point lies a tenth of each objective's range beyond its worst value (one unit
+    where all are equal), so the worst points still count."""
     if not len(numbers):
         return []
     values = np.asarray(values, dtype=float)
     fronts = nondominated_fronts(values, maximize)
-    crowd = np.zeros(len(numbers))
+    signed = np.where(np.asarray(maximize), -values, values)  # minimise everything
+    span = signed.max(axis=0) - signed.min(axis=0)
+    ref = signed.max(axis=0) + np.where(span > 0, span / 10, 1.0)
+    gain = np.zeros(len(numbers))
     for level in np.unique(fronts):
         members = np.flatnonzero(fronts == level)
-        # identical points share one distance (a duplicate must not push its twin to the boundary)
-        unique, inverse = np.unique(values[members], axis=0, return_inverse=True)
-        crowd[members] = crowding_distance(unique)[inverse.ravel()]
-    return [numbers[i] for i in sorted(range(len(numbers)), key=lambda i: (fronts[i], -crowd[i], numbers[i]))]
+        # identical points share one contribution (each alone would count for nothing beside its twin)
+        unique, inverse = np.unique(signed[members], axis=0, return_inverse=True)
+        gain[members] = hypervolume_contributions(unique, ref)[inverse.ravel()]
+    return [numbers[i] for i in sorted(range(len(numbers)), key=lambda i: (fronts[i], -gain[i], numbers[i]))]
 
 
 @dataclass

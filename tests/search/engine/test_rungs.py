@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
-from vitsearch.search.engine.rungs import Ladder, crowding_distance, nondominated_fronts, rank_order
+from vitsearch.search.engine.rungs import (Ladder, hypervolume, hypervolume_contributions, nondominated_fronts,
+                                           rank_order)
 
 MAX_MIN = (True, False)  # accuracy up, latency down
 
@@ -18,12 +17,34 @@ def test_nondominated_fronts_layers():
     assert nondominated_fronts(values, MAX_MIN).tolist() == [0, 0, 1, 1, 2]
 
 
-def test_crowding_distance_boundaries_infinite_interior_finite():
-    values = np.array([[0.0, 3.0], [1.0, 2.0], [1.5, 1.5], [3.0, 0.0]])
-    d = crowding_distance(values)
-    assert math.isinf(d[0]) and math.isinf(d[3])
-    assert d[1] == pytest.approx((1.5 - 0.0) / 3 + (3.0 - 1.5) / 3)
-    assert d[2] == pytest.approx((3.0 - 1.0) / 3 + (2.0 - 0.0) / 3) and d[2] > d[1]
+def test_hypervolume_is_exact_in_two_and_three_objectives():
+    from vitsearch.search.engine.sampler_bench import hypervolume_2d
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pts = rng.random((12, 2))
+        assert hypervolume(pts, np.array([1.1, 1.2])) == pytest.approx(hypervolume_2d(pts, (1.1, 1.2)))
+    # three boxes from the origin's corner: [0,1]x[0,2]x[0,1] + [0,2]x[0,1]x[0,1] overlap in [0,1]x[0,1]x[0,1]
+    assert hypervolume(np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 2.0]]), np.array([2.0, 2.0, 3.0])) == pytest.approx(3.0)
+    assert hypervolume(np.array([[3.0, 0.0]]), np.array([2.0, 2.0])) == 0.0  # not better than the reference
+
+
+def test_contribution_is_the_area_only_that_point_dominates():
+    pts = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [2.5, 2.5]])  # the last is dominated by [2, 2]
+    c = hypervolume_contributions(pts, np.array([4.0, 4.0]))
+    assert c.tolist() == pytest.approx([1.0, 0.75, 1.0, 0.0])  # [2, 2] shares [2.5, 3]^2 with the last
+
+
+def test_rank_order_puts_the_area_a_point_adds_before_the_ends_of_the_front():
+    """Crowding distance ranked both ends of a front first; the contribution ranks a mild end (nearly the
+    uncompressed model's latency, a hair more accurate) below an interior point that opens a large area."""
+    numbers = [0, 1, 2, 3]
+    values = np.array([[0.980, 3.9],  # mild: most accurate, slowest
+                       [0.975, 2.0],  # interior: nearly as accurate, twice as fast
+                       [0.900, 1.8],
+                       [0.600, 1.0]])  # fastest, far less accurate
+    order = rank_order(numbers, values, MAX_MIN)
+    assert order.index(1) < order.index(0)
 
 
 def test_rank_order_front_then_crowding_then_number():
@@ -96,7 +117,7 @@ def test_lost_promotions_are_handed_out_again_failures_are_not():
 
 def test_held_candidates_rank_but_are_never_promoted():
     lad = _ladder(held={0})
-    lad.record(0, 0, (0.99, 1.0))  # the uncompressed model: best, but nothing to recover
+    lad.record(0, 0, (0.99, 0.2))  # the uncompressed model here dominates all: best, but nothing to recover
     lad.record(1, 0, (0.5, 0.5))
     lad.record(2, 0, (0.4, 0.9))
     assert lad.promotable() == []  # quota 1 is spent on the held one
