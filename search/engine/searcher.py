@@ -161,9 +161,8 @@ class CandidateSearch(OptunaSearch):
         for _ in range(MAX_ASKS_PER_SUGGEST):
             if len(batch) >= size or base + len(batch) >= self.target or self.exhausted():
                 break
-            trial = self.study.ask(fixed_distributions=self._distributions)
-            if self.ownership is not None:
-                self.ownership.own(trial)
+            trial = (self.ownership.ask(self._distributions) if self.ownership is not None  # claimed, then drawn
+                     else self.study.ask(fixed_distributions=self._distributions))
             config = self.vs_space.config_from_params(trial.params)
             key = config_key(config.to_dict())
             trial.set_user_attr(ATTR_CONFIG, key)  # written before the check reads the others' (sharing.py)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from clitools import one_line_exit_2, study_file, tiny_imagefolder, vitsearch
+from clitools import SMALL_STUDY, one_line_exit_2, study_file, tiny_imagefolder, vitsearch
 from tinystudy import write_study
 
 from vitsearch.evaluators.models import ModelSpec, load_base_model
@@ -46,6 +46,7 @@ def test_a_study_runs_from_another_working_directory(tmp_path):
     write_study(proj / "study.yaml", name="rel", output_dir="out/{name}",
                 data={"source": "imagefolder", "path": "data", "calibration_size": 8, "eval_batch_size": None},
                 model={"name": "builtin:vitsearch-tiny", "checkpoint": "w/ckpt.pt"},
+                latency={"interleave": SMALL_STUDY["latency"]["interleave"]},  # short timings: paths are the point
                 search={"trials": 3, "workers": 1, "cpus": 2, "batch_size": 1})
     out = vitsearch("run", "../proj/study.yaml", cwd=elsewhere)
     assert out.returncode == 0, out.stderr[-3000:]

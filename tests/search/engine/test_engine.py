@@ -27,6 +27,10 @@ from vitsearch.search.engine.raylocal import session_processes
 pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).parent / "ray")
+#: for a `ray start` node that a test stops: SIGTERM tears it down at once. By default the node first
+#: asks the GCS to drain it, and with the GCS stopped by the same signal that call waits out its
+#: 30 s timeout (Ray 2.60, node.py: _drain_node_before_shutdown)
+NO_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 #: clitools' small study with 2 workers and no constraint
 STUDY = tiny_study_dict(SMALL_STUDY, constraints=None, search={"workers": 2})
@@ -167,7 +171,7 @@ def test_external_ray_cluster(tmp_path, tiny_study):
     head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, **loopback})
+                            env={**os.environ, **loopback, **NO_DRAIN})
     try:
         wait_for_port(port, head, "ray start --head exited")
         study_path = tiny_study(STUDY, search={"trials": 4})

@@ -24,9 +24,9 @@ from tinystudy import tiny_study_dict
 # (a couple of minutes each on an idle 2-core CPU)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-#: clitools' small study without interleaved timing, with tiny rungs and 2 workers
+#: clitools' small study (its short interleaved timings) with tiny rungs and 2 workers
 STUDY = tiny_study_dict(
-    SMALL_STUDY, latency={"interleave": None}, recovery={"rungs": [1, 3, 6], "reduction": 2, "batch_size": 16},
+    SMALL_STUDY, recovery={"rungs": [1, 3, 6], "reduction": 2, "batch_size": 16},
     search={"trials": 6, "workers": 2},
     # cheap knobs only: int8 at batch 1 is many times slower to time here (and settled as no gain anyway)
     space={"precision": {"attn": ["fp32"], "mlp": ["fp32"]}, "sparsity": {"attn": ["dense"]}},

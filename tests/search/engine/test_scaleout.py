@@ -16,16 +16,19 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
 import pytest
-from clitools import vitsearch, wait_for_port
+from clitools import SMALL_STUDY, vitsearch, wait_for_port
 from optuna.trial import TrialState
 from tinystudy import tiny_study_dict, write_study
 
-#: the cheapest real study: built-in model, latency timed in a few passes, no recovery
-STUDY = tiny_study_dict(name="shared", latency={"max_runs": 20, "max_seconds": 0.1, "predictor": "off"},
+#: the cheapest real study: built-in model, latency timed in a few passes (interleaved: clitools' short
+#: protocol), no recovery
+STUDY = tiny_study_dict(name="shared", latency={"max_runs": 20, "max_seconds": 0.1, "predictor": "off",
+                                                "interleave": SMALL_STUDY["latency"]["interleave"]},
                         data={"eval_batch_size": 500, "calibration_size": 32},
                         constraints={"max_accuracy_drop": 0.05},
                         search={"trials": 10, "workers": 1, "cpus": 1, "seed": 0, "batch_size": 1, "sampler": "random"})
@@ -194,15 +197,20 @@ def test_bad_storage_input_is_one_line(postgres, tmp_path):
     record_study(optuna.create_study(storage=open_storage(url), study_name=name, directions=["maximize", "minimize"]),
                  load_study(write_study(tmp_path / "first.yaml", STUDY, name=name)))
     different = write_study(tmp_path / "second.yaml", STUDY, name=name, search={"trials": 12})
-    for i, (bad, match) in enumerate(cases + [(url, "different study file")]):
-        out = vitsearch("run", different if match == "different study file" else study, "--out", tmp_path / f"r{i}",
-                        "--storage", bad, timeout=120)
+    cases.append((url, "different study file"))
+    argvs = [("run", different if match == "different study file" else study, "--out", tmp_path / f"r{i}",
+              "--storage", bad) for i, (bad, match) in enumerate(cases)]
+    # a Ray address that answers but is not a Ray head (the database's port)
+    argvs.append(("run", study, "--out", tmp_path / "ray", "--address", f"127.0.0.1:{u.port}"))
+    # each is a fresh process that spends its seconds importing before it refuses: two at a time
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda argv: vitsearch(*argv, timeout=120), argvs))
+    for i, ((bad, match), out) in enumerate(zip(cases, outs)):
         assert out.returncode == 2, out.stderr
         assert match in out.stderr and out.stderr.count("\n") == 1, out.stderr
         assert "wrong" not in out.stderr and (u.password not in out.stderr)  # passwords are masked in messages
         assert not (tmp_path / f"r{i}").exists()
-    # a Ray address that answers but is not a Ray head (the database's port)
-    out = vitsearch("run", study, "--out", tmp_path / "ray", "--address", f"127.0.0.1:{u.port}", timeout=120)
+    out = outs[-1]
     assert out.returncode == 2 and "is not a Ray head" in out.stderr and out.stderr.count("\n") == 1, out.stderr
     assert not (tmp_path / "ray").exists()
 
@@ -224,13 +232,16 @@ def test_missing_driver_names_the_install_command():
 
 #: token authentication; every node is given --node-ip-address=127.0.0.1 (loopback only)
 RAY_ENV = {"RAY_AUTH_MODE": "token"}
+#: a node stopped with SIGTERM goes at once: by default it first asks the GCS to drain it, and with
+#: the GCS stopped by the same signal that call waits out its 30 s timeout (Ray 2.60, node.py)
+NO_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 
 def ray_node(*args: str, log: Path) -> subprocess.Popen:
     """``ray start --block ...`` in a process group of its own: stopped exactly, never with `ray stop`."""
     return subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus=1",
                              "--disable-usage-stats", *args], stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, **RAY_ENV})
+                            start_new_session=True, env={**os.environ, **RAY_ENV, **NO_DRAIN})
 
 
 def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -274,8 +285,13 @@ def test_second_ray_node_killed_mid_run(tmp_path):
     try:
         wait_for_port(port, head, lambda: (tmp_path / "head.log").read_text()[-2000:])
         second = ray_node(f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", log=tmp_path / "second.log")
-        time.sleep(5)  # let the second node register before the study is planned onto the cluster
-        assert second.poll() is None, (tmp_path / "second.log").read_text()[-2000:]
+        # the second node registers before the study is planned onto the cluster: `ray start` says it
+        # started once the GCS knows the node (it waits for that)
+        deadline = time.time() + 120
+        while "Ray runtime started." not in (tmp_path / "second.log").read_text() and time.time() < deadline:
+            assert second.poll() is None, (tmp_path / "second.log").read_text()[-2000:]
+            time.sleep(0.2)
+        assert "Ray runtime started." in (tmp_path / "second.log").read_text(), "the second node never started"
         study = write_study(tmp_path / "study.yaml", STUDY, name="cluster", search={"trials": 8, "workers": 2})
         run = tmp_path / "run"
         driver = subprocess.Popen([sys.executable, "-m", "vitsearch.search.cli", "run", str(study), "--out", str(run),
@@ -358,6 +374,58 @@ def test_only_dead_drivers_trials_are_failed_and_asked_again(tmp_path):
 
     frame = trials_frame(study).set_index("number")
     assert frame.loc[dead.number, "error"].startswith("its driver stopped while it ran; asked again as trial")
+
+
+SAMPLING_DRIVER = """
+import sys, time, warnings
+import optuna
+from vitsearch.search.engine.ownership import Ownership, RetryStale
+from vitsearch.search.storage import open_storage
+
+class Slow(optuna.samplers.RandomSampler):  # a sampler still drawing when the driver is killed
+    def sample_independent(self, *args, **kwargs):
+        print("sampling", flush=True)
+        time.sleep(600)
+
+warnings.simplefilter("ignore")
+storage = open_storage(sys.argv[1], on_stale=RetryStale())
+study = optuna.load_study(study_name="o", storage=storage, sampler=Slow())
+Ownership(study, storage).ask({"x": optuna.distributions.IntDistribution(0, 9)})
+"""
+
+
+def test_a_driver_killed_while_its_sampler_draws_leaves_a_trial_that_names_it(tmp_path):
+    """The trial is claimed before its parameters are drawn: killed mid-sampling, the driver's trial is failed
+    and asked again at once (before, it named no driver and waited out ORPHAN_S, a minute)."""
+    study, own = _rdb_study(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-c", SAMPLING_DRIVER, f"sqlite:///{tmp_path / 'o.db'}"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "sampling"
+    finally:
+        proc.kill()
+        proc.wait()
+    (trial,) = study.trials
+    assert trial.state == TrialState.RUNNING and trial.user_attrs["driver"].split(":")[1] == str(proc.pid)
+    assert not trial.params  # killed before any parameter was drawn
+    assert own.reap(force=True) == [trial.number]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_trial_that_names_no_driver_is_asked_again_once_it_is_older_than_orphan_s(tmp_path, monkeypatch):
+    import warnings
+
+    import vitsearch.search.engine.ownership as ownership
+
+    study, own = _rdb_study(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        orphan = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})  # a driver gone before it claimed
+    monkeypatch.setattr(ownership, "ORPHAN_S", 1.0)
+    assert own.reap(force=True) == []  # young: its driver may still be about to claim it
+    time.sleep(1.5)
+    assert own.reap(force=True) == [orphan.number]
+    assert [t.params for t in study.trials if t.state == TrialState.WAITING] == [orphan.params]
 
 
 def test_shared_target_surplus_duplicates_and_reuse(tmp_path):
