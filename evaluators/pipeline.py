@@ -253,17 +253,22 @@ class Pipeline:
 
         On a shared machine the run-start timing of the reference can be far from now; a
         candidate is only settled when it is slower than the uncompressed model timed
-        beside it: its interleaved ratio says so (ratio above 1), or, timed alone, the
-        reference is timed again now (paid only by candidates that look slower).
+        beside it. In eager its interleaved ratio is to that model itself (above 1:
+        slower); in another runtime the ratio is to the eager model, so the uncompressed
+        program is timed again now and the two ratios compared (paid only by candidates
+        that look slower).
         """
         from dataclasses import replace
 
-        latency = metrics["latency"]
-        if reference.no_gain(metrics) is None or latency.get("source") != "measured" or latency.get("ratio"):
-            return reference.no_gain(metrics)  # an interleaved ratio was timed beside the reference already
+        latency, verdict = metrics["latency"], reference.no_gain(metrics)
+        if verdict is None or latency.get("source") != "measured":
+            return verdict
+        if self.runtime.is_reference and latency.get("ratio") is not None and reference.latency_ratio is not None:
+            return verdict  # judged on its ratio to the uncompressed model itself, timed beside it
         with phase(phases, "reference latency"):
             now = self.measure_config(self.reference)
-        return replace(reference, latency_ms=now.median_ms,
+        return replace(reference, latency_ms=now.median_ms, latency_ratio=1.0 if self.runtime.is_reference and
+                       now.ratio is not None else now.ratio,
                        latency_source=f"timed just now beside it, {now.n_runs} passes").no_gain(metrics)
 
     def _recovered(self, config: Any, steps: int, previous: tuple[int, str] | None, save_to: str | None,

@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vitsearch.search.engine.accounting import cpu_books, descendants_cpu, engine_books
-from vitsearch.search.engine.gain import keep_screen
 from vitsearch.search.engine.ownership import Ownership
 from vitsearch.search.engine.plan import RunOptions, RunPlan, make_sampler, plan_run
 from vitsearch.search.engine.progress import Progress
@@ -110,8 +109,7 @@ class Driver:
     def _searcher(self, inputs: RunInputs) -> tuple[CandidateSearch, Ownership]:
         """The study opened, the searcher on it, the progress bar started at what the study holds."""
         plan, rc = self.plan, self.spec.recovery
-        storage, ownership, seed_offset = open_study(plan, self.objectives, inputs.space)
-        reference = keep_screen(ownership.study, inputs.reference)
+        storage, ownership, seed_offset, reference = open_study(plan, self.objectives, inputs.space, inputs.reference)
         ladder = Ladder(rc.ladder, rc.reduction, tuple(d == "maximize" for _, d in self.objectives))
         searcher = CandidateSearch(space=inputs.space, objectives=self.objectives, feasibility=inputs.feasibility,
                                    target=plan.trials, batch_size=plan.batch_size, workers=plan.workers,

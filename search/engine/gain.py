@@ -7,7 +7,7 @@ settled after its cost check, without distillation or accuracy work.
 
 **The run-start screen** (:func:`screen_space`): a knob value that cannot make a part
 cheaper on this device and runtime makes every candidate using it no better than the same
-candidate without it, which is at least as accurate. Once per run start, each such value
+candidate without it, which is at least as accurate. At the study's first start, each such value
 the space offers is timed alone on its part, interleaved with the uncompressed model, and
 candidates using a screened one are settled by the driver before any measurement
 (PRUNED, ``settled`` "no gain", its no-gain margin the part's measured slowdown):
@@ -51,16 +51,34 @@ class Reference:
     #: the run-start screen, each value timed alone on a part ({"knob", "part", "value", "ratio", "ratio_low",
     #: "ratio_high", "latency_ms", "n_runs", "device", "screened"}; plain, for the summary)
     screen: tuple[dict, ...] = ()
+    #: fingerprint id of the machine and runtime the screen was timed on (:func:`screen_machine`)
+    screen_machine: str | None = None
+    #: the uncompressed model's latency as a ratio to the interleaved reference (the eager model): 1 in eager,
+    #: as measured at run start in another runtime (ONNX Runtime's program: about 0.5); None when predicted
+    latency_ratio: float | None = None
+
+    def _slower(self, latency: dict) -> tuple[bool, str]:
+        """Whether a candidate's ``latency`` entry is slower than the uncompressed model, and the finding in words.
+        A measured ratio is compared with the uncompressed model's (both timed interleaved with the same eager
+        reference: drift of the machine cancels), else the ms with the run-start figure."""
+        lat, ratio = latency.get("median_ms"), latency.get("ratio")
+        if ratio is not None and self.latency_ratio is not None and latency.get("source") == "measured":
+            lo, hi = latency.get("ratio_low"), latency.get("ratio_high")
+            interval = f" [{lo / self.latency_ratio:.3f}, {hi / self.latency_ratio:.3f}]" if None not in (lo, hi) else ""
+            return ratio > self.latency_ratio, (
+                f"measured latency x{ratio / self.latency_ratio:.3f}{interval} of the uncompressed model (both timed "
+                f"interleaved with the same reference, {latency.get('n_runs')} passes)")
+        if lat is None:
+            return False, ""
+        return lat > self.latency_ms, (f"{latency.get('source', 'measured')} latency {lat:.3f} ms > uncompressed "
+                                       f"{self.latency_ms:.3f} ms ({self.latency_source})")
 
     def no_gain(self, metrics: dict[str, Any]) -> str | None:
         """Why ``metrics`` (a candidate's costs) are no improvement on the uncompressed model, or None."""
         config = metrics.get("config") or {}
         if not {k for k in config if k != "schema_version"} or not self.cost_objectives:
             return None  # the uncompressed model itself is the reference, never settled against itself
-        latency = metrics.get("latency") or {}
-        lat, ratio = latency.get("median_ms"), latency.get("ratio")
-        # timed interleaved with the uncompressed model: the ratio says it, whatever the run-start timing was
-        slower = ratio > 1.0 if ratio is not None else lat is not None and lat > self.latency_ms
+        slower, finding = self._slower(metrics.get("latency") or {})
         worse = {
             "latency_ms": slower,
             "size_mb": metrics.get("size_mb", 0.0) >= self.size_mb,
@@ -68,14 +86,7 @@ class Reference:
         }
         if not all(worse[m] for m in self.cost_objectives if m in worse):
             return None
-        if ratio is not None:
-            lo, hi = latency.get("ratio_low"), latency.get("ratio_high")
-            interval = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
-            parts = [f"measured latency x{ratio:.3f}{interval} of the uncompressed model timed beside it "
-                     f"(interleaved, {latency.get('n_runs')} passes)"]
-        else:
-            parts = [f"{latency.get('source', 'measured')} latency {lat:.3f} ms > uncompressed "
-                     f"{self.latency_ms:.3f} ms ({self.latency_source})"]
+        parts = [finding]
         if "size_mb" in self.cost_objectives:
             parts.append(f"size {metrics['size_mb']:.3f} MB >= {self.size_mb:.3f} MB")
         if "macs" in self.cost_objectives:
@@ -114,15 +125,15 @@ class Reference:
         """Why a candidate using ``entry``'s value is settled, in words."""
         twin = "dense" if entry["knob"] == "sparsity" else "in the base precision"
         return (f"no gain over the same candidate with {entry['part']} {twin}: {self.screen_finding(entry)} "
-                f"(measured at run start, interleaved, {entry['n_runs']} passes; not accuracy-evaluated)")
+                f"(measured at the study's first start, interleaved, {entry['n_runs']} passes; not accuracy-evaluated)")
 
     def constraint(self, metrics: dict[str, Any]) -> float:
-        """The Optuna constraint value of a settled no-gain candidate: ms slower than the reference (> 0); by its
-        interleaved ratio where it was timed beside the reference."""
+        """The Optuna constraint value of a settled no-gain candidate: ms slower than the reference (> 0); by the
+        two ratios where both were measured (as :meth:`no_gain` judges)."""
         latency = metrics.get("latency") or {}
         lat, ratio = latency.get("median_ms"), latency.get("ratio")
-        if ratio is not None:
-            return max(float((ratio - 1.0) * self.latency_ms), 1e-6)
+        if ratio is not None and self.latency_ratio is not None and latency.get("source") == "measured":
+            return max(float((ratio / self.latency_ratio - 1.0) * self.latency_ms), 1e-6)
         return max(float(lat - self.latency_ms), 1e-6) if lat is not None else 1.0
 
 
@@ -165,9 +176,11 @@ def _offered(session, space) -> list[tuple[str, str, str, bool]]:
     return out
 
 
-def screen_space(session, space) -> tuple[dict, ...]:
-    """Each value :func:`_offered` names, timed alone on its part, interleaved with the uncompressed model (the
-    study's protocol); ``screened`` as the module's docstring says."""
+def screen_space(session, space, base_ratio: float = 1.0) -> tuple[dict, ...]:
+    """Each value :func:`_offered` names, timed alone on its part, interleaved with the eager reference (the
+    study's protocol); its ratio and interval divided by ``base_ratio`` (:attr:`Reference.latency_ratio`: the
+    uncompressed model's own in the study's runtime), so they are to the uncompressed model in that runtime;
+    ``screened`` as the module's docstring says."""
     from dataclasses import replace
 
     base, out = session.reference_config, []
@@ -178,12 +191,13 @@ def screen_space(session, space) -> tuple[dict, ...]:
         except Exception as exc:  # a value that cannot build is the worker's to report, per candidate
             log.warning("screen: %s %s could not be timed alone (%s); not screened", part, value, exc)
             continue
-        low, high = result.ratio_low, result.ratio_high
+        ratio, low, high = (None if r is None else r / base_ratio for r in
+                            (result.ratio, result.ratio_low, result.ratio_high))
         if masked:
             screened = not (high is not None and high < 1.0)  # masked dense: not faster, unless shown otherwise
         else:
             screened = low is not None and low > 1.0
-        row = {"knob": knob, "part": part, "value": getattr(getattr(config, knob), part), "ratio": result.ratio,
+        row = {"knob": knob, "part": part, "value": getattr(getattr(config, knob), part), "ratio": ratio,
                "ratio_low": low, "ratio_high": high, "latency_ms": result.median_ms, "n_runs": result.n_runs,
                "device": str(session.device), "screened": screened}
         log.info("screen: %s %s alone: x%s [%s, %s] of the uncompressed model%s", part, value, *(
@@ -199,36 +213,52 @@ def reference_of(session, objectives: list[tuple[str, str]], predictor=None) -> 
     lat = metrics["latency"]
     how = (f"predicted" if lat["source"] == "predicted" else
            f"measured at run start, {lat.get('n_runs')} passes")
+    measured = lat["source"] == "measured"
+    ratio = 1.0 if measured and session.pipeline.runtime.is_reference else lat.get("ratio") if measured else None
     return Reference(lat["median_ms"], metrics["size_mb"], metrics["macs"], how,
-                     tuple(m for m, _ in objectives if m != "accuracy"))
+                     tuple(m for m, _ in objectives if m != "accuracy"), latency_ratio=ratio)
 
 
-def stored_screen(plan) -> tuple[dict, ...] | None:
-    """The screen rows an earlier start of this study kept on it (resume, or a storage other drivers share);
-    None for a new study (a fresh run's storage is not opened, so nothing is written before validation)."""
+def screen_machine(session) -> str:
+    """The fingerprint id of the machine and runtime a screen's verdicts hold for (another CPU or GPU, another
+    verdict)."""
+    from vitsearch.evaluators.latency.fingerprint import fingerprint_id
+    from vitsearch.evaluators.runtimes.deploy import runtime_fingerprint
+
+    lat = session.spec.latency
+    return fingerprint_id(runtime_fingerprint(session.device, lat.threads, lat.runtime))
+
+
+def stored_screen(plan, machine: str) -> tuple[dict, ...] | None:
+    """The screen rows the study's first start kept on it, when timed on ``machine`` (resume, or a storage other
+    drivers share); None for a new study (a fresh run's storage is not opened, so nothing is written before
+    validation), one without rows, or rows of another machine."""
     from vitsearch.search.storage import open_storage
 
     if not plan.resume and plan.storage_url == plan.run_dir.default_storage_url():
         return None
     storage = open_storage(plan.storage_url)
     try:
-        rows = storage.get_study_user_attrs(storage.get_study_id_from_name(plan.spec.name)).get(SCREEN_ATTR)
+        kept = storage.get_study_user_attrs(storage.get_study_id_from_name(plan.spec.name)).get(SCREEN_ATTR)
     except KeyError:
         return None  # no such study yet
-    return None if rows is None else tuple(rows)
+    return tuple(kept["rows"]) if kept and kept.get("machine") == machine else None
 
 
-def keep_screen(study, reference: Reference) -> Reference:
-    """Keep ``reference``'s screen on ``study`` when it holds none; else the reference with the study's rows (two
-    drivers that started together each timed one: the first kept is the study's)."""
+def keep_screen(study, reference: Reference, created: bool) -> Reference:
+    """The screen in force for this driver: the study's kept rows when they were timed on this machine, else this
+    start's, which the driver that created the study keeps on it (only that one writes: of drivers that start
+    together, the others use their own rows for this attempt). A start that does not screen keeps nothing."""
     from dataclasses import replace
 
-    stored = study.user_attrs.get(SCREEN_ATTR)
-    if stored is None:
-        if reference.screen:
-            study.set_user_attr(SCREEN_ATTR, list(reference.screen))
+    if not reference.screen:
         return reference
-    stored = tuple(stored)
-    if stored != reference.screen:
-        log.info("screen: the study's kept verdicts are used (%d rows), not this start's", len(stored))
-    return replace(reference, screen=stored)
+    kept = study.user_attrs.get(SCREEN_ATTR)
+    if kept and kept.get("machine") == reference.screen_machine:
+        rows = tuple(kept["rows"])
+        if rows != reference.screen:
+            log.info("screen: the study's kept verdicts are used (%d rows), not this start's", len(rows))
+        return replace(reference, screen=rows)
+    if created:
+        study.set_user_attr(SCREEN_ATTR, {"machine": reference.screen_machine, "rows": list(reference.screen)})
+    return reference

@@ -4,9 +4,9 @@ Multi-objective asynchronous successive halving (ASHA with non-dominated sorting
 every candidate is scored at the first rung; a rung holding ``n`` results may promote its
 best ``floor(n / reduction)`` to the next rung, "best" by non-dominated sorting on the
 study's objectives at that rung (accuracy up, latency/size down), ties inside a front
-broken by each point's exclusive hypervolume contribution (the area only it dominates, up
-to a reference point just beyond the rung's worst value in each objective; SMS-EMOA's
-selection), then by trial number. What the search is judged on is the hypervolume of its
+broken by greedy hypervolume selection (each next the candidate that adds the most area to
+those before it, up to a reference point just beyond the rung's worst value in each
+objective), then by trial number. What the search is judged on is the hypervolume of its
 front, so a rung's slots go where the front gains area. Crowding distance, used before,
 ranks both ends of a front first: the slowest, most accurate candidates (ratio 0.8-0.95
 to the uncompressed model, which can add almost no area) and the fastest, least accurate
@@ -47,12 +47,15 @@ def nondominated_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndar
 
 def hypervolume(points: np.ndarray, ref: np.ndarray) -> float:
     """Volume dominated by ``points`` (n x k, every objective minimised) up to ``ref``; points not better than
-    ``ref`` in every objective add nothing. Slices along the last objective (exact; fine for the few dozen points
-    of a rung)."""
+    ``ref`` in every objective add nothing. Two objectives: one sweep; more: slices along the last objective."""
+    from vitsearch.search.engine.sampler_bench import hypervolume_2d
+
     points = np.asarray(points, dtype=float)
     points = points[np.all(points < ref, axis=1)]
     if not len(points):
         return 0.0
+    if points.shape[1] == 2:
+        return hypervolume_2d(points, tuple(ref))
     if points.shape[1] == 1:
         return float(ref[0] - points[:, 0].min())
     points = points[np.argsort(points[:, -1], kind="stable")]
@@ -64,16 +67,26 @@ def hypervolume(points: np.ndarray, ref: np.ndarray) -> float:
     return volume
 
 
-def hypervolume_contributions(points: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Each row's exclusive contribution: the volume only it dominates (0 for a dominated row or a duplicate)."""
-    total = hypervolume(points, ref)
-    return np.array([total - hypervolume(np.delete(points, i, axis=0), ref) for i in range(len(points))])
+def greedy_order(points: np.ndarray, ref: np.ndarray) -> list[int]:
+    """Row indices of ``points`` (minimised), each next the one that adds the most hypervolume to the rows before
+    it (greedy hypervolume subset selection; ties, within a millionth of the total, to the lower index). Two
+    near-twins do not hide each other, as each one's exclusive contribution would: the first counts in full, the
+    second adds nearly nothing."""
+    chosen: list[int] = []
+    left, volume = list(range(len(points))), 0.0
+    scale = max(hypervolume(points, ref), 1e-300) * 1e-6
+    while left:
+        gains = [hypervolume(points[chosen + [i]], ref) - volume for i in left]
+        best = max(range(len(left)), key=lambda j: (round(gains[j] / scale), -left[j]))
+        volume += gains[best]
+        chosen.append(left.pop(best))
+    return chosen
 
 
 def rank_order(numbers: Sequence[int], values: np.ndarray, maximize: Sequence[bool]) -> list[int]:
-    """``numbers`` best first: by front, then exclusive hypervolume contribution within the front (larger first),
-    then number. The reference point lies a tenth of each objective's range beyond its worst value (one unit
-    where all are equal), so the worst points still count."""
+    """``numbers`` best first: by front, then in the order greedy hypervolume selection takes them within the
+    front (:func:`greedy_order`), then number. The reference point lies a tenth of each objective's range beyond
+    its worst value (one unit where all are equal), so the worst points still count."""
     if not len(numbers):
         return []
     values = np.asarray(values, dtype=float)
@@ -81,13 +94,11 @@ def rank_order(numbers: Sequence[int], values: np.ndarray, maximize: Sequence[bo
     signed = np.where(np.asarray(maximize), -values, values)  # minimise everything
     span = signed.max(axis=0) - signed.min(axis=0)
     ref = signed.max(axis=0) + np.where(span > 0, span / 10, 1.0)
-    gain = np.zeros(len(numbers))
+    out: list[int] = []
     for level in np.unique(fronts):
-        members = np.flatnonzero(fronts == level)
-        # identical points share one contribution (each alone would count for nothing beside its twin)
-        unique, inverse = np.unique(signed[members], axis=0, return_inverse=True)
-        gain[members] = hypervolume_contributions(unique, ref)[inverse.ravel()]
-    return [numbers[i] for i in sorted(range(len(numbers)), key=lambda i: (fronts[i], -gain[i], numbers[i]))]
+        members = sorted(np.flatnonzero(fronts == level), key=lambda i: numbers[i])  # ties: the lower number
+        out += [numbers[members[j]] for j in greedy_order(signed[members], ref)]
+    return out
 
 
 @dataclass
@@ -101,6 +112,7 @@ class Ladder:
     issued: set[tuple[int, int]] = field(default_factory=set)  # (trial number, rung promoted to)
     failed: set[tuple[int, int]] = field(default_factory=set)  # promotions whose evaluation raised
     held: set[int] = field(default_factory=set)  # ranked, never promoted (the uncompressed model: nothing to recover)
+    _ranking: dict[int, list[int]] = field(default_factory=dict, repr=False)  # rung -> its rank order, until it grows
 
     @property
     def top(self) -> int:
@@ -112,6 +124,7 @@ class Ladder:
         if rung > 0 and (number, rung) not in self.issued:
             raise ValueError(f"trial {number} has a result at rung {rung} but was never promoted there")
         self.results.setdefault(rung, {})[number] = tuple(float(v) for v in values)
+        self._ranking.pop(rung, None)
 
     def record_failure(self, number: int, rung: int) -> None:
         """The promotion of ``number`` to ``rung`` raised: it stays at its previous rung, not retried."""
@@ -133,11 +146,18 @@ class Ladder:
             quota = self.quota(rung)
             if quota == 0:
                 continue
-            rows = self.results[rung]
-            numbers = list(rows)
-            best = rank_order(numbers, np.array([rows[n] for n in numbers]), self.maximize)[:quota]
+            best = self._ranked(rung)[:quota]
             out += [(n, rung + 1) for n in best if (n, rung + 1) not in self.issued and n not in self.held]
         return out
+
+    def _ranked(self, rung: int) -> list[int]:
+        """:func:`rank_order` of ``rung``'s results, computed once per set of results (the driver asks each time it
+        suggests; :meth:`record` drops it)."""
+        if rung not in self._ranking:
+            rows = self.results[rung]
+            numbers = list(rows)
+            self._ranking[rung] = rank_order(numbers, np.array([rows[n] for n in numbers]), self.maximize)
+        return self._ranking[rung]
 
     def issue(self, number: int, rung: int) -> None:
         """Mark ``number`` promoted to ``rung``; a second promotion of the same pair is a bug."""

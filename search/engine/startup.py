@@ -28,7 +28,8 @@ import optuna
 
 from vitsearch.evaluators import evaluate_accuracy
 from vitsearch.search.engine.feasibility import Feasibility
-from vitsearch.search.engine.gain import Reference, reference_of, screen_space, stored_screen
+from vitsearch.search.engine.gain import (Reference, keep_screen, reference_of, screen_machine, screen_space,
+                                         stored_screen)
 from vitsearch.search.engine.ownership import Ownership, RetryStale
 from vitsearch.evaluators.latency.fingerprint import resolve_device
 from vitsearch.search.engine.raylocal import init_local, reap
@@ -78,10 +79,12 @@ def load_inputs(plan: RunPlan, objectives: list[tuple[str, str]]) -> RunInputs:
     predictor = study_predictor(session)
     reference = reference_of(session, objectives, predictor)  # the no-gain line, before any worker
     if spec.search.screen and predictor is None and reference.cost_objectives == ("latency_ms",):
-        kept = stored_screen(plan)  # timed at the study's first start: one verdict per value for the whole study
+        machine = screen_machine(session)
+        kept = stored_screen(plan, machine)  # timed at the study's first start: one verdict per value for the study
         if kept is not None:
             log.info("screen: %d rows as timed at the study's first start", len(kept))
-        reference = replace(reference, screen=screen_space(session, space) if kept is None else kept)
+        reference = replace(reference, screen_machine=machine, screen=kept if kept is not None else
+                            screen_space(session, space, reference.latency_ratio or 1.0))
         for entry in (e for e in reference.screen if e["screened"]):
             note = (f"screened: {Reference.screen_finding(entry)}; candidates using it are settled without "
                     "evaluation (search.screen: false to evaluate them)")
@@ -156,8 +159,10 @@ def init_ray(plan: RunPlan) -> None:
                           "(ray get-auth-token)") from None
 
 
-def open_study(plan: RunPlan, objectives: list[tuple[str, str]], space: SearchSpace) -> tuple[Any, Ownership, int]:
-    """The raw Optuna storage, this driver's :class:`Ownership` of the study's trials, the sampler's seed offset.
+def open_study(plan: RunPlan, objectives: list[tuple[str, str]], space: SearchSpace,
+               reference: Reference) -> tuple[Any, Ownership, int, Reference]:
+    """The raw Optuna storage, this driver's :class:`Ownership` of the study's trials, the sampler's seed offset,
+    and ``reference`` with the screen in force (:func:`~vitsearch.search.engine.gain.keep_screen`).
 
     Trials that dead drivers left RUNNING are failed and enqueued again here (same
     parameters); another live driver's trials are left alone. Presets go in once, into
@@ -185,4 +190,4 @@ def open_study(plan: RunPlan, objectives: list[tuple[str, str]], space: SearchSp
     if created or not study.get_trials(deepcopy=False):
         for params in space.preset_params():  # the front always holds the uncompressed model
             study.enqueue_trial(params, skip_if_exists=True)
-    return storage, ownership, 0 if created else os.getpid() % 100_000 + 1
+    return storage, ownership, 0 if created else os.getpid() % 100_000 + 1, keep_screen(study, reference, created)

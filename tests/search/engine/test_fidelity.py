@@ -72,8 +72,8 @@ def test_no_gain_is_settled_before_accuracy_work(session):
     int8 = CompressionConfig.from_dict({"precision": {"attn": "int8", "mlp": "int8"}})  # torchao int8: slower here
     metrics, why = session.pipeline.evaluate(int8, reference=ref)
     assert metrics["accuracy"] is None and why.startswith("no gain") and "recovery" not in metrics["phase_seconds"]
-    # confirmed against the uncompressed model timed beside it: its interleaved ratio, else timed again now
-    assert "timed beside it (interleaved" in why or "timed just now beside it" in why
+    # the stale figure's verdict (no ratio of the reference known) confirmed against the model timed now
+    assert "reference latency" in metrics["phase_seconds"] and "of the uncompressed model (both timed" in why
     metrics, why = session.pipeline.evaluate(CompressionConfig.from_dict(CONFIG), reference=ref)
     assert why is None and metrics["accuracy"] is not None  # faster than the reference timed now: evaluated
     metrics, why = session.pipeline.evaluate(CompressionConfig(), reference=ref)  # the reference itself: never
@@ -87,13 +87,15 @@ def test_an_interleaved_ratio_decides_no_gain_whatever_the_run_start_timing():
     from vitsearch.search.engine.gain import Reference
 
     ref = Reference(latency_ms=4.5, size_mb=1e9, macs=10**12, latency_source="measured at run start",
-                    cost_objectives=("latency_ms",))
+                    cost_objectives=("latency_ms",), latency_ratio=1.0)  # eager: the reference itself
     drifted = {"median_ms": 4.37, "ratio": 1.018, "ratio_low": 0.989, "ratio_high": 1.050, "n_runs": 152,
                "source": "measured"}  # below the run-start 4.5 ms, slower than the reference timed beside it
     why = ref.no_gain({"config": CONFIG, "latency": drifted})
-    assert why.startswith("no gain") and "x1.018 [0.989, 1.050]" in why and "152 passes" in why
+    assert why.startswith("no gain") and "x1.018 [0.989, 1.050] of the uncompressed model" in why and "152 passes" in why
     assert ref.constraint({"latency": drifted}) == pytest.approx(0.018 * 4.5)  # ms slower, by the ratio
     faster = {**drifted, "median_ms": 4.6, "ratio": 0.97, "ratio_low": 0.95, "ratio_high": 0.99}
     assert ref.no_gain({"config": CONFIG, "latency": faster}) is None  # above 4.5 ms, faster beside it
     alone = {"median_ms": 4.6, "source": "measured"}  # timed alone: the ms against the reference's
     assert "4.600 ms > uncompressed 4.500 ms" in ref.no_gain({"config": CONFIG, "latency": alone})
+    predicted = {**faster, "source": "predicted"}  # a prediction's ratio is not a timing beside the reference
+    assert "predicted latency 4.600 ms > uncompressed 4.500 ms" in ref.no_gain({"config": CONFIG, "latency": predicted})

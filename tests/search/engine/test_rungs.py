@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitsearch.search.engine.rungs import (Ladder, hypervolume, hypervolume_contributions, nondominated_fronts,
-                                           rank_order)
+from vitsearch.search.engine.rungs import Ladder, greedy_order, hypervolume, nondominated_fronts, rank_order
 
 MAX_MIN = (True, False)  # accuracy up, latency down
 
@@ -29,10 +28,25 @@ def test_hypervolume_is_exact_in_two_and_three_objectives():
     assert hypervolume(np.array([[3.0, 0.0]]), np.array([2.0, 2.0])) == 0.0  # not better than the reference
 
 
-def test_contribution_is_the_area_only_that_point_dominates():
-    pts = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [2.5, 2.5]])  # the last is dominated by [2, 2]
-    c = hypervolume_contributions(pts, np.array([4.0, 4.0]))
-    assert c.tolist() == pytest.approx([1.0, 0.75, 1.0, 0.0])  # [2, 2] shares [2.5, 3]^2 with the last
+def test_greedy_order_takes_the_largest_added_area_each_time():
+    pts = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])  # boxes to (4, 4): 3, 4, 3; each adds 1 once two are in
+    assert greedy_order(pts, np.array([4.0, 4.0])) == [1, 0, 2]  # the knee first, then the lower index
+
+
+def test_near_twins_do_not_hide_each_other():
+    """By exclusive contributions two near-identical knee points each count for almost nothing and both ends go
+    first; greedy selection takes the knee first and its twin last."""
+    values = np.array([[0.80, 1.0], [0.95, 2.0], [0.9501, 2.001], [0.98, 3.5]])  # (accuracy up, ms down)
+    order = rank_order([0, 1, 2, 3], values, MAX_MIN)
+    assert order[0] in (1, 2) and order[-1] in (1, 2)
+
+
+def test_rank_order_in_three_objectives():
+    values = np.array([[0.95, 2.0, 5.0], [0.90, 1.0, 6.0], [0.97, 3.0, 4.0], [0.85, 2.5, 7.0]])  # 3 dominated by 0
+    order = rank_order([10, 11, 12, 13], values, (True, False, False))
+    assert sorted(order[:3]) == [10, 11, 12] and order[3] == 13
+    pts = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 2.0]])
+    assert greedy_order(pts, np.array([2.0, 2.0, 3.0])) == [0, 1]  # equal boxes: the lower index
 
 
 def test_rank_order_puts_the_area_a_point_adds_before_the_ends_of_the_front():
@@ -47,7 +61,7 @@ def test_rank_order_puts_the_area_a_point_adds_before_the_ends_of_the_front():
     assert order.index(1) < order.index(0)
 
 
-def test_rank_order_front_then_crowding_then_number():
+def test_rank_order_front_then_area_then_number():
     numbers = [10, 11, 12, 13, 14]
     values = np.array([[0.90, 1.0], [0.80, 0.5], [0.85, 0.8], [0.70, 0.6], [0.90, 1.0]])
     order = rank_order(numbers, values, MAX_MIN)

@@ -121,7 +121,9 @@ def test_a_run_settles_every_candidate_using_a_screened_value_and_evaluates_none
     assert screen[1]["screened"], f"mlp 2:4 (masked dense on a CPU) was timed faster: {screen[1]}"
     assert "screened: attn int8 alone runs x" in proc.stderr
     assert "screened: mlp 2:4 runs as masked dense weights on cpu" in proc.stderr
-    trials = optuna.load_study(study_name="t", storage=f"sqlite:///{run / 'optuna.db'}").trials
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{run / 'optuna.db'}")
+    assert study.user_attrs["vitsearch_screen"]["rows"] == screen  # kept on the study for its resumes
+    trials = study.trials
     settled = [t for t in trials if t.params.get("precision.attn") == "int8" or t.params.get("sparsity.mlp") == "2:4"]
     evaluated = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert settled and evaluated and not [t for t in settled if t.state == optuna.trial.TrialState.COMPLETE]
@@ -150,11 +152,12 @@ def test_load_inputs_screens_only_when_on(tmp_path, screen):
 
 
 def test_the_screen_is_timed_once_per_study_and_kept_on_it(tmp_path):
-    """The first start keeps its rows on the study; a resumed start (and any other driver of the study) uses them
-    instead of timing again, so a borderline value gets one verdict for the whole study."""
+    """The driver that created the study keeps its rows on it, with the machine they were timed on; a resumed
+    start on that machine (and any other driver there) uses them instead of timing again, so a borderline value
+    gets one verdict for the whole study; another machine, or a start that does not screen, uses its own."""
     from dataclasses import replace
 
-    from vitsearch.search.engine.gain import SCREEN_ATTR, keep_screen
+    from vitsearch.search.engine.gain import SCREEN_ATTR, keep_screen, screen_machine
     from vitsearch.search.engine.plan import RunPlan
     from vitsearch.search.engine.startup import load_inputs
     from vitsearch.search.results.rundir import RunDir
@@ -166,10 +169,19 @@ def test_the_screen_is_timed_once_per_study_and_kept_on_it(tmp_path):
     study = optuna.create_study(study_name="t", storage=url, directions=["maximize", "minimize"])
     kept = {"knob": "precision", "part": "attn", "value": "int8", "ratio": 1.004, "ratio_low": 0.99,
             "ratio_high": 1.02, "latency_ms": 1.0, "n_runs": 9, "device": "cpu", "screened": True}  # borderline
-    first = Reference(1.0, 1.0, 1, "measured", ("latency_ms",), screen=(kept,))
-    assert keep_screen(study, first) is first and study.user_attrs[SCREEN_ATTR] == [kept]
-    other = replace(first, screen=({**kept, "ratio_low": 0.98, "screened": False},))  # a second driver's timing
-    assert keep_screen(study, other).screen == (kept,)  # the study's verdict, not this start's
+    here = screen_machine(load_session(spec))
+    other = Reference(1.0, 1.0, 1, "measured", ("latency_ms",), screen=({**kept, "screened": False},),
+                      screen_machine=here)  # a driver that joined before the creator kept its rows
+    assert keep_screen(study, other, created=False) is other and SCREEN_ATTR not in study.user_attrs
+    first = replace(other, screen=(kept,))
+    assert keep_screen(study, first, created=True) is first
+    assert study.user_attrs[SCREEN_ATTR] == {"machine": here, "rows": [kept]}
+    assert keep_screen(study, other, created=False).screen == (kept,)  # the study's verdict, not this start's
+    assert keep_screen(study, replace(other, screen_machine="elsewhere"), created=False).screen == other.screen
+    assert keep_screen(study, replace(other, screen=()), created=False).screen == ()  # not screening: nothing
     resumed = RunPlan(spec, run_dir, True, 1, 1, 1, url, None, 1, False)
     inputs = load_inputs(resumed, [("accuracy", "maximize"), ("latency_ms", "minimize")])
     assert inputs.reference.screen == (kept,)  # not timed again: the real timing would give two rows
+    study.set_user_attr(SCREEN_ATTR, {"machine": "elsewhere", "rows": [kept]})
+    inputs = load_inputs(resumed, [("accuracy", "maximize"), ("latency_ms", "minimize")])
+    assert [(r["part"], r["value"]) for r in inputs.reference.screen] == [("attn", "int8"), ("mlp", "2:4")]
