@@ -20,9 +20,10 @@ candidates using a screened one are settled by the driver before any measurement
   it costs accuracy and saves nothing; screened unless its interval lies wholly below 1.
 
 Latency-only studies without a fitted predictor (a predictor settles them on predicted
-cost already). The verdicts are kept on the study (:data:`SCREEN_ATTR`): a resumed run and
-every other driver of the study use the first start's, so a borderline value cannot be
-screened in one attempt and evaluated in the next (:func:`stored_screen`, :func:`keep_screen`).
+cost already). The driver that creates the study keeps the verdicts on it (:data:`SCREEN_ATTR`,
+with the machine's fingerprint): a resumed run and the other drivers of the study on that
+machine use them, so a borderline value cannot be screened in one attempt and evaluated in
+the next (:func:`stored_screen`, :func:`keep_screen`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class Reference:
         lat, ratio = latency.get("median_ms"), latency.get("ratio")
         if ratio is not None and self.latency_ratio is not None and latency.get("source") == "measured":
             lo, hi = latency.get("ratio_low"), latency.get("ratio_high")
-            interval = f" [{lo / self.latency_ratio:.3f}, {hi / self.latency_ratio:.3f}]" if None not in (lo, hi) else ""
+            base = self.latency_ratio
+            interval = f" [{lo / base:.3f}, {hi / base:.3f}]" if None not in (lo, hi) else ""
             return ratio > self.latency_ratio, (
                 f"measured latency x{ratio / self.latency_ratio:.3f}{interval} of the uncompressed model (both timed "
                 f"interleaved with the same reference, {latency.get('n_runs')} passes)")
