@@ -58,17 +58,24 @@ class Reference:
     #: as measured at run start in another runtime (ONNX Runtime's program: about 0.5); None when predicted
     latency_ratio: float | None = None
 
+    def _relative(self, latency: dict) -> float | None:
+        """A measured candidate's ratio to the uncompressed model: its ratio over the model's own, both timed
+        interleaved with the same eager reference (drift of the machine cancels); None where either is missing."""
+        ratio = latency.get("ratio")
+        if ratio is None or self.latency_ratio is None or latency.get("source") != "measured":
+            return None
+        return ratio / self.latency_ratio
+
     def _slower(self, latency: dict) -> tuple[bool, str]:
-        """Whether a candidate's ``latency`` entry is slower than the uncompressed model, and the finding in words.
-        A measured ratio is compared with the uncompressed model's (both timed interleaved with the same eager
-        reference: drift of the machine cancels), else the ms with the run-start figure."""
-        lat, ratio = latency.get("median_ms"), latency.get("ratio")
-        if ratio is not None and self.latency_ratio is not None and latency.get("source") == "measured":
+        """Whether a candidate's ``latency`` entry is slower than the uncompressed model, and the finding in words:
+        by :meth:`_relative`, else the ms against the run-start figure."""
+        lat, relative = latency.get("median_ms"), self._relative(latency)
+        if relative is not None:
             lo, hi = latency.get("ratio_low"), latency.get("ratio_high")
             base = self.latency_ratio
             interval = f" [{lo / base:.3f}, {hi / base:.3f}]" if None not in (lo, hi) else ""
-            return ratio > self.latency_ratio, (
-                f"measured latency x{ratio / self.latency_ratio:.3f}{interval} of the uncompressed model (both timed "
+            return relative > 1.0, (
+                f"measured latency x{relative:.3f}{interval} of the uncompressed model (both timed "
                 f"interleaved with the same reference, {latency.get('n_runs')} passes)")
         if lat is None:
             return False, ""
@@ -133,9 +140,9 @@ class Reference:
         """The Optuna constraint value of a settled no-gain candidate: ms slower than the reference (> 0); by the
         two ratios where both were measured (as :meth:`no_gain` judges)."""
         latency = metrics.get("latency") or {}
-        lat, ratio = latency.get("median_ms"), latency.get("ratio")
-        if ratio is not None and self.latency_ratio is not None and latency.get("source") == "measured":
-            return max(float((ratio / self.latency_ratio - 1.0) * self.latency_ms), 1e-6)
+        lat, relative = latency.get("median_ms"), self._relative(latency)
+        if relative is not None:
+            return max(float((relative - 1.0) * self.latency_ms), 1e-6)
         return max(float(lat - self.latency_ms), 1e-6) if lat is not None else 1.0
 
 
