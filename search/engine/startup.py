@@ -182,12 +182,25 @@ def open_study(plan: RunPlan, objectives: list[tuple[str, str]], space: SearchSp
     except optuna.exceptions.DuplicatedStudyError:
         created = False
     study = optuna.load_study(study_name=name, storage=storage)
+    if created:  # at once: a driver starting beside this one finds them instead of enqueueing its own
+        _enqueue_presets(study, space)
     record_study(study, plan.spec)
     ownership = Ownership(study, storage, retry)
     reaped = ownership.reap(force=True)
     if reaped:
         log.info("trials %s were left RUNNING by a driver that stopped: failed, asked again", reaped)
-    if created or not study.get_trials(deepcopy=False):
-        for params in space.preset_params():  # the front always holds the uncompressed model
-            study.enqueue_trial(params, skip_if_exists=True)
+    if not created and not study.get_trials(deepcopy=False):  # its creator died first, or a user's own study
+        _enqueue_presets(study, space)
     return storage, ownership, 0 if created else os.getpid() % 100_000 + 1, keep_screen(study, reference, created)
+
+
+def _enqueue_presets(study: optuna.Study, space: SearchSpace) -> None:
+    """The presets (the front always holds the uncompressed model), each unless the study holds it already.
+
+    Two drivers starting together on a new study may still both enqueue one (each finds the
+    other's not yet written); the copy asked later is then a duplicate or a reuse, never a
+    second evaluation (:mod:`vitsearch.search.engine.sharing`).
+    """
+    for params in space.preset_params():
+        study.enqueue_trial(params, skip_if_exists=True)
+

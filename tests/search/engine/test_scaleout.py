@@ -87,14 +87,30 @@ def own_lock(root: Path) -> dict:
 
 
 def check_invariants(study: optuna.Study, target: int) -> None:
-    """Exactly ``target`` COMPLETE, no config evaluated twice, nothing left RUNNING or WAITING."""
+    """Exactly ``target`` evaluated (COMPLETE, not a reuse: what ``--trials`` counts), each reuse a copy of an
+    evaluated trial of its config, no config evaluated twice, nothing left RUNNING or WAITING.
+
+    A reuse is a COMPLETE trial too: two drivers starting together on a new study may both
+    enqueue the uncompressed model, and the copy asked after the first completed reuses it.
+    """
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
-    assert states.count(TrialState.COMPLETE) == target, [(t.number, t.state.name) for t in trials]
-    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
-    evaluated = [t.user_attrs["config"] for t in trials if t.state == TrialState.COMPLETE
-                 and t.user_attrs.get("reused_from") is None and t.user_attrs.get("eval_seconds") is not None]
-    assert len(evaluated) == len(set(evaluated)), "a config was evaluated twice"
+    detail = "\n".join(f"{t.number} {t.state.name} driver={t.user_attrs.get('driver')} "
+                        f"reused={t.user_attrs.get('reused_from')} retry_of={t.system_attrs.get('failed_trial')} "
+                        f"settled={t.user_attrs.get('settled')} error={t.user_attrs.get('error')} "
+                        f"config={t.user_attrs.get('config')}" for t in trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    evaluated = [t for t in complete if t.user_attrs.get("reused_from") is None]
+    assert len(evaluated) == target, detail
+    by_number = {t.number: t for t in trials}
+    for t in complete:
+        if t.user_attrs.get("reused_from") is not None:
+            source = by_number[t.user_attrs["reused_from"]]
+            assert source.state == TrialState.COMPLETE and source.user_attrs.get("reused_from") is None, detail
+            assert source.user_attrs["config"] == t.user_attrs["config"], detail
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states, detail
+    keys = [t.user_attrs["config"] for t in evaluated if t.user_attrs.get("eval_seconds") is not None]
+    assert len(keys) == len(set(keys)), "a config was evaluated twice\n" + detail
 
 
 @pytest.mark.slow
