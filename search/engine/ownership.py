@@ -142,17 +142,27 @@ class Ownership:
         a driver killed while the sampler works leaves a trial that names it, asked again at once on resume."""
         trial = self.study.ask()
         self.own(trial)
-        for name, dist in distributions.items():
-            draw(trial, name, dist)
+        try:
+            for name, dist in distributions.items():
+                draw(trial, name, dist)
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed as stale meanwhile (this driver was stopped)
+            self.release(trial)
+            raise
         return trial
 
     def own(self, trial: optuna.Trial) -> None:
-        """Claim a freshly asked trial: its driver recorded, then a first heartbeat."""
+        """Claim a freshly asked trial: a first heartbeat, then its driver recorded.
+
+        In this order a driver killed between the two leaves a trial that every driver reaps
+        (stale after ``GRACE_S``, or an orphan); named first, with no heartbeat row, it would
+        be reaped by none but a driver on its own host (Optuna's stale check skips trials
+        that never beat).
+        """
         with self._lock:
             self._owned.add(trial_id(trial))
-        trial.set_user_attr(ATTR_DRIVER, self.me)  # first: killed before the heartbeat, it still names its driver
         if self.heartbeats:
             self.storage.record_heartbeat(trial_id(trial))
+        trial.set_user_attr(ATTR_DRIVER, self.me)
 
     def release(self, trial: optuna.Trial) -> None:
         """The trial is told: no more heartbeats for it."""

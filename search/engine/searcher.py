@@ -161,12 +161,21 @@ class CandidateSearch(OptunaSearch):
         for _ in range(MAX_ASKS_PER_SUGGEST):
             if len(batch) >= size or base + len(batch) >= self.target or self.exhausted():
                 break
-            trial = (self.ownership.ask(self._distributions) if self.ownership is not None  # claimed, then drawn
-                     else self.study.ask(fixed_distributions=self._distributions))
-            config = self.vs_space.config_from_params(trial.params)
-            key = config_key(config.to_dict())
-            trial.set_user_attr(ATTR_CONFIG, key)  # written before the check reads the others' (sharing.py)
-            verdict = sharing.verdict(self.study, trial, key, self.target)
+            trial = None
+            try:
+                trial = (self.ownership.ask(self._distributions) if self.ownership is not None  # claimed, then drawn
+                         else self.study.ask(fixed_distributions=self._distributions))
+                config = self.vs_space.config_from_params(trial.params)
+                key = config_key(config.to_dict())
+                trial.set_user_attr(ATTR_CONFIG, key)  # written before the check reads the others' (sharing.py)
+                verdict = sharing.verdict(self.study, trial, key, self.target)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # this driver was stopped mid-ask for longer than the grace period and another driver
+                # failed the trial as stale (its retry is WAITING): nothing of it is this driver's now
+                if trial is not None and self.ownership is not None:
+                    self.ownership.release(trial)
+                log.warning("a trial being asked was failed as stale by another driver meanwhile; asking again")
+                continue
             if verdict.action == "surplus":
                 self._settle(trial, None, TrialState.PRUNED, {ATTR_ERROR: verdict.why})
                 break
@@ -303,7 +312,11 @@ class CandidateSearch(OptunaSearch):
         # longer than the grace period) and asked it again: the retry owns it now.
         try:
             frozen = self._tell(trial, values, state, attrs)
-        except optuna.exceptions.UpdateFinishedTrialError:
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+            # failed while its attributes were written (UpdateFinishedTrialError) or between the last
+            # write and the tell (Optuna's "Cannot tell a FAIL trial": ValueError, re-read to be sure)
+            if isinstance(exc, ValueError) and not self._finished_elsewhere(trial):
+                raise
             log.error("trial %d was failed as stale by another driver (no heartbeat for the grace period) and "
                       "asked again; this result is dropped", trial.number)
             self._told.add(trial.number)
@@ -318,6 +331,10 @@ class CandidateSearch(OptunaSearch):
             self.failures_in_a_row = 0
         if self.on_settle is not None:
             self.on_settle(frozen)
+
+    def _finished_elsewhere(self, trial: optuna.Trial) -> bool:
+        """Whether the storage holds ``trial`` finished (another driver failed it as stale)."""
+        return frozen_trial(self.study, trial.number).state.is_finished()
 
     def _tell(self, trial: optuna.Trial, values, state: TrialState, attrs: dict) -> optuna.trial.FrozenTrial:
         for key, value in attrs.items():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -189,17 +190,34 @@ def open_study(plan: RunPlan, objectives: list[tuple[str, str]], space: SearchSp
     reaped = ownership.reap(force=True)
     if reaped:
         log.info("trials %s were left RUNNING by a driver that stopped: failed, asked again", reaped)
-    if not created and not study.get_trials(deepcopy=False):  # its creator died first, or a user's own study
+    if not created and not _trials_arrive(study):  # its creator died first, or a user's own study
         _enqueue_presets(study, space)
     return storage, ownership, 0 if created else os.getpid() % 100_000 + 1, keep_screen(study, reference, created)
+
+
+#: how long a driver that found a study just created by another waits for that driver's presets
+PRESET_WAIT_S = 3.0
+
+
+def _trials_arrive(study: optuna.Study, wait_s: float = PRESET_WAIT_S) -> bool:
+    """Whether ``study`` holds trials, waiting up to ``wait_s`` for the driver that created it to enqueue its
+    presets (it does so right after creating it; an empty study after that had a creator that died first)."""
+    deadline = time.monotonic() + wait_s
+    while not study.get_trials(deepcopy=False):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _enqueue_presets(study: optuna.Study, space: SearchSpace) -> None:
     """The presets (the front always holds the uncompressed model), each unless the study holds it already.
 
-    Two drivers starting together on a new study may still both enqueue one (each finds the
-    other's not yet written); the copy asked later is then a duplicate or a reuse, never a
-    second evaluation (:mod:`vitsearch.search.engine.sharing`).
+    Enqueued twice (two drivers each finding the other's not yet written), a preset's copies
+    are never evaluated twice (:mod:`vitsearch.search.engine.sharing`: the later is a
+    duplicate or a reuse) but may both be dropped as each other's duplicate when asked at
+    the same moment: hence the creator enqueues them at once and a driver beside it waits
+    for them (:func:`_trials_arrive`).
     """
     for params in space.preset_params():
         study.enqueue_trial(params, skip_if_exists=True)

@@ -1,4 +1,5 @@
 """A config whose failure follows from the config is evaluated once; asked again, it is settled from the record.
+A trial another driver failed as stale meanwhile (mid-ask, or just before its tell) is left to that driver.
 
 The searcher, the worker's evaluation function and an Optuna SQLite storage run for real;
 Tune's part (handing the batch to a worker, returning its report) is done by hand.
@@ -86,3 +87,53 @@ def test_which_errors_follow_from_the_config(exc, determined):
             "oom": torch.OutOfMemoryError("out of memory"), "device": DeviceError("no CUDA provider"),
             "runtime": RuntimeError("worker lost")}[exc]
     assert worker.config_determined(made) is determined
+
+
+def _fail_as_stale(search, number: int) -> None:
+    """What another driver's reap does to a trial whose driver stopped beating: FAIL, in the storage."""
+    from vitsearch.search.engine.optuna_access import frozen_trial, trial_id
+
+    storage = search.study._storage
+    assert storage.set_trial_state_values(trial_id(frozen_trial(search.study, number)), state=TrialState.FAIL)
+
+
+def test_a_result_of_a_trial_failed_elsewhere_just_before_its_tell_is_dropped(builtin_model, tmp_path, monkeypatch):
+    """Another driver fails the trial between the searcher's last attribute write and its tell (Optuna then
+    raises ValueError, 'Cannot tell a FAIL trial'): the result is dropped and the driver goes on."""
+    search = _searcher(builtin_model, tmp_path)
+    (job,) = _hand_out(search, "t0", evaluate=False)
+    tell = search.study.tell
+
+    def tell_after_a_reap(trial, *args, **kwargs):
+        _fail_as_stale(search, trial.number)
+        return tell(trial, *args, **kwargs)
+
+    monkeypatch.setattr(search.study, "tell", tell_after_a_reap)
+    payload = {**worker.evaluate_candidate(None, job, search.feasibility), "number": job["number"]}
+    search.on_trial_result("t0", {"candidate_json": json.dumps(payload)})
+    search.on_trial_complete("t0")
+    assert search.study.trials[job["number"]].state == TrialState.FAIL and job["number"] in search.told
+    monkeypatch.setattr(search.study, "tell", tell)
+    _hand_out(search, "t1", evaluate=False)
+    with pytest.raises(ValueError, match="number of the values"):  # a ValueError on a live trial still raises
+        search._settle(search._batches["t1"][0], [0.5], TrialState.COMPLETE, {})
+
+
+def test_a_trial_failed_elsewhere_while_it_was_asked_is_left_and_another_asked(builtin_model, tmp_path, monkeypatch):
+    """The driver was stopped mid-ask longer than the grace period and another driver failed the trial: writing
+    its config raises UpdateFinishedTrialError; the searcher leaves it (its retry is the other driver's) and asks
+    the next."""
+    search = _searcher(builtin_model, tmp_path)
+    config_from_params = search.vs_space.config_from_params
+    stopped = []
+
+    def reaped_meanwhile(params):
+        if not stopped:
+            stopped.append(search.study.trials[-1].number)
+            _fail_as_stale(search, stopped[0])
+        return config_from_params(params)
+
+    monkeypatch.setattr(search.vs_space, "config_from_params", reaped_meanwhile)
+    (job,) = _hand_out(search, "t0", evaluate=False)
+    assert job["number"] == stopped[0] + 1
+    assert search.study.trials[stopped[0]].state == TrialState.FAIL and stopped[0] not in search.told
