@@ -60,6 +60,8 @@ def _add_bench_search(sub) -> None:
     p.add_argument("study", help="study file (YAML), or 'default'")
     p.add_argument("--trials", type=int, default=40, help="samplers: trials per (sampler, seed)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per sampler or fidelity (0..N-1)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="baselines: the first seed (seeds K..K+N-1), to add seeds to an earlier benchmark")
     p.add_argument("--samplers", default="nsga2,tpe,random", help="samplers to compare: nsga2, tpe, gp, random")
     p.add_argument("--recovery-steps", type=int, default=0,
                    help="samplers: distillation steps before each config's val accuracy (default 0: zero-shot)")
@@ -220,11 +222,13 @@ def cmd_bench_search(args) -> int:
     """``vitsearch bench-search STUDY``: samplers against random search, fidelities or hand recipes at equal wall time."""
     if args.baselines and args.fidelity is not None:
         raise VitsearchError("--baselines and --fidelity: choose one benchmark")
+    if args.first_seed != 0 and not args.baselines:
+        raise VitsearchError(f"--first-seed: only with --baselines, got {args.first_seed}")
     if args.baselines:
         from vitsearch.search.engine.baselines_bench import format_baselines, run_baselines_bench
 
         summary = run_baselines_bench(args.study, args.wall_minutes, args.seeds,
-                                      Path(args.out or "benchmarks/results/baselines"))
+                                      Path(args.out or "benchmarks/results/baselines"), first_seed=args.first_seed)
         print(json.dumps(summary, indent=2, default=str) if args.json else format_baselines(summary))
         return 0
     if args.fidelity is not None:

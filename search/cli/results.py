@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--no-remeasure", action="store_true", help="judge the budget on the recorded latencies")
     p.add_argument("--polish-steps", type=int, default=None,
                    help="distil the chosen variant this many more steps before export (default: the study's top "
-                        "rung; 0: none); kept only if its val accuracy does not drop")
+                        "rung; 0: none); kept only if it beats the unpolished weights on val")
     p.add_argument("--json", action="store_true",
                    help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)

@@ -18,8 +18,10 @@ from typing import Any
 from vitsearch.search.engine.baselines import RECIPES, front_quality, run_recipe, vitsearch_front
 
 
-def run_baselines_bench(study, minutes: float, n_seeds: int, out: Path, progress: bool = True) -> dict[str, Any]:
-    """vitsearch against every hand recipe at equal wall time; the summary (also ``out/bench_baselines.json``)."""
+def run_baselines_bench(study, minutes: float, n_seeds: int, out: Path, progress: bool = True,
+                        first_seed: int = 0) -> dict[str, Any]:
+    """vitsearch against every hand recipe at equal wall time, seeds ``first_seed`` .. ``first_seed + n_seeds - 1``;
+    the summary (also ``out/bench_baselines.json``)."""
     from vitsearch.search.engine.fidelity_bench import _cpu_name, _one_run, _reference, check_args, fidelity_spec
     from vitsearch.search.results.testacc import base_test
     from vitsearch.search.session import load_session
@@ -27,6 +29,11 @@ def run_baselines_bench(study, minutes: float, n_seeds: int, out: Path, progress
 
     spec = load_study(study)
     check_args(spec, ["rungs"] if len(spec.recovery.ladder) > 1 else [], minutes, n_seeds, None, out)
+    if not isinstance(first_seed, int) or first_seed < 0:
+        from vitsearch.spaces.errors import ConfigError
+
+        raise ConfigError(f"--first-seed: must be an integer >= 0, got {first_seed}")
+    seeds = list(range(first_seed, first_seed + n_seeds))
     session = load_session(spec)
     if session.data.test is None:
         from vitsearch.spaces.errors import DataError
@@ -40,11 +47,11 @@ def run_baselines_bench(study, minutes: float, n_seeds: int, out: Path, progress
     started = time.time()
 
     def save() -> dict[str, Any]:
-        summary = summarise(spec, minutes, n_seeds, ref, base, results, time.time() - started, _cpu_name())
+        summary = summarise(spec, minutes, seeds, ref, base, results, time.time() - started, _cpu_name())
         (out / "bench_baselines.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
 
-    for seed in range(n_seeds):
+    for seed in seeds:
         name = f"vitsearch-seed{seed}"
         study_file = out / "studies" / f"{name}.yaml"
         study_file.write_text(study_to_yaml(fidelity_spec(spec, "rungs", minutes, seed, None)))
@@ -78,7 +85,7 @@ def _mean(x: Any) -> float | None:
     return x["mean"] if isinstance(x, dict) else x
 
 
-def summarise(spec, minutes: float, n_seeds: int, ref: dict, base: dict, results: dict[str, list[dict]],
+def summarise(spec, minutes: float, seeds: list[int], ref: dict, base: dict, results: dict[str, list[dict]],
               seconds: float, cpu: str) -> dict[str, Any]:
     """Per method: hypervolume (a number, or mean/std over seeds), fastest within X points, best at half latency."""
     hv = {name: _stats([r.get("hypervolume") for r in runs]) for name, runs in results.items() if runs}
@@ -89,7 +96,7 @@ def summarise(spec, minutes: float, n_seeds: int, ref: dict, base: dict, results
             for name, runs in results.items() if runs}
     within = {name: [r.get("fastest_within") for r in runs] for name, runs in results.items() if runs}
     strip = lambda runs: [{k: v for k, v in r.items() if k not in ("points", "front")} for r in runs]  # noqa: E731
-    return {"study": spec.name, "wall_minutes": minutes, "seeds": list(range(n_seeds)), "reference_point": ref,
+    return {"study": spec.name, "wall_minutes": minutes, "seeds": list(seeds), "reference_point": ref,
             "base_test_accuracy": base["test_accuracy"], "hypervolume": hv,
             "best_recipe": best, "ratio_vs_best_recipe": (ours / recipes[best]) if best and ours else None,
             "best_test_accuracy_at_half_latency": half, "fastest_within": within,

@@ -55,6 +55,8 @@ BAD_COMMANDS = [
     (["bench-search", "{study}", "--fidelity", "zero-shot", "--wall-minutes", "inf"], "--wall-minutes"),
     (["bench-search", "{study}", "--fidelity", "zero-shot", "--seeds", "-1"], "--seeds"),
     (["bench-search", "{study}", "--fidelity", "rungs"], "has no recovery.rungs"),
+    (["bench-search", "{study}", "--first-seed", "1"], "--first-seed: only with --baselines, got 1"),
+    (["bench-search", "{study}", "--baselines", "--first-seed", "-1"], "--first-seed: must be an integer >= 0"),
     (["bench-search", "{study}", "--fidelity", "zero-shot", "--out", "{file}"], "is an existing file"),
     (["train-builtin", "--epochs", "0"], "--epochs"),
     (["train-builtin", "--out", "{file}/w.pt"], "is a file"),
