@@ -157,11 +157,13 @@ def _print_record(record, as_json: bool, title: str) -> None:
 
 def cmd_run(args) -> int:
     """``vitsearch run STUDY``: run or resume a search."""
-    from vitsearch.search.engine.driver import RunOptions, run_study
+    from vitsearch.search.engine.plan import RunOptions, plan_run
 
-    opts = RunOptions(args.trials, args.workers, args.out, args.address, args.storage, args.resume,
-                      args.verbose, args.batch_size)
-    summary = run_study(args.study, opts)
+    plan = plan_run(args.study, RunOptions(args.trials, args.workers, args.out, args.address, args.storage,
+                                           args.resume, args.verbose, args.batch_size))
+    from vitsearch.search.engine.driver import run_planned  # the engine (Ray, torch: seconds) once the input is good
+
+    summary = run_planned(plan)
     path = summary["run_dir"]
     from vitsearch.search.results.sitting import sitting_line
     from vitsearch.search.results.tables import counts_line

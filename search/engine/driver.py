@@ -213,6 +213,10 @@ class Driver:
 
 def run_study(study: str | Path, opts: RunOptions) -> dict:
     """Run (or resume) a study to the requested number of completed trials; returns a summary."""
-    plan = plan_run(study, opts)
+    return run_planned(plan_run(study, opts))
+
+
+def run_planned(plan: RunPlan) -> dict:
+    """Run a validated :class:`RunPlan` (:func:`~vitsearch.search.engine.plan.plan_run`); returns a summary."""
     with plan.run_dir.locked(new=not plan.resume):  # one driver per run dir
         return Driver(plan).run()
