@@ -59,9 +59,9 @@ def _add_bench_search(sub) -> None:
                                             "wall time (--fidelity), or hand recipes (--baselines)")
     p.add_argument("study", help="study file (YAML), or 'default'")
     p.add_argument("--trials", type=int, default=40, help="samplers: trials per (sampler, seed)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per sampler or fidelity (0..N-1)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per sampler, fidelity or baselines run (0..N-1; see --first-seed)")
     p.add_argument("--first-seed", type=int, default=0,
-                   help="baselines: the first seed (seeds K..K+N-1), to add seeds to an earlier benchmark")
+                   help="baselines: the first seed (seeds K..K+N-1), to add seeds to an earlier benchmark (with a new --out)")
     p.add_argument("--samplers", default="nsga2,tpe,random", help="samplers to compare: nsga2, tpe, gp, random")
     p.add_argument("--recovery-steps", type=int, default=0,
                    help="samplers: distillation steps before each config's val accuracy (default 0: zero-shot)")

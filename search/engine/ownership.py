@@ -141,8 +141,8 @@ class Ownership:
         """A new trial of the study, claimed (:meth:`own`), then its parameters drawn from ``distributions``:
         a driver killed while the sampler works leaves a trial that names it, asked again at once on resume."""
         trial = self.study.ask()
-        self.own(trial)
         try:
+            self.own(trial)
             for name, dist in distributions.items():
                 draw(trial, name, dist)
         except optuna.exceptions.UpdateFinishedTrialError:  # failed as stale meanwhile (this driver was stopped)

@@ -250,8 +250,8 @@ class CandidateSearch(OptunaSearch):
             self._settle(trial, None, TrialState.PRUNED, attrs)
             return
         values = self.feasibility.values(metrics, self.objectives)
-        self._settle(trial, values, TrialState.COMPLETE, attrs)
-        self.promotions.remember_first(trial.number, self._key_of(trial), metrics, values)
+        if self._settle(trial, values, TrialState.COMPLETE, attrs):  # dropped: no contender for a promotion
+            self.promotions.remember_first(trial.number, self._key_of(trial), metrics, values)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self._refuse_detached()
@@ -306,7 +306,8 @@ class CandidateSearch(OptunaSearch):
         # the source's state: a settled (PRUNED) config stays settled, with its measured constraints only
         self._settle(trial, list(src.values) if src.state == TrialState.COMPLETE else None, src.state, attrs)
 
-    def _settle(self, trial: optuna.Trial, values, state: TrialState, attrs: dict) -> None:
+    def _settle(self, trial: optuna.Trial, values, state: TrialState, attrs: dict) -> bool:
+        """Tell ``trial``; False when its result was dropped (another driver failed it as stale meanwhile)."""
         # A failing tell must not vanish behind a log warning: let it raise - except when
         # another driver failed this trial as stale (this driver's heartbeats stopped for
         # longer than the grace period) and asked it again: the retry owns it now.
@@ -315,12 +316,13 @@ class CandidateSearch(OptunaSearch):
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
             # failed while its attributes were written (UpdateFinishedTrialError) or between the last
             # write and the tell (Optuna's "Cannot tell a FAIL trial": ValueError, re-read to be sure)
-            if isinstance(exc, ValueError) and not self._finished_elsewhere(trial):
+            if isinstance(exc, ValueError) and not (str(exc).startswith("Cannot tell a ")
+                                                    and self._finished_elsewhere(trial)):
                 raise
             log.error("trial %d was failed as stale by another driver (no heartbeat for the grace period) and "
                       "asked again; this result is dropped", trial.number)
             self._told.add(trial.number)
-            return
+            return False
         finally:
             if self.ownership is not None:
                 self.ownership.release(trial)
@@ -331,6 +333,7 @@ class CandidateSearch(OptunaSearch):
             self.failures_in_a_row = 0
         if self.on_settle is not None:
             self.on_settle(frozen)
+        return True
 
     def _finished_elsewhere(self, trial: optuna.Trial) -> bool:
         """Whether the storage holds ``trial`` finished (another driver failed it as stale)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -183,9 +184,9 @@ def open_study(plan: RunPlan, objectives: list[tuple[str, str]], space: SearchSp
     except optuna.exceptions.DuplicatedStudyError:
         created = False
     study = optuna.load_study(study_name=name, storage=storage)
+    record_study(study, plan.spec)  # first: a driver with another study file, starting beside this one, is refused
     if created:  # at once: a driver starting beside this one finds them instead of enqueueing its own
         _enqueue_presets(study, space)
-    record_study(study, plan.spec)
     ownership = Ownership(study, storage, retry)
     reaped = ownership.reap(force=True)
     if reaped:
@@ -200,9 +201,11 @@ PRESET_WAIT_S = 3.0
 
 
 def _trials_arrive(study: optuna.Study, wait_s: float = PRESET_WAIT_S) -> bool:
-    """Whether ``study`` holds trials, waiting up to ``wait_s`` for the driver that created it to enqueue its
-    presets (it does so right after creating it; an empty study after that had a creator that died first)."""
-    deadline = time.monotonic() + wait_s
+    """Whether ``study`` holds trials, waiting up to ``wait_s`` (plus up to a second at random) for the driver
+    that created it to enqueue its presets (it does so right after creating it; an empty study after that had a
+    creator that died first, or was created outside vitsearch). The random part keeps two drivers joining an
+    empty study together from enqueueing at the same moment: the later finds the earlier's presets."""
+    deadline = time.monotonic() + wait_s + random.uniform(0.0, 1.0)
     while not study.get_trials(deepcopy=False):
         if time.monotonic() >= deadline:
             return False

@@ -113,6 +113,7 @@ def test_a_result_of_a_trial_failed_elsewhere_just_before_its_tell_is_dropped(bu
     search.on_trial_result("t0", {"candidate_json": json.dumps(payload)})
     search.on_trial_complete("t0")
     assert search.study.trials[job["number"]].state == TrialState.FAIL and job["number"] in search.told
+    assert job["number"] not in search.promotions.ladder.results.get(0, {})  # no contender for a promotion
     monkeypatch.setattr(search.study, "tell", tell)
     _hand_out(search, "t1", evaluate=False)
     with pytest.raises(ValueError, match="number of the values"):  # a ValueError on a live trial still raises

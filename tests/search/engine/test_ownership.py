@@ -101,6 +101,28 @@ def test_a_driver_killed_while_its_sampler_draws_leaves_a_trial_that_names_it(tm
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
 
 
+def test_a_trial_failed_as_stale_while_it_is_claimed_is_let_go(tmp_path, monkeypatch):
+    """The driver was stopped between its first heartbeat and naming itself, longer than the grace period; another
+    driver failed the trial: ask raises UpdateFinishedTrialError and the trial is no longer this driver's (no more
+    heartbeats for it)."""
+    import pytest
+
+    from vitsearch.search.engine.optuna_access import trial_id
+
+    study, own = _rdb_study(tmp_path)
+    beat = own.storage.record_heartbeat
+
+    def beat_then_reaped(tid):
+        beat(tid)
+        assert own.storage.set_trial_state_values(tid, state=TrialState.FAIL)
+
+    monkeypatch.setattr(own.storage, "record_heartbeat", beat_then_reaped)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        own.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL and trial_id(trial) not in own._owned
+
+
 def test_a_trial_that_names_no_driver_is_asked_again_once_it_is_older_than_orphan_s(tmp_path, monkeypatch):
     import warnings
 
@@ -140,3 +162,23 @@ def test_shared_target_surplus_duplicates_and_reuse(tmp_path):
     study.enqueue_trial({"x": 4})  # a retry nobody needs once the target is reached
     assert sharing.drain_surplus(study, target=3) == 1
     assert sharing.counts(study) == {"COMPLETE": 3, "RUNNING": 0, "WAITING": 0}
+
+
+def test_a_driver_beside_the_creator_waits_for_its_presets(tmp_path):
+    """A driver that finds the study empty waits for the creator's presets instead of enqueueing a second copy;
+    a study still empty after the wait (its creator died first) gets them from this driver."""
+    import threading
+
+    from vitsearch.search.engine.startup import _trials_arrive
+
+    study, _ = _rdb_study(tmp_path)
+    started = time.monotonic()
+    assert not _trials_arrive(study, wait_s=0.3)  # nobody enqueues: this driver will
+    assert 0.3 <= time.monotonic() - started < 5
+    creator = threading.Timer(0.5, lambda: study.enqueue_trial({"x": 0}))
+    creator.start()
+    try:
+        assert _trials_arrive(study, wait_s=30)  # the creator's preset arrives: not enqueued twice
+    finally:
+        creator.join()
+    assert len(study.trials) == 1
