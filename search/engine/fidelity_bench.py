@@ -140,7 +140,7 @@ def front_hypervolume(points: list[dict], ref: dict) -> float:
     """Hypervolume of (test accuracy up, latency ratio down) up to the reference point."""
     import numpy as np
 
-    from vitsearch.search.engine.sampler_bench import hypervolume_2d
+    from vitsearch.search.engine.rungs import hypervolume_2d
 
     pts = np.array([[p["latency_ratio"], -p["test_accuracy"]] for p in points if p["test_accuracy"] is not None])
     return hypervolume_2d(pts.reshape(-1, 2), (ref["latency_ratio"], -ref["test_accuracy"]))

@@ -45,11 +45,23 @@ def nondominated_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndar
     return front
 
 
+def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
+    """Hypervolume dominated by ``points`` (both objectives minimised) up to ``ref``."""
+    pts = points[(points[:, 0] < ref[0]) & (points[:, 1] < ref[1])]
+    if len(pts) == 0:
+        return 0.0
+    pts = pts[np.argsort(pts[:, 0])]
+    area, best_f2 = 0.0, ref[1]
+    for i, (f1, f2) in enumerate(pts):
+        best_f2 = min(best_f2, f2)
+        next_f1 = pts[i + 1, 0] if i + 1 < len(pts) else ref[0]
+        area += (next_f1 - f1) * (ref[1] - best_f2)
+    return area
+
+
 def hypervolume(points: np.ndarray, ref: np.ndarray) -> float:
     """Volume dominated by ``points`` (n x k, every objective minimised) up to ``ref``; points not better than
     ``ref`` in every objective add nothing. Two objectives: one sweep; more: slices along the last objective."""
-    from vitsearch.search.engine.sampler_bench import hypervolume_2d
-
     points = np.asarray(points, dtype=float)
     points = points[np.all(points < ref, axis=1)]
     if not len(points):

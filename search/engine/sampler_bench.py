@@ -36,19 +36,7 @@ from typing import Any
 
 import numpy as np
 
-
-def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
-    """Hypervolume dominated by ``points`` (both objectives minimised) up to ``ref``."""
-    pts = points[(points[:, 0] < ref[0]) & (points[:, 1] < ref[1])]
-    if len(pts) == 0:
-        return 0.0
-    pts = pts[np.argsort(pts[:, 0])]
-    area, best_f2 = 0.0, ref[1]
-    for i, (f1, f2) in enumerate(pts):
-        best_f2 = min(best_f2, f2)
-        next_f1 = pts[i + 1, 0] if i + 1 < len(pts) else ref[0]
-        area += (next_f1 - f1) * (ref[1] - best_f2)
-    return area
+from vitsearch.search.engine.rungs import hypervolume_2d
 
 
 class EvalCache:

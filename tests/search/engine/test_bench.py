@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from vitsearch.search.engine.sampler_bench import hypervolume_2d, run_bench
+from vitsearch.search.engine.rungs import hypervolume_2d
+from vitsearch.search.engine.sampler_bench import run_bench
 from vitsearch.search.results.tables import pareto_mask
 
 
