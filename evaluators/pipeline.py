@@ -267,9 +267,13 @@ class Pipeline:
             return verdict  # judged on its ratio to the uncompressed model itself, timed beside it
         with phase(phases, "reference latency"):
             now = self.measure_config(self.reference)
-        return replace(reference, latency_ms=now.median_ms, latency_ratio=1.0 if self.runtime.is_reference and
-                       now.ratio is not None else now.ratio,
+        return replace(reference, latency_ms=now.median_ms, latency_ratio=self.uncompressed_ratio(now.ratio),
                        latency_source=f"timed just now beside it, {now.n_runs} passes").no_gain(metrics)
+
+    def uncompressed_ratio(self, measured: float | None) -> float | None:
+        """The uncompressed model's latency as a ratio to the interleaved reference (the eager model): 1 in eager,
+        where it is that model (a ratio measured there is noise around 1), else ``measured``."""
+        return 1.0 if self.runtime.is_reference else measured
 
     def _recovered(self, config: Any, steps: int, previous: tuple[int, str] | None, save_to: str | None,
                    phases: dict) -> nn.Module:

@@ -222,8 +222,7 @@ def reference_of(session, objectives: list[tuple[str, str]], predictor=None) -> 
     lat = metrics["latency"]
     how = (f"predicted" if lat["source"] == "predicted" else
            f"measured at run start, {lat.get('n_runs')} passes")
-    measured = lat["source"] == "measured"
-    ratio = 1.0 if measured and session.pipeline.runtime.is_reference else lat.get("ratio") if measured else None
+    ratio = session.pipeline.uncompressed_ratio(lat.get("ratio")) if lat["source"] == "measured" else None
     return Reference(lat["median_ms"], metrics["size_mb"], metrics["macs"], how,
                      tuple(m for m, _ in objectives if m != "accuracy"), latency_ratio=ratio)
 
