@@ -19,9 +19,14 @@ def register(sub) -> None:
                    help="keep the recorded latencies (default: re-measure the front when this device is the study's)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("pick", help="the most accurate Pareto variant within a latency budget, exported")
+    p = sub.add_parser("pick", help="the most accurate Pareto variant within a latency budget (or the fastest "
+                                    "within an accuracy drop), exported")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vitsearch run`")
-    p.add_argument("--latency-ms", type=float, required=True, help="latency budget in ms (> 0)")
+    p.add_argument("--latency-ms", type=float, default=None,
+                   help="latency budget in ms (> 0): the most accurate variant within it wins")
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="at most this many val accuracy points below the uncompressed model (1 = one point); "
+                        "alone: the fastest such variant wins. Give --latency-ms, --max-drop or both")
     p.add_argument("--min-accuracy", type=float, default=None, help="also require top-1 >= this fraction (0..1)")
     p.add_argument("--max-size-mb", type=float, default=None, help="also require size <= this many MB")
     p.add_argument("--out", default=None, help="variant dir to write (default: RUN_DIR/variants/trial-N)")
@@ -58,14 +63,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_pick(args) -> int:
-    """``vitsearch pick RUN_DIR --latency-ms X``."""
-    from vitsearch.search.results.pick import check_budget, choose, export, runner_up_line
+    """``vitsearch pick RUN_DIR --latency-ms X`` and/or ``--max-drop P``."""
+    from vitsearch.search.results.pick import check_budget, check_drop_base, choose, export, runner_up_line
     from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
     from vitsearch.search.session import load_session
 
     from vitsearch.search.preflight import check_out_dir
 
-    check_budget(args.latency_ms, args.min_accuracy, args.max_size_mb)  # before any slow work
+    check_budget(args.latency_ms, args.min_accuracy, args.max_size_mb, args.max_drop)  # before any slow work
     if args.out:
         check_out_dir(args.out, "--out")
     if args.polish_steps is not None and args.polish_steps < 0:
@@ -73,6 +78,7 @@ def cmd_pick(args) -> int:
 
         raise ConfigError(f"--polish-steps: must be >= 0 (0: no polish), got {args.polish_steps}")
     view = load_run(args.run_dir)
+    check_drop_base(args.max_drop, view.base_accuracy)
     if not args.out:
         check_out_dir(view.path / "variants", "--out (default RUN_DIR/variants)")
     session = None
@@ -82,7 +88,8 @@ def cmd_pick(args) -> int:
     elif check.done:
         session = load_session(view.spec)
         check = remeasure_front(view, session, progress=sys.stderr.isatty())
-    choice = choose(front_latency(view, check), args.latency_ms, args.min_accuracy, args.max_size_mb)
+    choice = choose(front_latency(view, check), args.latency_ms, args.min_accuracy, args.max_size_mb,
+                    args.max_drop, view.base_accuracy)
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print  # noqa: E731
     say(f"latencies: {check.why}")
     say(choice.why)
@@ -148,6 +155,7 @@ def pick_record(prov: dict, out: Path) -> dict:
             "base_test_accuracy": paired["base_test_accuracy"],
             "paired_drop": paired["drop"], "paired_drop_low": paired["low"], "paired_drop_high": paired["high"],
             "paired_confidence": paired["confidence"], "paired_method": paired["method"],
+            "asked": prov.get("asked", {}),
             "units": {"paired_drop": "fraction of the test images (0.01 = 1 point), positive = less accurate",
                       "latency_ms": "ms per batch of the study's latency.batch_size", "speedup": "x"}}
 

@@ -1,4 +1,4 @@
-"""``vitsearch pick``: the most accurate Pareto variant within a latency budget, exported.
+"""``vitsearch pick``: the most accurate Pareto variant within a latency budget (or the fastest within an accuracy drop), exported.
 
 The budget is checked against latencies re-measured on this machine when its device
 fingerprint is the study's, else against the recorded (measured or predicted) ones,
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -58,21 +58,35 @@ class StepProgress:
 
 @dataclass
 class Choice:
-    """The winner, the runner-up (or None) and a sentence on why."""
+    """The winner, the runner-up (or None), a sentence on why, and what was asked."""
 
     winner: pd.Series
     runner_up: pd.Series | None
     why: str
+    asked: dict[str, Any] = field(default_factory=dict)
 
 
-def check_budget(latency_ms: float, min_accuracy: float | None, max_size_mb: float | None) -> None:
-    """ConfigError (exit 2) for a budget that cannot mean anything."""
-    if not 0 < latency_ms < float("inf"):
+def check_budget(latency_ms: float | None, min_accuracy: float | None, max_size_mb: float | None,
+                 max_drop: float | None = None) -> None:
+    """ConfigError (exit 2) for a budget that cannot mean anything, or for no budget at all."""
+    if latency_ms is None and max_drop is None:
+        raise ConfigError("pick: give --latency-ms X (the most accurate variant within X ms) or --max-drop P "
+                          "(the fastest within P val points of the uncompressed model), or both")
+    if latency_ms is not None and not 0 < latency_ms < float("inf"):
         raise ConfigError(f"--latency-ms: must be > 0, got {latency_ms:g}; give a finite budget in ms, e.g. 2.0")
+    if max_drop is not None and not 0 <= max_drop <= 100:
+        raise ConfigError(f"--max-drop: must be accuracy points in [0, 100] (1 = one point), got {max_drop:g}")
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise ConfigError(f"--min-accuracy: must be a fraction in [0, 1] (e.g. 0.95), got {min_accuracy:g}")
     if max_size_mb is not None and not 0 < max_size_mb < float("inf"):
         raise ConfigError(f"--max-size-mb: must be > 0, got {max_size_mb:g}; give a finite size in MB")
+
+
+def check_drop_base(max_drop: float | None, base_accuracy: float | None) -> None:
+    """ConfigError (exit 2) for ``--max-drop`` on a run that recorded no uncompressed val accuracy."""
+    if max_drop is not None and base_accuracy is None:
+        raise ConfigError("--max-drop: this run dir records no val accuracy of the uncompressed model to measure "
+                          "the drop from; use --min-accuracy with a fraction instead")
 
 
 def within_probability(confidence: float | None) -> str:
@@ -82,43 +96,73 @@ def within_probability(confidence: float | None) -> str:
     return f"within budget with >= {100 * (1 - (1 - confidence) / 2):.1f} % probability"
 
 
-def choose(front: pd.DataFrame, latency_ms: float, min_accuracy: float | None = None,
-           max_size_mb: float | None = None) -> Choice:
-    """Most accurate front row within ``latency_ms`` with high probability (and the optional limits).
+def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: float | None = None,
+           max_size_mb: float | None = None, max_drop: float | None = None,
+           base_accuracy: float | None = None) -> Choice:
+    """The front row that answers the ask: the most accurate within ``latency_ms``, or the fastest within ``max_drop``.
 
-    A variant is within the budget when the high end of its latency interval is
+    A variant is within the latency budget when the high end of its latency interval is
     (``budget_high_ms``; the point estimate where no interval was recorded), so it is
-    within with >= 95 % probability for a two-sided 90 % interval; ties go to the faster.
+    within with >= 95 % probability for a two-sided 90 % interval. ``max_drop`` (points)
+    keeps the variants whose val accuracy is at most that far below ``base_accuracy`` (the
+    uncompressed model's, on the same val images: val selects, test reports). With a
+    latency budget the most accurate wins (ties: the faster); with ``max_drop`` alone the
+    fastest (ties: the more accurate). ``min_accuracy`` and ``max_size_mb`` only filter.
     """
-    check_budget(latency_ms, min_accuracy, max_size_mb)
+    check_budget(latency_ms, min_accuracy, max_size_mb, max_drop)
+    check_drop_base(max_drop, base_accuracy)
+    asked = {k: v for k, v in (("latency_ms", latency_ms), ("max_drop_points", max_drop),
+                               ("min_accuracy", min_accuracy), ("max_size_mb", max_size_mb)) if v is not None}
     if front.empty:
         raise NothingWithinBudget("no Pareto variant at all: the run has no feasible completed trial; "
                                   "relax the study's constraints or run more trials")
     if "budget_high_ms" not in front:
         front = front.assign(budget_high_ms=front["budget_ms"], budget_confidence=float("nan"))
-    ok = front[front["budget_high_ms"] <= latency_ms]
-    if min_accuracy is not None:
-        ok = ok[ok["accuracy"] >= min_accuracy]
-    if max_size_mb is not None:
-        ok = ok[ok["size_mb"] <= max_size_mb]
+    floor = None if max_drop is None else base_accuracy - max_drop / 100
+    ok = front if latency_ms is None else front[front["budget_high_ms"] <= latency_ms]
+    for kept, need in ((floor, lambda f: f["accuracy"] >= floor - 1e-9),
+                       (min_accuracy, lambda f: f["accuracy"] >= min_accuracy),
+                       (max_size_mb, lambda f: f["size_mb"] <= max_size_mb)):
+        if kept is not None:
+            ok = ok[need(ok)]
+    drop_text = "" if max_drop is None else (f"within {max_drop:g} val point{'' if max_drop == 1 else 's'} of the "
+                                             f"uncompressed model ({base_accuracy:.2%} val)")
     if ok.empty:
-        fastest = front.sort_values("budget_ms").iloc[0]
-        extra = "".join([f", accuracy >= {min_accuracy:.2%}" if min_accuracy is not None else "",
-                         f", size <= {max_size_mb:g} MB" if max_size_mb is not None else ""])
-        raise NothingWithinBudget(
-            f"no Pareto variant within {latency_ms:g} ms with high probability{extra}; the fastest is trial "
-            f"{int(fastest['number'])} at {_latency_text(fastest)}, accuracy {fastest['accuracy']:.2%}, "
-            f"size {fastest['size_mb']:.3f} MB")
-    ranked = ok.sort_values(["accuracy", "budget_ms"], ascending=[False, True])
-    win = ranked.iloc[0]
-    runner = ranked.iloc[1] if len(ranked) > 1 else None
-    why = (f"trial {int(win['number'])} wins: the most accurate ({win['accuracy']:.2%}) of {len(ok)} Pareto "
-           f"variant(s) within {latency_ms:g} ms, at {_latency_text(win)}: "
-           f"{within_probability(win.get('budget_confidence'))}; {win['size_mb']:.3f} MB: {win['summary']}")
+        raise NothingWithinBudget(_nothing_within(front, latency_ms, min_accuracy, max_size_mb, drop_text))
+    if latency_ms is None:
+        ranked = ok.sort_values(["budget_ms", "accuracy"], ascending=[True, False])
+        win = ranked.iloc[0]
+        why = (f"trial {int(win['number'])} wins: the fastest of {len(ok)} Pareto variant(s) {drop_text}, at "
+               f"{_latency_text(win)}, {win['accuracy']:.2%} val")
+    else:
+        ranked = ok.sort_values(["accuracy", "budget_ms"], ascending=[False, True])
+        win = ranked.iloc[0]
+        within = f"within {latency_ms:g} ms" + (f" and {drop_text}" if drop_text else "")
+        why = (f"trial {int(win['number'])} wins: the most accurate ({win['accuracy']:.2%}) of {len(ok)} Pareto "
+               f"variant(s) {within}, at {_latency_text(win)}: {within_probability(win.get('budget_confidence'))}")
+    why += f"; {win['size_mb']:.3f} MB: {win['summary']}"
     over = len(front) - len(ok)
     if over:
-        why += f"; {over} more accurate or slower front variant(s) are not within the budget with high probability"
-    return Choice(win, runner, why)
+        why += (f"; {over} more accurate or slower front variant(s) are not within the budget with high probability"
+                if list(asked) == ["latency_ms"] else f"; {over} more front variant(s) are not within what was asked")
+    runner = ranked.iloc[1] if len(ranked) > 1 else None
+    return Choice(win, runner, why, asked)
+
+
+def _nothing_within(front: pd.DataFrame, latency_ms: float | None, min_accuracy: float | None,
+                    max_size_mb: float | None, drop_text: str) -> str:
+    """One line: what was asked and the front variant nearest to it (fastest, or most accurate)."""
+    parts = ([f"within {latency_ms:g} ms with high probability"] if latency_ms is not None else []) + (
+        [drop_text] if drop_text else []) + ([f"accuracy >= {min_accuracy:.2%}"] if min_accuracy is not None else []) + (
+        [f"size <= {max_size_mb:g} MB"] if max_size_mb is not None else [])
+    if latency_ms is not None:
+        near = front.sort_values("budget_ms").iloc[0]
+        name = "the fastest"
+    else:
+        near = front.sort_values(["accuracy", "budget_ms"], ascending=[False, True]).iloc[0]
+        name = "the most accurate"
+    return (f"no Pareto variant {', '.join(parts)}; {name} is trial {int(near['number'])} at {_latency_text(near)}, "
+            f"accuracy {near['accuracy']:.2%}, size {near['size_mb']:.3f} MB")
 
 
 def _latency_text(row: pd.Series) -> str:
@@ -134,9 +178,9 @@ def runner_up_line(choice: Choice) -> str:
     """One sentence on the runner-up and how it compares."""
     r, w = choice.runner_up, choice.winner
     if r is None:
-        return "runner-up: none (the winner is the only front variant within the budget)"
+        return "runner-up: none (the winner is the only front variant within what was asked)"
     return (f"runner-up: trial {int(r['number'])}, {r['accuracy']:.2%} at {_latency_text(r)}, "
-            f"{r['size_mb']:.3f} MB ({(w['accuracy'] - r['accuracy']) * 100:.1f} points less accurate, "
+            f"{r['size_mb']:.3f} MB ({(r['accuracy'] - w['accuracy']) * 100:+.1f} points, "
             f"{r['budget_ms'] - w['budget_ms']:+.3f} ms latency vs the winner): {r['summary']}")
 
 
@@ -178,6 +222,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_
     entry["note"] = f"re-measured in {pipe.runtime.name} at export"
     base_entry = _base_latency(pipe)
     provenance = _provenance(view, row, ev, config, acc, tol, info, remeasure_why)
+    provenance["asked"] = dict(choice.asked)
     provenance["latency"].update(in_runtime=entry, uncompressed_in_runtime=base_entry,
                                  speedup=speedup_over(base_entry, entry))
     exported_test = polish if polish["kept"] else test

@@ -64,7 +64,41 @@ def test_within_budget_means_the_interval_high_end():
     assert "within budget with >= 95.0 % probability" in choose(f, 3.3).why
 
 
-@pytest.mark.parametrize("kw", [{"latency_ms": 0}, {"latency_ms": -2}, {"latency_ms": float("nan")},
+def test_fastest_within_max_drop_wins():
+    """--max-drop alone: the fastest variant at most P val points below the uncompressed model; with a latency
+    budget too: the most accurate within both."""
+    from vitsearch.search.results.pick import choose, runner_up_line
+
+    c = choose(FRONT, max_drop=1, base_accuracy=0.98)  # floor 97 %: trials 3 and 4
+    assert int(c.winner["number"]) == 3 and int(c.runner_up["number"]) == 4
+    assert "the fastest of 2 Pareto variant(s) within 1 val point of the uncompressed model (98.00% val)" in c.why
+    assert "2 more front variant(s) are not within what was asked" in c.why
+    assert "(+1.0 points, +1.000 ms latency vs the winner)" in runner_up_line(c)
+    assert c.asked == {"max_drop_points": 1}
+    assert int(choose(FRONT, max_drop=0, base_accuracy=0.98).winner["number"]) == 4
+    assert int(choose(FRONT, max_drop=10, base_accuracy=0.98).winner["number"]) == 1
+    both = choose(FRONT, 3.5, max_drop=3, base_accuracy=0.98)  # floor 95 %, within 3.5 ms: trials 2 and 3
+    assert int(both.winner["number"]) == 3 and "most accurate (97.00%)" in both.why
+    assert both.asked == {"latency_ms": 3.5, "max_drop_points": 3}
+    # the floor is a float sum: 0.984 - 0.01 is 0.9739999..., and a variant at 97.4 % is within 1 point
+    edge = front((1, 0.974, 1.0, 1.0), (2, 0.984, 2.0, 2.0))
+    assert int(choose(edge, max_drop=1, base_accuracy=0.984).winner["number"]) == 1
+
+
+def test_nothing_within_max_drop_names_the_most_accurate():
+    from vitsearch.search.results.pick import choose
+
+    with pytest.raises(NothingWithinBudget, match=r"within 0.5 val points of the uncompressed model \(99.00% val\); "
+                                                  r"the most accurate is trial 4 at 4.000 ms"):
+        choose(FRONT, max_drop=0.5, base_accuracy=0.99)
+    with pytest.raises(NothingWithinBudget, match=r"within 0.5 ms with high probability, within 1 val point of.*the "
+                                                  r"fastest is trial 1"):
+        choose(FRONT, 0.5, max_drop=1, base_accuracy=0.98)
+
+
+@pytest.mark.parametrize("kw", [{}, {"max_drop": -1, "base_accuracy": 0.9}, {"max_drop": 101, "base_accuracy": 0.9},
+                                {"max_drop": float("nan"), "base_accuracy": 0.9}, {"max_drop": 1},
+                                {"latency_ms": 0}, {"latency_ms": -2}, {"latency_ms": float("nan")},
                                 {"latency_ms": 5, "min_accuracy": 1.5}, {"latency_ms": 5, "max_size_mb": 0}])
 def test_meaningless_budgets_are_refused(kw):
     from vitsearch.search.results.pick import choose
@@ -166,6 +200,27 @@ def test_pick_exit_codes(run_dir):
     proc = vitsearch("pick", run_dir, "--latency-ms", 1e-6, "--no-remeasure")
     assert proc.returncode == 3, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "the fastest is trial" in proc.stderr
+
+
+@pytest.mark.slow
+def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path):
+    """--max-drop alone on a real run: the fastest front variant within that many val points of the uncompressed
+    model's recorded val accuracy is exported, and the variant's record says what was asked."""
+    view, fr = recorded_front(run_dir)
+    drop = max(round(100 * (view.base_accuracy - fr["accuracy"].min()), 1), 0) + 0.1  # every front variant is within
+    out = tmp_path / "fastest"
+    proc = vitsearch("pick", run_dir, "--max-drop", drop, "--no-remeasure", "--polish-steps", 0, "--out", out,
+                     "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    number = int(fr.iloc[0]["number"])  # the fastest on the recorded latencies
+    assert f"trial {number} wins: the fastest of {len(fr)} Pareto variant(s) within {drop:g} val point" in proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["trial"] == number and record["asked"] == {"max_drop_points": drop}
+    assert json.loads((out / "provenance.json").read_text())["asked"] == {"max_drop_points": drop}
+    # a drop nothing on the front meets (when the front's best val is below the uncompressed model's): exit 3
+    if fr["accuracy"].max() < view.base_accuracy:
+        proc = vitsearch("pick", run_dir, "--max-drop", 0, "--no-remeasure")
+        assert proc.returncode == 3 and "the most accurate is trial" in proc.stderr
 
 
 def test_quantized_variant_round_trips(builtin_model, mnist, tmp_path):
