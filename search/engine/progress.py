@@ -1,4 +1,4 @@
-"""A run's progress while it searches: the log line per trial, the progress bar, the tables.
+"""A run's progress while it searches: the log line per trial, the progress bar (plain lines off a terminal), the tables.
 
 Contract: :meth:`Progress.on_settle` (after every tell) and :meth:`Progress.on_rung`
 (after every promotion result) log one line and move the bar; the tables
@@ -14,6 +14,7 @@ the CPU with the workers - more than the tell itself.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,36 @@ log = logging.getLogger("vitsearch.run")
 
 #: seconds between rewrites of trials.parquet/csv and the progress bar's front figures
 TABLES_EVERY_S = 2.0
+#: seconds between two progress lines where stderr is not a terminal (a log file, a pipe)
+LINES_EVERY_S = 30.0
+
+
+class LineBar:
+    """The progress bar's interface for a stderr that is not a terminal.
+
+    A bar redraws itself with carriage returns, which pile up on one line of a log file
+    (dozens per second while the run-start screen settles candidates); this writes one
+    plain line at most every ``every`` seconds, and the last state when closed.
+    """
+
+    def __init__(self, desc: str, total: int, initial: int = 0, every: float = LINES_EVERY_S, stream=None):
+        self.desc, self.total, self.n, self.every, self.stream = desc, total, initial, every, stream
+        self.postfix, self._at, self._said = "", None, None
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and self._at is not None and now - self._at < self.every:
+            return
+        line = f"{self.desc}: {self.n}/{self.total} evaluated" + (f", {self.postfix}" if self.postfix else "")
+        if line != self._said:
+            print(line, file=self.stream or sys.stderr, flush=True)
+        self._at, self._said = now, line
+
+    def close(self) -> None:
+        self.refresh(force=True)
 
 
 class Progress:
@@ -48,8 +79,9 @@ class Progress:
 
         self.study = study
         self._t0, self._done0, self._done, self._tables_at = time.time(), done, done, 0.0
-        self.bar = tqdm(total=self.plan.trials, initial=done, desc=f"study {self.spec.name}", unit="trial",
-                        dynamic_ncols=True)
+        desc = f"study {self.spec.name}"
+        self.bar = (tqdm(total=self.plan.trials, initial=done, desc=desc, unit="trial", dynamic_ncols=True)
+                    if sys.stderr.isatty() else LineBar(desc, self.plan.trials, done))
 
     def close(self) -> None:
         if self.bar is not None:

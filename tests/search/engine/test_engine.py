@@ -62,6 +62,9 @@ def test_short_study_with_faults_and_budget(tmp_path, tiny_study):
     faults = json.dumps({"raise_on": [2], "crash_once": str(marker)})
     out = vitsearch("run", study_path, "--out", tmp_path / "run", env={"VITSEARCH_TEST_FAULTS": faults})
     assert out.returncode == 0, out.stderr[-3000:]
+    # stderr is a pipe here: progress as plain lines (no carriage-return redraws), the last one at the target
+    progress = [line for line in out.stderr.splitlines() if line.startswith("study t: ")]
+    assert "\r" not in out.stderr and progress and progress[-1].startswith("study t: 8/8 evaluated, rungs ")
     run = tmp_path / "run"
     study, frame = load(run)
     assert marker.exists(), "the crash fault never fired"
