@@ -97,6 +97,15 @@ class Session:
             self._reference = compress(self.base, self.reference_config, device=str(self.device))
         return self._reference
 
+    def base_val_accuracy(self) -> float:
+        """Top-1 of the uncompressed model as deployed (in ``model.precision``) on the val split.
+
+        What a study's ``max_accuracy_drop`` and ``pick --max-drop`` measure a drop from.
+        """
+        from vitsearch.evaluators import evaluate_accuracy
+
+        return evaluate_accuracy(self.reference, self.data.val, self.device, self.spec.data.eval_batch_size).top1
+
     def for_search(self) -> "Session":
         """This session without the test split, its model on the CPU: what the search's workers receive.
 

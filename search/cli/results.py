@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--latency-ms", type=float, default=None,
                    help="latency budget in ms (> 0): the most accurate variant within it wins")
     p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
-                   help="at most this many val accuracy points below the uncompressed model (1 = one point); "
+                   help="at most this many val accuracy points below the uncompressed model (1 = one point, "
+                        "not a fraction); "
                         "alone: the fastest such variant wins. Give --latency-ms, --max-drop or both")
     p.add_argument("--min-accuracy", type=float, default=None, help="also require top-1 >= this fraction (0..1)")
     p.add_argument("--max-size-mb", type=float, default=None, help="also require size <= this many MB")
@@ -64,7 +65,7 @@ def cmd_report(args) -> int:
 
 def cmd_pick(args) -> int:
     """``vitsearch pick RUN_DIR --latency-ms X`` and/or ``--max-drop P``."""
-    from vitsearch.search.results.pick import check_budget, check_drop_base, choose, export, runner_up_line
+    from vitsearch.search.results.pick import check_budget, choose, export, runner_up_line
     from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
     from vitsearch.search.session import load_session
 
@@ -78,19 +79,25 @@ def cmd_pick(args) -> int:
 
         raise ConfigError(f"--polish-steps: must be >= 0 (0: no polish), got {args.polish_steps}")
     view = load_run(args.run_dir)
-    check_drop_base(args.max_drop, view.base_accuracy)
     if not args.out:
         check_out_dir(view.path / "variants", "--out (default RUN_DIR/variants)")
+    say = (lambda text: print(text, file=sys.stderr)) if args.json else print  # noqa: E731
     session = None
+    base_acc = view.base_accuracy if view.base_accuracy == view.base_accuracy else None  # NaN: none recorded
+    if args.max_drop is not None and base_acc is None:
+        # recorded only where the study sets constraints.max_accuracy_drop; measured as the run would have
+        session = load_session(view.spec)
+        base_acc = session.base_val_accuracy()
+        say(f"uncompressed model: {base_acc:.2%} val, measured here (the run recorded none: its study sets no "
+            "constraints.max_accuracy_drop)")
     check = check_remeasure(view)
     if args.no_remeasure:
         check.done, check.why = False, "not re-measured (--no-remeasure); latencies are as recorded"
     elif check.done:
-        session = load_session(view.spec)
+        session = session or load_session(view.spec)
         check = remeasure_front(view, session, progress=sys.stderr.isatty())
     choice = choose(front_latency(view, check), args.latency_ms, args.min_accuracy, args.max_size_mb,
-                    args.max_drop, view.base_accuracy)
-    say = (lambda text: print(text, file=sys.stderr)) if args.json else print  # noqa: E731
+                    args.max_drop, base_acc)
     say(f"latencies: {check.why}")
     say(choice.why)
     say(runner_up_line(choice))

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from vitsearch.evaluators import evaluate_accuracy
 from vitsearch.search.engine.feasibility import Feasibility
 from vitsearch.search.engine.gain import (Reference, keep_screen, reference_of, screen_machine, screen_space,
                                          stored_screen)
@@ -75,9 +74,7 @@ def load_inputs(plan: RunPlan, objectives: list[tuple[str, str]]) -> RunInputs:
     c = spec.constraints
     base_acc = (plan.run_dir.meta() if plan.resume else {}).get("base_accuracy")
     if base_acc is None and c.max_accuracy_drop is not None:
-        # the uncompressed model as deployed (model.precision: in bf16 on a bf16 study)
-        base_acc = evaluate_accuracy(session.reference, session.data.val, session.device,
-                                     spec.data.eval_batch_size).top1
+        base_acc = session.base_val_accuracy()
     predictor = study_predictor(session)
     reference = reference_of(session, objectives, predictor)  # the no-gain line, before any worker
     if spec.search.screen and predictor is None and reference.cost_objectives == ("latency_ms",):

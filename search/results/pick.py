@@ -83,10 +83,13 @@ def check_budget(latency_ms: float | None, min_accuracy: float | None, max_size_
 
 
 def check_drop_base(max_drop: float | None, base_accuracy: float | None) -> None:
-    """ConfigError (exit 2) for ``--max-drop`` on a run that recorded no uncompressed val accuracy."""
-    if max_drop is not None and base_accuracy is None:
-        raise ConfigError("--max-drop: this run dir records no val accuracy of the uncompressed model to measure "
-                          "the drop from; use --min-accuracy with a fraction instead")
+    """ConfigError (exit 2) for a ``max_drop`` with no uncompressed val accuracy to measure it from.
+
+    ``vitsearch pick`` measures that accuracy itself when the run recorded none; an API caller passes it.
+    """
+    if max_drop is not None and (base_accuracy is None or base_accuracy != base_accuracy):
+        raise ConfigError(f"--max-drop: no val accuracy of the uncompressed model to measure the drop from (got "
+                          f"{base_accuracy}); pass the uncompressed model's val top-1 as a fraction")
 
 
 def within_probability(confidence: float | None) -> str:
@@ -125,19 +128,21 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
                        (max_size_mb, lambda f: f["size_mb"] <= max_size_mb)):
         if kept is not None:
             ok = ok[need(ok)]
+    if latency_ms is None:
+        ok = ok[ok["budget_ms"].notna()]  # the fastest needs a latency to be the fastest
     drop_text = "" if max_drop is None else (f"within {max_drop:g} val point{'' if max_drop == 1 else 's'} of the "
                                              f"uncompressed model ({base_accuracy:.2%} val)")
     if ok.empty:
         raise NothingWithinBudget(_nothing_within(front, latency_ms, min_accuracy, max_size_mb, drop_text))
+    within = _asked_text(latency_ms, min_accuracy, max_size_mb, drop_text)
     if latency_ms is None:
         ranked = ok.sort_values(["budget_ms", "accuracy"], ascending=[True, False])
         win = ranked.iloc[0]
-        why = (f"trial {int(win['number'])} wins: the fastest of {len(ok)} Pareto variant(s) {drop_text}, at "
+        why = (f"trial {int(win['number'])} wins: the fastest of {len(ok)} Pareto variant(s) {within}, at "
                f"{_latency_text(win)}, {win['accuracy']:.2%} val")
     else:
         ranked = ok.sort_values(["accuracy", "budget_ms"], ascending=[False, True])
         win = ranked.iloc[0]
-        within = f"within {latency_ms:g} ms" + (f" and {drop_text}" if drop_text else "")
         why = (f"trial {int(win['number'])} wins: the most accurate ({win['accuracy']:.2%}) of {len(ok)} Pareto "
                f"variant(s) {within}, at {_latency_text(win)}: {within_probability(win.get('budget_confidence'))}")
     why += f"; {win['size_mb']:.3f} MB: {win['summary']}"
@@ -149,19 +154,26 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
     return Choice(win, runner, why, asked)
 
 
+def _asked_text(latency_ms: float | None, min_accuracy: float | None, max_size_mb: float | None, drop_text: str,
+                latency_word: str = "") -> str:
+    """``"within 2 ms and accuracy >= 95.00%"``: every condition asked, in one phrase."""
+    parts = ([f"within {latency_ms:g} ms{latency_word}"] if latency_ms is not None else []) + (
+        [drop_text] if drop_text else []) + ([f"accuracy >= {min_accuracy:.2%}"] if min_accuracy is not None else []) + (
+        [f"size <= {max_size_mb:g} MB"] if max_size_mb is not None else [])
+    return " and ".join(parts)
+
+
 def _nothing_within(front: pd.DataFrame, latency_ms: float | None, min_accuracy: float | None,
                     max_size_mb: float | None, drop_text: str) -> str:
     """One line: what was asked and the front variant nearest to it (fastest, or most accurate)."""
-    parts = ([f"within {latency_ms:g} ms with high probability"] if latency_ms is not None else []) + (
-        [drop_text] if drop_text else []) + ([f"accuracy >= {min_accuracy:.2%}"] if min_accuracy is not None else []) + (
-        [f"size <= {max_size_mb:g} MB"] if max_size_mb is not None else [])
+    asked = _asked_text(latency_ms, min_accuracy, max_size_mb, drop_text, " with high probability")
     if latency_ms is not None:
         near = front.sort_values("budget_ms").iloc[0]
         name = "the fastest"
     else:
         near = front.sort_values(["accuracy", "budget_ms"], ascending=[False, True]).iloc[0]
         name = "the most accurate"
-    return (f"no Pareto variant {', '.join(parts)}; {name} is trial {int(near['number'])} at {_latency_text(near)}, "
+    return (f"no Pareto variant {asked}; {name} is trial {int(near['number'])} at {_latency_text(near)}, "
             f"accuracy {near['accuracy']:.2%}, size {near['size_mb']:.3f} MB")
 
 
@@ -180,7 +192,7 @@ def runner_up_line(choice: Choice) -> str:
     if r is None:
         return "runner-up: none (the winner is the only front variant within what was asked)"
     return (f"runner-up: trial {int(r['number'])}, {r['accuracy']:.2%} at {_latency_text(r)}, "
-            f"{r['size_mb']:.3f} MB ({(r['accuracy'] - w['accuracy']) * 100:+.1f} points, "
+            f"{r['size_mb']:.3f} MB ({(r['accuracy'] - w['accuracy']) * 100:+.1f} accuracy points, "
             f"{r['budget_ms'] - w['budget_ms']:+.3f} ms latency vs the winner): {r['summary']}")
 
 

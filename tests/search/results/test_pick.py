@@ -73,7 +73,7 @@ def test_fastest_within_max_drop_wins():
     assert int(c.winner["number"]) == 3 and int(c.runner_up["number"]) == 4
     assert "the fastest of 2 Pareto variant(s) within 1 val point of the uncompressed model (98.00% val)" in c.why
     assert "2 more front variant(s) are not within what was asked" in c.why
-    assert "(+1.0 points, +1.000 ms latency vs the winner)" in runner_up_line(c)
+    assert "(+1.0 accuracy points, +1.000 ms latency vs the winner)" in runner_up_line(c)
     assert c.asked == {"max_drop_points": 1}
     assert int(choose(FRONT, max_drop=0, base_accuracy=0.98).winner["number"]) == 4
     assert int(choose(FRONT, max_drop=10, base_accuracy=0.98).winner["number"]) == 1
@@ -91,13 +91,14 @@ def test_nothing_within_max_drop_names_the_most_accurate():
     with pytest.raises(NothingWithinBudget, match=r"within 0.5 val points of the uncompressed model \(99.00% val\); "
                                                   r"the most accurate is trial 4 at 4.000 ms"):
         choose(FRONT, max_drop=0.5, base_accuracy=0.99)
-    with pytest.raises(NothingWithinBudget, match=r"within 0.5 ms with high probability, within 1 val point of.*the "
+    with pytest.raises(NothingWithinBudget, match=r"within 0.5 ms with high probability and within 1 val point of.*the "
                                                   r"fastest is trial 1"):
         choose(FRONT, 0.5, max_drop=1, base_accuracy=0.98)
 
 
 @pytest.mark.parametrize("kw", [{}, {"max_drop": -1, "base_accuracy": 0.9}, {"max_drop": 101, "base_accuracy": 0.9},
                                 {"max_drop": float("nan"), "base_accuracy": 0.9}, {"max_drop": 1},
+                                {"max_drop": 1, "base_accuracy": float("nan")},
                                 {"latency_ms": 0}, {"latency_ms": -2}, {"latency_ms": float("nan")},
                                 {"latency_ms": 5, "min_accuracy": 1.5}, {"latency_ms": 5, "max_size_mb": 0}])
 def test_meaningless_budgets_are_refused(kw):
@@ -221,6 +222,19 @@ def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path):
     if fr["accuracy"].max() < view.base_accuracy:
         proc = vitsearch("pick", run_dir, "--max-drop", 0, "--no-remeasure")
         assert proc.returncode == 3 and "the most accurate is trial" in proc.stderr
+    # a run that recorded no uncompressed val accuracy (its study sets no max_accuracy_drop): pick measures it
+    import shutil
+
+    bare = tmp_path / "bare-run"
+    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("variants", "report*"))
+    meta = json.loads((bare / "run.json").read_text())
+    del meta["base_accuracy"]
+    (bare / "run.json").write_text(json.dumps(meta))
+    proc = vitsearch("pick", bare, "--max-drop", drop, "--no-remeasure", "--polish-steps", 0, "--out",
+                     tmp_path / "from-bare")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"uncompressed model: {view.base_accuracy:.2%} val, measured here" in proc.stdout  # CPU: exact
+    assert f"trial {number} wins" in proc.stdout
 
 
 def test_quantized_variant_round_trips(builtin_model, mnist, tmp_path):
