@@ -65,7 +65,7 @@ def cmd_report(args) -> int:
 
 def cmd_pick(args) -> int:
     """``vitsearch pick RUN_DIR --latency-ms X`` and/or ``--max-drop P``."""
-    from vitsearch.search.results.pick import check_budget, choose, export, runner_up_line
+    from vitsearch.search.results.pick import check_budget, check_same_base, choose, export, runner_up_line
     from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
     from vitsearch.search.session import load_session
 
@@ -84,12 +84,17 @@ def cmd_pick(args) -> int:
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print  # noqa: E731
     session = None
     base_acc = view.base_accuracy if view.base_accuracy == view.base_accuracy else None  # NaN: none recorded
-    if args.max_drop is not None and base_acc is None:
+    base_source = "recorded by the run"
+    if args.max_drop is not None and base_acc is None and not view.front.empty:
         # recorded only where the study sets constraints.max_accuracy_drop; measured as the run would have
         session = load_session(view.spec)
+        check_same_base(view, session)
         base_acc = session.base_val_accuracy()
-        say(f"uncompressed model: {base_acc:.2%} val, measured here (the run recorded none: its study sets no "
-            "constraints.max_accuracy_drop)")
+        base_source = f"measured at pick ({session.base_precision} on {session.device.type})"
+        why = ("its study sets no constraints.max_accuracy_drop" if view.spec.constraints.max_accuracy_drop is None
+               else "none in its run.json")
+        say(f"uncompressed model: {base_acc:.2%} val, measured here in {session.base_precision} on "
+            f"{session.device.type} (the run recorded none: {why})")
     check = check_remeasure(view)
     if args.no_remeasure:
         check.done, check.why = False, "not re-measured (--no-remeasure); latencies are as recorded"
@@ -98,6 +103,8 @@ def cmd_pick(args) -> int:
         check = remeasure_front(view, session, progress=sys.stderr.isatty())
     choice = choose(front_latency(view, check), args.latency_ms, args.min_accuracy, args.max_size_mb,
                     args.max_drop, base_acc)
+    if args.max_drop is not None:
+        choice.asked.update(base_val_accuracy=base_acc, base_val_source=base_source)
     say(f"latencies: {check.why}")
     say(choice.why)
     say(runner_up_line(choice))

@@ -35,17 +35,26 @@ TABLES_EVERY_S = 2.0
 LINES_EVERY_S = 30.0
 
 
+def _on_terminal() -> bool:
+    """Whether stderr is a terminal (False where it is closed or has no file behind it)."""
+    try:
+        return bool(sys.stderr and sys.stderr.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 class LineBar:
     """The progress bar's interface for a stderr that is not a terminal.
 
     A bar redraws itself with carriage returns, which pile up on one line of a log file
     (dozens per second while the run-start screen settles candidates); this writes one
-    plain line at most every ``every`` seconds, and the last state when closed.
+    plain line, with the seconds since the start, at most every ``every`` seconds as the
+    run moves, and the last state when closed (a state already written is not repeated).
     """
 
     def __init__(self, desc: str, total: int, initial: int = 0, every: float = LINES_EVERY_S, stream=None):
         self.desc, self.total, self.n, self.every, self.stream = desc, total, initial, every, stream
-        self.postfix, self._at, self._said = "", None, None
+        self.postfix, self._at, self._said, self._t0 = "", None, None, time.monotonic()
 
     def set_postfix_str(self, text: str) -> None:
         self.postfix = text
@@ -54,10 +63,11 @@ class LineBar:
         now = time.monotonic()
         if not force and self._at is not None and now - self._at < self.every:
             return
-        line = f"{self.desc}: {self.n}/{self.total} evaluated" + (f", {self.postfix}" if self.postfix else "")
-        if line != self._said:
-            print(line, file=self.stream or sys.stderr, flush=True)
-        self._at, self._said = now, line
+        state = f"{self.n}/{self.total} evaluated" + (f", {self.postfix}" if self.postfix else "")
+        stream = self.stream or sys.stderr
+        if state != self._said and stream is not None:
+            print(f"{self.desc} at {now - self._t0:.0f} s: {state}", file=stream, flush=True)
+        self._at, self._said = now, state
 
     def close(self) -> None:
         self.refresh(force=True)
@@ -81,7 +91,7 @@ class Progress:
         self._t0, self._done0, self._done, self._tables_at = time.time(), done, done, 0.0
         desc = f"study {self.spec.name}"
         self.bar = (tqdm(total=self.plan.trials, initial=done, desc=desc, unit="trial", dynamic_ncols=True)
-                    if sys.stderr.isatty() else LineBar(desc, self.plan.trials, done))
+                    if _on_terminal() else LineBar(desc, self.plan.trials, done))
 
     def close(self) -> None:
         if self.bar is not None:

@@ -92,6 +92,19 @@ def check_drop_base(max_drop: float | None, base_accuracy: float | None) -> None
                           f"{base_accuracy}); pass the uncompressed model's val top-1 as a fraction")
 
 
+def check_same_base(view, session) -> None:
+    """ConfigError (exit 2) where this machine would deploy the uncompressed model in another precision than the run.
+
+    ``model.precision: auto`` resolves per device (bf16 on CUDA, fp32 on CPU): an accuracy
+    measured here would then not be the one the run's candidates were compared against.
+    """
+    ran = view.meta.get("base_precision")
+    if ran is not None and ran != session.base_precision:
+        raise ConfigError(f"--max-drop: the run deployed the uncompressed model in {ran}, this machine would in "
+                          f"{session.base_precision} ({session.device.type}); pick where the run ran, or use "
+                          "--min-accuracy with a fraction")
+
+
 def within_probability(confidence: float | None) -> str:
     """What "the interval's high end is within the budget" means as a probability."""
     if confidence is None or confidence != confidence:
@@ -113,12 +126,12 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
     fastest (ties: the more accurate). ``min_accuracy`` and ``max_size_mb`` only filter.
     """
     check_budget(latency_ms, min_accuracy, max_size_mb, max_drop)
-    check_drop_base(max_drop, base_accuracy)
     asked = {k: v for k, v in (("latency_ms", latency_ms), ("max_drop_points", max_drop),
                                ("min_accuracy", min_accuracy), ("max_size_mb", max_size_mb)) if v is not None}
     if front.empty:
         raise NothingWithinBudget("no Pareto variant at all: the run has no feasible completed trial; "
                                   "relax the study's constraints or run more trials")
+    check_drop_base(max_drop, base_accuracy)
     if "budget_high_ms" not in front:
         front = front.assign(budget_high_ms=front["budget_ms"], budget_confidence=float("nan"))
     floor = None if max_drop is None else base_accuracy - max_drop / 100

@@ -7,6 +7,7 @@ seconds each, so they are marked slow.
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import sqlite3
@@ -63,8 +64,8 @@ def test_short_study_with_faults_and_budget(tmp_path, tiny_study):
     out = vitsearch("run", study_path, "--out", tmp_path / "run", env={"VITSEARCH_TEST_FAULTS": faults})
     assert out.returncode == 0, out.stderr[-3000:]
     # stderr is a pipe here: progress as plain lines (no carriage-return redraws), the last one at the target
-    progress = [line for line in out.stderr.splitlines() if line.startswith("study t: ")]
-    assert "\r" not in out.stderr and progress and progress[-1].startswith("study t: 8/8 evaluated, rungs ")
+    progress = [line for line in out.stderr.splitlines() if line.startswith("study t at ")]
+    assert "\r" not in out.stderr and progress and re.match(r"study t at \d+ s: 8/8 evaluated, rungs ", progress[-1])
     run = tmp_path / "run"
     study, frame = load(run)
     assert marker.exists(), "the crash fault never fired"

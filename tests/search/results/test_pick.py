@@ -216,8 +216,9 @@ def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path):
     number = int(fr.iloc[0]["number"])  # the fastest on the recorded latencies
     assert f"trial {number} wins: the fastest of {len(fr)} Pareto variant(s) within {drop:g} val point" in proc.stderr
     record = json.loads(proc.stdout)
-    assert record["trial"] == number and record["asked"] == {"max_drop_points": drop}
-    assert json.loads((out / "provenance.json").read_text())["asked"] == {"max_drop_points": drop}
+    asked = {"max_drop_points": drop, "base_val_accuracy": view.base_accuracy, "base_val_source": "recorded by the run"}
+    assert record["trial"] == number and record["asked"] == asked
+    assert json.loads((out / "provenance.json").read_text())["asked"] == asked
     # a drop nothing on the front meets (when the front's best val is below the uncompressed model's): exit 3
     if fr["accuracy"].max() < view.base_accuracy:
         proc = vitsearch("pick", run_dir, "--max-drop", 0, "--no-remeasure")
@@ -233,8 +234,17 @@ def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path):
     proc = vitsearch("pick", bare, "--max-drop", drop, "--no-remeasure", "--polish-steps", 0, "--out",
                      tmp_path / "from-bare")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"uncompressed model: {view.base_accuracy:.2%} val, measured here" in proc.stdout  # CPU: exact
+    assert (f"uncompressed model: {view.base_accuracy:.2%} val, measured here in fp32 on cpu (the run recorded "
+            "none: none in its run.json)") in proc.stdout  # CPU: exact
     assert f"trial {number} wins" in proc.stdout
+    prov = json.loads((tmp_path / "from-bare" / "provenance.json").read_text())
+    assert prov["asked"]["base_val_accuracy"] == view.base_accuracy
+    assert prov["asked"]["base_val_source"] == "measured at pick (fp32 on cpu)"
+    # ... unless this machine would deploy the uncompressed model in another precision than the run did
+    (bare / "run.json").write_text(json.dumps({**meta, "base_precision": "bf16"}))
+    proc = vitsearch("pick", bare, "--max-drop", drop, "--no-remeasure", "--out", tmp_path / "never")
+    assert proc.returncode == 2 and "the run deployed the uncompressed model in bf16" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
 
 
 def test_quantized_variant_round_trips(builtin_model, mnist, tmp_path):
