@@ -139,7 +139,9 @@ def test_settling_passes_follow_each_switch_of_side_and_are_not_timed():
     plan = InterleavePlan(chunk=1, chunk_ms=6.0, settle=1, min_pairs=4, max_pairs=4, warmup=2,
                           target_halfwidth=1e-4, max_seconds=3600)
     r = measure_interleaved(side("c", 3.0), side("r", 0.5), lock=False, plan=plan, keep_samples=True)
-    assert r.settle == 1 and r.reference_chunk >= r.chunk >= 1
+    # the chunk sizes follow the warm-up's timings, which a loaded machine can invert (a 0.5 ms sleep overrun to
+    # more than 3 ms): the counts below hold whatever they are
+    assert r.settle == 1 and r.chunk >= 1 and r.reference_chunk >= 1
     assert len(r.samples["candidate"]) == 4 * r.chunk and len(r.samples["reference"]) == 4 * r.reference_chunk
     assert calls["c"] == 2 + 3 + 4 * r.chunk  # warm-up 2, settles before pairs 1, 2 and 4
     assert calls["r"] == 2 + 2 + 4 * r.reference_chunk  # settles in pairs 1 and 3
