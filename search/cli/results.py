@@ -46,6 +46,7 @@ def register(sub) -> None:
 
 def cmd_report(args) -> int:
     """``vitsearch report RUN_DIR``."""
+    from vitsearch.search.engine.progress import stderr_is_terminal
     from vitsearch.search.results.report import build
     from vitsearch.search.results.runview import load_run
 
@@ -56,7 +57,7 @@ def cmd_report(args) -> int:
     view = load_run(args.run_dir)
     out = Path(args.out) if args.out else view.path / "report"
     check_out_dir(out, "--out")
-    result = build(view, out, remeasure=not args.no_remeasure, progress=sys.stderr.isatty())
+    result = build(view, out, remeasure=not args.no_remeasure, progress=stderr_is_terminal())
     print(f"latencies: {result['remeasure'].why}")
     for name, path in result["paths"].items():
         print(f"{name:>14}: {path}")
@@ -65,6 +66,7 @@ def cmd_report(args) -> int:
 
 def cmd_pick(args) -> int:
     """``vitsearch pick RUN_DIR --latency-ms X`` and/or ``--max-drop P``."""
+    from vitsearch.search.engine.progress import stderr_is_terminal
     from vitsearch.search.results.pick import check_budget, check_same_base, choose, export, runner_up_line
     from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
     from vitsearch.search.session import load_session
@@ -83,7 +85,7 @@ def cmd_pick(args) -> int:
         check_out_dir(view.path / "variants", "--out (default RUN_DIR/variants)")
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print  # noqa: E731
     session = None
-    base_acc = view.base_accuracy if view.base_accuracy == view.base_accuracy else None  # NaN: none recorded
+    base_acc = view.base_accuracy
     base_source = "recorded by the run"
     if args.max_drop is not None and base_acc is None and not view.front.empty:
         # recorded only where the study sets constraints.max_accuracy_drop; measured as the run would have
@@ -100,7 +102,7 @@ def cmd_pick(args) -> int:
         check.done, check.why = False, "not re-measured (--no-remeasure); latencies are as recorded"
     elif check.done:
         session = session or load_session(view.spec)
-        check = remeasure_front(view, session, progress=sys.stderr.isatty())
+        check = remeasure_front(view, session, progress=stderr_is_terminal())
     choice = choose(front_latency(view, check), args.latency_ms, args.min_accuracy, args.max_size_mb,
                     args.max_drop, base_acc)
     if args.max_drop is not None:

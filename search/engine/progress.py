@@ -35,7 +35,7 @@ TABLES_EVERY_S = 2.0
 LINES_EVERY_S = 30.0
 
 
-def _on_terminal() -> bool:
+def stderr_is_terminal() -> bool:
     """Whether stderr is a terminal (False where it is closed or has no file behind it)."""
     try:
         return bool(sys.stderr and sys.stderr.isatty())
@@ -91,7 +91,7 @@ class Progress:
         self._t0, self._done0, self._done, self._tables_at = time.time(), done, done, 0.0
         desc = f"study {self.spec.name}"
         self.bar = (tqdm(total=self.plan.trials, initial=done, desc=desc, unit="trial", dynamic_ncols=True)
-                    if _on_terminal() else LineBar(desc, self.plan.trials, done))
+                    if stderr_is_terminal() else LineBar(desc, self.plan.trials, done))
 
     def close(self) -> None:
         if self.bar is not None:

@@ -136,11 +136,12 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
         front = front.assign(budget_high_ms=front["budget_ms"], budget_confidence=float("nan"))
     floor = None if max_drop is None else base_accuracy - max_drop / 100
     ok = front if latency_ms is None else front[front["budget_high_ms"] <= latency_ms]
-    for kept, need in ((floor, lambda f: f["accuracy"] >= floor - 1e-9),
-                       (min_accuracy, lambda f: f["accuracy"] >= min_accuracy),
-                       (max_size_mb, lambda f: f["size_mb"] <= max_size_mb)):
-        if kept is not None:
-            ok = ok[need(ok)]
+    if floor is not None:
+        ok = ok[ok["accuracy"] >= floor - 1e-9]
+    if min_accuracy is not None:
+        ok = ok[ok["accuracy"] >= min_accuracy]
+    if max_size_mb is not None:
+        ok = ok[ok["size_mb"] <= max_size_mb]
     if latency_ms is None:
         ok = ok[ok["budget_ms"].notna()]  # the fastest needs a latency to be the fastest
     drop_text = "" if max_drop is None else (f"within {max_drop:g} val point{'' if max_drop == 1 else 's'} of the "

@@ -42,8 +42,9 @@ class RunView:
 
     @property
     def base_accuracy(self) -> float | None:
-        """The uncompressed model's accuracy measured at the start of the run (None if not recorded)."""
-        return self.meta.get("base_accuracy")
+        """The uncompressed model's accuracy measured at the start of the run (None if not recorded, or NaN)."""
+        acc = self.meta.get("base_accuracy")
+        return None if acc is None or acc != acc else acc
 
     @property
     def min_accuracy(self) -> float | None:
