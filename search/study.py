@@ -153,6 +153,9 @@ class RecoverySection(_Strict):
     quantisation of the study's runtime (fake quantisation, straight-through gradients);
     ``false``: the float model is distilled and quantised after (post-training).
     ``feature_weight``: weight of the block-feature loss beside the logits' (0 = logits only).
+    ``finish_front``: with rungs, the end of the search promotes the front's candidates left
+    below the top rung, one rung at a time (in the last part of a time budget, no new
+    candidate then); ``false``: plain successive halving, a late front point keeps its rung.
     """
 
     steps: Steps = 0
@@ -166,6 +169,7 @@ class RecoverySection(_Strict):
     seed: Seed = 0
     quantisation_aware: Bool = False  # off: no gain measured on the default study (benchmarks/results/qad.json)
     feature_weight: Float = Field(default=0.0, ge=0)
+    finish_front: Bool = True
 
     @model_validator(mode="after")
     def _rungs(self) -> "RecoverySection":

@@ -71,6 +71,9 @@ def _add_bench_search(sub) -> None:
     p.add_argument("--baselines", action="store_true",
                    help="compare vitsearch's front with hand recipes (depth, ToMe r, MLP pruning, int8, depth+MLP) "
                         "at equal wall time, on test accuracy")
+    p.add_argument("--recipes", default=None, metavar="LIST",
+                   help="baselines: the recipes to run (comma-separated: depth, tome, mlp, int8, depth+mlp; 'none': "
+                        "vitsearch's searches alone, to set against an earlier benchmark's recipes); default all")
     p.add_argument("--wall-minutes", type=float, default=10.0,
                    help="fidelities / baselines: time budget of every search and every recipe")
     p.add_argument("--sampler", default=None, help="fidelities: the sampler of every search (default: the study's)")
@@ -226,11 +229,15 @@ def cmd_bench_search(args) -> int:
         raise VitsearchError("--baselines and --fidelity: choose one benchmark")
     if args.first_seed != 0 and not args.baselines:
         raise VitsearchError(f"--first-seed: only with --baselines, got {args.first_seed}")
+    if args.recipes is not None and not args.baselines:
+        raise VitsearchError(f"--recipes: only with --baselines, got {args.recipes!r}")
     if args.baselines:
-        from vitsearch.search.engine.baselines_bench import format_baselines, run_baselines_bench
+        from vitsearch.search.engine.baselines_bench import format_baselines, parse_recipes, run_baselines_bench
 
+        recipes = parse_recipes(args.recipes)
         summary = run_baselines_bench(args.study, args.wall_minutes, args.seeds,
-                                      Path(args.out or "benchmarks/results/baselines"), first_seed=args.first_seed)
+                                      Path(args.out or "benchmarks/results/baselines"), first_seed=args.first_seed,
+                                      recipes=recipes)
         print(json.dumps(summary, indent=2, default=str) if args.json else format_baselines(summary))
         return 0
     if args.fidelity is not None:

@@ -18,10 +18,26 @@ from typing import Any
 from vitsearch.search.engine.baselines import RECIPES, front_quality, run_recipe, vitsearch_front
 
 
+def parse_recipes(text: str | None) -> tuple[str, ...]:
+    """``--recipes``: comma-separated recipe names, or 'none'; None: every recipe."""
+    if text is None:
+        return tuple(RECIPES)
+    if text.strip() == "none":
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in RECIPES]
+    if bad or not names:
+        from vitsearch.spaces.errors import ConfigError
+
+        raise ConfigError(f"--recipes: unknown recipe {(bad or [text])[0]!r}; accepted: {', '.join(RECIPES)}, "
+                          "comma-separated, or 'none'")
+    return names
+
+
 def run_baselines_bench(study, minutes: float, n_seeds: int, out: Path, progress: bool = True,
-                        first_seed: int = 0) -> dict[str, Any]:
-    """vitsearch against every hand recipe at equal wall time, seeds ``first_seed`` .. ``first_seed + n_seeds - 1``;
-    the summary (also ``out/bench_baselines.json``)."""
+                        first_seed: int = 0, recipes: tuple[str, ...] = tuple(RECIPES)) -> dict[str, Any]:
+    """vitsearch against the hand ``recipes`` (default: all) at equal wall time, seeds ``first_seed`` ..
+    ``first_seed + n_seeds - 1``; the summary (also ``out/bench_baselines.json``)."""
     from vitsearch.search.engine.fidelity_bench import _cpu_name, _one_run, _reference, check_args, fidelity_spec
     from vitsearch.search.results.testacc import base_test
     from vitsearch.search.session import load_session
@@ -43,7 +59,7 @@ def run_baselines_bench(study, minutes: float, n_seeds: int, out: Path, progress
     base, _ = base_test(session, {})
     for sub in ("runs", "studies", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    results: dict[str, list[dict]] = {"vitsearch": [], **{name: [] for name in RECIPES}}
+    results: dict[str, list[dict]] = {"vitsearch": [], **{name: [] for name in recipes}}
     started = time.time()
 
     def save() -> dict[str, Any]:
@@ -64,7 +80,7 @@ def run_baselines_bench(study, minutes: float, n_seeds: int, out: Path, progress
             record.update(front=front, **front_quality(front, ref, base))
         results["vitsearch"].append(record)
         save()
-        for recipe in RECIPES:
+        for recipe in recipes:
             run = run_recipe(session, recipe, minutes, seed, progress)
             results[recipe].append({**run, **front_quality(run["front"], ref, base)})
             save()

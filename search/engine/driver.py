@@ -117,7 +117,7 @@ class Driver:
                                    storage=storage, study_name=self.spec.name,
                                    on_settle=self.progress.on_settle, ladder=ladder,
                                    rung_dir=str((plan.run_dir.path / RUNG_DIR).resolve()), reference=reference,
-                                   on_rung=self.progress.on_rung, ownership=ownership)
+                                   on_rung=self.progress.on_rung, ownership=ownership, finish_front=rc.finish_front)
         self.study = ownership.study = searcher.study
         self.progress.start(self.study, searcher.completed())
         return searcher, ownership
@@ -160,7 +160,7 @@ class Driver:
         ownership.start()
         budget = self.spec.search.time_budget_minutes
         if budget is not None:  # counted from here: Ray up, model loaded, workers not started yet
-            searcher.deadline = started + 60.0 * budget
+            searcher.started, searcher.deadline = started, started + 60.0 * budget
         try:
             with self.signals.fitting():
                 tuner.fit()

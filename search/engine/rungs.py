@@ -124,7 +124,13 @@ class Ladder:
     issued: set[tuple[int, int]] = field(default_factory=set)  # (trial number, rung promoted to)
     failed: set[tuple[int, int]] = field(default_factory=set)  # promotions whose evaluation raised
     held: set[int] = field(default_factory=set)  # ranked, never promoted (the uncompressed model: nothing to recover)
+    #: the end of a search: the front's candidates below the top rung are promoted too, one rung at a time,
+    #: before any quota promotion (:meth:`finishing_promotions`)
+    finishing: bool = False
+    #: False: the quotas promote nobody (the last part of a time budget, kept for the front alone)
+    quotas: bool = True
     _ranking: dict[int, list[int]] = field(default_factory=dict, repr=False)  # rung -> its rank order, until it grows
+    _front: list[int] | None = field(default=None, repr=False)  # the front of highest-rung values, until a result
 
     @property
     def top(self) -> int:
@@ -137,6 +143,7 @@ class Ladder:
             raise ValueError(f"trial {number} has a result at rung {rung} but was never promoted there")
         self.results.setdefault(rung, {})[number] = tuple(float(v) for v in values)
         self._ranking.pop(rung, None)
+        self._front = None
 
     def record_failure(self, number: int, rung: int) -> None:
         """The promotion of ``number`` to ``rung`` raised: it stays at its previous rung, not retried."""
@@ -152,14 +159,59 @@ class Ladder:
         return sorted(p for p in self.issued - done - set(in_flight))
 
     def promotable(self) -> list[tuple[int, int]]:
-        """New promotions the quotas allow now, as (number, target rung); highest rungs first."""
-        out = []
+        """New promotions due now, as (number, target rung): with :attr:`finishing`, the front's first
+        (:meth:`finishing_promotions`); then what the quotas allow (unless :attr:`quotas` is off), highest rungs
+        first."""
+        out = self.finishing_promotions() if self.finishing else []
+        if not self.quotas:
+            return out
         for rung in range(self.top - 1, -1, -1):
             quota = self.quota(rung)
             if quota == 0:
                 continue
             best = self._ranked(rung)[:quota]
-            out += [(n, rung + 1) for n in best if (n, rung + 1) not in self.issued and n not in self.held]
+            out += [(n, rung + 1) for n in best
+                    if (n, rung + 1) not in self.issued and n not in self.held and (n, rung + 1) not in out]
+        return out
+
+    def front(self) -> list[int]:
+        """The candidates non-dominated on their highest rung's values (what the search's front is drawn from),
+        in :func:`rank_order`; computed once per set of results."""
+        if self._front is None:
+            best: dict[int, tuple[float, ...]] = {}
+            for rung in sorted(self.results):  # a higher rung's values replace a lower one's
+                best.update(self.results[rung])
+            numbers = list(best)
+            values = np.array([best[n] for n in numbers]) if numbers else np.zeros((0, len(self.maximize)))
+            fronts = nondominated_fronts(values, self.maximize) if numbers else np.zeros(0, dtype=int)
+            members = np.flatnonzero(fronts == 0)
+            self._front = rank_order([numbers[i] for i in members], values[members], self.maximize)
+        return list(self._front)
+
+    def finishing_promotions(self) -> list[tuple[int, int]]:
+        """One rung up for each front candidate below the top rung (not held, not issued there, not failed there):
+        at the end of a search the front is what is kept, and a candidate left at a low rung is scored on fewer
+        distillation steps than the rest."""
+        out = []
+        for number in self.front():
+            rung = self.reached(number)
+            if number in self.held or rung is None or rung >= self.top:
+                continue
+            if (number, rung + 1) not in self.issued and (number, rung + 1) not in self.failed:
+                out.append((number, rung + 1))
+        return out
+
+    def finishing_work(self) -> list[list[int]]:
+        """Per front candidate below the top rung, the rungs it still has to run to reach the top (those in
+        flight included, those after a failed promotion excluded): what :meth:`finishing_promotions` will cost."""
+        out = []
+        for number in self.front():
+            rung = self.reached(number)
+            if number in self.held or rung is None or rung >= self.top:
+                continue
+            if any((number, k) in self.failed for k in range(rung + 1, self.top + 1)):
+                continue
+            out.append(list(range(rung + 1, self.top + 1)))
         return out
 
     def _ranked(self, rung: int) -> list[int]:

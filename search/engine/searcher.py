@@ -23,6 +23,14 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
 * **Time budget.** With a ``deadline`` no batch or promotion is handed out after it;
   what is in flight finishes and is told (nothing is left RUNNING), then FINISHED. As it
   nears, batches shrink to what the median first-rung evaluation says still fits.
+* **Finishing the front.** With ``finish_front``, the end of a search promotes the front's
+  candidates left below the top rung, one rung at a time, before any quota promotion:
+  once every candidate is asked (``target``), and, with a deadline, in its last part,
+  as long as the front's remaining rungs take by the rung times measured so far (at most
+  :data:`FINISH_SHARE` of the budget), when neither a new candidate nor a quota promotion
+  is handed out. Plain ASHA leaves
+  a candidate that joined the front late at the rung it reached: it is scored on fewer
+  distillation steps than the rest (three of six front points in one 10-minute run).
 * **Counting, shared.** ``target`` counts candidates evaluated (COMPLETE, not reused) in
   the whole study, by every driver and earlier attempt; settled and reused ones are
   counted apart and do not use it up. The searcher stops asking once evaluated plus
@@ -64,6 +72,10 @@ log = logging.getLogger("vitsearch.run")
 MAX_ASKS_PER_SUGGEST = 64
 #: seconds between storage reads while the study waits on trials RUNNING elsewhere
 IDLE_POLL_S = 1.0
+#: at most this share of a time budget is kept for finishing the front (its end)
+FINISH_SHARE = 0.25
+#: the front's remaining rungs, as estimated from the rung times so far, are given this much more time
+FINISH_MARGIN = 1.25
 
 
 class CandidateSearch(OptunaSearch):
@@ -79,14 +91,16 @@ class CandidateSearch(OptunaSearch):
     driver-side no-gain check; ``on_rung(number, rung)`` after every promotion result;
     ``ownership``: an :class:`~vitsearch.search.engine.ownership.Ownership` (heartbeats,
     re-asking dead drivers' trials), or None; ``deadline`` (``time.time()`` seconds,
-    settable later): no new work after it.
+    settable later, with ``started``, when the budget began): no new work after it;
+    ``finish_front``: the end of the search takes the front's candidates to the top rung.
     """
 
     def __init__(self, *, space, objectives: list[tuple[str, str]], feasibility, target: int, batch_size: int,
                  workers: int = 1, sampler: optuna.samplers.BaseSampler, storage, study_name: str,
                  on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                  ladder: Ladder | None = None, rung_dir: str | None = None, reference=None,
-                 on_rung: Callable[[int, int], None] | None = None, ownership=None, deadline: float | None = None):
+                 on_rung: Callable[[int, int], None] | None = None, ownership=None, deadline: float | None = None,
+                 finish_front: bool = False):
         self.vs_space = space
         self.objectives = objectives
         self.feasibility = feasibility
@@ -110,8 +124,11 @@ class CandidateSearch(OptunaSearch):
         self.reference = reference
         self.promotions = Promotions(self.study, ladder, tuple(d == "maximize" for _, d in objectives),
                                      rung_dir, on_rung)
-        self.deadline, self.stopped_at_deadline = deadline, False
+        self.deadline, self.stopped_at_deadline, self.started = deadline, False, time.time()
+        self.finish_front = finish_front
+        self._all_asked = False  # the study holds target candidates evaluated or running (any driver): its end
         self._first_seconds: list[float] = []  # worker seconds of first-rung evaluations (batch sizing near the deadline)
+        self._rung_seconds: dict[int, list[float]] = {}  # rung -> worker seconds of promotions to it (the front's end)
         self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
 
     @property
@@ -145,9 +162,12 @@ class CandidateSearch(OptunaSearch):
         if self.deadline is not None and time.time() >= self.deadline:  # time budget spent: drain, then stop
             self.stopped_at_deadline = True
             return Searcher.FINISHED if self.idle() else None
+        reserved = self._finishing()
         job = self.promotions.take(trial_id)
         if job is not None:  # ASHA: a due promotion first, alone in its batch (it is the long job)
             return {"candidates": [job]}
+        if reserved:  # the last part of the time budget is the front's: no new candidate
+            return Searcher.FINISHED if self.idle() and self.promotions.due() is None else None
         if time.monotonic() < self._idle_until:
             return None  # waiting on trials RUNNING elsewhere: read the storage at most every IDLE_POLL_S
         if self.ownership is not None:
@@ -159,7 +179,10 @@ class CandidateSearch(OptunaSearch):
         # the first free one (which left the other idle for up to a whole batch).
         size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)), self._fits_before_deadline())
         for _ in range(MAX_ASKS_PER_SUGGEST):
-            if len(batch) >= size or base + len(batch) >= self.target or self.exhausted():
+            if base + len(batch) >= self.target or self.exhausted():
+                self._all_asked = True
+                break
+            if len(batch) >= size:
                 break
             trial = None
             try:
@@ -200,6 +223,41 @@ class CandidateSearch(OptunaSearch):
             return None
         self._batches[trial_id] = [t for t, _ in batch]
         return {"candidates": [self.promotions.first_job(t.number, c) for t, c in batch]}
+
+    def _finishing(self) -> bool:
+        """Whether the search is at its end (see the module's "Finishing the front"); sets the ladder's
+        ``finishing``. True where the time left is reserved for the front (no new candidate)."""
+        ladder = self.promotions.ladder
+        if not self.finish_front or ladder.top == 0:
+            return False
+        reserved = self.deadline is not None and self.deadline - time.time() <= self.finish_reserve()
+        ladder.finishing, ladder.quotas = reserved or self._all_asked, not reserved
+        return reserved
+
+    def finish_reserve(self) -> float:
+        """Seconds the front's remaining rungs take (0: none, or no evaluation timed yet), by the median worker
+        seconds of the promotions to each rung so far (before any: the first rung's 90th percentile scaled by
+        the steps), shared between the workers, each candidate's rungs one after another; with
+        :data:`FINISH_MARGIN`, at most :data:`FINISH_SHARE` of the budget."""
+        if self.deadline is None:
+            return 0.0
+        work = self.promotions.ladder.finishing_work()
+        costs = [[self._rung_cost(k) for k in rungs] for rungs in work]
+        if not costs or any(c is None for row in costs for c in row):
+            return 0.0
+        total = max(sum(map(sum, costs)) / self.workers, max(map(sum, costs)))
+        return min(FINISH_MARGIN * total, FINISH_SHARE * max(0.0, self.deadline - self.started))
+
+    def _rung_cost(self, rung: int) -> float | None:
+        """Worker seconds one promotion to ``rung`` takes (None: nothing timed yet)."""
+        if self._rung_seconds.get(rung):
+            return statistics.median(self._rung_seconds[rung])
+        if not self._first_seconds:
+            return None
+        steps = self.promotions.ladder.steps
+        first = statistics.quantiles(self._first_seconds, n=10, method="inclusive")[-1] \
+            if len(self._first_seconds) > 1 else self._first_seconds[0]
+        return first * max(1.0, (steps[rung] - steps[rung - 1]) / max(steps[0], 1))
 
     def _fits_before_deadline(self) -> int:
         """Candidates one batch can still evaluate before the deadline (1 until a first-rung time is known)."""
@@ -387,6 +445,8 @@ class CandidateSearch(OptunaSearch):
         if outcome is None:
             return  # a retried batch re-reports what was already recorded
         self._book_timing(payload)
+        if payload.get("seconds") is not None and not outcome.failed:
+            self._rung_seconds.setdefault(outcome.rung, []).append(payload["seconds"])
         if outcome.failed:
             self._count_failure(outcome.why)
         else:

@@ -1,4 +1,5 @@
-"""The engine's books (search/engine/accounting.py) and the worker's evaluation pipeline."""
+"""The engine's books (search/engine/accounting.py), the worker's evaluation pipeline, and the searcher's time
+budget (batches near the deadline, the end kept for the front)."""
 
 from __future__ import annotations
 
@@ -178,3 +179,81 @@ def test_near_the_deadline_a_batch_is_sized_by_the_slow_candidates_not_the_media
     assert search._fits_before_deadline() == 1  # nothing known yet
     search._first_seconds = [2.0] * 5 + [140.0] * 4  # the median (2 s) would allow 150 in 300 s
     assert search._fits_before_deadline() <= 2
+
+
+def _rung_ladder():
+    from vitsearch.search.engine.rungs import Ladder
+
+    return Ladder((10, 50, 150), 3.0, (True, False))
+
+
+def test_the_end_of_a_time_budget_is_kept_for_the_fronts_remaining_rungs(builtin_model, tmp_path):
+    """finish_reserve: the front's rungs still to run, by the rung times measured, shared by the workers,
+    each candidate's rungs in a row; at most a quarter of the budget; nothing before anything was timed."""
+    import time
+
+    from vitsearch.search.engine.searcher import FINISH_MARGIN, FINISH_SHARE
+
+    now = time.time()
+    search = _searcher(builtin_model, tmp_path, target=100, batch_size=4, deadline=now + 600, ladder=_rung_ladder(),
+                       finish_front=True)
+    search.started = now
+    lad = search.promotions.ladder
+    lad.record(0, 0, (0.90, 1.0))
+    lad.record(1, 0, (0.80, 0.5))
+    assert search.finish_reserve() == 0.0  # no evaluation timed yet
+    search._first_seconds = [6.0]
+    # no promotion timed: the first rung's time scaled by the steps (40 and 100 more than its 10)
+    assert search.finish_reserve() == pytest.approx(FINISH_MARGIN * (6 * 4 + 6 * 10))  # the longer of: 2 chains
+    search._rung_seconds = {1: [15.0, 17.0, 16.0], 2: [45.0]}
+    assert search.finish_reserve() == pytest.approx(FINISH_MARGIN * (16 + 45))
+    for n in range(2, 8):  # six more on the front: the work shared by 2 workers decides, up to the cap
+        lad.record(n, 0, (0.80 + n / 100, 0.5 + n / 10))
+    assert search.finish_reserve() == pytest.approx(min(FINISH_MARGIN * 8 * 61 / 2, FINISH_SHARE * 600))
+    search.started, search.deadline = time.time() - 500, time.time() + 100  # 100 s of 600 left: under the reserve
+    assert search._finishing() and lad.finishing
+    search.finish_front = False  # plain successive halving: the time is the new candidates'
+    lad.finishing = False
+    assert not search._finishing() and not lad.finishing
+
+
+def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(builtin_model, tmp_path):
+    import json
+    import time
+
+    search = _searcher(builtin_model, tmp_path, target=100, batch_size=4, ladder=_rung_ladder(), finish_front=True)
+    first = search.suggest("t0")  # no deadline yet: a full batch of new candidates
+    assert isinstance(first, dict) and all(job["rung"] == 0 for job in first["candidates"])
+    numbers = [job["number"] for job in first["candidates"]]
+    for i, number in enumerate(numbers):  # their first rung's results: the first two on the front
+        search.promotions.remember_first(number, json.dumps({"depth": {"keep": 7 - i}}), {"accuracy": 0.9},
+                                         [0.9 - i / 10, 1.0 - i / 10 if i < 2 else 2.0])
+    search.started, search.deadline = time.time() - 600, time.time() + 60  # a 11-minute budget, 1 minute left
+    search._first_seconds = [30.0]  # the front's rungs take longer than what is left
+    asked = len(search.study.trials)
+    promoted = []
+    for tune_id in ("t1", "t2"):
+        job = search.suggest(tune_id)["candidates"]
+        assert len(job) == 1 and job[0]["rung"] == 1
+        promoted.append(job[0]["number"])
+    assert sorted(promoted) == sorted(numbers[:2]) and search.promotions.ladder.finishing
+    assert search.suggest("t3") is None  # both in flight, nothing else due: wait, ask nothing new
+    assert len(search.study.trials) == asked
+
+
+def test_once_every_candidate_is_asked_the_front_is_finished_before_the_search_ends(builtin_model, tmp_path):
+    import optuna
+
+    search = _searcher(builtin_model, tmp_path, target=2, batch_size=4, ladder=_rung_ladder(), finish_front=True)
+    trials = []
+    for tune_id in ("t0", "t1"):  # near the target each worker gets one
+        assert len(search.suggest(tune_id)["candidates"]) == 1
+        trials += search._batches.pop(tune_id)
+    for i, trial in enumerate(trials):  # told as the searcher tells them; the two trade off: both on the front
+        values = [0.9 - i / 10, 1.0 - i / 2]
+        search._settle(trial, values, optuna.trial.TrialState.COMPLETE, {"evaluation": {"accuracy": values[0]}})
+        search.promotions.remember_first(trial.number, trial.user_attrs["config"], {"accuracy": values[0]}, values)
+    # the quota (2 // 3) promotes nobody; the end promotes both, one rung at a time
+    job = search.suggest("t2")
+    assert job != "FINISHED" and job["candidates"][0]["rung"] == 1 and search.promotions.ladder.finishing
+    assert search.suggest("t3")["candidates"][0]["rung"] == 1

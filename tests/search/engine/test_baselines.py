@@ -73,3 +73,12 @@ def test_a_recipe_stops_at_its_wall_time_and_scores_its_front_on_test(tmp_path):
     assert p["config"]["depth"] == {"keep": VitDims.of(session.base).depth - 1}
     assert 0 < p["latency_ratio"] < 2 and p["test_n"] == len(session.data.test) and p["test_correct"]
     assert run["front"] == run["points"] and run["steps"] == 1
+
+
+def test_recipes_to_run_are_named_or_none():
+    from vitsearch.search.engine.baselines import RECIPES
+    from vitsearch.search.engine.baselines_bench import parse_recipes
+
+    assert parse_recipes(None) == tuple(RECIPES)
+    assert parse_recipes("none") == ()  # vitsearch's searches alone
+    assert parse_recipes(" depth+mlp, depth ") == ("depth+mlp", "depth")

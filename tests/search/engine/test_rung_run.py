@@ -85,6 +85,11 @@ def test_rung_run_two_workers(tmp_path, tiny_study):
     front = summary["pareto_test"]
     assert front and all(r["test_lo"] <= r["test_accuracy"] <= r["test_hi"] and r["test_n"] == 500 for r in front)
     assert all(r["rung"] == frame.loc[frame.number == r["number"], "rung"].item() for r in front)
+    # recovery.finish_front (default): the end of the search took every compressed front point to the top rung
+    configs = {t.number: json.loads(t.user_attrs["config"]) for t in study.trials if "config" in t.user_attrs}
+    _, _, _, failed = _rung_attrs(run)
+    assert all(r["rung"] == 2 for r in front
+               if configs[r["number"]].keys() - {"schema_version"} and not any(n == r["number"] for n, _ in failed))
     assert "test acc [95% CI]" in out.stdout and "6 evaluated" in out.stdout
     cache = json.loads((run / "test_accuracy.json").read_text())  # and the uncompressed model, to pair with
     assert set(cache) == {f"{r['number']}:{r['rung']}" for r in front} | {"base"}

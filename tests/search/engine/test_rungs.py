@@ -138,3 +138,42 @@ def test_held_candidates_rank_but_are_never_promoted():
     for n in range(3, 6):
         lad.record(n, 0, (0.3, 0.95))
     assert lad.promotable() == [(1, 1)]
+
+
+def test_the_front_is_drawn_from_each_candidates_highest_rung():
+    lad = _ladder()
+    lad.record(0, 0, (0.90, 1.0))
+    lad.record(1, 0, (0.80, 0.5))
+    lad.record(2, 0, (0.70, 0.9))  # dominated by 1
+    assert sorted(lad.front()) == [0, 1]
+    lad.issue(2, 1)
+    lad.record(2, 1, (0.95, 0.9))  # recovered at rung 1: now it dominates 0 (its rung-0 value no longer counts)
+    assert sorted(lad.front()) == [1, 2]
+
+
+def test_finishing_takes_the_front_one_rung_up_toward_the_top_before_any_quota():
+    lad = _ladder(held={9})
+    lad.record(9, 0, (0.99, 2.0))  # the uncompressed model: on the front, never promoted
+    lad.record(0, 0, (0.90, 1.0))
+    lad.record(1, 0, (0.80, 0.5))
+    lad.record(2, 0, (0.70, 0.9))  # dominated
+    assert lad.promotable() == [(0, 1)]  # the quota (4 // 3 = 1) takes the front's knee
+    lad.finishing = True
+    assert set(lad.finishing_promotions()) == {(0, 1), (1, 1)} and 2 not in dict(lad.promotable())
+    assert set(lad.promotable()) == {(0, 1), (1, 1)}  # the quota's pick appears once
+    for n in range(10, 18):  # eight more, dominated: the quota (12 // 3 = 4) reaches beyond the front, to 2
+        lad.record(n, 0, (0.60, 0.95))
+    assert set(lad.promotable()) == {(0, 1), (1, 1), (2, 1)}
+    lad.quotas = False  # the end of a time budget: the front alone
+    assert set(lad.promotable()) == {(0, 1), (1, 1)}
+    assert lad.finishing_work() and sorted(map(len, lad.finishing_work())) == [2, 2]
+    lad.issue(0, 1)
+    lad.issue(1, 1)
+    assert lad.finishing_promotions() == []  # both in flight: nothing new, but their work is still ahead
+    assert sorted(map(len, lad.finishing_work())) == [2, 2]
+    lad.record(0, 1, (0.93, 1.0))
+    lad.record_failure(1, 1)  # it stays at rung 0, never tried again
+    assert lad.finishing_promotions() == [(0, 2)] and lad.finishing_work() == [[2]]
+    lad.issue(0, 2)
+    lad.record(0, 2, (0.95, 1.0))
+    assert lad.finishing_promotions() == [] and lad.finishing_work() == []
