@@ -24,7 +24,7 @@ def parse_recipes(text: str | None) -> tuple[str, ...]:
         return tuple(RECIPES)
     if text.strip() == "none":
         return ()
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))  # in order, once each
     bad = [n for n in names if n not in RECIPES]
     if bad or not names:
         from vitsearch.spaces.errors import ConfigError
@@ -114,6 +114,7 @@ def summarise(spec, minutes: float, seeds: list[int], ref: dict, base: dict, res
     strip = lambda runs: [{k: v for k, v in r.items() if k not in ("points", "front")} for r in runs]  # noqa: E731
     return {"study": spec.name, "wall_minutes": minutes, "seeds": list(seeds), "reference_point": ref,
             "base_test_accuracy": base["test_accuracy"], "hypervolume": hv,
+            "recipes": [n for n in results if n != "vitsearch"],
             "best_recipe": best, "ratio_vs_best_recipe": (ours / recipes[best]) if best and ours else None,
             "best_test_accuracy_at_half_latency": half, "fastest_within": within,
             "goal": "vitsearch >= 1.2x the best recipe's hypervolume, and more accurate at 0.5x the latency",
@@ -135,7 +136,8 @@ def format_baselines(s: dict[str, Any]) -> str:
         lines.append(f"{name:<12} {_mean(hv) or 0:>12.5f} {(f'{half:.2%}' if half is not None else '-'):>15} "
                      f"{cell('1 point'):>20} {cell('2 point'):>12}")
     ratio = s.get("ratio_vs_best_recipe")
-    lines.append(f"vitsearch vs the best recipe ({s['best_recipe']}): "
-                 + (f"{ratio:.2f}x the hypervolume" if ratio is not None else "not measured")
+    lines.append((f"vitsearch vs the best recipe run ({s['best_recipe']}): " if s.get("best_recipe") else
+                  "vitsearch alone (no recipe run): ")
+                 + (f"{ratio:.2f}x the hypervolume" if ratio is not None else "no ratio")
                  + f"; {s['wall_minutes']:g} minutes each, device {s['device']} ({s['cpu']})")
     return "\n".join(lines)

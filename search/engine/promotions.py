@@ -91,23 +91,27 @@ class Promotions:
         self.rung_dir, self.on_rung = rung_dir, on_rung
         self.me, self.alive = me or driver_id(), alive
         self.in_flight: dict[str, tuple[int, int]] = {}  # Tune trial id -> promotion (number, rung)
+        #: (number, rung) -> whether that promotion can still finish in time (None: every one can); one that
+        #: cannot is neither due nor handed out
+        self.fits: Callable[[int, int], bool] | None = None
         # promotions other drivers issued -> (their driver id, trusted when its life cannot be seen: it was
         # issued while this driver ran, so by a driver alive then)
         self._issuer: dict[tuple[int, int], tuple[str, bool]] = {}
         self._first: dict[int, tuple[str, dict]] = {}  # trial number -> (config key, first-rung metrics)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.user_attrs.get(ATTR_REUSED) is None:
-                self.remember_first(t.number, t.user_attrs[ATTR_CONFIG], t.user_attrs[ATTR_EVAL], list(t.values))
+                self.remember_first(t.number, t.user_attrs[ATTR_CONFIG], t.user_attrs[ATTR_EVAL], list(t.values),
+                                    feasible=t.user_attrs.get(ATTR_FEASIBLE) is not False)
         self._restore()
 
     def idle(self) -> bool:
         """No promotion of this driver in flight."""
         return not self.in_flight
 
-    def remember_first(self, number: int, key: str, metrics: dict, values: list[float]) -> None:
+    def remember_first(self, number: int, key: str, metrics: dict, values: list[float], feasible: bool = True) -> None:
         """A candidate evaluated at the first rung: a contender for promotion."""
         self._first[number] = (key, metrics)
-        self.ladder.record(number, 0, values)
+        self.ladder.record(number, 0, values, feasible)
         if is_identity(key):
             self.ladder.held.add(number)
 
@@ -119,11 +123,14 @@ class Promotions:
 
     def due(self) -> tuple[int, int] | None:
         """The promotion that would be handed out now, without issuing it."""
-        lost = self._lost()
+        lost = self._fitting(self._lost())
         if lost:
             return lost[0]
-        due = self.ladder.promotable()
+        due = self._fitting(self.ladder.promotable())
         return due[0] if due else None
+
+    def _fitting(self, promotions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return promotions if self.fits is None else [p for p in promotions if self.fits(*p)]
 
     def take(self, trial_id: str) -> dict | None:
         """A promotion's job for Tune trial ``trial_id`` (marked issued in the storage first), or None."""
@@ -151,7 +158,7 @@ class Promotions:
                   ATTR_WORKER: payload.get("worker"), ATTR_SECONDS: payload.get("seconds"),
                   ATTR_TIMING: payload_timing(payload)}
         self.study.set_user_attr(f"{STUDY_RUNG}:{number}:{rung}", record)
-        self.ladder.record(number, rung, values)
+        self.ladder.record(number, rung, values, payload["feasible"] is not False)
         if self.on_rung is not None:
             self.on_rung(number, rung)
         return RungOutcome(number, rung, failed=False)
@@ -184,7 +191,7 @@ class Promotions:
         for number, by_rung in records.items():
             for rung, record in sorted(by_rung.items()):
                 if rung <= self.ladder.top and (number, rung) in self.ladder.issued:
-                    self.ladder.record(number, rung, record["values"])
+                    self.ladder.record(number, rung, record["values"], record.get(ATTR_FEASIBLE) is not False)
 
     def _checkpoint(self, number: int, rung: int) -> str | None:
         # one rung of N > 0 steps too: the front's test accuracy then loads the weights instead of distilling again
@@ -194,11 +201,11 @@ class Promotions:
 
     def _next(self) -> tuple[int, int] | None:
         """A promotion to hand out now: one lost by an earlier driver first, else a new one (marked issued)."""
-        lost = self._lost()
+        lost = self._fitting(self._lost())
         if lost:
             return lost[0]
         attrs = None
-        for number, rung in self.ladder.promotable():
+        for number, rung in self._fitting(self.ladder.promotable()):
             if attrs is None:  # read the storage only when something is due
                 attrs = self.study.user_attrs
             self.ladder.issue(number, rung)
@@ -235,7 +242,8 @@ class Promotions:
                 if (number, rung) in failed:
                     self.ladder.record_failure(number, rung)
                 elif rung in records.get(number, {}):
-                    self.ladder.record(number, rung, records[number][rung]["values"])
+                    rec = records[number][rung]
+                    self.ladder.record(number, rung, rec["values"], rec.get(ATTR_FEASIBLE) is not False)
                 self._issuer.pop((number, rung))
         live = set(others) - gone
         return [p for p in self.ladder.lost(set(self.in_flight.values())) if p not in live]

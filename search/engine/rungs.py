@@ -45,6 +45,13 @@ def nondominated_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndar
     return front
 
 
+def nondominated(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """Mask of the rows of ``values`` (n x k) no other row dominates: the first front alone, in one pass."""
+    signed = np.where(np.asarray(maximize), -values, values).astype(float)
+    return np.array([not (np.all(signed <= row, axis=1) & np.any(signed < row, axis=1)).any() for row in signed],
+                    dtype=bool)
+
+
 def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
     """Hypervolume dominated by ``points`` (both objectives minimised) up to ``ref``."""
     pts = points[(points[:, 0] < ref[0]) & (points[:, 1] < ref[1])]
@@ -130,6 +137,7 @@ class Ladder:
     #: False: the quotas promote nobody (the last part of a time budget, kept for the front alone)
     quotas: bool = True
     _ranking: dict[int, list[int]] = field(default_factory=dict, repr=False)  # rung -> its rank order, until it grows
+    infeasible: set[tuple[int, int]] = field(default_factory=set)  # (number, rung) results over a budget
     _front: list[int] | None = field(default=None, repr=False)  # the front of highest-rung values, until a result
 
     @property
@@ -137,13 +145,15 @@ class Ladder:
         """Index of the highest rung."""
         return len(self.steps) - 1
 
-    def record(self, number: int, rung: int, values: Sequence[float]) -> None:
-        """A candidate's objective values at ``rung`` (rung 0: its first evaluation)."""
+    def record(self, number: int, rung: int, values: Sequence[float], feasible: bool = True) -> None:
+        """A candidate's objective values at ``rung`` (rung 0: its first evaluation); ``feasible``: within every
+        budget there (an accuracy budget may be met only at a higher rung)."""
         if rung > 0 and (number, rung) not in self.issued:
             raise ValueError(f"trial {number} has a result at rung {rung} but was never promoted there")
         self.results.setdefault(rung, {})[number] = tuple(float(v) for v in values)
         self._ranking.pop(rung, None)
         self._front = None
+        (self.infeasible.discard if feasible else self.infeasible.add)((number, rung))
 
     def record_failure(self, number: int, rung: int) -> None:
         """The promotion of ``number`` to ``rung`` raised: it stays at its previous rung, not retried."""
@@ -175,16 +185,15 @@ class Ladder:
         return out
 
     def front(self) -> list[int]:
-        """The candidates non-dominated on their highest rung's values (what the search's front is drawn from),
-        in :func:`rank_order`; computed once per set of results."""
+        """The feasible candidates non-dominated on their highest rung's values (the front the search reports is
+        drawn from these), in :func:`rank_order`; computed once per set of results."""
         if self._front is None:
             best: dict[int, tuple[float, ...]] = {}
             for rung in sorted(self.results):  # a higher rung's values replace a lower one's
                 best.update(self.results[rung])
-            numbers = list(best)
-            values = np.array([best[n] for n in numbers]) if numbers else np.zeros((0, len(self.maximize)))
-            fronts = nondominated_fronts(values, self.maximize) if numbers else np.zeros(0, dtype=int)
-            members = np.flatnonzero(fronts == 0)
+            numbers = [n for n in best if (n, self.reached(n)) not in self.infeasible]
+            values = np.array([best[n] for n in numbers], dtype=float).reshape(len(numbers), len(self.maximize))
+            members = np.flatnonzero(nondominated(values, self.maximize)) if numbers else []
             self._front = rank_order([numbers[i] for i in members], values[members], self.maximize)
         return list(self._front)
 

@@ -28,7 +28,8 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
   once every candidate is asked (``target``), and, with a deadline, in its last part,
   as long as the front's remaining rungs take by the rung times measured so far (at most
   :data:`FINISH_SHARE` of the budget), when neither a new candidate nor a quota promotion
-  is handed out. Plain ASHA leaves
+  is handed out (batches are sized to end before it), and no promotion that cannot finish
+  before the deadline. Plain ASHA leaves
   a candidate that joined the front late at the rung it reached: it is scored on fewer
   distillation steps than the rest (three of six front points in one 10-minute run).
 * **Counting, shared.** ``target`` counts candidates evaluated (COMPLETE, not reused) in
@@ -65,7 +66,7 @@ from vitsearch.search.engine.promotions import Promotions, config_key, payload_t
 from vitsearch.search.engine.rungs import Ladder
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_DETERMINISTIC, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
                                              ATTR_INFEASIBLE, ATTR_NODE, ATTR_REUSED, ATTR_SECONDS, ATTR_SETTLED, ATTR_TIMING,
-                                             ATTR_WORKER)
+                                             ATTR_WORKER, rung_attrs)
 
 log = logging.getLogger("vitsearch.run")
 
@@ -129,6 +130,9 @@ class CandidateSearch(OptunaSearch):
         self._all_asked = False  # the study holds target candidates evaluated or running (any driver): its end
         self._first_seconds: list[float] = []  # worker seconds of first-rung evaluations (batch sizing near the deadline)
         self._rung_seconds: dict[int, list[float]] = {}  # rung -> worker seconds of promotions to it (the front's end)
+        if finish_front:
+            self.promotions.fits = self._fits_in_time  # no promotion handed out that cannot finish in time
+            self._timed_before()
         self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
 
     @property
@@ -166,7 +170,8 @@ class CandidateSearch(OptunaSearch):
         job = self.promotions.take(trial_id)
         if job is not None:  # ASHA: a due promotion first, alone in its batch (it is the long job)
             return {"candidates": [job]}
-        if reserved:  # the last part of the time budget is the front's: no new candidate
+        fits = self._fits_before_deadline()
+        if reserved or fits == 0:  # the last part of the time budget is the front's: no new candidate
             return Searcher.FINISHED if self.idle() and self.promotions.due() is None else None
         if time.monotonic() < self._idle_until:
             return None  # waiting on trials RUNNING elsewhere: read the storage at most every IDLE_POLL_S
@@ -177,7 +182,7 @@ class CandidateSearch(OptunaSearch):
         base = shared["COMPLETE"] + shared["RUNNING"]
         # Near the end, share what is left between the workers instead of handing it all to
         # the first free one (which left the other idle for up to a whole batch).
-        size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)), self._fits_before_deadline())
+        size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)), fits)
         for _ in range(MAX_ASKS_PER_SUGGEST):
             if base + len(batch) >= self.target or self.exhausted():
                 self._all_asked = True
@@ -215,6 +220,10 @@ class CandidateSearch(OptunaSearch):
                 self.idle_asks = 0
                 batch.append((trial, config))
         if not batch:
+            if self._all_asked and self.finish_front:  # this suggest found the end: the front's promotions now
+                self._finishing()
+                if (job := self.promotions.take(trial_id)) is not None:
+                    return {"candidates": [job]}
             if self.idle() and self.promotions.due() is None and (
                     self.exhausted() or self.completed() >= self.target):
                 return Searcher.FINISHED
@@ -226,7 +235,7 @@ class CandidateSearch(OptunaSearch):
 
     def _finishing(self) -> bool:
         """Whether the search is at its end (see the module's "Finishing the front"); sets the ladder's
-        ``finishing``. True where the time left is reserved for the front (no new candidate)."""
+        ``finishing`` and ``quotas``. True where the time left is reserved for the front (no new candidate)."""
         ladder = self.promotions.ladder
         if not self.finish_front or ladder.top == 0:
             return False
@@ -235,42 +244,59 @@ class CandidateSearch(OptunaSearch):
         return reserved
 
     def finish_reserve(self) -> float:
-        """Seconds the front's remaining rungs take (0: none, or no evaluation timed yet), by the median worker
-        seconds of the promotions to each rung so far (before any: the first rung's 90th percentile scaled by
-        the steps), shared between the workers, each candidate's rungs one after another; with
-        :data:`FINISH_MARGIN`, at most :data:`FINISH_SHARE` of the budget."""
+        """Seconds the front's remaining rungs take (0: none, or nothing timed yet) by :meth:`rung_cost`, shared
+        between the workers, each candidate's rungs one after another; with :data:`FINISH_MARGIN`, at most
+        :data:`FINISH_SHARE` of the budget."""
         if self.deadline is None:
             return 0.0
         work = self.promotions.ladder.finishing_work()
-        costs = [[self._rung_cost(k) for k in rungs] for rungs in work]
+        costs = [[self.rung_cost(k) for k in rungs] for rungs in work]
         if not costs or any(c is None for row in costs for c in row):
             return 0.0
         total = max(sum(map(sum, costs)) / self.workers, max(map(sum, costs)))
         return min(FINISH_MARGIN * total, FINISH_SHARE * max(0.0, self.deadline - self.started))
 
-    def _rung_cost(self, rung: int) -> float | None:
-        """Worker seconds one promotion to ``rung`` takes (None: nothing timed yet)."""
+    def rung_cost(self, rung: int) -> float | None:
+        """Worker seconds one promotion to ``rung`` takes: the median of those timed so far; before any, the
+        nearest lower rung's median timed (the first rung's 90th percentile: it also measures latency) scaled by
+        the steps each adds; None where nothing is known (or the first rung has no steps to scale)."""
+        steps = self.promotions.ladder.steps
         if self._rung_seconds.get(rung):
             return statistics.median(self._rung_seconds[rung])
-        if not self._first_seconds:
-            return None
-        steps = self.promotions.ladder.steps
-        first = statistics.quantiles(self._first_seconds, n=10, method="inclusive")[-1] \
-            if len(self._first_seconds) > 1 else self._first_seconds[0]
-        return first * max(1.0, (steps[rung] - steps[rung - 1]) / max(steps[0], 1))
+        for lower in range(rung - 1, -1, -1):
+            seconds = statistics.median(self._rung_seconds[lower]) if lower and self._rung_seconds.get(lower) \
+                else self._first_rung_seconds() if lower == 0 else None
+            added = steps[lower] - (steps[lower - 1] if lower else 0)
+            if seconds is not None and added > 0:
+                return seconds * max(1.0, (steps[rung] - steps[rung - 1]) / added)
+        return None
 
-    def _fits_before_deadline(self) -> int:
-        """Candidates one batch can still evaluate before the deadline (1 until a first-rung time is known)."""
-        if self.deadline is None:
-            return self.batch_size
-        if not self._first_seconds:
-            return 1
+    def _first_rung_seconds(self) -> float | None:
+        """The 90th percentile of the recent first-rung evaluations' worker seconds (None: none yet)."""
         recent = self._first_seconds[-32:]
+        if not recent:
+            return None
         # the 90th percentile, not the median: candidates settled on their cost take seconds and
         # evaluated ones a minute or more at a high first rung; batches sized by the median of that
         # mix overran a 5-minute budget by 5 minutes (the fidelity benchmark's "full")
-        per = recent[0] if len(recent) == 1 else statistics.quantiles(recent, n=10, method="inclusive")[-1]
-        return max(1, int((self.deadline - time.time()) // max(per, 1e-3)))
+        return recent[0] if len(recent) == 1 else statistics.quantiles(recent, n=10, method="inclusive")[-1]
+
+    def _fits_in_time(self, number: int, rung: int) -> bool:
+        """Whether a promotion to ``rung`` can finish before the deadline, by :meth:`rung_cost` (unknown: yes)."""
+        cost = self.rung_cost(rung) if self.deadline is not None else None
+        return cost is None or time.time() + cost <= self.deadline
+
+    def _fits_before_deadline(self) -> int:
+        """Candidates one batch can still evaluate before the deadline (1 until a first-rung time is known); with
+        ``finish_front``, before the front's reserve, and 0 where not one fits there."""
+        if self.deadline is None:
+            return self.batch_size
+        per = self._first_rung_seconds()
+        if per is None:
+            return 1
+        if not self.finish_front:
+            return max(1, int((self.deadline - time.time()) // max(per, 1e-3)))
+        return max(0, int((self.deadline - time.time() - self.finish_reserve()) // max(per, 1e-3)))
 
     def exhausted(self) -> bool:
         """So many asks in a row were settled or reused that the space holds nothing new to evaluate."""
@@ -309,7 +335,8 @@ class CandidateSearch(OptunaSearch):
             return
         values = self.feasibility.values(metrics, self.objectives)
         if self._settle(trial, values, TrialState.COMPLETE, attrs):  # dropped: no contender for a promotion
-            self.promotions.remember_first(trial.number, self._key_of(trial), metrics, values)
+            self.promotions.remember_first(trial.number, self._key_of(trial), metrics, values,
+                                           feasible=payload["feasible"] is not False)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self._refuse_detached()
@@ -440,6 +467,17 @@ class CandidateSearch(OptunaSearch):
         return Settled(why, metrics, [*cons, ref.constraint(metrics)], "no gain")
 
     # ---- rungs -----------------------------------------------------------------------------
+    def _timed_before(self) -> None:
+        """The worker seconds of the study's evaluations so far (a resumed run's reserve and batch sizes)."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get(ATTR_REUSED) is None and t.user_attrs.get(ATTR_SECONDS) is not None:
+                self._first_seconds.append(t.user_attrs[ATTR_SECONDS])
+        records, _, _ = rung_attrs(self.study.user_attrs)
+        for by_rung in records.values():
+            for rung, record in by_rung.items():
+                if record.get(ATTR_SECONDS) is not None:
+                    self._rung_seconds.setdefault(rung, []).append(record[ATTR_SECONDS])
+
     def _promotion_result(self, trial_id: str, payload: dict) -> None:
         outcome = self.promotions.result(trial_id, payload, lambda m: self.feasibility.values(m, self.objectives))
         if outcome is None:

@@ -197,24 +197,31 @@ def test_the_end_of_a_time_budget_is_kept_for_the_fronts_remaining_rungs(builtin
     now = time.time()
     search = _searcher(builtin_model, tmp_path, target=100, batch_size=4, deadline=now + 600, ladder=_rung_ladder(),
                        finish_front=True)
-    search.started = now
+    search.started = now - 100_000  # a budget so long that the quarter's cap stays out of the way
     lad = search.promotions.ladder
     lad.record(0, 0, (0.90, 1.0))
     lad.record(1, 0, (0.80, 0.5))
+    lad.record(2, 0, (0.70, 0.9))  # dominated: not the front's
+    lad.record(3, 0, (0.99, 0.1), feasible=False)  # over a budget: never the front's, whatever its values
     assert search.finish_reserve() == 0.0  # no evaluation timed yet
     search._first_seconds = [6.0]
     # no promotion timed: the first rung's time scaled by the steps (40 and 100 more than its 10)
     assert search.finish_reserve() == pytest.approx(FINISH_MARGIN * (6 * 4 + 6 * 10))  # the longer of: 2 chains
-    search._rung_seconds = {1: [15.0, 17.0, 16.0], 2: [45.0]}
+    search._rung_seconds = {1: [15.0, 17.0, 16.0]}  # rung 2 from rung 1's time: 100 steps to its 40
+    assert search.rung_cost(2) == pytest.approx(16 * 100 / 40)
+    search._rung_seconds[2] = [45.0]
     assert search.finish_reserve() == pytest.approx(FINISH_MARGIN * (16 + 45))
-    for n in range(2, 8):  # six more on the front: the work shared by 2 workers decides, up to the cap
-        lad.record(n, 0, (0.80 + n / 100, 0.5 + n / 10))
-    assert search.finish_reserve() == pytest.approx(min(FINISH_MARGIN * 8 * 61 / 2, FINISH_SHARE * 600))
+    for n in range(4, 10):  # six more on the front (each more accurate and slower): 8 front candidates
+        lad.record(n, 0, (0.91 + n / 100, 1.0 + n / 10))
+    assert sorted(lad.front()) == [0, 1, 4, 5, 6, 7, 8, 9]
+    assert search.finish_reserve() == pytest.approx(FINISH_MARGIN * 8 * 61 / 2)  # shared by the 2 workers
+    search.started = now
+    assert search.finish_reserve() == pytest.approx(FINISH_SHARE * 600)  # capped at a quarter of the budget
     search.started, search.deadline = time.time() - 500, time.time() + 100  # 100 s of 600 left: under the reserve
-    assert search._finishing() and lad.finishing
+    assert search._finishing() and lad.finishing and not lad.quotas
+    assert search._fits_before_deadline() == 0  # no new candidate fits before the reserve
     search.finish_front = False  # plain successive halving: the time is the new candidates'
-    lad.finishing = False
-    assert not search._finishing() and not lad.finishing
+    assert not search._finishing() and search._fits_before_deadline() >= 1
 
 
 def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(builtin_model, tmp_path):
@@ -225,11 +232,12 @@ def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(buil
     first = search.suggest("t0")  # no deadline yet: a full batch of new candidates
     assert isinstance(first, dict) and all(job["rung"] == 0 for job in first["candidates"])
     numbers = [job["number"] for job in first["candidates"]]
-    for i, number in enumerate(numbers):  # their first rung's results: the first two on the front
+    search._batches.clear()  # told (here by hand): their first rung's results, the first two on the front
+    for i, number in enumerate(numbers):
         search.promotions.remember_first(number, json.dumps({"depth": {"keep": 7 - i}}), {"accuracy": 0.9},
                                          [0.9 - i / 10, 1.0 - i / 10 if i < 2 else 2.0])
-    search.started, search.deadline = time.time() - 600, time.time() + 60  # a 11-minute budget, 1 minute left
-    search._first_seconds = [30.0]  # the front's rungs take longer than what is left
+    search.started, search.deadline = time.time() - 600, time.time() + 150  # 150 s left of the budget
+    search._first_seconds = [30.0]  # the front's rungs (120 s + 300 s each, by the steps) take longer than that
     asked = len(search.study.trials)
     promoted = []
     for tune_id in ("t1", "t2"):
@@ -238,10 +246,17 @@ def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(buil
         promoted.append(job[0]["number"])
     assert sorted(promoted) == sorted(numbers[:2]) and search.promotions.ladder.finishing
     assert search.suggest("t3") is None  # both in flight, nothing else due: wait, ask nothing new
+    search.deadline = time.time() + 30  # rung 2 takes 16 s x 100 / 40 = 40 s: it cannot finish in time
+    for tune_id, number in zip(("t1", "t2"), promoted):
+        search.on_trial_result(tune_id, {"candidate_json": json.dumps({
+            "number": number, "rung": 1, "evaluation": {"accuracy": 0.95, "latency": {"median_ms": 1.0}}, "feasible": True,
+            "constraints": [], "seconds": 16.0})})
+    assert search.promotions.due() is None and search.suggest("t4") == "FINISHED"  # nothing left that fits
     assert len(search.study.trials) == asked
 
 
 def test_once_every_candidate_is_asked_the_front_is_finished_before_the_search_ends(builtin_model, tmp_path):
+    """Also where a driver finds the target met at its first ask (a resumed run): its first suggest promotes."""
     import optuna
 
     search = _searcher(builtin_model, tmp_path, target=2, batch_size=4, ladder=_rung_ladder(), finish_front=True)
@@ -251,9 +266,14 @@ def test_once_every_candidate_is_asked_the_front_is_finished_before_the_search_e
         trials += search._batches.pop(tune_id)
     for i, trial in enumerate(trials):  # told as the searcher tells them; the two trade off: both on the front
         values = [0.9 - i / 10, 1.0 - i / 2]
-        search._settle(trial, values, optuna.trial.TrialState.COMPLETE, {"evaluation": {"accuracy": values[0]}})
+        search._settle(trial, values, optuna.trial.TrialState.COMPLETE,
+                       {"evaluation": {"accuracy": values[0]}, "feasible": True})
         search.promotions.remember_first(trial.number, trial.user_attrs["config"], {"accuracy": values[0]}, values)
-    # the quota (2 // 3) promotes nobody; the end promotes both, one rung at a time
-    job = search.suggest("t2")
+    # the quota (2 // 3) promotes nobody; the end promotes both, one rung at a time: a second driver on the
+    # study (or a resumed one), which finds the target met at its first ask, takes one
+    resumed = _searcher(builtin_model, tmp_path, target=2, batch_size=4, ladder=_rung_ladder(), finish_front=True)
+    first = resumed.suggest("r0")
+    assert first != "FINISHED" and first["candidates"][0]["rung"] == 1
+    job = search.suggest("t2")  # and the first driver the other
     assert job != "FINISHED" and job["candidates"][0]["rung"] == 1 and search.promotions.ladder.finishing
-    assert search.suggest("t3")["candidates"][0]["rung"] == 1
+    assert {first["candidates"][0]["number"], job["candidates"][0]["number"]} == {t.number for t in trials}

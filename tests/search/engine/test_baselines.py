@@ -81,4 +81,19 @@ def test_recipes_to_run_are_named_or_none():
 
     assert parse_recipes(None) == tuple(RECIPES)
     assert parse_recipes("none") == ()  # vitsearch's searches alone
-    assert parse_recipes(" depth+mlp, depth ") == ("depth+mlp", "depth")
+    assert parse_recipes(" depth+mlp, depth,depth+mlp ") == ("depth+mlp", "depth")  # once each, in order
+
+
+def test_a_benchmark_of_the_searches_alone_says_so():
+    from types import SimpleNamespace
+
+    from vitsearch.search.engine.baselines_bench import format_baselines, summarise
+
+    runs = {"vitsearch": [{"seed": 0, "hypervolume": 0.02, "fastest_within": {}}]}
+    s = summarise(SimpleNamespace(name="d", device="cpu"), 10, [0], {}, {"test_accuracy": 0.99}, runs, 600.0, "cpu")
+    assert s["recipes"] == [] and s["best_recipe"] is None and s["ratio_vs_best_recipe"] is None
+    assert "vitsearch alone (no recipe run)" in format_baselines(s)
+    runs["depth"] = [{"seed": 0, "hypervolume": 0.01, "fastest_within": {}}]
+    s = summarise(SimpleNamespace(name="d", device="cpu"), 10, [0], {}, {"test_accuracy": 0.99}, runs, 600.0, "cpu")
+    assert s["recipes"] == ["depth"] and s["ratio_vs_best_recipe"] == pytest.approx(2.0)
+    assert "best recipe run (depth): 2.00x" in format_baselines(s)

@@ -61,6 +61,16 @@ def _check_ladder(run: Path) -> None:
         assert "val split" in rec["evaluation"]["accuracy_source"]
 
 
+def _check_front_at_top(run: Path) -> None:
+    """recovery.finish_front (default): the end of the search took every compressed front point to the top rung."""
+    study, _, _, failed = _rung_attrs(run)
+    front = json.loads((run / "summary.json").read_text())["pareto_test"]
+    configs = {t.number: json.loads(t.user_attrs["config"]) for t in study.trials if "config" in t.user_attrs}
+    assert front and all(r["rung"] == 2 for r in front
+                         if configs[r["number"]].keys() - {"schema_version"} and not any(n == r["number"]
+                                                                                          for n, _ in failed))
+
+
 def test_rung_run_two_workers(tmp_path, tiny_study):
     run = tmp_path / "run"
     out = vitsearch("run", tiny_study(STUDY), "--out", run, timeout=1500)
@@ -85,11 +95,7 @@ def test_rung_run_two_workers(tmp_path, tiny_study):
     front = summary["pareto_test"]
     assert front and all(r["test_lo"] <= r["test_accuracy"] <= r["test_hi"] and r["test_n"] == 500 for r in front)
     assert all(r["rung"] == frame.loc[frame.number == r["number"], "rung"].item() for r in front)
-    # recovery.finish_front (default): the end of the search took every compressed front point to the top rung
-    configs = {t.number: json.loads(t.user_attrs["config"]) for t in study.trials if "config" in t.user_attrs}
-    _, _, _, failed = _rung_attrs(run)
-    assert all(r["rung"] == 2 for r in front
-               if configs[r["number"]].keys() - {"schema_version"} and not any(n == r["number"] for n, _ in failed))
+    _check_front_at_top(run)
     assert "test acc [95% CI]" in out.stdout and "6 evaluated" in out.stdout
     cache = json.loads((run / "test_accuracy.json").read_text())  # and the uncompressed model, to pair with
     assert set(cache) == {f"{r['number']}:{r['rung']}" for r in front} | {"base"}
@@ -119,5 +125,6 @@ def test_kill_in_the_middle_of_a_promotion_and_resume(tmp_path, tiny_study):
     _, records, issued_after, failed = _rung_attrs(run)
     assert issued <= issued_after and not failed
     assert all(k in records.get(n, {}) for n, k in hung), "the promotion in flight at the kill was lost"
+    _check_front_at_top(run)  # the resumed driver found the target met and finished the front
     summary = json.loads((run / "summary.json").read_text())
     assert summary["evaluated"] == 6
