@@ -46,6 +46,7 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import statistics
@@ -130,7 +131,7 @@ class CandidateSearch(OptunaSearch):
         self._all_asked = False  # the study holds target candidates evaluated or running (any driver): its end
         self._first_seconds: list[float] = []  # worker seconds of first-rung evaluations (batch sizing near the deadline)
         self._rung_seconds: dict[int, list[float]] = {}  # rung -> worker seconds of promotions to it (the front's end)
-        if finish_front:
+        if self._finishes:
             self.promotions.fits = self._fits_in_time  # no promotion handed out that cannot finish in time
             self._timed_before()
         self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
@@ -170,9 +171,11 @@ class CandidateSearch(OptunaSearch):
         job = self.promotions.take(trial_id)
         if job is not None:  # ASHA: a due promotion first, alone in its batch (it is the long job)
             return {"candidates": [job]}
-        fits = self._fits_before_deadline()
-        if reserved or fits == 0:  # the last part of the time budget is the front's: no new candidate
-            return Searcher.FINISHED if self.idle() and self.promotions.due() is None else None
+        if reserved:  # the last part of the time budget is the front's: no new candidate
+            if self.idle() and self.promotions.due() is None:
+                self.stopped_at_deadline = True  # the time budget ended the search
+                return Searcher.FINISHED
+            return None
         if time.monotonic() < self._idle_until:
             return None  # waiting on trials RUNNING elsewhere: read the storage at most every IDLE_POLL_S
         if self.ownership is not None:
@@ -182,7 +185,7 @@ class CandidateSearch(OptunaSearch):
         base = shared["COMPLETE"] + shared["RUNNING"]
         # Near the end, share what is left between the workers instead of handing it all to
         # the first free one (which left the other idle for up to a whole batch).
-        size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)), fits)
+        size = min(self.batch_size, max(1, -(-(self.target - base) // self.workers)), self._fits_before_deadline())
         for _ in range(MAX_ASKS_PER_SUGGEST):
             if base + len(batch) >= self.target or self.exhausted():
                 self._all_asked = True
@@ -220,7 +223,7 @@ class CandidateSearch(OptunaSearch):
                 self.idle_asks = 0
                 batch.append((trial, config))
         if not batch:
-            if self._all_asked and self.finish_front:  # this suggest found the end: the front's promotions now
+            if self._all_asked and self._finishes:  # this suggest found the end: the front's promotions now
                 self._finishing()
                 if (job := self.promotions.take(trial_id)) is not None:
                     return {"candidates": [job]}
@@ -237,11 +240,18 @@ class CandidateSearch(OptunaSearch):
         """Whether the search is at its end (see the module's "Finishing the front"); sets the ladder's
         ``finishing`` and ``quotas``. True where the time left is reserved for the front (no new candidate)."""
         ladder = self.promotions.ladder
-        if not self.finish_front or ladder.top == 0:
+        if not self._finishes:
             return False
-        reserved = self.deadline is not None and self.deadline - time.time() <= self.finish_reserve()
+        # in the reserve, or so near it that no new candidate fits before it
+        reserved = self.deadline is not None and (self.deadline - time.time() <= self.finish_reserve()
+                                                  or self._fits_before_deadline() == 0)
         ladder.finishing, ladder.quotas = reserved or self._all_asked, not reserved
         return reserved
+
+    @property
+    def _finishes(self) -> bool:
+        """``finish_front`` where there are rungs to finish (a study of one rung is plain)."""
+        return self.finish_front and self.promotions.ladder.top > 0
 
     def finish_reserve(self) -> float:
         """Seconds the front's remaining rungs take (0: none, or nothing timed yet) by :meth:`rung_cost`, shared
@@ -249,9 +259,16 @@ class CandidateSearch(OptunaSearch):
         :data:`FINISH_SHARE` of the budget."""
         if self.deadline is None:
             return 0.0
-        work = self.promotions.ladder.finishing_work()
-        costs = [[self.rung_cost(k) for k in rungs] for rungs in work]
-        if not costs or any(c is None for row in costs for c in row):
+        left = self.deadline - time.time()
+        costs = []
+        for rungs in self.promotions.ladder.finishing_work():
+            chain = [self.rung_cost(k) for k in rungs]
+            if any(c is None for c in chain):
+                return 0.0
+            # the rungs that still fit in the time left, one after another (no reserve for what cannot run)
+            costs.append([c for c, done in zip(chain, itertools.accumulate(chain)) if FINISH_MARGIN * done <= left])
+        costs = [row for row in costs if row]
+        if not costs:
             return 0.0
         total = max(sum(map(sum, costs)) / self.workers, max(map(sum, costs)))
         return min(FINISH_MARGIN * total, FINISH_SHARE * max(0.0, self.deadline - self.started))
@@ -284,7 +301,7 @@ class CandidateSearch(OptunaSearch):
     def _fits_in_time(self, number: int, rung: int) -> bool:
         """Whether a promotion to ``rung`` can finish before the deadline, by :meth:`rung_cost` (unknown: yes)."""
         cost = self.rung_cost(rung) if self.deadline is not None else None
-        return cost is None or time.time() + cost <= self.deadline
+        return cost is None or time.time() + FINISH_MARGIN * cost <= self.deadline
 
     def _fits_before_deadline(self) -> int:
         """Candidates one batch can still evaluate before the deadline (1 until a first-rung time is known); with
@@ -294,7 +311,7 @@ class CandidateSearch(OptunaSearch):
         per = self._first_rung_seconds()
         if per is None:
             return 1
-        if not self.finish_front:
+        if not self._finishes:
             return max(1, int((self.deadline - time.time()) // max(per, 1e-3)))
         return max(0, int((self.deadline - time.time() - self.finish_reserve()) // max(per, 1e-3)))
 

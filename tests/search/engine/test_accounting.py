@@ -236,8 +236,11 @@ def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(buil
     for i, number in enumerate(numbers):
         search.promotions.remember_first(number, json.dumps({"depth": {"keep": 7 - i}}), {"accuracy": 0.9},
                                          [0.9 - i / 10, 1.0 - i / 10 if i < 2 else 2.0])
-    search.started, search.deadline = time.time() - 600, time.time() + 150  # 150 s left of the budget
-    search._first_seconds = [30.0]  # the front's rungs (120 s + 300 s each, by the steps) take longer than that
+    # 320 s left of a long budget; the front's rungs take 240 s + 600 s each by the steps: rung 2 cannot fit,
+    # rung 1 can, and its reserve (1.25 x 240 s) leaves less than one first rung (60 s) for a new candidate
+    search.started, search.deadline = time.time() - 2000, time.time() + 320
+    search._first_seconds = [60.0]
+    assert search.finish_reserve() == pytest.approx(300) and search.deadline - time.time() > 300
     asked = len(search.study.trials)
     promoted = []
     for tune_id in ("t1", "t2"):
@@ -246,12 +249,13 @@ def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(buil
         promoted.append(job[0]["number"])
     assert sorted(promoted) == sorted(numbers[:2]) and search.promotions.ladder.finishing
     assert search.suggest("t3") is None  # both in flight, nothing else due: wait, ask nothing new
-    search.deadline = time.time() + 30  # rung 2 takes 16 s x 100 / 40 = 40 s: it cannot finish in time
+    search.deadline = time.time() + 45  # rung 2 takes 16 s x 100 / 40 = 40 s, x1.25: it cannot finish in time
     for tune_id, number in zip(("t1", "t2"), promoted):
         search.on_trial_result(tune_id, {"candidate_json": json.dumps({
             "number": number, "rung": 1, "evaluation": {"accuracy": 0.95, "latency": {"median_ms": 1.0}}, "feasible": True,
             "constraints": [], "seconds": 16.0})})
     assert search.promotions.due() is None and search.suggest("t4") == "FINISHED"  # nothing left that fits
+    assert search.stopped_at_deadline  # the time budget ended it
     assert len(search.study.trials) == asked
 
 
