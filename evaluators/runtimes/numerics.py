@@ -80,7 +80,9 @@ def check_numerics(deployed: Deployed, reference: nn.Module, images: torch.Tenso
     here; the parts the runtime quantises itself are quantised alike on a copy
     (:func:`same_scheme`), run on the batches the program runs (dynamic int8 scales are
     per batch). Returns the figures (JSON-able); raises NumericsMismatch (naming them)
-    when either is outside the config's tolerance (:func:`tolerance`).
+    when either is outside the config's tolerance (:func:`tolerance`): with token
+    reduction, on more images than the agreement allows to differ (one of 64 for int8),
+    since a flipped token choice moves one image's logits far; without, on any image.
     """
     images = images[:MAX_IMAGES].to(deployed.device, torch.float32)
     model, alike = same_scheme(reference.eval(), deployed.runtime, config)
@@ -91,20 +93,29 @@ def check_numerics(deployed: Deployed, reference: nn.Module, images: torch.Tenso
     if got.shape != ref.shape:
         raise NumericsMismatch(f"runtime {deployed.runtime}: output shape {tuple(got.shape)} differs from eager "
                                f"{tuple(ref.shape)}")
-    diff = float((got - ref).abs().max())
+    per_image = (got - ref).abs().amax(-1)
+    diff = float(per_image.max())
     scale = float(ref.abs().max()) or 1.0
     agree = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
     worst, max_rel, min_agree = tolerance(config, alike)
     what = "eager fp32 of the same candidate" + (
         f", {' and '.join(alike)} linears quantised as {deployed.runtime} quantises them" if alike else "")
-    report = {"images": int(images.shape[0]), "top1_agreement": round(agree, 4), "max_abs_logit_diff": diff,
-              "max_rel_logit_diff": diff / scale, "precision": worst, "tolerance_rel": max_rel,
-              "tolerance_agreement": min_agree, "reference": what, "finite": bool(torch.isfinite(got).all())}
-    if not report["finite"] or diff / scale > max_rel or agree < min_agree:
+    n = int(images.shape[0])
+    over = int((per_image / scale > max_rel).sum())
+    # token reduction chooses tokens by similarity or attention: a tiny difference can flip one image's choice and
+    # move that image's logits far, so a share of images as small as the agreement's may lie beyond the tolerance
+    # (a wrong program moves nearly all of them); without it the largest difference decides
+    allowed = int((1 - min_agree) * n + 1e-9) if not config.tokens.is_identity() else 0
+    report = {"images": n, "top1_agreement": round(agree, 4), "max_abs_logit_diff": diff,
+              "max_rel_logit_diff": diff / scale, "images_over_tolerance": over, "images_over_allowed": allowed,
+              "precision": worst, "tolerance_rel": max_rel, "tolerance_agreement": min_agree, "reference": what,
+              "finite": bool(torch.isfinite(got).all())}
+    if not report["finite"] or over > allowed or agree < min_agree:
         raise NumericsMismatch(
-            f"runtime {deployed.runtime}: outputs of {config.summary()} differ from {what} on {report['images']} "
+            f"runtime {deployed.runtime}: outputs of {config.summary()} differ from {what} on {n} "
             f"calibration images: top-1 agreement {agree:.2%} (needs >= {min_agree:.0%}), max logit difference "
-            f"{diff:.4g} = {diff / scale:.2%} of the largest logit (allowed {max_rel:.1%} for {worst})"
+            f"{diff:.4g} = {diff / scale:.2%} of the largest logit (allowed {max_rel:.1%} for {worst}"
+            + (f"; beyond it on {over} images, at most {allowed} allowed with token reduction)" if allowed else ")")
             + ("" if report["finite"] else ", non-finite outputs"))
     return report
 

@@ -129,6 +129,7 @@ class CandidateSearch(OptunaSearch):
         self.deadline, self.stopped_at_deadline, self.started = deadline, False, time.time()
         self.finish_front = finish_front
         self._all_asked = False  # the study holds target candidates evaluated or running (any driver): its end
+        self._reserve_told = False  # the log said once that the time budget's end is the front's
         self._first_seconds: list[float] = []  # worker seconds of first-rung evaluations (batch sizing near the deadline)
         self._rung_seconds: dict[int, list[float]] = {}  # rung -> worker seconds of promotions to it (the front's end)
         if self._finishes:
@@ -246,6 +247,10 @@ class CandidateSearch(OptunaSearch):
         reserved = self.deadline is not None and (self.deadline - time.time() <= self.finish_reserve()
                                                   or self._fits_before_deadline() == 0)
         ladder.finishing, ladder.quotas = reserved or self._all_asked, not reserved
+        if reserved and not self._reserve_told:
+            self._reserve_told = True
+            log.info("time budget: the last %.0f s finish the front (%d of its candidates below the top rung); "
+                     "no new candidate", self.deadline - time.time(), len(ladder.finishing_work()))
         return reserved
 
     @property

@@ -156,7 +156,7 @@ def test_a_faithful_int8_program_passes_and_a_planted_wrong_one_fails(builtin_mo
         wrong = copy.deepcopy(prepared)
         plant(wrong)
         program = get_runtime("onnxruntime").deploy(wrong, config, torch.zeros(SHAPE), 1)
-        with pytest.raises(NumericsMismatch, match=r"max logit difference .* \(allowed 12.0% for int8\)"):
+        with pytest.raises(NumericsMismatch, match=r"max logit difference .* \(allowed 12.0% for int8; beyond it on"):
             check_numerics(program, reference, images, config)
 
 
@@ -183,3 +183,33 @@ def test_compile_runtime_compiles_once_for_a_static_shape(builtin_model, mnist):
     assert deployed.batch == 1 and deployed.provider == "inductor" and deployed.build_seconds > 0
     assert numerics["top1_agreement"] == 1.0 and numerics["max_rel_logit_diff"] < 1e-3
     assert ("compile", "cpu") in PRECISION
+
+
+def test_with_token_merging_one_image_whose_matching_flipped_does_not_fail_the_program(builtin_model, mnist):
+    """The default ORT study's trial 74 (2026-12-06): 63 of 64 images within 0.6 % of the reference, one at 36 %
+    (top-1 still agreeing): a flipped merge, not a wrong program. One such image of 64 passes; two do not, nor
+    one without token reduction."""
+    from vitsearch.evaluators.runtimes.base import Deployed
+    from vitsearch.evaluators.runtimes.numerics import same_scheme
+
+    images = calibration_images(mnist.calibration)[:64]
+    for cfg, far, fails in ((MERGED_INT8, 1, False), (MERGED_INT8, 2, True),
+                            ({k: v for k, v in MERGED_INT8.items() if k != "tokens"}, 1, True)):
+        config = CompressionConfig.from_dict(cfg)
+        prepared = prepare(builtin_model, float_structure(config), calibration=mnist.calibration)
+        reference = reference_model(prepared, config, CPU)
+        quantised, _ = same_scheme(reference, "onnxruntime", config)
+
+        class Flipped(torch.nn.Module):
+            def forward(self, x):
+                out = quantised(x).clone()
+                out[:far] += 0.36 * out.abs().max()  # these images' logits moved far, top-1 kept
+                return out
+
+        program = Deployed("onnxruntime", "test", Flipped(), CPU, 64, 0.0)
+        if fails:
+            with pytest.raises(NumericsMismatch, match=r"max logit difference"):
+                check_numerics(program, reference, images, config)
+        else:
+            figures = check_numerics(program, reference, images, config)
+            assert figures["images_over_tolerance"] == 1 == figures["images_over_allowed"]

@@ -224,9 +224,12 @@ def test_the_end_of_a_time_budget_is_kept_for_the_fronts_remaining_rungs(builtin
     assert not search._finishing() and search._fits_before_deadline() >= 1
 
 
-def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(builtin_model, tmp_path):
+def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(builtin_model, tmp_path, caplog):
     import json
+    import logging
     import time
+
+    caplog.set_level(logging.INFO, logger="vitsearch.run")
 
     search = _searcher(builtin_model, tmp_path, target=100, batch_size=4, ladder=_rung_ladder(), finish_front=True)
     first = search.suggest("t0")  # no deadline yet: a full batch of new candidates
@@ -249,6 +252,8 @@ def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(buil
         promoted.append(job[0]["number"])
     assert sorted(promoted) == sorted(numbers[:2]) and search.promotions.ladder.finishing
     assert search.suggest("t3") is None  # both in flight, nothing else due: wait, ask nothing new
+    told = [r.getMessage() for r in caplog.records if "finish the front" in r.getMessage()]
+    assert len(told) == 1 and "2 of its candidates below the top rung" in told[0]  # said once, when it began
     search.deadline = time.time() + 45  # rung 2 takes 16 s x 100 / 40 = 40 s, x1.25: it cannot finish in time
     for tune_id, number in zip(("t1", "t2"), promoted):
         search.on_trial_result(tune_id, {"candidate_json": json.dumps({
