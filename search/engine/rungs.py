@@ -29,27 +29,24 @@ from typing import Sequence
 import numpy as np
 
 
-def nondominated_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
-    """Front index (0 = non-dominated) of every row of ``values`` (n x k)."""
-    signed = np.where(np.asarray(maximize), -values, values).astype(float)  # minimise everything
-    n = len(signed)
-    front = np.full(n, -1)
-    remaining = np.arange(n)
-    level = 0
-    while remaining.size:
-        sub = signed[remaining]
-        dominated = np.array([(np.all(sub <= row, axis=1) & np.any(sub < row, axis=1)).any() for row in sub])
-        front[remaining[~dominated]] = level
-        remaining = remaining[dominated]
-        level += 1
-    return front
-
-
 def nondominated(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
     """Mask of the rows of ``values`` (n x k) no other row dominates: the first front alone, in one pass."""
-    signed = np.where(np.asarray(maximize), -values, values).astype(float)
+    signed = np.where(np.asarray(maximize), -values, values).astype(float)  # minimise everything
     return np.array([not (np.all(signed <= row, axis=1) & np.any(signed < row, axis=1)).any() for row in signed],
                     dtype=bool)
+
+
+def nondominated_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """Front index (0 = non-dominated) of every row of ``values`` (n x k)."""
+    front = np.full(len(values), -1)
+    remaining = np.arange(len(values))
+    level = 0
+    while remaining.size:
+        first = nondominated(values[remaining], maximize)
+        front[remaining[first]] = level
+        remaining = remaining[~first]
+        level += 1
+    return front
 
 
 def hypervolume_2d(points: np.ndarray, ref: tuple[float, float]) -> float:
@@ -201,26 +198,23 @@ class Ladder:
         """One rung up for each front candidate below the top rung (not held, not issued there, not failed there):
         at the end of a search the front is what is kept, and a candidate left at a low rung is scored on fewer
         distillation steps than the rest."""
-        out = []
-        for number in self.front():
-            rung = self.reached(number)
-            if number in self.held or rung is None or rung >= self.top:
-                continue
-            if (number, rung + 1) not in self.issued and (number, rung + 1) not in self.failed:
-                out.append((number, rung + 1))
-        return out
+        return [(number, rungs[0]) for number, rungs in self._finishing_chains()
+                if (number, rungs[0]) not in self.issued]
 
     def finishing_work(self) -> list[list[int]]:
         """Per front candidate below the top rung, the rungs it still has to run to reach the top (those in
         flight included, those after a failed promotion excluded): what :meth:`finishing_promotions` will cost."""
+        return [rungs for _, rungs in self._finishing_chains()]
+
+    def _finishing_chains(self) -> list[tuple[int, list[int]]]:
+        """(number, the rungs above its highest) for each front candidate below the top rung, not held, whose next
+        promotion has not failed (a failure can only be the next rung's: a rung needs the one below)."""
         out = []
         for number in self.front():
             rung = self.reached(number)
-            if number in self.held or rung is None or rung >= self.top:
+            if number in self.held or rung is None or rung >= self.top or (number, rung + 1) in self.failed:
                 continue
-            if any((number, k) in self.failed for k in range(rung + 1, self.top + 1)):
-                continue
-            out.append(list(range(rung + 1, self.top + 1)))
+            out.append((number, list(range(rung + 1, self.top + 1))))
         return out
 
     def _ranked(self, rung: int) -> list[int]:

@@ -244,8 +244,9 @@ class CandidateSearch(OptunaSearch):
         if not self._finishes:
             return False
         # in the reserve, or so near it that no new candidate fits before it
-        reserved = self.deadline is not None and (self.deadline - time.time() <= self.finish_reserve()
-                                                  or self._fits_before_deadline() == 0)
+        reserve = self.finish_reserve()
+        reserved = self.deadline is not None and (self.deadline - time.time() <= reserve
+                                                  or self._fits_before_deadline(reserve) == 0)
         ladder.finishing, ladder.quotas = reserved or self._all_asked, not reserved
         if reserved and not self._reserve_told:
             self._reserve_told = True
@@ -308,9 +309,10 @@ class CandidateSearch(OptunaSearch):
         cost = self.rung_cost(rung) if self.deadline is not None else None
         return cost is None or time.time() + FINISH_MARGIN * cost <= self.deadline
 
-    def _fits_before_deadline(self) -> int:
+    def _fits_before_deadline(self, reserve: float | None = None) -> int:
         """Candidates one batch can still evaluate before the deadline (1 until a first-rung time is known); with
-        ``finish_front``, before the front's reserve, and 0 where not one fits there."""
+        ``finish_front``, before the front's reserve (``reserve``: already computed), and 0 where not one fits
+        there."""
         if self.deadline is None:
             return self.batch_size
         per = self._first_rung_seconds()
@@ -318,7 +320,8 @@ class CandidateSearch(OptunaSearch):
             return 1
         if not self._finishes:
             return max(1, int((self.deadline - time.time()) // max(per, 1e-3)))
-        return max(0, int((self.deadline - time.time() - self.finish_reserve()) // max(per, 1e-3)))
+        reserve = self.finish_reserve() if reserve is None else reserve
+        return max(0, int((self.deadline - time.time() - reserve) // max(per, 1e-3)))
 
     def exhausted(self) -> bool:
         """So many asks in a row were settled or reused that the space holds nothing new to evaluate."""
