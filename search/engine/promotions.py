@@ -10,7 +10,11 @@ from the storage and re-runs a promotion without result only when its issuer is 
 one issued by another driver still running on this machine is left to it (its result is
 read from the storage once that driver has ended); one issued by a driver on another
 machine, whose life cannot be seen from here, is run again (at worst the same record is
-written twice). Nothing is promoted twice by live drivers on one machine.
+written twice). A mark is written as a compare-and-set under the study's mutex
+(:func:`~vitsearch.search.storage.study_mutex`): of two drivers that find the same
+promotion due at the same moment, or the same dead driver's promotion lost, one marks and
+runs it, the other finds the mark and leaves it; so nothing is promoted twice by live
+drivers of one storage (on one machine, or on any machine sharing a PostgreSQL server).
 Checkpoints (``RUN/rungs/trial-N-rung-K.pt``) carry a candidate's weights from one rung
 to the next.
 """
@@ -27,6 +31,7 @@ from optuna.trial import TrialState
 
 from vitsearch.search.engine.ownership import driver_alive, driver_id
 from vitsearch.search.engine.rungs import Ladder
+from vitsearch.search.storage import study_mutex
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_EVAL, ATTR_FEASIBLE, ATTR_INFEASIBLE,
                                              ATTR_REUSED, ATTR_SECONDS, ATTR_TIMING, ATTR_WORKER, STUDY_PROMOTED,
                                              STUDY_RUNG, STUDY_RUNG_FAILED, rung_attrs)
@@ -97,6 +102,7 @@ class Promotions:
         # promotions other drivers issued -> (their driver id, trusted when its life cannot be seen: it was
         # issued while this driver ran, so by a driver alive then)
         self._issuer: dict[tuple[int, int], tuple[str, bool]] = {}
+        self._gone: dict[tuple[int, int], str] = {}  # lost promotions -> the issuer they were judged lost from
         self._first: dict[int, tuple[str, dict]] = {}  # trial number -> (config key, first-rung metrics)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.user_attrs.get(ATTR_REUSED) is None:
@@ -201,21 +207,34 @@ class Promotions:
 
     def _next(self) -> tuple[int, int] | None:
         """A promotion to hand out now: one lost by an earlier driver first, else a new one (marked issued)."""
-        lost = self._fitting(self._lost())
-        if lost:
-            return lost[0]
-        attrs = None
+        for promotion in self._fitting(self._lost()):
+            if self._claim(promotion, lost=True):
+                return promotion
         for number, rung in self._fitting(self.ladder.promotable()):
-            if attrs is None:  # read the storage only when something is due
-                attrs = self.study.user_attrs
             self.ladder.issue(number, rung)
-            if f"{STUDY_PROMOTED}:{number}:{rung}" in attrs:  # another driver issued it: its to run
-                self._issuer[(number, rung)] = (_issuers(attrs, self.me).get((number, rung), ""), True)
-                continue
-            # in the storage before any worker starts it: a killed driver's successor re-runs it, never twice
-            self.study.set_user_attr(f"{STUDY_PROMOTED}:{number}:{rung}", {"at": time.time(), "driver": self.me})
-            return number, rung
+            if self._claim((number, rung), lost=False):
+                return number, rung
         return None
+
+    def _claim(self, promotion: tuple[int, int], lost: bool) -> bool:
+        """Mark ``promotion`` as issued by this driver, unless another live driver holds it (a compare-and-set).
+
+        In the storage before any worker starts it, so a killed driver's successor re-runs
+        it. A new promotion is claimed only while unmarked; a lost one only while its mark
+        still names the issuer it was judged lost from (or this driver). A mark found in
+        the way names the driver that runs it: issued while this driver ran, so trusted.
+        """
+        number, rung = promotion
+        key = f"{STUDY_PROMOTED}:{number}:{rung}"
+        with study_mutex(self.study._storage, self.study.study_name):
+            mark = self.study.user_attrs.get(key)  # read under the mutex: no driver writes between this and ours
+            owner = (mark.get("driver") or "") if isinstance(mark, dict) else ""  # "": an issuer not named
+            if mark is None or (lost and owner in (self._gone.get(promotion, ""), self.me)):
+                self.study.set_user_attr(key, {"at": time.time(), "driver": self.me})
+                self._gone.pop(promotion, None)
+                return True
+        self._issuer[promotion] = (owner, True)
+        return False
 
     def _lost(self) -> list[tuple[int, int]]:
         """Issued promotions without result that nobody alive will finish: ours to run.
@@ -244,6 +263,6 @@ class Promotions:
                 elif rung in records.get(number, {}):
                     rec = records[number][rung]
                     self.ladder.record(number, rung, rec["values"], rec.get(ATTR_FEASIBLE) is not False)
-                self._issuer.pop((number, rung))
+                self._gone[(number, rung)] = self._issuer.pop((number, rung))[0]
         live = set(others) - gone
         return [p for p in self.ladder.lost(set(self.in_flight.values())) if p not in live]

@@ -66,3 +66,61 @@ def test_a_promotion_another_driver_issued_while_this_one_ran_is_trusted(study):
     remote = _book(study, REMOTE, {REMOTE: True, B: True})
     remote.take("tune-r")
     assert b.take("tune-b") is None  # found issued at issue time: its issuer was alive, left to it
+
+
+# ---- the mark is a compare-and-set: two drivers finding the same promotion at the same moment ----------------
+def _racing_books(url, study_name, monkeypatch, tmp_path, issued_by=None):
+    """Two live drivers (A, B) of one study in ``url``, each with its own storage connection, whose mark
+    writes wait 0.3 s after their read: without the study's mutex both would read "unmarked" and both run."""
+    import time
+
+    from vitsearch.search.storage import open_storage
+
+    monkeypatch.setenv("VITSEARCH_LOCK_DIR", str(tmp_path / "locks"))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(directions=["maximize", "minimize"], storage=open_storage(url), study_name=study_name)
+    alive = {A: True, B: True, REMOTE: False}
+    if issued_by is not None:  # a driver, now dead, issued the due promotion and left no result
+        _book(optuna.load_study(study_name=study_name, storage=open_storage(url)), issued_by, alive).take("tune-x")
+    books = []
+    for me in (A, B):
+        study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+        write = study.set_user_attr
+
+        def slow_write(key, value, write=write):
+            time.sleep(0.3)
+            write(key, value)
+
+        study.set_user_attr = slow_write
+        books.append(_book(study, me, alive))
+    return books
+
+
+def _race(books):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        jobs = list(pool.map(lambda b: b[1].take(f"tune-{b[0]}"), enumerate(books)))
+    return [(j["number"], j["rung"]) for j in jobs if j is not None]
+
+
+def test_two_drivers_on_sqlite_never_issue_the_same_promotion(monkeypatch, tmp_path):
+    books = _racing_books(f"sqlite:///{tmp_path / 'study.db'}", "race", monkeypatch, tmp_path)
+    taken = _race(books)
+    assert len(taken) == 1  # one marked and runs it; the other found the mark and leaves it to that live driver
+    assert all(b.due() is None for b in books)
+
+
+def test_two_drivers_never_both_rerun_a_dead_drivers_promotion(monkeypatch, tmp_path):
+    books = _racing_books(f"sqlite:///{tmp_path / 'study.db'}", "lost", monkeypatch, tmp_path, issued_by=REMOTE)
+    taken = _race(books)
+    assert len(taken) == 1 and taken[0][1] == 1
+    study = books[0].study
+    owner = study.user_attrs[f"{STUDY_PROMOTED}:{taken[0][0]}:1"]["driver"]
+    assert owner in (A, B) and all(b.due() is None for b in books)  # the other leaves it to the live claimant
+
+
+def test_two_drivers_on_postgres_never_issue_the_same_promotion(postgres, monkeypatch, tmp_path):
+    url, _ = postgres
+    books = _racing_books(url, f"race-{tmp_path.name}", monkeypatch, tmp_path)
+    assert len(_race(books)) == 1
