@@ -160,7 +160,7 @@ class Driver:
         ownership.start()
         budget = self.spec.search.time_budget_minutes
         if budget is not None:  # counted from here: Ray up, model loaded, workers not started yet
-            searcher.started, searcher.deadline = started, started + 60.0 * budget
+            searcher.clock.started, searcher.clock.deadline = started, started + 60.0 * budget
         try:
             with self.signals.fitting():
                 tuner.fit()

@@ -22,14 +22,15 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
   COMPLETE trial with an invented accuracy.
 * **Time budget.** With a ``deadline`` no batch or promotion is handed out after it;
   what is in flight finishes and is told (nothing is left RUNNING), then FINISHED. As it
-  nears, batches shrink to what the median first-rung evaluation says still fits.
+  nears, batches shrink to what the first-rung evaluations say still fits (the
+  :class:`~vitsearch.search.engine.clock.BudgetClock` keeps the time and its estimates).
 * **Finishing the front.** With ``finish_front``, the end of a search promotes the front's
   candidates left below the top rung, one rung at a time, before any quota promotion:
   once every candidate is asked (``target``), and, with a deadline, in its last part,
   as long as the front's remaining rungs take by the rung times measured so far (at most
-  :data:`FINISH_SHARE` of the budget), when neither a new candidate nor a quota promotion
-  is handed out (batches are sized to end before it), and no promotion that cannot finish
-  before the deadline. Plain ASHA leaves
+  :data:`~vitsearch.search.engine.clock.FINISH_SHARE` of the budget), when neither a new
+  candidate nor a quota promotion is handed out (batches are sized to end before it), and
+  no promotion that cannot finish before the deadline. Plain ASHA leaves
   a candidate that joined the front late at the rung it reached: it is scored on fewer
   distillation steps than the rest (three of six front points in one 10-minute run).
 * **Counting, shared.** ``target`` counts candidates evaluated (COMPLETE, not reused) in
@@ -46,10 +47,8 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -60,6 +59,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from vitsearch.search.engine import sharing
+from vitsearch.search.engine.clock import BudgetClock
 from vitsearch.spaces.errors import VitsearchError
 from vitsearch.search.engine.gain import NO_GAIN_CONSTRAINT
 from vitsearch.search.engine.optuna_access import frozen_trial, study_of
@@ -67,17 +67,13 @@ from vitsearch.search.engine.promotions import Promotions, config_key, payload_t
 from vitsearch.search.engine.rungs import Ladder
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_DETERMINISTIC, ATTR_ERROR, ATTR_EVAL, ATTR_FEASIBLE,
                                              ATTR_INFEASIBLE, ATTR_NODE, ATTR_REUSED, ATTR_SECONDS, ATTR_SETTLED, ATTR_TIMING,
-                                             ATTR_WORKER, rung_attrs)
+                                             ATTR_WORKER)
 
 log = logging.getLogger("vitsearch.run")
 
 MAX_ASKS_PER_SUGGEST = 64
 #: seconds between storage reads while the study waits on trials RUNNING elsewhere
 IDLE_POLL_S = 1.0
-#: at most this share of a time budget is kept for finishing the front (its end)
-FINISH_SHARE = 0.25
-#: the front's remaining rungs, as estimated from the rung times so far, are given this much more time
-FINISH_MARGIN = 1.25
 
 
 class CandidateSearch(OptunaSearch):
@@ -126,15 +122,14 @@ class CandidateSearch(OptunaSearch):
         self.reference = reference
         self.promotions = Promotions(self.study, ladder, tuple(d == "maximize" for _, d in objectives),
                                      rung_dir, on_rung)
-        self.deadline, self.stopped_at_deadline, self.started = deadline, False, time.time()
+        self.clock = BudgetClock(self.promotions.ladder, self.workers, deadline)
+        self.stopped_at_deadline = False
         self.finish_front = finish_front
         self._all_asked = False  # the study holds target candidates evaluated or running (any driver): its end
         self._reserve_told = False  # the log said once that the time budget's end is the front's
-        self._first_seconds: list[float] = []  # worker seconds of first-rung evaluations (batch sizing near the deadline)
-        self._rung_seconds: dict[int, list[float]] = {}  # rung -> worker seconds of promotions to it (the front's end)
         if self._finishes:
-            self.promotions.fits = self._fits_in_time  # no promotion handed out that cannot finish in time
-            self._timed_before()
+            self.promotions.fits = self.clock.fits_in_time  # no promotion handed out that cannot finish in time
+            self.clock.timed_before(self.study)
         self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
 
     @property
@@ -165,7 +160,7 @@ class CandidateSearch(OptunaSearch):
         self._refuse_detached()
         if self.gave_up():
             return Searcher.FINISHED
-        if self.deadline is not None and time.time() >= self.deadline:  # time budget spent: drain, then stop
+        if self.clock.passed():  # time budget spent: drain, then stop
             self.stopped_at_deadline = True
             return Searcher.FINISHED if self.idle() else None
         reserved = self._finishing()
@@ -243,15 +238,12 @@ class CandidateSearch(OptunaSearch):
         ladder = self.promotions.ladder
         if not self._finishes:
             return False
-        # in the reserve, or so near it that no new candidate fits before it
-        reserve = self.finish_reserve()
-        reserved = self.deadline is not None and (self.deadline - time.time() <= reserve
-                                                  or self._fits_before_deadline(reserve) == 0)
+        reserved = self.clock.in_reserve()
         ladder.finishing, ladder.quotas = reserved or self._all_asked, not reserved
         if reserved and not self._reserve_told:
             self._reserve_told = True
             log.info("time budget: the last %.0f s finish the front (%d of its candidates below the top rung); "
-                     "no new candidate", self.deadline - time.time(), len(ladder.finishing_work()))
+                     "no new candidate", self.clock.left(), len(ladder.finishing_work()))
         return reserved
 
     @property
@@ -259,69 +251,12 @@ class CandidateSearch(OptunaSearch):
         """``finish_front`` where there are rungs to finish (a study of one rung is plain)."""
         return self.finish_front and self.promotions.ladder.top > 0
 
-    def finish_reserve(self) -> float:
-        """Seconds the front's remaining rungs take (0: none, or nothing timed yet) by :meth:`rung_cost`, shared
-        between the workers, each candidate's rungs one after another; with :data:`FINISH_MARGIN`, at most
-        :data:`FINISH_SHARE` of the budget."""
-        if self.deadline is None:
-            return 0.0
-        left = self.deadline - time.time()
-        costs = []
-        for rungs in self.promotions.ladder.finishing_work():
-            chain = [self.rung_cost(k) for k in rungs]
-            if any(c is None for c in chain):
-                return 0.0
-            # the rungs that still fit in the time left, one after another (no reserve for what cannot run)
-            costs.append([c for c, done in zip(chain, itertools.accumulate(chain)) if FINISH_MARGIN * done <= left])
-        costs = [row for row in costs if row]
-        if not costs:
-            return 0.0
-        total = max(sum(map(sum, costs)) / self.workers, max(map(sum, costs)))
-        return min(FINISH_MARGIN * total, FINISH_SHARE * max(0.0, self.deadline - self.started))
-
-    def rung_cost(self, rung: int) -> float | None:
-        """Worker seconds one promotion to ``rung`` takes: the median of those timed so far; before any, the
-        nearest lower rung's median timed (the first rung's 90th percentile: it also measures latency) scaled by
-        the steps each adds; None where nothing is known (or the first rung has no steps to scale)."""
-        steps = self.promotions.ladder.steps
-        if self._rung_seconds.get(rung):
-            return statistics.median(self._rung_seconds[rung])
-        for lower in range(rung - 1, -1, -1):
-            seconds = statistics.median(self._rung_seconds[lower]) if lower and self._rung_seconds.get(lower) \
-                else self._first_rung_seconds() if lower == 0 else None
-            added = steps[lower] - (steps[lower - 1] if lower else 0)
-            if seconds is not None and added > 0:
-                return seconds * max(1.0, (steps[rung] - steps[rung - 1]) / added)
-        return None
-
-    def _first_rung_seconds(self) -> float | None:
-        """The 90th percentile of the recent first-rung evaluations' worker seconds (None: none yet)."""
-        recent = self._first_seconds[-32:]
-        if not recent:
-            return None
-        # the 90th percentile, not the median: candidates settled on their cost take seconds and
-        # evaluated ones a minute or more at a high first rung; batches sized by the median of that
-        # mix overran a 5-minute budget by 5 minutes (the fidelity benchmark's "full")
-        return recent[0] if len(recent) == 1 else statistics.quantiles(recent, n=10, method="inclusive")[-1]
-
-    def _fits_in_time(self, number: int, rung: int) -> bool:
-        """Whether a promotion to ``rung`` can finish before the deadline, by :meth:`rung_cost` (unknown: yes)."""
-        cost = self.rung_cost(rung) if self.deadline is not None else None
-        return cost is None or time.time() + FINISH_MARGIN * cost <= self.deadline
-
-    def _fits_before_deadline(self, reserve: float | None = None) -> int:
-        """Candidates one batch can still evaluate before the deadline (1 until a first-rung time is known); with
-        ``finish_front``, before the front's reserve (``reserve``: already computed), and 0 where not one fits
-        there."""
-        if self.deadline is None:
-            return self.batch_size
-        per = self._first_rung_seconds()
-        if per is None:
-            return 1
-        if not self._finishes:
-            return max(1, int((self.deadline - time.time()) // max(per, 1e-3)))
-        reserve = self.finish_reserve() if reserve is None else reserve
-        return max(0, int((self.deadline - time.time() - reserve) // max(per, 1e-3)))
+    def _fits_before_deadline(self) -> int:
+        """Candidates one batch can still evaluate before the deadline (:meth:`BudgetClock.batch_room
+        <vitsearch.search.engine.clock.BudgetClock.batch_room>`): with ``finish_front``, before the front's reserve,
+        and 0 where not one fits there; without a deadline, a whole batch."""
+        room = self.clock.batch_room(self._finishes)
+        return self.batch_size if room is None else room
 
     def exhausted(self) -> bool:
         """So many asks in a row were settled or reused that the space holds nothing new to evaluate."""
@@ -342,7 +277,7 @@ class CandidateSearch(OptunaSearch):
         attrs = {ATTR_WORKER: payload.get("worker"), ATTR_NODE: payload.get("node"), ATTR_SECONDS: payload.get("seconds"),
                  ATTR_TIMING: timing or None}
         if payload.get("seconds") is not None:
-            self._first_seconds.append(payload["seconds"])
+            self.clock.record_first(payload["seconds"])
         if payload.get("error"):
             failed_for_good = payload.get("config_determined") or None  # sharing.verdict: not asked again
             self._settle(trial, None, TrialState.FAIL,
@@ -492,24 +427,13 @@ class CandidateSearch(OptunaSearch):
         return Settled(why, metrics, [*cons, ref.constraint(metrics)], "no gain")
 
     # ---- rungs -----------------------------------------------------------------------------
-    def _timed_before(self) -> None:
-        """The worker seconds of the study's evaluations so far (a resumed run's reserve and batch sizes)."""
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get(ATTR_REUSED) is None and t.user_attrs.get(ATTR_SECONDS) is not None:
-                self._first_seconds.append(t.user_attrs[ATTR_SECONDS])
-        records, _, _ = rung_attrs(self.study.user_attrs)
-        for by_rung in records.values():
-            for rung, record in by_rung.items():
-                if record.get(ATTR_SECONDS) is not None:
-                    self._rung_seconds.setdefault(rung, []).append(record[ATTR_SECONDS])
-
     def _promotion_result(self, trial_id: str, payload: dict) -> None:
         outcome = self.promotions.result(trial_id, payload, lambda m: self.feasibility.values(m, self.objectives))
         if outcome is None:
             return  # a retried batch re-reports what was already recorded
         self._book_timing(payload)
         if payload.get("seconds") is not None and not outcome.failed:
-            self._rung_seconds.setdefault(outcome.rung, []).append(payload["seconds"])
+            self.clock.record_rung(outcome.rung, payload["seconds"])
         if outcome.failed:
             self._count_failure(outcome.why)
         else:

@@ -1,5 +1,5 @@
 """The engine's books (search/engine/accounting.py), the worker's evaluation pipeline, and the searcher's time
-budget (batches near the deadline, the end kept for the front)."""
+budget through its clock (search/engine/clock.py: batches near the deadline, the end kept for the front)."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def test_near_the_deadline_a_batch_is_sized_by_the_slow_candidates_not_the_media
 
     search = _searcher(builtin_model, tmp_path, target=100, batch_size=64, deadline=time.time() + 300)
     assert search._fits_before_deadline() == 1  # nothing known yet
-    search._first_seconds = [2.0] * 5 + [140.0] * 4  # the median (2 s) would allow 150 in 300 s
+    search.clock.first_seconds = [2.0] * 5 + [140.0] * 4  # the median (2 s) would allow 150 in 300 s
     assert search._fits_before_deadline() <= 2
 
 
@@ -192,32 +192,33 @@ def test_the_end_of_a_time_budget_is_kept_for_the_fronts_remaining_rungs(builtin
     each candidate's rungs in a row; at most a quarter of the budget; nothing before anything was timed."""
     import time
 
-    from vitsearch.search.engine.searcher import FINISH_MARGIN, FINISH_SHARE
+    from vitsearch.search.engine.clock import FINISH_MARGIN, FINISH_SHARE
 
     now = time.time()
     search = _searcher(builtin_model, tmp_path, target=100, batch_size=4, deadline=now + 600, ladder=_rung_ladder(),
                        finish_front=True)
-    search.started = now - 100_000  # a budget so long that the quarter's cap stays out of the way
+    search.clock.started = now - 100_000  # a budget so long that the quarter's cap stays out of the way
     lad = search.promotions.ladder
     lad.record(0, 0, (0.90, 1.0))
     lad.record(1, 0, (0.80, 0.5))
     lad.record(2, 0, (0.70, 0.9))  # dominated: not the front's
     lad.record(3, 0, (0.99, 0.1), feasible=False)  # over a budget: never the front's, whatever its values
-    assert search.finish_reserve() == 0.0  # no evaluation timed yet
-    search._first_seconds = [6.0]
+    assert search.clock.finish_reserve() == 0.0  # no evaluation timed yet
+    search.clock.first_seconds = [6.0]
     # no promotion timed: the first rung's time scaled by the steps (40 and 100 more than its 10)
-    assert search.finish_reserve() == pytest.approx(FINISH_MARGIN * (6 * 4 + 6 * 10))  # the longer of: 2 chains
-    search._rung_seconds = {1: [15.0, 17.0, 16.0]}  # rung 2 from rung 1's time: 100 steps to its 40
-    assert search.rung_cost(2) == pytest.approx(16 * 100 / 40)
-    search._rung_seconds[2] = [45.0]
-    assert search.finish_reserve() == pytest.approx(FINISH_MARGIN * (16 + 45))
+    assert search.clock.finish_reserve() == pytest.approx(FINISH_MARGIN * (6 * 4 + 6 * 10))  # the longer of: 2 chains
+    search.clock.rung_seconds = {1: [15.0, 17.0, 16.0]}  # rung 2 from rung 1's time: 100 steps to its 40
+    assert search.clock.rung_cost(2) == pytest.approx(16 * 100 / 40)
+    search.clock.rung_seconds[2] = [45.0]
+    assert search.clock.finish_reserve() == pytest.approx(FINISH_MARGIN * (16 + 45))
     for n in range(4, 10):  # six more on the front (each more accurate and slower): 8 front candidates
         lad.record(n, 0, (0.91 + n / 100, 1.0 + n / 10))
     assert sorted(lad.front()) == [0, 1, 4, 5, 6, 7, 8, 9]
-    assert search.finish_reserve() == pytest.approx(FINISH_MARGIN * 8 * 61 / 2)  # shared by the 2 workers
-    search.started = now
-    assert search.finish_reserve() == pytest.approx(FINISH_SHARE * 600)  # capped at a quarter of the budget
-    search.started, search.deadline = time.time() - 500, time.time() + 100  # 100 s of 600 left: under the reserve
+    assert search.clock.finish_reserve() == pytest.approx(FINISH_MARGIN * 8 * 61 / 2)  # shared by the 2 workers
+    search.clock.started = now
+    assert search.clock.finish_reserve() == pytest.approx(FINISH_SHARE * 600)  # capped at a quarter of the budget
+    # 100 s of 600 left: under the reserve
+    search.clock.started, search.clock.deadline = time.time() - 500, time.time() + 100
     assert search._finishing() and lad.finishing and not lad.quotas
     assert search._fits_before_deadline() == 0  # no new candidate fits before the reserve
     search.finish_front = False  # plain successive halving: the time is the new candidates'
@@ -241,9 +242,9 @@ def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(buil
                                          [0.9 - i / 10, 1.0 - i / 10 if i < 2 else 2.0])
     # 320 s left of a long budget; the front's rungs take 240 s + 600 s each by the steps: rung 2 cannot fit,
     # rung 1 can, and its reserve (1.25 x 240 s) leaves less than one first rung (60 s) for a new candidate
-    search.started, search.deadline = time.time() - 2000, time.time() + 320
-    search._first_seconds = [60.0]
-    assert search.finish_reserve() == pytest.approx(300) and search.deadline - time.time() > 300
+    search.clock.started, search.clock.deadline = time.time() - 2000, time.time() + 320
+    search.clock.first_seconds = [60.0]
+    assert search.clock.finish_reserve() == pytest.approx(300) and search.clock.deadline - time.time() > 300
     asked = len(search.study.trials)
     promoted = []
     for tune_id in ("t1", "t2"):
@@ -254,7 +255,7 @@ def test_in_the_reserve_no_new_candidate_is_asked_and_the_front_is_promoted(buil
     assert search.suggest("t3") is None  # both in flight, nothing else due: wait, ask nothing new
     told = [r.getMessage() for r in caplog.records if "finish the front" in r.getMessage()]
     assert len(told) == 1 and "2 of its candidates below the top rung" in told[0]  # said once, when it began
-    search.deadline = time.time() + 45  # rung 2 takes 16 s x 100 / 40 = 40 s, x1.25: it cannot finish in time
+    search.clock.deadline = time.time() + 45  # rung 2 takes 16 s x 100 / 40 = 40 s, x1.25: it cannot finish in time
     for tune_id, number in zip(("t1", "t2"), promoted):
         search.on_trial_result(tune_id, {"candidate_json": json.dumps({
             "number": number, "rung": 1, "evaluation": {"accuracy": 0.95, "latency": {"median_ms": 1.0}}, "feasible": True,
