@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -215,26 +215,31 @@ def _sqlite_wal(engine) -> None:
 
 #: how long a driver waits for another driver's read-then-write of the study's attributes (held for milliseconds)
 MUTEX_TIMEOUT_S = 60.0
-#: one process lock per in-memory study (tests, in-process benchmarks): no other process can reach it
-_MEMORY_LOCKS: dict[tuple[int, str], threading.Lock] = {}
+#: the file lock beside an SQLite database or a journal file: ``<file>`` + this
+MUTEX_SUFFIX = ".vitsearch.lock"
+#: process locks of in-memory studies (tests, in-process benchmarks), per storage object and study name
+_MEMORY_LOCKS: "weakref.WeakKeyDictionary[object, dict[str, threading.Lock]]" = weakref.WeakKeyDictionary()
+_MEMORY_GUARD = threading.Lock()
 
 
 @contextmanager
-def study_mutex(storage, study_name: str, timeout_s: float = MUTEX_TIMEOUT_S) -> Iterator[None]:
+def study_mutex(storage, study_name: str, timeout_s: float | None = None) -> Iterator[None]:
     """Hold the study's mutex for a read-then-write of its attributes (a compare-and-set).
 
     Optuna writes a study attribute as an upsert, so two drivers that both read "not set"
     before either writes would both act on it. Every driver of the study takes this
     mutex around such a read and write: on PostgreSQL a transaction-level advisory lock
-    (drivers on every machine that shares the server); for an SQLite database or a
-    journal file a file lock in the lock dir (:func:`vitsearch.evaluators.latency.lock.lock_dir`)
-    named after the file's resolved path (drivers on this machine; an SQLite database is
-    not shared across machines, a journal file on shared storage is not serialised
-    across them); an in-memory study a process lock. Released when the holder exits or
-    dies. :class:`TimeoutError` when not acquired within ``timeout_s``.
+    of the study's (drivers on every machine that shares the server); for an SQLite
+    database or a journal file a file lock beside it (``<file>.vitsearch.lock``, for all
+    the studies in that file: whoever shares the file shares the lock, whatever its
+    temporary directory or the path it mounts the file at); for an in-memory study a
+    process lock. Released when the block exits, or by the server or the OS when its
+    holder dies. Not re-entrant. :class:`TimeoutError` when not acquired within
+    ``timeout_s`` (default :data:`MUTEX_TIMEOUT_S`).
     """
     import optuna
 
+    timeout_s = MUTEX_TIMEOUT_S if timeout_s is None else timeout_s
     inner = getattr(storage, "_backend", None)  # optuna wraps an RDBStorage in its private cache
     rdb = inner if isinstance(inner, optuna.storages.RDBStorage) else storage
     if isinstance(rdb, optuna.storages.RDBStorage) and rdb.engine.dialect.name == "postgresql":
@@ -243,11 +248,13 @@ def study_mutex(storage, study_name: str, timeout_s: float = MUTEX_TIMEOUT_S) ->
         return
     if isinstance(rdb, optuna.storages.RDBStorage):
         where = _sqlite_file(rdb.url)
-        identity = str(where.resolve()) if where is not None else shown_url(rdb.url)
     elif isinstance(storage, optuna.storages.JournalStorage):
-        identity = str(Path(storage._backend._file_path).resolve())
+        where = Path(storage._backend._file_path)
     else:
-        lock = _MEMORY_LOCKS.setdefault((id(storage), study_name), threading.Lock())
+        where = None
+    if where is None:  # in memory (or a server without advisory locks here): this process's own lock
+        with _MEMORY_GUARD:
+            lock = _MEMORY_LOCKS.setdefault(storage, {}).setdefault(study_name, threading.Lock())
         if not lock.acquire(timeout=timeout_s):
             raise TimeoutError(f"study {study_name!r}: another thread held its mutex for {timeout_s:g} s")
         try:
@@ -257,19 +264,16 @@ def study_mutex(storage, study_name: str, timeout_s: float = MUTEX_TIMEOUT_S) ->
         return
     from filelock import FileLock, Timeout
 
-    from vitsearch.evaluators.latency.lock import lock_dir
-
-    path = lock_dir() / f"study-{_digest(identity, study_name)}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(f"{where}{MUTEX_SUFFIX}")
     try:
-        with FileLock(str(path), timeout=timeout_s):
-            yield
+        lock.acquire(timeout=timeout_s)
     except Timeout:
-        raise TimeoutError(f"study {study_name!r}: another driver held its mutex ({path}) for {timeout_s:g} s") from None
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+        raise TimeoutError(f"study {study_name!r}: another driver held {shown(lock.lock_file)} for {timeout_s:g} s") \
+            from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager
@@ -277,11 +281,15 @@ def _advisory_lock(engine, study_name: str, timeout_s: float) -> Iterator[None]:
     """A PostgreSQL advisory lock of this study's, held for one transaction (the server drops it with the connection)."""
     import sqlalchemy
 
-    key = int.from_bytes(bytes.fromhex(_digest("vitsearch study", study_name)), "big", signed=True)
-    deadline = time.monotonic() + timeout_s
-    with engine.connect() as conn:  # its transaction ends (rolled back) when the block exits: the lock goes with it
-        while not conn.execute(sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"study {study_name!r}: another driver held its advisory lock for {timeout_s:g} s")
-            time.sleep(0.01)
+    digest = hashlib.sha256(f"vitsearch study\0{study_name}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    with engine.connect() as conn, conn.begin():  # the lock ends with this transaction, however the block exits
+        conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = {max(1, int(1000 * timeout_s))}"))
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        except sqlalchemy.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            raise TimeoutError(f"study {study_name!r}: another driver held its advisory lock for {timeout_s:g} s") \
+                from None
         yield

@@ -9,12 +9,11 @@ any worker starts it, with the driver that issued it, and a failed one is record
 from the storage and re-runs a promotion without result only when its issuer is gone:
 one issued by another driver still running on this machine is left to it (its result is
 read from the storage once that driver has ended); one issued by a driver on another
-machine, whose life cannot be seen from here, is run again (at worst the same record is
-written twice). A mark is written as a compare-and-set under the study's mutex
-(:func:`~vitsearch.search.storage.study_mutex`): of two drivers that find the same
-promotion due at the same moment, or the same dead driver's promotion lost, one marks and
-runs it, the other finds the mark and leaves it; so nothing is promoted twice by live
-drivers of one storage (on one machine, or on any machine sharing a PostgreSQL server).
+machine, whose life cannot be seen from here, is run again by a driver that finds it
+on starting (at worst the same record is written twice). A mark is written as a
+compare-and-set under the study's mutex (:func:`~vitsearch.search.storage.study_mutex`):
+of two drivers that find the same promotion due at the same moment, or the same dead
+driver's promotion lost, one marks and runs it, the other finds the mark and leaves it.
 Checkpoints (``RUN/rungs/trial-N-rung-K.pt``) carry a candidate's weights from one rung
 to the next.
 """
@@ -22,6 +21,7 @@ to the next.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -35,6 +35,8 @@ from vitsearch.search.storage import study_mutex
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_EVAL, ATTR_FEASIBLE, ATTR_INFEASIBLE,
                                              ATTR_REUSED, ATTR_SECONDS, ATTR_TIMING, ATTR_WORKER, STUDY_PROMOTED,
                                              STUDY_RUNG, STUDY_RUNG_FAILED, rung_attrs)
+
+log = logging.getLogger("vitsearch.run")
 
 #: worker-side clock fields a result payload may carry (engine accounting)
 TIMING_FIELDS = ("started_at", "finished_at", "cpu_seconds", "process_cpu_seconds")
@@ -60,6 +62,11 @@ def _issuers(attrs: dict, me: str) -> dict[tuple[int, int], str]:
             if owner and owner != me:
                 out[tuple(int(x) for x in rest.split(":"))] = owner
     return out
+
+
+def _owner(mark) -> str:
+    """The driver a ``promoted:N:K`` mark names ("" for none: an issuer of an older version, or no mark)."""
+    return (mark.get("driver") or "") if isinstance(mark, dict) else ""
 
 
 def payload_timing(payload: dict) -> dict:
@@ -210,9 +217,15 @@ class Promotions:
         for promotion in self._fitting(self._lost()):
             if self._claim(promotion, lost=True):
                 return promotion
+        attrs = None
         for number, rung in self._fitting(self.ladder.promotable()):
+            if attrs is None:  # one read for the scan: what another driver marked already is passed over here
+                attrs = self.study.user_attrs
             self.ladder.issue(number, rung)
-            if self._claim((number, rung), lost=False):
+            mark = attrs.get(f"{STUDY_PROMOTED}:{number}:{rung}")
+            if mark is not None:  # another driver issued it: its to run
+                self._issuer[(number, rung)] = (_owner(mark), True)
+            elif self._claim((number, rung), lost=False):
                 return number, rung
         return None
 
@@ -221,20 +234,40 @@ class Promotions:
 
         In the storage before any worker starts it, so a killed driver's successor re-runs
         it. A new promotion is claimed only while unmarked; a lost one only while its mark
-        still names the issuer it was judged lost from (or this driver). A mark found in
-        the way names the driver that runs it: issued while this driver ran, so trusted.
+        still names the issuer it was judged lost from (or this driver); neither once its
+        result or failure is in (then read). A mark found in the way names the driver that
+        runs it: issued while this driver ran, so trusted. A mutex not acquired in time
+        claims nothing (logged): the promotion, issued but unmarked, is tried again as lost.
         """
         number, rung = promotion
         key = f"{STUDY_PROMOTED}:{number}:{rung}"
-        with study_mutex(self.study._storage, self.study.study_name):
-            mark = self.study.user_attrs.get(key)  # read under the mutex: no driver writes between this and ours
-            owner = (mark.get("driver") or "") if isinstance(mark, dict) else ""  # "": an issuer not named
-            if mark is None or (lost and owner in (self._gone.get(promotion, ""), self.me)):
-                self.study.set_user_attr(key, {"at": time.time(), "driver": self.me})
-                self._gone.pop(promotion, None)
-                return True
+        try:
+            with study_mutex(self.study._storage, self.study.study_name):
+                attrs = self.study.user_attrs  # read under the mutex: no driver writes between this and ours
+                if self._read_outcome(attrs, promotion):
+                    return False
+                mark, owner = attrs.get(key), _owner(attrs.get(key))
+                if mark is None or (lost and owner in (self._gone.get(promotion, ""), self.me)):
+                    self.study.set_user_attr(key, {"at": time.time(), "driver": self.me})
+                    self._gone.pop(promotion, None)
+                    return True
+        except TimeoutError as exc:
+            log.warning("%s: the promotion of trial %d to rung %d waits for the next try", exc, number, rung)
+            return False
         self._issuer[promotion] = (owner, True)
         return False
+
+    def _read_outcome(self, attrs: dict, promotion: tuple[int, int]) -> bool:
+        """Whether the study's ``attrs`` hold ``promotion``'s result or failure (recorded in the ladder when so)."""
+        number, rung = promotion
+        record = attrs.get(f"{STUDY_RUNG}:{number}:{rung}")
+        if f"{STUDY_RUNG_FAILED}:{number}:{rung}" in attrs:
+            self.ladder.record_failure(number, rung)
+        elif record is not None:
+            self.ladder.record(number, rung, record["values"], record.get(ATTR_FEASIBLE) is not False)
+        else:
+            return False
+        return True
 
     def _lost(self) -> list[tuple[int, int]]:
         """Issued promotions without result that nobody alive will finish: ours to run.
@@ -256,13 +289,9 @@ class Promotions:
             if alive is False or (alive is None and not trusted):
                 gone.add(p)
         if gone:  # they may have finished before they ended: read what they wrote
-            records, _, failed = rung_attrs(self.study.user_attrs)
-            for number, rung in gone:
-                if (number, rung) in failed:
-                    self.ladder.record_failure(number, rung)
-                elif rung in records.get(number, {}):
-                    rec = records[number][rung]
-                    self.ladder.record(number, rung, rec["values"], rec.get(ATTR_FEASIBLE) is not False)
-                self._gone[(number, rung)] = self._issuer.pop((number, rung))[0]
+            attrs = self.study.user_attrs
+            for p in gone:
+                self._read_outcome(attrs, p)
+                self._gone[p] = self._issuer.pop(p)[0]
         live = set(others) - gone
         return [p for p in self.ladder.lost(set(self.in_flight.values())) if p not in live]

@@ -124,3 +124,24 @@ def test_two_drivers_on_postgres_never_issue_the_same_promotion(postgres, monkey
     url, _ = postgres
     books = _racing_books(url, f"race-{tmp_path.name}", monkeypatch, tmp_path)
     assert len(_race(books)) == 1
+
+
+def test_a_mutex_not_acquired_in_time_claims_nothing_and_the_promotion_is_tried_again(monkeypatch, tmp_path,
+                                                                                       caplog):
+    import logging
+
+    import vitsearch.search.storage as storage_module
+    from vitsearch.search.storage import open_storage, study_mutex
+
+    monkeypatch.setattr(storage_module, "MUTEX_TIMEOUT_S", 0.2)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=open_storage(url), study_name="slow")
+    book = _book(study, A, {A: True})
+    with caplog.at_level(logging.WARNING, logger="vitsearch.run"):
+        with study_mutex(open_storage(url), "slow"):  # another driver holds the study's mutex (a stopped one)
+            assert book.take("tune-a") is None
+    assert "waits for the next try" in caplog.text
+    job = book.take("tune-a")  # issued but unmarked: claimed as lost once the mutex is free
+    assert job is not None and job["rung"] == 1
+    assert study.user_attrs[f"{STUDY_PROMOTED}:{job['number']}:1"]["driver"] == A
