@@ -213,8 +213,9 @@ def _sqlite_wal(engine) -> None:
     engine.dispose()  # connections opened while Optuna created its tables get the pragmas too
 
 
-#: how long a driver waits for another driver's read-then-write of the study's attributes (held for milliseconds)
-MUTEX_TIMEOUT_S = 60.0
+#: how long a driver waits for another driver's read-then-write of the study's attributes (held for milliseconds;
+#: longer means its holder is stopped, and the caller tries again later)
+MUTEX_TIMEOUT_S = 10.0
 #: the file lock beside an SQLite database or a journal file: ``<file>`` + this
 MUTEX_SUFFIX = ".vitsearch.lock"
 #: process locks of in-memory studies (tests, in-process benchmarks), per storage object and study name
@@ -230,12 +231,14 @@ def study_mutex(storage, study_name: str, timeout_s: float | None = None) -> Ite
     before either writes would both act on it. Every driver of the study takes this
     mutex around such a read and write: on PostgreSQL a transaction-level advisory lock
     of the study's (drivers on every machine that shares the server); for an SQLite
-    database or a journal file a file lock beside it (``<file>.vitsearch.lock``, for all
-    the studies in that file: whoever shares the file shares the lock, whatever its
-    temporary directory or the path it mounts the file at); for an in-memory study a
-    process lock. Released when the block exits, or by the server or the OS when its
-    holder dies. Not re-entrant. :class:`TimeoutError` when not acquired within
-    ``timeout_s`` (default :data:`MUTEX_TIMEOUT_S`).
+    database or a journal file a file lock beside it (``<file>.vitsearch.lock``, created
+    with the file's permissions, for all the studies in that file: whoever shares the
+    file shares the lock, whatever its temporary directory or the path it mounts the file
+    at); for another database server a file lock in the lock dir named after its URL
+    (drivers on this machine); for an in-memory study a process lock. Released when the
+    block exits, or by the server or the OS when its holder dies. Not re-entrant.
+    :class:`TimeoutError` when not acquired within ``timeout_s`` (default
+    :data:`MUTEX_TIMEOUT_S`); :class:`ConfigError` when the lock file cannot be made.
     """
     import optuna
 
@@ -246,30 +249,51 @@ def study_mutex(storage, study_name: str, timeout_s: float | None = None) -> Ite
         with _advisory_lock(rdb.engine, study_name, timeout_s):
             yield
         return
-    if isinstance(rdb, optuna.storages.RDBStorage):
-        where = _sqlite_file(rdb.url)
-    elif isinstance(storage, optuna.storages.JournalStorage):
-        where = Path(storage._backend._file_path)
-    else:
-        where = None
-    if where is None:  # in memory (or a server without advisory locks here): this process's own lock
-        with _MEMORY_GUARD:
-            lock = _MEMORY_LOCKS.setdefault(storage, {}).setdefault(study_name, threading.Lock())
-        if not lock.acquire(timeout=timeout_s):
-            raise TimeoutError(f"study {study_name!r}: another thread held its mutex for {timeout_s:g} s")
-        try:
+    if isinstance(rdb, optuna.storages.RDBStorage) or isinstance(storage, optuna.storages.JournalStorage):
+        with _file_lock(_lock_file(rdb if isinstance(rdb, optuna.storages.RDBStorage) else storage),
+                        study_name, timeout_s):
             yield
-        finally:
-            lock.release()
         return
+    with _MEMORY_GUARD:
+        lock = _MEMORY_LOCKS.setdefault(storage, {}).setdefault(study_name, threading.Lock())
+    if not lock.acquire(timeout=timeout_s):
+        raise TimeoutError(f"study {study_name!r}: another thread held its mutex for {timeout_s:g} s")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _lock_file(storage) -> tuple[Path, int]:
+    """(the mutex's lock file, its permission bits) for an RDB or journal storage that is not PostgreSQL."""
+    import optuna
+
+    where = (Path(storage._backend._file_path) if isinstance(storage, optuna.storages.JournalStorage)
+             else _sqlite_file(storage.url))
+    if where is not None:
+        mode = where.stat().st_mode & 0o666 if where.exists() else 0o644
+        return Path(f"{where}{MUTEX_SUFFIX}"), mode
+    from vitsearch.evaluators.latency.lock import lock_dir  # imports torch: only for servers other than PostgreSQL
+
+    digest = hashlib.sha256(shown_url(storage.url).encode()).hexdigest()[:16]
+    return lock_dir() / f"study-db-{digest}.lock", 0o644
+
+
+@contextmanager
+def _file_lock(place: tuple[Path, int], study_name: str, timeout_s: float) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
-    lock = FileLock(f"{where}{MUTEX_SUFFIX}")
+    path, mode = place
+    lock = FileLock(str(path), mode=mode)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=timeout_s)
     except Timeout:
-        raise TimeoutError(f"study {study_name!r}: another driver held {shown(lock.lock_file)} for {timeout_s:g} s") \
+        raise TimeoutError(f"study {study_name!r}: another driver held {shown(str(path))} for {timeout_s:g} s") \
             from None
+    except OSError as exc:
+        raise ConfigError(f"storage: cannot lock the study's mutex file {shown(str(path))} ({exc.strerror or exc}); "
+                          "every driver of the study must be able to write beside its database") from None
     try:
         yield
     finally:
@@ -288,7 +312,8 @@ def _advisory_lock(engine, study_name: str, timeout_s: float) -> Iterator[None]:
         try:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
         except sqlalchemy.exc.OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)  # psycopg 3, psycopg2
+            if code != "55P03":  # lock_not_available
                 raise
             raise TimeoutError(f"study {study_name!r}: another driver held its advisory lock for {timeout_s:g} s") \
                 from None

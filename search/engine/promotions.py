@@ -110,12 +110,18 @@ class Promotions:
         # issued while this driver ran, so by a driver alive then)
         self._issuer: dict[tuple[int, int], tuple[str, bool]] = {}
         self._gone: dict[tuple[int, int], str] = {}  # lost promotions -> the issuer they were judged lost from
+        self._stalled = False  # the last claim found the study's mutex held past its timeout (logged once)
         self._first: dict[int, tuple[str, dict]] = {}  # trial number -> (config key, first-rung metrics)
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.user_attrs.get(ATTR_REUSED) is None:
                 self.remember_first(t.number, t.user_attrs[ATTR_CONFIG], t.user_attrs[ATTR_EVAL], list(t.values),
                                     feasible=t.user_attrs.get(ATTR_FEASIBLE) is not False)
         self._restore()
+        try:  # a mutex file that cannot be made is refused now, not at the first promotion
+            with study_mutex(study._storage, study.study_name):
+                pass
+        except TimeoutError:
+            pass
 
     def idle(self) -> bool:
         """No promotion of this driver in flight."""
@@ -215,8 +221,9 @@ class Promotions:
     def _next(self) -> tuple[int, int] | None:
         """A promotion to hand out now: one lost by an earlier driver first, else a new one (marked issued)."""
         for promotion in self._fitting(self._lost()):
-            if self._claim(promotion, lost=True):
-                return promotion
+            claimed = self._claim(promotion, lost=True)
+            if claimed is not False:  # claimed, or the mutex is held by a stopped driver: no more tries now
+                return promotion if claimed else None
         attrs = None
         for number, rung in self._fitting(self.ladder.promotable()):
             if attrs is None:  # one read for the scan: what another driver marked already is passed over here
@@ -225,19 +232,22 @@ class Promotions:
             mark = attrs.get(f"{STUDY_PROMOTED}:{number}:{rung}")
             if mark is not None:  # another driver issued it: its to run
                 self._issuer[(number, rung)] = (_owner(mark), True)
-            elif self._claim((number, rung), lost=False):
-                return number, rung
+                continue
+            claimed = self._claim((number, rung), lost=False)
+            if claimed is not False:
+                return (number, rung) if claimed else None
         return None
 
-    def _claim(self, promotion: tuple[int, int], lost: bool) -> bool:
+    def _claim(self, promotion: tuple[int, int], lost: bool) -> bool | None:
         """Mark ``promotion`` as issued by this driver, unless another live driver holds it (a compare-and-set).
 
         In the storage before any worker starts it, so a killed driver's successor re-runs
         it. A new promotion is claimed only while unmarked; a lost one only while its mark
         still names the issuer it was judged lost from (or this driver); neither once its
         result or failure is in (then read). A mark found in the way names the driver that
-        runs it: issued while this driver ran, so trusted. A mutex not acquired in time
-        claims nothing (logged): the promotion, issued but unmarked, is tried again as lost.
+        runs it: issued while this driver ran, so trusted. None when the mutex was not
+        acquired in time (its holder is stopped; logged once): the promotion, issued but
+        unmarked, is tried again as lost.
         """
         number, rung = promotion
         key = f"{STUDY_PROMOTED}:{number}:{rung}"
@@ -250,10 +260,14 @@ class Promotions:
                 if mark is None or (lost and owner in (self._gone.get(promotion, ""), self.me)):
                     self.study.set_user_attr(key, {"at": time.time(), "driver": self.me})
                     self._gone.pop(promotion, None)
+                    self._stalled = False
                     return True
         except TimeoutError as exc:
-            log.warning("%s: the promotion of trial %d to rung %d waits for the next try", exc, number, rung)
-            return False
+            if not self._stalled:
+                log.warning("%s: promotions wait until it is free (trial %d to rung %d first)", exc, number, rung)
+            self._stalled = True
+            return None
+        self._stalled = False
         self._issuer[promotion] = (owner, True)
         return False
 

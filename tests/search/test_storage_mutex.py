@@ -54,3 +54,13 @@ def test_a_second_holder_waits_until_the_first_leaves_even_by_an_exception(kind,
         pass
     if kind in ("sqlite", "journal"):  # the lock lives beside the file, so whoever shares the file shares it
         assert (tmp_path / f"s.{'db' if kind == 'sqlite' else 'log'}{MUTEX_SUFFIX}").exists()
+
+
+def test_a_mutex_file_that_cannot_be_made_is_one_clear_error(tmp_path):
+    from vitsearch.spaces.errors import ConfigError
+
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    (tmp_path / f"s.db{MUTEX_SUFFIX}").mkdir()  # in the way: a folder where the lock file goes
+    with pytest.raises(ConfigError, match=r"cannot lock the study's mutex file .*s\.db\.vitsearch\.lock"):
+        with study_mutex(storage, "s", timeout_s=0.3):
+            pass
