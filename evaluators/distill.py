@@ -22,18 +22,28 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from vitsearch.evaluators.augment import Mixed, augmented
 from vitsearch.evaluators.fakequant import FakeQuantScheme, fake_quantised
 from vitsearch.spaces.errors import ModelError
 from vitsearch.spaces.vit.adapter import num_prefix_tokens
 
 
+#: the augmentation's generator is seeded this far from its segment's seed (its own generator: the batches
+#: drawn and torch's global draws are those of the same segment without augmentation)
+AUGMENT_SEED_OFFSET = 1
+
+
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, alpha: float) -> torch.Tensor:
-    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)."""
+                      temperature: float, alpha: float, mixed: Mixed | None = None) -> torch.Tensor:
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels); with a ``mixed`` batch
+    the CE term is its labels' cross-entropies weighted as the images were blended."""
     t = temperature
     kl = F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
                   reduction="batchmean", log_target=True)
-    return alpha * t * t * kl + (1 - alpha) * F.cross_entropy(student_logits, labels)
+    if mixed is None:
+        return alpha * t * t * kl + (1 - alpha) * F.cross_entropy(student_logits, labels)
+    return alpha * t * t * kl + (1 - alpha) * sum(w * F.cross_entropy(student_logits, y)
+                                                  for y, w in zip(mixed.labels, mixed.weights))
 
 
 def feature_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
@@ -134,14 +144,17 @@ def distilled(base: nn.Module, config, train: Dataset, *, steps: int, device: to
 
 def _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, seed, progress=None,
             fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0, cosine: bool = False,
-            checkpoint: Callable[[int], None] | None = None, every: int = 0):
+            checkpoint: Callable[[int], None] | None = None, every: int = 0, augment: str = "none"):
     """``steps`` steps of AdamW at ``lr`` (decayed to 0 along a cosine when ``cosine``). ``checkpoint(step)``
     is called every ``every`` steps and after the last, on the plain student in eval mode (fake quantisation
-    and feature hooks are off during the call; they wrap each stretch of steps between checkpoints)."""
+    and feature hooks are off during the call; they wrap each stretch of steps between checkpoints).
+    ``augment`` (:data:`~vitsearch.evaluators.augment.AUGMENTS`) alters each batch before both models see it,
+    drawn from its own generator seeded by ``seed``."""
     from vitsearch.evaluators.latency.lock import step_aside
     from vitsearch.spaces import reapply_masks
 
     gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed + AUGMENT_SEED_OFFSET)
     torch.manual_seed(seed)
     sampler = RandomSampler(train, replacement=True, num_samples=steps * batch_size, generator=gen)
     batches = iter(DataLoader(train, batch_size=batch_size, sampler=sampler))
@@ -158,9 +171,13 @@ def _distil(student, teacher, train, steps, device, lr, batch_size, temperature,
             for _ in range(min(stretch, steps - step)):
                 images, labels = next(batches)
                 images, labels = images.to(device), labels.to(device)
+                mixed = None
+                if augment != "none":
+                    mixed = augmented(images, labels, augment, aug_gen)
+                    images = mixed.images
                 with torch.no_grad():
                     target = teacher(images)
-                loss = distillation_loss(student(images), target, labels, temperature, alpha)
+                loss = distillation_loss(student(images), target, labels, temperature, alpha, mixed)
                 if features_loss is not None:
                     loss = loss + feature_weight * features_loss()
                 opt.zero_grad(set_to_none=True)
@@ -205,7 +222,8 @@ def distil_further(student: nn.Module, teacher: nn.Module, train: Dataset, *, st
 def polished(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: int, rung: int,
              score: Callable[[nn.Module], float], every: int, device: torch.device | str = "cpu", lr: float = 1e-4,
              batch_size: int = 64, temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, progress=None,
-             fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0) -> tuple[nn.Module, dict]:
+             fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0,
+             augment: str = "none") -> tuple[nn.Module, dict]:
     """A last, longer distillation of a prepared ``student`` (in place): the learning rate decays along a
     cosine to 0, and the weights kept are those ``score`` (e.g. val top-1) rated best at a checkpoint every
     ``every`` steps and at the end (the earliest of equals; the starting weights count as step 0).
@@ -225,7 +243,7 @@ def polished(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: i
     if steps > 0:
         _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, segment_seed(seed, rung),
                 progress, fake_quant=fake_quant, feature_weight=feature_weight, cosine=True, checkpoint=checkpoint,
-                every=every)
+                every=every, augment=augment)
     student.load_state_dict(best["state"])
     return student.eval(), {"best_step": best["step"], "scores": scores}
 

@@ -35,6 +35,9 @@ def register(sub) -> None:
     p.add_argument("--polish-steps", type=int, default=None,
                    help="distil the chosen variant this many more steps before export (default: the study's top "
                         "rung; 0: none); kept only if it beats the unpolished weights on val")
+    p.add_argument("--polish-augment", default=None, metavar="HOW",
+                   help="how the polish alters each batch, teacher and student alike: none, shift (each image "
+                        "moved by up to 2 pixels; default), mixup or shift+mixup")
     p.add_argument("--json", action="store_true",
                    help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)
@@ -67,7 +70,8 @@ def cmd_report(args) -> int:
 def cmd_pick(args) -> int:
     """``vitsearch pick RUN_DIR --latency-ms X`` and/or ``--max-drop P``."""
     from vitsearch.search.engine.progress import stderr_is_terminal
-    from vitsearch.search.results.pick import check_budget, check_same_base, choose, export, runner_up_line
+    from vitsearch.search.results.pick import (check_budget, check_polish_augment, check_same_base, choose, export,
+                                               runner_up_line)
     from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
     from vitsearch.search.session import load_session
 
@@ -80,6 +84,7 @@ def cmd_pick(args) -> int:
         from vitsearch.spaces.errors import ConfigError
 
         raise ConfigError(f"--polish-steps: must be >= 0 (0: no polish), got {args.polish_steps}")
+    augment = check_polish_augment(args.polish_augment)
     view = load_run(args.run_dir)
     if not args.out:
         check_out_dir(view.path / "variants", "--out (default RUN_DIR/variants)")
@@ -112,7 +117,7 @@ def cmd_pick(args) -> int:
     say(runner_up_line(choice))
     session = session or load_session(view.spec)
     out = Path(args.out) if args.out else view.path / "variants" / f"trial-{int(choice.winner['number'])}"
-    prov = export(view, choice, session, out, check.why, args.polish_steps)
+    prov = export(view, choice, session, out, check.why, args.polish_steps, augment)
     for line in _pick_lines(prov, out):
         say(line)
     if args.json:
@@ -172,6 +177,8 @@ def pick_record(prov: dict, out: Path) -> dict:
             "paired_drop": paired["drop"], "paired_drop_low": paired["low"], "paired_drop_high": paired["high"],
             "paired_confidence": paired["confidence"], "paired_method": paired["method"],
             "asked": prov.get("asked", {}),
+            "polish": {"steps": acc["polish"]["steps"], "augment": acc["polish"].get("augment"),
+                       "kept": acc["polish"]["kept"]},
             "units": {"paired_drop": "fraction of the test images (0.01 = 1 point), positive = less accurate",
                       "latency_ms": "ms per batch of the study's latency.batch_size", "speedup": "x"}}
 

@@ -30,6 +30,9 @@ ACCURACY_TOLERANCE = {"cpu": 0.0, "cuda": 0.005}
 PROGRESS_EVERY_S = 5.0
 #: val checkpoints of the polish (its best is exported): enough to catch the peak of a cosine schedule
 POLISH_CHECKPOINTS = 8
+#: how the polish alters each batch (teacher and student see the same): shifted by up to 2 pixels, the
+#: function matching of patient distillation (docs/results.md: the polish with augmentation)
+POLISH_AUGMENT = "shift"
 
 
 class StepProgress:
@@ -80,6 +83,17 @@ def check_budget(latency_ms: float | None, min_accuracy: float | None, max_size_
         raise ConfigError(f"--min-accuracy: must be a fraction in [0, 1] (e.g. 0.95), got {min_accuracy:g}")
     if max_size_mb is not None and not 0 < max_size_mb < float("inf"):
         raise ConfigError(f"--max-size-mb: must be > 0, got {max_size_mb:g}; give a finite size in MB")
+
+
+def check_polish_augment(augment: str | None) -> str:
+    """``augment`` as the polish takes it (None: :data:`POLISH_AUGMENT`); ConfigError (exit 2) for an unknown one."""
+    from vitsearch.evaluators.augment import AUGMENTS
+
+    if augment is None:
+        return POLISH_AUGMENT
+    if augment not in AUGMENTS:
+        raise ConfigError(f"--polish-augment: {augment!r} is not one of {', '.join(AUGMENTS)}")
+    return augment
 
 
 def check_drop_base(max_drop: float | None, base_accuracy: float | None) -> None:
@@ -210,7 +224,8 @@ def runner_up_line(choice: Choice) -> str:
             f"{r['budget_ms'] - w['budget_ms']:+.3f} ms latency vs the winner): {r['summary']}")
 
 
-def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_steps: int | None = None) -> dict[str, Any]:
+def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_steps: int | None = None,
+           polish_augment: str = POLISH_AUGMENT) -> dict[str, Any]:
     """Rebuild (at the rung it reached), re-check, polish, measure on test and write the winner to ``out``.
 
     In the study's runtime throughout (:class:`vitsearch.evaluators.pipeline.Pipeline`):
@@ -218,7 +233,8 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_
     re-measured by the study's protocol. ``polish_steps`` (default: the study's top rung)
     more distillation steps before export, the learning rate decayed along a cosine, the
     best of :data:`POLISH_CHECKPOINTS` val checkpoints kept, and only when its val accuracy
-    is above the unpolished weights' (val selects, test reports). Returns
+    is above the unpolished weights' (val selects, test reports), each batch altered as
+    ``polish_augment`` says for teacher and student alike. Returns
     the provenance, with both accuracies.
     """
     import copy
@@ -241,7 +257,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_
         raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f} in {pipe.runtime.name}, not its "
                           f"recorded {ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
     test = measure_test_deployed(session, prepared, config, program)
-    polish, polished = _polish(view, session, config, prepared, acc, number, polish_steps)
+    polish, polished = _polish(view, session, config, prepared, acc, number, polish_steps, polish_augment)
     if polished is not None:
         prepared, program = polished
     entry, _ = pipe.measure_built(*program)
@@ -260,7 +276,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_
     return provenance
 
 
-def _polish(view, session, config, prepared, acc, number: int, polish_steps: int | None):
+def _polish(view, session, config, prepared, acc, number: int, polish_steps: int | None, augment: str):
     """(what the polish did, (polished weights, their program) when kept else None)."""
     import copy
 
@@ -278,9 +294,10 @@ def _polish(view, session, config, prepared, acc, number: int, polish_steps: int
     every = -(-steps // POLISH_CHECKPOINTS)
     polished, seen = distil_polished(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
                                      rung=len(rc.ladder), score=lambda m: pipe.score(m, config).top1, every=every,
-                                     progress=StepProgress(f"pick: polishing trial {number}"),
+                                     progress=StepProgress(f"pick: polishing trial {number}"), augment=augment,
                                      **pipe.recovery_settings(config))
-    polish.update(schedule=f"cosine to 0, the best val of checkpoints every {every} steps",
+    batches = "batches as drawn" if augment == "none" else f"batches altered by {augment}"
+    polish.update(schedule=f"cosine to 0, {batches}, the best val of checkpoints every {every} steps", augment=augment,
                   best_step=seen["best_step"], val_at_checkpoints={str(k): v for k, v in seen["scores"].items()})
     if seen["best_step"] == 0:
         polish["note"] = "no checkpoint scored above the unpolished weights on val"

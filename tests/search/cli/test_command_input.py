@@ -37,6 +37,8 @@ BAD_COMMANDS = [
     (["pick", "nowhere", "--latency-ms", "nan"], "--latency-ms: must be > 0, got nan"),
     (["pick", "nowhere", "--latency-ms", "0"], "--latency-ms: must be > 0"),
     (["pick", "nowhere", "--latency-ms", "-1"], "--latency-ms: must be > 0"),
+    (["pick", "nowhere", "--latency-ms", "2", "--polish-augment", "rotate"],
+     "--polish-augment: 'rotate' is not one of none, shift, mixup, shift+mixup"),
     (["pick", "nowhere", "--latency-ms", "2", "--min-accuracy", "2"], "--min-accuracy"),
     (["pick", "nowhere", "--latency-ms", "2", "--max-size-mb", "inf"], "--max-size-mb: must be > 0"),
     (["pick", "nowhere", "--latency-ms", "2", "--out", "{file}"], "is an existing file, not a folder"),

@@ -147,6 +147,8 @@ def test_pick_shows_progress_while_it_polishes(rung_run, tmp_path, monkeypatch, 
     assert main(["pick", str(rung_run), *PICK, "--polish-steps", "3", "--out", str(tmp_path / "v")]) == 0
     err = capsys.readouterr().err
     assert "polishing trial" in err and "step 1/3" in err and "step 3/3 (100%), ETA 0 s" in err, err
+    polish = json.loads((tmp_path / "v" / "provenance.json").read_text())["accuracy"]["polish"]
+    assert polish["augment"] == "shift" and "batches altered by shift" in polish["schedule"]  # the default
 
 
 # ---- image folders ---------------------------------------------------------------------------------

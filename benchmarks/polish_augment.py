@@ -1,0 +1,94 @@
+"""pick's polish with and without augmentation of its batches, on front variants of the default study (accuracy only).
+
+    .venv/bin/python benchmarks/polish_augment.py CONFIG [--steps 2000] [--augments none shift mixup shift+mixup]
+        [--threads 1] [--out FILE.jsonl]
+
+CONFIG names one of :data:`CONFIGS` (variants `pick` exported from the default study and its
+ONNX Runtime twin, in float). The variant is distilled along the study's ladder of rungs
+(10 / 50 / 150 steps, as the search gave it), then polished as `pick` polishes
+(:func:`vitsearch.evaluators.distill.polished`: ``--steps`` more steps, the learning rate
+decayed along a cosine to 0, the best of 8 val checkpoints kept) once per augmentation,
+each from the same distilled weights with the same seeds. Each polished model is scored
+on the 500 test images and paired with the uncompressed model on the same images. One
+JSON line per arm (and one for the distilled weights before any polish) goes to stdout
+and, with ``--out``, to that file. The machine's load changes the wall time only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+
+CONFIGS = {
+    # eager default study, 2026-12-05: trial 50 (x2.29), pick_eager_polish2000.json
+    "t50": {"schema_version": 2, "depth": {"keep": 6}, "heads": {"keep": [6, 3, 4, 3, 1, 1]},
+            "sparsity": {"mlp_keep": [256, 104, 40, 16, 40, 32]}},
+    # ONNX Runtime allocation study, 2026-12-06: trial 78 (x2.54 with int8), pick_ort_alloc_polish2000.json
+    "t78": {"schema_version": 2, "heads": {"keep": [6, 6, 5, 5, 5, 5, 3, 2]},
+            "sparsity": {"mlp_keep": [288, 160, 128, 88, 96, 88, 120, 152]},
+            "tokens": {"schedule": {"2": 0.8, "4": 0.6}}},
+    # the same study run again, 2026-12-06: trial 79 (x1.97 with int8), pick_ort_alloc_finish_front.json
+    "t79": {"schema_version": 2, "heads": {"keep": [6, 3, 4, 3, 3, 3, 1, 2], "kv_heads": [3, 3, 2, 3, 3, 3, 1, 2]},
+            "sparsity": {"mlp_keep": [256, 120, 56, 16, 32, 24, 48, 40]},
+            "tokens": {"schedule": {"2": 0.8, "4": 0.7}}},
+}
+
+
+def main() -> None:
+    import torch
+
+    from vitsearch.evaluators.augment import AUGMENTS
+    from vitsearch.evaluators.distill import distilled_chain, polished
+    from vitsearch.evaluators.paired import paired_drop
+    from vitsearch.search.session import load_session
+    from vitsearch.search.study import load_study
+    from vitsearch.spaces import CompressionConfig
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", choices=sorted(CONFIGS))
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--augments", nargs="+", default=list(AUGMENTS), choices=AUGMENTS)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="append the JSON lines to this file too")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = open(args.out, "a") if args.out else None
+
+    def emit(row: dict) -> None:
+        line = json.dumps({"config": args.config, **row})
+        print(line, flush=True)
+        if out is not None:
+            out.write(line + "\n")
+            out.flush()
+
+    session = load_session(load_study("default"))
+    pipe = session.pipeline
+    identity = CompressionConfig()
+    base, _ = pipe.accuracy(pipe.prepare(identity), identity, session.data.test, "test")
+    config = CompressionConfig.from_dict(CONFIGS[args.config])
+    settings = pipe.recovery_settings(config)
+    t0 = time.time()
+    start = distilled_chain(session.base, pipe.runtime.structure(config), session.data.train, rungs=pipe.ladder,
+                            calibration=session.data.calibration, **settings)
+    before, _ = pipe.accuracy(start, config, session.data.test, "test")
+    emit({"aug": "before the polish", "val": pipe.score(start, config).top1, "test": before.top1,
+          "s": round(time.time() - t0)})
+    for aug in args.augments:
+        t = time.time()
+        model, seen = polished(copy.deepcopy(start), session.base, session.data.train, steps=args.steps,
+                               rung=len(pipe.ladder), score=lambda m: pipe.score(m, config).top1,
+                               every=-(-args.steps // 8), augment=aug, **settings)
+        acc, _ = pipe.accuracy(model, config, session.data.test, "test")
+        d = paired_drop(base.correct_mask(), acc.correct_mask())
+        emit({"aug": aug, "best_step": seen["best_step"], "val": seen["scores"], "test": acc.top1,
+              "drop": d.drop, "low": d.low, "high": d.high, "discordant": [d.ref_only, d.cand_only],
+              "s": round(time.time() - t)})
+    if out is not None:
+        out.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

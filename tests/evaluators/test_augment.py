@@ -1,0 +1,104 @@
+"""Augmentations for distillation: what each does to a batch, seeded, and the loss of a blended batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vitsearch.evaluators.augment import AUGMENTS, SHIFT_PX, augmented, shifted
+from vitsearch.evaluators.distill import distillation_loss
+
+
+def _batch(n=6):
+    images = torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    return images, torch.arange(n) % 3
+
+
+def test_a_shift_moves_each_image_within_the_bound_and_repeats_the_border():
+    images, _ = _batch()
+    out = shifted(images, torch.Generator().manual_seed(1))
+    assert out.shape == images.shape
+    moved = 0
+    for img, new in zip(images, out):  # each output is its own input moved by some (dy, dx) within the bound
+        padded = F.pad(img[None], (SHIFT_PX,) * 4, mode="replicate")[0]
+        offsets = [(dy, dx) for dy in range(2 * SHIFT_PX + 1) for dx in range(2 * SHIFT_PX + 1)
+                   if torch.equal(padded[:, dy:dy + 8, dx:dx + 8], new)]
+        assert offsets, "not a shift of its own image"
+        moved += (SHIFT_PX, SHIFT_PX) not in offsets
+    assert moved >= 3  # offsets are drawn per image, not one for the batch
+
+
+def test_a_shift_keeps_rows_and_columns_apart_on_a_wide_image():
+    image = torch.arange(3 * 7, dtype=torch.float).reshape(1, 1, 3, 7)
+    out = shifted(image, torch.Generator().manual_seed(0), px=1)
+    padded = F.pad(image, (1, 1, 1, 1), mode="replicate")[0, 0]
+    assert any(torch.equal(padded[dy:dy + 3, dx:dx + 7], out[0, 0]) for dy in range(3) for dx in range(3))
+
+
+def test_the_same_seed_gives_the_same_batch_and_another_seed_another():
+    images, labels = _batch()
+    a, b, c = (augmented(images, labels, "shift+mixup", torch.Generator().manual_seed(s)) for s in (5, 5, 6))
+    assert torch.equal(a.images, b.images) and a.weights == b.weights
+    assert not torch.equal(a.images, c.images)
+
+
+def test_mixup_blends_pairs_of_the_batch_and_weighs_their_labels_alike():
+    images, labels = _batch()
+    m = augmented(images, labels, "mixup", torch.Generator().manual_seed(2))
+    lam, rest = m.weights
+    assert 0 <= lam <= 1 and lam + rest == pytest.approx(1.0)
+    assert torch.equal(m.labels[0], labels)
+    partner = [min(range(len(images)), key=lambda j: (m.images[i] - lam * images[i] - rest * images[j]).abs().max())
+               for i in range(len(images))]
+    assert all(torch.allclose(m.images[i], lam * images[i] + rest * images[j], atol=1e-6) for i, j in enumerate(partner))
+    assert torch.equal(labels[partner], m.labels[1])
+
+
+def test_the_hard_label_term_of_a_blended_batch_mixes_the_two_labels_cross_entropies():
+    logits, teacher = torch.randn(4, 3), torch.randn(4, 3)
+    y1, y2 = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 0, 2])
+    m = augmented(torch.zeros(4, 1, 2, 2), y1, "mixup", torch.Generator().manual_seed(0))
+    m = type(m)(m.images, (y1, y2), (0.25, 0.75))
+    expected = 0.5 * 4 * F.kl_div(F.log_softmax(logits / 2, -1), F.log_softmax(teacher / 2, -1),
+                                  reduction="batchmean", log_target=True) \
+        + 0.5 * (0.25 * F.cross_entropy(logits, y1) + 0.75 * F.cross_entropy(logits, y2))
+    assert torch.allclose(distillation_loss(logits, teacher, y1, 2.0, 0.5, m), expected)
+    before = 0.5 * 4 * F.kl_div(F.log_softmax(logits / 2, -1), F.log_softmax(teacher / 2, -1),
+                                reduction="batchmean", log_target=True) + 0.5 * F.cross_entropy(logits, y1)
+    assert torch.equal(distillation_loss(logits, teacher, y1, 2.0, 0.5), before)  # no augmentation: as before
+
+
+def test_an_unknown_augmentation_is_refused_naming_the_choices():
+    images, labels = _batch()
+    with pytest.raises(ValueError, match="'rotate' is not one of none, shift, mixup"):
+        augmented(images, labels, "rotate", torch.Generator())
+    assert AUGMENTS[0] == "none"
+
+
+def test_the_polish_feeds_teacher_and_student_the_same_altered_batch(builtin_model, mnist):
+    import copy
+
+    from vitsearch.evaluators.distill import AUGMENT_SEED_OFFSET, distilled, polished, segment_seed
+    from vitsearch.spaces import CompressionConfig
+
+    student = distilled(builtin_model, CompressionConfig.from_dict({"depth": {"keep": 5}}), mnist.train, steps=1,
+                        batch_size=8, seed=0)
+
+    def inputs(augment):
+        seen = {"teacher": [], "student": []}
+        teacher, pupil = copy.deepcopy(builtin_model), copy.deepcopy(student)
+        hooks = [m.register_forward_pre_hook(lambda _m, args, who=who: seen[who].append(args[0].clone()))
+                 for who, m in (("teacher", teacher), ("student", pupil))]
+        polished(pupil, teacher, mnist.train, steps=2, rung=1, every=2, score=lambda m: 0.0, batch_size=8, seed=0,
+                 augment=augment)
+        for h in hooks:
+            h.remove()
+        return seen["teacher"], [x for x in seen["student"] if x.shape[0] == 8]
+
+    plain_teacher, plain_student = inputs("none")
+    shift_teacher, shift_student = inputs("shift")
+    assert len(shift_teacher) == 2 and all(torch.equal(a, b) for a, b in zip(shift_teacher, shift_student))
+    assert all(torch.equal(a, b) for a, b in zip(plain_teacher, plain_student))
+    gen = torch.Generator().manual_seed(segment_seed(0, 1) + AUGMENT_SEED_OFFSET)
+    assert all(torch.equal(shifted(a, gen), b) for a, b in zip(plain_teacher, shift_teacher))  # the same draws
