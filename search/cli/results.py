@@ -145,7 +145,7 @@ def _pick_lines(prov: dict, out: Path) -> list[str]:
     interval = f" [{speed['low']:.2f}, {speed['high']:.2f}]" if speed.get("low") else ""
     lines += [f"exported weights vs the uncompressed model ({paired['base_test_accuracy']:.2%} test): drop "
               f"{paired['text']}; speed-up x{speed['speedup']:.2f}{interval} in {lat['in_runtime']['runtime']}, "
-              f"both timed at export",
+              f"timed side by side at export",
               f"{ex.get('runtime', 'torch.export')}: " + (f"{ex.get('file', 'program.pt2')} written" if ex["exported"]
                                                          else f"not exported ({ex['reason']})"),
               f"exported -> {out}   (load: vitsearch.search.load_variant({str(out)!r}).model)"]

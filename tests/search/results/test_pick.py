@@ -271,3 +271,25 @@ def test_quantized_variant_round_trips(builtin_model, mnist, tmp_path):
     with torch.inference_mode():
         assert torch.equal(loaded(x), model(x))
     assert type(loaded.blocks[0].attn.qkv.weight) not in (torch.Tensor, torch.nn.Parameter)  # quantized again
+
+
+def test_the_speedup_at_export_is_the_variant_timed_against_the_uncompressed_program(monkeypatch):
+    """One interleaved measurement of the two programs (one sitting), not two timings divided."""
+    from types import SimpleNamespace
+
+    import vitsearch.evaluators.runtimes.deploy as deploy
+    from vitsearch.search.results.pick import side_by_side
+
+    seen = {}
+
+    def measure(variant, shape, device, **kw):
+        seen.update(variant=variant, reference=kw["reference"], profile=kw["reference_ms_profile"], warmup=kw["warmup"])
+        return SimpleNamespace(ratio=0.5, ratio_low=0.4, ratio_high=0.625, confidence=0.95, n_runs=40)
+
+    monkeypatch.setattr(deploy, "measure", measure)
+    base = SimpleNamespace(as_module=lambda: "the uncompressed program")
+    pipe = SimpleNamespace(input_shape=(1, 1, 28, 28), device="cpu",
+                           timing=lambda: {"warmup": 7, "reference": "the eager model", "reference_ms_profile": 3.0})
+    out = side_by_side(pipe, SimpleNamespace(runtime="onnxruntime"), base)
+    assert seen["reference"] == "the uncompressed program" and seen["profile"] is None and seen["warmup"] == 7
+    assert (out["speedup"], out["low"], out["high"]) == pytest.approx((2.0, 1.6, 2.5))
