@@ -12,12 +12,7 @@ again, or from ``--storage`` given again.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import threading
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from vitsearch.search.studyfile import shown
@@ -100,7 +95,7 @@ def open_storage(url: str, on_stale=None):
                                          or "mode=memory" in url):
             raise ConfigError(f"storage: {url!r} is an in-memory database; a run needs storage that outlives "
                               "the driver (resume, report, pick): use sqlite:///PATH, postgresql://... or journal:PATH")
-        db = _sqlite_file(url)
+        db = sqlite_file(url)
         if db is not None and db.is_file() and db.stat().st_size:  # an empty file is a new database
             check_sqlite_file(db, "storage")
         storage = _rdb(_sqlalchemy_url(url), on_stale)
@@ -113,7 +108,7 @@ def open_storage(url: str, on_stale=None):
         raise ConfigError(_why(url, exc)) from None
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
     """The database file of a ``sqlite:///PATH`` URL (None for other URLs)."""
     u = _url(url)
     if u is None or u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
@@ -211,110 +206,3 @@ def _sqlite_wal(engine) -> None:
 
     event.listen(engine, "connect", on_connect)
     engine.dispose()  # connections opened while Optuna created its tables get the pragmas too
-
-
-#: how long a driver waits for another driver's read-then-write of the study's attributes (held for milliseconds;
-#: longer means its holder is stopped, and the caller tries again later)
-MUTEX_TIMEOUT_S = 10.0
-#: the file lock beside an SQLite database or a journal file: ``<file>`` + this
-MUTEX_SUFFIX = ".vitsearch.lock"
-#: process locks of in-memory studies (tests, in-process benchmarks), per storage object and study name
-_MEMORY_LOCKS: "weakref.WeakKeyDictionary[object, dict[str, threading.Lock]]" = weakref.WeakKeyDictionary()
-_MEMORY_GUARD = threading.Lock()
-
-
-@contextmanager
-def study_mutex(storage, study_name: str, timeout_s: float | None = None) -> Iterator[None]:
-    """Hold the study's mutex for a read-then-write of its attributes (a compare-and-set).
-
-    Optuna writes a study attribute as an upsert, so two drivers that both read "not set"
-    before either writes would both act on it. Every driver of the study takes this
-    mutex around such a read and write: on PostgreSQL a transaction-level advisory lock
-    of the study's (drivers on every machine that shares the server); for an SQLite
-    database or a journal file a file lock beside it (``<file>.vitsearch.lock``, created
-    with the file's permissions, for all the studies in that file: whoever shares the
-    file shares the lock, whatever its temporary directory or the path it mounts the file
-    at); for another database server a file lock in the lock dir named after its URL
-    (drivers on this machine); for an in-memory study a process lock. Released when the
-    block exits, or by the server or the OS when its holder dies. Not re-entrant.
-    :class:`TimeoutError` when not acquired within ``timeout_s`` (default
-    :data:`MUTEX_TIMEOUT_S`); :class:`ConfigError` when the lock file cannot be made.
-    """
-    import optuna
-
-    timeout_s = MUTEX_TIMEOUT_S if timeout_s is None else timeout_s
-    inner = getattr(storage, "_backend", None)  # optuna wraps an RDBStorage in its private cache
-    rdb = inner if isinstance(inner, optuna.storages.RDBStorage) else storage
-    if isinstance(rdb, optuna.storages.RDBStorage) and rdb.engine.dialect.name == "postgresql":
-        with _advisory_lock(rdb.engine, study_name, timeout_s):
-            yield
-        return
-    if isinstance(rdb, optuna.storages.RDBStorage) or isinstance(storage, optuna.storages.JournalStorage):
-        with _file_lock(_lock_file(rdb if isinstance(rdb, optuna.storages.RDBStorage) else storage),
-                        study_name, timeout_s):
-            yield
-        return
-    with _MEMORY_GUARD:
-        lock = _MEMORY_LOCKS.setdefault(storage, {}).setdefault(study_name, threading.Lock())
-    if not lock.acquire(timeout=timeout_s):
-        raise TimeoutError(f"study {study_name!r}: another thread held its mutex for {timeout_s:g} s")
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _lock_file(storage) -> tuple[Path, int]:
-    """(the mutex's lock file, its permission bits) for an RDB or journal storage that is not PostgreSQL."""
-    import optuna
-
-    where = (Path(storage._backend._file_path) if isinstance(storage, optuna.storages.JournalStorage)
-             else _sqlite_file(storage.url))
-    if where is not None:
-        mode = where.stat().st_mode & 0o666 if where.exists() else 0o644
-        return Path(f"{where}{MUTEX_SUFFIX}"), mode
-    from vitsearch.evaluators.latency.lock import lock_dir  # imports torch: only for servers other than PostgreSQL
-
-    digest = hashlib.sha256(shown_url(storage.url).encode()).hexdigest()[:16]
-    return lock_dir() / f"study-db-{digest}.lock", 0o644
-
-
-@contextmanager
-def _file_lock(place: tuple[Path, int], study_name: str, timeout_s: float) -> Iterator[None]:
-    from filelock import FileLock, Timeout
-
-    path, mode = place
-    lock = FileLock(str(path), mode=mode)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock.acquire(timeout=timeout_s)
-    except Timeout:
-        raise TimeoutError(f"study {study_name!r}: another driver held {shown(str(path))} for {timeout_s:g} s") \
-            from None
-    except OSError as exc:
-        raise ConfigError(f"storage: cannot lock the study's mutex file {shown(str(path))} ({exc.strerror or exc}); "
-                          "every driver of the study must be able to write beside its database") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-@contextmanager
-def _advisory_lock(engine, study_name: str, timeout_s: float) -> Iterator[None]:
-    """A PostgreSQL advisory lock of this study's, held for one transaction (the server drops it with the connection)."""
-    import sqlalchemy
-
-    digest = hashlib.sha256(f"vitsearch study\0{study_name}".encode()).digest()
-    key = int.from_bytes(digest[:8], "big", signed=True)
-    with engine.connect() as conn, conn.begin():  # the lock ends with this transaction, however the block exits
-        conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = {max(1, int(1000 * timeout_s))}"))
-        try:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-        except sqlalchemy.exc.OperationalError as exc:
-            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)  # psycopg 3, psycopg2
-            if code != "55P03":  # lock_not_available
-                raise
-            raise TimeoutError(f"study {study_name!r}: another driver held its advisory lock for {timeout_s:g} s") \
-                from None
-        yield

@@ -14,6 +14,7 @@ reuse), the private attribute is read instead, and the comment says why.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,3 +50,33 @@ def frozen_trial(study: optuna.Study, number: int) -> FrozenTrial:
     # (study.get_trials) reads every trial of the study, once per reused candidate, where this reads one
     storage = study._storage
     return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+
+
+def storage_of(study: optuna.Study):
+    """The storage ``study`` reads and writes (what its mutex locks: :mod:`vitsearch.search.engine.mutex`)."""
+    # private: Study._storage, checked with Optuna 5.1.0 (Optuna publishes no accessor)
+    return study._storage
+
+
+def rdb_of(storage):
+    """The ``RDBStorage`` under ``storage`` (itself, or the one Optuna's cache wraps for a study), else None."""
+    import optuna
+
+    # private: _CachedStorage._backend, checked with Optuna 5.1.0 (a study on an RDBStorage holds the cache)
+    inner = getattr(storage, "_backend", None)
+    for candidate in (storage, inner):
+        if isinstance(candidate, optuna.storages.RDBStorage):
+            return candidate
+    return None
+
+
+def journal_file(storage) -> Path | None:
+    """The file of a ``JournalStorage`` on a ``JournalFileBackend``, else None."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if not isinstance(storage, optuna.storages.JournalStorage):
+        return None
+    # private: JournalStorage._backend and JournalFileBackend._file_path, checked with Optuna 5.1.0
+    backend = storage._backend
+    return Path(backend._file_path) if isinstance(backend, JournalFileBackend) else None

@@ -11,7 +11,7 @@ one issued by another driver still running on this machine is left to it (its re
 read from the storage once that driver has ended); one issued by a driver on another
 machine, whose life cannot be seen from here, is run again by a driver that finds it
 on starting (at worst the same record is written twice). A mark is written as a
-compare-and-set under the study's mutex (:func:`~vitsearch.search.storage.study_mutex`):
+compare-and-set under the study's mutex (:func:`~vitsearch.search.engine.mutex.study_mutex`):
 of two drivers that find the same promotion due at the same moment, or the same dead
 driver's promotion lost, one marks and runs it, the other finds the mark and leaves it.
 Checkpoints (``RUN/rungs/trial-N-rung-K.pt``) carry a candidate's weights from one rung
@@ -31,7 +31,8 @@ from optuna.trial import TrialState
 
 from vitsearch.search.engine.ownership import driver_alive, driver_id
 from vitsearch.search.engine.rungs import Ladder
-from vitsearch.search.storage import study_mutex
+from vitsearch.search.engine.mutex import study_mutex
+from vitsearch.search.engine.optuna_access import storage_of
 from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR_EVAL, ATTR_FEASIBLE, ATTR_INFEASIBLE,
                                              ATTR_REUSED, ATTR_SECONDS, ATTR_TIMING, ATTR_WORKER, STUDY_PROMOTED,
                                              STUDY_RUNG, STUDY_RUNG_FAILED, rung_attrs)
@@ -118,7 +119,7 @@ class Promotions:
                                     feasible=t.user_attrs.get(ATTR_FEASIBLE) is not False)
         self._restore()
         try:  # a mutex file that cannot be made is refused now, not at the first promotion
-            with study_mutex(study._storage, study.study_name):
+            with study_mutex(storage_of(study), study.study_name):
                 pass
         except TimeoutError:
             pass
@@ -252,7 +253,7 @@ class Promotions:
         number, rung = promotion
         key = f"{STUDY_PROMOTED}:{number}:{rung}"
         try:
-            with study_mutex(self.study._storage, self.study.study_name):
+            with study_mutex(storage_of(self.study), self.study.study_name):
                 attrs = self.study.user_attrs  # read under the mutex: no driver writes between this and ours
                 if self._read_outcome(attrs, promotion):
                     return False

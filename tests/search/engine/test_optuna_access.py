@@ -118,3 +118,17 @@ def test_study_of_is_the_study_ray_tunes_optuna_search_asks_and_tells(kind, tmp_
     reloaded = optuna.load_study(study_name="tuned", storage=storage)
     assert [(t.state, t.value, t.params) for t in reloaded.trials] == [(TrialState.COMPLETE, 0.75, params)]
     assert frozen_trial(study, 0).value == 0.75
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "journal"])
+def test_a_studys_storage_and_what_lies_under_it(kind, tmp_path):
+    from vitsearch.search.engine.optuna_access import journal_file, rdb_of, storage_of
+
+    storage = _storage(kind, tmp_path)
+    study = optuna.create_study(storage=storage, study_name="s")
+    held = storage_of(study)
+    held.set_study_user_attr(storage.get_study_id_from_name("s"), "k", 1)
+    assert study.user_attrs == {"k": 1}  # the storage the study reads and writes
+    rdb = rdb_of(held)
+    assert (rdb is not None) == (kind == "sqlite") and (rdb is None or rdb is storage)
+    assert journal_file(held) == (tmp_path / "optuna.log" if kind == "journal" else None)

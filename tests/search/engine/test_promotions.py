@@ -131,10 +131,11 @@ def test_a_mutex_not_acquired_in_time_claims_nothing_and_the_promotion_is_tried_
     import logging
     import time
 
-    import vitsearch.search.storage as storage_module
-    from vitsearch.search.storage import open_storage, study_mutex
+    import vitsearch.search.engine.mutex as mutex_module
+    from vitsearch.search.engine.mutex import study_mutex
+    from vitsearch.search.storage import open_storage
 
-    monkeypatch.setattr(storage_module, "MUTEX_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(mutex_module, "MUTEX_TIMEOUT_S", 0.2)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"], storage=open_storage(url), study_name="slow")

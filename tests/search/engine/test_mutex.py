@@ -5,7 +5,8 @@ import threading
 import optuna
 import pytest
 
-from vitsearch.search.storage import MUTEX_SUFFIX, open_storage, study_mutex
+from vitsearch.search.engine.mutex import MUTEX_SUFFIX, study_mutex
+from vitsearch.search.storage import open_storage
 
 
 def _storages(kind, tmp_path, request):
