@@ -146,17 +146,32 @@ def check_sqlite_file(path: Path, who: str) -> None:
         raise ConfigError(f"{who}: the database {name} is damaged ({verdict[:120]}); {fix}")
 
 
+#: attempts at opening an RDB storage whose schema another driver is creating at the same moment
+SCHEMA_ATTEMPTS = 3
+
+
 def _rdb(url: str, on_stale):
+    """Optuna's RDBStorage on ``url``. Two drivers starting together on a new database both create Optuna's
+    tables; the slower one's CREATE fails on what the other just made ("already exists"): it opens again,
+    finding the tables in place."""
+    import time
     import warnings
 
     import optuna
+    import sqlalchemy.exc
 
-    if on_stale is None:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                          heartbeat_stale_trial_callback=on_stale)
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            if on_stale is None:
+                return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                  heartbeat_stale_trial_callback=on_stale)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            if "already exists" not in str(exc) or attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 #: SQLAlchemy driver name -> the PyPI package that provides it, for the install hint

@@ -340,3 +340,24 @@ def test_second_ray_node_killed_mid_run(tmp_path):
     frame = __import__("pandas").read_parquet(run / "trials.parquet")
     evaluated = frame[(frame.state == "COMPLETE") & frame.eval_seconds.notna()]
     assert evaluated.node.str.fullmatch(r"\S+ [0-9a-f]{12}").all()  # "host IP, node id" of each evaluation
+
+
+def test_two_drivers_opening_a_new_database_together_both_open_it(postgres):
+    """Both create Optuna's tables at once; the slower one's CREATE finds them made and it opens again
+    (before: 10 of 10 such pairs failed one driver with a UniqueViolation on alembic_version)."""
+    import pgserver
+    from sqlalchemy.engine import make_url
+
+    from vitsearch.search.storage import open_storage
+
+    url, root = postgres
+    if root is None:
+        pytest.skip("needs superuser SQL on the server (VITSEARCH_TEST_PG_ROOT) to create fresh databases")
+    for i in range(4):
+        db = f"fresh{os.getpid()}x{i}"
+        pgserver.admin_sql(root, f"DROP DATABASE IF EXISTS {db}")
+        pgserver.admin_sql(root, f"CREATE DATABASE {db} OWNER {make_url(url).username}")
+        fresh = make_url(url).set(database=db).render_as_string(hide_password=False)
+        with ThreadPoolExecutor(2) as pool:
+            storages = list(pool.map(lambda _: open_storage(fresh, on_stale=lambda *a: None), range(2)))
+        assert all(s.get_all_studies() == [] for s in storages)
