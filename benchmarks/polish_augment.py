@@ -40,11 +40,9 @@ CONFIGS = {
 def main() -> None:
     import torch
 
+    from qad import distil, session_for, test_entry  # this folder's QAD benchmark: the same rung chain and scoring
     from vitsearch.evaluators.augment import AUGMENTS
-    from vitsearch.evaluators.distill import distilled_chain, polished
-    from vitsearch.evaluators.paired import paired_drop
-    from vitsearch.search.session import load_session
-    from vitsearch.search.study import load_study
+    from vitsearch.evaluators.distill import polished
     from vitsearch.spaces import CompressionConfig
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,15 +62,14 @@ def main() -> None:
             out.write(line + "\n")
             out.flush()
 
-    session = load_session(load_study("default"))
+    session = session_for("eager", None)
     pipe = session.pipeline
     identity = CompressionConfig()
     base, _ = pipe.accuracy(pipe.prepare(identity), identity, session.data.test, "test")
     config = CompressionConfig.from_dict(CONFIGS[args.config])
     settings = pipe.recovery_settings(config)
     t0 = time.time()
-    start = distilled_chain(session.base, pipe.runtime.structure(config), session.data.train, rungs=pipe.ladder,
-                            calibration=session.data.calibration, **settings)
+    start = distil(session, config)
     before, _ = pipe.accuracy(start, config, session.data.test, "test")
     emit({"aug": "before the polish", "val": pipe.score(start, config).top1, "test": before.top1,
           "s": round(time.time() - t0)})
@@ -81,11 +78,10 @@ def main() -> None:
         model, seen = polished(copy.deepcopy(start), session.base, session.data.train, steps=args.steps,
                                rung=len(pipe.ladder), score=lambda m: pipe.score(m, config).top1,
                                every=-(-args.steps // 8), augment=aug, **settings)
-        acc, _ = pipe.accuracy(model, config, session.data.test, "test")
-        d = paired_drop(base.correct_mask(), acc.correct_mask())
-        emit({"aug": aug, "best_step": seen["best_step"], "val": seen["scores"], "test": acc.top1,
-              "drop": d.drop, "low": d.low, "high": d.high, "discordant": [d.ref_only, d.cand_only],
-              "s": round(time.time() - t)})
+        e = test_entry(session, model, config, base)
+        emit({"aug": aug, "best_step": seen["best_step"], "val": seen["scores"], "test": e["test_accuracy"],
+              "drop": e["paired_drop"], "low": e["paired_drop_low"], "high": e["paired_drop_high"],
+              "discordant": e["discordant"], "s": round(time.time() - t)})
     if out is not None:
         out.close()
 

@@ -106,7 +106,7 @@ def block_features(student: nn.Module, teacher: nn.Module) -> Iterator[Callable[
 def recover(base: nn.Module, config, train: Dataset, *, steps: int, device: torch.device | str = "cpu",
             lr: float = 1e-4, batch_size: int = 64, temperature: float = 2.0, alpha: float = 0.5,
             seed: int = 0, calibration=None, fake_quant: FakeQuantScheme | None = None,
-            feature_weight: float = 0.0) -> nn.Module:
+            feature_weight: float = 0.0, augment: str = "none") -> nn.Module:
     """Compress ``base`` with ``config``, distil it for ``steps`` steps, then quantize (eager, ``finalize``).
 
     ``steps == 0`` is plain ``compress``. Returns a new model; ``base`` is untouched.
@@ -115,7 +115,7 @@ def recover(base: nn.Module, config, train: Dataset, *, steps: int, device: torc
 
     student = distilled(base, config, train, steps=steps, device=device, lr=lr, batch_size=batch_size,
                         temperature=temperature, alpha=alpha, seed=seed, calibration=calibration,
-                        fake_quant=fake_quant, feature_weight=feature_weight)
+                        fake_quant=fake_quant, feature_weight=feature_weight, augment=augment)
     model = finalize(student, config, device=str(device))
     info = getattr(model, "vitsearch_info", None)
     if isinstance(info, dict):
@@ -126,19 +126,20 @@ def recover(base: nn.Module, config, train: Dataset, *, steps: int, device: torc
 def distilled(base: nn.Module, config, train: Dataset, *, steps: int, device: torch.device | str = "cpu",
               lr: float = 1e-4, batch_size: int = 64, temperature: float = 2.0, alpha: float = 0.5,
               seed: int = 0, calibration=None, fake_quant: FakeQuantScheme | None = None,
-              feature_weight: float = 0.0) -> nn.Module:
+              feature_weight: float = 0.0, augment: str = "none") -> nn.Module:
     """The float model before quantization: ``prepare`` (structure, masks), then ``steps`` of distillation.
 
     ``fake_quant``: train through the runtime's quantisation of the candidate (the model
-    returned is still the plain float one). Deterministic for a given seed, so an
-    exported variant can be rebuilt exactly.
+    returned is still the plain float one). ``augment``: how each batch is altered for
+    teacher and student alike (:data:`~vitsearch.evaluators.augment.AUGMENTS`).
+    Deterministic for a given seed, so an exported variant can be rebuilt exactly.
     """
     from vitsearch.spaces import prepare
 
     student = prepare(base, config, calibration=calibration, device=str(device))
     if steps > 0:
         _distil(student, base, train, steps, device, lr, batch_size, temperature, alpha, seed,
-                fake_quant=fake_quant, feature_weight=feature_weight)
+                fake_quant=fake_quant, feature_weight=feature_weight, augment=augment)
     return student
 
 
@@ -204,18 +205,19 @@ def segment_seed(seed: int, rung: int) -> int:
 def distil_further(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: int, rung: int,
                    device: torch.device | str = "cpu", lr: float = 1e-4, batch_size: int = 64,
                    temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, progress=None,
-                   fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0) -> nn.Module:
+                   fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0,
+                   augment: str = "none") -> nn.Module:
     """Continue distilling a prepared ``student`` (in place) for ``steps`` more steps: rung ``rung``'s segment.
 
     A rung continues from the weights the candidate had at the previous rung with a fresh
     optimizer and its own seed (:func:`segment_seed`), so the chain of segments is
     deterministic and :func:`distilled_chain` rebuilds it exactly (given the same
-    ``fake_quant`` and ``feature_weight``). ``progress(step, steps)`` is called after
+    ``fake_quant``, ``feature_weight`` and ``augment``). ``progress(step, steps)`` is called after
     every step when given.
     """
     if steps > 0:
         _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, segment_seed(seed, rung),
-                progress, fake_quant=fake_quant, feature_weight=feature_weight)
+                progress, fake_quant=fake_quant, feature_weight=feature_weight, augment=augment)
     return student
 
 
@@ -251,10 +253,11 @@ def polished(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: i
 def distilled_chain(base: nn.Module, config, train: Dataset, *, rungs: tuple[int, ...] | list[int],
                     device: torch.device | str = "cpu", lr: float = 1e-4, batch_size: int = 64,
                     temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, calibration=None,
-                    fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0) -> nn.Module:
+                    fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0,
+                    augment: str = "none") -> nn.Module:
     """The prepared float model after the rungs ``rungs`` (cumulative step counts), as the search built it."""
     kw = dict(device=device, lr=lr, batch_size=batch_size, temperature=temperature, alpha=alpha, seed=seed,
-              fake_quant=fake_quant, feature_weight=feature_weight)
+              fake_quant=fake_quant, feature_weight=feature_weight, augment=augment)
     student = distilled(base, config, train, steps=rungs[0], calibration=calibration, **kw)
     for k in range(1, len(rungs)):
         distil_further(student, base, train, steps=rungs[k] - rungs[k - 1], rung=k, **kw)

@@ -150,7 +150,7 @@ class Session:
         rc = self.spec.recovery
         return dict(device=self.device, lr=rc.lr, batch_size=rc.batch_size, temperature=rc.temperature,
                     alpha=rc.alpha, seed=rc.seed, feature_weight=rc.feature_weight,
-                    quantisation_aware=rc.quantisation_aware)
+                    quantisation_aware=rc.quantisation_aware, augment=rc.augment)
 
     def profile_programs(self):
         """What a profile of this study times: the programs of ``latency.runtime`` (with its fingerprint)."""

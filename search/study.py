@@ -153,6 +153,10 @@ class RecoverySection(_Strict):
     quantisation of the study's runtime (fake quantisation, straight-through gradients);
     ``false``: the float model is distilled and quantised after (post-training).
     ``feature_weight``: weight of the block-feature loss beside the logits' (0 = logits only).
+    ``augment``: how each distillation batch is altered for teacher and student alike
+    (``none``, ``shift``, ``mixup``, ``shift+mixup``; ``vitsearch pick``'s polish has its own
+    ``--polish-augment``). ``none`` when a study file does not say, so a run made before the
+    setting existed rebuilds as it was made.
     ``finish_front``: with rungs, the end of the search promotes the front's candidates left
     below the top rung, one rung at a time (in the last part of a time budget, no new
     candidate then); ``false``: plain successive halving, a late front point keeps its rung.
@@ -169,6 +173,7 @@ class RecoverySection(_Strict):
     seed: Seed = 0
     quantisation_aware: Bool = False  # off: no gain measured on the default study (benchmarks/results/qad.json)
     feature_weight: Float = Field(default=0.0, ge=0)
+    augment: Literal["none", "shift", "mixup", "shift+mixup"] = "none"  # evaluators.augment.AUGMENTS (test_study)
     finish_front: Bool = True
 
     @model_validator(mode="after")

@@ -58,8 +58,8 @@ def _issuers(attrs: dict, me: str) -> dict[tuple[int, int], str]:
     out = {}
     for key, value in attrs.items():
         kind, _, rest = key.partition(":")
-        if kind == STUDY_PROMOTED and rest.count(":") == 1 and isinstance(value, dict):
-            owner = value.get("driver")
+        if kind == STUDY_PROMOTED and rest.count(":") == 1:
+            owner = _owner(value)
             if owner and owner != me:
                 out[tuple(int(x) for x in rest.split(":"))] = owner
     return out
@@ -257,7 +257,8 @@ class Promotions:
                 attrs = self.study.user_attrs  # read under the mutex: no driver writes between this and ours
                 if self._read_outcome(attrs, promotion):
                     return False
-                mark, owner = attrs.get(key), _owner(attrs.get(key))
+                mark = attrs.get(key)
+                owner = _owner(mark)
                 if mark is None or (lost and owner in (self._gone.get(promotion, ""), self.me)):
                     self.study.set_user_attr(key, {"at": time.time(), "driver": self.me})
                     self._gone.pop(promotion, None)

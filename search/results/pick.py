@@ -294,8 +294,8 @@ def _polish(view, session, config, prepared, acc, number: int, polish_steps: int
     every = -(-steps // POLISH_CHECKPOINTS)
     polished, seen = distil_polished(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
                                      rung=len(rc.ladder), score=lambda m: pipe.score(m, config).top1, every=every,
-                                     progress=StepProgress(f"pick: polishing trial {number}"), augment=augment,
-                                     **pipe.recovery_settings(config))
+                                     progress=StepProgress(f"pick: polishing trial {number}"),
+                                     **{**pipe.recovery_settings(config), "augment": augment})
     batches = "batches as drawn" if augment == "none" else f"batches altered by {augment}"
     polish.update(schedule=f"cosine to 0, {batches}, the best val of checkpoints every {every} steps", augment=augment,
                   best_step=seen["best_step"], val_at_checkpoints={str(k): v for k, v in seen["scores"].items()})

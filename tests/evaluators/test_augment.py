@@ -102,3 +102,27 @@ def test_the_polish_feeds_teacher_and_student_the_same_altered_batch(builtin_mod
     assert all(torch.equal(a, b) for a, b in zip(plain_teacher, plain_student))
     gen = torch.Generator().manual_seed(segment_seed(0, 1) + AUGMENT_SEED_OFFSET)
     assert all(torch.equal(shifted(a, gen), b) for a, b in zip(plain_teacher, shift_teacher))  # the same draws
+
+
+def test_a_study_that_augments_distils_every_rung_so_and_picks_rebuild_replays_it(tmp_path):
+    """recovery.augment reaches the first rung and each promotion, and the chain pick replays equals the saved rung."""
+    from tinystudy import tiny_study_dict
+
+    from vitsearch.evaluators.distill import distilled_chain, load_prepared
+    from vitsearch.search.session import load_session
+    from vitsearch.search.study import parse_study
+    from vitsearch.spaces import CompressionConfig
+
+    doc = tiny_study_dict(data=None, latency={"max_runs": 5, "max_seconds": 0.1},
+                          recovery={"rungs": [2, 4], "reduction": 2, "batch_size": 16, "augment": "shift"})
+    session = load_session(parse_study(doc))
+    config = CompressionConfig.from_dict({"depth": {"keep": 6}})
+    assert session.pipeline.recovery_settings(config)["augment"] == "shift"
+    first, _ = session.pipeline.evaluate(config, save_to=str(tmp_path / "r0.pt"))
+    session.pipeline.promote(config, first, 1, str(tmp_path / "r0.pt"), str(tmp_path / "r1.pt"))
+    saved = load_prepared(session.base, config, tmp_path / "r1.pt", session.data.calibration)
+    kw = dict(rungs=(2, 4), batch_size=16, calibration=session.data.calibration)
+    shift = distilled_chain(session.base, config, session.data.train, augment="shift", **kw)
+    plain = distilled_chain(session.base, config, session.data.train, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), shift.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), plain.state_dict().values()))

@@ -50,6 +50,7 @@ def test_defaults_fill_an_empty_study():
     ({"recovery": {"rungs": [10, 60], "enabled": False}}, r"given with recovery disabled \(recovery.enabled: false\)"),
     ({"recovery": {"rungs": [10, 60], "steps": 40}}, "given with steps: 40; give either steps or rungs"),
     ({"recovery": {"rungs": [10, 60], "reduction": 1}}, "recovery.reduction 1.0 must be > 1"),
+    ({"recovery": {"augment": "rotate"}}, "field 'recovery.augment'.*'rotate'"),
 ])
 def test_bad_study_documents_give_one_line(doc, match):
     with pytest.raises(ConfigError, match=match) as err:
@@ -104,3 +105,14 @@ def test_a_key_written_twice_is_refused(tmp_path):
     path.write_text("name: a\ndata: {seed: 1}\nsearch: {seed: 2}\nrecovery:\n  <<: {steps: 3, lr: 0.1}\n  lr: 0.2\n")
     spec = load_study(path)
     assert (spec.data.seed, spec.search.seed, spec.recovery.steps, spec.recovery.lr) == (1, 2, 3, 0.2)
+
+
+def test_recovery_augment_takes_what_distillation_does_and_is_off_when_unsaid():
+    from typing import get_args
+
+    from vitsearch.evaluators.augment import AUGMENTS
+    from vitsearch.search.study import RecoverySection
+
+    assert get_args(RecoverySection.model_fields["augment"].annotation) == AUGMENTS
+    assert parse_study({}).recovery.augment == "none"  # a run made before the setting rebuilds as it was made
+    assert parse_study({"recovery": {"augment": "shift"}}).recovery.augment == "shift"

@@ -1,0 +1,132 @@
+"""The search's distillation with and without augmented batches, on candidates drawn from the default study's space.
+
+    .venv/bin/python benchmarks/rung_augment.py [--n 16] [--augments none shift] [--jobs 2] [--threads 1]
+                                                [--seed 24] [--rungs 10 50 150] [--out benchmarks/results/rung_augment.json]
+
+``--n`` configs spread over the default study's space (scrambled Sobol points, as a device
+profile draws them; no presets) are each distilled along the study's whole ladder of rungs
+(10 / 50 / 150 steps: what a top-rung candidate gets) once per ``--augments`` entry
+(``recovery.augment``: each batch altered the same way for teacher and student), from the
+same start with the same seeds, and scored as the study deploys them on val (what the
+search selects on) and on the 500 test images, each paired with the uncompressed model and
+with the first arm (``none``) on the same images. Configs run side by side, one process
+per job. Accuracy only: the machine's load changes the wall time, no figure.
+
+The summary per arm: mean val and test difference to the first arm over the configs with a
+95 % t-interval across configs, how many configs gained / lost, and the images gained and
+lost in all (test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def configs_of(session, n: int, seed: int) -> list:
+    """``n`` distinct configs of the session's space (Sobol points; no presets)."""
+    from vitsearch.evaluators.latency.profile.sampling import sample_configs
+    from vitsearch.spaces import SearchSpace
+
+    return sample_configs(SearchSpace.from_spec(session.spec.space, session.base), n, seed=seed, presets=False)
+
+
+def one_job(job: int, args) -> list[dict]:
+    """Rows of configs ``job``, ``job + jobs``, ...: each arm's val and test, paired."""
+    import torch
+
+    from qad import distil, session_for  # this folder's QAD benchmark: the same rung chain
+    from vitsearch.evaluators.paired import paired_drop
+    from vitsearch.spaces import CompressionConfig
+
+    torch.set_num_threads(args.threads)
+    session = session_for("eager", args.rungs)
+    pipe = session.pipeline
+    identity = CompressionConfig()
+    base, _ = pipe.accuracy(pipe.prepare(identity), identity, session.data.test, "test")
+    rows = []
+    for i, config in enumerate(configs_of(session, args.n, args.seed)):
+        if i % args.jobs != job:
+            continue
+        row: dict = {"index": i, "config": config.to_dict(), "arms": {}}
+        first_mask = None
+        for aug in args.augments:
+            t0 = time.perf_counter()
+            model = distil(session, config, augment=aug)
+            val = pipe.score(model, config).top1
+            acc, _ = pipe.accuracy(model, config, session.data.test, "test")
+            mask = acc.correct_mask()
+            first_mask = mask if first_mask is None else first_mask
+            drop, vs_first = paired_drop(base.correct_mask(), mask), paired_drop(first_mask, mask)
+            row["arms"][aug] = {"val_accuracy": val, "test_accuracy": acc.top1, "paired_drop": drop.drop,
+                                "paired_drop_low": drop.low, "paired_drop_high": drop.high, "vs_first": {
+                "gain": -vs_first.drop, "low": -vs_first.high, "high": -vs_first.low,
+                "images_lost_gained": [vs_first.ref_only, vs_first.cand_only]},
+                "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"config {i:>2}: " + "  ".join(f"{a} val {r['val_accuracy']:.3f} test {r['test_accuracy']:.3f}"
+                                            for a, r in row["arms"].items()), flush=True)
+        rows.append(row)
+    return rows
+
+
+def summary(rows: list[dict], augments: list[str]) -> dict:
+    """Per arm after the first: mean val / test difference to the first arm over configs, a 95 % t-interval."""
+    from scipy import stats
+
+    out = {}
+    first = augments[0]
+    for aug in augments[1:]:
+        arm = {}
+        for split, key in (("val", "val_accuracy"), ("test", "test_accuracy")):
+            d = [r["arms"][aug][key] - r["arms"][first][key] for r in rows]
+            n = len(d)
+            mean = sum(d) / n
+            sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else float("nan")
+            half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+            arm[split] = {"mean_points": round(100 * mean, 3), "low": round(100 * (mean - half), 3),
+                          "high": round(100 * (mean + half), 3), "configs_gained": sum(x > 0 for x in d),
+                          "configs_lost": sum(x < 0 for x in d), "configs": n}
+        lost, gained = (sum(r["arms"][aug]["vs_first"]["images_lost_gained"][k] for r in rows) for k in (0, 1))
+        arm["test"]["images_lost_gained"] = [lost, gained]
+        out[f"{aug} vs {first}"] = arm
+    return out
+
+
+def main() -> None:
+    from allocation import cpu
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--augments", nargs="+", default=["none", "shift"])
+    ap.add_argument("--seed", type=int, default=24, help="the Sobol points' scramble")
+    ap.add_argument("--jobs", type=int, default=2, help="processes side by side")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--rungs", type=int, nargs="+", help="step counts in place of the study's rungs (a quick look)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/rung_augment.json"))
+    args = ap.parse_args()
+    from vitsearch.evaluators.augment import AUGMENTS
+
+    if any(a not in AUGMENTS for a in args.augments):
+        ap.error(f"--augments: each one of {', '.join(AUGMENTS)}")
+    start = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        rows = sorted((r for part in pool.map(one_job, range(args.jobs), [args] * args.jobs) for r in part),
+                      key=lambda r: r["index"])
+    result = {"command": " ".join([".venv/bin/python benchmarks/rung_augment.py", *sys.argv[1:]]),
+              "study": "default (eager)", "machine": cpu(),
+              "accuracies": "fractions of 500 images; summary in points (1 point = 5 images)",
+              "summary": summary(rows, args.augments), "rows": rows,
+              "wall_s": round(time.perf_counter() - start, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
