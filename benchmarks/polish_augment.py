@@ -77,7 +77,7 @@ def main() -> None:
         t = time.time()
         model, seen = polished(copy.deepcopy(start), session.base, session.data.train, steps=args.steps,
                                rung=len(pipe.ladder), score=lambda m: pipe.score(m, config).top1,
-                               every=-(-args.steps // 8), augment=aug, **settings)
+                               every=-(-args.steps // 8), **{**settings, "augment": aug})
         e = test_entry(session, model, config, base)
         emit({"aug": aug, "best_step": seen["best_step"], "val": seen["scores"], "test": e["test_accuracy"],
               "drop": e["paired_drop"], "low": e["paired_drop_low"], "high": e["paired_drop_high"],

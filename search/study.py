@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
                       model_validator)
@@ -29,6 +29,17 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    #: settings added after runs were made -> the value a dump leaves them out at, so that a study which
+    #: leaves them there dumps as before they existed (run dirs and shared studies compare dumps)
+    UNWRITTEN: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _unwritten_left_out(self, handler):
+        data = handler(self)
+        for name, value in self.UNWRITTEN.items():
+            if getattr(self, name) == value:
+                data.pop(name, None)
+        return data
 
 
 class ModelSection(_Strict):
@@ -46,13 +57,7 @@ class ModelSection(_Strict):
     num_classes: Int | None = Field(default=None, gt=0)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
 
-    @model_serializer(mode="wrap")
-    def _auto_precision_unwritten(self, handler):
-        # a study that leaves it at auto dumps as before it existed (run dirs and shared studies compare dumps)
-        data = handler(self)
-        if self.precision == "auto":
-            data.pop("precision", None)
-        return data
+    UNWRITTEN = {"precision": "auto"}
 
     @field_validator("name")
     @classmethod
@@ -176,6 +181,8 @@ class RecoverySection(_Strict):
     augment: Literal["none", "shift", "mixup", "shift+mixup"] = "none"  # evaluators.augment.AUGMENTS (test_study)
     finish_front: Bool = True
 
+    UNWRITTEN = {"augment": "none"}
+
     @model_validator(mode="after")
     def _rungs(self) -> "RecoverySection":
         if not self.reduction > 1:
@@ -224,13 +231,7 @@ class SearchSection(_Strict):
     #: slower than the uncompressed model (search/engine/gain.py); latency-only studies without a predictor
     screen: Bool = True
 
-    @model_serializer(mode="wrap")
-    def _screen_unwritten(self, handler):
-        # a study that leaves it on dumps as before it existed (run dirs and shared studies compare dumps)
-        data = handler(self)
-        if self.screen:
-            data.pop("screen", None)
-        return data
+    UNWRITTEN = {"screen": True}
 
 
 class StudySpec(_Strict):

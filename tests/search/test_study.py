@@ -115,4 +115,6 @@ def test_recovery_augment_takes_what_distillation_does_and_is_off_when_unsaid():
 
     assert get_args(RecoverySection.model_fields["augment"].annotation) == AUGMENTS
     assert parse_study({}).recovery.augment == "none"  # a run made before the setting rebuilds as it was made
-    assert parse_study({"recovery": {"augment": "shift"}}).recovery.augment == "shift"
+    assert "augment" not in parse_study({}).recovery.model_dump()  # and compares equal to its stored study
+    shift = parse_study({"recovery": {"augment": "shift"}})
+    assert shift.recovery.augment == "shift" and shift.recovery.model_dump()["augment"] == "shift"
