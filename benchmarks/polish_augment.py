@@ -1,7 +1,7 @@
 """pick's polish with and without augmentation of its batches, on front variants of the default study (accuracy only).
 
     .venv/bin/python benchmarks/polish_augment.py CONFIG [--steps 2000] [--augments none shift mixup shift+mixup]
-        [--threads 1] [--out FILE.jsonl]
+        [--threads 1] [--out FILE.jsonl] [--test-at-checkpoints]
 
 CONFIG names one of :data:`CONFIGS` (variants `pick` exported from the default study and its
 ONNX Runtime twin, in float). The variant is distilled along the study's ladder of rungs
@@ -11,7 +11,9 @@ decayed along a cosine to 0, the best of 8 val checkpoints kept) once per augmen
 each from the same distilled weights with the same seeds. Each polished model is scored
 on the 500 test images and paired with the uncompressed model on the same images. One
 JSON line per arm (and one for the distilled weights before any polish) goes to stdout
-and, with ``--out``, to that file. The machine's load changes the wall time only.
+and, with ``--out``, to that file. ``--test-at-checkpoints`` adds ``test_at_checkpoints``:
+per val checkpoint, test top-1 and the images lost and gained against the uncompressed
+model (read, never used to select). The machine's load changes the wall time only.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def main() -> None:
     ap.add_argument("--augments", nargs="+", default=list(AUGMENTS), choices=AUGMENTS)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="append the JSON lines to this file too")
+    ap.add_argument("--test-at-checkpoints", action="store_true",
+                    help="also record test top-1 and images lost / gained at each val checkpoint (read, never used)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = open(args.out, "a") if args.out else None
@@ -75,13 +79,24 @@ def main() -> None:
           "s": round(time.time() - t0)})
     for aug in args.augments:
         t = time.time()
+        tests: list = []
+
+        def score(m):  # val selects; test at each checkpoint only read (--test-at-checkpoints), never selects
+            if args.test_at_checkpoints:
+                tests.append(test_entry(session, m, config, base))
+            return pipe.score(m, config).top1
+
         model, seen = polished(copy.deepcopy(start), session.base, session.data.train, steps=args.steps,
-                               rung=len(pipe.ladder), score=lambda m: pipe.score(m, config).top1,
-                               every=-(-args.steps // 8), **{**settings, "augment": aug})
+                               rung=len(pipe.ladder), score=score, every=-(-args.steps // 8),
+                               **{**settings, "augment": aug})
         e = test_entry(session, model, config, base)
-        emit({"aug": aug, "best_step": seen["best_step"], "val": seen["scores"], "test": e["test_accuracy"],
-              "drop": e["paired_drop"], "low": e["paired_drop_low"], "high": e["paired_drop_high"],
-              "discordant": e["discordant"], "s": round(time.time() - t)})
+        row = {"aug": aug, "best_step": seen["best_step"], "val": seen["scores"], "test": e["test_accuracy"],
+               "drop": e["paired_drop"], "low": e["paired_drop_low"], "high": e["paired_drop_high"],
+               "discordant": e["discordant"], "s": round(time.time() - t)}
+        if tests:
+            row["test_at_checkpoints"] = {str(step): [x["test_accuracy"], *x["discordant"]]
+                                          for step, x in zip(seen["scores"], tests)}
+        emit(row)
     if out is not None:
         out.close()
 

@@ -29,8 +29,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    #: settings added after runs were made -> the value a dump leaves them out at, so that a study which
-    #: leaves them there dumps as before they existed (run dirs and shared studies compare dumps)
+    #: settings added after runs were made -> the value that reproduces those runs, at which a dump leaves them
+    #: out, so that such a study dumps as before they existed (run dirs and shared studies compare dumps)
     UNWRITTEN: ClassVar[dict[str, Any]] = {}
 
     @model_serializer(mode="wrap")
@@ -332,13 +332,23 @@ def load_study(path: str | Path) -> StudySpec:
 
 
 def resolve_study_paths(spec: StudySpec, base: Path) -> StudySpec:
-    """The study with every relative path it writes anchored at ``base`` (the study file's folder)."""
+    """The study with every relative path it writes anchored at ``base`` (the study file's folder).
+
+    The space is kept as parsed: which precision choices the file gave and which it left
+    to the base precision is the space's own record (``model_fields_set``), and a dump
+    validated again would say the file gave them all.
+    """
     data = resolve_written_paths(spec.model_dump(mode="python"), "output_dir" in spec.model_fields_set, base)
-    return type(spec).model_validate(data)
+    return type(spec).model_validate(data).model_copy(update={"space": spec.space})
 
 
 def study_to_yaml(spec: StudySpec) -> str:
-    """The resolved study (every default filled in), as YAML."""
+    """The resolved study as YAML: every default filled in, but the precision choices the study left to its base
+    precision (they follow ``model.precision`` and the runtime, so a run read back resolves them as it was made)."""
     import yaml
 
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    doc = spec.model_dump(mode="json")
+    precision = spec.space.precision
+    for part in set(type(precision).model_fields) - precision.model_fields_set:
+        doc["space"]["precision"].pop(part, None)
+    return yaml.safe_dump(doc, sort_keys=False)

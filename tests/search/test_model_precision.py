@@ -91,3 +91,34 @@ def test_a_profile_dir_of_another_base_precision_is_refused(tmp_path):
     ProfileContext.of(load_session(parse_study(tiny_study_dict())), tmp_path / "p")  # writes meta.json (fp32)
     with pytest.raises(ConfigError, match=r"was measured for base_precision 'fp32', this study has 'bf16'"):
         ProfileContext.of(load_session(parse_study(BF16)), tmp_path / "p")
+
+
+def test_a_bf16_study_read_from_its_file_and_from_its_run_dir_chooses_bf16_not_fp32(tmp_path):
+    """The precision choices a study leaves at their default follow its base precision, whether the study is parsed,
+    read from a file (its paths resolved) or read back from a run dir's study.yaml (a resumed run, report, pick)."""
+    import yaml
+
+    from vitsearch.search.preflight import runtime_search_space
+    from vitsearch.search.session import load_session
+    from vitsearch.search.study import load_study
+
+    path = tmp_path / "bf16.yaml"
+    path.write_text(yaml.safe_dump(BF16))
+    from_file = load_study(path)
+    run_dir_file = tmp_path / "run-study.yaml"
+    run_dir_file.write_text(study_to_yaml(from_file))
+    session = load_session(parse_study(BF16))
+    for spec in (parse_study(BF16), from_file, load_study(run_dir_file)):
+        space, notes = runtime_search_space(spec, session.base, "cpu", session.data.calibration)
+        choices = {name: tuple(d.choices) for name, d in space.distributions().items() if name.startswith("precision")}
+        assert choices and all(set(c) == {"bf16", "int8"} for c in choices.values()), choices
+    assert (load_study(run_dir_file).model_dump(exclude={"output_dir"})
+            == from_file.model_dump(exclude={"output_dir"}))  # what a resume compares
+    from vitsearch.evaluators.runtimes.support import runtime_space
+
+    _, notes = runtime_space(load_study(run_dir_file).space, "onnxruntime", "cuda")  # table logic only: no GPU
+    assert "'int8' left out" in notes[0]  # a default the runtime cannot run is left out with a note, not refused
+    given = tmp_path / "given.yaml"  # choices the file gives stay given, through the run dir too
+    given.write_text(yaml.safe_dump({**BF16, "space": {**BF16.get("space", {}), "precision": {"attn": ["fp32"]}}}))
+    (tmp_path / "given-run.yaml").write_text(study_to_yaml(load_study(given)))
+    assert load_study(tmp_path / "given-run.yaml").space.precision.model_fields_set == {"attn"}
