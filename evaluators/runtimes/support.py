@@ -141,7 +141,8 @@ def runtime_space(space: Any, runtime: str, device: Any) -> tuple[Any, list[str]
         updates[part] = kept
     if not notes:
         return space, []
-    return space.model_copy(update={"precision": space.precision.model_copy(update=updates)}), notes
+    given_only = type(space.precision).model_construct(_fields_set=set(given), **updates)  # defaults stay defaults
+    return space.model_copy(update={"precision": given_only}), notes
 
 
 def runtime_search_space(space: Any, base: Any, runtime: str, device: Any, calibration: Any = None,

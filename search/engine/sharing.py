@@ -114,11 +114,21 @@ _PER_DRIVER = {"output_dir": None, "search": ("workers", "cpus", "ray_address", 
 
 
 def study_fingerprint(spec) -> dict:
-    """The study file as every driver of one study must share it (per-driver resources left out)."""
+    """The study file as every driver of one study must share it (per-driver resources left out), with the
+    precision choices it leaves at their default as this driver searches them: in its base precision, which
+    ``model.precision: auto`` resolves per device (drivers with different ones would search different spaces)."""
+    from vitsearch.evaluators.latency.fingerprint import resolve_device
+    from vitsearch.search.preflight import study_base_precision
+    from vitsearch.spaces.knobs.precision import with_base
+
     doc = spec.model_dump(mode="json")
     doc.pop("output_dir", None)
     for key in _PER_DRIVER["search"]:
         doc["search"].pop(key, None)
+    precision = spec.space.precision
+    searched = with_base(precision, study_base_precision(spec, resolve_device(spec.device)))
+    left = set(type(precision).model_fields) - precision.model_fields_set
+    doc["space"]["precision"].update({p: getattr(searched, p) for p in sorted(left)})
     return doc
 
 

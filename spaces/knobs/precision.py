@@ -113,6 +113,16 @@ class PrecisionSpace(BaseModel):
         return list(dict.fromkeys(v))
 
 
+def with_base(spec: PrecisionSpace, base: str) -> PrecisionSpace:
+    """``spec`` with ``base`` in place of fp32 in the parts it leaves at their default (the defaults name fp32 for
+    the base precision); the parts it gives, as given. Which parts were given stays recorded."""
+    if base == "fp32":
+        return spec
+    updates = {p: list(dict.fromkeys(base if v == "fp32" else v for v in getattr(spec, p)))
+               for p in PARTS if p not in spec.model_fields_set}
+    return type(spec).model_construct(_fields_set=set(spec.model_fields_set), **{**dict(spec), **updates})
+
+
 class PrecisionChoices(PartsSpace):
     """Parameters ``precision.attn`` and ``precision.mlp``: the base in the least compressing preset, int8 alone.
 
@@ -129,11 +139,7 @@ class PrecisionChoices(PartsSpace):
 
     def __init__(self, spec: PrecisionSpace, dims: VitDims, target: Target, earlier: dict) -> None:
         self.base = target.base_precision
-        if self.base != "fp32":  # the defaults name fp32 for the base: here it is another precision
-            spec = spec.model_copy(update={p: list(dict.fromkeys(self.base if v == "fp32" else v
-                                                                  for v in getattr(spec, p)))
-                                           for p in PARTS if p not in spec.model_fields_set})
-        super().__init__(spec, dims, target, earlier)
+        super().__init__(with_base(spec, self.base), dims, target, earlier)
         self.allowed = target.precisions or supported_precisions(target.device)
 
     def decode(self, params: dict[str, Any], earlier: dict[str, Any]) -> dict:

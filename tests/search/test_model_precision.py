@@ -116,8 +116,20 @@ def test_a_bf16_study_read_from_its_file_and_from_its_run_dir_chooses_bf16_not_f
             == from_file.model_dump(exclude={"output_dir"}))  # what a resume compares
     from vitsearch.evaluators.runtimes.support import runtime_space
 
-    _, notes = runtime_space(load_study(run_dir_file).space, "onnxruntime", "cuda")  # table logic only: no GPU
+    from vitsearch.evaluators.runtimes.support import runtime_search_space
+    from vitsearch.search.engine.sharing import study_fingerprint
+
+    trimmed, notes = runtime_space(load_study(run_dir_file).space, "tensorrt", "cuda")  # table logic only: no GPU
     assert "'int8' left out" in notes[0]  # a default the runtime cannot run is left out with a note, not refused
+    assert trimmed.precision.model_fields_set == set()  # and what is left is still the default: the base
+    space, _ = runtime_search_space(load_study(run_dir_file).space, session.base, "tensorrt", "cuda",
+                                    base_precision="bf16")
+    assert {v for config in space.presets() for _, v in config.precision.named_values()} == {"bf16"}  # never fp32
+    # drivers of one shared study compare the choices they search: a run dir of before (fp32 written) differs
+    explicit = parse_study({**BF16, "space": {"precision": {"attn": ["fp32", "int8"], "mlp": ["fp32", "int8"]}}})
+    assert study_fingerprint(from_file)["space"]["precision"] == {"attn": ["bf16", "int8"], "mlp": ["bf16", "int8"]}
+    assert study_fingerprint(explicit) != study_fingerprint(from_file)
+    assert study_fingerprint(parse_study({}))["space"]["precision"]["attn"] == ["fp32", "int8"]  # fp32: as before
     given = tmp_path / "given.yaml"  # choices the file gives stay given, through the run dir too
     given.write_text(yaml.safe_dump({**BF16, "space": {**BF16.get("space", {}), "precision": {"attn": ["fp32"]}}}))
     (tmp_path / "given-run.yaml").write_text(study_to_yaml(load_study(given)))
