@@ -141,7 +141,8 @@ def runtime_space(space: Any, runtime: str, device: Any) -> tuple[Any, list[str]
         updates[part] = kept
     if not notes:
         return space, []
-    given_only = type(space.precision).model_construct(_fields_set=set(given), **updates)  # defaults stay defaults
+    given_only = type(space.precision).model_construct(  # the parts left at their default stay so
+        _fields_set=set(given), **{**dict(space.precision), **updates})
     return space.model_copy(update={"precision": given_only}), notes
 
 

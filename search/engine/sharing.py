@@ -117,23 +117,41 @@ def study_fingerprint(spec) -> dict:
     """The study file as every driver of one study must share it (per-driver resources left out), with the
     precision choices it leaves at their default as this driver searches them: in its base precision, which
     ``model.precision: auto`` resolves per device (drivers with different ones would search different spaces)."""
-    from vitsearch.evaluators.latency.fingerprint import resolve_device
-    from vitsearch.search.preflight import study_base_precision
-    from vitsearch.spaces.knobs.precision import with_base
-
     doc = spec.model_dump(mode="json")
     doc.pop("output_dir", None)
     for key in _PER_DRIVER["search"]:
         doc["search"].pop(key, None)
     precision = spec.space.precision
-    searched = with_base(precision, study_base_precision(spec, resolve_device(spec.device)))
-    left = set(type(precision).model_fields) - precision.model_fields_set
-    doc["space"]["precision"].update({p: getattr(searched, p) for p in sorted(left)})
+    left = sorted(set(type(precision).model_fields) - precision.model_fields_set)
+    base = searched_base(spec) if left else "fp32"
+    if base != "fp32":
+        from vitsearch.spaces.knobs.precision import with_base
+
+        searched = with_base(precision, base)
+        doc["space"]["precision"].update({p: getattr(searched, p) for p in left})
     return doc
 
 
+def searched_base(spec) -> str:
+    """The base precision this driver's study resolves to; torch is imported (and the device probed) only for
+    a base that is not plainly fp32."""
+    device = spec.device
+    if spec.model.precision == "fp32" or (spec.model.precision == "auto" and device not in ("auto", "cuda")
+                                          and not device.startswith("cuda:")):
+        return "fp32"
+    from vitsearch.search.preflight import study_base_precision
+
+    if device == "auto":
+        from vitsearch.evaluators.latency.fingerprint import resolve_device
+
+        device = str(resolve_device(device))
+    return study_base_precision(spec, device)
+
+
 def check_same_study(storage, spec) -> None:
-    """ConfigError when ``storage`` holds study ``spec.name`` started from a different study file."""
+    """ConfigError when ``storage`` holds study ``spec.name`` started from a different study file, or from the
+    same one with other default precision choices (another base precision: ``model.precision: auto`` on
+    another kind of device, or an older vitsearch that searched fp32 there)."""
     from vitsearch.search.results.rundir import first_difference
     from vitsearch.spaces.errors import ConfigError
 
@@ -141,10 +159,26 @@ def check_same_study(storage, spec) -> None:
         stored = storage.get_study_user_attrs(storage.get_study_id_from_name(spec.name)).get(STUDY_ATTR)
     except KeyError:
         return  # a new study
-    if stored is not None and stored != study_fingerprint(spec):
-        raise ConfigError(f"study {spec.name!r}: the storage holds this study run with a different study file "
-                          f"(first difference at {first_difference(stored, study_fingerprint(spec))}); give every "
-                          "driver of one study the same file, or rename the study (name:)")
+    mine = study_fingerprint(spec)
+    if stored is None or stored == mine:
+        return
+    precision = spec.space.precision
+    if _without_precision(stored) == _without_precision(mine) and precision.model_fields_set != {
+            *type(precision).model_fields}:
+        diff = first_difference(stored["space"]["precision"], mine["space"]["precision"], "space.precision")
+        raise ConfigError(f"study {spec.name!r}: the storage holds this study run with other precision choices "
+                          f"(first difference at {diff}): this driver searches the default ones in its base precision "
+                          f"{searched_base(spec)} (model.precision {spec.model.precision} on device {spec.device}); "
+                          "run every driver of one study on one kind of device, or write space.precision")
+    raise ConfigError(f"study {spec.name!r}: the storage holds this study run with a different study file "
+                      f"(first difference at {first_difference(stored, mine)}); give every driver of one study the "
+                      "same file, or rename "
+                      "the study (name:)")
+
+
+def _without_precision(doc: dict) -> dict:
+    """A study fingerprint without its precision choices."""
+    return {**doc, "space": {k: v for k, v in doc.get("space", {}).items() if k != "precision"}}
 
 
 def record_study(study: optuna.Study, spec) -> None:

@@ -134,3 +134,24 @@ def test_a_bf16_study_read_from_its_file_and_from_its_run_dir_chooses_bf16_not_f
     given.write_text(yaml.safe_dump({**BF16, "space": {**BF16.get("space", {}), "precision": {"attn": ["fp32"]}}}))
     (tmp_path / "given-run.yaml").write_text(study_to_yaml(load_study(given)))
     assert load_study(tmp_path / "given-run.yaml").space.precision.model_fields_set == {"attn"}
+
+
+def test_a_driver_searching_other_default_precisions_than_its_shared_study_is_told_why():
+    import optuna
+
+    from vitsearch.search.engine.sharing import STUDY_ATTR, check_same_study, study_fingerprint
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="default")
+    bf16 = parse_study({"model": {"precision": "bf16"}})
+    older = study_fingerprint(bf16)  # what a version before this one stored for the same file: fp32 defaults
+    older["space"]["precision"] = {"attn": ["fp32", "int8"], "mlp": ["fp32", "int8"]}
+    study.set_user_attr(STUDY_ATTR, older)
+    with pytest.raises(ConfigError, match=r"other precision choices \(first difference at space.precision.attn: "
+                                          r"\['fp32', 'int8'\] vs \['bf16', 'int8'\]\): this driver searches the "
+                                          r"default ones in its base precision bf16 \(model.precision bf16"):
+        check_same_study(storage, bf16)
+    written = parse_study({"model": {"precision": "bf16"}, "space": {"precision": older["space"]["precision"]}})
+    check_same_study(storage, written)  # choices written out are searched as written: the same study
+    with pytest.raises(ConfigError, match="different study file"):
+        check_same_study(storage, parse_study({"model": {"precision": "bf16"}, "recovery": {"seed": 3}}))
