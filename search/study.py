@@ -255,7 +255,7 @@ class StudySpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v) or ".." in v:
+        if not _NAME.fullmatch(v) or ".." in v:  # match would take a trailing newline
             raise ValueError("must be 1-100 characters of letters, digits, '.', '_' or '-', starting with a letter "
                              "or digit, without '..' (it names the run folder)")
         return v
@@ -274,7 +274,7 @@ class StudySpec(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not _DEVICE.match(v):
+        if not _DEVICE.fullmatch(v):  # match would take a trailing newline
             raise ValueError("must be cpu, cuda, cuda:N or auto")
         return v
 

@@ -136,8 +136,8 @@ def searched_base(spec) -> str:
     """The base precision this driver's study resolves to; torch is imported (and the device probed) only for
     a base that is not plainly fp32."""
     device = spec.device
-    if spec.model.precision == "fp32" or (spec.model.precision == "auto" and device not in ("auto", "cuda")
-                                          and not device.startswith("cuda:")):
+    if spec.model.precision == "fp32" or (spec.model.precision == "auto" and device != "auto"
+                                          and not device.startswith("cuda")):  # as study_base_precision tells
         return "fp32"
     from vitsearch.search.preflight import study_base_precision
 
@@ -163,17 +163,19 @@ def check_same_study(storage, spec) -> None:
     if stored is None or stored == mine:
         return
     precision = spec.space.precision
-    if _without_precision(stored) == _without_precision(mine) and precision.model_fields_set != {
-            *type(precision).model_fields}:
-        diff = first_difference(stored["space"]["precision"], mine["space"]["precision"], "space.precision")
+    left = set(type(precision).model_fields) - precision.model_fields_set
+    theirs, ours = stored.get("space", {}).get("precision", {}), mine["space"]["precision"]
+    differing = {p for p in type(precision).model_fields if theirs.get(p) != ours.get(p)}
+    if _without_precision(stored) == _without_precision(mine) and differing and differing <= left:
+        part = sorted(differing)[0]
         raise ConfigError(f"study {spec.name!r}: the storage holds this study run with other precision choices "
-                          f"(first difference at {diff}): this driver searches the default ones in its base precision "
-                          f"{searched_base(spec)} (model.precision {spec.model.precision} on device {spec.device}); "
-                          "run every driver of one study on one kind of device, or write space.precision")
+                          f"(space.precision.{part}: {theirs.get(part)!r} vs {ours[part]!r}): this driver searches "
+                          f"the default ones in its base precision {searched_base(spec)} (model.precision "
+                          f"{spec.model.precision} on device {spec.device}); run every driver of one study on one "
+                          "kind of device, or write space.precision")
     raise ConfigError(f"study {spec.name!r}: the storage holds this study run with a different study file "
                       f"(first difference at {first_difference(stored, mine)}); give every driver of one study the "
-                      "same file, or rename "
-                      "the study (name:)")
+                      "same file, or rename the study (name:)")
 
 
 def _without_precision(doc: dict) -> dict:

@@ -147,11 +147,14 @@ def test_a_driver_searching_other_default_precisions_than_its_shared_study_is_to
     older = study_fingerprint(bf16)  # what a version before this one stored for the same file: fp32 defaults
     older["space"]["precision"] = {"attn": ["fp32", "int8"], "mlp": ["fp32", "int8"]}
     study.set_user_attr(STUDY_ATTR, older)
-    with pytest.raises(ConfigError, match=r"other precision choices \(first difference at space.precision.attn: "
+    with pytest.raises(ConfigError, match=r"other precision choices \(space.precision.attn: "
                                           r"\['fp32', 'int8'\] vs \['bf16', 'int8'\]\): this driver searches the "
                                           r"default ones in its base precision bf16 \(model.precision bf16"):
         check_same_study(storage, bf16)
     written = parse_study({"model": {"precision": "bf16"}, "space": {"precision": older["space"]["precision"]}})
     check_same_study(storage, written)  # choices written out are searched as written: the same study
+    given = parse_study({"model": {"precision": "bf16"}, "space": {"precision": {"attn": ["int8"]}}})
+    with pytest.raises(ConfigError, match="different study file"):  # the difference is in a part it wrote
+        check_same_study(storage, given)
     with pytest.raises(ConfigError, match="different study file"):
         check_same_study(storage, parse_study({"model": {"precision": "bf16"}, "recovery": {"seed": 3}}))

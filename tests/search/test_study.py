@@ -51,6 +51,8 @@ def test_defaults_fill_an_empty_study():
     ({"recovery": {"rungs": [10, 60], "steps": 40}}, "given with steps: 40; give either steps or rungs"),
     ({"recovery": {"rungs": [10, 60], "reduction": 1}}, "recovery.reduction 1.0 must be > 1"),
     ({"recovery": {"augment": "rotate"}}, "field 'recovery.augment'.*'rotate'"),
+    ({"device": "cuda\n"}, "field 'device'.*cpu, cuda, cuda:N or auto"),
+    ({"name": "default\n"}, "field 'name'"),
 ])
 def test_bad_study_documents_give_one_line(doc, match):
     with pytest.raises(ConfigError, match=match) as err:
