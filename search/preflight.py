@@ -158,16 +158,17 @@ def study_base_precision(spec, device) -> str:
     """``model.precision`` resolved for ``device`` in the study's runtime (ConfigError if it cannot run there).
 
     ``auto``: on CUDA the first of bf16, fp16 the runtime realises there (what a GPU user
-    deploys), else fp32; on CPU fp32.
+    deploys), else fp32; on CPU fp32 (without importing torch).
     """
+    runtime, value = spec.latency.runtime, spec.model.precision
+    if value == "auto" and not str(device).startswith("cuda"):
+        return "fp32"
     from vitsearch.evaluators.runtimes.support import precision_refusal, precisions
     from vitsearch.spaces.knobs.precision import BASE_PRECISIONS
 
-    runtime, value = spec.latency.runtime, spec.model.precision
     ok = precisions(runtime, device)
     if value == "auto":
-        halves = ("bf16", "fp16") if str(device).startswith("cuda") else ()
-        return next((p for p in halves if p in ok), "fp32")
+        return next((p for p in ("bf16", "fp16") if p in ok), "fp32")
     why = precision_refusal(runtime, device, value)
     if why is not None:
         raise ConfigError(f"model.precision: {value!r} cannot run in runtime {runtime!r} on {device}: {why}; "

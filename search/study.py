@@ -348,7 +348,6 @@ def study_to_yaml(spec: StudySpec) -> str:
     import yaml
 
     doc = spec.model_dump(mode="json")
-    precision = spec.space.precision
-    for part in set(type(precision).model_fields) - precision.model_fields_set:
+    for part in spec.space.precision.defaulted():
         doc["space"]["precision"].pop(part, None)
     return yaml.safe_dump(doc, sort_keys=False)

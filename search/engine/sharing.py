@@ -122,7 +122,7 @@ def study_fingerprint(spec) -> dict:
     for key in _PER_DRIVER["search"]:
         doc["search"].pop(key, None)
     precision = spec.space.precision
-    left = sorted(set(type(precision).model_fields) - precision.model_fields_set)
+    left = precision.defaulted()
     base = searched_base(spec) if left else "fp32"
     if base != "fp32":
         from vitsearch.spaces.knobs.precision import with_base
@@ -133,11 +133,10 @@ def study_fingerprint(spec) -> dict:
 
 
 def searched_base(spec) -> str:
-    """The base precision this driver's study resolves to; torch is imported (and the device probed) only for
-    a base that is not plainly fp32."""
+    """The base precision this driver's study resolves to (:func:`~vitsearch.search.preflight.study_base_precision`;
+    the device probed only for ``device: auto``, torch imported only for a base that is not plainly fp32)."""
     device = spec.device
-    if spec.model.precision == "fp32" or (spec.model.precision == "auto" and device != "auto"
-                                          and not device.startswith("cuda")):  # as study_base_precision tells
+    if spec.model.precision == "fp32":
         return "fp32"
     from vitsearch.search.preflight import study_base_precision
 
@@ -163,7 +162,7 @@ def check_same_study(storage, spec) -> None:
     if stored is None or stored == mine:
         return
     precision = spec.space.precision
-    left = set(type(precision).model_fields) - precision.model_fields_set
+    left = set(precision.defaulted())
     theirs, ours = stored.get("space", {}).get("precision", {}), mine["space"]["precision"]
     differing = {p for p in type(precision).model_fields if theirs.get(p) != ours.get(p)}
     if _without_precision(stored) == _without_precision(mine) and differing and differing <= left:

@@ -105,7 +105,7 @@ def provenance_lines(view: RunView, check: Remeasure) -> list[str]:
         f"re-measurement: {check.why}",
         "size: counted from the bytes of every stored tensor of the compressed model (MB = 1e6 bytes)",
         "MACs: analytic, from the config and the base model's dimensions",
-        f"recovery: {rungs}" + ("" if rc.augment == "none" or not max(rc.ladder, default=0) else
+        f"recovery: {rungs}" + ("" if rc.augment == "none" or rc.ladder[-1] == 0 else
                                  f"; each distillation batch altered by {rc.augment} for teacher and student alike"),
         "Pareto front: completed, feasible, non-duplicate trials not dominated on "
         + ", ".join(f"{m} ({d})" for m, d in view.objectives),

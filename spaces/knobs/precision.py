@@ -112,14 +112,17 @@ class PrecisionSpace(BaseModel):
             raise ValueError(f"{bad[0]!r} is not a precision; expected some of {', '.join(PRECISIONS)}")
         return list(dict.fromkeys(v))
 
+    def defaulted(self) -> list[str]:
+        """The parts the study leaves at their default (the base precision and int8), in field order."""
+        return [p for p in type(self).model_fields if p not in self.model_fields_set]
+
 
 def with_base(spec: PrecisionSpace, base: str) -> PrecisionSpace:
     """``spec`` with ``base`` in place of fp32 in the parts it leaves at their default (the defaults name fp32 for
     the base precision); the parts it gives, as given. Which parts were given stays recorded."""
     if base == "fp32":
         return spec
-    updates = {p: list(dict.fromkeys(base if v == "fp32" else v for v in getattr(spec, p)))
-               for p in PARTS if p not in spec.model_fields_set}
+    updates = {p: list(dict.fromkeys(base if v == "fp32" else v for v in getattr(spec, p))) for p in spec.defaulted()}
     return type(spec).model_construct(_fields_set=set(spec.model_fields_set), **{**dict(spec), **updates})
 
 
