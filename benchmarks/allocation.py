@@ -83,7 +83,7 @@ def run_arm(s, ratio: float, arm: str, config, steps: int, base_mask, masks: dic
     t0 = time.perf_counter()
     model = recover(s.base, config, s.data.train, steps=steps, lr=rc.lr, batch_size=rc.batch_size,
                     temperature=rc.temperature, alpha=rc.alpha, seed=rc.seed, calibration=s.data.calibration,
-                    feature_weight=rc.feature_weight)
+                    feature_weight=rc.feature_weight, augment=rc.augment)
     acc = evaluate_accuracy(model, s.data.test, source="test")
     masks[arm] = acc.correct_mask()
     macs = analytic_macs(s.base, config)
@@ -147,7 +147,8 @@ def main() -> None:
            "command": " ".join([".venv/bin/python", *sys.argv]), "date": time.strftime("%Y-%m-%d"),
            "cpu": machine, "torch": torch.__version__, "threads": args.threads, "steps": steps,
            "distillation": {"lr": rc.lr, "batch_size": rc.batch_size, "temperature": rc.temperature,
-                            "alpha": rc.alpha, "seed": rc.seed},
+                            "alpha": rc.alpha, "seed": rc.seed, "feature_weight": rc.feature_weight,
+                            "augment": rc.augment},
            "saliency": {"criterion": saliency.criterion, "group": saliency.group, "seconds": round(saliency_s, 2)},
            "base": {"test_top1": base_acc.top1, "n_test": base_acc.n, "macs": analytic_macs(s.base)},
            "rows": rows, "wall_seconds": round(time.time() - started, 1)}

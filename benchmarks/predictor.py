@@ -48,12 +48,12 @@ from pathlib import Path
 def session_for(target: str, runtime: str = "eager"):
     """A study Session for ``target`` in ``runtime`` (deit_small is built without a data set: latency only)."""
     from vitsearch.search.session import Session, load_session
-    from vitsearch.search.study import load_study, parse_study
+    from vitsearch.search.study import load_study, parse_study, study_document
 
     if target in ("builtin-b1", "builtin-b8"):
         if target == "builtin-b1" and runtime == "eager":
             return load_session("default")
-        spec = load_study("default").model_dump(mode="json")
+        spec = study_document(load_study("default"))
         batch = 8 if target == "builtin-b8" else 1
         name = "default" + ("-b8" if batch == 8 else "")
         spec.update(name=name, latency={**spec["latency"], "batch_size": batch, "runtime": runtime})

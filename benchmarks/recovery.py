@@ -44,7 +44,7 @@ def main() -> None:
             t0 = time.perf_counter()
             model = recover(s.base, CompressionConfig.from_dict(cfg), s.data.train, steps=steps, lr=rc.lr,
                             batch_size=rc.batch_size, temperature=rc.temperature, alpha=rc.alpha, seed=0,
-                            calibration=s.data.calibration)
+                            calibration=s.data.calibration, feature_weight=rc.feature_weight, augment=rc.augment)
             row[f"acc@{steps}"] = evaluate_accuracy(model, s.data.val).top1
             row[f"s@{steps}"] = round(time.perf_counter() - t0, 1)
         rows.append(row)

@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
-                      model_validator)
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vitsearch.search.fields import Bool, Float, Int, PathStr, Seed, Steps
 from vitsearch.search.paths import resolve_written_paths
 from vitsearch.search.studyfile import clip, read_study_document
 from vitsearch.spaces import SpaceSpec
 from vitsearch.spaces.errors import ConfigError
+from vitsearch.spaces.knobs.subspace import Section
 
 METRICS = ("accuracy", "latency_ms", "size_mb", "macs")
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
@@ -27,19 +27,8 @@ _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+|auto)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    #: settings added after runs were made -> the value that reproduces those runs, at which a dump leaves them
-    #: out, so that such a study dumps as before they existed (run dirs and shared studies compare dumps)
-    UNWRITTEN: ClassVar[dict[str, Any]] = {}
-
-    @model_serializer(mode="wrap")
-    def _unwritten_left_out(self, handler):
-        data = handler(self)
-        for name, value in self.UNWRITTEN.items():
-            if getattr(self, name) == value:
-                data.pop(name, None)
-        return data
+class _Strict(Section):
+    model_config = ConfigDict(allow_inf_nan=False)  # and Section's: extra keys refused, frozen
 
 
 class ModelSection(_Strict):
@@ -57,7 +46,7 @@ class ModelSection(_Strict):
     num_classes: Int | None = Field(default=None, gt=0)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
 
-    UNWRITTEN = {"precision": "auto"}
+    UNWRITTEN = ("precision",)
 
     @field_validator("name")
     @classmethod
@@ -181,7 +170,7 @@ class RecoverySection(_Strict):
     augment: Literal["none", "shift", "mixup", "shift+mixup"] = "none"  # evaluators.augment.AUGMENTS (test_study)
     finish_front: Bool = True
 
-    UNWRITTEN = {"augment": "none"}
+    UNWRITTEN = ("augment",)
 
     @model_validator(mode="after")
     def _rungs(self) -> "RecoverySection":
@@ -231,7 +220,7 @@ class SearchSection(_Strict):
     #: slower than the uncompressed model (search/engine/gain.py); latency-only studies without a predictor
     screen: Bool = True
 
-    UNWRITTEN = {"screen": True}
+    UNWRITTEN = ("screen",)
 
 
 class StudySpec(_Strict):
@@ -342,12 +331,18 @@ def resolve_study_paths(spec: StudySpec, base: Path) -> StudySpec:
     return type(spec).model_validate(data).model_copy(update={"space": spec.space})
 
 
-def study_to_yaml(spec: StudySpec) -> str:
-    """The resolved study as YAML: every default filled in, but the precision choices the study left to its base
-    precision (they follow ``model.precision`` and the runtime, so a run read back resolves them as it was made)."""
-    import yaml
-
+def study_document(spec: StudySpec) -> dict[str, Any]:
+    """The resolved study as a document: every default filled in, but the precision choices the study left to its
+    base precision (they follow ``model.precision`` and the runtime, so a study parsed from it, or a run read back,
+    resolves them as it was made)."""
     doc = spec.model_dump(mode="json")
     for part in spec.space.precision.defaulted():
         doc["space"]["precision"].pop(part, None)
-    return yaml.safe_dump(doc, sort_keys=False)
+    return doc
+
+
+def study_to_yaml(spec: StudySpec) -> str:
+    """:func:`study_document` as YAML (a run dir's ``study.yaml``)."""
+    import yaml
+
+    return yaml.safe_dump(study_document(spec), sort_keys=False)

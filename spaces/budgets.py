@@ -25,14 +25,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vitsearch.spaces.allocate import GROUP, Allocation, Saliency, allocate, allocate_macs, least_macs_ratio, macs_share
 from vitsearch.spaces.config import CompressionConfig
 from vitsearch.spaces.errors import ConfigError
 from vitsearch.spaces.knobs.perblock import expand
 from vitsearch.spaces.knobs.sparsity import parse_sparsity
-from vitsearch.spaces.knobs.subspace import STRICT, Int, Presets, categorical
+from vitsearch.spaces.knobs.subspace import Int, Presets, Section, categorical
 from vitsearch.spaces.vit.dims import VitDims
 
 HEADS, MLP = "allocation.heads_removed", "allocation.mlp_removed"
@@ -42,10 +42,9 @@ QUANTISED = "allocation.quantised"
 QUANTISED_KINDS = ("int8", "int8-weight", "int4-weight")
 
 
-class AllocationSpec(BaseModel):
+class AllocationSpec(Section):
     """``space.allocation``: ``mode`` uniform | saliency; with saliency, the budgets to draw and the MLP channel group."""
 
-    model_config = STRICT
     mode: Literal["uniform", "saliency"] = "uniform"
     #: ``types``: one share removed per structure type; ``macs``: one share of the MACs kept, across both types
     budget: Literal["types", "macs"] = "types"
@@ -56,21 +55,14 @@ class AllocationSpec(BaseModel):
     precision: Literal["uniform", "sensitivity"] = "uniform"
     quantised: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1)
 
+    UNWRITTEN = ("budget", "macs_kept")
+
     @field_validator("quantised")
     @classmethod
     def _quantised_shares(cls, v: list[float]) -> list[float]:
         if any(isinstance(x, bool) or not 0.0 <= x <= 1.0 for x in v):
             raise ValueError(f"{v} has a share outside [0, 1]; expected shares of the linear groups quantised, e.g. 0.5")
         return sorted(set(float(x) for x in v))
-
-    @model_serializer(mode="wrap")
-    def _new_fields_unwritten(self, handler):
-        # a study that leaves them at their defaults dumps as before they existed (shared studies compare dumps)
-        data = handler(self)
-        for name in ("budget", "macs_kept"):
-            if getattr(self, name) == AllocationSpec.model_fields[name].get_default(call_default_factory=True):
-                data.pop(name, None)
-        return data
 
     @field_validator("macs_kept")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from pydantic import Field, create_model, model_serializer
+from pydantic import Field, create_model
 
 from vitsearch.spaces import budgets
 from vitsearch.spaces.allocate import measure
@@ -20,12 +20,12 @@ from vitsearch.spaces.config import CompressionConfig
 from vitsearch.spaces.errors import ConfigError
 from vitsearch.spaces.knobs.base import FIELDS, REGISTRY
 from vitsearch.spaces.knobs.heads import HeadsConfig
-from vitsearch.spaces.knobs.subspace import STRICT, KnobSpace, Target
+from vitsearch.spaces.knobs.subspace import KnobSpace, Section, Target
 from vitsearch.spaces.vit.dims import VitDims
 
 
 _Knobs = create_model(
-    "_Knobs", __config__=STRICT, __module__=__name__,
+    "_Knobs", __base__=Section, __module__=__name__,
     **{name: (REGISTRY[name].space_spec, Field(default_factory=REGISTRY[name].space_spec)) for name in FIELDS})
 
 
@@ -35,13 +35,7 @@ class SpaceSpec(_Knobs):
 
     allocation: AllocationSpec = Field(default_factory=AllocationSpec)
 
-    @model_serializer(mode="wrap")
-    def _default_allocation_unwritten(self, handler):
-        # a study that does not set it dumps as before it existed (run dirs and shared studies compare dumps)
-        data = handler(self)
-        if self.allocation == AllocationSpec():
-            data.pop("allocation", None)
-        return data
+    UNWRITTEN = ("allocation",)
 
 
 class SearchSpace:

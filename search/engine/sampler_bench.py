@@ -82,14 +82,15 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
 
     from vitsearch.search.engine.gain import NO_GAIN_CONSTRAINT, reference_of
     from vitsearch.search.engine.plan import make_sampler
+    from vitsearch.search.preflight import runtime_search_space
     from vitsearch.search.session import load_session, study_predictor
-    from vitsearch.spaces import CompressionConfig, SearchSpace
+    from vitsearch.spaces import CompressionConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     session = load_session(study)
     spec = session.spec
-    space = SearchSpace.from_spec(spec.space, session.base, device=str(session.device),
-                                  base_precision=session.base_precision)
+    # the space a run of the study searches: in its runtime, with its allocation and sensitivity
+    space, _ = runtime_search_space(spec, session.base, session.device, session.data.calibration)
     out.mkdir(parents=True, exist_ok=True)
     predictor = study_predictor(session)
     source = ("predicted by the study's latency predictor" if predictor is not None

@@ -114,13 +114,16 @@ _PER_DRIVER = {"output_dir": None, "search": ("workers", "cpus", "ray_address", 
 
 
 def study_fingerprint(spec) -> dict:
-    """The study file as every driver of one study must share it (per-driver resources left out), with the
-    precision choices it leaves at their default as this driver searches them: in its base precision, which
-    ``model.precision: auto`` resolves per device (drivers with different ones would search different spaces)."""
+    """The study file as every driver of one study must share it (per-driver resources left out), with what this
+    driver resolves per device: ``device: auto`` written with the kind of device it found when that is not the CPU
+    (``auto:cuda``: the latencies of one study come from one kind of device), and the precision choices the file leaves at their
+    default as this driver searches them, in its base precision (``model.precision: auto`` is bf16 on CUDA)."""
     doc = spec.model_dump(mode="json")
     doc.pop("output_dir", None)
     for key in _PER_DRIVER["search"]:
         doc["search"].pop(key, None)
+    if spec.device == "auto" and (device := driver_device(spec)) != "cpu":
+        doc["device"] = f"auto:{device.split(':')[0]}"  # a driver on the CPU fingerprints as before
     precision = spec.space.precision
     left = precision.defaulted()
     base = searched_base(spec) if left else "fp32"
@@ -132,25 +135,30 @@ def study_fingerprint(spec) -> dict:
     return doc
 
 
+def driver_device(spec) -> str:
+    """The device this driver runs the study on: ``device`` as written, ``auto`` as this machine resolves it (torch
+    imported for ``auto`` only)."""
+    if spec.device != "auto":
+        return spec.device
+    from vitsearch.evaluators.latency.fingerprint import resolve_device
+
+    return str(resolve_device("auto"))
+
+
 def searched_base(spec) -> str:
     """The base precision this driver's study resolves to (:func:`~vitsearch.search.preflight.study_base_precision`;
     the device probed only for ``device: auto``, torch imported only for a base that is not plainly fp32)."""
-    device = spec.device
     if spec.model.precision == "fp32":
         return "fp32"
     from vitsearch.search.preflight import study_base_precision
 
-    if device == "auto":
-        from vitsearch.evaluators.latency.fingerprint import resolve_device
-
-        device = str(resolve_device(device))
-    return study_base_precision(spec, device)
+    return study_base_precision(spec, driver_device(spec))
 
 
 def check_same_study(storage, spec) -> None:
-    """ConfigError when ``storage`` holds study ``spec.name`` started from a different study file, or from the
-    same one with other default precision choices (another base precision: ``model.precision: auto`` on
-    another kind of device, or an older vitsearch that searched fp32 there)."""
+    """ConfigError when ``storage`` holds study ``spec.name`` started from a different study file, from the same
+    one with ``device: auto`` resolved to another kind of device, or with other default precision choices (an
+    older vitsearch that searched fp32 on a bf16 base)."""
     from vitsearch.search.results.rundir import first_difference
     from vitsearch.spaces.errors import ConfigError
 
@@ -161,11 +169,17 @@ def check_same_study(storage, spec) -> None:
     mine = study_fingerprint(spec)
     if stored is None or stored == mine:
         return
+    theirs, ours = stored.get("device"), mine["device"]
+    if "auto" in str(theirs) and "auto" in ours and _kind(theirs) != _kind(ours) \
+            and _apart(stored, "device") == _apart(mine, "device"):
+        raise ConfigError(f"study {spec.name!r}: the storage holds this study run on {_where(theirs)} and this "
+                          f"driver runs it on {_where(ours)} (device: auto): the latencies of one study come from one "
+                          "kind of device; run every driver of one study on one kind of device")
     precision = spec.space.precision
     left = set(precision.defaulted())
     theirs, ours = stored.get("space", {}).get("precision", {}), mine["space"]["precision"]
     differing = {p for p in type(precision).model_fields if theirs.get(p) != ours.get(p)}
-    if _without_precision(stored) == _without_precision(mine) and differing and differing <= left:
+    if _apart(stored) == _apart(mine) and differing and differing <= left:
         part = sorted(differing)[0]
         raise ConfigError(f"study {spec.name!r}: the storage holds this study run with other precision choices "
                           f"(space.precision.{part}: {theirs.get(part)!r} vs {ours[part]!r}): this driver searches "
@@ -177,8 +191,20 @@ def check_same_study(storage, spec) -> None:
                       "same file, or rename the study (name:)")
 
 
-def _without_precision(doc: dict) -> dict:
-    """A study fingerprint without its precision choices."""
+def _kind(device: str) -> str:
+    """The kind of device a fingerprint's ``device: auto`` resolved to (plain ``auto``: the CPU)."""
+    if device == "auto":
+        return "cpu"
+    return device.removeprefix("auto:")
+
+
+def _where(device: str) -> str:
+    return "the CPU" if _kind(device) == "cpu" else _kind(device)
+
+
+def _apart(doc: dict, *fields: str) -> dict:
+    """A study fingerprint without its precision choices and ``fields`` (top-level)."""
+    doc = {k: v for k, v in doc.items() if k not in fields}
     return {**doc, "space": {k: v for k, v in doc.get("space", {}).items() if k != "precision"}}
 
 

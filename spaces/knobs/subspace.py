@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
-from pydantic import ConfigDict, Strict
+from pydantic import BaseModel, ConfigDict, Strict, model_serializer
 
 from vitsearch.spaces.knobs.base import PARTS
 from vitsearch.spaces.vit.dims import VitDims
@@ -28,6 +28,23 @@ from vitsearch.spaces.vit.dims import VitDims
 Int = Annotated[int, Strict()]
 
 STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class Section(BaseModel):
+    """A strict section of a study file whose settings added after runs were made (``UNWRITTEN``) are left out of
+    a dump while they hold their default (the value that reproduces those runs), so that such a study dumps as
+    before they existed: run dirs and shared studies compare dumps."""
+
+    model_config = STRICT
+    UNWRITTEN: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _unwritten_left_out(self, handler):
+        data = handler(self)
+        for name in self.UNWRITTEN:
+            if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
+                data.pop(name, None)
+        return data
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,12 @@ def test_recovery_improves_a_damaged_model(builtin_model, mnist):
     after = evaluate_accuracy(after_model, mnist.val).top1
     assert after > before + 0.005
     assert after_model.vitsearch_info["recovery_steps"] == 20
-    # seeded: the same run gives the same model
-    again = recover(builtin_model, config, mnist.train, steps=20, seed=0, calibration=mnist.calibration)
-    assert evaluate_accuracy(again, mnist.val).top1 == after
+    # seeded: the same run gives the same model (a few steps show it: every step draws from the seeded stream)
+    first, again = (recover(builtin_model, config, mnist.train, steps=3, seed=0, calibration=mnist.calibration)
+                    for _ in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    other = recover(builtin_model, config, mnist.train, steps=3, seed=1, calibration=mnist.calibration)
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values()))
 
 
 def test_masks_survive_recovery(builtin_model, mnist):

@@ -7,13 +7,14 @@ how these tests exercise the GPU default without a GPU.
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
 import torch
 from tinystudy import tiny_study_dict
 
-from vitsearch.search.study import parse_study, study_to_yaml
+from vitsearch.search.study import parse_study, study_document, study_to_yaml
 from vitsearch.spaces import CompressionConfig, ConfigError
 
 FAST = {"interleave": {"chunk": 2, "min_pairs": 3, "max_seconds": 0.3}}
@@ -95,7 +96,8 @@ def test_a_profile_dir_of_another_base_precision_is_refused(tmp_path):
 
 def test_a_bf16_study_read_from_its_file_and_from_its_run_dir_chooses_bf16_not_fp32(tmp_path):
     """The precision choices a study leaves at their default follow its base precision, whether the study is parsed,
-    read from a file (its paths resolved) or read back from a run dir's study.yaml (a resumed run, report, pick)."""
+    read from a file (its paths resolved), read back from a run dir's study.yaml (a resumed run, report, pick) or
+    parsed from its document."""
     import yaml
 
     from vitsearch.search.preflight import runtime_search_space
@@ -108,7 +110,8 @@ def test_a_bf16_study_read_from_its_file_and_from_its_run_dir_chooses_bf16_not_f
     run_dir_file = tmp_path / "run-study.yaml"
     run_dir_file.write_text(study_to_yaml(from_file))
     session = load_session(parse_study(BF16))
-    for spec in (parse_study(BF16), from_file, load_study(run_dir_file)):
+    # (study_document: what a benchmark edits to derive a study from another)
+    for spec in (parse_study(BF16), from_file, load_study(run_dir_file), parse_study(study_document(from_file))):
         space, notes = runtime_search_space(spec, session.base, "cpu", session.data.calibration)
         choices = {name: tuple(d.choices) for name, d in space.distributions().items() if name.startswith("precision")}
         assert choices and all(set(c) == {"bf16", "int8"} for c in choices.values()), choices
@@ -158,3 +161,41 @@ def test_a_driver_searching_other_default_precisions_than_its_shared_study_is_to
         check_same_study(storage, given)
     with pytest.raises(ConfigError, match="different study file"):
         check_same_study(storage, parse_study({"model": {"precision": "bf16"}, "recovery": {"seed": 3}}))
+
+
+@pytest.mark.parametrize("space", [{}, {"precision": {"attn": ["fp32", "int8"], "mlp": ["fp32", "int8"]}}],
+                         ids=["default-choices", "written-choices"])
+def test_drivers_of_one_study_that_find_a_cpu_and_a_gpu_are_refused(monkeypatch, space):
+    """``device: auto`` resolves per machine: a driver that found a GPU beside one that found the CPU would put
+    latencies of two devices (and two base precisions) into one study: refused in one line, whichever came first,
+    even when the file writes every precision choice (then the choices alone do not differ)."""
+    import optuna
+
+    from vitsearch.evaluators.latency import fingerprint
+    from vitsearch.search.engine.sharing import STUDY_ATTR, check_same_study, study_fingerprint
+
+    spec = parse_study({"device": "auto", "space": space})
+
+    def found(kind: str) -> None:  # what device: auto finds on this machine, whatever this machine has
+        monkeypatch.setattr(fingerprint, "resolve_device", lambda device: torch.device(kind))
+
+    found("cpu")
+    on_cpu = study_fingerprint(spec)
+    assert on_cpu["device"] == "auto"  # a driver on the CPU fingerprints as before
+    found("cuda")
+    on_gpu = study_fingerprint(spec)
+    assert on_gpu["device"] == "auto:cuda"  # not the fingerprint of a file that writes device: cuda
+    for stored, kind, message in ((on_cpu, "cuda", "run on the CPU and this driver runs it on cuda (device: auto)"),
+                                  (on_gpu, "cpu", "run on cuda and this driver runs it on the CPU (device: auto)")):
+        storage = optuna.storages.InMemoryStorage()
+        optuna.create_study(storage=storage, study_name=spec.name).set_user_attr(STUDY_ATTR, stored)
+        found(kind)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_same_study(storage, spec)
+        found("cpu" if kind == "cuda" else "cuda")
+        check_same_study(storage, spec)  # two drivers on one kind of device: the same study
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(storage=storage, study_name=spec.name).set_user_attr(STUDY_ATTR, on_gpu)
+    for device in ("cuda", "cpu"):  # a file that names the device is another file
+        with pytest.raises(ConfigError, match="different study file"):
+            check_same_study(storage, parse_study({"device": device, "space": space}))

@@ -1,4 +1,8 @@
-"""The CLI as a user meets it: real processes, exit codes, one-line errors."""
+"""The CLI as a user meets it: real processes, exit codes, one-line errors.
+
+Bad input is refused in this process (``main``, as the tables in test_study_input.py and
+test_command_input.py do; test_command_input.py runs a refusal through a real process).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,7 @@ import sys
 import pytest
 import torch
 import yaml
-from clitools import vitsearch
-
+from clitools import one_line_exit_2, vitsearch
 
 
 def study(tmp_path, doc: dict):
@@ -68,25 +71,23 @@ def _ckpt(tmp_path):
     ({"device": "cuda"} if not torch.cuda.is_available() else {"device": "cuda:99"}, "cuda"),
     ({"latency": {"batch_size": 0}}, "latency.batch_size"),
 ])
-def test_bad_input_one_line_exit_2(tmp_path, doc, match):
-    out = vitsearch("baseline", study(tmp_path, doc), cwd=tmp_path)
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert match in out.stderr and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    assert list(tmp_path.iterdir()) == [tmp_path / "s.yaml"]  # nothing written
+def test_bad_input_one_line_exit_2(tmp_path, monkeypatch, capsys, doc, match):
+    monkeypatch.chdir(tmp_path)
+    one_line_exit_2(["baseline", study(tmp_path, doc)], tmp_path, capsys, match)  # and nothing written
 
 
-def test_bad_checkpoint_and_empty_data_folder(tmp_path):
+def test_bad_checkpoint_and_empty_data_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     ckpt = _ckpt(tmp_path)
-    out = vitsearch("baseline", study(tmp_path, {"model": {"checkpoint": str(ckpt)}}))
-    assert out.returncode == 2 and "does not match the architecture" in out.stderr
+    one_line_exit_2(["baseline", study(tmp_path, {"model": {"checkpoint": str(ckpt)}})], tmp_path, capsys,
+                    "does not match the architecture")
     (tmp_path / "data" / "train").mkdir(parents=True)
     (tmp_path / "data" / "val").mkdir()
-    out = vitsearch("baseline", study(tmp_path, {"data": {"source": "imagefolder", "path": str(tmp_path / "data")}}))
-    assert out.returncode == 2 and "no images" in out.stderr
+    path = study(tmp_path, {"data": {"source": "imagefolder", "path": str(tmp_path / "data")}})
+    one_line_exit_2(["baseline", path], tmp_path, capsys, "no images")
 
 
-def test_bad_config_argument(tmp_path):
-    out = vitsearch("eval", "default", "--config", "{not json")
-    assert out.returncode == 2 and "--config: not valid JSON" in out.stderr
-    out = vitsearch("eval", "default", "--config", '{"depth": {"keep": 0}}')
-    assert out.returncode == 2 and "depth" in out.stderr and out.stderr.count("\n") == 1
+def test_bad_config_argument(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    one_line_exit_2(["eval", "default", "--config", "{not json"], tmp_path, capsys, "--config: not valid JSON")
+    one_line_exit_2(["eval", "default", "--config", '{"depth": {"keep": 0}}'], tmp_path, capsys, "depth")

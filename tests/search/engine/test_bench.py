@@ -21,12 +21,27 @@ def test_pareto_mask_keeps_non_dominated():
 
 
 @pytest.mark.slow
-def test_bench_search_runs_and_caches(tmp_path):
-    summary = run_bench("default", trials=4, seeds=[0], samplers=["random", "nsga2"], out=tmp_path, progress=False)
+def test_bench_search_runs_and_caches_on_the_space_a_run_searches(tmp_path):
+    """The study's space in its runtime, with its allocation: a sensitivity allocation of precision needs the base
+    model's measured sensitivity (bench-search refused such a study before, building the bare space)."""
+    import json
+
+    from vitsearch.search.study import parse_study
+    from vitsearch.spaces import CompressionConfig
+
+    spec = parse_study({"space": {"allocation": {"precision": "sensitivity", "quantised": [0.5]}}})
+    summary = run_bench(spec, trials=4, seeds=[0], samplers=["random", "nsga2"], out=tmp_path, progress=False)
     assert set(summary["hypervolume"]) == {"random", "nsga2"}
     first = summary["new_evaluations"]
-    again = run_bench("default", trials=4, seeds=[0], samplers=["random"], out=tmp_path, progress=False)
+    again = run_bench(spec, trials=4, seeds=[0], samplers=["random"], out=tmp_path, progress=False)
     assert again["new_evaluations"] == 0 and first >= 1  # every config came from the cache
+    drawn = [CompressionConfig.from_dict(json.loads(key))
+             for key in json.loads(next(tmp_path.glob("eval_cache_*.json")).read_text())]
+    drawn = [c for c in drawn if c != CompressionConfig()]  # the uncompressed reference is cached too
+    assert drawn
+    for config in drawn:  # half the kept blocks' linear groups int8, chosen group by group
+        n = config.depth.keep or 8
+        assert sum(v == "int8" for block in config.precision.per_block(n) for v in block) == n, config.to_dict()
 
 
 def test_a_config_with_no_gain_is_settled_as_vitsearch_run_settles_it(tmp_path):

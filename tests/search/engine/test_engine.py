@@ -1,14 +1,15 @@
 """End-to-end tests of `vitsearch run`: real Ray (capped), real Optuna storage, real model.
 
 Each test starts its own small Ray instance (2 CPUs, no dashboard); they take tens of
-seconds each, so they are marked slow.
+seconds each, so they are marked slow. A run on a Ray cluster started apart (`ray start
+--head`, token authentication, `--address`) is test_scaleout.py's second-node test.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -19,19 +20,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from clitools import SMALL_STUDY, is_loopback, listening_sockets, vitsearch, wait_for_port
+from clitools import SMALL_STUDY, is_loopback, listening_sockets, vitsearch
 from tinystudy import tiny_study_dict
 
 from vitsearch.evaluators.latency.timing.results import PROTOCOL
 from vitsearch.search.engine.raylocal import session_processes
 
 pytestmark = pytest.mark.slow
-
-RAY = str(Path(sys.executable).parent / "ray")
-#: for a `ray start` node that a test stops: SIGTERM tears it down at once. By default the node first
-#: asks the GCS to drain it, and with the GCS stopped by the same signal that call waits out its
-#: 30 s timeout (Ray 2.60, node.py: _drain_node_before_shutdown)
-NO_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 #: clitools' small study with 2 workers and no constraint
 STUDY = tiny_study_dict(SMALL_STUDY, constraints=None, search={"workers": 2})
@@ -162,35 +157,6 @@ def test_resume_after_sigkill(tmp_path, tiny_study):
     bad = vitsearch("run", other, "--resume", run)
     assert bad.returncode == 2 and "differs" in bad.stderr
     assert len(optuna.load_study(study_name="t", storage=f"sqlite:///{run / 'optuna.db'}").trials) == len(study.trials)
-
-
-def test_external_ray_cluster(tmp_path, tiny_study):
-    # Loopback only: Ray resolves 127.0.0.1 to the machine's outward IP unless told it is
-    # not forming a multi-host cluster (this flag), for the head and the driver alike.
-    # The head uses token authentication; a driver joining it must say so too.
-    loopback = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
-    port = 6390 + os.getpid() % 50
-    # --block keeps the head in the foreground, in a process group of its own: the test
-    # stops exactly this cluster (`ray stop` would stop every Ray instance on the machine).
-    head = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, **loopback, **NO_DRAIN})
-    try:
-        wait_for_port(port, head, "ray start --head exited")
-        study_path = tiny_study(STUDY, search={"trials": 4})
-        out = vitsearch("run", study_path, "--out", tmp_path / "run", "--address", f"127.0.0.1:{port}",
-                        env=loopback)
-        assert out.returncode == 0, out.stderr[-3000:]
-        _, frame = load(tmp_path / "run")
-        assert ((frame.state == "COMPLETE") & frame.reused_from.isna()).sum() == 4
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
-        # `ray start` records its address for later drivers; forget this dead test cluster.
-        current = Path("/tmp/ray/ray_current_cluster")
-        if current.is_file() and f":{port}" in current.read_text():
-            current.unlink()
 
 
 @pytest.mark.parametrize("args, match", [

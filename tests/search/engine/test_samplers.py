@@ -1,10 +1,10 @@
-"""Every sampler the schema offers drives a real `vitsearch run` through Ray Tune.
+"""Every sampler the schema offers drives the search; NSGA-II and GP a real `vitsearch run` through Ray Tune.
 
 Ray Tune pickles the search algorithm when its Tuner starts; Optuna 5.1's NSGA-II holds a
 ``threading.Lock``, so a searcher that pickled its sampler crashed every study that did
 not name another sampler. The searcher pickles as a marker only, whatever its sampler
-holds; these tests run each sampler end to end and pickle a searcher around a sampler
-that cannot be pickled at all.
+holds; these tests run NSGA-II and GP end to end, every sampler through the searcher, and
+pickle a searcher around a sampler that cannot be pickled at all.
 """
 
 from __future__ import annotations
@@ -107,23 +107,55 @@ def test_a_users_own_study_with_no_sampler_named_runs_reports_and_picks(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", ["tpe", "gp", "random"])
-def test_each_named_sampler_runs_through_ray_tune(tmp_path, sampler):
-    study = write_user_study(tmp_path, sampler=sampler)
+def test_a_named_sampler_runs_through_ray_tune(tmp_path):
+    """GP, the sampler that holds the most (a torch model of the trials), in a real run (what follows a run does
+    not depend on the sampler: NSGA-II's run above is reported and picked; test_pick.py picks on recorded figures)."""
+    study = write_user_study(tmp_path, sampler="gp")
     run = tmp_path / "run"
     proc = vitsearch("run", study, "--out", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert yaml.safe_load((run / "study.yaml").read_text())["search"]["sampler"] == sampler
+    assert yaml.safe_load((run / "study.yaml").read_text())["search"]["sampler"] == "gp"
     trials = optuna.load_study(study_name="own", storage=f"sqlite:///{run / 'optuna.db'}").trials
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2
-    if sampler == "random":
-        # what follows a run does not depend on the sampler (NSGA-II's run is reported and picked above,
-        # re-measured): one named sampler's run is enough for report and pick on the recorded figures
-        assert vitsearch("report", run, "--no-remeasure").returncode == 0
-        pick = vitsearch("pick", run, "--latency-ms", "1000", "--no-remeasure", "--polish-steps", "0",
-                         "--out", tmp_path / "picked")
-        assert pick.returncode == 0, pick.stderr[-2000:]
-        assert (tmp_path / "picked" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_each_sampler_drives_the_searcher_past_its_random_start(builtin_model, tmp_path, sampler):
+    """Each sampler the schema offers, as the driver builds it, proposes through the searcher what Tune's workers
+    evaluate (here reported by hand, with an accuracy budget as a constraint) until the study's target, past the
+    random start of the model-based ones; the searcher still pickles as a marker (what Tune pickles)."""
+    import json
+
+    from vitsearch.search.engine.feasibility import Feasibility
+    from vitsearch.search.engine.plan import make_sampler
+    from vitsearch.search.engine.searcher import CandidateSearch
+    from vitsearch.search.study import parse_study
+    from vitsearch.spaces import SearchSpace
+
+    target = 9
+    spec = parse_study({"name": "x", "search": {"sampler": sampler, "startup_trials": 5, "trials": target}})
+    feasibility = Feasibility(min_accuracy=0.9)
+    search = CandidateSearch(space=SearchSpace.from_spec(spec.space, builtin_model),
+                             objectives=[("accuracy", "maximize"), ("latency_ms", "minimize")],
+                             feasibility=feasibility, target=target, batch_size=2,
+                             sampler=make_sampler(spec, target), study_name="x",
+                             storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))
+    assert len(pickle.dumps(search)) < 1000
+    for i in range(4 * target):
+        batch = search.suggest(f"t{i}")
+        if not isinstance(batch, dict):
+            break
+        for job in batch["candidates"]:
+            keep = job["config"].get("depth", {}).get("keep", 8)
+            metrics = {"accuracy": 0.85 + 0.015 * keep, "latency": {"median_ms": 0.5 * keep + 0.01 * job["number"]}}
+            payload = {"number": job["number"], "evaluation": metrics, "feasible": metrics["accuracy"] >= 0.9,
+                       "constraints": feasibility.constraints(metrics)}
+            search.on_trial_result(f"t{i}", {"candidate_json": json.dumps(payload)})
+        search.on_trial_complete(f"t{i}")
+    assert search.completed() == target
+    complete = [t for t in search.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert all(set(t.constraints) == {"accuracy"} for t in complete)
+    assert type(search.study.sampler) is type(make_sampler(spec, target))
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)

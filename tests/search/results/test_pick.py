@@ -10,15 +10,21 @@ import json
 
 import pandas as pd
 import pytest
-from clitools import vitsearch
 import torch
 import yaml
+from clitools import vitsearch
 
 from vitsearch.spaces.errors import ConfigError, NothingWithinBudget
 
 
+def refused(capsys, *argv) -> tuple[int, str]:
+    """``vitsearch ARGV`` in this process, for a refusal (exit 2) or nothing within the budget (exit 3): its exit
+    code and stderr (what a real process adds is test_command_input.py's)."""
+    from vitsearch.search.cli import main
 
-
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
 
 
 def front(*rows):
@@ -196,16 +202,16 @@ def test_pick_remeasures_on_the_study_device(run_dir):
 
 
 @pytest.mark.slow
-def test_pick_exit_codes(run_dir):
-    proc = vitsearch("pick", run_dir, "--latency-ms", 0)
-    assert proc.returncode == 2 and "--latency-ms: must be > 0, got 0" in proc.stderr
-    proc = vitsearch("pick", run_dir, "--latency-ms", 1e-6, "--no-remeasure")
-    assert proc.returncode == 3, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "the fastest is trial" in proc.stderr
+def test_pick_exit_codes(run_dir, capsys):
+    code, err = refused(capsys, "pick", run_dir, "--latency-ms", 0)
+    assert code == 2 and "--latency-ms: must be > 0, got 0" in err
+    code, err = refused(capsys, "pick", run_dir, "--latency-ms", 1e-6, "--no-remeasure")
+    assert code == 3, err
+    assert len(err.strip().splitlines()) == 1 and "the fastest is trial" in err
 
 
 @pytest.mark.slow
-def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path):
+def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path, capsys):
     """--max-drop alone on a real run: the fastest front variant within that many val points of the uncompressed
     model's recorded val accuracy is exported, and the variant's record says what was asked."""
     view, fr = recorded_front(run_dir)
@@ -222,8 +228,8 @@ def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path):
     assert json.loads((out / "provenance.json").read_text())["asked"] == asked
     # a drop nothing on the front meets (when the front's best val is below the uncompressed model's): exit 3
     if fr["accuracy"].max() < view.base_accuracy:
-        proc = vitsearch("pick", run_dir, "--max-drop", 0, "--no-remeasure")
-        assert proc.returncode == 3 and "the most accurate is trial" in proc.stderr
+        code, err = refused(capsys, "pick", run_dir, "--max-drop", 0, "--no-remeasure")
+        assert code == 3 and "the most accurate is trial" in err
     # a run that recorded no uncompressed val accuracy (its study sets no max_accuracy_drop): pick measures it
     import shutil
 
@@ -243,9 +249,9 @@ def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path):
     assert prov["asked"]["base_val_source"] == "measured at pick (fp32 on cpu)"
     # ... unless this machine would deploy the uncompressed model in another precision than the run did
     (bare / "run.json").write_text(json.dumps({**meta, "base_precision": "bf16"}))
-    proc = vitsearch("pick", bare, "--max-drop", drop, "--no-remeasure", "--out", tmp_path / "never")
-    assert proc.returncode == 2 and "the run deployed the uncompressed model in bf16" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
+    code, err = refused(capsys, "pick", bare, "--max-drop", drop, "--no-remeasure", "--out", tmp_path / "never")
+    assert code == 2 and "the run deployed the uncompressed model in bf16" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
 
 
 def test_quantized_variant_round_trips(builtin_model, mnist, tmp_path):
