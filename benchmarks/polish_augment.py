@@ -1,7 +1,7 @@
 """pick's polish with and without augmentation of its batches, on front variants of the default study (accuracy only).
 
     .venv/bin/python benchmarks/polish_augment.py CONFIG [--steps 2000] [--augments none shift mixup shift+mixup]
-        [--threads 1] [--out FILE.jsonl] [--test-at-checkpoints]
+        [--threads 1] [--out FILE.jsonl] [--test-at-checkpoints] [--ema DECAY]
 
 CONFIG names one of :data:`CONFIGS` (variants `pick` exported from the default study and its
 ONNX Runtime twin, in float). The variant is distilled along the study's ladder of rungs
@@ -13,7 +13,9 @@ on the 500 test images and paired with the uncompressed model on the same images
 JSON line per arm (and one for the distilled weights before any polish) goes to stdout
 and, with ``--out``, to that file. ``--test-at-checkpoints`` adds ``test_at_checkpoints``:
 per val checkpoint, test top-1 and the images lost and gained against the uncompressed
-model (read, never used to select). The machine's load changes the wall time only.
+model (read, never used to select). ``--ema DECAY`` scores and keeps a moving average of the
+weights instead of the weights themselves (:func:`~vitsearch.evaluators.distill.polished`).
+The machine's load changes the wall time only.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def main() -> None:
     ap.add_argument("--augments", nargs="+", default=list(AUGMENTS), choices=AUGMENTS)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="append the JSON lines to this file too")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="score and keep a moving average of the weights (decay per step, e.g. 0.998; 0: off)")
     ap.add_argument("--test-at-checkpoints", action="store_true",
                     help="also record test top-1 and images lost / gained at each val checkpoint (read, never used)")
     args = ap.parse_args()
@@ -88,9 +92,10 @@ def main() -> None:
 
         model, seen = polished(copy.deepcopy(start), session.base, session.data.train, steps=args.steps,
                                rung=len(pipe.ladder), score=score, every=-(-args.steps // 8),
-                               **{**settings, "augment": aug})
+                               ema=args.ema, **{**settings, "augment": aug})
         e = test_entry(session, model, config, base)
-        row = {"aug": aug, "best_step": seen["best_step"], "val": seen["scores"], "test": e["test_accuracy"],
+        row = {"aug": aug, **({"ema": args.ema} if args.ema else {}), "best_step": seen["best_step"],
+               "val": seen["scores"], "test": e["test_accuracy"],
                "drop": e["paired_drop"], "low": e["paired_drop_low"], "high": e["paired_drop_high"],
                "discordant": e["discordant"], "s": round(time.time() - t)}
         if tests:

@@ -225,27 +225,50 @@ def polished(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: i
              score: Callable[[nn.Module], float], every: int, device: torch.device | str = "cpu", lr: float = 1e-4,
              batch_size: int = 64, temperature: float = 2.0, alpha: float = 0.5, seed: int = 0, progress=None,
              fake_quant: FakeQuantScheme | None = None, feature_weight: float = 0.0,
-             augment: str = "none") -> tuple[nn.Module, dict]:
+             augment: str = "none", ema: float = 0.0) -> tuple[nn.Module, dict]:
     """A last, longer distillation of a prepared ``student`` (in place): the learning rate decays along a
     cosine to 0, and the weights kept are those ``score`` (e.g. val top-1) rated best at a checkpoint every
     ``every`` steps and at the end (the earliest of equals; the starting weights count as step 0).
+
+    ``ema`` (0 < ema < 1): the weights scored and kept are an exponential moving average of the student's
+    float weights over the steps, each step ``avg = ema * avg + (1 - ema) * weights`` from the starting weights
+    (Polyak averaging; pruned weights stay zero in it); 0: the student's own weights.
 
     Returns (student, {"best_step", "scores": {step: score}}).
     """
     import copy
 
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema: {ema} is not in [0, 1)")
     scores = {0: score(student.eval())}
     best = {"step": 0, "state": copy.deepcopy(student.state_dict())}
+    # (the student's own tensors, their average): by object, as fake quantisation rewraps the linears while it trains
+    averaged = [(t, t.detach().clone()) for t in student.state_dict(keep_vars=True).values()
+                if t.is_floating_point()] if ema else []
+
+    def each_step(step: int, total: int) -> None:
+        with torch.no_grad():
+            for live, avg in averaged:
+                avg.lerp_(live, 1.0 - ema)
+        if progress is not None:
+            progress(step, total)
 
     def checkpoint(step: int) -> None:
+        with torch.no_grad():
+            trained = [live.clone() for live, _ in averaged]
+            for live, avg in averaged:
+                live.copy_(avg)
         scores[step] = score(student.eval())
         if scores[step] > scores[best["step"]]:
             best.update(step=step, state=copy.deepcopy(student.state_dict()))
+        with torch.no_grad():  # training goes on from the student's own weights
+            for (live, _), own in zip(averaged, trained):
+                live.copy_(own)
 
     if steps > 0:
         _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, segment_seed(seed, rung),
-                progress, fake_quant=fake_quant, feature_weight=feature_weight, cosine=True, checkpoint=checkpoint,
-                every=every, augment=augment)
+                each_step, fake_quant=fake_quant, feature_weight=feature_weight, cosine=True,
+                checkpoint=checkpoint, every=every, augment=augment)
     student.load_state_dict(best["state"])
     return student.eval(), {"best_step": best["step"], "scores": scores}
 

@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--polish-augment", default=None, metavar="HOW",
                    help="how the polish alters each batch, teacher and student alike: none, shift (each image "
                         "moved by up to 2 pixels; default), mixup or shift+mixup")
+    p.add_argument("--polish-ema", type=float, default=None, metavar="DECAY",
+                   help="the polish scores and keeps a moving average of the weights, DECAY per step (default "
+                        "0.998; 0: the weights as trained)")
     p.add_argument("--json", action="store_true",
                    help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)
@@ -70,7 +73,7 @@ def cmd_report(args) -> int:
 def cmd_pick(args) -> int:
     """``vitsearch pick RUN_DIR --latency-ms X`` and/or ``--max-drop P``."""
     from vitsearch.search.engine.progress import stderr_is_terminal
-    from vitsearch.search.results.pick import (check_budget, check_polish_augment, check_same_base, choose, export,
+    from vitsearch.search.results.pick import (check_budget, check_same_base, choose, export, polish_settings,
                                                runner_up_line)
     from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
     from vitsearch.search.session import load_session
@@ -80,11 +83,7 @@ def cmd_pick(args) -> int:
     check_budget(args.latency_ms, args.min_accuracy, args.max_size_mb, args.max_drop)  # before any slow work
     if args.out:
         check_out_dir(args.out, "--out")
-    if args.polish_steps is not None and args.polish_steps < 0:
-        from vitsearch.spaces.errors import ConfigError
-
-        raise ConfigError(f"--polish-steps: must be >= 0 (0: no polish), got {args.polish_steps}")
-    augment = check_polish_augment(args.polish_augment)
+    polish = polish_settings(args.polish_steps, args.polish_augment, args.polish_ema)
     view = load_run(args.run_dir)
     if not args.out:
         check_out_dir(view.path / "variants", "--out (default RUN_DIR/variants)")
@@ -117,7 +116,7 @@ def cmd_pick(args) -> int:
     say(runner_up_line(choice))
     session = session or load_session(view.spec)
     out = Path(args.out) if args.out else view.path / "variants" / f"trial-{int(choice.winner['number'])}"
-    prov = export(view, choice, session, out, check.why, args.polish_steps, augment)
+    prov = export(view, choice, session, out, check.why, polish)
     for line in _pick_lines(prov, out):
         say(line)
     if args.json:

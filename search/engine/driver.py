@@ -117,7 +117,8 @@ class Driver:
                                    storage=storage, study_name=self.spec.name,
                                    on_settle=self.progress.on_settle, ladder=ladder,
                                    rung_dir=str((plan.run_dir.path / RUNG_DIR).resolve()), reference=reference,
-                                   on_rung=self.progress.on_rung, ownership=ownership, finish_front=rc.finish_front)
+                                   on_rung=self.progress.on_rung, ownership=ownership, finish_front=rc.finish_front,
+                                   seed=(self.spec.search.seed + seed_offset) % 2**32)
         self.study = ownership.study = searcher.study
         self.progress.start(self.study, searcher.completed())
         return searcher, ownership

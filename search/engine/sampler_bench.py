@@ -84,13 +84,12 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     from vitsearch.search.engine.plan import make_sampler
     from vitsearch.search.preflight import runtime_search_space
     from vitsearch.search.session import load_session, study_predictor
-    from vitsearch.spaces import CompressionConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     session = load_session(study)
     spec = session.spec
     # the space a run of the study searches: in its runtime, with its allocation and sensitivity
-    space, _ = runtime_search_space(spec, session.base, session.device, session.data.calibration)
+    space, notes = runtime_search_space(spec, session.base, session.device, session.data.calibration)
     out.mkdir(parents=True, exist_ok=True)
     predictor = study_predictor(session)
     source = ("predicted by the study's latency predictor" if predictor is not None
@@ -137,6 +136,7 @@ def run_bench(study, trials: int, seeds: list[int], samplers: list[str], out: Pa
     summary["latency_source"] = source + ", cached"
     summary["settled_no_gain"] = {name: settled.get(name, 0) for name in samplers}
     summary["recovery_steps"] = recovery_steps
+    summary["space_notes"] = notes  # choices the runtime cannot run, left out (as `vitsearch run` says)
     summary["accuracy_source"] = (f"measured on val after {recovery_steps} distillation steps" if recovery_steps
                                   else "measured on val, zero-shot (no distillation)")
     (out / "bench_search.json").write_text(json.dumps(summary, indent=2))
@@ -198,6 +198,7 @@ def format_summary(s: dict) -> str:
         lines.append(f"trials to reach {reach['target_is']} ({reach['target']:.5f}), on the mean curve: " + ", ".join(
             f"{n} {r['mean_curve'] if r['mean_curve'] is not None else 'not reached'}"
             for n, r in reach.items() if isinstance(r, dict)))
+    lines += [f"note: {note}" for note in s.get("space_notes", [])]
     lines.append(f"{s['distinct_configs_evaluated']} distinct configs evaluated ({s['latency_source']}; "
                  f"accuracy {s.get('accuracy_source', 'measured on val')}), {s['seconds']:.0f} s, device {s['device']}")
     return "\n".join(lines)

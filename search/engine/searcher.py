@@ -19,7 +19,9 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
 * **What Optuna is told.** Only measured values: a candidate settled on its cost
   (predicted or measured latency/size over a budget, or no gain over the uncompressed
   model) is PRUNED with its measured constraints and attribute ``settled``, never a
-  COMPLETE trial with an invented accuracy.
+  COMPLETE trial with an invented accuracy. A sampler that learns from COMPLETE trials
+  only (GP, NSGA-II) may then keep proposing settled candidates: after
+  :data:`RANDOM_AFTER` asks in a row with nothing to evaluate, the next is a random draw.
 * **Time budget.** With a ``deadline`` no batch or promotion is handed out after it;
   what is in flight finishes and is told (nothing is left RUNNING), then FINISHED. As it
   nears, batches shrink to what the first-rung evaluations say still fits (the
@@ -72,6 +74,10 @@ from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR
 log = logging.getLogger("vitsearch.run")
 
 MAX_ASKS_PER_SUGGEST = 64
+#: asks in a row that found nothing to evaluate (settled, reused, duplicate) before the next one takes a random draw:
+#: GP and NSGA-II learn from COMPLETE trials only, so a sampler proposing near settled candidates proposes them again
+#: (a GP study stopped at 7 of 9 trials, 578 repeats of settled configs asked in 4 minutes: docs/search.md)
+RANDOM_AFTER = 16
 #: seconds between storage reads while the study waits on trials RUNNING elsewhere
 IDLE_POLL_S = 1.0
 
@@ -98,7 +104,7 @@ class CandidateSearch(OptunaSearch):
                  on_settle: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                  ladder: Ladder | None = None, rung_dir: str | None = None, reference=None,
                  on_rung: Callable[[int, int], None] | None = None, ownership=None, deadline: float | None = None,
-                 finish_front: bool = False):
+                 finish_front: bool = False, seed: int | None = None):
         self.vs_space = space
         self.objectives = objectives
         self.feasibility = feasibility
@@ -131,6 +137,8 @@ class CandidateSearch(OptunaSearch):
             self.promotions.fits = self.clock.fits_in_time  # no promotion handed out that cannot finish in time
             self.clock.timed_before(self.study)
         self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
+        self._seed = seed  # of the random draws that follow RANDOM_AFTER such asks
+        self._draws: optuna.Study | None = None
 
     @property
     def study(self) -> optuna.Study:
@@ -189,6 +197,8 @@ class CandidateSearch(OptunaSearch):
             if len(batch) >= size:
                 break
             trial = None
+            if self.idle_asks and self.idle_asks % RANDOM_AFTER == 0:
+                self._draw_at_random()
             try:
                 trial = (self.ownership.ask(self._distributions) if self.ownership is not None  # claimed, then drawn
                          else self.study.ask(fixed_distributions=self._distributions))
@@ -231,6 +241,16 @@ class CandidateSearch(OptunaSearch):
             return None
         self._batches[trial_id] = [t for t, _ in batch]
         return {"candidates": [self.promotions.first_job(t.number, c) for t, c in batch]}
+
+    def _draw_at_random(self) -> None:
+        """Enqueue a random draw of the space (the next ask takes it, as a WAITING trial): the sampler's last
+        :data:`RANDOM_AFTER` proposals were all settled, reused or running elsewhere."""
+        if self._draws is None:  # an in-memory study of Optuna's own random sampling
+            self._draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=self._seed))
+        params = self._draws.ask(self._distributions).params
+        self.study.enqueue_trial(params, skip_if_exists=True)
+        log.info("the sampler's last %d proposals found nothing to evaluate (settled or repeated): the next is drawn "
+                 "at random", self.idle_asks)
 
     def _finishing(self) -> bool:
         """Whether the search is at its end (see the module's "Finishing the front"); sets the ladder's

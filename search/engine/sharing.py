@@ -115,9 +115,10 @@ _PER_DRIVER = {"output_dir": None, "search": ("workers", "cpus", "ray_address", 
 
 def study_fingerprint(spec) -> dict:
     """The study file as every driver of one study must share it (per-driver resources left out), with what this
-    driver resolves per device: ``device: auto`` written with the kind of device it found when that is not the CPU
-    (``auto:cuda``: the latencies of one study come from one kind of device), and the precision choices the file leaves at their
-    default as this driver searches them, in its base precision (``model.precision: auto`` is bf16 on CUDA)."""
+    driver resolves per device: ``device: auto`` written with the kind of device it found when that is not the
+    CPU (``auto:cuda``: the latencies of one study come from one kind of device), and the precision choices the
+    file leaves at their default as this driver searches them, in its base precision (``model.precision: auto``
+    is bf16 on CUDA)."""
     doc = spec.model_dump(mode="json")
     doc.pop("output_dir", None)
     for key in _PER_DRIVER["search"]:
@@ -169,17 +170,17 @@ def check_same_study(storage, spec) -> None:
     mine = study_fingerprint(spec)
     if stored is None or stored == mine:
         return
+    precision = spec.space.precision
+    left = set(precision.defaulted())  # what this driver's device may resolve otherwise than another's
     theirs, ours = stored.get("device"), mine["device"]
     if "auto" in str(theirs) and "auto" in ours and _kind(theirs) != _kind(ours) \
-            and _apart(stored, "device") == _apart(mine, "device"):
+            and _apart(stored, left, "device") == _apart(mine, left, "device"):
         raise ConfigError(f"study {spec.name!r}: the storage holds this study run on {_where(theirs)} and this "
                           f"driver runs it on {_where(ours)} (device: auto): the latencies of one study come from one "
                           "kind of device; run every driver of one study on one kind of device")
-    precision = spec.space.precision
-    left = set(precision.defaulted())
     theirs, ours = stored.get("space", {}).get("precision", {}), mine["space"]["precision"]
     differing = {p for p in type(precision).model_fields if theirs.get(p) != ours.get(p)}
-    if _apart(stored) == _apart(mine) and differing and differing <= left:
+    if _apart(stored, left) == _apart(mine, left) and differing:
         part = sorted(differing)[0]
         raise ConfigError(f"study {spec.name!r}: the storage holds this study run with other precision choices "
                           f"(space.precision.{part}: {theirs.get(part)!r} vs {ours[part]!r}): this driver searches "
@@ -202,10 +203,12 @@ def _where(device: str) -> str:
     return "the CPU" if _kind(device) == "cpu" else _kind(device)
 
 
-def _apart(doc: dict, *fields: str) -> dict:
-    """A study fingerprint without its precision choices and ``fields`` (top-level)."""
+def _apart(doc: dict, parts: set[str], *fields: str) -> dict:
+    """A study fingerprint without the precision choices ``parts`` and the top-level ``fields``."""
     doc = {k: v for k, v in doc.items() if k not in fields}
-    return {**doc, "space": {k: v for k, v in doc.get("space", {}).items() if k != "precision"}}
+    space = doc.get("space", {})
+    precision = {k: v for k, v in space.get("precision", {}).items() if k not in parts}
+    return {**doc, "space": {**space, "precision": precision}}
 
 
 def record_study(study: optuna.Study, spec) -> None:

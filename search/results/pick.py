@@ -33,6 +33,19 @@ POLISH_CHECKPOINTS = 8
 #: how the polish alters each batch (teacher and student see the same): shifted by up to 2 pixels, the
 #: function matching of patient distillation (docs/results.md: the polish with augmentation)
 POLISH_AUGMENT = "shift"
+#: the polish scores and keeps a moving average of the weights, this decay per step (Polyak averaging): steadier
+#: checkpoints, one or two test images better on the variants measured (docs/results.md: the polish)
+POLISH_EMA = 0.998
+
+
+@dataclass(frozen=True)
+class PolishSettings:
+    """How ``pick`` polishes the variant it exports: ``steps`` more distillation steps (None: the study's top rung;
+    0: none), each batch altered as ``augment`` says, the weights averaged with decay ``ema`` (0: not averaged)."""
+
+    steps: int | None = None
+    augment: str = POLISH_AUGMENT
+    ema: float = POLISH_EMA
 
 
 class StepProgress:
@@ -85,15 +98,17 @@ def check_budget(latency_ms: float | None, min_accuracy: float | None, max_size_
         raise ConfigError(f"--max-size-mb: must be > 0, got {max_size_mb:g}; give a finite size in MB")
 
 
-def check_polish_augment(augment: str | None) -> str:
-    """``augment`` as the polish takes it (None: :data:`POLISH_AUGMENT`); ConfigError (exit 2) for an unknown one."""
+def polish_settings(steps: int | None, augment: str | None, ema: float | None) -> PolishSettings:
+    """The polish's options (None: the default); ConfigError (exit 2) for a value out of range."""
     from vitsearch.evaluators.augment import AUGMENTS
 
-    if augment is None:
-        return POLISH_AUGMENT
-    if augment not in AUGMENTS:
+    if steps is not None and steps < 0:
+        raise ConfigError(f"--polish-steps: must be >= 0 (0: no polish), got {steps}")
+    if augment is not None and augment not in AUGMENTS:
         raise ConfigError(f"--polish-augment: {augment!r} is not one of {', '.join(AUGMENTS)}")
-    return augment
+    if ema is not None and not 0.0 <= ema < 1.0:
+        raise ConfigError(f"--polish-ema: must be in [0, 1) (0: the weights as trained), got {ema}")
+    return PolishSettings(steps, POLISH_AUGMENT if augment is None else augment, POLISH_EMA if ema is None else ema)
 
 
 def check_drop_base(max_drop: float | None, base_accuracy: float | None) -> None:
@@ -224,18 +239,18 @@ def runner_up_line(choice: Choice) -> str:
             f"{r['budget_ms'] - w['budget_ms']:+.3f} ms latency vs the winner): {r['summary']}")
 
 
-def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_steps: int | None = None,
-           polish_augment: str = POLISH_AUGMENT) -> dict[str, Any]:
+def export(view, choice: Choice, session, out: Path, remeasure_why: str,
+           polish: PolishSettings = PolishSettings()) -> dict[str, Any]:
     """Rebuild (at the rung it reached), re-check, polish, measure on test and write the winner to ``out``.
 
     In the study's runtime throughout (:class:`vitsearch.evaluators.pipeline.Pipeline`):
     the program is built from the weights, scored on val as the search scored it, and
-    re-measured by the study's protocol. ``polish_steps`` (default: the study's top rung)
-    more distillation steps before export, the learning rate decayed along a cosine, the
-    best of :data:`POLISH_CHECKPOINTS` val checkpoints kept, and only when its val accuracy
-    is above the unpolished weights' (val selects, test reports), each batch altered as
-    ``polish_augment`` says for teacher and student alike. Returns
-    the provenance, with both accuracies.
+    re-measured by the study's protocol. ``polish``: its steps more distillation steps
+    before export, the learning rate decayed along a cosine, the best of
+    :data:`POLISH_CHECKPOINTS` val checkpoints kept, and only when its val accuracy is above
+    the unpolished weights' (val selects, test reports), each batch altered as its
+    ``augment`` says for teacher and student alike, the weights averaged as its ``ema``
+    says. Returns the provenance, with both accuracies.
     """
     import copy
 
@@ -257,7 +272,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_
         raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f} in {pipe.runtime.name}, not its "
                           f"recorded {ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
     test = measure_test_deployed(session, prepared, config, program)
-    polish, polished = _polish(view, session, config, prepared, acc, number, polish_steps, polish_augment)
+    polish, polished = _polish(view, session, config, prepared, acc, number, polish)
     if polished is not None:
         prepared, program = polished
     entry, _ = pipe.measure_built(*program)
@@ -276,7 +291,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str, polish_
     return provenance
 
 
-def _polish(view, session, config, prepared, acc, number: int, polish_steps: int | None, augment: str):
+def _polish(view, session, config, prepared, acc, number: int, settings: PolishSettings):
     """(what the polish did, (polished weights, their program) when kept else None)."""
     import copy
 
@@ -284,21 +299,23 @@ def _polish(view, session, config, prepared, acc, number: int, polish_steps: int
     from vitsearch.search.results.testacc import measure_test_deployed
 
     rc = view.spec.recovery
-    steps = rc.ladder[-1] if polish_steps is None else polish_steps
+    steps = rc.ladder[-1] if settings.steps is None else settings.steps
     polish: dict[str, Any] = {"steps": steps, "kept": False}
     pipe = session.pipeline
     if steps > 0 and pipe.is_uncompressed(config):
         polish["note"] = "the uncompressed model is the teacher: nothing to polish"
     if steps <= 0 or pipe.is_uncompressed(config):
         return polish, None
-    every = -(-steps // POLISH_CHECKPOINTS)
+    every, augment, ema = -(-steps // POLISH_CHECKPOINTS), settings.augment, settings.ema
     polished, seen = distil_polished(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
                                      rung=len(rc.ladder), score=lambda m: pipe.score(m, config).top1, every=every,
-                                     progress=StepProgress(f"pick: polishing trial {number}"),
+                                     progress=StepProgress(f"pick: polishing trial {number}"), ema=ema,
                                      **{**pipe.recovery_settings(config), "augment": augment})
     batches = "batches as drawn" if augment == "none" else f"batches altered by {augment}"
-    polish.update(schedule=f"cosine to 0, {batches}, the best val of checkpoints every {every} steps", augment=augment,
-                  best_step=seen["best_step"], val_at_checkpoints={str(k): v for k, v in seen["scores"].items()})
+    weights = f"weights averaged (decay {ema:g} per step)" if ema else "weights as trained"
+    polish.update(schedule=f"cosine to 0, {batches}, {weights}, the best val of checkpoints every {every} steps",
+                  augment=augment, ema=ema, best_step=seen["best_step"],
+                  val_at_checkpoints={str(k): v for k, v in seen["scores"].items()})
     if seen["best_step"] == 0:
         polish["note"] = "no checkpoint scored above the unpolished weights on val"
         return polish, None

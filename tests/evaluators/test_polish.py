@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from vitsearch.evaluators import evaluate_accuracy
@@ -72,3 +74,37 @@ def test_checkpoints_see_the_plain_model_under_quantisation_aware_distillation(b
     two = distil_further(prepare(builtin_model, config), builtin_model, mnist.train, steps=3, rung=1,
                          fake_quant=scheme, **FAST)
     assert all(torch.equal(v, two.state_dict()[k]) for k, v in one.state_dict().items())
+
+
+def test_the_polish_can_keep_a_moving_average_of_the_weights_and_trains_on_as_without(builtin_model, mnist):
+    """``ema``: checkpoints score (and the polish keeps) the average of the weights over the steps, computed here by
+    hand from the weights after each step; the student trains on from its own weights (its steps are the same as
+    without the average), under fake quantisation too (it rewraps the linears while it trains)."""
+    config = CompressionConfig.from_dict({"depth": {"keep": 5}, "sparsity": {"mlp": "2:4"},
+                                          "precision": {"attn": "int8"}})
+    scheme = scheme_for("torchao", config, 1)
+    student = distilled(builtin_model, config, mnist.train, steps=2, **FAST)
+    start, decay = _state(student), 0.6
+    runs = {}
+    for ema in (0.0, decay):
+        ranks = iter(range(10))
+        out, info = polished(copy.deepcopy(student), builtin_model, mnist.train, steps=4, rung=3, every=2, lr=1e-3,
+                             ema=ema, fake_quant=scheme, score=lambda m: next(ranks), **FAST)  # the last one wins
+        runs[ema] = out.state_dict()
+    # by hand: the trajectory of the plain polish, averaged step by step
+    steps: list[dict] = []
+    replay = copy.deepcopy(student)
+    own = replay.state_dict(keep_vars=True)  # its tensors by their names outside fake quantisation's wrappers
+    polished(replay, builtin_model, mnist.train, steps=4, rung=3, every=2, lr=1e-3, fake_quant=scheme,
+             score=lambda m: 0.0, progress=lambda step, total: steps.append({k: t.detach().clone()
+                                                                            for k, t in own.items()}), **FAST)
+    assert len(steps) == 4 and all(torch.equal(v, steps[-1][k]) for k, v in runs[0.0].items())
+    average = {k: v.clone() for k, v in start.items()}
+    for after in steps:
+        for k, v in average.items():
+            if v.is_floating_point():
+                v.lerp_(after[k], 1 - decay)
+    assert all(torch.allclose(v, average[k], atol=1e-6) for k, v in runs[decay].items())
+    assert not all(torch.equal(v, runs[0.0][k]) for k, v in runs[decay].items())
+    fc1 = runs[decay]["blocks.0.mlp.fc1.weight"].reshape(-1, 4)
+    assert ((fc1 == 0).sum(-1) >= 2).all()  # pruned weights stay zero in the average

@@ -3,7 +3,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
-    """One small real run shared by the report and pick tests (each writes its own sub-folder)."""
+    """One small real run shared by the tests that read a finished run (report, pick, the screen, the re-timed
+    sittings; those that write do so in their own sub-folder); its output is kept beside it (run.stdout,
+    run.stderr)."""
     from clitools import make_run
 
     return make_run(tmp_path_factory.mktemp("small_run"))

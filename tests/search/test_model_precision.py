@@ -177,7 +177,8 @@ def test_drivers_of_one_study_that_find_a_cpu_and_a_gpu_are_refused(monkeypatch,
     spec = parse_study({"device": "auto", "space": space})
 
     def found(kind: str) -> None:  # what device: auto finds on this machine, whatever this machine has
-        monkeypatch.setattr(fingerprint, "resolve_device", lambda device: torch.device(kind))
+        device = torch.device("cuda", 0) if kind == "cuda" else torch.device("cpu")  # as resolve_device names them
+        monkeypatch.setattr(fingerprint, "resolve_device", lambda _: device)
 
     found("cpu")
     on_cpu = study_fingerprint(spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import yaml
 from clitools import one_line_exit_2, snapshot, study_file, vitsearch
 
 #: command lines (after `vitsearch`); {study} is a valid small study, {file} an existing file
@@ -39,6 +40,7 @@ BAD_COMMANDS = [
     (["pick", "nowhere", "--latency-ms", "-1"], "--latency-ms: must be > 0"),
     (["pick", "nowhere", "--latency-ms", "2", "--polish-augment", "rotate"],
      "--polish-augment: 'rotate' is not one of none, shift, mixup, shift+mixup"),
+    (["pick", "nowhere", "--latency-ms", "2", "--polish-ema", "1"], "--polish-ema: must be in [0, 1)"),
     (["pick", "nowhere", "--latency-ms", "2", "--min-accuracy", "2"], "--min-accuracy"),
     (["pick", "nowhere", "--latency-ms", "2", "--max-size-mb", "inf"], "--max-size-mb: must be > 0"),
     (["pick", "nowhere", "--latency-ms", "2", "--out", "{file}"], "is an existing file, not a folder"),
@@ -88,10 +90,13 @@ def test_bad_command_lines(cwd, capsys, argv, match):
 
 
 def test_bad_input_through_a_real_process(tmp_path):
-    """The installed CLI (a fresh process) answers like main(): one line, exit 2, nothing written."""
+    """The installed CLI (a fresh process) answers like main(): one line, exit 2, nothing written; also once torch
+    and timm are loaded (a warning they print would reach the user's terminal, where pytest keeps it in-process)."""
     (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "resnet.yaml").write_text(yaml.safe_dump({"model": {"name": "timm:resnet18", "pretrained": False}}))
     for argv, match in ((["run", "empty.yaml"], "is empty"),
-                        (["pick", "nowhere", "--latency-ms", "inf"], "--latency-ms")):
+                        (["pick", "nowhere", "--latency-ms", "inf"], "--latency-ms"),
+                        (["baseline", "resnet.yaml"], "not a supported ViT")):
         before = snapshot(tmp_path)
         proc = vitsearch(*argv, cwd=tmp_path, timeout=120)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and match in proc.stderr, proc.stderr

@@ -21,9 +21,9 @@ def test_pareto_mask_keeps_non_dominated():
 
 
 @pytest.mark.slow
-def test_bench_search_runs_and_caches_on_the_space_a_run_searches(tmp_path):
-    """The study's space in its runtime, with its allocation: a sensitivity allocation of precision needs the base
-    model's measured sensitivity (bench-search refused such a study before, building the bare space)."""
+def test_bench_search_runs_and_caches_on_the_space_a_run_searches(builtin_model, tmp_path):
+    """bench-search draws from the space `vitsearch run` searches: in the study's runtime, with its allocation (here
+    precision by sensitivity, which needs the base model's measured sensitivity)."""
     import json
 
     from vitsearch.search.study import parse_study
@@ -40,7 +40,7 @@ def test_bench_search_runs_and_caches_on_the_space_a_run_searches(tmp_path):
     drawn = [c for c in drawn if c != CompressionConfig()]  # the uncompressed reference is cached too
     assert drawn
     for config in drawn:  # half the kept blocks' linear groups int8, chosen group by group
-        n = config.depth.keep or 8
+        n = config.depth.keep or len(builtin_model.blocks)
         assert sum(v == "int8" for block in config.precision.per_block(n) for v in block) == n, config.to_dict()
 
 

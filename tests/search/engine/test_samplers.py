@@ -3,7 +3,7 @@
 Ray Tune pickles the search algorithm when its Tuner starts; Optuna 5.1's NSGA-II holds a
 ``threading.Lock``, so a searcher that pickled its sampler crashed every study that did
 not name another sampler. The searcher pickles as a marker only, whatever its sampler
-holds; these tests run NSGA-II and GP end to end, every sampler through the searcher, and
+holds; these tests run NSGA-II and GP end to end, the others through the searcher, and
 pickle a searcher around a sampler that cannot be pickled at all.
 """
 
@@ -119,43 +119,55 @@ def test_a_named_sampler_runs_through_ray_tune(tmp_path):
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
-def test_each_sampler_drives_the_searcher_past_its_random_start(builtin_model, tmp_path, sampler):
-    """Each sampler the schema offers, as the driver builds it, proposes through the searcher what Tune's workers
-    evaluate (here reported by hand, with an accuracy budget as a constraint) until the study's target, past the
-    random start of the model-based ones; the searcher still pickles as a marker (what Tune pickles)."""
+@pytest.mark.parametrize("sampler", [s for s in SAMPLERS if s != "gp"])  # GP past its start: test_fidelity_bench
+def test_each_sampler_drives_the_searcher_past_its_random_start(builtin_model, tmp_path, monkeypatch, sampler):
+    """NSGA-II, TPE and random, as the driver builds them, propose through the searcher what Tune's workers
+    evaluate (here reported by hand: feasible, over the accuracy budget, or settled on its cost without accuracy)
+    until the study's target, past the random start of the model-based ones; the searcher still pickles as a
+    marker (what Tune pickles). (GP fits a model per ask, seconds each here: its constrained proposals past the
+    random start are test_fidelity_bench.py's, its run through Ray Tune the test above.)"""
     import json
 
     from vitsearch.search.engine.feasibility import Feasibility
     from vitsearch.search.engine.plan import make_sampler
+    from ray.tune.search import Searcher
+
+    from vitsearch.search.engine import searcher
     from vitsearch.search.engine.searcher import CandidateSearch
     from vitsearch.search.study import parse_study
     from vitsearch.spaces import SearchSpace
 
+    monkeypatch.setattr(searcher, "IDLE_POLL_S", 0.0)  # a batch of repeats only: ask again at once
     target = 9
     spec = parse_study({"name": "x", "search": {"sampler": sampler, "startup_trials": 5, "trials": target}})
-    feasibility = Feasibility(min_accuracy=0.9)
+    feasibility = Feasibility(max_latency_ms=3.8, min_accuracy=0.9)
     search = CandidateSearch(space=SearchSpace.from_spec(spec.space, builtin_model),
                              objectives=[("accuracy", "maximize"), ("latency_ms", "minimize")],
                              feasibility=feasibility, target=target, batch_size=2,
                              sampler=make_sampler(spec, target), study_name="x",
                              storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))
     assert len(pickle.dumps(search)) < 1000
-    for i in range(4 * target):
+    for i in range(20 * target):
         batch = search.suggest(f"t{i}")
-        if not isinstance(batch, dict):
+        if batch == Searcher.FINISHED:
             break
-        for job in batch["candidates"]:
+        if batch is None:  # every candidate asked was a repeat, settled from the first
+            continue
+        for job in batch["candidates"]:  # depth 4-8: 4 and 5 under the accuracy floor, 8 over the latency budget
             keep = job["config"].get("depth", {}).get("keep", 8)
-            metrics = {"accuracy": 0.85 + 0.015 * keep, "latency": {"median_ms": 0.5 * keep + 0.01 * job["number"]}}
-            payload = {"number": job["number"], "evaluation": metrics, "feasible": metrics["accuracy"] >= 0.9,
-                       "constraints": feasibility.constraints(metrics)}
+            metrics = {"accuracy": 0.85 + 0.012 * keep, "latency": {"median_ms": 0.5 * keep - 0.001 * job["number"]}}
+            payload = {"number": job["number"], "evaluation": metrics, "constraints": feasibility.constraints(metrics),
+                       "feasible": metrics["accuracy"] >= 0.9 and metrics["latency"]["median_ms"] <= 3.8}
+            if keep == 8:  # settled on its measured cost, never accuracy-evaluated
+                payload.update(evaluation={**metrics, "accuracy": None}, settled="cost budget",
+                               constraints=feasibility.constraints({**metrics, "accuracy": None}))
             search.on_trial_result(f"t{i}", {"candidate_json": json.dumps(payload)})
         search.on_trial_complete(f"t{i}")
     assert search.completed() == target
     complete = [t for t in search.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert all(set(t.constraints) == {"accuracy"} for t in complete)
-    assert type(search.study.sampler) is type(make_sampler(spec, target))
+    assert all(set(t.constraints) == {"latency_ms", "accuracy"} for t in complete)
+    if sampler == "nsga2":  # population 6 (the schema's rule for 9 trials): the last trials are its offspring
+        assert max(t.system_attrs.get("NSGAIISampler:generation", 0) for t in search.study.trials) >= 1
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -168,3 +180,49 @@ def test_a_joining_drivers_seed_offset_stays_a_valid_seed(sampler):
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(spec, 10, seed_offset=7))
     study.optimize(lambda t: (t.suggest_float("a", 0, 1), t.suggest_float("b", 0, 1)), n_trials=2)
     assert len(study.trials) == 2
+
+
+class StuckSampler(optuna.samplers.RandomSampler):
+    """Proposes one config only (the first choice of each parameter): a sampler that never leaves a settled region."""
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if isinstance(param_distribution, optuna.distributions.CategoricalDistribution):
+            return param_distribution.choices[0]
+        return param_distribution.low
+
+
+def test_a_sampler_that_keeps_proposing_what_was_settled_is_given_random_draws(builtin_model, tmp_path, monkeypatch,
+                                                                              caplog):
+    """After RANDOM_AFTER asks in a row with nothing to evaluate, the next ask takes a random draw of the space: a
+    sampler stuck on one config still reaches the target (without the draws: 1 of 3, then the run stops as
+    exhausted)."""
+    import json
+    import logging
+
+    from ray.tune.search import Searcher
+
+    from vitsearch.search.engine import searcher
+    from vitsearch.search.engine.feasibility import Feasibility
+    from vitsearch.search.engine.searcher import RANDOM_AFTER, CandidateSearch
+    from vitsearch.search.study import parse_study
+    from vitsearch.spaces import SearchSpace
+
+    caplog.set_level(logging.INFO, logger="vitsearch.run")
+    monkeypatch.setattr(searcher, "IDLE_POLL_S", 0.0)
+    search = CandidateSearch(space=SearchSpace.from_spec(parse_study({"name": "x"}).space, builtin_model),
+                             objectives=[("accuracy", "maximize"), ("latency_ms", "minimize")],
+                             feasibility=Feasibility(), target=3, batch_size=1, sampler=StuckSampler(), seed=0,
+                             study_name="x", storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))
+    for i in range(40):
+        batch = search.suggest(f"t{i}")
+        if batch == Searcher.FINISHED:
+            break
+        for job in (batch or {}).get("candidates", []):
+            metrics = {"accuracy": 0.9, "latency": {"median_ms": 1.0 + job["number"]}}
+            payload = {"number": job["number"], "evaluation": metrics, "constraints": [], "feasible": True}
+            search.on_trial_result(f"t{i}", {"candidate_json": json.dumps(payload)})
+        search.on_trial_complete(f"t{i}")
+    assert search.completed() == 3
+    reused = [t for t in search.study.trials if t.user_attrs.get("reused_from") is not None]
+    assert len(reused) == 2 * RANDOM_AFTER  # the stuck proposals, each settled from the first
+    assert "the next is drawn at random" in caplog.text

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from clitools import vitsearch
+from clitools import one_line_exit_2, vitsearch
 
 pytestmark = pytest.mark.slow
 
@@ -195,28 +195,22 @@ def test_too_few_trials_for_importance(run_dir):
     assert importances == {} and why.startswith("not computed")
 
 
-def test_bad_run_dirs(tmp_path, capsys):
-    """Refused in one line, exit 2 (in this process: what a real process adds is test_command_input.py's)."""
+def test_bad_run_dirs(tmp_path, monkeypatch, capsys):
+    """Refused in one line, exit 2, nothing written (in this process: what a real process adds is
+    test_command_input.py's)."""
     import optuna
 
-    from vitsearch.search.cli import main
     from vitsearch.search.results.rundir import RunDir
     from vitsearch.search.study import load_study
 
-    def refused(argv: list) -> str:
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        err = capsys.readouterr().err
-        assert code == 2 and err.count("\n") == 1, err
-        return err
-
-    assert "not a vitsearch run dir" in refused(["report", tmp_path / "nope"])
+    monkeypatch.chdir(tmp_path)
+    one_line_exit_2(["report", tmp_path / "nope"], tmp_path, capsys, "not a vitsearch run dir")
     empty = RunDir(tmp_path / "empty")
     url = empty.default_storage_url()
     empty.create(load_study("default"), {"storage": url, "study_name": "default"})
     optuna.create_study(storage=url, study_name="default", directions=["maximize", "minimize"])
     for cmd in (["report"], ["list"], ["pick", "--latency-ms", "5"]):
-        assert "no completed trial" in refused([cmd[0], empty.path, *cmd[1:]])
+        one_line_exit_2([cmd[0], empty.path, *cmd[1:]], tmp_path, capsys, "no completed trial")
 
 
 def test_over_budget_trials_without_accuracy_are_plotted_on_the_floor(tmp_path):
