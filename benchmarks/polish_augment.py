@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--test-at-checkpoints", action="store_true",
                     help="also record test top-1 and images lost / gained at each val checkpoint (read, never used)")
     args = ap.parse_args()
+    if not 0.0 <= args.ema < 1.0:
+        ap.error(f"--ema: must be in [0, 1), got {args.ema}")
     torch.set_num_threads(args.threads)
     out = open(args.out, "a") if args.out else None
 

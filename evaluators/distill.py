@@ -240,11 +240,12 @@ def polished(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: i
 
     if not 0.0 <= ema < 1.0:
         raise ValueError(f"ema: {ema} is not in [0, 1)")
+    student.to(device)  # where it trains: the average is kept beside the tensors it averages
     scores = {0: score(student.eval())}
     best = {"step": 0, "state": copy.deepcopy(student.state_dict())}
     # (the student's own tensors, their average): by object, as fake quantisation rewraps the linears while it trains
-    averaged = [(t, t.detach().clone()) for t in student.state_dict(keep_vars=True).values()
-                if t.is_floating_point()] if ema else []
+    own = {id(t): t for t in student.state_dict(keep_vars=True).values() if t.is_floating_point()} if ema else {}
+    averaged = [(t, t.detach().clone()) for t in own.values()]
 
     def each_step(step: int, total: int) -> None:
         with torch.no_grad():

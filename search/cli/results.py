@@ -40,7 +40,7 @@ def register(sub) -> None:
                         "moved by up to 2 pixels; default), mixup or shift+mixup")
     p.add_argument("--polish-ema", type=float, default=None, metavar="DECAY",
                    help="the polish scores and keeps a moving average of the weights, DECAY per step (default "
-                        "0.998; 0: the weights as trained)")
+                        "1 - 4 / steps: 0.998 over 2,000 steps; 0: the weights as trained)")
     p.add_argument("--json", action="store_true",
                    help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)
@@ -177,7 +177,7 @@ def pick_record(prov: dict, out: Path) -> dict:
             "paired_confidence": paired["confidence"], "paired_method": paired["method"],
             "asked": prov.get("asked", {}),
             "polish": {"steps": acc["polish"]["steps"], "augment": acc["polish"].get("augment"),
-                       "kept": acc["polish"]["kept"]},
+                       "ema": acc["polish"].get("ema"), "kept": acc["polish"]["kept"]},
             "units": {"paired_drop": "fraction of the test images (0.01 = 1 point), positive = less accurate",
                       "latency_ms": "ms per batch of the study's latency.batch_size", "speedup": "x"}}
 

@@ -21,7 +21,8 @@ What this adapter adds to ``ray.tune.search.optuna.OptunaSearch``:
   model) is PRUNED with its measured constraints and attribute ``settled``, never a
   COMPLETE trial with an invented accuracy. A sampler that learns from COMPLETE trials
   only (GP, NSGA-II) may then keep proposing settled candidates: after
-  :data:`RANDOM_AFTER` asks in a row with nothing to evaluate, the next is a random draw.
+  :data:`RANDOM_AFTER` asks in a row with nothing to evaluate, every ask takes a random
+  draw not asked before, until one is evaluated.
 * **Time budget.** With a ``deadline`` no batch or promotion is handed out after it;
   what is in flight finishes and is told (nothing is left RUNNING), then FINISHED. As it
   nears, batches shrink to what the first-rung evaluations say still fits (the
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -74,10 +76,12 @@ from vitsearch.search.results.tables import (ATTR_CONFIG, ATTR_CONSTRAINTS, ATTR
 log = logging.getLogger("vitsearch.run")
 
 MAX_ASKS_PER_SUGGEST = 64
-#: asks in a row that found nothing to evaluate (settled, reused, duplicate) before the next one takes a random draw:
-#: GP and NSGA-II learn from COMPLETE trials only, so a sampler proposing near settled candidates proposes them again
-#: (a GP study stopped at 7 of 9 trials, 578 repeats of settled configs asked in 4 minutes: docs/search.md)
+#: asks in a row that found nothing to evaluate (settled, reused, duplicate) after which every ask takes a random
+#: draw of the space not asked before, until one is evaluated: GP and NSGA-II learn from COMPLETE trials only, so a
+#: sampler proposing near settled candidates keeps proposing them (docs/search.md: what the sampler is told)
 RANDOM_AFTER = 16
+#: random draws tried for one not asked before
+RANDOM_TRIES = 32
 #: seconds between storage reads while the study waits on trials RUNNING elsewhere
 IDLE_POLL_S = 1.0
 
@@ -137,8 +141,7 @@ class CandidateSearch(OptunaSearch):
             self.promotions.fits = self.clock.fits_in_time  # no promotion handed out that cannot finish in time
             self.clock.timed_before(self.study)
         self.idle_asks = 0  # asks in a row that found nothing to evaluate (a space exhausted by settled/reused)
-        self._seed = seed  # of the random draws that follow RANDOM_AFTER such asks
-        self._draws: optuna.Study | None = None
+        self._draws = random.Random(f"vitsearch-draws:{seed}")  # not the sampler's own stream (seeded alike)
 
     @property
     def study(self) -> optuna.Study:
@@ -197,7 +200,7 @@ class CandidateSearch(OptunaSearch):
             if len(batch) >= size:
                 break
             trial = None
-            if self.idle_asks and self.idle_asks % RANDOM_AFTER == 0:
+            if self.idle_asks >= RANDOM_AFTER:
                 self._draw_at_random()
             try:
                 trial = (self.ownership.ask(self._distributions) if self.ownership is not None  # claimed, then drawn
@@ -243,14 +246,16 @@ class CandidateSearch(OptunaSearch):
         return {"candidates": [self.promotions.first_job(t.number, c) for t, c in batch]}
 
     def _draw_at_random(self) -> None:
-        """Enqueue a random draw of the space (the next ask takes it, as a WAITING trial): the sampler's last
-        :data:`RANDOM_AFTER` proposals were all settled, reused or running elsewhere."""
-        if self._draws is None:  # an in-memory study of Optuna's own random sampling
-            self._draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=self._seed))
-        params = self._draws.ask(self._distributions).params
-        self.study.enqueue_trial(params, skip_if_exists=True)
-        log.info("the sampler's last %d proposals found nothing to evaluate (settled or repeated): the next is drawn "
-                 "at random", self.idle_asks)
+        """Enqueue a random draw of the space that no trial of the study asked before (the next ask takes it, as a
+        WAITING trial): the sampler's last :data:`RANDOM_AFTER` or more proposals found nothing to evaluate."""
+        known = {t.user_attrs.get(ATTR_CONFIG) for t in self.study.get_trials(deepcopy=False)}
+        for _ in range(RANDOM_TRIES):
+            params = {name: _draw(dist, self._draws) for name, dist in self._distributions.items()}
+            if config_key(self.vs_space.config_from_params(params).to_dict()) not in known:
+                self.study.enqueue_trial(params)
+                log.info("the sampler's last %d proposals found nothing to evaluate (settled or repeated): the next "
+                         "is drawn at random", self.idle_asks)
+                return
 
     def _finishing(self) -> bool:
         """Whether the search is at its end (see the module's "Finishing the front"); sets the ladder's
@@ -483,3 +488,12 @@ class Settled:
     metrics: dict
     constraints: list[float]
     settled: str
+
+
+def _draw(distribution, rng: random.Random):
+    """One value of an Optuna ``distribution`` (the space's: categorical and integer), uniformly."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return rng.choice(distribution.choices)
+    if isinstance(distribution, optuna.distributions.IntDistribution) and not distribution.log:
+        return rng.randrange(distribution.low, distribution.high + 1, distribution.step)
+    raise TypeError(f"no random draw for {distribution!r}")

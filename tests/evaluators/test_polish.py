@@ -85,12 +85,17 @@ def test_the_polish_can_keep_a_moving_average_of_the_weights_and_trains_on_as_wi
     scheme = scheme_for("torchao", config, 1)
     student = distilled(builtin_model, config, mnist.train, steps=2, **FAST)
     start, decay = _state(student), 0.6
-    runs = {}
+    runs, scored = {}, {}
     for ema in (0.0, decay):
-        ranks = iter(range(10))
+        seen: list[dict] = []
+
+        def score(model):  # the last checkpoint wins; what each checkpoint scored is kept
+            seen.append(_state(model))
+            return len(seen)
+
         out, info = polished(copy.deepcopy(student), builtin_model, mnist.train, steps=4, rung=3, every=2, lr=1e-3,
-                             ema=ema, fake_quant=scheme, score=lambda m: next(ranks), **FAST)  # the last one wins
-        runs[ema] = out.state_dict()
+                             ema=ema, fake_quant=scheme, score=score, **FAST)
+        runs[ema], scored[ema] = out.state_dict(), seen[-1]
     # by hand: the trajectory of the plain polish, averaged step by step
     steps: list[dict] = []
     replay = copy.deepcopy(student)
@@ -105,6 +110,7 @@ def test_the_polish_can_keep_a_moving_average_of_the_weights_and_trains_on_as_wi
             if v.is_floating_point():
                 v.lerp_(after[k], 1 - decay)
     assert all(torch.allclose(v, average[k], atol=1e-6) for k, v in runs[decay].items())
+    assert all(torch.equal(v, scored[decay][k]) for k, v in runs[decay].items())  # what was scored was kept
     assert not all(torch.equal(v, runs[0.0][k]) for k, v in runs[decay].items())
     fc1 = runs[decay]["blocks.0.mlp.fc1.weight"].reshape(-1, 4)
     assert ((fc1 == 0).sum(-1) >= 2).all()  # pruned weights stay zero in the average

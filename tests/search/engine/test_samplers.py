@@ -128,11 +128,11 @@ def test_each_sampler_drives_the_searcher_past_its_random_start(builtin_model, t
     random start are test_fidelity_bench.py's, its run through Ray Tune the test above.)"""
     import json
 
-    from vitsearch.search.engine.feasibility import Feasibility
-    from vitsearch.search.engine.plan import make_sampler
     from ray.tune.search import Searcher
 
     from vitsearch.search.engine import searcher
+    from vitsearch.search.engine.feasibility import Feasibility
+    from vitsearch.search.engine.plan import make_sampler
     from vitsearch.search.engine.searcher import CandidateSearch
     from vitsearch.search.study import parse_study
     from vitsearch.spaces import SearchSpace
