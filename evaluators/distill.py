@@ -263,8 +263,8 @@ def polished(student: nn.Module, teacher: nn.Module, train: Dataset, *, steps: i
         if scores[step] > scores[best["step"]]:
             best.update(step=step, state=copy.deepcopy(student.state_dict()))
         with torch.no_grad():  # training goes on from the student's own weights
-            for (live, _), own in zip(averaged, trained):
-                live.copy_(own)
+            for (live, _), weights in zip(averaged, trained):
+                live.copy_(weights)
 
     if steps > 0:
         _distil(student, teacher, train, steps, device, lr, batch_size, temperature, alpha, segment_seed(seed, rung),
