@@ -73,8 +73,8 @@ def cmd_report(args) -> int:
 def cmd_pick(args) -> int:
     """``vitsearch pick RUN_DIR --latency-ms X`` and/or ``--max-drop P``."""
     from vitsearch.search.engine.progress import stderr_is_terminal
-    from vitsearch.search.results.pick import (check_budget, check_same_base, choose, export, polish_settings,
-                                               runner_up_line)
+    from vitsearch.search.results.export import export, polish_settings
+    from vitsearch.search.results.pick import check_budget, check_same_base, choose, runner_up_line
     from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
     from vitsearch.search.session import load_session
 

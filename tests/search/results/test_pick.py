@@ -284,7 +284,7 @@ def test_the_speedup_at_export_is_the_variant_timed_against_the_uncompressed_pro
     from types import SimpleNamespace
 
     import vitsearch.evaluators.runtimes.deploy as deploy
-    from vitsearch.search.results.pick import side_by_side
+    from vitsearch.search.results.export import side_by_side
 
     seen = {}
 

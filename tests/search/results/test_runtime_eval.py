@@ -43,7 +43,7 @@ def test_search_space_in_a_runtime_offers_what_it_realises(builtin_model):
 
 
 def test_candidate_scored_timed_in_ort_and_exported_as_onnx(tmp_path):
-    from vitsearch.search.results.pick import _program_writer
+    from vitsearch.search.results.export import _program_writer
     from vitsearch.search.results.runtime_export import load_runtime_model
     from vitsearch.search.session import load_session
     from vitsearch.spaces import prepare

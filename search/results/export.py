@@ -1,0 +1,269 @@
+"""``vitsearch pick``'s export of the variant it chose (:mod:`.pick` chooses).
+
+The winner is rebuilt exactly as the search evaluated it (its checkpoint at the highest
+rung it reached, or the same distillation replayed), re-evaluated on val, measured on the
+held-out test split, polished (``--polish-steps`` more distillation steps, with progress
+lines on stderr; both accuracies recorded), re-timed beside the uncompressed model in the
+study's runtime and written with :func:`vitsearch.search.results.variant.write_variant`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vitsearch.search.results.pick import Choice, within_probability
+from vitsearch.spaces.errors import ConfigError
+
+#: accuracy is deterministic on CPU; on CUDA kernels may differ in the last bits of a
+#: logit, which can flip an argmax near a tie: allow a few images of the val split.
+ACCURACY_TOLERANCE = {"cpu": 0.0, "cuda": 0.005}
+#: seconds between two progress lines of long work (the first comes after the first step)
+PROGRESS_EVERY_S = 5.0
+#: val checkpoints of the polish (its best is exported): enough to catch the peak of a cosine schedule
+POLISH_CHECKPOINTS = 8
+#: how the polish alters each batch (teacher and student see the same): shifted by up to 2 pixels, the
+#: function matching of patient distillation (docs/results.md: the polish with augmentation)
+POLISH_AUGMENT = "shift"
+#: the polish scores and keeps a moving average of the weights (Polyak averaging) whose time constant is this share of
+#: its steps: decay 1 - 4 / steps per step (0.998 over 2,000 steps, as measured: docs/results.md), so the starting
+#: weights keep e^-4 (2 %) of the average at the end whatever the steps
+POLISH_EMA_SPAN = 0.25
+
+
+@dataclass(frozen=True)
+class PolishSettings:
+    """How ``pick`` polishes the variant it exports: ``steps`` more distillation steps (None: the study's top rung;
+    0: none), each batch altered as ``augment`` says, the weights averaged with decay ``ema`` per step (None:
+    ``1 - 1 / (POLISH_EMA_SPAN x steps)``; 0: not averaged). ConfigError (exit 2) for a value out of range."""
+
+    steps: int | None = None
+    augment: str = POLISH_AUGMENT
+    ema: float | None = None
+
+    def __post_init__(self) -> None:
+        from vitsearch.evaluators.augment import AUGMENTS
+
+        if self.steps is not None and self.steps < 0:
+            raise ConfigError(f"--polish-steps: must be >= 0 (0: no polish), got {self.steps}")
+        if self.augment not in AUGMENTS:
+            raise ConfigError(f"--polish-augment: {self.augment!r} is not one of {', '.join(AUGMENTS)}")
+        if self.ema is not None and not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"--polish-ema: must be in [0, 1) (0: the weights as trained), got {self.ema}")
+
+    def decay(self, steps: int) -> float:
+        """The averaging's decay per step for a polish of ``steps`` steps."""
+        return self.ema if self.ema is not None else max(0.0, 1.0 - 1.0 / (POLISH_EMA_SPAN * steps))
+
+
+class StepProgress:
+    """``progress(step, steps)`` callback: "WHAT: step k/N (p %), ETA s" lines on stderr.
+
+    One line after the first step, then at most every ``every`` seconds, and one at the
+    last step; lines, not a bar, so that a log file holds them too.
+    """
+
+    def __init__(self, what: str, every: float = PROGRESS_EVERY_S, stream=None):
+        self.what, self.every, self.stream = what, every, stream
+        self.started = self.last = None
+
+    def __call__(self, step: int, steps: int) -> None:
+        now = time.monotonic()
+        if self.started is None:
+            self.started, self.last = now, now - self.every
+        if step not in (1, steps) and now - self.last < self.every:
+            return
+        self.last = now
+        eta = (now - self.started) / max(step - 1, 1) * (steps - step) if step > 1 else float("nan")
+        eta_text = "?" if eta != eta else f"{eta:.0f} s"
+        print(f"{self.what}: step {step}/{steps} ({step / steps:.0%}), ETA {eta_text}",
+              file=self.stream or sys.stderr, flush=True)
+
+
+def polish_settings(steps: int | None, augment: str | None, ema: float | None) -> PolishSettings:
+    """The polish's options from the command line (None: the default)."""
+    return PolishSettings(steps, POLISH_AUGMENT if augment is None else augment, ema)
+
+
+def export(view, choice: Choice, session, out: Path, remeasure_why: str,
+           polish: PolishSettings = PolishSettings()) -> dict[str, Any]:
+    """Rebuild (at the rung it reached), re-check, polish, measure on test and write the winner to ``out``.
+
+    In the study's runtime throughout (:class:`vitsearch.evaluators.pipeline.Pipeline`):
+    the program is built from the weights, scored on val as the search scored it, and
+    re-measured by the study's protocol. ``polish``: its steps more distillation steps
+    before export, the learning rate decayed along a cosine, the best of
+    :data:`POLISH_CHECKPOINTS` val checkpoints kept, and only when its val accuracy is above
+    the unpolished weights' (val selects, test reports), each batch altered as its
+    ``augment`` says for teacher and student alike, the weights averaged as its ``ema``
+    says. Returns the provenance, with both accuracies.
+    """
+    import copy
+
+    from vitsearch.search.results.testacc import measure_test_deployed, rebuild_prepared
+    from vitsearch.search.results.variant import write_variant
+    from vitsearch.spaces import CompressionConfig
+
+    row = choice.winner
+    number, rung = int(row["number"]), int(row["rung"])
+    ev = view.evaluation(number)
+    config = CompressionConfig.from_dict(json.loads(row["config"]))
+    pipe = session.pipeline
+    prepared = rebuild_prepared(session, config, rung, view.path, number)
+    info = copy.deepcopy(getattr(prepared, "vitsearch_info", {}))
+    program = pipe.build(prepared, config)
+    acc = pipe.score(prepared, config, program)
+    tol = ACCURACY_TOLERANCE[session.device.type]
+    if abs(acc.top1 - ev["accuracy"]) > tol:
+        raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f} in {pipe.runtime.name}, not its "
+                          f"recorded {ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
+    test = measure_test_deployed(session, prepared, config, program)
+    polish, polished = _polish(view, session, config, prepared, acc, number, polish)
+    if polished is not None:
+        prepared, program = polished
+    entry, _ = pipe.measure_built(*program)
+    entry["note"] = f"re-measured in {pipe.runtime.name} at export"
+    base_entry, base_program = _base_latency(pipe)
+    provenance = _provenance(view, row, ev, config, acc, tol, info, remeasure_why)
+    provenance["asked"] = dict(choice.asked)
+    provenance["latency"].update(in_runtime=entry, uncompressed_in_runtime=base_entry,
+                                 speedup=side_by_side(pipe, program[0], base_program))
+    exported_test = polish if polish["kept"] else test
+    provenance["accuracy"].update(test=_without_bits(test), polish=_without_bits(polish), rung=rung,
+                                  recovery_steps_before_polish=ev.get("recovery_steps"),
+                                  paired=_paired(view, session, exported_test))
+    write_variant(out, prepared, config, view.path / "study.yaml", provenance,
+                  program_of=_program_writer(program[0], session))
+    return provenance
+
+
+def _polish(view, session, config, prepared, acc, number: int, settings: PolishSettings):
+    """(what the polish did, (polished weights, their program) when kept else None)."""
+    import copy
+
+    from vitsearch.evaluators.distill import polished as distil_polished
+    from vitsearch.search.results.testacc import measure_test_deployed
+
+    rc = view.spec.recovery
+    steps = rc.ladder[-1] if settings.steps is None else settings.steps
+    polish: dict[str, Any] = {"steps": steps, "kept": False}
+    pipe = session.pipeline
+    if steps > 0 and pipe.is_uncompressed(config):
+        polish["note"] = "the uncompressed model is the teacher: nothing to polish"
+    if steps <= 0 or pipe.is_uncompressed(config):
+        return polish, None
+    every, augment, ema = -(-steps // POLISH_CHECKPOINTS), settings.augment, settings.decay(steps)
+    polished, seen = distil_polished(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
+                                     rung=len(rc.ladder), score=lambda m: pipe.score(m, config).top1, every=every,
+                                     progress=StepProgress(f"pick: polishing trial {number}"), ema=ema,
+                                     **{**pipe.recovery_settings(config), "augment": augment})
+    batches = "batches as drawn" if augment == "none" else f"batches altered by {augment}"
+    weights = f"weights averaged (decay {ema:.4g} per step)" if ema else "weights as trained"
+    polish.update(schedule=f"cosine to 0, {batches}, {weights}, the best val of checkpoints every {every} steps",
+                  augment=augment, ema=ema, best_step=seen["best_step"],
+                  val_at_checkpoints={str(k): v for k, v in seen["scores"].items()})
+    if seen["best_step"] == 0:
+        polish["note"] = "no checkpoint scored above the unpolished weights on val"
+        return polish, None
+    program = pipe.build(polished, config)
+    pval = pipe.score(polished, config, program)
+    polish.update(val_accuracy=pval.top1, **measure_test_deployed(session, polished, config, program),
+                  kept=pval.top1 > acc.top1)
+    return polish, ((polished, program) if polish["kept"] else None)
+
+
+def _base_latency(pipe) -> tuple[dict[str, Any], Any]:
+    """The uncompressed model as deployed (``model.precision``), built and timed in the study's runtime now:
+    (its latency entry, its deployed program)."""
+    reference = pipe.reference
+    built = pipe.build(pipe.prepare(reference), reference)
+    entry = pipe.measure_built(*built)[0]
+    entry["precision"] = reference.precision.base
+    entry["note"] = (f"the uncompressed model in {reference.precision.base}, timed in {pipe.runtime.name} at export "
+                     "beside the variant's measurement")
+    return entry, built[0]
+
+
+def side_by_side(pipe, variant, base) -> dict[str, Any]:
+    """Speed-up of the deployed ``variant`` over the deployed uncompressed ``base``: the two timed interleaved with
+    each other in the study's runtime, in one sitting, by the study's protocol (1 / their ratio, with its interval).
+
+    Two separate timings, each against the eager reference, divide two sittings, and a
+    runtime's timing drifts between sittings in ways the eager reference does not share
+    (10-20 % between two timings minutes apart in ONNX Runtime on a 2-core VM).
+    """
+    from vitsearch.evaluators.runtimes.deploy import measure
+
+    r = measure(variant, pipe.input_shape, pipe.device, **{**pipe.timing(), "reference": base.as_module(),
+                                                          "reference_ms_profile": None})
+    return {"speedup": 1.0 / r.ratio, "low": 1.0 / r.ratio_high, "high": 1.0 / r.ratio_low,
+            "confidence": r.confidence, "passes": r.n_runs,
+            "how": f"the variant timed interleaved with the uncompressed model in {variant.runtime}, one sitting"}
+
+
+def _paired(view, session, test: dict[str, Any]) -> dict[str, Any]:
+    """The exported weights' test drop against the uncompressed model on the same images (fractions)."""
+    from vitsearch.search.results.testacc import base_test, paired_vs_base, read_cache
+
+    base, _ = base_test(session, read_cache(view.path, view.spec.latency.runtime))
+    d = paired_vs_base(test, base)
+    if d is None:
+        from vitsearch.spaces.errors import DataError
+
+        raise DataError(f"pick: the test results of the variant ({test.get('test_n')} images) and of the "
+                        f"uncompressed model ({base.get('test_n')}) cannot be paired")
+    return {**d.to_dict(), "base_test_accuracy": base["test_accuracy"], "text": d.text()}
+
+
+def _without_bits(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k != "test_correct"}
+
+
+def _program_writer(deployed, session):
+    """``program_of(path) -> note`` for ``write_variant``: the runtime's own file, else a torch.export program."""
+    import torch
+
+    from vitsearch.search.results.runtime_export import FILES, write_runtime_file
+    from vitsearch.search.results.variant import export_program
+
+    example = torch.randn(*session.input_shape, generator=torch.Generator().manual_seed(1)).to(session.device)
+    if deployed.runtime in FILES:  # a program file of the runtime's own format (ONNX, AOTInductor, engine)
+        return lambda path: write_runtime_file(deployed, example, Path(path).parent)
+    return lambda path: export_program(deployed.module, example, path)
+
+
+def _provenance(view, row, ev, config, acc, tol, info, remeasure_why) -> dict[str, Any]:
+    remeasured = None if pd.isna(row.get("remeasured_ms", float("nan"))) else {
+        "median_ms": row["remeasured_ms"], "p10_ms": row["remeasured_p10_ms"], "p90_ms": row["remeasured_p90_ms"],
+        "n_runs": int(row["remeasured_runs"]), "source": "measured (re-measured at pick)",
+        "low_ms": row.get("remeasured_low_ms"), "high_ms": row.get("remeasured_high_ms"),
+        "confidence": row.get("remeasured_confidence"), "protocol": "interleaved with the uncompressed model"}
+    return {
+        "study": view.spec.name, "run_dir": str(view.path.resolve()), "trial": int(row["number"]),
+        "base_model": view.spec.model.name, "config": config.to_dict(), "config_summary": config.summary(),
+        "accuracy": {"recorded": ev["accuracy"], "top5": ev.get("top5"), "source": ev.get("accuracy_source"),
+                     "at_export": acc.top1, "tolerance": tol, "base_accuracy": view.base_accuracy},
+        "latency": {"recorded": ev.get("latency"), "remeasured": remeasured, "used_ms": float(row["budget_ms"]),
+                    "used_high_ms": _num(row.get("budget_high_ms")), "used_confidence": _num(row.get("budget_confidence")),
+                    "used_within": within_probability(row.get("budget_confidence")),
+                    "used_source": row["budget_source"], "note": remeasure_why},
+        "device_fingerprint": ev.get("fingerprint"), "size_mb": ev.get("size_mb"),
+        "size_mb_sparse_storage": ev.get("size_mb_sparse_storage"), "macs": ev.get("macs"),
+        "recovery_steps": ev.get("recovery_steps"), "compression": _jsonable(info),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
