@@ -13,7 +13,9 @@ on the 500 test images and paired with the uncompressed model on the same images
 JSON line per arm (and one for the distilled weights before any polish) goes to stdout
 and, with ``--out``, to that file. ``--test-at-checkpoints`` adds ``test_at_checkpoints``:
 per val checkpoint, test top-1 and the images lost and gained against the uncompressed
-model (read, never used to select). ``--ema DECAY`` scores and keeps a moving average of the
+model (read, never used to select). Every arm records ``val_teacher_at_checkpoints``: per
+val checkpoint, the val images' mean KL divergence from the teacher and top-1 agreement
+with it (read, never used to select). ``--ema DECAY`` scores and keeps a moving average of the
 weights instead of the weights themselves (:func:`~vitsearch.evaluators.distill.polished`).
 The machine's load changes the wall time only.
 """
@@ -37,6 +39,10 @@ CONFIGS = {
     # the same study run again, 2026-12-06: trial 79 (x1.97 with int8), pick_ort_alloc_finish_front.json
     "t79": {"schema_version": 2, "heads": {"keep": [6, 3, 4, 3, 3, 3, 1, 2], "kv_heads": [3, 3, 2, 3, 3, 3, 1, 2]},
             "sparsity": {"mlp_keep": [256, 120, 56, 16, 32, 24, 48, 40]},
+            "tokens": {"schedule": {"2": 0.8, "4": 0.7}}},
+    # the ONNX Runtime allocation study run again, 2026-12-07: trial 72 (x2.28 with int8), pick_ort_alloc_ema.json
+    "t72": {"schema_version": 2, "depth": {"keep": 7}, "heads": {"keep": [6, 6, 6, 6, 5, 4, 5]},
+            "sparsity": {"mlp_keep": [288, 200, 168, 152, 160, 184, 200]},
             "tokens": {"schedule": {"2": 0.8, "4": 0.7}}},
 }
 
@@ -86,11 +92,14 @@ def main() -> None:
     for aug in args.augments:
         t = time.time()
         tests: list = []
+        follows: list = []
 
         def score(m):  # val selects; test at each checkpoint only read (--test-at-checkpoints), never selects
             if args.test_at_checkpoints:
                 tests.append(test_entry(session, m, config, base))
-            return pipe.score(m, config).top1
+            val = pipe.score(m, config, against_teacher=True)
+            follows.append([round(val.reference_kl, 6), val.reference_agreement])
+            return val.top1
 
         model, seen = polished(copy.deepcopy(start), session.base, session.data.train, steps=args.steps,
                                rung=len(pipe.ladder), score=score, every=-(-args.steps // 8),
@@ -100,6 +109,7 @@ def main() -> None:
                "val": seen["scores"], "test": e["test_accuracy"],
                "drop": e["paired_drop"], "low": e["paired_drop_low"], "high": e["paired_drop_high"],
                "discordant": e["discordant"], "s": round(time.time() - t)}
+        row["val_teacher_at_checkpoints"] = {str(step): x for step, x in zip(seen["scores"], follows)}
         if tests:
             row["test_at_checkpoints"] = {str(step): [x["test_accuracy"], *x["discordant"]]
                                           for step, x in zip(seen["scores"], tests)}

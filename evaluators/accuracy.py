@@ -27,6 +27,8 @@ class AccuracyResult:
     n: int
     source: str
     correct: str | None = None
+    reference_kl: float | None = None  # mean KL(reference || model) over the images, nats (given reference logits)
+    reference_agreement: float | None = None  # share of images whose top-1 is the reference's
 
     def to_dict(self) -> dict:
         """JSON form, without the per-image bits."""
@@ -61,8 +63,15 @@ def check_compatible(model: nn.Module, input_size: tuple[int, ...], num_classes:
 
 @torch.inference_mode()
 def evaluate_accuracy(model: nn.Module, dataset: Dataset, device: torch.device | str = "cpu",
-                      batch_size: int = 250, source: str = "val") -> AccuracyResult:
-    """Top-1/top-5 of ``model`` on ``dataset``, batched, in inference mode."""
+                      batch_size: int = 250, source: str = "val",
+                      reference: torch.Tensor | None = None) -> AccuracyResult:
+    """Top-1/top-5 of ``model`` on ``dataset``, batched, in inference mode.
+
+    ``reference``: another model's logits on the same images in the data set's order (the
+    teacher's, :func:`logits_on`): the result also says how closely ``model`` follows it, as
+    the mean KL divergence of its softmax from the reference's and the share of images
+    where their top-1 agree (continuous where top-1 counts images).
+    """
     if batch_size <= 0:
         raise ConfigError(f"batch_size: must be > 0, got {batch_size}")
     from vitsearch.evaluators.latency.lock import step_aside
@@ -72,8 +81,19 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, device: torch.device |
     correct1 = correct5 = total = 0
     n_classes = None
     hits: list[torch.Tensor] = []
+    kl_sum, agree = 0.0, 0
+    if reference is not None and len(reference) != len(dataset):
+        raise DataError(f"accuracy on {source}: {len(reference)} reference logits for {len(dataset)} images")
     for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         logits = model(images.to(device)).float().cpu()
+        if reference is not None:
+            ref = reference[total:total + len(labels)]
+            if ref.shape != logits.shape:
+                raise DataError(f"accuracy on {source}: reference logits of {ref.shape[-1]} classes, the model "
+                                f"gives {logits.shape[-1]}")
+            kl_sum += torch.nn.functional.kl_div(logits.log_softmax(-1), ref.log_softmax(-1), log_target=True,
+                                                 reduction="sum").item()
+            agree += (logits.argmax(-1) == ref.argmax(-1)).sum().item()
         n_classes = logits.shape[-1]
         if labels.min() < 0 or labels.max() >= n_classes:
             raise DataError(f"data: label {int(labels.max())} is outside the model's {n_classes} classes (0..{n_classes - 1})")
@@ -87,8 +107,23 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, device: torch.device |
         step_aside()  # a measurement waiting for the device goes first
     if total == 0:
         raise DataError(f"data: the {source} split is empty")
+    fidelity = (kl_sum / total, agree / total) if reference is not None else (None, None)
     return AccuracyResult(correct1 / total, correct5 / total if n_classes > 5 else None, total,
-                          f"{source}, {total} images", pack(torch.cat(hits).numpy()))
+                          f"{source}, {total} images", pack(torch.cat(hits).numpy()), *fidelity)
+
+
+@torch.inference_mode()
+def logits_on(model: nn.Module, dataset: Dataset, device: torch.device | str = "cpu",
+              batch_size: int = 250) -> torch.Tensor:
+    """``model``'s float logits on every image of ``dataset`` in its order, on the CPU (a reference for
+    :func:`evaluate_accuracy`)."""
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size: must be > 0, got {batch_size}")
+    model.eval()
+    out = [model(images.to(device)).float().cpu() for images, _ in DataLoader(dataset, batch_size=batch_size)]
+    if not out:
+        raise DataError("data: no images to take reference logits on")
+    return torch.cat(out)
 
 
 def wilson_interval(share: float, n: int) -> tuple[float, float]:

@@ -79,6 +79,7 @@ class Pipeline:
     distill: dict[str, Any]
     timing: Callable[[], dict[str, Any]] = field(repr=False, default=dict)
     reference_config: Any = None  # the uncompressed model as deployed (None: the identity, fp32)
+    _teacher_logits: dict[int, tuple[Any, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def reference(self) -> Any:
@@ -178,12 +179,14 @@ class Pipeline:
         return entry, result.fingerprint
 
     def accuracy(self, prepared: nn.Module, config: Any, dataset: Any, source: str,
-                 program: tuple[Deployed, dict | None] | None = None, eager: nn.Module | None = None):
+                 program: tuple[Deployed, dict | None] | None = None, eager: nn.Module | None = None,
+                 reference: torch.Tensor | None = None):
         """Top-1/top-5 of ``prepared`` on ``dataset`` as the study deploys it; (AccuracyResult, run in the runtime).
 
         Run in the runtime where it changes the candidate's numerics (``program``: its
         checked program of these weights, else built here), else on the eager model
         (``eager``: the finalized model of these weights, else finalized here).
+        ``reference``: logits to compare with (:meth:`teacher_logits`).
         """
         from vitsearch.evaluators import evaluate_accuracy
         from vitsearch.evaluators.runtimes.eager import finalized
@@ -192,14 +195,30 @@ class Pipeline:
         if self.runtime.changes_numerics(config):
             deployed = (program or self.build(prepared, config))[0]
             with device_busy(self.device):
-                return accuracy_in_runtime(deployed, dataset, self.eval_batch, source), True
+                return accuracy_in_runtime(deployed, dataset, self.eval_batch, source, reference), True
         with device_busy(self.device):
             model = eager if eager is not None else finalized(prepared, config, self.device)
-            return evaluate_accuracy(model, dataset, self.device, self.eval_batch, source=source), False
+            return evaluate_accuracy(model, dataset, self.device, self.eval_batch, source=source,
+                                     reference=reference), False
 
-    def score(self, prepared: nn.Module, config: Any, program: tuple[Deployed, dict | None] | None = None):
-        """Val accuracy of ``prepared`` as the search scores it (an AccuracyResult): every rung and pick alike."""
-        return self.accuracy(prepared, config, self.data.val, f"val split of {self.data.name}", program)[0]
+    def score(self, prepared: nn.Module, config: Any, program: tuple[Deployed, dict | None] | None = None,
+              against_teacher: bool = False):
+        """Val accuracy of ``prepared`` as the search scores it (an AccuracyResult): every rung and pick alike;
+        ``against_teacher``: with how closely it follows the teacher on the same images (``reference_kl``)."""
+        reference = self.teacher_logits(self.data.val) if against_teacher else None
+        return self.accuracy(prepared, config, self.data.val, f"val split of {self.data.name}", program,
+                             reference=reference)[0]
+
+    def teacher_logits(self, dataset: Any) -> torch.Tensor:
+        """The teacher's (the base model's, fp32 eager) logits on ``dataset``, once per data set."""
+        from vitsearch.evaluators.accuracy import logits_on
+
+        held = self._teacher_logits.get(id(dataset))
+        if held is None or held[0] is not dataset:  # (the data set is held with its logits: its id stays its own)
+            with device_busy(self.device):
+                held = (dataset, logits_on(self.base, dataset, self.device, self.eval_batch))
+            self._teacher_logits[id(dataset)] = held
+        return held[1]
 
     def recovery_settings(self, config: Any) -> dict[str, Any]:
         """The distillation keywords of ``config``'s recovery (every rung, rebuild and polish alike).

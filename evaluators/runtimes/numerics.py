@@ -127,9 +127,10 @@ def calibration_images(calibration: Any) -> torch.Tensor:
     return torch.cat(calibration_batches(calibration))[:MAX_IMAGES]
 
 
-def accuracy_in_runtime(deployed: Deployed, dataset: Any, batch_size: int, source: str):
-    """Top-1/top-5 of ``deployed`` on ``dataset``, run in its runtime (an AccuracyResult)."""
+def accuracy_in_runtime(deployed: Deployed, dataset: Any, batch_size: int, source: str, reference=None):
+    """Top-1/top-5 of ``deployed`` on ``dataset``, run in its runtime (an AccuracyResult; ``reference``: logits to
+    compare with, :func:`~vitsearch.evaluators.accuracy.evaluate_accuracy`)."""
     from vitsearch.evaluators.accuracy import evaluate_accuracy
 
     return evaluate_accuracy(deployed.as_module(), dataset, deployed.device, batch_size,
-                             source=f"{source}, run in {deployed.runtime} {deployed.version}")
+                             source=f"{source}, run in {deployed.runtime} {deployed.version}", reference=reference)

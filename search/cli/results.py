@@ -41,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--polish-ema", type=float, default=None, metavar="DECAY",
                    help="the polish scores and keeps a moving average of the weights, DECAY per step (default "
                         "1 - 4 / steps: 0.998 over 2,000 steps; 0: the weights as trained)")
+    p.add_argument("--polish-select", default=None, metavar="BY",
+                   help="what picks the polish's checkpoint and whether it is kept, on val: top1 (against the "
+                        "labels) or teacher (how closely it follows the uncompressed model: KL divergence)")
     p.add_argument("--json", action="store_true",
                    help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)
@@ -83,7 +86,7 @@ def cmd_pick(args) -> int:
     check_budget(args.latency_ms, args.min_accuracy, args.max_size_mb, args.max_drop)  # before any slow work
     if args.out:
         check_out_dir(args.out, "--out")
-    polish = polish_settings(args.polish_steps, args.polish_augment, args.polish_ema)
+    polish = polish_settings(args.polish_steps, args.polish_augment, args.polish_ema, args.polish_select)
     view = load_run(args.run_dir)
     if not args.out:
         check_out_dir(view.path / "variants", "--out (default RUN_DIR/variants)")
@@ -128,17 +131,21 @@ def cmd_pick(args) -> int:
 
 def _pick_lines(prov: dict, out: Path) -> list[str]:
     """What ``pick`` says about the exported variant: accuracy (val, test, paired drop), speed-up, the files."""
+    from vitsearch.search.results.export import polish_criterion
+
     ex, acc, lat = prov["export"], prov["accuracy"], prov["latency"]
     test, polish, paired, speed = acc["test"], acc["polish"], acc["paired"], lat["speedup"]
     lines = [f"accuracy at export: val {acc['at_export']:.2%} (recorded {acc['recorded']:.2%}, rung {acc['rung']}); "
              f"test {test['test_accuracy']:.2%} [{test['test_lo']:.1%}, {test['test_hi']:.1%}] (95 % Wilson, "
              f"{test['test_n']} images the search never saw)"]
     if "val_accuracy" in polish:
+        follows = (f", KL from the teacher {polish['val_kl']:.4f} (unpolished {polish['unpolished_val_kl']:.4f})"
+                   if polish.get("val_kl") is not None else "")
         lines.append(f"polished {polish['steps']} more steps ({polish['schedule']}; best at step "
-                     f"{polish['best_step']}): val {polish['val_accuracy']:.2%}, test "
+                     f"{polish['best_step']}): val {polish['val_accuracy']:.2%}{follows}, test "
                      f"{polish['test_accuracy']:.2%} [{polish['test_lo']:.1%}, {polish['test_hi']:.1%}]; "
                      + ("exported the polished weights" if polish["kept"] else
-                        "val dropped: exported the unpolished weights"))
+                        f"no better than the unpolished weights by {polish_criterion(polish)}: exported those"))
     elif "best_step" in polish:
         lines.append(f"polished {polish['steps']} more steps: {polish['note']}; exported the unpolished weights")
     interval = f" [{speed['low']:.2f}, {speed['high']:.2f}]" if speed.get("low") else ""
@@ -177,7 +184,8 @@ def pick_record(prov: dict, out: Path) -> dict:
             "paired_confidence": paired["confidence"], "paired_method": paired["method"],
             "asked": prov.get("asked", {}),
             "polish": {"steps": acc["polish"]["steps"], "augment": acc["polish"].get("augment"),
-                       "ema": acc["polish"].get("ema"), "kept": acc["polish"]["kept"]},
+                       "ema": acc["polish"].get("ema"), "select": acc["polish"].get("select"),
+                       "kept": acc["polish"]["kept"]},
             "units": {"paired_drop": "fraction of the test images (0.01 = 1 point), positive = less accurate",
                       "latency_ms": "ms per batch of the study's latency.batch_size", "speedup": "x"}}
 

@@ -36,17 +36,24 @@ POLISH_AUGMENT = "shift"
 #: its steps: decay 1 - 4 / steps per step (0.998 over 2,000 steps, as measured: docs/results.md), so the starting
 #: weights keep e^-4 (2 %) of the average at the end whatever the steps
 POLISH_EMA_SPAN = 0.25
+#: what picks the polish's checkpoint and decides whether it is kept, both on the val images: ``top1``, their
+#: top-1 against the labels; ``teacher``, how closely the student follows the uncompressed model (the mean KL
+#: divergence of its softmax from the teacher's: continuous where top-1 moves by whole images)
+POLISH_SELECTS = {"top1": "val top-1", "teacher": "val KL divergence from the teacher"}
+POLISH_SELECT = "top1"
 
 
 @dataclass(frozen=True)
 class PolishSettings:
     """How ``pick`` polishes the variant it exports: ``steps`` more distillation steps (None: the study's top rung;
     0: none), each batch altered as ``augment`` says, the weights averaged with decay ``ema`` per step (None:
-    ``1 - 1 / (POLISH_EMA_SPAN x steps)``; 0: not averaged). ConfigError (exit 2) for a value out of range."""
+    ``1 - 1 / (POLISH_EMA_SPAN x steps)``; 0: not averaged), its checkpoint chosen and kept by ``select`` (one of
+    :data:`POLISH_SELECTS`). ConfigError (exit 2) for a value out of range."""
 
     steps: int | None = None
     augment: str = POLISH_AUGMENT
     ema: float | None = None
+    select: str = POLISH_SELECT
 
     def __post_init__(self) -> None:
         from vitsearch.evaluators.augment import AUGMENTS
@@ -57,6 +64,8 @@ class PolishSettings:
             raise ConfigError(f"--polish-augment: {self.augment!r} is not one of {', '.join(AUGMENTS)}")
         if self.ema is not None and not 0.0 <= self.ema < 1.0:
             raise ConfigError(f"--polish-ema: must be in [0, 1) (0: the weights as trained), got {self.ema}")
+        if self.select not in POLISH_SELECTS:
+            raise ConfigError(f"--polish-select: {self.select!r} is not one of {', '.join(POLISH_SELECTS)}")
 
     def decay(self, steps: int) -> float:
         """The averaging's decay per step for a polish of ``steps`` steps."""
@@ -87,9 +96,17 @@ class StepProgress:
               file=self.stream or sys.stderr, flush=True)
 
 
-def polish_settings(steps: int | None, augment: str | None, ema: float | None) -> PolishSettings:
+def polish_criterion(polish: dict[str, Any]) -> str:
+    """What chose a recorded polish's checkpoint and whether it was kept, in words (``val top-1`` for records
+    written before there was a choice)."""
+    return POLISH_SELECTS.get(polish.get("select") or "top1", "val top-1")
+
+
+def polish_settings(steps: int | None, augment: str | None, ema: float | None,
+                    select: str | None = None) -> PolishSettings:
     """The polish's options from the command line (None: the default)."""
-    return PolishSettings(steps, POLISH_AUGMENT if augment is None else augment, ema)
+    return PolishSettings(steps, POLISH_AUGMENT if augment is None else augment, ema,
+                          POLISH_SELECT if select is None else select)
 
 
 def export(view, choice: Choice, session, out: Path, remeasure_why: str,
@@ -100,10 +117,11 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
     the program is built from the weights, scored on val as the search scored it, and
     re-measured by the study's protocol. ``polish``: its steps more distillation steps
     before export, the learning rate decayed along a cosine, the best of
-    :data:`POLISH_CHECKPOINTS` val checkpoints kept, and only when its val accuracy is above
-    the unpolished weights' (val selects, test reports), each batch altered as its
-    ``augment`` says for teacher and student alike, the weights averaged as its ``ema``
-    says. Returns the provenance, with both accuracies.
+    :data:`POLISH_CHECKPOINTS` val checkpoints kept, and only when it beats the unpolished
+    weights on val by its ``select`` (val top-1, or val KL divergence from the teacher: val
+    selects, test reports), each batch altered as its ``augment`` says for teacher and
+    student alike, the weights averaged as its ``ema`` says. Returns the provenance, with
+    both accuracies.
     """
     import copy
 
@@ -125,7 +143,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
         raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f} in {pipe.runtime.name}, not its "
                           f"recorded {ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
     test = measure_test_deployed(session, prepared, config, program)
-    polish, polished = _polish(view, session, config, prepared, acc, number, polish)
+    polish, polished = _polish(view, session, pipe, config, prepared, acc, number, polish)
     if polished is not None:
         prepared, program = polished
     entry, _ = pipe.measure_built(*program)
@@ -144,8 +162,9 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
     return provenance
 
 
-def _polish(view, session, config, prepared, acc, number: int, settings: PolishSettings):
-    """(what the polish did, (polished weights, their program) when kept else None)."""
+def _polish(view, session, pipe, config, prepared, acc, number: int, settings: PolishSettings):
+    """(what the polish did, (polished weights, their program) when kept else None); ``acc``: the unpolished
+    weights' val score as deployed."""
     import copy
 
     from vitsearch.evaluators.distill import polished as distil_polished
@@ -154,28 +173,38 @@ def _polish(view, session, config, prepared, acc, number: int, settings: PolishS
     rc = view.spec.recovery
     steps = rc.ladder[-1] if settings.steps is None else settings.steps
     polish: dict[str, Any] = {"steps": steps, "kept": False}
-    pipe = session.pipeline
     if steps > 0 and pipe.is_uncompressed(config):
         polish["note"] = "the uncompressed model is the teacher: nothing to polish"
     if steps <= 0 or pipe.is_uncompressed(config):
         return polish, None
     every, augment, ema = -(-steps // POLISH_CHECKPOINTS), settings.augment, settings.decay(steps)
+    seen_val: list[tuple[float, float]] = []
+
+    def score(model) -> float:  # higher is better; both val figures recorded whichever selects
+        val = pipe.score(model, config, against_teacher=True)
+        seen_val.append((val.top1, val.reference_kl))
+        return val.top1 if settings.select == "top1" else -val.reference_kl
+
     polished, seen = distil_polished(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
-                                     rung=len(rc.ladder), score=lambda m: pipe.score(m, config).top1, every=every,
+                                     rung=len(rc.ladder), score=score, every=every,
                                      progress=StepProgress(f"pick: polishing trial {number}"), ema=ema,
                                      **{**pipe.recovery_settings(config), "augment": augment})
     batches = "batches as drawn" if augment == "none" else f"batches altered by {augment}"
     weights = f"weights averaged (decay {ema:.4g} per step)" if ema else "weights as trained"
-    polish.update(schedule=f"cosine to 0, {batches}, {weights}, the best val of checkpoints every {every} steps",
-                  augment=augment, ema=ema, best_step=seen["best_step"],
-                  val_at_checkpoints={str(k): v for k, v in seen["scores"].items()})
+    by = POLISH_SELECTS[settings.select]
+    polish.update(schedule=f"cosine to 0, {batches}, {weights}, the best {by} of checkpoints every {every} steps",
+                  augment=augment, ema=ema, select=settings.select, best_step=seen["best_step"],
+                  val_at_checkpoints={str(k): top1 for k, (top1, _) in zip(seen["scores"], seen_val)},
+                  val_kl_at_checkpoints={str(k): kl for k, (_, kl) in zip(seen["scores"], seen_val)})
     if seen["best_step"] == 0:
-        polish["note"] = "no checkpoint scored above the unpolished weights on val"
+        polish["note"] = f"no checkpoint scored better than the unpolished weights by {by}"
         return polish, None
     program = pipe.build(polished, config)
-    pval = pipe.score(polished, config, program)
-    polish.update(val_accuracy=pval.top1, **measure_test_deployed(session, polished, config, program),
-                  kept=pval.top1 > acc.top1)
+    pval = pipe.score(polished, config, program, against_teacher=True)
+    unpolished_kl = seen_val[0][1]  # step 0: the unpolished weights, deployed as they are
+    better = pval.top1 > acc.top1 if settings.select == "top1" else pval.reference_kl < unpolished_kl
+    polish.update(val_accuracy=pval.top1, val_kl=pval.reference_kl, unpolished_val_kl=unpolished_kl,
+                  **measure_test_deployed(session, polished, config, program), kept=better)
     return polish, ((polished, program) if polish["kept"] else None)
 
 

@@ -168,6 +168,8 @@ def readme(p: dict[str, Any]) -> str:
 
 def _test_line(acc: dict[str, Any]) -> str:
     """The held-out test accuracy (and the polish) of a variant, when recorded."""
+    from vitsearch.search.results.export import polish_criterion
+
     test, polish = acc.get("test"), acc.get("polish") or {}
     if not test:
         return ""
@@ -175,7 +177,7 @@ def _test_line(acc: dict[str, Any]) -> str:
             f"{test['test_n']} held-out images)")
     if "val_accuracy" in polish:
         line += (f"; polished {polish['steps']} more steps: val {polish['val_accuracy']:.2%}, test "
-                 f"{polish['test_accuracy']:.2%} ({'kept' if polish['kept'] else 'not kept: val dropped'})")
+                 f"{polish['test_accuracy']:.2%} ({'kept' if polish['kept'] else f'not kept: no better by {polish_criterion(polish)}'})")
     elif "best_step" in polish:
         line += f"; polished {polish['steps']} more steps, not kept: {polish['note']}"
     return line

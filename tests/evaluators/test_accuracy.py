@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vitsearch.evaluators.accuracy import check_compatible, evaluate_accuracy, wilson_interval
+from vitsearch.evaluators.accuracy import check_compatible, evaluate_accuracy, logits_on, wilson_interval
 from vitsearch.evaluators.distill import recover
 from vitsearch.spaces import CompressionConfig, compress
 from vitsearch.spaces.errors import DataError
@@ -16,6 +16,30 @@ def test_accuracy_equals_direct_computation(builtin_model, mnist):
     got = evaluate_accuracy(builtin_model, mnist.val, batch_size=128)
     assert got.top1 == pytest.approx(direct1, abs=1e-9) and got.top5 == pytest.approx(direct5, abs=1e-9)
     assert got.n == 500 and "500 images" in got.source
+
+
+def test_how_closely_a_model_follows_reference_logits(builtin_model, mnist):
+    from torch.utils.data import Subset
+
+    val = Subset(mnist.val, range(100))
+    reference = logits_on(builtin_model, val, batch_size=32)
+    assert reference.shape == (100, 10)
+    same = evaluate_accuracy(builtin_model, val, batch_size=48, reference=reference)  # batches other than the logits'
+    assert same.reference_kl == pytest.approx(0.0, abs=1e-6) and same.reference_agreement == 1.0
+    assert evaluate_accuracy(builtin_model, val).reference_kl is None  # only when asked
+    cut = compress(builtin_model, CompressionConfig.from_dict({"depth": {"keep": 3}}))
+    got = evaluate_accuracy(cut, val, batch_size=32, reference=reference)
+    with torch.inference_mode():  # the KL divergence of its softmax from the reference's, per image, averaged
+        mine = cut(torch.stack([val[i][0] for i in range(100)])).log_softmax(-1)
+    want = (reference.softmax(-1) * (reference.log_softmax(-1) - mine)).sum(-1).mean().item()
+    assert got.reference_kl == pytest.approx(want, rel=1e-4) and got.reference_kl > 0.01
+    assert got.reference_agreement == (mine.argmax(-1) == reference.argmax(-1)).sum().item() / 100 < 1.0
+    with pytest.raises(DataError, match="101 reference logits for 100 images"):
+        evaluate_accuracy(builtin_model, val, reference=torch.cat([reference, reference[:1]]))
+    with pytest.raises(DataError, match="40 reference logits for 100 images"):
+        evaluate_accuracy(builtin_model, val, batch_size=32, reference=reference[:40])
+    with pytest.raises(DataError, match="reference logits of 9 classes, the model gives 10"):
+        evaluate_accuracy(builtin_model, val, batch_size=32, reference=reference[:, :9])
 
 
 @pytest.mark.slow

@@ -68,3 +68,16 @@ def test_measure_config_times_the_deployed_program(runtime):
     res = _pipeline(runtime).measure_config(CompressionConfig.from_dict(INT8))
     assert res.ratio is not None and res.low_ms <= res.median_ms <= res.high_ms
     assert res.fingerprint.get("runtime") == (None if runtime == "eager" else runtime)
+
+
+def test_a_score_against_the_teacher_follows_its_logits_in_the_runtime():
+    """The teacher's val logits are taken once; an int8 candidate in ORT is compared with them as deployed."""
+    pipe = _pipeline("onnxruntime")
+    teacher = pipe.teacher_logits(pipe.data.val)
+    assert teacher.shape == (len(pipe.data.val), 10) and pipe.teacher_logits(pipe.data.val) is teacher
+    plain = pipe.score(pipe.prepare(CompressionConfig()), CompressionConfig())
+    assert plain.reference_kl is None
+    config = CompressionConfig.from_dict(INT8)
+    scored = pipe.score(pipe.prepare(config), config, against_teacher=True)
+    assert "run in onnxruntime" in scored.source and scored.reference_kl > 0 and 0.5 < scored.reference_agreement < 1
+    assert scored.top1 == pipe.score(pipe.prepare(config), config).top1  # the same images, the same answer

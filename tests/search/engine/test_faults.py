@@ -144,11 +144,20 @@ def test_pick_shows_progress_while_it_polishes(rung_run, tmp_path, monkeypatch, 
     from vitsearch.search.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["pick", str(rung_run), *PICK, "--polish-steps", "3", "--out", str(tmp_path / "v")]) == 0
+    assert main(["pick", str(rung_run), *PICK, "--polish-steps", "3", "--polish-select", "teacher",
+                 "--out", str(tmp_path / "v")]) == 0
     err = capsys.readouterr().err
     assert "polishing trial" in err and "step 1/3" in err and "step 3/3 (100%), ETA 0 s" in err, err
     polish = json.loads((tmp_path / "v" / "provenance.json").read_text())["accuracy"]["polish"]
     assert polish["augment"] == "shift" and "batches altered by shift" in polish["schedule"]  # the default
+    # selected by how closely it follows the teacher on val; both val figures at every checkpoint
+    kls = polish["val_kl_at_checkpoints"]
+    assert polish["select"] == "teacher" and "KL divergence from the teacher" in polish["schedule"]
+    assert set(kls) == set(polish["val_at_checkpoints"]) == {"0", "1", "2", "3"} and all(k > 0 for k in kls.values())
+    best = min(kls, key=lambda step: (kls[step], int(step)))
+    assert polish["best_step"] == int(best)
+    if best != "0":  # kept exactly when the deployed polished weights follow the teacher more closely
+        assert polish["kept"] == (polish["val_kl"] < polish["unpolished_val_kl"])
 
 
 # ---- image folders ---------------------------------------------------------------------------------
