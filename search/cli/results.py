@@ -34,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--no-remeasure", action="store_true", help="judge the budget on the recorded latencies")
     p.add_argument("--polish-steps", type=int, default=None,
                    help="distil the chosen variant this many more steps before export (default: the study's top "
-                        "rung; 0: none); kept only if it beats the unpolished weights on val")
+                        "rung; 0: none); kept only if it beats the unpolished weights on val (--polish-select)")
     p.add_argument("--polish-augment", default=None, metavar="HOW",
                    help="how the polish alters each batch, teacher and student alike: none, shift (each image "
                         "moved by up to 2 pixels; default), mixup or shift+mixup")
@@ -43,7 +43,7 @@ def register(sub) -> None:
                         "1 - 4 / steps: 0.998 over 2,000 steps; 0: the weights as trained)")
     p.add_argument("--polish-select", default=None, metavar="BY",
                    help="what picks the polish's checkpoint and whether it is kept, on val: top1 (against the "
-                        "labels) or teacher (how closely it follows the uncompressed model: KL divergence)")
+                        "labels) or teacher (how closely it follows the uncompressed model: KL divergence; default)")
     p.add_argument("--json", action="store_true",
                    help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)

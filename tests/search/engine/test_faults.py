@@ -140,24 +140,31 @@ def test_rung_checkpoint_faults(rung_run, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_pick_shows_progress_while_it_polishes(rung_run, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("select", [None, "top1"])
+def test_pick_shows_progress_while_it_polishes(rung_run, tmp_path, monkeypatch, capsys, select):
     from vitsearch.search.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["pick", str(rung_run), *PICK, "--polish-steps", "3", "--polish-select", "teacher",
-                 "--out", str(tmp_path / "v")]) == 0
+    chosen = ["--polish-select", select] if select else []
+    assert main(["pick", str(rung_run), *PICK, "--polish-steps", "3", *chosen, "--out", str(tmp_path / "v")]) == 0
     err = capsys.readouterr().err
     assert "polishing trial" in err and "step 1/3" in err and "step 3/3 (100%), ETA 0 s" in err, err
     polish = json.loads((tmp_path / "v" / "provenance.json").read_text())["accuracy"]["polish"]
     assert polish["augment"] == "shift" and "batches altered by shift" in polish["schedule"]  # the default
-    # selected by how closely it follows the teacher on val; both val figures at every checkpoint
-    kls = polish["val_kl_at_checkpoints"]
-    assert polish["select"] == "teacher" and "KL divergence from the teacher" in polish["schedule"]
-    assert set(kls) == set(polish["val_at_checkpoints"]) == {"0", "1", "2", "3"} and all(k > 0 for k in kls.values())
-    best = min(kls, key=lambda step: (kls[step], int(step)))
+    # both val figures at every checkpoint, whichever selects
+    kls, top1s = polish["val_kl_at_checkpoints"], polish["val_at_checkpoints"]
+    assert set(kls) == set(top1s) == {"0", "1", "2", "3"} and all(k > 0 for k in kls.values())
+    if select is None:  # the default: selected by how closely it follows the teacher on val
+        assert polish["select"] == "teacher" and "KL divergence from the teacher" in polish["schedule"]
+        best = min(kls, key=lambda step: (kls[step], int(step)))
+    else:  # by val top-1, the earliest of equals
+        assert polish["select"] == "top1" and "the best val top-1 of checkpoints" in polish["schedule"]
+        best = max(top1s, key=lambda step: (top1s[step], -int(step)))
     assert polish["best_step"] == int(best)
-    if best != "0":  # kept exactly when the deployed polished weights follow the teacher more closely
+    if best != "0" and select is None:  # kept exactly when the deployed polished weights follow the teacher closer
         assert polish["kept"] == (polish["val_kl"] < polish["unpolished_val_kl"])
+    if best == "0":
+        assert not polish["kept"] and "no checkpoint scored better than the unpolished weights" in polish["note"]
 
 
 # ---- image folders ---------------------------------------------------------------------------------
