@@ -69,7 +69,7 @@ def evaluate_accuracy(model: nn.Module, dataset: Dataset, device: torch.device |
 
     ``reference``: another model's logits on the same images in the data set's order (the
     teacher's, :func:`logits_on`): the result also says how closely ``model`` follows it, as
-    the mean KL divergence of its softmax from the reference's and the share of images
+    the mean KL(reference || model) of their softmaxes (nats) and the share of images
     where their top-1 agree (continuous where top-1 counts images).
     """
     if batch_size <= 0:

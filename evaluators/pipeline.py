@@ -79,7 +79,8 @@ class Pipeline:
     distill: dict[str, Any]
     timing: Callable[[], dict[str, Any]] = field(repr=False, default=dict)
     reference_config: Any = None  # the uncompressed model as deployed (None: the identity, fp32)
-    _teacher_logits: dict[int, tuple[Any, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
+    _teacher_logits: dict[int, tuple[Any, torch.Tensor]] = field(default_factory=dict, init=False, repr=False,
+                                                                  compare=False)
 
     @property
     def reference(self) -> Any:

@@ -43,7 +43,8 @@ def register(sub) -> None:
                         "1 - 4 / steps: 0.998 over 2,000 steps; 0: the weights as trained)")
     p.add_argument("--polish-select", default=None, metavar="BY",
                    help="what picks the polish's checkpoint and whether it is kept, on val: top1 (against the "
-                        "labels) or teacher (how closely it follows the uncompressed model: KL divergence; default)")
+                        "labels) or teacher (how closely it follows its fp32 teacher, the uncompressed model: KL divergence; "
+                        "default)")
     p.add_argument("--json", action="store_true",
                    help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)

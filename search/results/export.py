@@ -37,8 +37,9 @@ POLISH_AUGMENT = "shift"
 #: weights keep e^-4 (2 %) of the average at the end whatever the steps
 POLISH_EMA_SPAN = 0.25
 #: what picks the polish's checkpoint and decides whether it is kept, both on the val images: ``top1``, their
-#: top-1 against the labels; ``teacher``, how closely the student follows the uncompressed model (the mean KL
-#: divergence of its softmax from the teacher's: continuous where top-1 moves by whole images). ``teacher`` by
+#: top-1 against the labels; ``teacher``, how closely the student follows its fp32 teacher (the mean
+#: KL(teacher || student) of their softmaxes at temperature 1, the direction of the distillation's KL term:
+#: continuous where top-1 moves by whole images; it may keep a polish whose val top-1 fell). ``teacher`` by
 #: default: over four front variants it lost 9 test images net against ``top1``'s 10 (docs/results.md: a tie within
 #: noise; the rule fixed before measuring), and it keeps a polish that follows the teacher closer where top-1 is flat
 POLISH_SELECTS = {"top1": "val top-1", "teacher": "val KL divergence from the teacher"}

@@ -161,6 +161,9 @@ def test_pick_shows_progress_while_it_polishes(rung_run, tmp_path, monkeypatch, 
         assert polish["select"] == "top1" and "the best val top-1 of checkpoints" in polish["schedule"]
         best = max(top1s, key=lambda step: (top1s[step], -int(step)))
     assert polish["best_step"] == int(best)
+    if best != "0":  # the weights built for export score on val what their checkpoint scored
+        assert polish["val_kl"] == pytest.approx(kls[best], rel=1e-5)
+        assert polish["val_accuracy"] == top1s[best] and polish["unpolished_val_kl"] == kls["0"]
     if best != "0" and select is None:  # kept exactly when the deployed polished weights follow the teacher closer
         assert polish["kept"] == (polish["val_kl"] < polish["unpolished_val_kl"])
     if best == "0":
