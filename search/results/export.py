@@ -195,7 +195,7 @@ def _polish(view, session, pipe, config, prepared, acc, number: int, settings: P
     batches = "batches as drawn" if augment == "none" else f"batches altered by {augment}"
     weights = f"weights averaged (decay {ema:.4g} per step)" if ema else "weights as trained"
     by = POLISH_SELECTS[settings.select]
-    polish.update(schedule=f"cosine to 0, {batches}, {weights}, the best {by} of checkpoints every {every} steps",
+    polish.update(schedule=f"cosine to 0, {batches}, {weights}, checkpoints every {every} steps, the best by {by}",
                   augment=augment, ema=ema, select=settings.select, best_step=seen["best_step"],
                   val_at_checkpoints={str(k): top1 for k, (top1, _) in zip(seen["scores"], seen_val)},
                   val_kl_at_checkpoints={str(k): kl for k, (_, kl) in zip(seen["scores"], seen_val)})

@@ -158,7 +158,7 @@ def test_pick_shows_progress_while_it_polishes(rung_run, tmp_path, monkeypatch, 
         assert polish["select"] == "teacher" and "KL divergence from the teacher" in polish["schedule"]
         best = min(kls, key=lambda step: (kls[step], int(step)))
     else:  # by val top-1, the earliest of equals
-        assert polish["select"] == "top1" and "the best val top-1 of checkpoints" in polish["schedule"]
+        assert polish["select"] == "top1" and "the best by val top-1" in polish["schedule"]
         best = max(top1s, key=lambda step: (top1s[step], -int(step)))
     assert polish["best_step"] == int(best)
     if best != "0":  # the weights built for export score on val what their checkpoint scored
