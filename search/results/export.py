@@ -41,7 +41,7 @@ POLISH_EMA_SPAN = 0.25
 #: KL(teacher || student) of their softmaxes at temperature 1, the direction of the distillation's KL term:
 #: continuous where top-1 moves by whole images; it may keep a polish whose val top-1 fell). ``teacher`` by
 #: default: over four front variants it lost 9 test images net against ``top1``'s 10 (docs/results.md: a tie within
-#: noise; the rule fixed before measuring), and it keeps a polish that follows the teacher closer where top-1 is flat
+#: noise; the rule fixed before the last two were measured), and it keeps a polish that follows the teacher closer where top-1 is flat
 POLISH_SELECTS = {"top1": "val top-1", "teacher": "val KL divergence from the teacher"}
 POLISH_SELECT = "teacher"
 
