@@ -43,8 +43,8 @@ def register(sub) -> None:
                         "1 - 4 / steps: 0.998 over 2,000 steps; 0: the weights as trained)")
     p.add_argument("--polish-select", default=None, metavar="BY",
                    help="what picks the polish's checkpoint and whether it is kept, on val: top1 (against the "
-                        "labels) or teacher (how closely it follows its fp32 teacher, the uncompressed model: KL divergence; "
-                        "default)")
+                        "labels) or teacher (how closely it follows its fp32 teacher, the uncompressed model: "
+                        "KL divergence; default)")
     p.add_argument("--json", action="store_true",
                    help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)
@@ -132,7 +132,7 @@ def cmd_pick(args) -> int:
 
 def _pick_lines(prov: dict, out: Path) -> list[str]:
     """What ``pick`` says about the exported variant: accuracy (val, test, paired drop), speed-up, the files."""
-    from vitsearch.search.results.export import polish_criterion
+    from vitsearch.search.results.variant import polish_criterion
 
     ex, acc, lat = prov["export"], prov["accuracy"], prov["latency"]
     test, polish, paired, speed = acc["test"], acc["polish"], acc["paired"], lat["speedup"]

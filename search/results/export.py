@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from vitsearch.search.results.pick import Choice, within_probability
+from vitsearch.search.results.variant import POLISH_SELECTS
 from vitsearch.spaces.errors import ConfigError
 
 #: accuracy is deterministic on CPU; on CUDA kernels may differ in the last bits of a
@@ -39,10 +40,10 @@ POLISH_EMA_SPAN = 0.25
 #: what picks the polish's checkpoint and decides whether it is kept, both on the val images: ``top1``, their
 #: top-1 against the labels; ``teacher``, how closely the student follows its fp32 teacher (the mean
 #: KL(teacher || student) of their softmaxes at temperature 1, the direction of the distillation's KL term:
-#: continuous where top-1 moves by whole images; it may keep a polish whose val top-1 fell). ``teacher`` by
-#: default: over four front variants it lost 9 test images net against ``top1``'s 10 (docs/results.md: a tie within
-#: noise; the rule fixed before the last two were measured), and it keeps a polish that follows the teacher closer where top-1 is flat
-POLISH_SELECTS = {"top1": "val top-1", "teacher": "val KL divergence from the teacher"}
+#: continuous where top-1 moves by whole images; it may keep a polish whose val top-1 fell); the choices:
+#: :data:`~vitsearch.search.results.variant.POLISH_SELECTS`. ``teacher`` by default: over four front variants it
+#: lost 9 test images net against ``top1``'s 10 (docs/results.md: a tie within noise; the rule fixed before the last
+#: two were measured), and it keeps a polish that follows the teacher closer where top-1 is flat
 POLISH_SELECT = "teacher"
 
 
@@ -51,7 +52,7 @@ class PolishSettings:
     """How ``pick`` polishes the variant it exports: ``steps`` more distillation steps (None: the study's top rung;
     0: none), each batch altered as ``augment`` says, the weights averaged with decay ``ema`` per step (None:
     ``1 - 1 / (POLISH_EMA_SPAN x steps)``; 0: not averaged), its checkpoint chosen and kept by ``select`` (one of
-    :data:`POLISH_SELECTS`). ConfigError (exit 2) for a value out of range."""
+    :data:`~vitsearch.search.results.variant.POLISH_SELECTS`). ConfigError (exit 2) for a value out of range."""
 
     steps: int | None = None
     augment: str = POLISH_AUGMENT
@@ -97,12 +98,6 @@ class StepProgress:
         eta_text = "?" if eta != eta else f"{eta:.0f} s"
         print(f"{self.what}: step {step}/{steps} ({step / steps:.0%}), ETA {eta_text}",
               file=self.stream or sys.stderr, flush=True)
-
-
-def polish_criterion(polish: dict[str, Any]) -> str:
-    """What chose a recorded polish's checkpoint and whether it was kept, in words (``val top-1`` for records
-    written before there was a choice)."""
-    return POLISH_SELECTS.get(polish.get("select") or "top1", "val top-1")
 
 
 def polish_settings(steps: int | None, augment: str | None, ema: float | None,

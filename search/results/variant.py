@@ -28,6 +28,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 PROVENANCE_FILE = "provenance.json"
 STUDY_FILE = "study.yaml"
+#: what can choose the polish's checkpoint and whether it is kept (``pick --polish-select``; the default and why:
+#: :data:`vitsearch.search.results.export.POLISH_SELECT`), in the words a record's readers print
+POLISH_SELECTS = {"top1": "val top-1", "teacher": "val KL divergence from the teacher"}
 PROGRAM_FILE = "program.pt2"
 README_FILE = "README.md"
 
@@ -166,18 +169,23 @@ def readme(p: dict[str, Any]) -> str:
         f"- {export_line}", ""])
 
 
+def polish_criterion(polish: dict[str, Any]) -> str:
+    """What chose a recorded polish's checkpoint and whether it was kept, in words (``val top-1`` for records
+    written before there was a choice)."""
+    return POLISH_SELECTS.get(polish.get("select") or "top1", "val top-1")
+
+
 def _test_line(acc: dict[str, Any]) -> str:
     """The held-out test accuracy (and the polish) of a variant, when recorded."""
-    from vitsearch.search.results.export import polish_criterion
-
     test, polish = acc.get("test"), acc.get("polish") or {}
     if not test:
         return ""
     line = (f"; test {test['test_accuracy']:.2%} (95 % interval {test['test_lo']:.1%}-{test['test_hi']:.1%}, "
             f"{test['test_n']} held-out images)")
     if "val_accuracy" in polish:
+        kept = "kept" if polish["kept"] else f"not kept: no better by {polish_criterion(polish)}"
         line += (f"; polished {polish['steps']} more steps: val {polish['val_accuracy']:.2%}, test "
-                 f"{polish['test_accuracy']:.2%} ({'kept' if polish['kept'] else f'not kept: no better by {polish_criterion(polish)}'})")
+                 f"{polish['test_accuracy']:.2%} ({kept})")
     elif "best_step" in polish:
         line += f"; polished {polish['steps']} more steps, not kept: {polish['note']}"
     return line
