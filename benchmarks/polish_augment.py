@@ -44,6 +44,12 @@ CONFIGS = {
     "t72": {"schema_version": 2, "depth": {"keep": 7}, "heads": {"keep": [6, 6, 6, 6, 5, 4, 5]},
             "sparsity": {"mlp_keep": [288, 200, 168, 152, 160, 184, 200]},
             "tokens": {"schedule": {"2": 0.8, "4": 0.7}}},
+    # the ONNX Runtime allocation study run again, 2026-12-07: trial 12 (x2.54 with int8), pick_ort_alloc_teacher.json
+    "t12": {"schema_version": 1, "depth": {"keep": 6}, "sparsity": {"attn": "2:4"},
+            "tokens": {"schedule": {"2": 0.5, "4": 0.9}}},
+    # its eager twin, 2026-12-07: trial 158 (x2.63), pick_eager_alloc_teacher.json
+    "t158": {"schema_version": 2, "depth": {"keep": 4}, "heads": {"keep": [6, 5, 5, 2]},
+             "sparsity": {"mlp_keep": [288, 136, 88, 96]}},
 }
 
 

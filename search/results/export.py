@@ -141,7 +141,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
         raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f} in {pipe.runtime.name}, not its "
                           f"recorded {ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
     test = measure_test_deployed(session, prepared, config, program)
-    polish, polished = _polish(view, session, pipe, config, prepared, acc, number, polish)
+    polish, polished = _polish(view, session, pipe, config, prepared, number, polish)
     if polished is not None:
         prepared, program = polished
     entry, _ = pipe.measure_built(*program)
@@ -160,9 +160,8 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
     return provenance
 
 
-def _polish(view, session, pipe, config, prepared, acc, number: int, settings: PolishSettings):
-    """(what the polish did, (polished weights, their program) when kept else None); ``acc``: the unpolished
-    weights' val score as deployed."""
+def _polish(view, session, pipe, config, prepared, number: int, settings: PolishSettings):
+    """(what the polish did, (polished weights, their program) when kept else None)."""
     import copy
 
     from vitsearch.evaluators.distill import polished as distil_polished
@@ -178,10 +177,13 @@ def _polish(view, session, pipe, config, prepared, acc, number: int, settings: P
     every, augment, ema = -(-steps // POLISH_CHECKPOINTS), settings.augment, settings.decay(steps)
     seen_val: list[tuple[float, float]] = []
 
-    def score(model) -> float:  # higher is better; both val figures recorded whichever selects
+    def rank(val) -> float:  # the select rule, said once: higher is better
+        return val.top1 if settings.select == "top1" else -val.reference_kl
+
+    def score(model) -> float:  # both val figures recorded whichever selects
         val = pipe.score(model, config, against_teacher=True)
         seen_val.append((val.top1, val.reference_kl))
-        return val.top1 if settings.select == "top1" else -val.reference_kl
+        return rank(val)
 
     polished, seen = distil_polished(copy.deepcopy(prepared), session.base, session.data.train, steps=steps,
                                      rung=len(rc.ladder), score=score, every=every,
@@ -199,10 +201,9 @@ def _polish(view, session, pipe, config, prepared, acc, number: int, settings: P
         return polish, None
     program = pipe.build(polished, config)
     pval = pipe.score(polished, config, program, against_teacher=True)
-    unpolished_kl = seen_val[0][1]  # step 0: the unpolished weights, deployed as they are
-    better = pval.top1 > acc.top1 if settings.select == "top1" else pval.reference_kl < unpolished_kl
-    polish.update(val_accuracy=pval.top1, val_kl=pval.reference_kl, unpolished_val_kl=unpolished_kl,
-                  **measure_test_deployed(session, polished, config, program), kept=better)
+    # kept when the rebuilt program still ranks above step 0 (the unpolished weights, deployed as they are)
+    polish.update(val_accuracy=pval.top1, val_kl=pval.reference_kl, unpolished_val_kl=seen_val[0][1],
+                  **measure_test_deployed(session, polished, config, program), kept=rank(pval) > seen["scores"][0])
     return polish, ((polished, program) if polish["kept"] else None)
 
 
