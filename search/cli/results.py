@@ -45,6 +45,10 @@ def register(sub) -> None:
                    help="what picks the polish's checkpoint and whether it is kept, on val: top1 (against the "
                         "labels) or teacher (how closely it follows its fp32 teacher, the uncompressed model: "
                         "KL divergence; default)")
+    p.add_argument("--choose-by", default=None, metavar="BY",
+                   help="with --latency-ms, what makes a front variant the most accurate, on val: top1 (against the "
+                        "labels) or teacher (how closely it follows its fp32 teacher: KL divergence, each variant "
+                        "within the budget rebuilt and scored in the study's runtime; default)")
     p.add_argument("--json", action="store_true",
                    help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)
@@ -77,6 +81,7 @@ def cmd_report(args) -> int:
 def cmd_pick(args) -> int:
     """``vitsearch pick RUN_DIR --latency-ms X`` and/or ``--max-drop P``."""
     from vitsearch.search.engine.progress import stderr_is_terminal
+    from vitsearch.search.results.closeness import CHOOSE_BY, check_choose_by, teacher_kl
     from vitsearch.search.results.export import export, polish_settings
     from vitsearch.search.results.pick import check_budget, check_same_base, choose, runner_up_line
     from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
@@ -88,6 +93,8 @@ def cmd_pick(args) -> int:
     if args.out:
         check_out_dir(args.out, "--out")
     polish = polish_settings(args.polish_steps, args.polish_augment, args.polish_ema, args.polish_select)
+    choose_by = CHOOSE_BY if args.choose_by is None else args.choose_by
+    check_choose_by(choose_by)
     view = load_run(args.run_dir)
     if not args.out:
         check_out_dir(view.path / "variants", "--out (default RUN_DIR/variants)")
@@ -111,8 +118,12 @@ def cmd_pick(args) -> int:
     elif check.done:
         session = session or load_session(view.spec)
         check = remeasure_front(view, session, progress=stderr_is_terminal())
+    closeness = None
+    if choose_by == "teacher" and args.latency_ms is not None:
+        session = session or load_session(view.spec)
+        closeness = lambda rows: teacher_kl(view, session, rows, say)  # noqa: E731
     choice = choose(front_latency(view, check), args.latency_ms, args.min_accuracy, args.max_size_mb,
-                    args.max_drop, base_acc)
+                    args.max_drop, base_acc, closeness)
     if args.max_drop is not None:
         choice.asked.update(base_val_accuracy=base_acc, base_val_source=base_source)
     say(f"latencies: {check.why}")

@@ -149,6 +149,8 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
     base_entry, base_program = _base_latency(pipe)
     provenance = _provenance(view, row, ev, config, acc, tol, info, remeasure_why)
     provenance["asked"] = dict(choice.asked)
+    if "val_kl" in row:  # chosen by how closely it follows the teacher on val (pick --choose-by teacher)
+        provenance["accuracy"]["val_kl_at_choice"] = float(row["val_kl"])
     provenance["latency"].update(in_runtime=entry, uncompressed_in_runtime=base_entry,
                                  speedup=side_by_side(pipe, program[0], base_program))
     exported_test = polish if polish["kept"] else test

@@ -1,5 +1,8 @@
 """``vitsearch pick``: the most accurate Pareto variant within a latency budget (or the fastest within an accuracy drop).
 
+"Most accurate" by val top-1, or (``--choose-by teacher``, the default) by how closely
+the variant follows its teacher on val (:mod:`.closeness`).
+
 The budget is checked against latencies re-measured on this machine when its device
 fingerprint is the study's, else against the recorded (measured or predicted) ones,
 and the output says which. :mod:`.export` rebuilds, polishes, re-times and writes the
@@ -9,7 +12,7 @@ winner.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -74,7 +77,8 @@ def within_probability(confidence: float | None) -> str:
 
 def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: float | None = None,
            max_size_mb: float | None = None, max_drop: float | None = None,
-           base_accuracy: float | None = None) -> Choice:
+           base_accuracy: float | None = None,
+           closeness: Callable[[pd.DataFrame], pd.Series] | None = None) -> Choice:
     """The front row that answers the ask: the most accurate within ``latency_ms``, or the fastest within ``max_drop``.
 
     A variant is within the latency budget when the high end of its latency interval is
@@ -84,6 +88,9 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
     uncompressed model's, on the same val images: val selects, test reports). With a
     latency budget the most accurate wins (ties: the faster); with ``max_drop`` alone the
     fastest (ties: the more accurate). ``min_accuracy`` and ``max_size_mb`` only filter.
+    ``closeness`` (with a latency budget): called with the rows within what was asked, it
+    returns each one's val KL divergence from the teacher (:func:`.closeness.teacher_kl`),
+    and the closest wins instead of the most accurate on val top-1 (ties: the faster).
     """
     check_budget(latency_ms, min_accuracy, max_size_mb, max_drop)
     asked = {k: v for k, v in (("latency_ms", latency_ms), ("max_drop_points", max_drop),
@@ -115,9 +122,15 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
         why = (f"trial {int(win['number'])} wins: the fastest of {len(ok)} Pareto variant(s) {within}, at "
                f"{_latency_text(win)}, {win['accuracy']:.2%} val")
     else:
-        ranked = ok.sort_values(["accuracy", "budget_ms"], ascending=[False, True])
+        if closeness is None:
+            ranked = ok.sort_values(["accuracy", "budget_ms"], ascending=[False, True])
+            best = f"the most accurate ({ranked.iloc[0]['accuracy']:.2%})"
+        else:
+            ranked = ok.assign(val_kl=closeness(ok)).sort_values(["val_kl", "budget_ms"])
+            best = (f"the closest to the teacher on val (KL {ranked.iloc[0]['val_kl']:.4f}; "
+                    f"{ranked.iloc[0]['accuracy']:.2%} val top-1)")
         win = ranked.iloc[0]
-        why = (f"trial {int(win['number'])} wins: the most accurate ({win['accuracy']:.2%}) of {len(ok)} Pareto "
+        why = (f"trial {int(win['number'])} wins: {best} of {len(ok)} Pareto "
                f"variant(s) {within}, at {_latency_text(win)}: {within_probability(win.get('budget_confidence'))}")
     why += f"; {win['size_mb']:.3f} MB: {win['summary']}"
     over = len(front) - len(ok)
@@ -125,6 +138,8 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
         why += (f"; {over} more accurate or slower front variant(s) are not within the budget with high probability"
                 if list(asked) == ["latency_ms"] else f"; {over} more front variant(s) are not within what was asked")
     runner = ranked.iloc[1] if len(ranked) > 1 else None
+    if latency_ms is not None:  # what ranked the variants within the budget
+        asked["choose_by"] = "top1" if closeness is None else "teacher"
     return Choice(win, runner, why, asked)
 
 
@@ -165,8 +180,9 @@ def runner_up_line(choice: Choice) -> str:
     r, w = choice.runner_up, choice.winner
     if r is None:
         return "runner-up: none (the winner is the only front variant within what was asked)"
+    kl = f", KL {r['val_kl'] - w['val_kl']:+.4f}" if "val_kl" in r else ""
     return (f"runner-up: trial {int(r['number'])}, {r['accuracy']:.2%} at {_latency_text(r)}, "
-            f"{r['size_mb']:.3f} MB ({(r['accuracy'] - w['accuracy']) * 100:+.1f} accuracy points, "
+            f"{r['size_mb']:.3f} MB ({(r['accuracy'] - w['accuracy']) * 100:+.1f} accuracy points{kl}, "
             f"{r['budget_ms'] - w['budget_ms']:+.3f} ms latency vs the winner): {r['summary']}")
 
 

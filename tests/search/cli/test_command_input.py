@@ -42,6 +42,7 @@ BAD_COMMANDS = [
      "--polish-augment: 'rotate' is not one of none, shift, mixup, shift+mixup"),
     (["pick", "nowhere", "--latency-ms", "2", "--polish-ema", "1"], "--polish-ema: must be in [0, 1)"),
     (["pick", "nowhere", "--latency-ms", "2", "--polish-select", "test"], "--polish-select: 'test' is not one of top1, teacher"),
+    (["pick", "nowhere", "--latency-ms", "2", "--choose-by", "test"], "--choose-by: 'test' is not one of top1, teacher"),
     (["pick", "nowhere", "--latency-ms", "2", "--min-accuracy", "2"], "--min-accuracy"),
     (["pick", "nowhere", "--latency-ms", "2", "--max-size-mb", "inf"], "--max-size-mb: must be > 0"),
     (["pick", "nowhere", "--latency-ms", "2", "--out", "{file}"], "is an existing file, not a folder"),

@@ -49,6 +49,30 @@ def test_most_accurate_within_budget_wins():
     assert int(only.winner["number"]) == 1 and only.runner_up is None
 
 
+def test_with_closeness_the_variant_closest_to_the_teacher_wins():
+    """``closeness`` ranks only the variants within what was asked (it is called with those rows), the smallest val KL
+    from the teacher first, ties to the faster; the most accurate on val top-1 need not win."""
+    from vitsearch.search.results.pick import choose, runner_up_line
+
+    kls = {1: 0.09, 2: 0.04, 3: 0.05, 4: 0.01}
+    called = []
+
+    def closeness(rows):
+        called.append(sorted(int(n) for n in rows["number"]))
+        return rows["number"].map(kls)
+
+    c = choose(FRONT, 3.5, closeness=closeness)
+    assert called == [[1, 2, 3]]  # trial 4 is over the budget: never rebuilt
+    assert int(c.winner["number"]) == 2 and int(c.runner_up["number"]) == 3  # 97 % val lost to 95 %
+    assert "closest to the teacher on val (KL 0.0400; 95.00% val top-1) of 3 Pareto variant(s)" in c.why
+    assert c.asked["choose_by"] == "teacher" and choose(FRONT, 3.5).asked["choose_by"] == "top1"
+    assert "KL +0.0100" in runner_up_line(c)
+    tie = choose(FRONT, 3.5, closeness=lambda rows: rows["number"].map({1: 0.05, 2: 0.05, 3: 0.05}))
+    assert int(tie.winner["number"]) == 1  # equally close: the faster
+    # the fastest within a drop (no latency budget) is chosen on latency: closeness is not asked
+    assert int(choose(FRONT, max_drop=5, base_accuracy=0.98, closeness=lambda rows: 1 / 0).winner["number"]) == 2
+
+
 def test_nothing_within_budget_names_the_fastest():
     from vitsearch.search.results.pick import choose
 
@@ -85,7 +109,7 @@ def test_fastest_within_max_drop_wins():
     assert int(choose(FRONT, max_drop=10, base_accuracy=0.98).winner["number"]) == 1
     both = choose(FRONT, 3.5, max_drop=3, base_accuracy=0.98)  # floor 95 %, within 3.5 ms: trials 2 and 3
     assert int(both.winner["number"]) == 3 and "most accurate (97.00%)" in both.why
-    assert both.asked == {"latency_ms": 3.5, "max_drop_points": 3}
+    assert both.asked == {"latency_ms": 3.5, "max_drop_points": 3, "choose_by": "top1"}
     # the floor is a float sum: 0.984 - 0.01 is 0.9739999..., and a variant at 97.4 % is within 1 point
     edge = front((1, 0.974, 1.0, 1.0), (2, 0.984, 2.0, 2.0))
     assert int(choose(edge, max_drop=1, base_accuracy=0.984).winner["number"]) == 1
@@ -166,11 +190,36 @@ def test_pick_between_fastest_and_slowest_exports_a_loadable_variant(run_dir, tm
     budget = (highs[0] + highs[-1]) / 2 if len(fr) > 1 else highs[-1] * 1.01
     expected = choose(front_latency(view, Remeasure(False, "")), budget).winner
     out = tmp_path / "variant"
-    proc = vitsearch("pick", run_dir, "--latency-ms", budget, "--no-remeasure", "--out", out)
+    proc = vitsearch("pick", run_dir, "--latency-ms", budget, "--no-remeasure", "--out", out, "--choose-by", "top1")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"trial {int(expected['number'])} wins" in proc.stdout and "runner-up" in proc.stdout
     assert "as recorded" in proc.stdout
     check_variant(out, int(expected["number"]), view)
+
+
+@pytest.mark.slow
+def test_pick_by_default_chooses_the_variant_closest_to_the_teacher(run_dir, tmp_path):
+    """Each front variant within the budget rebuilt and scored against the teacher on val in the study's runtime;
+    the smallest KL wins, and the provenance records it and what ranked."""
+    from vitsearch.search.results.closeness import teacher_kl
+    from vitsearch.search.results.pick import choose
+    from vitsearch.search.results.runview import Remeasure, front_latency
+    from vitsearch.search.session import load_session
+
+    view, _ = recorded_front(run_dir)
+    within = front_latency(view, Remeasure(False, ""))
+    kl = teacher_kl(view, load_session(view.spec), within, say=lambda text: None)
+    assert (kl > 0).all() and len(kl) == len(within)
+    expected = choose(within, 1e6, closeness=lambda rows: kl[rows.index]).winner
+    out = tmp_path / "variant"
+    proc = vitsearch("pick", run_dir, "--latency-ms", 1e6, "--no-remeasure", "--polish-steps", 0, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    number = int(expected["number"])
+    assert f"trial {number} wins: the closest to the teacher on val (KL {kl.min():.4f}" in proc.stdout
+    assert proc.stdout.count("follows the teacher on val at KL") == len(within)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["asked"]["choose_by"] == "teacher" and prov["trial"] == number
+    assert prov["accuracy"]["val_kl_at_choice"] == pytest.approx(kl.min())
 
 
 @pytest.mark.slow

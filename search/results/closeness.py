@@ -1,0 +1,54 @@
+"""How closely each front variant follows its teacher on val: what ``pick --choose-by teacher`` ranks by.
+
+Val top-1 moves by whole images (0.2 points each on 500 val images) and ranks a front's
+variants by the few images they differ on; the mean KL(teacher || variant) of their
+softmaxes on the same val images (the teacher: the uncompressed model in fp32, the
+direction of the distillation's KL term) moves continuously. On the 19 top-rung
+candidates of two allocation runs it ordered the candidates' test top-1 better than val
+top-1 did (pairs ordered as test orders them: 0.96 against 0.81 in ONNX Runtime, 0.88
+against 0.78 in eager; ``benchmarks/choose_by.py``, docs/results.md).
+
+Each variant is rebuilt at the rung it reached, built in the study's runtime (its own
+quantisation included) and scored there against the teacher's val logits, as the
+polish's checkpoints are (:meth:`vitsearch.evaluators.pipeline.Pipeline.score`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pandas as pd
+
+#: ``pick``'s default: by how closely each variant follows the teacher on val
+CHOOSE_BY = "teacher"
+#: what ranks the variants within ``pick``'s latency budget, in the words its output prints
+CHOOSE_BYS = {"top1": "val top-1", "teacher": "val KL divergence from the teacher"}
+
+
+def check_choose_by(by: str) -> None:
+    """ConfigError (exit 2) for a ``--choose-by`` that is not one of :data:`CHOOSE_BYS`."""
+    from vitsearch.spaces.errors import ConfigError
+
+    if by not in CHOOSE_BYS:
+        raise ConfigError(f"--choose-by: {by!r} is not one of {', '.join(CHOOSE_BYS)}")
+
+
+def teacher_kl(view, session, rows: pd.DataFrame, say=None) -> pd.Series:
+    """Val mean KL(teacher || variant) of each row of ``rows`` (front rows: ``number``, ``rung``, ``config``), in
+    the study's runtime; a Series on ``rows``' index. ``say``: called with one progress line per variant."""
+    from vitsearch.search.results.testacc import rebuild_prepared
+    from vitsearch.spaces import CompressionConfig
+
+    say = say or (lambda text: print(text, file=sys.stderr))
+    pipe = session.pipeline
+    out = {}
+    for k, (index, row) in enumerate(rows.iterrows(), 1):
+        number, rung = int(row["number"]), int(row["rung"])
+        config = CompressionConfig.from_dict(json.loads(row["config"]))
+        prepared = rebuild_prepared(session, config, rung, view.path, number)
+        val = pipe.score(prepared, config, pipe.build(prepared, config), against_teacher=True)
+        out[index] = val.reference_kl
+        say(f"pick: trial {number} ({k}/{len(rows)}) follows the teacher on val at KL {val.reference_kl:.4f} "
+            f"({val.top1:.2%} val top-1, in {pipe.runtime.name})")
+    return pd.Series(out, dtype=float)
