@@ -122,11 +122,11 @@ def cmd_pick(args) -> int:
     if choose_by == "teacher" and args.latency_ms is not None:
         session = session or load_session(view.spec)
         closeness = lambda rows: teacher_kl(view, session, rows, say)  # noqa: E731
+    say(f"latencies: {check.why}")
     choice = choose(front_latency(view, check), args.latency_ms, args.min_accuracy, args.max_size_mb,
                     args.max_drop, base_acc, closeness)
     if args.max_drop is not None:
         choice.asked.update(base_val_accuracy=base_acc, base_val_source=base_source)
-    say(f"latencies: {check.why}")
     say(choice.why)
     say(runner_up_line(choice))
     session = session or load_session(view.spec)

@@ -37,9 +37,10 @@ def descendants_cpu(root: int | None = None) -> dict[str, Any] | None:
 
     ``ray_workers``: Ray worker processes (``ray::`` in their command line), whose CPU is
     mostly evaluation; ``ray_system``: the rest (GCS, raylet, log monitor, ...);
-    ``processes``: per pid (kind, CPU seconds), the kind None for a process whose command
-    line reads empty (exiting, or exited and not yet reaped: its CPU is still readable, its
-    command line is not), counted in neither sum. None where /proc is not available.
+    ``processes``: per (pid, start time in clock ticks) its (kind, CPU seconds), the kind None
+    for a process whose command line reads empty (exiting, or exited and not yet reaped: its
+    CPU is still readable, its command line is not), counted in neither sum. None where /proc
+    is not available.
     """
     root = os.getpid() if root is None else root
     proc = Path("/proc")
@@ -60,15 +61,17 @@ def descendants_cpu(root: int | None = None) -> dict[str, Any] | None:
     while stack:
         pid = stack.pop()
         stack.extend(children[pid])
-        cpu = process_cpu_seconds(pid)
-        if cpu is None:
+        try:
+            fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            cpu, started = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[19])
+        except (OSError, IndexError, ValueError):
             continue
         try:
             cmd = (proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             cmd = ""
         kind = None if not cmd else "ray_workers" if cmd.startswith("ray::") else "ray_system"
-        out["processes"][pid] = (kind, cpu)
+        out["processes"][(pid, started)] = (kind, cpu)
         if kind is not None:
             out[kind] += cpu
     return out
@@ -77,17 +80,19 @@ def descendants_cpu(root: int | None = None) -> dict[str, Any] | None:
 def system_cpu_between(before: dict[str, Any], after: dict[str, Any]) -> float:
     """CPU seconds Ray's system processes used between two :func:`descendants_cpu` snapshots.
 
-    Process by process: each counts what it used since ``before`` (all of it when it started
-    after), as the kind it had where its command line was readable. A worker caught exiting by
+    Process by process (a pid and its start time: a reused pid is another process): each counts
+    what it used since ``before`` (all of it when it started after), as its latest readable kind
+    (a Ray worker starts as ``python default_worker.py`` and renames itself ``ray::`` once
+    connected, so a worker still starting at ``before`` is one). A worker caught exiting by
     ``after`` (its command line empty, its whole CPU still readable) is not a system process;
     read as one, its whole evaluation was booked as Ray's own (an eager run of 459 s on 2 cores
     reported 420 s of Ray system CPU beside 772 s of evaluation: more than the cores had).
     """
     seen = before["processes"]
     total = 0.0
-    for pid, (kind, cpu) in after["processes"].items():
-        was_kind, was_cpu = seen.get(pid, (None, 0.0))
-        if (was_kind or kind) == "ray_system":
+    for key, (kind, cpu) in after["processes"].items():
+        was_kind, was_cpu = seen.get(key, (None, 0.0))
+        if (kind or was_kind) == "ray_system":
             total += max(0.0, cpu - was_cpu)
     return total
 

@@ -36,9 +36,15 @@ def check_choose_by(by: str) -> None:
 
 def teacher_kl(view, session, rows: pd.DataFrame, say=None) -> pd.Series:
     """Val mean KL(teacher || variant) of each row of ``rows`` (front rows: ``number``, ``rung``, ``config``), in
-    the study's runtime; a Series on ``rows``' index. ``say``: called with one progress line per variant."""
+    the study's runtime; a Series on ``rows``' index. ``say``: called with one progress line per variant. A KL that is not finite is refused (ModelError). The winner's val top-1 is checked against the
+    recorded one at export; a variant whose rung checkpoint is missing is distilled again, and the replay of a
+    barely trained one may differ from the search's by an image or two, so the others are not held to it.
+    """
+    import math
+
     from vitsearch.search.results.testacc import rebuild_prepared
     from vitsearch.spaces import CompressionConfig
+    from vitsearch.spaces.errors import ModelError
 
     say = say or (lambda text: print(text, file=sys.stderr))
     pipe = session.pipeline
@@ -48,6 +54,9 @@ def teacher_kl(view, session, rows: pd.DataFrame, say=None) -> pd.Series:
         config = CompressionConfig.from_dict(json.loads(row["config"]))
         prepared = rebuild_prepared(session, config, rung, view.path, number)
         val = pipe.score(prepared, config, pipe.build(prepared, config), against_teacher=True)
+        if not math.isfinite(val.reference_kl):
+            raise ModelError(f"pick: trial {number}'s val outputs give a KL divergence from the teacher of "
+                             f"{val.reference_kl}; choose with --choose-by top1")
         out[index] = val.reference_kl
         say(f"pick: trial {number} ({k}/{len(rows)}) follows the teacher on val at KL {val.reference_kl:.4f} "
             f"({val.top1:.2%} val top-1, in {pipe.runtime.name})")

@@ -126,7 +126,11 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
             ranked = ok.sort_values(["accuracy", "budget_ms"], ascending=[False, True])
             best = f"the most accurate ({ranked.iloc[0]['accuracy']:.2%})"
         else:
-            ranked = ok.assign(val_kl=closeness(ok)).sort_values(["val_kl", "budget_ms"])
+            kl = closeness(ok)
+            if sorted(kl.index) != sorted(ok.index):
+                raise ValueError(f"closeness: its values are for rows {sorted(kl.index)}, not the rows within what "
+                                 f"was asked {sorted(ok.index)}")
+            ranked = ok.assign(val_kl=kl).sort_values(["val_kl", "budget_ms"])
             best = (f"the closest to the teacher on val (KL {ranked.iloc[0]['val_kl']:.4f}; "
                     f"{ranked.iloc[0]['accuracy']:.2%} val top-1)")
         win = ranked.iloc[0]

@@ -42,8 +42,15 @@ def nice_budgets(latencies: pd.Series) -> list[float]:
     return out or [round(hi, 3)]
 
 
+#: what the "Best under common latency budgets" table shows, said under its heading
+BUDGET_NOTE = ("The most accurate front variant on val top-1 within each budget, its latency interval's high end "
+               "within it (as `pick --choose-by top1`; `pick` by default ranks the variants within its budget "
+               "by how closely they follow the teacher on val, and may choose another).")
+
+
 def best_under(front: pd.DataFrame, budget: float) -> pd.Series | None:
-    """The most accurate front row within ``budget`` with high probability (as pick: interval high end; ties: faster)."""
+    """The most accurate front row on val top-1 within ``budget`` with high probability (as ``pick --choose-by top1``:
+    interval high end; ties: faster)."""
     ok = front[front.get("budget_high_ms", front["budget_ms"]) <= budget]
     return None if ok.empty else ok.sort_values(["accuracy", "budget_ms"], ascending=[False, True]).iloc[0]
 
@@ -207,7 +214,7 @@ def summary_markdown(view: RunView, front: pd.DataFrame, check: Remeasure, check
              f"Run dir `{view.path}`; {_counts(view)}; {len(view.front)} on the Pareto front.", "",
              f"Latency basis: {basis.text()}. Front latencies: {sitting}.", "", "## Pareto front", "",
              markdown_table(FRONT_COLUMNS, front_rows(as_decided(front))) if not front.empty else "(empty)", "",
-             "## Best under common latency budgets", "",
+             "## Best under common latency budgets", "", BUDGET_NOTE, "",
              markdown_table(["budget ms", "trial", "accuracy", "speed-up", "latency ms", "config"],
                             budget_rows(front)) if not front.empty else "(empty)", "",
              "## How the numbers were obtained", ""]
@@ -237,6 +244,7 @@ def _html(view, front, check, importances, imp_how, figs, basis: MsBasis) -> str
     sections += front_section(front, view.base_accuracy, view.spec.model.name)
     if not front.empty:
         sections += ["<h2>Best under common latency budgets</h2>",
+                     f"<p>{esc(BUDGET_NOTE)}</p>",
                      html_table(["budget ms", "trial", "val acc", "speed-up", "latency ms", "config"],
                                 budget_rows(front))]
     sections += ["<h2>How the numbers were obtained</h2><ul>"]
