@@ -36,9 +36,10 @@ def check_choose_by(by: str) -> None:
 
 def teacher_kl(view, session, rows: pd.DataFrame, say=None) -> pd.Series:
     """Val mean KL(teacher || variant) of each row of ``rows`` (front rows: ``number``, ``rung``, ``config``), in
-    the study's runtime; a Series on ``rows``' index. ``say``: called with one progress line per variant. A KL that is not finite is refused (ModelError). The winner's val top-1 is checked against the
-    recorded one at export; a variant whose rung checkpoint is missing is distilled again, and the replay of a
-    barely trained one may differ from the search's by an image or two, so the others are not held to it.
+    the study's runtime; a Series on ``rows``' index. ``say``: called with one progress line per variant. A KL
+    that is not finite is refused (ModelError). The winner's val top-1 is checked against the recorded one at
+    export; a variant whose rung checkpoint is missing is distilled again, and the replay of a barely trained
+    one may differ from the search's by an image or two, so the others are not held to it.
     """
     import math
 
