@@ -82,7 +82,7 @@ def main() -> None:
     out = open(args.out, "a") if args.out else None
 
     def emit(row: dict) -> None:
-        line = json.dumps({"config": args.config, **row})
+        line = json.dumps({"config": args.config, "steps": args.steps, **row})
         print(line, flush=True)
         if out is not None:
             out.write(line + "\n")
