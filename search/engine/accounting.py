@@ -25,9 +25,16 @@ from typing import Any
 
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a live process (Linux /proc), None where unreadable."""
+    stat = _cpu_and_start(pid)
+    return None if stat is None else stat[0]
+
+
+def _cpu_and_start(pid: int) -> tuple[float, int] | None:
+    """(user + system CPU seconds, start time in clock ticks since boot) of a process from /proc, None where
+    unreadable."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -61,11 +68,10 @@ def descendants_cpu(root: int | None = None) -> dict[str, Any] | None:
     while stack:
         pid = stack.pop()
         stack.extend(children[pid])
-        try:
-            fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-            cpu, started = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[19])
-        except (OSError, IndexError, ValueError):
+        stat = _cpu_and_start(pid)
+        if stat is None:
             continue
+        cpu, started = stat
         try:
             cmd = (proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:

@@ -22,16 +22,16 @@ import pandas as pd
 
 #: ``pick``'s default: by how closely each variant follows the teacher on val
 CHOOSE_BY = "teacher"
-#: what ranks the variants within ``pick``'s latency budget, in the words its output prints
-CHOOSE_BYS = {"top1": "val top-1", "teacher": "val KL divergence from the teacher"}
 
 
 def check_choose_by(by: str) -> None:
-    """ConfigError (exit 2) for a ``--choose-by`` that is not one of :data:`CHOOSE_BYS`."""
+    """ConfigError (exit 2) for a ``--choose-by`` that is not one of the two val figures the polish also selects by
+    (:data:`~vitsearch.search.results.variant.POLISH_SELECTS`)."""
+    from vitsearch.search.results.variant import POLISH_SELECTS
     from vitsearch.spaces.errors import ConfigError
 
-    if by not in CHOOSE_BYS:
-        raise ConfigError(f"--choose-by: {by!r} is not one of {', '.join(CHOOSE_BYS)}")
+    if by not in POLISH_SELECTS:
+        raise ConfigError(f"--choose-by: {by!r} is not one of {', '.join(POLISH_SELECTS)}")
 
 
 def teacher_kl(view, session, rows: pd.DataFrame, say=None) -> pd.Series:
@@ -54,7 +54,7 @@ def teacher_kl(view, session, rows: pd.DataFrame, say=None) -> pd.Series:
         number, rung = int(row["number"]), int(row["rung"])
         config = CompressionConfig.from_dict(json.loads(row["config"]))
         prepared = rebuild_prepared(session, config, rung, view.path, number)
-        val = pipe.score(prepared, config, pipe.build(prepared, config), against_teacher=True)
+        val = pipe.score(prepared, config, against_teacher=True)  # built in the study's runtime
         if not math.isfinite(val.reference_kl):
             raise ModelError(f"pick: trial {number}'s val outputs give a KL divergence from the teacher of "
                              f"{val.reference_kl}; choose with --choose-by top1")

@@ -136,7 +136,10 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
     info = copy.deepcopy(getattr(prepared, "vitsearch_info", {}))
     program = pipe.build(prepared, config)
     acc = pipe.score(prepared, config, program)
-    tol = check_reproduces(pipe, number, acc.top1, ev["accuracy"])
+    tol = ACCURACY_TOLERANCE[session.device.type]
+    if abs(acc.top1 - ev["accuracy"]) > tol:
+        raise ConfigError(f"pick: trial {number} re-evaluates to {acc.top1:.4f} in {pipe.runtime.name}, not its "
+                          f"recorded {ev['accuracy']:.4f} (tolerance {tol}); was the run made with other code or data?")
     test = measure_test_deployed(session, prepared, config, program)
     polish, polished = _polish(view, session, pipe, config, prepared, number, polish)
     if polished is not None:
@@ -157,16 +160,6 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
     write_variant(out, prepared, config, view.path / "study.yaml", provenance,
                   program_of=_program_writer(program[0], session))
     return provenance
-
-
-def check_reproduces(pipe, number: int, top1: float, recorded: float) -> float:
-    """ConfigError (exit 2) unless trial ``number``'s rebuilt weights score on val (``top1``) what the search recorded,
-    within :data:`ACCURACY_TOLERANCE` for the pipeline's device; returns that tolerance."""
-    tol = ACCURACY_TOLERANCE[pipe.device.type]
-    if abs(top1 - recorded) > tol:
-        raise ConfigError(f"pick: trial {number} re-evaluates to {top1:.4f} in {pipe.runtime.name}, not its "
-                          f"recorded {recorded:.4f} (tolerance {tol}); was the run made with other code or data?")
-    return tol
 
 
 def _polish(view, session, pipe, config, prepared, number: int, settings: PolishSettings):
