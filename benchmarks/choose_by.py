@@ -33,28 +33,37 @@ def concordance(test: list[float], figure: list[float]) -> float | None:
     return right / pairs if pairs else None
 
 
-def candidates(run_dir: str) -> dict:
-    """Val top-1, val KL and agreement with the teacher, and test top-1 of every top-rung candidate of one run."""
+def top_rung_trials(run_dir: str):
+    """(view, session, trials) of one run: trials, (number, config, row) of every completed trial whose top-rung
+    weights the run kept (``RUN/rungs/``)."""
     import pandas as pd
-    from scipy.stats import spearmanr
 
     from vitsearch.search.results.runview import load_run
-    from vitsearch.search.results.testacc import checkpoint_path, measure_test_deployed, rebuild_prepared
+    from vitsearch.search.results.testacc import checkpoint_path
     from vitsearch.search.session import load_session
     from vitsearch.spaces import CompressionConfig
 
     view = load_run(run_dir)
-    session = load_session(view.spec)
-    pipe = session.pipeline
     top = len(view.spec.recovery.ladder) - 1
     trials = pd.read_parquet(view.path / "trials.parquet")
+    kept = [(int(row["number"]), CompressionConfig.from_dict(json.loads(row["config"])), row)
+            for _, row in trials[trials["state"] == "COMPLETE"].iterrows()
+            if checkpoint_path(view.path, int(row["number"]), top).exists()]
+    return view, load_session(view.spec), kept
+
+
+def candidates(run_dir: str) -> dict:
+    """Val top-1, val KL and agreement with the teacher, and test top-1 of every top-rung candidate of one run."""
+    from scipy.stats import spearmanr
+
+    from vitsearch.search.results.testacc import measure_test_deployed, rebuild_prepared
+
+    view, session, kept = top_rung_trials(run_dir)
+    pipe = session.pipeline
+    top = len(view.spec.recovery.ladder) - 1
     rows = []
-    for _, row in trials[trials["state"] == "COMPLETE"].iterrows():
-        number = int(row["number"])
-        if not checkpoint_path(view.path, number, top).exists():
-            continue
-        config = CompressionConfig.from_dict(json.loads(row["config"]))
-        prepared = rebuild_prepared(session, config, top, view.path, number)
+    for number, config, row in kept:
+        prepared = rebuild_prepared(session, config, top, view.path, number, row.get("recovery_threads"))
         program = pipe.build(prepared, config)
         val = pipe.score(prepared, config, program, against_teacher=True)
         test = measure_test_deployed(session, prepared, config, program)
@@ -72,28 +81,33 @@ def candidates(run_dir: str) -> dict:
             "rows": rows}
 
 
-def main() -> None:
+def cli(doc: str, what: str, per_run) -> None:
+    """The command line of this benchmark and benchmarks/promote_by.py: RUN_DIR ..., --threads, --out; prints (and
+    writes) one JSON object: ``what``, the CPU, ``per_run(run_dir)`` of each run, the seconds it took."""
     import torch
 
     from vitsearch.evaluators.latency.fingerprint import read_cpuinfo
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("runs", nargs="+", metavar="RUN_DIR")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="write the JSON here too")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    out = {"what": "val KL from the teacher (smaller first) vs val top-1 as an ordering of test top-1, per run; "
-                   "every candidate at the top rung",
-           "cpu": read_cpuinfo().get("model"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "runs": [candidates(r) for r in args.runs]}
+    out = {"what": what, "cpu": read_cpuinfo().get("model"), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "runs": [per_run(r) for r in args.runs]}
     out["seconds"] = round(time.time() - t0, 1)
     text = json.dumps(out, indent=1)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text + "\n")
+
+
+def main() -> None:
+    cli(__doc__, "val KL from the teacher (smaller first) vs val top-1 as an ordering of test top-1, per run; "
+                 "every candidate at the top rung", candidates)
 
 
 if __name__ == "__main__":

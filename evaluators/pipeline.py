@@ -326,7 +326,9 @@ class Pipeline:
         with phase(phases, "accuracy"):
             acc, _ = self.accuracy(built.prepared, config, self.data.val, f"val split of {self.data.name}",
                                    built.program, built.eager)
-        metrics.update(accuracy=acc.top1, top5=acc.top5, accuracy_source=acc.source, recovery_steps=steps)
+        # torch's threads in this thread, which distilled it: a replay of the rungs is exact only at the same count
+        metrics.update(accuracy=acc.top1, top5=acc.top5, accuracy_source=acc.source, recovery_steps=steps,
+                       recovery_threads=torch.get_num_threads())
         return metrics, feasibility.accuracy_violation(metrics) if feasibility is not None else None
 
 

@@ -80,6 +80,8 @@ class Evaluation:
     latency: dict[str, Any] | None = None
     fingerprint: dict[str, Any] | None = None
     recovery_steps: int = 0
+    #: torch threads of the thread that distilled it (None: not recorded); a replay is exact at the same count
+    recovery_threads: int | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
     schema_version: int = RECORD_SCHEMA_VERSION
 
@@ -96,6 +98,9 @@ class Evaluation:
             raise ConfigError(f"evaluation.macs: {self.macs!r} is not allowed; expected an integer >= 0")
         if isinstance(self.recovery_steps, bool) or not isinstance(self.recovery_steps, int) or self.recovery_steps < 0:
             raise ConfigError(f"evaluation.recovery_steps: {self.recovery_steps!r} is not allowed; expected an integer >= 0")
+        threads = self.recovery_threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"evaluation.recovery_threads: {threads!r} is not allowed; expected an integer >= 1")
         if self.latency is not None:
             _check_latency(self.latency)
 

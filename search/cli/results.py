@@ -46,9 +46,10 @@ def register(sub) -> None:
                         "labels) or teacher (how closely it follows its fp32 teacher, the uncompressed model: "
                         "KL divergence; default)")
     p.add_argument("--choose-by", default=None, metavar="BY",
-                   help="with --latency-ms, what makes a front variant the most accurate, on val: top1 (against the "
-                        "labels) or teacher (how closely it follows its fp32 teacher: KL divergence, each variant "
-                        "within the budget rebuilt and scored in the study's runtime; default)")
+                   help="with --latency-ms, what makes a variant the most accurate, on val: top1 (against the "
+                        "labels; among the front) or teacher (how closely it follows its fp32 teacher: KL divergence, "
+                        "among the front and the other trials of the top rung, each within the budget rebuilt and "
+                        "scored in the study's runtime; default)")
     p.add_argument("--json", action="store_true",
                    help="print the exported variant's record as one JSON object on stdout (progress on stderr)")
     p.set_defaults(func=cmd_pick)
@@ -84,7 +85,8 @@ def cmd_pick(args) -> int:
     from vitsearch.search.results.closeness import CHOOSE_BY, check_choose_by, teacher_kl
     from vitsearch.search.results.export import export, polish_settings
     from vitsearch.search.results.pick import check_budget, check_same_base, choose, runner_up_line
-    from vitsearch.search.results.runview import check_remeasure, front_latency, load_run, remeasure_front
+    from vitsearch.search.results.runview import (check_remeasure, front_latency, load_run, remeasure_front,
+                                                  top_rung_pool)
     from vitsearch.search.session import load_session
 
     from vitsearch.search.preflight import check_out_dir
@@ -112,19 +114,21 @@ def cmd_pick(args) -> int:
                else "none in its run.json")
         say(f"uncompressed model: {base_acc:.2%} val, measured here in {session.base_precision} on "
             f"{session.device.type} (the run recorded none: {why})")
+    by_teacher = choose_by == "teacher" and args.latency_ms is not None
+    rows = top_rung_pool(view) if by_teacher else view.front  # the teacher's KL ranks the top rung's trials too
     check = check_remeasure(view)
     if args.no_remeasure:
         check.done, check.why = False, "not re-measured (--no-remeasure); latencies are as recorded"
     elif check.done:
         session = session or load_session(view.spec)
-        check = remeasure_front(view, session, progress=stderr_is_terminal())
+        check = remeasure_front(view, session, progress=stderr_is_terminal(), rows=rows)
     closeness = None
-    if choose_by == "teacher" and args.latency_ms is not None:
+    if by_teacher:
         session = session or load_session(view.spec)
         closeness = lambda rows: teacher_kl(view, session, rows, say)  # noqa: E731
     say(f"latencies: {check.why}")
-    choice = choose(front_latency(view, check), args.latency_ms, args.min_accuracy, args.max_size_mb,
-                    args.max_drop, base_acc, closeness)
+    choice = choose(front_latency(view, check, rows), args.latency_ms, args.min_accuracy, args.max_size_mb,
+                    args.max_drop, base_acc, closeness, "top-rung or Pareto" if rows is not view.front else "Pareto")
     if args.max_drop is not None:
         choice.asked.update(base_val_accuracy=base_acc, base_val_source=base_source)
     say(choice.why)

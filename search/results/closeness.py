@@ -53,7 +53,7 @@ def teacher_kl(view, session, rows: pd.DataFrame, say=None) -> pd.Series:
     for k, (index, row) in enumerate(rows.iterrows(), 1):
         number, rung = int(row["number"]), int(row["rung"])
         config = CompressionConfig.from_dict(json.loads(row["config"]))
-        prepared = rebuild_prepared(session, config, rung, view.path, number)
+        prepared = rebuild_prepared(session, config, rung, view.path, number, row.get("recovery_threads"))
         val = pipe.score(prepared, config, against_teacher=True)  # built in the study's runtime
         if not math.isfinite(val.reference_kl):
             raise ModelError(f"pick: trial {number}'s val outputs give a KL divergence from the teacher of "

@@ -132,7 +132,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
     ev = view.evaluation(number)
     config = CompressionConfig.from_dict(json.loads(row["config"]))
     pipe = session.pipeline
-    prepared = rebuild_prepared(session, config, rung, view.path, number)
+    prepared = rebuild_prepared(session, config, rung, view.path, number, ev.get("recovery_threads"))
     info = copy.deepcopy(getattr(prepared, "vitsearch_info", {}))
     program = pipe.build(prepared, config)
     acc = pipe.score(prepared, config, program)

@@ -27,6 +27,7 @@ class Choice:
     runner_up: pd.Series | None
     why: str
     asked: dict[str, Any] = field(default_factory=dict)
+    pool: str = "Pareto"  # what the rows ranked were, as their variants are named
 
 
 def check_budget(latency_ms: float | None, min_accuracy: float | None, max_size_mb: float | None,
@@ -78,7 +79,7 @@ def within_probability(confidence: float | None) -> str:
 def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: float | None = None,
            max_size_mb: float | None = None, max_drop: float | None = None,
            base_accuracy: float | None = None,
-           closeness: Callable[[pd.DataFrame], pd.Series] | None = None) -> Choice:
+           closeness: Callable[[pd.DataFrame], pd.Series] | None = None, pool: str = "Pareto") -> Choice:
     """The front row that answers the ask: the most accurate within ``latency_ms``, or the fastest within ``max_drop``.
 
     A variant is within the latency budget when the high end of its latency interval is
@@ -91,6 +92,8 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
     ``closeness`` (with a latency budget): called with the rows within what was asked, it
     returns each one's val KL divergence from the teacher (:func:`.closeness.teacher_kl`),
     and the closest wins instead of the most accurate on val top-1 (ties: the faster).
+    ``pool``: what ``front`` holds, as its rows are named ("Pareto", or "top-rung or Pareto" for
+    :func:`~vitsearch.search.results.runview.top_rung_pool`).
     """
     check_budget(latency_ms, min_accuracy, max_size_mb, max_drop)
     asked = {k: v for k, v in (("latency_ms", latency_ms), ("max_drop_points", max_drop),
@@ -119,7 +122,7 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
     if latency_ms is None:
         ranked = ok.sort_values(["budget_ms", "accuracy"], ascending=[True, False])
         win = ranked.iloc[0]
-        why = (f"trial {int(win['number'])} wins: the fastest of {len(ok)} Pareto variant(s) {within}, at "
+        why = (f"trial {int(win['number'])} wins: the fastest of {len(ok)} {pool} variant(s) {within}, at "
                f"{_latency_text(win)}, {win['accuracy']:.2%} val")
     else:
         if closeness is None:
@@ -134,17 +137,17 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
             best = (f"the closest to the teacher on val (KL {ranked.iloc[0]['val_kl']:.4f}; "
                     f"{ranked.iloc[0]['accuracy']:.2%} val top-1)")
         win = ranked.iloc[0]
-        why = (f"trial {int(win['number'])} wins: {best} of {len(ok)} Pareto "
+        why = (f"trial {int(win['number'])} wins: {best} of {len(ok)} {pool} "
                f"variant(s) {within}, at {_latency_text(win)}: {within_probability(win.get('budget_confidence'))}")
     why += f"; {win['size_mb']:.3f} MB: {win['summary']}"
     over = len(front) - len(ok)
     if over:
-        why += (f"; {over} more accurate or slower front variant(s) are not within the budget with high probability"
-                if list(asked) == ["latency_ms"] else f"; {over} more front variant(s) are not within what was asked")
+        why += (f"; {over} more accurate or slower {pool} variant(s) are not within the budget with high probability"
+                if list(asked) == ["latency_ms"] else f"; {over} more {pool} variant(s) are not within what was asked")
     runner = ranked.iloc[1] if len(ranked) > 1 else None
     if latency_ms is not None:  # what ranked the variants within the budget
         asked["choose_by"] = "top1" if closeness is None else "teacher"
-    return Choice(win, runner, why, asked)
+    return Choice(win, runner, why, asked, pool)
 
 
 def _asked_text(latency_ms: float | None, min_accuracy: float | None, max_size_mb: float | None, drop_text: str,
@@ -183,7 +186,7 @@ def runner_up_line(choice: Choice) -> str:
     """One sentence on the runner-up and how it compares."""
     r, w = choice.runner_up, choice.winner
     if r is None:
-        return "runner-up: none (the winner is the only front variant within what was asked)"
+        return f"runner-up: none (the winner is the only {choice.pool} variant within what was asked)"
     kl = f", KL {r['val_kl'] - w['val_kl']:+.4f}" if "val_kl" in r else ""
     return (f"runner-up: trial {int(r['number'])}, {r['accuracy']:.2%} at {_latency_text(r)}, "
             f"{r['size_mb']:.3f} MB ({(r['accuracy'] - w['accuracy']) * 100:+.1f} accuracy points{kl}, "

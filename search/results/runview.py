@@ -2,9 +2,11 @@
 
 :func:`load_run` opens the run's Optuna study (the source of truth), derives the trial
 table and the Pareto front, and refuses a directory that is not a run dir or holds no
-completed trial. :func:`remeasure_front` times the front again on this machine, but
-only when this machine's device fingerprint is the one the study's latencies carry:
-a latency from another device would be compared with nothing it can predict.
+completed trial. :func:`remeasure_front` times the front (or the rows given) again on this
+machine, but only when this machine's device fingerprint is the one the study's latencies
+carry: a latency from another device would be compared with nothing it can predict.
+:func:`top_rung_pool` is what ``pick --choose-by teacher`` ranks: the front and the other
+candidates that reached the top rung.
 """
 
 from __future__ import annotations
@@ -115,6 +117,26 @@ def load_run(path: str | Path) -> RunView:
     return RunView(Path(path), spec, meta, study, frame, front.reset_index(drop=True), objectives)
 
 
+def top_rung_pool(view: RunView) -> pd.DataFrame:
+    """The front and every other feasible trial that reached the top rung of a study with rungs, by latency.
+
+    The front is selected on val top-1, which moves by whole images: a variant one val image
+    below a faster one is off it, though it may follow the teacher more closely - and the
+    KL from the teacher ordered the top-rung candidates' test top-1 better than val top-1
+    (docs/results.md, "Choosing the variant by the teacher"). The top rung's trials were
+    already promoted as the best-looking ones and trained as long as the front's, so they
+    are compared as equals. A study without rungs: the front alone (every trial would be a
+    candidate, each rebuilt and re-measured).
+    """
+    if len(view.spec.recovery.ladder) < 2:
+        return view.front
+    f = view.frame
+    top = f[(f["state"] == "COMPLETE") & (f["feasible"] == True) & f["reused_from"].isna()  # noqa: E712
+            & (f["rung"] == len(view.spec.recovery.ladder) - 1)].dropna(subset=[m for m, _ in view.objectives])
+    pool = pd.concat([view.front, top[~top["number"].isin(view.front["number"])]])
+    return pool.sort_values(["latency_ms", "number"]).reset_index(drop=True)
+
+
 @dataclass
 class Remeasure:
     """Whether and how the front's latencies were checked on this machine."""
@@ -152,10 +174,11 @@ def check_remeasure(view: RunView) -> Remeasure:
     return Remeasure(True, f"re-measured on this machine (fingerprint {want} matches the study's{where})", here)
 
 
-def remeasure_front(view: RunView, session=None, progress: bool = True) -> Remeasure:
-    """Time every front config again when the fingerprint matches; else say why not."""
+def remeasure_front(view: RunView, session=None, progress: bool = True, rows: pd.DataFrame | None = None) -> Remeasure:
+    """Time every front config (or every row of ``rows``) again when the fingerprint matches; else say why not."""
+    rows = view.front if rows is None else rows
     check = check_remeasure(view)
-    if not check.done or view.front.empty:
+    if not check.done or rows.empty:
         return check
     from tqdm import tqdm
 
@@ -164,11 +187,12 @@ def remeasure_front(view: RunView, session=None, progress: bool = True) -> Remea
 
     session = session or load_session(view.spec)
     session.adopt_sitting_sd(run_sitting_sd(view.meta_summary()))
-    rows = []
-    for _, r in tqdm(list(view.front.iterrows()), desc="re-measuring the front", unit="variant", disable=not progress):
+    table = []
+    what = "the front" if rows is view.front else "the candidates"
+    for _, r in tqdm(list(rows.iterrows()), desc=f"re-measuring {what}", unit="variant", disable=not progress):
         res = session.pipeline.measure_config(CompressionConfig.from_dict(json.loads(r["config"])))  # as the search timed it
-        rows.append(remeasure_row(r, res))
-    check.table = pd.DataFrame(rows)
+        table.append(remeasure_row(r, res))
+    check.table = pd.DataFrame(table)
     return check
 
 
@@ -190,13 +214,13 @@ def remeasure_row(r: Any, res: Any) -> dict[str, Any]:
             "remeasured_runs": res.n_runs, "rel_error": err, "compared": "ratio" if by_ratio else "ms"}
 
 
-def front_latency(view: RunView, check: Remeasure) -> pd.DataFrame:
-    """The front with ``budget_ms``/``budget_source``: re-measured latency where available, else recorded.
+def front_latency(view: RunView, check: Remeasure, rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The front (or ``rows``) with ``budget_ms``/``budget_source``: re-measured latency where available, else recorded.
 
     ``budget_high_ms`` / ``budget_confidence``: the high end of that latency's interval and
     the interval's two-sided confidence (the point estimate and None where none was recorded).
     """
-    front = view.front.copy()
+    front = (view.front if rows is None else rows).copy()
     if check.table is not None and not check.table.empty:
         front = front.merge(check.table[["number", "remeasured_ms", "remeasured_low_ms", "remeasured_high_ms",
                                          "remeasured_confidence", "remeasured_p10_ms", "remeasured_p90_ms",

@@ -61,7 +61,7 @@ COLUMNS = ["number", "state", "feasible", "reused_from", "settled", "rung", "sum
            "accuracy_first_rung", "accuracy_source",
            "latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_low_ms", "latency_high_ms",
            "latency_confidence", "latency_ratio", "latency_source", "latency_runs", "latency_device",
-           "size_mb", "size_mb_sparse_storage", "macs", "recovery_steps", "eval_seconds", "duration_s",
+           "size_mb", "size_mb_sparse_storage", "macs", "recovery_steps", "recovery_threads", "eval_seconds", "duration_s",
            "worker", "node", "driver", "infeasible_reason", "error", "repeats_failure_of", "config"]
 
 
@@ -104,6 +104,7 @@ def trial_row(trial, rungs: dict[int, dict] | None = None) -> dict[str, Any]:
         "size_mb_sparse_storage": ev.get("size_mb_sparse_storage"),
         "macs": ev.get("macs"),
         "recovery_steps": ev.get("recovery_steps"),
+        "recovery_threads": ev.get("recovery_threads"),  # None before they were recorded (2026-12-07)
         "eval_seconds": attrs.get(ATTR_SECONDS),
         "duration_s": trial.duration.total_seconds() if trial.duration else None,
         "worker": attrs.get(ATTR_WORKER),

@@ -38,24 +38,42 @@ def checkpoint_path(run_dir: Path, number: int, rung: int) -> Path:
     return Path(run_dir) / RUNG_DIR / f"trial-{number}-rung-{rung}.pt"
 
 
-def rebuild_prepared(session, config, rung: int, run_dir: Path | None = None, number: int | None = None):
-    """The runtime's prepared structure of ``config`` at ``rung`` of the study's ladder, as the search built it."""
+def rebuild_prepared(session, config, rung: int, run_dir: Path | None = None, number: int | None = None,
+                     threads: Any = None):
+    """The runtime's prepared structure of ``config`` at ``rung`` of the study's ladder, as the search built it.
+
+    From the trial's rung checkpoint where the run kept it; else the rungs are distilled
+    again, seeded, at ``threads`` torch threads: the count the search distilled it with
+    (its record's ``recovery_threads``), as CPU kernels sum in another order at another count
+    (a 2-thread replay of a 1-thread trial differed by up to 4.6e-4 in its weights).
+    """
+    import torch
+
     from vitsearch.evaluators.distill import distilled_chain, load_prepared
 
     pipe, rc = session.pipeline, session.spec.recovery
     structure = pipe.runtime.structure(config)
     rungs = (0,) if pipe.is_uncompressed(config) else rc.ladder[:rung + 1]  # the search never distils the teacher itself
+    threads = int(threads) if threads is not None and threads == threads else None  # NaN: not recorded
     if run_dir is not None and number is not None:
         path = checkpoint_path(run_dir, number, rung)
         if path.exists() or path.is_symlink():  # a folder or a broken file is refused, not replaced
             return load_prepared(session.base, structure, path, session.data.calibration, session.device)
         if rungs[-1] > 0:  # the search kept these weights: say that they are rebuilt (stderr, and a run's log)
+            how = (f"seeded, at the {threads} torch thread(s) the search used: the same weights" if threads else
+                   "seeded; the search's thread count is not recorded: the weights may differ in the last digits")
             note = (f"rung checkpoint {str(path)!r} is missing: trial {number} is distilled again to rung {rung} "
-                    f"({rungs[-1]} steps, seeded: the same weights)")
+                    f"({rungs[-1]} steps, {how})")
             print(f"vitsearch: {note}", file=sys.stderr)
             logging.getLogger("vitsearch.results").info(note)
-    return distilled_chain(session.base, structure, session.data.train, rungs=rungs,
-                           calibration=session.data.calibration, **pipe.recovery_settings(config))
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return distilled_chain(session.base, structure, session.data.train, rungs=rungs,
+                               calibration=session.data.calibration, **pipe.recovery_settings(config))
+    finally:
+        torch.set_num_threads(saved)
 
 
 def measure_test(session, model) -> dict[str, Any]:
@@ -128,7 +146,8 @@ def front_test_accuracy(session, run_dir: Path, front: pd.DataFrame) -> pd.DataF
         key = f"{int(r['number'])}:{int(r['rung'])}"
         if not cache.get(key, {}).get("test_correct"):
             config = CompressionConfig.from_dict(json.loads(r["config"]))
-            prepared = rebuild_prepared(session, config, int(r["rung"]), run_dir, int(r["number"]))
+            prepared = rebuild_prepared(session, config, int(r["rung"]), run_dir, int(r["number"]),
+                                        r.get("recovery_threads"))
             cache[key] = measure_test_deployed(session, prepared, config)
             fresh = True
     if fresh:

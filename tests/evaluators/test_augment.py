@@ -129,3 +129,49 @@ def test_a_study_that_augments_distils_every_rung_so_and_picks_rebuild_replays_i
     for other in (shift, rebuilt):
         assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), other.state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), plain.state_dict().values()))
+
+
+def test_a_missing_rung_is_replayed_at_the_threads_the_search_distilled_it_with(tmp_path, monkeypatch, capsys):
+    """The record says how many torch threads distilled the candidate; pick's replay of a missing checkpoint runs
+    at that count (CPU kernels sum in another order at another), says so, and gives the process its own back."""
+    from tinystudy import tiny_study_dict
+
+    from vitsearch.evaluators import distill
+    from vitsearch.evaluators.distill import load_prepared
+    from vitsearch.search.results.testacc import rebuild_prepared
+    from vitsearch.search.session import load_session
+    from vitsearch.search.study import parse_study
+    from vitsearch.spaces import CompressionConfig
+
+    doc = tiny_study_dict(data=None, latency={"max_runs": 5, "max_seconds": 0.1},
+                          recovery={"rungs": [2, 4], "reduction": 2, "batch_size": 16})
+    session = load_session(parse_study(doc))
+    config = CompressionConfig.from_dict({"depth": {"keep": 6}})
+    rungs = tmp_path / "rungs"
+    own = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first, _ = session.pipeline.evaluate(config, save_to=str(rungs / "r0.pt"))
+        second, _ = session.pipeline.promote(config, first, 1, str(rungs / "r0.pt"), str(rungs / "r1.pt"))
+    finally:
+        torch.set_num_threads(own)
+    assert first["recovery_threads"] == second["recovery_threads"] == 1
+    saved = load_prepared(session.base, config, rungs / "r1.pt", session.data.calibration)
+    seen = []
+    real = distill.distilled_chain
+
+    def chain(*args, **kw):  # the real chain, noting the threads it ran at
+        seen.append(torch.get_num_threads())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(distill, "distilled_chain", chain)
+    torch.set_num_threads(2)
+    try:
+        rebuilt = rebuild_prepared(session, config, 1, tmp_path, 0, second["recovery_threads"])  # no trial-0 file
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert "at the 1 torch thread(s) the search used" in capsys.readouterr().err
+        assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), rebuilt.state_dict().values()))
+        rebuild_prepared(session, config, 1, tmp_path, 0, float("nan"))  # an older run: not recorded
+        assert seen == [1, 2] and "thread count is not recorded" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(own)

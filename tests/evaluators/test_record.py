@@ -64,6 +64,7 @@ def test_predicted_latency_is_labelled():
     "kw, match",
     [(dict(accuracy=1.5), "evaluation.accuracy"), (dict(macs=-1), "evaluation.macs"),
      (dict(size_mb=float("nan")), "evaluation.size_mb"), (dict(recovery_steps=-3), "recovery_steps"),
+     (dict(recovery_threads=0), "evaluation.recovery_threads: 0"), (dict(recovery_threads=True), "recovery_threads"),
      (dict(latency={"median_ms": 1.0}), "evaluation.latency: missing"),
      (dict(latency={**latency_entry(median_ms=1.0), "source": "guessed"}), "latency.source")],
 )

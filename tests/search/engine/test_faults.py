@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -164,12 +165,38 @@ def test_pick_shows_progress_while_it_polishes(rung_run, tmp_path, monkeypatch, 
     if best != "0":  # the weights built for export score on val what their checkpoint scored
         assert polish["val_kl"] == pytest.approx(kls[best], rel=1e-5)
         assert polish["val_accuracy"] == top1s[best] and polish["unpolished_val_kl"] == kls["0"]
-    if best != "0":  # kept exactly when the deployed polished weights rank above the unpolished by the same rule
+        # kept exactly when the deployed polished weights rank above the unpolished by the same rule
         better = (polish["val_kl"] < polish["unpolished_val_kl"] if select is None
                   else polish["val_accuracy"] > top1s["0"])
         assert polish["kept"] == better
     if best == "0":
         assert not polish["kept"] and "no checkpoint scored better than the unpolished weights" in polish["note"]
+
+
+@pytest.mark.slow
+def test_pick_by_the_teacher_scores_the_top_rungs_trials_too(rung_run, tmp_path, monkeypatch, capsys):
+    """The front and every other feasible trial of the top rung within what was asked are rebuilt and scored
+    against the teacher; the winner is the closest of them."""
+    from vitsearch.search.cli import main
+    from vitsearch.search.results.runview import load_run, top_rung_pool
+
+    monkeypatch.chdir(tmp_path)
+    view = load_run(rung_run)
+    f = view.frame
+    top = f[(f["state"] == "COMPLETE") & (f["feasible"] == True) & (f["rung"] == 1)]  # noqa: E712
+    pool = top_rung_pool(view)
+    assert set(pool["number"]) == set(top["number"]) | set(view.front["number"])
+    within = pool[pool["size_mb"] <= 5]
+    assert main(["pick", str(rung_run), *PICK, "--polish-steps", "0", "--out", str(tmp_path / "v")]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("follows the teacher on val at KL") == len(within), out
+    kls = {int(n): float(kl) for n, kl in re.findall(r"trial (\d+) \(\d+/\d+\) follows the teacher on val at KL "
+                                                      r"([0-9.]+)", out)}
+    assert set(kls) == set(within["number"])
+    prov = json.loads((tmp_path / "v" / "provenance.json").read_text())
+    assert kls[prov["trial"]] == min(kls.values())  # as printed, to 4 decimals
+    assert prov["accuracy"]["val_kl_at_choice"] == pytest.approx(kls[prov["trial"]], abs=5e-5)
+    assert f"of {len(within)} top-rung or Pareto variant(s)" in out
 
 
 # ---- image folders ---------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ def _check_ladder(run: Path) -> None:
     evaluated = [t for t in study.trials if t.state.name == "COMPLETE" and "reused_from" not in t.user_attrs]
     done = {(n, k) for n, by in records.items() for k in by}
     assert done | set(failed) == issued, "a promotion was lost or recorded without being issued"
+    assert all(t.user_attrs["evaluation"]["recovery_threads"] == 1 for t in evaluated)  # in the evaluation thread
     identity = [t.number for t in evaluated if json.loads(t.user_attrs["config"]).keys() <= {"schema_version"}]
     for k in (1, 2):
         below = {t.number for t in evaluated} if k == 1 else {n for n, by in records.items() if 1 in by}
@@ -56,6 +57,7 @@ def _check_ladder(run: Path) -> None:
     for (n, k) in done:
         rec = records[n][k]
         assert rec["evaluation"]["recovery_steps"] == STUDY["recovery"]["rungs"][k]
+        assert rec["evaluation"]["recovery_threads"] == 1  # 2 CPUs, 2 workers: what a replay must use
         assert (n, k - 1) in done or k == 1
         assert (run / "rungs" / f"trial-{n}-rung-{k}.pt").is_file()
         assert "val split" in rec["evaluation"]["accuracy_source"]

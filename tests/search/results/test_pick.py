@@ -76,6 +76,36 @@ def test_with_closeness_the_variant_closest_to_the_teacher_wins():
     assert int(choose(FRONT, max_drop=5, base_accuracy=0.98, closeness=lambda rows: 1 / 0).winner["number"]) == 2
 
 
+def test_the_teacher_ranks_the_front_and_the_top_rungs_other_trials():
+    """A trial off the front by val top-1 that reached the top rung is a candidate; one that did not, an infeasible
+    one and a reused duplicate are not; a study without rungs offers its front alone."""
+    from types import SimpleNamespace
+
+    from vitsearch.search.results.pick import choose, runner_up_line
+    from vitsearch.search.results.runview import top_rung_pool
+
+    cols = ["number", "state", "feasible", "reused_from", "rung", "accuracy", "latency_ms"]
+    frame = pd.DataFrame([(0, "COMPLETE", True, None, 2, 0.97, 1.0), (1, "COMPLETE", True, None, 2, 0.99, 3.0),
+                          (2, "COMPLETE", True, None, 2, 0.96, 2.0),  # off the front (0 is faster and better)
+                          (3, "COMPLETE", True, None, 1, 0.95, 1.5),  # stopped a rung lower
+                          (4, "COMPLETE", False, None, 2, 0.99, 0.5),  # infeasible
+                          (5, "COMPLETE", True, 2, 2, 0.96, 2.0),  # a duplicate of trial 2
+                          (6, "FAIL", None, None, None, None, None)], columns=cols)
+    front = frame.iloc[[0, 1]]
+    view = SimpleNamespace(frame=frame, front=front, objectives=[("accuracy", "maximize"), ("latency_ms", "minimize")],
+                           spec=SimpleNamespace(recovery=SimpleNamespace(ladder=(10, 50, 150))))
+    pool = top_rung_pool(view)
+    assert list(pool["number"]) == [0, 2, 1]  # by latency
+    rows = pool.assign(budget_ms=pool["latency_ms"], size_mb=1.0, summary="cfg", budget_source="measured")
+    c = choose(rows, 2.5, closeness=lambda r: r["number"].map({0: 0.05, 2: 0.03}), pool="top-rung or Pareto")
+    assert int(c.winner["number"]) == 2 and "of 2 top-rung or Pareto variant(s) within 2.5 ms" in c.why
+    assert "1 more accurate or slower top-rung or Pareto variant(s)" in c.why
+    alone = choose(rows.iloc[[1]], 2.5, closeness=lambda r: r["number"].map({2: 0.03}), pool="top-rung or Pareto")
+    assert "the only top-rung or Pareto variant within" in runner_up_line(alone)
+    view.spec.recovery.ladder = (0,)
+    assert top_rung_pool(view) is front
+
+
 def test_nothing_within_budget_names_the_fastest():
     from vitsearch.search.results.pick import choose
 
@@ -105,7 +135,7 @@ def test_fastest_within_max_drop_wins():
     c = choose(FRONT, max_drop=1, base_accuracy=0.98)  # floor 97 %: trials 3 and 4
     assert int(c.winner["number"]) == 3 and int(c.runner_up["number"]) == 4
     assert "the fastest of 2 Pareto variant(s) within 1 val point of the uncompressed model (98.00% val)" in c.why
-    assert "2 more front variant(s) are not within what was asked" in c.why
+    assert "2 more Pareto variant(s) are not within what was asked" in c.why
     assert "(+1.0 accuracy points, +1.000 ms latency vs the winner)" in runner_up_line(c)
     assert c.asked == {"max_drop_points": 1}
     assert int(choose(FRONT, max_drop=0, base_accuracy=0.98).winner["number"]) == 4
