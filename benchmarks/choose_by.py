@@ -8,7 +8,7 @@ the val images' mean KL(teacher || candidate) and top-1 agreement with the teach
 teacher: the uncompressed model in fp32), and test top-1 (read, never used to rank).
 Per run: the share of candidate pairs with different test top-1 that each val figure
 orders the same way (a tie in the figure counts half), and Spearman's rho with test. What
-``pick --choose-by`` ranks a front's variants by rests on this (docs/results.md, "Choosing
+``pick --choose-by`` ranks variants by rests on this (docs/results.md, "Choosing
 the variant by the teacher"). Accuracy only: the machine's load changes the wall time.
 """
 
@@ -34,8 +34,8 @@ def concordance(test: list[float], figure: list[float]) -> float | None:
 
 
 def top_rung_trials(run_dir: str):
-    """(view, session, trials) of one run: trials, (number, config, row) of every completed trial whose top-rung
-    weights the run kept (``RUN/rungs/``)."""
+    """(view, session, top, trials) of one run: ``top``, its top rung; trials, (number, config, row) of every
+    completed trial whose top-rung weights the run kept (``RUN/rungs/``)."""
     import pandas as pd
 
     from vitsearch.search.results.runview import load_run
@@ -49,7 +49,7 @@ def top_rung_trials(run_dir: str):
     kept = [(int(row["number"]), CompressionConfig.from_dict(json.loads(row["config"])), row)
             for _, row in trials[trials["state"] == "COMPLETE"].iterrows()
             if checkpoint_path(view.path, int(row["number"]), top).exists()]
-    return view, load_session(view.spec), kept
+    return view, load_session(view.spec), top, kept
 
 
 def candidates(run_dir: str) -> dict:
@@ -58,9 +58,8 @@ def candidates(run_dir: str) -> dict:
 
     from vitsearch.search.results.testacc import measure_test_deployed, rebuild_prepared
 
-    view, session, kept = top_rung_trials(run_dir)
+    view, session, top, kept = top_rung_trials(run_dir)
     pipe = session.pipeline
-    top = len(view.spec.recovery.ladder) - 1
     rows = []
     for number, config, row in kept:
         prepared = rebuild_prepared(session, config, top, view.path, number, row.get("recovery_threads"))

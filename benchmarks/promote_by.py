@@ -27,16 +27,15 @@ def run_rows(run_dir: str) -> dict:
     """Per top-rung candidate of one run: val top-1 and val KL at each rung, test top-1 at the top rung."""
     from vitsearch.search.results.testacc import checkpoint_path, measure_test_deployed, rebuild_prepared
 
-    view, session, kept = top_rung_trials(run_dir)
+    view, session, top, kept = top_rung_trials(run_dir)
     pipe = session.pipeline
-    top = len(view.spec.recovery.ladder) - 1
     rows = []
     for number, config, row in kept:
         if not all(checkpoint_path(view.path, number, k).exists() for k in range(top)):
             continue
         rec = {"number": number, "summary": row.get("summary")}
         for k in range(top + 1):
-            prepared = rebuild_prepared(session, config, k, view.path, number)
+            prepared = rebuild_prepared(session, config, k, view.path, number, row.get("recovery_threads"))
             program = pipe.build(prepared, config)
             val = pipe.score(prepared, config, program, against_teacher=True)
             rec[f"val_top1_{k}"], rec[f"val_kl_{k}"] = val.top1, round(val.reference_kl, 6)

@@ -328,7 +328,7 @@ class Pipeline:
                                    built.program, built.eager)
         # torch's threads in this thread, which distilled it: a replay of the rungs is exact only at the same count
         metrics.update(accuracy=acc.top1, top5=acc.top5, accuracy_source=acc.source, recovery_steps=steps,
-                       recovery_threads=torch.get_num_threads())
+                       recovery_threads=torch.get_num_threads() if steps else None)
         return metrics, feasibility.accuracy_violation(metrics) if feasibility is not None else None
 
 

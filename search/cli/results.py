@@ -19,8 +19,8 @@ def register(sub) -> None:
                    help="keep the recorded latencies (default: re-measure the front when this device is the study's)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("pick", help="the most accurate Pareto variant within a latency budget (or the fastest "
-                                    "within an accuracy drop), exported")
+    p = sub.add_parser("pick", help="the most accurate variant within a latency budget (or the fastest Pareto "
+                                    "variant within an accuracy drop), exported")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vitsearch run`")
     p.add_argument("--latency-ms", type=float, default=None,
                    help="latency budget in ms (> 0): the most accurate variant within it wins")
@@ -128,7 +128,8 @@ def cmd_pick(args) -> int:
         closeness = lambda rows: teacher_kl(view, session, rows, say)  # noqa: E731
     say(f"latencies: {check.why}")
     choice = choose(front_latency(view, check, rows), args.latency_ms, args.min_accuracy, args.max_size_mb,
-                    args.max_drop, base_acc, closeness, "top-rung or Pareto" if rows is not view.front else "Pareto")
+                    args.max_drop, base_acc, closeness,
+                    "Pareto" if set(rows["number"]) <= set(view.front["number"]) else "top-rung or Pareto")
     if args.max_drop is not None:
         choice.asked.update(base_val_accuracy=base_acc, base_val_source=base_source)
     say(choice.why)

@@ -1,7 +1,7 @@
-"""How closely each front variant follows its teacher on val: what ``pick --choose-by teacher`` ranks by.
+"""How closely each variant follows its teacher on val: what ``pick --choose-by teacher`` ranks by.
 
-Val top-1 moves by whole images (0.2 points each on 500 val images) and ranks a front's
-variants by the few images they differ on; the mean KL(teacher || variant) of their
+Val top-1 moves by whole images (0.2 points each on 500 val images) and ranks variants by
+the few images they differ on; the mean KL(teacher || variant) of their
 softmaxes on the same val images (the teacher: the uncompressed model in fp32, the
 direction of the distillation's KL term) moves continuously. On the 19 top-rung
 candidates of two allocation runs it ordered the candidates' test top-1 better than val
@@ -35,7 +35,7 @@ def check_choose_by(by: str) -> None:
 
 
 def teacher_kl(view, session, rows: pd.DataFrame, say=None) -> pd.Series:
-    """Val mean KL(teacher || variant) of each row of ``rows`` (front rows: ``number``, ``rung``, ``config``), in
+    """Val mean KL(teacher || variant) of each row of ``rows`` (trial rows: ``number``, ``rung``, ``config``), in
     the study's runtime; a Series on ``rows``' index. ``say``: called with one progress line per variant. A KL
     that is not finite is refused (ModelError). The winner's val top-1 is checked against the recorded one at
     export; a variant whose rung checkpoint is missing is distilled again, and the replay of a barely trained

@@ -1,7 +1,9 @@
-"""``vitsearch pick``: the most accurate Pareto variant within a latency budget (or the fastest within an accuracy drop).
+"""``vitsearch pick``: the most accurate variant within a latency budget (or the fastest within an accuracy drop).
 
-"Most accurate" by val top-1, or (``--choose-by teacher``, the default) by how closely
-the variant follows its teacher on val (:mod:`.closeness`).
+"Most accurate" by val top-1 among the Pareto front, or (``--choose-by teacher``, the
+default) by how closely the variant follows its teacher on val (:mod:`.closeness`) among
+the front and the top rung's other trials
+(:func:`~vitsearch.search.results.runview.top_rung_pool`).
 
 The budget is checked against latencies re-measured on this machine when its device
 fingerprint is the study's, else against the recorded (measured or predicted) ones,
@@ -80,7 +82,8 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
            max_size_mb: float | None = None, max_drop: float | None = None,
            base_accuracy: float | None = None,
            closeness: Callable[[pd.DataFrame], pd.Series] | None = None, pool: str = "Pareto") -> Choice:
-    """The front row that answers the ask: the most accurate within ``latency_ms``, or the fastest within ``max_drop``.
+    """The row of ``front`` that answers the ask: the most accurate within ``latency_ms``, or the fastest within
+    ``max_drop``.
 
     A variant is within the latency budget when the high end of its latency interval is
     (``budget_high_ms``; the point estimate where no interval was recorded), so it is
@@ -117,7 +120,7 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
     drop_text = "" if max_drop is None else (f"within {max_drop:g} val point{'' if max_drop == 1 else 's'} of the "
                                              f"uncompressed model ({base_accuracy:.2%} val)")
     if ok.empty:
-        raise NothingWithinBudget(_nothing_within(front, latency_ms, min_accuracy, max_size_mb, drop_text))
+        raise NothingWithinBudget(_nothing_within(front, latency_ms, min_accuracy, max_size_mb, drop_text, pool))
     within = _asked_text(latency_ms, min_accuracy, max_size_mb, drop_text)
     if latency_ms is None:
         ranked = ok.sort_values(["budget_ms", "accuracy"], ascending=[True, False])
@@ -145,8 +148,8 @@ def choose(front: pd.DataFrame, latency_ms: float | None = None, min_accuracy: f
         why += (f"; {over} more accurate or slower {pool} variant(s) are not within the budget with high probability"
                 if list(asked) == ["latency_ms"] else f"; {over} more {pool} variant(s) are not within what was asked")
     runner = ranked.iloc[1] if len(ranked) > 1 else None
-    if latency_ms is not None:  # what ranked the variants within the budget
-        asked["choose_by"] = "top1" if closeness is None else "teacher"
+    if latency_ms is not None:  # what ranked the variants within the budget, and among which
+        asked.update(choose_by="top1" if closeness is None else "teacher", ranked_among=pool)
     return Choice(win, runner, why, asked, pool)
 
 
@@ -160,8 +163,8 @@ def _asked_text(latency_ms: float | None, min_accuracy: float | None, max_size_m
 
 
 def _nothing_within(front: pd.DataFrame, latency_ms: float | None, min_accuracy: float | None,
-                    max_size_mb: float | None, drop_text: str) -> str:
-    """One line: what was asked and the front variant nearest to it (fastest, or most accurate)."""
+                    max_size_mb: float | None, drop_text: str, pool: str = "Pareto") -> str:
+    """One line: what was asked and the variant of ``front`` nearest to it (fastest, or most accurate)."""
     asked = _asked_text(latency_ms, min_accuracy, max_size_mb, drop_text, " with high probability")
     if latency_ms is not None:
         near = front.sort_values("budget_ms").iloc[0]
@@ -169,7 +172,7 @@ def _nothing_within(front: pd.DataFrame, latency_ms: float | None, min_accuracy:
     else:
         near = front.sort_values(["accuracy", "budget_ms"], ascending=[False, True]).iloc[0]
         name = "the most accurate"
-    return (f"no Pareto variant {asked}; {name} is trial {int(near['number'])} at {_latency_text(near)}, "
+    return (f"no {pool} variant {asked}; {name} is trial {int(near['number'])} at {_latency_text(near)}, "
             f"accuracy {near['accuracy']:.2%}, size {near['size_mb']:.3f} MB")
 
 

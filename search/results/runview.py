@@ -130,9 +130,10 @@ def top_rung_pool(view: RunView) -> pd.DataFrame:
     """
     if len(view.spec.recovery.ladder) < 2:
         return view.front
-    f = view.frame
-    top = f[(f["state"] == "COMPLETE") & (f["feasible"] == True) & f["reused_from"].isna()  # noqa: E712
-            & (f["rung"] == len(view.spec.recovery.ladder) - 1)].dropna(subset=[m for m, _ in view.objectives])
+    from vitsearch.search.results.tables import eligible
+
+    ok = eligible(view.frame, view.objectives)
+    top = ok[ok["rung"] == len(view.spec.recovery.ladder) - 1]
     pool = pd.concat([view.front, top[~top["number"].isin(view.front["number"])]])
     return pool.sort_values(["latency_ms", "number"]).reset_index(drop=True)
 
@@ -188,7 +189,7 @@ def remeasure_front(view: RunView, session=None, progress: bool = True, rows: pd
     session = session or load_session(view.spec)
     session.adopt_sitting_sd(run_sitting_sd(view.meta_summary()))
     table = []
-    what = "the front" if rows is view.front else "the candidates"
+    what = "the front" if set(rows["number"]) <= set(view.front["number"]) else "the candidates"
     for _, r in tqdm(list(rows.iterrows()), desc=f"re-measuring {what}", unit="variant", disable=not progress):
         res = session.pipeline.measure_config(CompressionConfig.from_dict(json.loads(r["config"])))  # as the search timed it
         table.append(remeasure_row(r, res))
@@ -222,6 +223,9 @@ def front_latency(view: RunView, check: Remeasure, rows: pd.DataFrame | None = N
     """
     front = (view.front if rows is None else rows).copy()
     if check.table is not None and not check.table.empty:
+        missing = set(front["number"]) - set(check.table["number"])
+        if missing:  # a row judged on nothing would drop out of the budget unsaid
+            raise ValueError(f"front_latency: trial(s) {sorted(missing)} were not re-measured with the others")
         front = front.merge(check.table[["number", "remeasured_ms", "remeasured_low_ms", "remeasured_high_ms",
                                          "remeasured_confidence", "remeasured_p10_ms", "remeasured_p90_ms",
                                          "remeasured_runs", "remeasured_ratio"]], on="number", how="left")

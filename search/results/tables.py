@@ -171,10 +171,15 @@ def pareto_mask(values: np.ndarray, maximize: list[bool]) -> np.ndarray:
     return keep
 
 
-def pareto_front(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.DataFrame:
-    """Feasible, completed, evaluated trials on the front; reused duplicates dropped."""
+def eligible(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.DataFrame:
+    """Feasible, completed trials with every objective measured; reused duplicates dropped: what may be on a front."""
     ok = frame[(frame["state"] == "COMPLETE") & (frame["feasible"] == True) & frame["reused_from"].isna()]  # noqa: E712
-    ok = ok.dropna(subset=[m for m, _ in objectives])
+    return ok.dropna(subset=[m for m, _ in objectives])
+
+
+def pareto_front(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.DataFrame:
+    """The :func:`eligible` trials on the front."""
+    ok = eligible(frame, objectives)
     if ok.empty:
         return ok
     values = ok[[m for m, _ in objectives]].to_numpy(dtype=float)

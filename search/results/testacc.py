@@ -54,26 +54,28 @@ def rebuild_prepared(session, config, rung: int, run_dir: Path | None = None, nu
     pipe, rc = session.pipeline, session.spec.recovery
     structure = pipe.runtime.structure(config)
     rungs = (0,) if pipe.is_uncompressed(config) else rc.ladder[:rung + 1]  # the search never distils the teacher itself
-    threads = int(threads) if threads is not None and threads == threads else None  # NaN: not recorded
+    threads = None if threads is None or pd.isna(threads) else int(threads)  # NaN / NA: not recorded
     if run_dir is not None and number is not None:
         path = checkpoint_path(run_dir, number, rung)
         if path.exists() or path.is_symlink():  # a folder or a broken file is refused, not replaced
             return load_prepared(session.base, structure, path, session.data.calibration, session.device)
         if rungs[-1] > 0:  # the search kept these weights: say that they are rebuilt (stderr, and a run's log)
-            how = (f"seeded, at the {threads} torch thread(s) the search used: the same weights" if threads else
+            how = (f"seeded, at the {threads} torch thread(s) its top rung was distilled with: the same weights "
+                   "unless a resumed run distilled its rungs at other counts" if threads else
                    "seeded; the search's thread count is not recorded: the weights may differ in the last digits")
             note = (f"rung checkpoint {str(path)!r} is missing: trial {number} is distilled again to rung {rung} "
                     f"({rungs[-1]} steps, {how})")
             print(f"vitsearch: {note}", file=sys.stderr)
             logging.getLogger("vitsearch.results").info(note)
     saved = torch.get_num_threads()
-    if threads:
+    if threads and threads != saved:
         torch.set_num_threads(threads)
     try:
         return distilled_chain(session.base, structure, session.data.train, rungs=rungs,
                                calibration=session.data.calibration, **pipe.recovery_settings(config))
     finally:
-        torch.set_num_threads(saved)
+        if torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
 
 
 def measure_test(session, model) -> dict[str, Any]:

@@ -169,7 +169,7 @@ def test_pick_shows_progress_while_it_polishes(rung_run, tmp_path, monkeypatch, 
         better = (polish["val_kl"] < polish["unpolished_val_kl"] if select is None
                   else polish["val_accuracy"] > top1s["0"])
         assert polish["kept"] == better
-    if best == "0":
+    else:
         assert not polish["kept"] and "no checkpoint scored better than the unpolished weights" in polish["note"]
 
 
@@ -185,6 +185,7 @@ def test_pick_by_the_teacher_scores_the_top_rungs_trials_too(rung_run, tmp_path,
     f = view.frame
     top = f[(f["state"] == "COMPLETE") & (f["feasible"] == True) & (f["rung"] == 1)]  # noqa: E712
     pool = top_rung_pool(view)
+    assert set(top["number"]) - set(view.front["number"]), "the run has no top-rung trial off the front to rank"
     assert set(pool["number"]) == set(top["number"]) | set(view.front["number"])
     within = pool[pool["size_mb"] <= 5]
     assert main(["pick", str(rung_run), *PICK, "--polish-steps", "0", "--out", str(tmp_path / "v")]) == 0

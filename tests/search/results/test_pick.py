@@ -82,7 +82,7 @@ def test_the_teacher_ranks_the_front_and_the_top_rungs_other_trials():
     from types import SimpleNamespace
 
     from vitsearch.search.results.pick import choose, runner_up_line
-    from vitsearch.search.results.runview import top_rung_pool
+    from vitsearch.search.results.runview import Remeasure, front_latency, top_rung_pool
 
     cols = ["number", "state", "feasible", "reused_from", "rung", "accuracy", "latency_ms"]
     frame = pd.DataFrame([(0, "COMPLETE", True, None, 2, 0.97, 1.0), (1, "COMPLETE", True, None, 2, 0.99, 3.0),
@@ -100,8 +100,18 @@ def test_the_teacher_ranks_the_front_and_the_top_rungs_other_trials():
     c = choose(rows, 2.5, closeness=lambda r: r["number"].map({0: 0.05, 2: 0.03}), pool="top-rung or Pareto")
     assert int(c.winner["number"]) == 2 and "of 2 top-rung or Pareto variant(s) within 2.5 ms" in c.why
     assert "1 more accurate or slower top-rung or Pareto variant(s)" in c.why
+    assert c.asked == {"latency_ms": 2.5, "choose_by": "teacher", "ranked_among": "top-rung or Pareto"}
+    with pytest.raises(NothingWithinBudget, match="no top-rung or Pareto variant within 0.5 ms"):
+        choose(rows, 0.5, closeness=lambda r: r["number"].map({}), pool="top-rung or Pareto")
     alone = choose(rows.iloc[[1]], 2.5, closeness=lambda r: r["number"].map({2: 0.03}), pool="top-rung or Pareto")
     assert "the only top-rung or Pareto variant within" in runner_up_line(alone)
+    # re-measured latencies must cover every row ranked: one left out would drop out of the budget unsaid
+    table = pd.DataFrame({"number": [0, 1], **{k: [1.0, 3.0] for k in ("remeasured_ms", "remeasured_low_ms",
+                          "remeasured_high_ms", "remeasured_p10_ms", "remeasured_p90_ms", "remeasured_ratio")},
+                          "remeasured_confidence": 0.95, "remeasured_runs": 10})
+    with pytest.raises(ValueError, match=r"trial\(s\) \[2\] were not re-measured"):
+        front_latency(view, Remeasure(True, "", table=table), pool)
+    assert list(front_latency(view, Remeasure(True, "", table=table), front)["budget_ms"]) == [1.0, 3.0]
     view.spec.recovery.ladder = (0,)
     assert top_rung_pool(view) is front
 
@@ -142,7 +152,7 @@ def test_fastest_within_max_drop_wins():
     assert int(choose(FRONT, max_drop=10, base_accuracy=0.98).winner["number"]) == 1
     both = choose(FRONT, 3.5, max_drop=3, base_accuracy=0.98)  # floor 95 %, within 3.5 ms: trials 2 and 3
     assert int(both.winner["number"]) == 3 and "most accurate (97.00%)" in both.why
-    assert both.asked == {"latency_ms": 3.5, "max_drop_points": 3, "choose_by": "top1"}
+    assert both.asked == {"latency_ms": 3.5, "max_drop_points": 3, "choose_by": "top1", "ranked_among": "Pareto"}
     # the floor is a float sum: 0.984 - 0.01 is 0.9739999..., and a variant at 97.4 % is within 1 point
     edge = front((1, 0.974, 1.0, 1.0), (2, 0.984, 2.0, 2.0))
     assert int(choose(edge, max_drop=1, base_accuracy=0.984).winner["number"]) == 1
