@@ -1,20 +1,24 @@
-"""The search's distillation with and without augmented batches, on candidates drawn from the default study's space.
+"""The search's distillation with other settings (augmented batches, the labels' weight), on candidates drawn from the
+default study's space.
 
-    .venv/bin/python benchmarks/rung_augment.py [--n 16] [--augments none shift] [--jobs 2] [--threads 1]
-                                                [--seed 24] [--rungs 10 50 150] [--out benchmarks/results/rung_augment.json]
+    .venv/bin/python benchmarks/rung_augment.py [--n 16] [--arms augment=none augment=shift] [--jobs 2]
+                                                [--threads 1] [--seed 24] [--rungs 10 50 150] [--out FILE.json]
 
 ``--n`` configs spread over the default study's space (scrambled Sobol points, as a device
 profile draws them; no presets) are each distilled along the study's whole ladder of rungs
-(10 / 50 / 150 steps: what a top-rung candidate gets) once per ``--augments`` entry
-(``recovery.augment``: each batch altered the same way for teacher and student), from the
+(10 / 50 / 150 steps: what a top-rung candidate gets) once per ``--arms`` entry, from the
 same start with the same seeds, and scored as the study deploys them on val (what the
 search selects on) and on the 500 test images, each paired with the uncompressed model and
-with the first arm (``none``) on the same images. Configs run side by side, one process
-per job. Accuracy only: the machine's load changes the wall time, no figure.
+with the first arm on the same images. An arm is ``SETTING=VALUE`` of the study's recovery
+settings as the distillation takes them: ``augment`` (``recovery.augment``: each batch
+altered the same way for teacher and student) or ``alpha`` (the teacher's share of the
+loss, ``recovery.alpha``; the labels' cross-entropy weighs ``1 - alpha``). Configs run side
+by side, one process per job. Accuracy only: the machine's load changes the wall time, no
+figure.
 
 The summary per arm: mean val and test difference to the first arm over the configs with a
 95 % t-interval across configs, how many configs gained / lost, and the images gained and
-lost in all (test).
+lost in all (test); each arm's val KL from the teacher per config (``val_kl``).
 """
 
 from __future__ import annotations
@@ -56,15 +60,17 @@ def one_job(job: int, args) -> list[dict]:
             continue
         row: dict = {"index": i, "config": config.to_dict(), "arms": {}}
         first_mask = None
-        for aug in args.augments:
+        for arm in args.arms:
             t0 = time.perf_counter()
-            model = distil(session, config, augment=aug)
-            val = pipe.score(model, config).top1
+            model = distil(session, config, **arm_settings(arm))
+            scored = pipe.score(model, config, against_teacher=True)
+            val = scored.top1
             acc, _ = pipe.accuracy(model, config, session.data.test, "test")
             mask = acc.correct_mask()
             first_mask = mask if first_mask is None else first_mask
             drop, vs_first = paired_drop(base.correct_mask(), mask), paired_drop(first_mask, mask)
-            row["arms"][aug] = {"val_accuracy": val, "test_accuracy": acc.top1, "paired_drop": drop.drop,
+            row["arms"][arm] = {"val_accuracy": val, "val_kl": round(scored.reference_kl, 6),
+                                "test_accuracy": acc.top1, "paired_drop": drop.drop,
                                 "paired_drop_low": drop.low, "paired_drop_high": drop.high, "vs_first": {
                 "gain": -vs_first.drop, "low": -vs_first.high, "high": -vs_first.low,
                 "images_lost_gained": [vs_first.ref_only, vs_first.cand_only]},
@@ -75,26 +81,39 @@ def one_job(job: int, args) -> list[dict]:
     return rows
 
 
-def summary(rows: list[dict], augments: list[str]) -> dict:
+#: the settings an arm may set, and how its value is read
+ARM_SETTINGS = {"augment": str, "alpha": float}
+
+
+def arm_settings(arm: str) -> dict:
+    """``"alpha=1.0"`` -> ``{"alpha": 1.0}``; ValueError for anything else."""
+    key, _, value = arm.partition("=")
+    if key not in ARM_SETTINGS or not value:
+        raise ValueError(f"arm {arm!r}: expected SETTING=VALUE with SETTING one of {', '.join(ARM_SETTINGS)}")
+    return {key: ARM_SETTINGS[key](value)}
+
+
+def summary(rows: list[dict], arms: list[str]) -> dict:
     """Per arm after the first: mean val / test difference to the first arm over configs, a 95 % t-interval."""
     from scipy import stats
 
     out = {}
-    first = augments[0]
-    for aug in augments[1:]:
-        arm = {}
+    first = arms[0]
+    for arm in arms[1:]:
+        figures = {}
         for split, key in (("val", "val_accuracy"), ("test", "test_accuracy")):
-            d = [r["arms"][aug][key] - r["arms"][first][key] for r in rows]
+            d = [r["arms"][arm][key] - r["arms"][first][key] for r in rows]
             n = len(d)
             mean = sum(d) / n
             sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else float("nan")
             half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
-            arm[split] = {"mean_points": round(100 * mean, 3), "low": round(100 * (mean - half), 3),
+            figures[split] = {"mean_points": round(100 * mean, 3), "low": round(100 * (mean - half), 3),
                           "high": round(100 * (mean + half), 3), "configs_gained": sum(x > 0 for x in d),
                           "configs_lost": sum(x < 0 for x in d), "configs": n}
-        lost, gained = (sum(r["arms"][aug]["vs_first"]["images_lost_gained"][k] for r in rows) for k in (0, 1))
-        arm["test"]["images_lost_gained"] = [lost, gained]
-        out[f"{aug} vs {first}"] = arm
+        lost, gained = (sum(r["arms"][arm]["vs_first"]["images_lost_gained"][k] for r in rows) for k in (0, 1))
+        figures["test"]["images_lost_gained"] = [lost, gained]
+        out[f"{arm} vs {first}"] = figures
+    out["val_kl_mean"] = {arm: round(sum(r["arms"][arm]["val_kl"] for r in rows) / len(rows), 6) for arm in arms}
     return out
 
 
@@ -103,7 +122,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16)
-    ap.add_argument("--augments", nargs="+", default=["none", "shift"])
+    ap.add_argument("--arms", nargs="+", default=["augment=none", "augment=shift"], metavar="SETTING=VALUE",
+                    help="the first arm is what the others are paired with")
     ap.add_argument("--seed", type=int, default=24, help="the Sobol points' scramble")
     ap.add_argument("--jobs", type=int, default=2, help="processes side by side")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -112,8 +132,12 @@ def main() -> None:
     args = ap.parse_args()
     from vitsearch.evaluators.augment import AUGMENTS
 
-    if any(a not in AUGMENTS for a in args.augments):
-        ap.error(f"--augments: each one of {', '.join(AUGMENTS)}")
+    try:
+        settings = [arm_settings(a) for a in args.arms]
+    except ValueError as exc:
+        ap.error(str(exc))
+    if any(s.get("augment", "none") not in AUGMENTS or not 0 <= s.get("alpha", 0.5) <= 1 for s in settings):
+        ap.error(f"--arms: augment is one of {', '.join(AUGMENTS)}, alpha within [0, 1]")
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         rows = sorted((r for part in pool.map(one_job, range(args.jobs), [args] * args.jobs) for r in part),
@@ -121,7 +145,7 @@ def main() -> None:
     result = {"command": " ".join([".venv/bin/python benchmarks/rung_augment.py", *sys.argv[1:]]),
               "study": "default (eager)", "machine": cpu(),
               "accuracies": "fractions of 500 images; summary in points (1 point = 5 images)",
-              "summary": summary(rows, args.augments), "rows": rows,
+              "summary": summary(rows, args.arms), "rows": rows,
               "wall_s": round(time.perf_counter() - start, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
