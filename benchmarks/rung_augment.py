@@ -93,23 +93,25 @@ def arm_settings(arm: str) -> dict:
     return {key: ARM_SETTINGS[key](value)}
 
 
-def summary(rows: list[dict], arms: list[str]) -> dict:
-    """Per arm after the first: mean val / test difference to the first arm over configs, a 95 % t-interval."""
+def over_configs(points: list[float]) -> dict:
+    """Differences per config, in points: their mean with a 95 % t-interval over configs, how many gained / lost."""
     from scipy import stats
 
+    n = len(points)
+    mean = sum(points) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in points) / (n - 1)) if n > 1 else float("nan")
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+    return {"mean_points": round(mean, 3), "low": round(mean - half, 3), "high": round(mean + half, 3),
+            "configs_gained": sum(x > 0 for x in points), "configs_lost": sum(x < 0 for x in points), "configs": n}
+
+
+def summary(rows: list[dict], arms: list[str]) -> dict:
+    """Per arm after the first: mean val / test difference to the first arm over configs, a 95 % t-interval."""
     out = {}
     first = arms[0]
     for arm in arms[1:]:
-        figures = {}
-        for split, key in (("val", "val_accuracy"), ("test", "test_accuracy")):
-            d = [r["arms"][arm][key] - r["arms"][first][key] for r in rows]
-            n = len(d)
-            mean = sum(d) / n
-            sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else float("nan")
-            half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
-            figures[split] = {"mean_points": round(100 * mean, 3), "low": round(100 * (mean - half), 3),
-                          "high": round(100 * (mean + half), 3), "configs_gained": sum(x > 0 for x in d),
-                          "configs_lost": sum(x < 0 for x in d), "configs": n}
+        figures = {split: over_configs([100 * (r["arms"][arm][key] - r["arms"][first][key]) for r in rows])
+                   for split, key in (("val", "val_accuracy"), ("test", "test_accuracy"))}
         lost, gained = (sum(r["arms"][arm]["vs_first"]["images_lost_gained"][k] for r in rows) for k in (0, 1))
         figures["test"]["images_lost_gained"] = [lost, gained]
         out[f"{arm} vs {first}"] = figures
@@ -117,9 +119,27 @@ def summary(rows: list[dict], arms: list[str]) -> dict:
     return out
 
 
-def main() -> None:
+def run_jobs(one_job, args, script: str, **fields) -> list[dict]:
+    """``one_job(job, args)`` for each of ``args.jobs`` processes side by side; their rows by config index, written
+    to ``args.out`` with the command, the machine, ``fields``, the summary ``fields["summary"](rows)`` and the wall
+    time, and the summary printed."""
     from allocation import cpu
 
+    start = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        rows = sorted((r for part in pool.map(one_job, range(args.jobs), [args] * args.jobs) for r in part),
+                      key=lambda r: r["index"])
+    summarise = fields.pop("summary")
+    result = {"command": " ".join([f".venv/bin/python benchmarks/{script}", *sys.argv[1:]]),
+              "study": "default (eager)", "machine": cpu(), **fields, "summary": summarise(rows), "rows": rows,
+              "wall_s": round(time.perf_counter() - start, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["summary"], indent=1))
+    return rows
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--arms", nargs="+", default=["augment=none", "augment=shift"], metavar="SETTING=VALUE",
@@ -138,18 +158,8 @@ def main() -> None:
         ap.error(str(exc))
     if any(s.get("augment", "none") not in AUGMENTS or not 0 <= s.get("alpha", 0.5) <= 1 for s in settings):
         ap.error(f"--arms: augment is one of {', '.join(AUGMENTS)}, alpha within [0, 1]")
-    start = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        rows = sorted((r for part in pool.map(one_job, range(args.jobs), [args] * args.jobs) for r in part),
-                      key=lambda r: r["index"])
-    result = {"command": " ".join([".venv/bin/python benchmarks/rung_augment.py", *sys.argv[1:]]),
-              "study": "default (eager)", "machine": cpu(),
-              "accuracies": "fractions of 500 images; summary in points (1 point = 5 images)",
-              "summary": summary(rows, args.arms), "rows": rows,
-              "wall_s": round(time.perf_counter() - start, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result["summary"], indent=1))
+    run_jobs(one_job, args, "rung_augment.py", accuracies="fractions of 500 images; summary in points (1 point = 5 "
+             "images)", summary=lambda rows: summary(rows, args.arms))
 
 
 if __name__ == "__main__":
