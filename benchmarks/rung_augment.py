@@ -4,6 +4,9 @@ default study's space.
     .venv/bin/python benchmarks/rung_augment.py [--n 16] [--arms augment=none augment=shift] [--jobs 2]
                                                 [--threads 1] [--seed 24] [--rungs 10 50 150] [--out FILE.json]
 
+(``--out`` defaults to benchmarks/results/rung_augment.json for the default arms, and is
+required for others.)
+
 ``--n`` configs spread over the default study's space (scrambled Sobol points, as a device
 profile draws them; no presets) are each distilled along the study's whole ladder of rungs
 (10 / 50 / 150 steps: what a top-rung candidate gets) once per ``--arms`` entry, from the
@@ -119,19 +122,18 @@ def summary(rows: list[dict], arms: list[str]) -> dict:
     return out
 
 
-def run_jobs(one_job, args, script: str, **fields) -> list[dict]:
+def run_jobs(one_job, args, script: str, *, summary, **fields) -> list[dict]:
     """``one_job(job, args)`` for each of ``args.jobs`` processes side by side; their rows by config index, written
-    to ``args.out`` with the command, the machine, ``fields``, the summary ``fields["summary"](rows)`` and the wall
-    time, and the summary printed."""
+    to ``args.out`` with ``fields``, the command, the machine, ``summary(rows)`` and the wall time, and the summary
+    printed."""
     from allocation import cpu
 
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         rows = sorted((r for part in pool.map(one_job, range(args.jobs), [args] * args.jobs) for r in part),
                       key=lambda r: r["index"])
-    summarise = fields.pop("summary")
-    result = {"command": " ".join([f".venv/bin/python benchmarks/{script}", *sys.argv[1:]]),
-              "study": "default (eager)", "machine": cpu(), **fields, "summary": summarise(rows), "rows": rows,
+    result = {**fields, "command": " ".join([f".venv/bin/python benchmarks/{script}", *sys.argv[1:]]),
+              "study": "default (eager)", "machine": cpu(), "summary": summary(rows), "rows": rows,
               "wall_s": round(time.perf_counter() - start, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
@@ -148,7 +150,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="processes side by side")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--rungs", type=int, nargs="+", help="step counts in place of the study's rungs (a quick look)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/rung_augment.json"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default, for the default arms only: benchmarks/results/rung_augment.json")
     args = ap.parse_args()
     from vitsearch.evaluators.augment import AUGMENTS
 
@@ -156,10 +159,14 @@ def main() -> None:
         settings = [arm_settings(a) for a in args.arms]
     except ValueError as exc:
         ap.error(str(exc))
+    if args.out is None:
+        if args.arms != ap.get_default("arms"):
+            ap.error("--out: give a file for arms other than the augmentation check's (its record is kept)")
+        args.out = Path("benchmarks/results/rung_augment.json")
     if any(s.get("augment", "none") not in AUGMENTS or not 0 <= s.get("alpha", 0.5) <= 1 for s in settings):
         ap.error(f"--arms: augment is one of {', '.join(AUGMENTS)}, alpha within [0, 1]")
-    run_jobs(one_job, args, "rung_augment.py", accuracies="fractions of 500 images; summary in points (1 point = 5 "
-             "images)", summary=lambda rows: summary(rows, args.arms))
+    run_jobs(one_job, args, "rung_augment.py", summary=lambda rows: summary(rows, args.arms),
+             accuracies="fractions of 500 images; summary in points (1 point = 5 images)")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def rebuild_prepared(session, config, rung: int, run_dir: Path | None = None, nu
         if path.exists() or path.is_symlink():  # a folder or a broken file is refused, not replaced
             return load_prepared(session.base, structure, path, session.data.calibration, session.device)
         if rungs[-1] > 0:  # the search kept these weights: say that they are rebuilt (stderr, and a run's log)
-            how = (f"seeded, at the {threads} torch thread(s) its top rung was distilled with: the same weights "
+            how = (f"seeded, at the {threads} torch thread(s) its last rung was distilled with: the same weights "
                    "unless a resumed run distilled its rungs at other counts" if threads else
                    "seeded; the search's thread count is not recorded: the weights may differ in the last digits")
             note = (f"rung checkpoint {str(path)!r} is missing: trial {number} is distilled again to rung {rung} "

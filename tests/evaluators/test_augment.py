@@ -169,7 +169,7 @@ def test_a_missing_rung_is_replayed_at_the_threads_the_search_distilled_it_with(
     try:
         rebuilt = rebuild_prepared(session, config, 1, tmp_path, 0, second["recovery_threads"])  # no trial-0 file
         assert seen == [1] and torch.get_num_threads() == 2
-        assert "at the 1 torch thread(s) its top rung was distilled with" in capsys.readouterr().err
+        assert "at the 1 torch thread(s) its last rung was distilled with" in capsys.readouterr().err
         assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), rebuilt.state_dict().values()))
         rebuild_prepared(session, config, 1, tmp_path, 0, float("nan"))  # an older run: not recorded
         assert seen == [1, 2] and "thread count is not recorded" in capsys.readouterr().err

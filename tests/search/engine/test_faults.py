@@ -183,7 +183,8 @@ def test_pick_by_the_teacher_scores_the_top_rungs_trials_too(rung_run, tmp_path,
     monkeypatch.chdir(tmp_path)
     view = load_run(rung_run)
     f = view.frame
-    top = f[(f["state"] == "COMPLETE") & (f["feasible"] == True) & (f["rung"] == 1)]  # noqa: E712
+    top = f[(f["state"] == "COMPLETE") & (f["feasible"] == True)  # noqa: E712
+            & f["reused_from"].isna() & (f["rung"] == 1)]
     pool = top_rung_pool(view)
     assert set(top["number"]) - set(view.front["number"]), "the run has no top-rung trial off the front to rank"
     assert set(pool["number"]) == set(top["number"]) | set(view.front["number"])
