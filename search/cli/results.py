@@ -85,8 +85,8 @@ def cmd_pick(args) -> int:
     from vitsearch.search.results.closeness import CHOOSE_BY, check_choose_by, teacher_kl
     from vitsearch.search.results.export import export, polish_settings
     from vitsearch.search.results.pick import check_budget, check_same_base, choose, runner_up_line
-    from vitsearch.search.results.runview import (check_remeasure, front_latency, load_run, remeasure_front,
-                                                  top_rung_pool)
+    from vitsearch.search.results.runview import (check_remeasure, front_latency, load_run, pool_name,
+                                                  remeasure_front, top_rung_pool)
     from vitsearch.search.session import load_session
 
     from vitsearch.search.preflight import check_out_dir
@@ -128,8 +128,7 @@ def cmd_pick(args) -> int:
         closeness = lambda rows: teacher_kl(view, session, rows, say)  # noqa: E731
     say(f"latencies: {check.why}")
     choice = choose(front_latency(view, check, rows), args.latency_ms, args.min_accuracy, args.max_size_mb,
-                    args.max_drop, base_acc, closeness,
-                    "Pareto" if set(rows["number"]) <= set(view.front["number"]) else "top-rung or Pareto")
+                    args.max_drop, base_acc, closeness, pool_name(view, rows))
     if args.max_drop is not None:
         choice.asked.update(base_val_accuracy=base_acc, base_val_source=base_source)
     say(choice.why)

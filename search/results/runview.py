@@ -138,6 +138,11 @@ def top_rung_pool(view: RunView) -> pd.DataFrame:
     return pool.sort_values(["latency_ms", "number"]).reset_index(drop=True)
 
 
+def pool_name(view: RunView, rows: pd.DataFrame) -> str:
+    """What ``rows`` are, as pick names its variants: "Pareto" where all are on the front, else "top-rung or Pareto"."""
+    return "Pareto" if set(rows["number"]) <= set(view.front["number"]) else "top-rung or Pareto"
+
+
 @dataclass
 class Remeasure:
     """Whether and how the front's latencies were checked on this machine."""
@@ -189,7 +194,7 @@ def remeasure_front(view: RunView, session=None, progress: bool = True, rows: pd
     session = session or load_session(view.spec)
     session.adopt_sitting_sd(run_sitting_sd(view.meta_summary()))
     table = []
-    what = "the front" if set(rows["number"]) <= set(view.front["number"]) else "the candidates"
+    what = "the front" if pool_name(view, rows) == "Pareto" else "the candidates"
     for _, r in tqdm(list(rows.iterrows()), desc=f"re-measuring {what}", unit="variant", disable=not progress):
         res = session.pipeline.measure_config(CompressionConfig.from_dict(json.loads(r["config"])))  # as the search timed it
         table.append(remeasure_row(r, res))
