@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vitsearch.evaluators.fakequant import FakeQuantScheme, scheme_for
+from vitsearch.evaluators.latency.timing.context import torch_threads
 from vitsearch.evaluators.runtimes.base import Deployed, Runtime, register
 from vitsearch.evaluators.runtimes.eager import finalized, graph_safe_call, torch_deployed
 from vitsearch.spaces.errors import DeviceError
@@ -45,11 +46,8 @@ class CompileRuntime(Runtime):
             torch._dynamo.reset()  # see the module docstring
         mode = "reduce-overhead" if example.device.type == "cuda" else None
         program = torch.compile(model, backend="inductor", dynamic=False, mode=mode)
-        saved = torch.get_num_threads()
         try:
-            if threads is not None:
-                torch.set_num_threads(threads)
-            with torch.inference_mode():
+            with torch_threads(threads), torch.inference_mode():
                 if mode is None:
                     program(example)
                 else:
@@ -58,7 +56,5 @@ class CompileRuntime(Runtime):
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise DeviceError(f"latency.runtime: torch.compile failed for {config.summary()} "
                               f"({type(exc).__name__}: {first}); use runtime eager for it") from None
-        finally:
-            torch.set_num_threads(saved)
         return torch_deployed(self, program, model, config, example, start, static=True,
                               provider=f"inductor{'' if mode is None else ', ' + mode}", cuda_graphs=mode is not None)

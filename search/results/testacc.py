@@ -47,9 +47,8 @@ def rebuild_prepared(session, config, rung: int, run_dir: Path | None = None, nu
     (its record's ``recovery_threads``), as CPU kernels sum in another order at another count
     (a 2-thread replay of a 1-thread trial differed by up to 4.6e-4 in its weights).
     """
-    import torch
-
     from vitsearch.evaluators.distill import distilled_chain, load_prepared
+    from vitsearch.evaluators.latency.timing.context import torch_threads
 
     pipe, rc = session.pipeline, session.spec.recovery
     structure = pipe.runtime.structure(config)
@@ -67,15 +66,9 @@ def rebuild_prepared(session, config, rung: int, run_dir: Path | None = None, nu
                     f"({rungs[-1]} steps, {how})")
             print(f"vitsearch: {note}", file=sys.stderr)
             logging.getLogger("vitsearch.results").info(note)
-    saved = torch.get_num_threads()
-    if threads and threads != saved:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads or None):  # 0 is no thread count: as unrecorded
         return distilled_chain(session.base, structure, session.data.train, rungs=rungs,
                                calibration=session.data.calibration, **pipe.recovery_settings(config))
-    finally:
-        if torch.get_num_threads() != saved:
-            torch.set_num_threads(saved)
 
 
 def measure_test(session, model) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Every protocol (burst, interleaved, round-robin) runs its passes inside
 
 - the device's inter-process lock (:mod:`..lock`), so no two measurements on one device
   overlap (re-entrant within a thread: a caller already holding it passes through);
-- the torch CPU thread count fixed for the measurement (on a CPU) and restored after;
+- the torch CPU thread count fixed for the measurement (on a CPU) and restored after
+  (:func:`torch_threads`, which other spans that fix it use too);
 - every given module, and each of its submodules, in eval mode, its own mode restored;
 - ``torch.inference_mode`` around the passes;
 - inside :meth:`Measurement.timed` Python's garbage collector off, the young generations
@@ -46,6 +47,24 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run inside with torch's CPU thread count at ``threads`` (None: as it is); the count before restored after.
+
+    Restored on error too; torch is left untouched where the count already is ``threads``
+    (setting it can rebuild the thread pool). The count is process-wide: a span that
+    fixes it must not overlap another thread's work that relies on its own count.
+    """
+    saved = torch.get_num_threads()
+    if threads is not None and threads != saved:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
+
+
 class Measurement:
     """``with Measurement(device, threads, modules):`` the conditions of a measurement (module docstring).
 
@@ -73,9 +92,7 @@ class Measurement:
             if self.lock:
                 stack.enter_context(device_lock(self.device, timeout=self.lock_timeout))
             self.saved_threads = torch.get_num_threads()
-            stack.callback(torch.set_num_threads, self.saved_threads)
-            if self.threads is not None:
-                torch.set_num_threads(self.threads)
+            stack.enter_context(torch_threads(self.threads))
             stack.enter_context(_eval_modes(self.modules))
             stack.enter_context(torch.inference_mode())
         except BaseException:

@@ -11,7 +11,7 @@ import gc
 import pytest
 import torch
 
-from vitsearch.evaluators.latency.timing.context import Measurement
+from vitsearch.evaluators.latency.timing.context import Measurement, torch_threads
 from vitsearch.evaluators.latency.timing.plans import RoundRobinPlan
 from vitsearch.evaluators.latency.timing.prepare import first_forward_error
 from vitsearch.evaluators.latency.timing.roundrobin import time_round_robin
@@ -88,6 +88,24 @@ def test_measurement_sets_and_restores_threads_modes_and_the_collector():
     finally:
         torch.set_num_threads(before)
     assert model.training and model[0].training and not model[1].training
+
+
+def test_torch_threads_sets_the_count_inside_and_restores_it_after_an_error_too():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch_threads(None):
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="inside"):
+            with torch_threads(1):
+                assert torch.get_num_threads() == 1
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with torch_threads(1):
+            torch.set_num_threads(3)  # changed again inside: the count from before still comes back
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_round_robin_times_every_item_with_the_collector_off():
