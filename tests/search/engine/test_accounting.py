@@ -325,8 +325,8 @@ def test_once_every_candidate_is_asked_the_front_is_finished_before_the_search_e
         trials += search._batches.pop(tune_id)
     for i, trial in enumerate(trials):  # told as the searcher tells them; the two trade off: both on the front
         values = [0.9 - i / 10, 1.0 - i / 2]
-        search._settle(trial, values, optuna.trial.TrialState.COMPLETE,
-                       {"evaluation": {"accuracy": values[0]}, "feasible": True})
+        search.teller.settle(trial, values, optuna.trial.TrialState.COMPLETE,
+                             {"evaluation": {"accuracy": values[0]}, "feasible": True})
         search.promotions.remember_first(trial.number, trial.user_attrs["config"], {"accuracy": values[0]}, values)
     # the quota (2 // 3) promotes nobody; the end promotes both, one rung at a time: a second driver on the
     # study (or a resumed one), which finds the target met at its first ask, takes one

@@ -117,7 +117,7 @@ def test_a_result_of_a_trial_failed_elsewhere_just_before_its_tell_is_dropped(bu
     monkeypatch.setattr(search.study, "tell", tell)
     _hand_out(search, "t1", evaluate=False)
     with pytest.raises(ValueError, match="number of the values"):  # a ValueError on a live trial still raises
-        search._settle(search._batches["t1"][0], [0.5], TrialState.COMPLETE, {})
+        search.teller.settle(search._batches["t1"][0], [0.5], TrialState.COMPLETE, {})
 
 
 def test_a_trial_failed_elsewhere_while_it_was_asked_is_left_and_another_asked(builtin_model, tmp_path, monkeypatch):

@@ -202,8 +202,9 @@ def test_a_sampler_that_keeps_proposing_what_was_settled_is_given_random_draws(b
     from ray.tune.search import Searcher
 
     from vitsearch.search.engine import searcher
+    from vitsearch.search.engine.asking import RANDOM_AFTER
     from vitsearch.search.engine.feasibility import Feasibility
-    from vitsearch.search.engine.searcher import RANDOM_AFTER, CandidateSearch
+    from vitsearch.search.engine.searcher import CandidateSearch
     from vitsearch.search.study import parse_study
     from vitsearch.spaces import SearchSpace
 
