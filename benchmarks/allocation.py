@@ -10,7 +10,7 @@ as many heads and MLP channel groups, placed by the global allocator
 (:mod:`vitsearch.spaces.allocate`, saliency on the study's calibration split), so both
 have the same MACs. The ``saliency-macs`` arm lets the allocator also choose between
 heads and channels, down to the uniform arm's block MACs. Every model is distilled with
-the study's settings for the steps of its top rung (150), then scored on the 500 test
+the study's settings for the steps of its top rung (150), then scored on the test
 images; drops are paired (same images) against the uncompressed model and against the
 uniform arm. Without ``--latency``, accuracy only: the machine's load changes the wall
 time, not the figures. With ``--latency`` each arm's model is also timed as the study

@@ -8,7 +8,7 @@ uncompressed model to have a 95 % upper bound of at most 1 point. The bound is t
 continuity-corrected), a function of the test images lost ``b`` (right for the
 uncompressed model only), gained ``c`` and the test-set size ``n``. This prints
 
-* the bound for each (lost, gained) of a few images on ``n`` = 500 (the built-in data's
+* the bound for each (lost, gained) of a few images on ``n`` = 500 (the built-in data's old
   test split), and
 * the exact probability that a variant meets the bound, for variants whose images are
   lost and gained independently at given rates (a multinomial over lost / gained /

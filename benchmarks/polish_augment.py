@@ -9,7 +9,7 @@ ONNX Runtime twin, in float). The variant is distilled along the study's ladder 
 (:func:`vitsearch.evaluators.distill.polished`: ``--steps`` more steps, the learning rate
 decayed along a cosine to 0, the best of 8 val checkpoints kept) once per augmentation,
 each from the same distilled weights with the same seeds. Each polished model is scored
-on the 500 test images and paired with the uncompressed model on the same images. One
+on the test split and paired with the uncompressed model on the same images. One
 JSON line per arm (and one for the distilled weights before any polish) goes to stdout
 and, with ``--out``, to that file. ``--test-at-checkpoints`` adds ``test_at_checkpoints``:
 per val checkpoint, test top-1 and the images lost and gained against the uncompressed

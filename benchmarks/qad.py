@@ -7,7 +7,7 @@
 For a few int8 candidates of the default study (built-in ViT on mnist5k), in each runtime
 (eager: torchao's int8; onnxruntime: ORT's ``quantize_dynamic``), the candidate is
 distilled along the study's whole ladder of rungs (the steps and seeds a top-rung
-candidate gets in the search) in four ways and measured on the 500 test images as the
+candidate gets in the search) in four ways and measured on the test split as the
 study deploys it:
 
 * ``float``: the float model distilled, not quantised (what distillation alone recovers);
@@ -152,7 +152,7 @@ def main() -> None:
     start = time.perf_counter()
     result = {"command": " ".join([".venv/bin/python benchmarks/qad.py", *sys.argv[1:]]), "study": "default",
               "fingerprint": device_fingerprint("cpu", args.threads), "feature_weight": args.feature_weight,
-              "drops": "paired_drop* are fractions of the 500 test images (0.01 = 1 point), 95 % paired interval",
+              "drops": "paired_drop* are fractions of the test images (0.01 = 1 point), 95 % paired interval",
               "runtimes": {}}
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         rows = pool.map(one_runtime, args.runtimes, [args] * len(args.runtimes))

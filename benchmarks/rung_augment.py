@@ -11,7 +11,7 @@ required for others.)
 profile draws them; no presets) are each distilled along the study's whole ladder of rungs
 (10 / 50 / 150 steps: what a top-rung candidate gets) once per ``--arms`` entry, from the
 same start with the same seeds, and scored as the study deploys them on val (what the
-search selects on) and on the 500 test images, each paired with the uncompressed model and
+search selects on) and on the test split, each paired with the uncompressed model and
 with the first arm on the same images. An arm is ``SETTING=VALUE`` of the study's recovery
 settings as the distillation takes them: ``augment`` (``recovery.augment``: each batch
 altered the same way for teacher and student) or ``alpha`` (the teacher's share of the
@@ -166,7 +166,7 @@ def main() -> None:
     if any(s.get("augment", "none") not in AUGMENTS or not 0 <= s.get("alpha", 0.5) <= 1 for s in settings):
         ap.error(f"--arms: augment is one of {', '.join(AUGMENTS)}, alpha within [0, 1]")
     run_jobs(one_job, args, "rung_augment.py", summary=lambda rows: summary(rows, args.arms),
-             accuracies="fractions of 500 images; summary in points (1 point = 5 images)")
+             accuracies="fractions of the test images; summary in points")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ def cmd_report(args) -> int:
 def cmd_pick(args) -> int:
     """``vitsearch pick RUN_DIR --latency-ms X`` and/or ``--max-drop P``."""
     from vitsearch.search.engine.progress import stderr_is_terminal
+    from vitsearch.search.results.basis import rebase, report_basis
     from vitsearch.search.results.closeness import CHOOSE_BY, check_choose_by, teacher_kl
     from vitsearch.search.results.export import export, polish_settings
     from vitsearch.search.results.pick import check_budget, check_same_base, choose, runner_up_line
@@ -126,9 +127,11 @@ def cmd_pick(args) -> int:
     if by_teacher:
         session = session or load_session(view.spec)
         closeness = lambda rows: teacher_kl(view, session, rows, say)  # noqa: E731
-    say(f"latencies: {check.why}")
-    choice = choose(front_latency(view, check, rows), args.latency_ms, args.min_accuracy, args.max_size_mb,
-                    args.max_drop, base_acc, closeness, pool_name(view, rows))
+    basis = report_basis(view.latency_records())  # the report's: a trial has the same ms in both
+    say(f"latencies: {check.why}; {basis.text()}")
+    choice = choose(rebase(front_latency(view, check, rows), basis), args.latency_ms, args.min_accuracy,
+                    args.max_size_mb, args.max_drop, base_acc, closeness, pool_name(view, rows))
+    choice.asked["latency_basis"] = basis.text()
     if args.max_drop is not None:
         choice.asked.update(base_val_accuracy=base_acc, base_val_source=base_source)
     say(choice.why)
@@ -167,7 +170,8 @@ def _pick_lines(prov: dict, out: Path) -> list[str]:
     interval = f" [{speed['low']:.2f}, {speed['high']:.2f}]" if speed.get("low") else ""
     lines += [f"exported weights vs the uncompressed model ({paired['base_test_accuracy']:.2%} test): drop "
               f"{paired['text']}; speed-up x{speed['speedup']:.2f}{interval} in {lat['in_runtime']['runtime']}, "
-              f"timed side by side at export",
+              f"timed side by side at export" + (" (the interval: where a re-timing in another sitting falls)"
+                                                 if speed.get("sitting_sd") else " (the interval: this sitting's)"),
               f"{ex.get('runtime', 'torch.export')}: " + (f"{ex.get('file', 'program.pt2')} written" if ex["exported"]
                                                          else f"not exported ({ex['reason']})"),
               f"exported -> {out}   (load: vitsearch.search.load_variant({str(out)!r}).model)"]
@@ -208,13 +212,17 @@ def pick_record(prov: dict, out: Path) -> dict:
 
 def cmd_list(args) -> int:
     """``vitsearch list RUN_DIR``: the front with the Markdown summary's columns."""
-    from vitsearch.search.results.report import FRONT_COLUMNS, front_rows
+    from vitsearch.evaluators.paired import PairedDrop
+    from vitsearch.search.results.basis import rebase, report_basis
+    from vitsearch.search.results.report import FRONT_COLUMNS, device_text, front_rows
     from vitsearch.search.results.runview import load_run
-
-    from vitsearch.search.results.testacc import read_cache, with_cached
+    from vitsearch.search.results.testacc import BASE_KEY, read_cache, with_cached
 
     view = load_run(args.run_dir)
-    rows = front_rows(with_cached(view.front, read_cache(view.path, view.spec.latency.runtime)) if not view.front.empty else view.front)
+    basis = report_basis(view.latency_records())  # the report's: list and report state ms on one basis
+    cache = read_cache(view.path, view.spec.latency.runtime)
+    front = rebase(with_cached(view.front, cache), basis)
+    rows = front_rows(front) if not view.front.empty else []
     if not rows:
         print("(no feasible completed trial on the front yet)")
         return 0
@@ -226,8 +234,16 @@ def cmd_list(args) -> int:
     print("  ".join("-" * w for w in widths))
     for r in rows:
         print(fmt(r))
-    print(f"\n{len(rows)} Pareto variant(s) of {(view.frame['state'] == 'COMPLETE').sum()} completed trials; "
-          "latency as recorded during search (source per row); val accuracy selected them, test accuracy (95 % "
-          "Wilson interval) as measured at the end of the run or by `report`/`pick`; test drop: points lost against "
-          "the uncompressed model on the same test images (paired, exact 95 % interval)")
+    evaluated = ((view.frame["state"] == "COMPLETE") & view.frame["reused_from"].isna()).sum()
+    method = PairedDrop.method.split(": ", 1)[-1]
+    fp = view.study_fingerprint()
+    where = f" on {device_text(fp)}" if fp else ""
+    base = cache.get(BASE_KEY) or {}
+    test = (f" on {base['test_n']} test images ({base.get('test_source', 'the test split')})"
+            if base.get("test_n") else "")
+    print(f"\n{len(rows)} Pareto variant(s) of {evaluated} evaluated trials; latency as recorded during search "
+          f"(source per row){where} in {view.spec.latency.runtime}, {basis.text()}; val accuracy selected them, "
+          f"test accuracy (95 % Wilson interval){test} as measured at the end of the run or by `report`/`pick`; "
+          "test drop: points lost against the uncompressed model on the same test images (paired 95 % interval: "
+          f"{method})")
     return 0

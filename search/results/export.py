@@ -152,7 +152,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
     if "val_kl" in row:  # chosen by how closely it follows the teacher on val (pick --choose-by teacher; finite)
         provenance["accuracy"]["val_kl_at_choice"] = float(row["val_kl"])
     provenance["latency"].update(in_runtime=entry, uncompressed_in_runtime=base_entry,
-                                 speedup=side_by_side(pipe, program[0], base_program))
+                                 speedup=side_by_side(pipe, program[0], base_program, _sitting_sd(view, pipe)))
     exported_test = polish if polish["kept"] else test
     provenance["accuracy"].update(test=_without_bits(test), polish=_without_bits(polish), rung=rung,
                                   recovery_steps_before_polish=ev.get("recovery_steps"),
@@ -221,28 +221,45 @@ def _base_latency(pipe) -> tuple[dict[str, Any], Any]:
     return entry, built[0]
 
 
-def side_by_side(pipe, variant, base) -> dict[str, Any]:
+def side_by_side(pipe, variant, base, sitting_sd: float | None = None) -> dict[str, Any]:
     """Speed-up of the deployed ``variant`` over the deployed uncompressed ``base``: the two timed interleaved with
     each other in the study's runtime, in one sitting, by the study's protocol (1 / their ratio, with its interval).
 
     Two separate timings, each against the eager reference, divide two sittings, and a
     runtime's timing drifts between sittings in ways the eager reference does not share
-    (10-20 % between two timings minutes apart in ONNX Runtime on a 2-core VM).
+    (10-20 % between two timings minutes apart in ONNX Runtime on a 2-core VM). ``low`` /
+    ``high``: where a re-timing in another sitting falls (:func:`~vitsearch.evaluators.latency.stats.predictive`
+    with ``sitting_sd``, the spread between sittings); ``sitting_low`` / ``sitting_high``: this sitting's own.
     """
+    from vitsearch.evaluators.latency.stats import predictive
     from vitsearch.evaluators.runtimes.deploy import measure
 
     r = measure(variant, pipe.input_shape, pipe.device, **{**pipe.timing(), "reference": base.as_module(),
-                                                          "reference_ms_profile": None})
-    return {"speedup": 1.0 / r.ratio, "low": 1.0 / r.ratio_high, "high": 1.0 / r.ratio_low,
-            "confidence": r.confidence, "passes": r.n_runs,
-            "how": f"the variant timed interleaved with the uncompressed model in {variant.runtime}, one sitting"}
+                                                          "reference_ms_profile": None, "sitting_sd": None})
+    speedup, low, high = 1.0 / r.ratio, 1.0 / r.ratio_high, 1.0 / r.ratio_low
+    wide_low, wide_high = predictive(speedup, low, high, sitting_sd, r.confidence) if sitting_sd else (low, high)
+    spread = (f"; the interval is where a re-timing in another sitting falls (with the sitting-to-sitting spread "
+              f"{100 * sitting_sd:.1f} %)" if sitting_sd else
+              "; the interval is this sitting's alone (no sitting-to-sitting spread measured)")
+    return {"speedup": speedup, "low": wide_low, "high": wide_high, "sitting_low": low, "sitting_high": high,
+            "sitting_sd": sitting_sd, "confidence": r.confidence, "passes": r.n_runs,
+            "how": f"the variant timed interleaved with the uncompressed model in {variant.runtime}, one sitting"
+                   + spread}
+
+
+def _sitting_sd(view, pipe) -> float | None:
+    """The spread between sittings the study measures with (a device profile's), else the one the run measured."""
+    from vitsearch.search.results.sitting import run_sitting_sd
+
+    sd = pipe.timing().get("sitting_sd")
+    return sd if sd is not None else run_sitting_sd(view.meta_summary())
 
 
 def _paired(view, session, test: dict[str, Any]) -> dict[str, Any]:
     """The exported weights' test drop against the uncompressed model on the same images (fractions)."""
     from vitsearch.search.results.testacc import base_test, paired_vs_base, read_cache
 
-    base, _ = base_test(session, read_cache(view.path, view.spec.latency.runtime))
+    base, _ = base_test(session, read_cache(view.path, view.spec.latency.runtime, session.data.test_source))
     d = paired_vs_base(test, base)
     if d is None:
         from vitsearch.spaces.errors import DataError
@@ -274,7 +291,10 @@ def _provenance(view, row, ev, config, acc, tol, info, remeasure_why) -> dict[st
         "median_ms": row["remeasured_ms"], "p10_ms": row["remeasured_p10_ms"], "p90_ms": row["remeasured_p90_ms"],
         "n_runs": int(row["remeasured_runs"]), "source": "measured (re-measured at pick)",
         "low_ms": row.get("remeasured_low_ms"), "high_ms": row.get("remeasured_high_ms"),
-        "confidence": row.get("remeasured_confidence"), "protocol": "interleaved with the uncompressed model"}
+        "confidence": row.get("remeasured_confidence"), "protocol": "interleaved with the uncompressed model",
+        "median_ms_as_timed": row.get("remeasured_ms_as_timed", row["remeasured_ms"]),
+        "basis": "ms = its ratio x the uncompressed model's time of the latency basis (asked.latency_basis)"
+        if "remeasured_ms_as_timed" in row else "ms as timed"}
     return {
         "study": view.spec.name, "run_dir": str(view.path.resolve()), "trial": int(row["number"]),
         "base_model": view.spec.model.name, "config": config.to_dict(), "config_summary": config.summary(),

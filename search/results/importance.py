@@ -17,7 +17,7 @@ def knob_importances(view: RunView) -> tuple[dict[str, dict[str, float]], str]:
 
     trials = [t for t in view.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
               if (t.user_attrs.get("evaluation") or {}).get("accuracy") is not None and t.params
-              and not t.user_attrs.get("reused_from")]
+              and t.user_attrs.get("reused_from") is None]  # trial 0 can be a source
     varying = {p for t in trials for p in t.params if len({str(u.params.get(p)) for u in trials}) > 1}
     if len(trials) < 4 or not varying:
         return {}, f"not computed: {len(trials)} evaluated trials with varying knobs (need at least 4)"

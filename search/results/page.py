@@ -23,9 +23,12 @@ def as_decided(front: pd.DataFrame) -> pd.DataFrame:
     """``front`` with its latency columns replaced by the sitting the report decides with (``budget_*``)."""
     if "budget_ms" not in front:
         return front
+    runs = front.get("latency_runs")
+    if "remeasured_runs" in front:  # the passes of the sitting decided with: the re-measurement's where it ran
+        runs = front["remeasured_runs"].where(front["remeasured_runs"].notna(), runs)
     return front.assign(latency_ms=front["budget_ms"], latency_low_ms=front.get("budget_low_ms"),
                         latency_high_ms=front["budget_high_ms"], latency_confidence=front.get("budget_confidence"),
-                        latency_source=front["budget_source"], speedup=front.get("budget_speedup"))
+                        latency_source=front["budget_source"], speedup=front.get("budget_speedup"), latency_runs=runs)
 
 
 def latency_cell(r: Any) -> str:
@@ -88,8 +91,10 @@ def front_section(front: pd.DataFrame, base_accuracy: float | None, base_name: s
     base = "?" if base_accuracy is None else f"{base_accuracy:.2%}"
     return ["<h2>Front variants</h2>",
             f"<p>Latency: {html.escape(str(sitting))}, in the report's ms; speed-up over the uncompressed model "
-            f"with the same interval. Drop: val accuracy of {html.escape(base_name)} ({base}) minus the variant's, "
-            "in percentage points (what the study's accuracy constraint judges).</p>",
+            "with the same interval. Test drop: the test top-1 points the variant loses against the uncompressed "
+            f"{html.escape(base_name)} on the same test images, with its paired 95 % interval (a variant not yet "
+            f"measured on test shows its val difference from {html.escape(base_name)}'s {base} val, marked "
+            "unpaired; the study's accuracy constraint judges val).</p>",
             html_table(DECISION_COLUMNS, decision_rows(decided, base_accuracy), "front"),
             "<p>Every column (val accuracy, rung, distillation steps, the search-time and re-measured latencies "
             "as timed, MACs, ...): <a href='front.csv'>front.csv</a>; every trial: "

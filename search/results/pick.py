@@ -173,7 +173,7 @@ def _nothing_within(front: pd.DataFrame, latency_ms: float | None, min_accuracy:
         near = front.sort_values(["accuracy", "budget_ms"], ascending=[False, True]).iloc[0]
         name = "the most accurate"
     return (f"no {pool} variant {asked}; {name} is trial {int(near['number'])} at {_latency_text(near)}, "
-            f"accuracy {near['accuracy']:.2%}, size {near['size_mb']:.3f} MB")
+            f"val accuracy {near['accuracy']:.2%}, size {near['size_mb']:.3f} MB")
 
 
 def _latency_text(row: pd.Series) -> str:
@@ -191,8 +191,8 @@ def runner_up_line(choice: Choice) -> str:
     if r is None:
         return f"runner-up: none (the winner is the only {choice.pool} variant within what was asked)"
     kl = f", KL {r['val_kl'] - w['val_kl']:+.4f}" if "val_kl" in r else ""
-    return (f"runner-up: trial {int(r['number'])}, {r['accuracy']:.2%} at {_latency_text(r)}, "
-            f"{r['size_mb']:.3f} MB ({(r['accuracy'] - w['accuracy']) * 100:+.1f} accuracy points{kl}, "
+    return (f"runner-up: trial {int(r['number'])}, {r['accuracy']:.2%} val at {_latency_text(r)}, "
+            f"{r['size_mb']:.3f} MB ({(r['accuracy'] - w['accuracy']) * 100:+.1f} val points, unpaired{kl}, "
             f"{r['budget_ms'] - w['budget_ms']:+.3f} ms latency vs the winner): {r['summary']}")
 
 

@@ -61,9 +61,24 @@ def front_rows(front: pd.DataFrame) -> list[list[str]]:
         front = front.assign(speedup=1.0 / pd.to_numeric(front["latency_ratio"], errors="coerce"))
     return [[str(int(r["number"])), _rung_cell(r), f"{r['accuracy']:.2%}", _test_cell(r), paired_cell(r),
              f"{r['latency_ms']:.3f}",
-             interval_cell(r), speedup_cell(r), str(r["latency_source"]), f"{r['size_mb']:.3f}",
+             interval_cell(r), speedup_cell(r), _source_cell(r), f"{r['size_mb']:.3f}",
              f"{r['macs'] / 1e6:.2f}", str(r["summary"])]
             for _, r in front.iterrows()]
+
+
+def _source_cell(r) -> str:
+    """How the latency was obtained, with the timed passes where it was measured ("measured, 304 passes")."""
+    runs = r.get("latency_runs")
+    return str(r["latency_source"]) + (f", {int(runs)} passes" if isinstance(runs, (int, float)) and runs == runs
+                                       and runs > 0 else "")
+
+
+def device_text(fp: dict) -> str:
+    """The device a fingerprint names: "AMD EPYC (AVX512), 1 thread(s)", or the GPU's name."""
+    if fp.get("gpu_name"):
+        return str(fp["gpu_name"])
+    cap = f" ({fp['cpu_capability']})" if fp.get("cpu_capability") else ""
+    return f"{fp.get('cpu_model') or fp.get('device') or '?'}{cap}, {fp.get('threads', '?')} thread(s)"
 
 
 def _rung_cell(r) -> str:
@@ -215,7 +230,7 @@ def summary_markdown(view: RunView, front: pd.DataFrame, check: Remeasure, check
              f"Latency basis: {basis.text()}. Front latencies: {sitting}.", "", "## Pareto front", "",
              markdown_table(FRONT_COLUMNS, front_rows(as_decided(front))) if not front.empty else "(empty)", "",
              "## Best under common latency budgets", "", BUDGET_NOTE, "",
-             markdown_table(["budget ms", "trial", "accuracy", "speed-up", "latency ms", "config"],
+             markdown_table(["budget ms", "trial", "val acc", "speed-up", "latency ms", "config"],
                             budget_rows(front)) if not front.empty else "(empty)", "",
              "## How the numbers were obtained", ""]
     parts += [f"- {line}" for line in provenance_lines(view, check)]
@@ -282,5 +297,6 @@ def _skipped_count(frame) -> int:
 
 
 def _screened_count(frame) -> int:
-    """Trials settled by the run-start screen (no latency of their own)."""
-    return int((frame["settled"].notna() & (frame["latency_source"] == "screened")).sum())
+    """Trials settled by the run-start screen (no latency of their own); a reuse of one is counted as reused."""
+    fresh = frame["reused_from"].isna() if "reused_from" in frame else True
+    return int((frame["settled"].notna() & (frame["latency_source"] == "screened") & fresh).sum())

@@ -92,7 +92,7 @@ def load_run(path: str | Path) -> RunView:
     """Open ``path`` as a run dir; ConfigError (exit 2) if it is not one or has no completed trial."""
     import optuna
 
-    from vitsearch.search.storage import open_storage
+    from vitsearch.search.storage import open_storage, sqlite_file
     from vitsearch.search.results.tables import pareto_front, trials_frame
 
     run = RunDir(Path(path))
@@ -101,7 +101,13 @@ def load_run(path: str | Path) -> RunView:
                           "give a directory written by `vitsearch run`")
     meta, spec = run.meta(), run.spec()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(meta.get("storage") or run.default_storage_url())
+    url = meta.get("storage") or run.default_storage_url()
+    db = sqlite_file(url) or (Path(url.removeprefix("journal:").removeprefix("//")) if url.startswith("journal:")
+                              else None)
+    if db is not None and not db.exists():  # opening it would create an empty one: reading writes nothing
+        raise ConfigError(f"RUN_DIR: {str(path)!r}: its storage file {str(db)!r} does not exist; was it moved "
+                          "or deleted? (run.json names the storage the run wrote to)")
+    storage = open_storage(url)
     try:
         study = optuna.load_study(study_name=meta.get("study_name", spec.name), storage=storage)
     except KeyError:

@@ -135,7 +135,7 @@ def front_test_accuracy(session, run_dir: Path, front: pd.DataFrame) -> pd.DataF
     from vitsearch.spaces import CompressionConfig
 
     runtime = session.pipeline.runtime
-    cache = read_cache(run_dir, runtime.name)
+    cache = read_cache(run_dir, runtime.name, session.data.test_source)
     cache[BASE_KEY], fresh = base_test(session, cache)
     for _, r in front.iterrows():
         key = f"{int(r['number'])}:{int(r['rung'])}"
@@ -150,15 +150,24 @@ def front_test_accuracy(session, run_dir: Path, front: pd.DataFrame) -> pd.DataF
     return with_cached(front, cache)
 
 
-def read_cache(run_dir: Path, runtime: str = "eager") -> dict[str, dict]:
+def read_cache(run_dir: Path, runtime: str = "eager", test_source: str | None = None) -> dict[str, dict]:
     """The run's cached test accuracies by "trial:rung" (empty when none).
 
     Entries not measured for ``runtime`` are left out, so they are measured again; an
-    entry that names none was measured on the eager model (by an older vitsearch).
+    entry that names none was measured on the eager model (by an older vitsearch). With
+    ``test_source`` (the session's ``data.test_source``), so are entries measured on
+    another test split (an older vitsearch's, or other data): they cannot be paired with
+    this split's.
     """
     path = Path(run_dir) / CACHE_FILE
     cache = json.loads(path.read_text()) if path.is_file() else {}
-    return {k: v for k, v in cache.items() if v.get("measured_in", "eager") == runtime}
+    return {k: v for k, v in cache.items() if v.get("measured_in", "eager") == runtime
+            and (test_source is None or _same_split(str(v.get("test_source", "")), test_source))}
+
+
+def _same_split(recorded: str, test_source: str) -> bool:
+    """Whether an entry's ``test_source`` is ``test_source``, or it with how the model ran appended (", ...")."""
+    return recorded == test_source or recorded.startswith(test_source + ", ")
 
 
 def with_cached(front: pd.DataFrame, cache: dict[str, dict]) -> pd.DataFrame:

@@ -97,13 +97,13 @@ def test_rung_run_two_workers(tmp_path, tiny_study):
     assert (promoted.recovery_steps > 1).all()
     # the front is at the highest rung each reached, re-measured on test with its interval
     front = summary["pareto_test"]
-    assert front and all(r["test_lo"] <= r["test_accuracy"] <= r["test_hi"] and r["test_n"] == 500 for r in front)
+    assert front and all(r["test_lo"] <= r["test_accuracy"] <= r["test_hi"] and r["test_n"] == 2000 for r in front)
     assert all(r["rung"] == frame.loc[frame.number == r["number"], "rung"].item() for r in front)
     _check_front_at_top(run)
     assert "test acc [95% CI]" in out.stdout and "6 evaluated" in out.stdout
     cache = json.loads((run / "test_accuracy.json").read_text())  # and the uncompressed model, to pair with
     assert set(cache) == {f"{r['number']}:{r['rung']}" for r in front} | {"base"}
-    assert all(cache[k]["test_correct"] and cache[k]["test_n"] == 500 for k in cache)
+    assert all(cache[k]["test_correct"] and cache[k]["test_n"] == 2000 for k in cache)
 
 
 def test_kill_in_the_middle_of_a_promotion_and_resume(tmp_path, tiny_study):

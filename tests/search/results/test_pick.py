@@ -146,7 +146,7 @@ def test_fastest_within_max_drop_wins():
     assert int(c.winner["number"]) == 3 and int(c.runner_up["number"]) == 4
     assert "the fastest of 2 Pareto variant(s) within 1 val point of the uncompressed model (98.00% val)" in c.why
     assert "2 more Pareto variant(s) are not within what was asked" in c.why
-    assert "(+1.0 accuracy points, +1.000 ms latency vs the winner)" in runner_up_line(c)
+    assert "(+1.0 val points, unpaired, +1.000 ms latency vs the winner)" in runner_up_line(c)
     assert c.asked == {"max_drop_points": 1}
     assert int(choose(FRONT, max_drop=0, base_accuracy=0.98).winner["number"]) == 4
     assert int(choose(FRONT, max_drop=10, base_accuracy=0.98).winner["number"]) == 1
@@ -188,10 +188,18 @@ def test_meaningless_budgets_are_refused(kw):
 
 
 def recorded_front(run_dir):
+    """(the run, its front as ``pick --no-remeasure`` sees it: every ms on the report's basis, fastest first)."""
     from vitsearch.search.results.runview import load_run
 
     view = load_run(run_dir)
-    return view, view.front.sort_values("latency_ms")
+    return view, on_basis(view, view.front).sort_values("latency_ms")
+
+
+def on_basis(view, front):
+    """``front`` with every ms rebased as pick and the report state them (ratio x one uncompressed time)."""
+    from vitsearch.search.results.basis import rebase, report_basis
+
+    return rebase(front, report_basis(view.latency_records()))
 
 
 def check_variant(out, number, view):
@@ -231,7 +239,7 @@ def test_pick_between_fastest_and_slowest_exports_a_loadable_variant(run_dir, tm
     view, fr = recorded_front(run_dir)
     highs = sorted(fr["latency_high_ms"])  # within the budget = the interval's high end within it
     budget = (highs[0] + highs[-1]) / 2 if len(fr) > 1 else highs[-1] * 1.01
-    expected = choose(front_latency(view, Remeasure(False, "")), budget).winner
+    expected = choose(on_basis(view, front_latency(view, Remeasure(False, ""))), budget).winner
     out = tmp_path / "variant"
     proc = vitsearch("pick", run_dir, "--latency-ms", budget, "--no-remeasure", "--out", out, "--choose-by", "top1")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -250,7 +258,7 @@ def test_pick_by_default_chooses_the_variant_closest_to_the_teacher(run_dir, tmp
     from vitsearch.search.session import load_session
 
     view, _ = recorded_front(run_dir)
-    within = front_latency(view, Remeasure(False, ""))
+    within = on_basis(view, front_latency(view, Remeasure(False, "")))
     kl = teacher_kl(view, load_session(view.spec), within, say=lambda text: None)
     assert (kl >= 0).all() and len(kl) == len(within)  # 0 only for the uncompressed model, the teacher itself
     expected = choose(within, 1e6, closeness=lambda rows: kl[rows.index]).winner
@@ -306,6 +314,8 @@ def test_pick_exit_codes(run_dir, capsys):
 def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path, capsys):
     """--max-drop alone on a real run: the fastest front variant within that many val points of the uncompressed
     model's recorded val accuracy is exported, and the variant's record says what was asked."""
+    from vitsearch.search.results.basis import report_basis
+
     view, fr = recorded_front(run_dir)
     drop = max(round(100 * (view.base_accuracy - fr["accuracy"].min()), 1), 0) + 0.1  # every front variant is within
     out = tmp_path / "fastest"
@@ -315,7 +325,8 @@ def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path, capsys):
     number = int(fr.iloc[0]["number"])  # the fastest on the recorded latencies
     assert f"trial {number} wins: the fastest of {len(fr)} Pareto variant(s) within {drop:g} val point" in proc.stderr
     record = json.loads(proc.stdout)
-    asked = {"max_drop_points": drop, "base_val_accuracy": view.base_accuracy, "base_val_source": "recorded by the run"}
+    asked = {"max_drop_points": drop, "base_val_accuracy": view.base_accuracy, "base_val_source": "recorded by the run",
+             "latency_basis": report_basis(view.latency_records()).text()}
     assert record["trial"] == number and record["asked"] == asked
     assert json.loads((out / "provenance.json").read_text())["asked"] == asked
     # a drop nothing on the front meets (when the front's best val is below the uncompressed model's): exit 3
@@ -381,7 +392,8 @@ def test_the_speedup_at_export_is_the_variant_timed_against_the_uncompressed_pro
     seen = {}
 
     def measure(variant, shape, device, **kw):
-        seen.update(variant=variant, reference=kw["reference"], profile=kw["reference_ms_profile"], warmup=kw["warmup"])
+        seen.update(variant=variant, reference=kw["reference"], profile=kw["reference_ms_profile"], warmup=kw["warmup"],
+                    sitting_sd=kw["sitting_sd"])
         return SimpleNamespace(ratio=0.5, ratio_low=0.4, ratio_high=0.625, confidence=0.95, n_runs=40)
 
     monkeypatch.setattr(deploy, "measure", measure)
@@ -391,3 +403,8 @@ def test_the_speedup_at_export_is_the_variant_timed_against_the_uncompressed_pro
     out = side_by_side(pipe, SimpleNamespace(runtime="onnxruntime"), base)
     assert seen["reference"] == "the uncompressed program" and seen["profile"] is None and seen["warmup"] == 7
     assert (out["speedup"], out["low"], out["high"]) == pytest.approx((2.0, 1.6, 2.5))
+    assert "this sitting's alone" in out["how"]
+    pipe.timing = lambda: {"warmup": 7, "sitting_sd": 0.05}  # a profile's spread: the measurement itself is raw
+    wide = side_by_side(pipe, SimpleNamespace(runtime="onnxruntime"), base, sitting_sd=0.05)
+    assert seen["sitting_sd"] is None and (wide["sitting_low"], wide["sitting_high"]) == pytest.approx((1.6, 2.5))
+    assert wide["low"] < 1.6 and wide["high"] > 2.5 and "another sitting" in wide["how"]

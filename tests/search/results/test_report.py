@@ -81,6 +81,10 @@ def test_summary_and_list_share_columns(report, run_dir):
     front = pd.read_csv(out / "front.csv")
     listed = [int(line.split()[0]) for line in lines[2:2 + len(front)]]
     assert listed == front["number"].tolist()
+    for line, (_, r) in zip(lines[2:2 + len(front)], front.iterrows()):  # one ms basis: a trial's ms is the report's
+        assert f" {r['latency_ms']:.3f} " in line
+        assert r["latency_source"] != "measured" or f"measured, {int(r['latency_runs'])} passes" in line
+    assert "evaluated trials" in lines[-1] and "every ms in this report = ratio" in lines[-1]
 
 
 def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
@@ -195,6 +199,29 @@ def test_too_few_trials_for_importance(run_dir):
     assert importances == {} and why.startswith("not computed")
 
 
+def test_importance_leaves_out_the_duplicates_of_trial_0(run_dir):
+    import copy
+
+    import optuna
+
+    from vitsearch.search.results.report import knob_importances
+    from vitsearch.search.results.runview import load_run
+
+    view = load_run(run_dir)
+    fresh = [t for t in view.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+             if (t.user_attrs.get("evaluation") or {}).get("accuracy") is not None and t.params
+             and t.user_attrs.get("reused_from") is None]
+    source = next(t for t in fresh if t.number == 0)
+    dupes = [copy.deepcopy(source) for _ in range(2)]
+    for d in dupes:
+        d.set_user_attr("reused_from", 0)  # the first trial's number, falsy: still a duplicate
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trials(fresh + dupes)
+    view.study = study
+    _, how = knob_importances(view)
+    assert f"over {len(fresh)} completed" in how
+
+
 def test_bad_run_dirs(tmp_path, monkeypatch, capsys):
     """Refused in one line, exit 2, nothing written (in this process: what a real process adds is
     test_command_input.py's)."""
@@ -211,6 +238,12 @@ def test_bad_run_dirs(tmp_path, monkeypatch, capsys):
     optuna.create_study(storage=url, study_name="default", directions=["maximize", "minimize"])
     for cmd in (["report"], ["list"], ["pick", "--latency-ms", "5"]):
         one_line_exit_2([cmd[0], empty.path, *cmd[1:]], tmp_path, capsys, "no completed trial")
+    lost = RunDir(tmp_path / "lost")  # its database deleted: refused, and reading it creates no empty one
+    lost.create(load_study("default"), {"storage": lost.default_storage_url(), "study_name": "default"})
+    before = sorted(p.name for p in lost.path.iterdir())
+    for cmd in (["report"], ["list"], ["pick", "--latency-ms", "5"]):
+        one_line_exit_2([cmd[0], lost.path, *cmd[1:]], tmp_path, capsys, "does not exist; was it moved or deleted")
+    assert sorted(p.name for p in lost.path.iterdir()) == before
 
 
 def test_over_budget_trials_without_accuracy_are_plotted_on_the_floor(tmp_path):

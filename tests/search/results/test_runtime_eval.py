@@ -107,6 +107,15 @@ def test_a_promotion_in_ort_is_scored_there_and_reproduced_by_picks_rebuild(tmp_
     measured = front_test_accuracy(session, tmp_path, front)  # rebuilt from the checkpoint, built in ORT, on test
     assert measured["test_accuracy"].iloc[0] == test["test_accuracy"] != 0.123
     assert read_cache(tmp_path, "onnxruntime")["0:1"]["measured_in"] == "onnxruntime"
+    # measured on another test split (an older vitsearch's 500 images): left out where the session's split is known
+    cache = json.loads((tmp_path / CACHE_FILE).read_text())
+    older = {**cache["0:1"], "test_source": "mnist5k test split: 500 images (50 per digit, seed 0)", "test_n": 500}
+    (tmp_path / CACHE_FILE).write_text(json.dumps({**cache, "0:1": older}))
+    assert read_cache(tmp_path, "onnxruntime")["0:1"] == older  # no session: what the run recorded
+    assert "0:1" not in read_cache(tmp_path, "onnxruntime", session.data.test_source)
+    again = front_test_accuracy(session, tmp_path, front)  # measured again on this split, the stale entry replaced
+    assert again["test_n"].iloc[0] == len(session.data.test) and again["test_accuracy"].iloc[0] == test["test_accuracy"]
+    assert read_cache(tmp_path, "onnxruntime")["0:1"]["test_n"] == len(session.data.test)
 
 
 def test_the_report_re_measures_an_ort_front_in_ort():
