@@ -181,8 +181,8 @@ def cmd_run(args) -> int:
               f"({eng['evaluations']} evaluations, {eng['evaluation_seconds']:.0f} s of evaluation on "
               f"{summary['workers']} workers)")
     print(f"Pareto front (feasible trials at the highest rung each reached; selected on val, accuracy re-measured "
-          f"on the test split ({summary['test_split']}) with its 95 % Wilson interval; latency source per row):\n"
-          f"{summary['front_table']}")
+          f"on the test split ({summary['test_split']}) with its 95 % Wilson interval; latency source per row; "
+          f"{summary.get('latency_basis', 'ms as timed')}):\n{summary['front_table']}")
     print(sitting_line(summary.get("sitting")))
     stopped_by = summary.get("interrupted_by")
     if stopped_by:

@@ -95,7 +95,7 @@ class Driver:
         return write_summary(self.plan, frame, completed=searcher.completed(), seconds=seconds, books=books,
                              session=inputs.session, reference=searcher.reference, sitting=sitting,
                              latency_source=self.latency_source,
-                             stopped_at_time_budget=searcher.stopped_at_deadline)
+                             stopped_at_time_budget=searcher.stopped_at_deadline, study=searcher.study)
 
     def _create_run_dir(self, inputs: RunInputs) -> None:
         plan = self.plan

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from vitsearch.search.results.rundir import write_atomic
 from vitsearch.search.results.sitting import run_sitting_sd, widen_frame
-from vitsearch.search.results.tables import front_table, pareto_front, run_counts
+from vitsearch.search.results.basis import rebase, report_basis
+from vitsearch.search.results.tables import front_table, latency_records, pareto_front, run_counts
 from vitsearch.search.results.testacc import front_test_accuracy
 
 if TYPE_CHECKING:
@@ -31,11 +32,13 @@ INT_KEYS = ("number", "rung", "test_n")
 
 def write_summary(plan: RunPlan, frame: pd.DataFrame, *, completed: int, seconds: float, books: dict,
                   session: Session, reference: Reference, sitting: dict | None, latency_source: str,
-                  stopped_at_time_budget: bool) -> dict:
-    """The attempt's summary from its trials ``frame`` and ``books``, written to ``summary.json``; returned."""
+                  stopped_at_time_budget: bool, study) -> dict:
+    """The attempt's summary from its trials ``frame`` (of ``study``) and ``books``, written to ``summary.json``;
+    returned."""
     spec = plan.spec
     objectives = [(o.metric, o.direction) for o in spec.objectives]
     front = widen_frame(pareto_front(frame, objectives), run_sitting_sd({"sitting": sitting}))
+    basis = report_basis(latency_records(study))  # the report's: the printed table states ms as list and report do
     path = plan.run_dir.path
     if not front.empty and session.data.test is not None:
         front = front_test_accuracy(session, path, front)  # the split the search never saw
@@ -59,7 +62,8 @@ def write_summary(plan: RunPlan, frame: pd.DataFrame, *, completed: int, seconds
                          if k in r} for _, r in front.iterrows()],
         "latency_source": latency_source,
         "sitting": sitting,
-        "front_table": front_table(front),
+        "latency_basis": basis.text(),
+        "front_table": front_table(rebase(front, basis)),
     }
     summary.update(earlier_attempts(path / "summary.json", books))
     write_atomic(path / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "front_table"}, indent=2))

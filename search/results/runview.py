@@ -67,15 +67,9 @@ class RunView:
 
     def latency_records(self) -> list[dict[str, Any]]:
         """Every trial's recorded latency (``evaluation["latency"]`` at the highest rung it reached; {} if none)."""
-        from vitsearch.search.results.tables import rung_attrs
+        from vitsearch.search.results.tables import latency_records
 
-        rungs = rung_attrs(self.study.user_attrs)[0]
-        out = []
-        for t in self.study.get_trials(deepcopy=False):
-            later = rungs.get(t.number)
-            ev = later[max(later)].get("evaluation") if later else t.user_attrs.get("evaluation")
-            out.append((ev or {}).get("latency") or {})
-        return out
+        return latency_records(self.study)
 
     def study_fingerprint(self) -> dict[str, Any]:
         """The device fingerprint most front (else completed) trials were timed on."""

@@ -57,6 +57,17 @@ def rung_attrs(study_attrs: dict) -> tuple[dict[int, dict[int, dict]], set[tuple
             failed[(number, rung)] = value
     return records, issued, failed
 
+def latency_records(study) -> list[dict[str, Any]]:
+    """Every trial's recorded latency (``evaluation["latency"]`` at the highest rung it reached; {} if none)."""
+    rungs = rung_attrs(study.user_attrs)[0]
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        later = rungs.get(t.number)
+        ev = later[max(later)].get("evaluation") if later else t.user_attrs.get("evaluation")
+        out.append((ev or {}).get("latency") or {})
+    return out
+
+
 COLUMNS = ["number", "state", "feasible", "reused_from", "settled", "rung", "summary", "accuracy", "top5",
            "accuracy_first_rung", "accuracy_source",
            "latency_ms", "latency_p10_ms", "latency_p90_ms", "latency_low_ms", "latency_high_ms",

@@ -85,6 +85,11 @@ def test_summary_and_list_share_columns(report, run_dir):
         assert f" {r['latency_ms']:.3f} " in line
         assert r["latency_source"] != "measured" or f"measured, {int(r['latency_runs'])} passes" in line
     assert "evaluated trials" in lines[-1] and "every ms in this report = ratio" in lines[-1]
+    printed = (run_dir.parent / "run.stdout").read_text()  # the table `vitsearch run` printed at its end: same ms
+    assert "every ms in this report = ratio" in printed
+    for _, r in front.iterrows():
+        assert any(line.split()[:1] == [str(int(r["number"]))] and f" {r['latency_ms']:.3f} " in line
+                   for line in printed.splitlines())
 
 
 def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
