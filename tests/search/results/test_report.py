@@ -381,6 +381,9 @@ def test_one_ms_basis_for_every_sitting():
     assert out["latency_ms_as_timed"].tolist() == [4.2, 3.0] and out["speedup"][0] == pytest.approx(1 / 0.70)
     assert out["budget_ms"].tolist() == out["remeasured_ms"].tolist()  # decided on the re-measurement
     assert out["budget_high_ms"].tolist() == pytest.approx([3.7 * 0.72 * 6.0 / 3.6, 3.2])
+    timed = report_basis([{"median_ms": 3.0}])  # a run that recorded no ratio (burst timings): ms as timed, said so
+    assert timed.text().startswith("ms as timed (this run recorded no ratio") and "no speed-up" in timed.text()
+    assert rebase(front, timed)["latency_ms"].tolist() == [4.2, 3.0]
 
 
 def test_report_is_on_one_ms_basis(report):
