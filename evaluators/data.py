@@ -22,6 +22,7 @@ says which). Every image is checked when the data loads (PIL's header check and
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -105,12 +106,14 @@ def load_mnist5k(seed: int = 0, calibration_size: int = 256) -> DataSplits:
     images, labels = _normalised(x.reshape(-1, 28, 28)), torch.from_numpy(y.astype(np.int64))
     train = TensorDataset(images[train_idx], labels[train_idx])
     val = TensorDataset(images[val_idx], labels[val_idx])
-    with np.load(MNIST_TEST_FILE) as shipped:
+    raw = MNIST_TEST_FILE.read_bytes()
+    with np.load(io.BytesIO(raw)) as shipped:
         test = TensorDataset(_normalised(shipped["images"]), torch.from_numpy(shipped["labels"].astype(np.int64)))
     calib_idx = np.random.default_rng(seed + 1).choice(len(train_idx), size=calibration_size, replace=False)
     calibration = Subset(train, np.sort(calib_idx).tolist())
-    low, high = np.bincount(test.tensors[1].numpy()).min(), np.bincount(test.tensors[1].numpy()).max()
-    digest = hashlib.sha256(MNIST_TEST_FILE.read_bytes()).hexdigest()[:12]  # names the split in caches
+    per_digit = np.bincount(test.tensors[1].numpy())
+    low, high = per_digit.min(), per_digit.max()
+    digest = hashlib.sha256(raw).hexdigest()[:12]  # names the split in caches
     return DataSplits("mnist5k", train, val, calibration, 10, (1, 28, 28), test,
                       f"mnist5k test split: {len(test)} digits of MNIST's official test set "
                       f"({low if low == high else f'{low}-{high}'} per digit; file sha256 {digest}), by other "

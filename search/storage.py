@@ -89,7 +89,7 @@ def open_storage(url: str, on_stale=None):
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend
 
-            path = url.removeprefix("journal:").removeprefix("//")
+            path = str(journal_file(url))
             return optuna.storages.JournalStorage(JournalFileBackend(path))
         if url.startswith("sqlite") and (url.rstrip("/") in ("sqlite:", "sqlite://") or ":memory:" in url
                                          or "mode=memory" in url):
@@ -106,6 +106,11 @@ def open_storage(url: str, on_stale=None):
         raise
     except Exception as exc:
         raise ConfigError(_why(url, exc)) from None
+
+
+def journal_file(url: str) -> Path | None:
+    """The log file of a ``journal:PATH`` URL (None for other URLs)."""
+    return Path(url.removeprefix("journal:").removeprefix("//")) if url.startswith("journal:") else None
 
 
 def sqlite_file(url: str) -> Path | None:

@@ -19,8 +19,8 @@ import time
 from typing import TYPE_CHECKING
 
 from vitsearch.search.engine.plan import eta_text
-from vitsearch.search.results.basis import rebase, report_basis
-from vitsearch.search.results.tables import fastest_text, latency_records, pareto_front, run_counts, write_tables
+from vitsearch.search.results.basis import rebase, study_basis
+from vitsearch.search.results.tables import fastest_text, pareto_front, run_counts, write_tables
 
 if TYPE_CHECKING:
     import optuna
@@ -127,7 +127,7 @@ class Progress:
         counts = run_counts(frame, len(self.spec.recovery.ladder))
         self._done = counts["evaluated"]
         # ms on the report's basis, as the table printed at the end states them
-        front = rebase(pareto_front(frame, self.objectives), report_basis(latency_records(self.study)))
+        front = rebase(pareto_front(frame, self.objectives), study_basis(self.study))
         best = front["accuracy"].max() if not front.empty else float("nan")
         if self.bar is not None:
             self.bar.n = self._done

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from vitsearch.search.results.tables import latency_records
+
 #: ms columns rebased with a row's ratio column: {ratio column: [ms column, ...]}; the first ms
 #: column is the point estimate the ratio belongs to
 RATIO_MS = {
@@ -61,6 +63,12 @@ def report_basis(records: list[dict]) -> MsBasis:
         return MsBasis(float(pd.Series(now).median()),
                        f"its median over the {len(now)} times it was measured beside a candidate during the search")
     return MsBasis(None, "this run recorded no ratio to the uncompressed model")
+
+
+def study_basis(study) -> MsBasis:
+    """The basis of a run's Optuna ``study``: :func:`report_basis` of every trial's recorded latency (what the
+    closing table, its progress bar, ``list``, ``report`` and ``pick`` all state ms on)."""
+    return report_basis(latency_records(study))
 
 
 def rebase(df: pd.DataFrame, basis: MsBasis) -> pd.DataFrame:

@@ -86,7 +86,7 @@ def load_run(path: str | Path) -> RunView:
     """Open ``path`` as a run dir; ConfigError (exit 2) if it is not one or has no completed trial."""
     import optuna
 
-    from vitsearch.search.storage import open_storage, sqlite_file
+    from vitsearch.search.storage import journal_file, open_storage, sqlite_file
     from vitsearch.search.results.tables import pareto_front, trials_frame
 
     run = RunDir(Path(path))
@@ -96,8 +96,7 @@ def load_run(path: str | Path) -> RunView:
     meta, spec = run.meta(), run.spec()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = meta.get("storage") or run.default_storage_url()
-    db = sqlite_file(url) or (Path(url.removeprefix("journal:").removeprefix("//")) if url.startswith("journal:")
-                              else None)
+    db = sqlite_file(url) or journal_file(url)
     if db is not None and not db.exists():  # opening it would create an empty one: reading writes nothing
         raise ConfigError(f"RUN_DIR: {str(path)!r}: its storage file {str(db)!r} does not exist; was it moved "
                           "or deleted? (run.json names the storage the run wrote to)")

@@ -57,6 +57,7 @@ def rung_attrs(study_attrs: dict) -> tuple[dict[int, dict[int, dict]], set[tuple
             failed[(number, rung)] = value
     return records, issued, failed
 
+
 def latency_records(study) -> list[dict[str, Any]]:
     """Every trial's recorded latency (``evaluation["latency"]`` at the highest rung it reached; {} if none)."""
     rungs = rung_attrs(study.user_attrs)[0]

@@ -190,43 +190,6 @@ def test_predicted_latencies_get_a_hit_rate():
     assert "of 4 front variants" in line and "compared as milliseconds" in line
 
 
-def test_too_few_trials_for_importance(run_dir):
-    import optuna
-
-    from vitsearch.search.results.report import knob_importances
-    from vitsearch.search.results.runview import load_run
-
-    view = load_run(run_dir)
-    small = optuna.create_study(directions=["maximize", "minimize"])
-    small.add_trials(view.study.trials[:2])
-    view.study = small
-    importances, why = knob_importances(view)
-    assert importances == {} and why.startswith("not computed")
-
-
-def test_importance_leaves_out_the_duplicates_of_trial_0(run_dir):
-    import copy
-
-    import optuna
-
-    from vitsearch.search.results.report import knob_importances
-    from vitsearch.search.results.runview import load_run
-
-    view = load_run(run_dir)
-    fresh = [t for t in view.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-             if (t.user_attrs.get("evaluation") or {}).get("accuracy") is not None and t.params
-             and t.user_attrs.get("reused_from") is None]
-    source = next(t for t in fresh if t.number == 0)
-    dupes = [copy.deepcopy(source) for _ in range(2)]
-    for d in dupes:
-        d.set_user_attr("reused_from", 0)  # the first trial's number, falsy: still a duplicate
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    study.add_trials(fresh + dupes)
-    view.study = study
-    _, how = knob_importances(view)
-    assert f"over {len(fresh)} completed" in how
-
-
 def test_bad_run_dirs(tmp_path, monkeypatch, capsys):
     """Refused in one line, exit 2, nothing written (in this process: what a real process adds is
     test_command_input.py's)."""
@@ -358,32 +321,6 @@ def test_latency_check_plots_what_its_text_judges():
     assert inside == 0.5
     table["recorded_confidence"] = 0.95  # the level the intervals state is said beside the coverage measured
     assert "for 2 of 4 (50%; stated 95%)" in latency_check_summary(Remeasure(True, "", table=table))[1]
-
-
-def test_one_ms_basis_for_every_sitting():
-    """Two sittings of one variant, timed beside references of 6 and 5 ms, come out in one basis: their ms
-    differ only by their ratios; a row without a ratio keeps its ms as timed."""
-    from vitsearch.search.results.basis import rebase, report_basis
-
-    records = [{"ratio": 0.5, "reference_ms_now": r, "reference_ms_profile": None} for r in (5.0, 6.0, 7.0)]
-    basis = report_basis(records + [{}, {"median_ms": 3.0}])
-    assert basis.reference_ms == 6.0 and "median over the 3 times" in basis.text()
-    assert report_basis(records + [{"ratio": 0.4, "reference_ms_profile": 4.0}]).reference_ms == 4.0
-    assert report_basis([{"median_ms": 3.0}]).reference_ms is None
-    front = pd.DataFrame({"number": [7, 8], "latency_ratio": [0.70, None], "latency_ms": [4.2, 3.0],
-                          "latency_low_ms": [3.9, 2.9], "latency_high_ms": [4.5, 3.1],
-                          "remeasured_ratio": [0.72, None], "remeasured_ms": [3.6, 3.1],
-                          "remeasured_low_ms": [3.5, 3.0], "remeasured_high_ms": [3.7, 3.2], "budget_ms": [3.6, 3.1]})
-    out = rebase(front, basis)
-    assert out["latency_ms"].tolist() == pytest.approx([0.70 * 6.0, 3.0])
-    assert out["remeasured_ms"].tolist() == pytest.approx([0.72 * 6.0, 3.1])
-    assert out["latency_high_ms"][0] == pytest.approx(4.5 * 0.7 * 6.0 / 4.2)  # the interval scales with its point
-    assert out["latency_ms_as_timed"].tolist() == [4.2, 3.0] and out["speedup"][0] == pytest.approx(1 / 0.70)
-    assert out["budget_ms"].tolist() == out["remeasured_ms"].tolist()  # decided on the re-measurement
-    assert out["budget_high_ms"].tolist() == pytest.approx([3.7 * 0.72 * 6.0 / 3.6, 3.2])
-    timed = report_basis([{"median_ms": 3.0}])  # a run that recorded no ratio (burst timings): ms as timed, said so
-    assert timed.text().startswith("ms as timed (this run recorded no ratio") and "no speed-up" in timed.text()
-    assert rebase(front, timed)["latency_ms"].tolist() == [4.2, 3.0]
 
 
 def test_report_is_on_one_ms_basis(report):
