@@ -220,7 +220,7 @@ def reference_of(session, objectives: list[tuple[str, str]], predictor=None) -> 
     """The uncompressed model's costs in this session (latency predicted when ``predictor`` is given)."""
     metrics = session.pipeline.costs(session.reference_config, predictor)
     lat = metrics["latency"]
-    how = (f"predicted" if lat["source"] == "predicted" else
+    how = ("predicted" if lat["source"] == "predicted" else
            f"measured at run start, {lat.get('n_runs')} passes")
     ratio = session.pipeline.uncompressed_ratio(lat.get("ratio")) if lat["source"] == "measured" else None
     return Reference(lat["median_ms"], metrics["size_mb"], metrics["macs"], how,

@@ -127,7 +127,8 @@ class Progress:
         counts = run_counts(frame, len(self.spec.recovery.ladder))
         self._done = counts["evaluated"]
         # ms on the report's basis, as the table printed at the end states them
-        front = rebase(pareto_front(frame, self.objectives), study_basis(self.study))
+        basis = study_basis(self.study)
+        front = rebase(pareto_front(frame, self.objectives, basis), basis)
         best = front["accuracy"].max() if not front.empty else float("nan")
         if self.bar is not None:
             self.bar.n = self._done

@@ -37,8 +37,8 @@ def write_summary(plan: RunPlan, frame: pd.DataFrame, *, completed: int, seconds
     returned."""
     spec = plan.spec
     objectives = [(o.metric, o.direction) for o in spec.objectives]
-    front = widen_frame(pareto_front(frame, objectives), run_sitting_sd({"sitting": sitting}))
     basis = study_basis(study)  # the report's: the printed table states ms as list and report do
+    front = widen_frame(pareto_front(frame, objectives, basis), run_sitting_sd({"sitting": sitting}))
     path = plan.run_dir.path
     if not front.empty and session.data.test is not None:
         front = front_test_accuracy(session, path, front)  # the split the search never saw

@@ -123,10 +123,13 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
     """
     import copy
 
+    from vitsearch.search.results.sitting import run_sitting_sd
     from vitsearch.search.results.testacc import measure_test_deployed, rebuild_prepared
     from vitsearch.search.results.variant import write_variant
     from vitsearch.spaces import CompressionConfig
 
+    # intervals on the run's footing: a device profile's sitting spread, else the one the run measured
+    session.adopt_sitting_sd(run_sitting_sd(view.meta_summary()))
     row = choice.winner
     number, rung = int(row["number"]), int(row["rung"])
     ev = view.evaluation(number)
@@ -152,7 +155,7 @@ def export(view, choice: Choice, session, out: Path, remeasure_why: str,
     if "val_kl" in row:  # chosen by how closely it follows the teacher on val (pick --choose-by teacher; finite)
         provenance["accuracy"]["val_kl_at_choice"] = float(row["val_kl"])
     provenance["latency"].update(in_runtime=entry, uncompressed_in_runtime=base_entry,
-                                 speedup=side_by_side(pipe, program[0], base_program, _sitting_sd(view, pipe)))
+                                 speedup=side_by_side(pipe, program[0], base_program, pipe.timing().get("sitting_sd")))
     exported_test = polish if polish["kept"] else test
     provenance["accuracy"].update(test=_without_bits(test), polish=_without_bits(polish), rung=rung,
                                   recovery_steps_before_polish=ev.get("recovery_steps"),
@@ -245,14 +248,6 @@ def side_by_side(pipe, variant, base, sitting_sd: float | None = None) -> dict[s
             "sitting_sd": sitting_sd, "confidence": r.confidence, "passes": r.n_runs,
             "how": f"the variant timed interleaved with the uncompressed model in {variant.runtime}, one sitting"
                    + spread}
-
-
-def _sitting_sd(view, pipe) -> float | None:
-    """The spread between sittings the study measures with (a device profile's), else the one the run measured."""
-    from vitsearch.search.results.sitting import run_sitting_sd
-
-    sd = pipe.timing().get("sitting_sd")
-    return sd if sd is not None else run_sitting_sd(view.meta_summary())
 
 
 def _paired(view, session, test: dict[str, Any]) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def test_a_users_own_study_with_no_sampler_named_runs_reports_and_picks(tmp_path
 @pytest.mark.slow
 def test_a_named_sampler_runs_through_ray_tune(tmp_path):
     """GP, the sampler that holds the most (a torch model of the trials), in a real run (what follows a run does
-    not depend on the sampler: NSGA-II's run above is reported and picked; test_pick.py picks on recorded figures)."""
+    not depend on the sampler: NSGA-II's run above is reported and picked; test_pick_run.py picks on recorded figures)."""
     study = write_user_study(tmp_path, sampler="gp")
     run = tmp_path / "run"
     proc = vitsearch("run", study, "--out", run)
