@@ -1,7 +1,7 @@
 """pick's polish with and without augmentation of its batches, on front variants of the default study (accuracy only).
 
     .venv/bin/python benchmarks/polish_augment.py CONFIG [--steps 2000] [--augments none shift mixup shift+mixup]
-        [--threads 1] [--out FILE.jsonl] [--test-at-checkpoints] [--ema DECAY]
+        [--threads 1] [--out FILE.jsonl] [--test-at-checkpoints] [--ema DECAY] [--lr LR] [--select teacher|top1]
 
 CONFIG names one of :data:`CONFIGS` (variants `pick` exported from the default study and its
 ONNX Runtime twin, in float). The variant is distilled along the study's ladder of rungs
@@ -51,6 +51,10 @@ CONFIGS = {
     # trial 12's 0.050; val top-1 97.8 % against 98.2 %)
     "t39": {"schema_version": 2, "depth": {"keep": 6}, "heads": {"keep": [6, 6, 5, 5, 3, 2]},
             "sparsity": {"mlp_keep": [288, 152, 128, 64, 112, 144]}, "tokens": {"schedule": {"4": 0.7}}},
+    # the ONNX Runtime allocation study, pick on the 2,000-digit test split, 2026-12-07: trial 61 (x3.06 with int8),
+    # pick_ort_test2000.json
+    "t61": {"schema_version": 2, "depth": {"keep": 7}, "heads": {"keep": [6, 4, 5, 3, 4, 1, 2]},
+            "sparsity": {"mlp_keep": [288, 136, 80, 40, 32, 88, 80]}, "tokens": {"schedule": {"2": 0.7}}},
     # its eager twin, 2026-12-07: trial 158 (x2.63), pick_eager_alloc_teacher.json
     "t158": {"schema_version": 2, "depth": {"keep": 4}, "heads": {"keep": [6, 5, 5, 2]},
              "sparsity": {"mlp_keep": [288, 136, 88, 96]}},
@@ -73,6 +77,10 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="append the JSON lines to this file too")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="score and keep a moving average of the weights (decay per step, e.g. 0.998; 0: off)")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="the polish's peak learning rate (default: the study's recovery.lr, as pick)")
+    ap.add_argument("--select", choices=("teacher", "top1"), default="top1",
+                    help="what chooses the kept checkpoint: val KL from the teacher (pick's default) or val top-1")
     ap.add_argument("--test-at-checkpoints", action="store_true",
                     help="also record test top-1 and images lost / gained at each val checkpoint (read, never used)")
     args = ap.parse_args()
@@ -109,13 +117,15 @@ def main() -> None:
                 tests.append(test_entry(session, m, config, base))
             val = pipe.score(m, config, against_teacher=True)
             follows.append([round(val.reference_kl, 6), val.reference_agreement])
-            return val.top1
+            return -val.reference_kl if args.select == "teacher" else val.top1
 
         model, seen = polished(copy.deepcopy(start), session.base, session.data.train, steps=args.steps,
                                rung=len(pipe.ladder), score=score, every=-(-args.steps // 8),
-                               ema=args.ema, **{**settings, "augment": aug})
+                               ema=args.ema, **{**settings, "augment": aug,
+                                                **({"lr": args.lr} if args.lr else {})})
         e = test_entry(session, model, config, base)
-        row = {"aug": aug, **({"ema": args.ema} if args.ema else {}), "best_step": seen["best_step"],
+        row = {"aug": aug, **({"ema": args.ema} if args.ema else {}), "lr": args.lr or settings["lr"],
+               "select": args.select, "best_step": seen["best_step"],
                "val": seen["scores"], "test": e["test_accuracy"],
                "drop": e["paired_drop"], "low": e["paired_drop_low"], "high": e["paired_drop_high"],
                "discordant": e["discordant"], "s": round(time.time() - t)}

@@ -1,4 +1,4 @@
-"""The search's distillation with other settings (augmented batches, the labels' weight), on candidates drawn from the
+"""The search's distillation with other settings (augmented batches, the labels' weight, the learning rate), on candidates drawn from the
 default study's space.
 
     .venv/bin/python benchmarks/rung_augment.py [--n 16] [--arms augment=none augment=shift] [--jobs 2]
@@ -15,7 +15,8 @@ search selects on) and on the test split, each paired with the uncompressed mode
 with the first arm on the same images. An arm is ``SETTING=VALUE`` of the study's recovery
 settings as the distillation takes them: ``augment`` (``recovery.augment``: each batch
 altered the same way for teacher and student) or ``alpha`` (the teacher's share of the
-loss, ``recovery.alpha``; the labels' cross-entropy weighs ``1 - alpha``). Configs run side
+loss, ``recovery.alpha``; the labels' cross-entropy weighs ``1 - alpha``) or ``lr`` (AdamW's learning rate,
+``recovery.lr``, constant along the rungs). Configs run side
 by side, one process per job. Accuracy only: the machine's load changes the wall time, no
 figure.
 
@@ -85,7 +86,7 @@ def one_job(job: int, args) -> list[dict]:
 
 
 #: the settings an arm may set, and how its value is read
-ARM_SETTINGS = {"augment": str, "alpha": float}
+ARM_SETTINGS = {"augment": str, "alpha": float, "lr": float}
 
 
 def arm_settings(arm: str) -> dict:
@@ -163,8 +164,9 @@ def main() -> None:
         if args.arms != ap.get_default("arms"):
             ap.error("--out: give a file for arms other than the augmentation check's (its record is kept)")
         args.out = Path("benchmarks/results/rung_augment.json")
-    if any(s.get("augment", "none") not in AUGMENTS or not 0 <= s.get("alpha", 0.5) <= 1 for s in settings):
-        ap.error(f"--arms: augment is one of {', '.join(AUGMENTS)}, alpha within [0, 1]")
+    if any(s.get("augment", "none") not in AUGMENTS or not 0 <= s.get("alpha", 0.5) <= 1 or s.get("lr", 1.0) <= 0
+           for s in settings):
+        ap.error(f"--arms: augment is one of {', '.join(AUGMENTS)}, alpha within [0, 1], lr above 0")
     run_jobs(one_job, args, "rung_augment.py", summary=lambda rows: summary(rows, args.arms),
              accuracies="fractions of the test images; summary in points")
 

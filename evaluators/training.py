@@ -39,15 +39,9 @@ class Recipe:
 
 def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
     """Random rotation, scale and shift of a whole batch with one ``grid_sample``."""
-    n = x.shape[0]
-    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(recipe.rotate_deg)
-    scale = recipe.scale[0] + torch.rand(n, generator=gen) * (recipe.scale[1] - recipe.scale[0])
-    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * recipe.shift
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    # MNIST borders are background, so "border" padding fills with background.
-    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    from vitsearch.evaluators.augment import affine_warped
+
+    return affine_warped(x, gen, recipe.rotate_deg, recipe.scale, recipe.shift)
 
 
 @torch.inference_mode()

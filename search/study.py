@@ -167,7 +167,7 @@ class RecoverySection(_Strict):
     seed: Seed = 0
     quantisation_aware: Bool = False  # off: no gain measured on the default study (benchmarks/results/qad.json)
     feature_weight: Float = Field(default=0.0, ge=0)
-    augment: Literal["none", "shift", "mixup", "shift+mixup"] = "none"  # evaluators.augment.AUGMENTS (test_study)
+    augment: Literal["none", "shift", "affine", "mixup", "shift+mixup"] = "none"  # evaluators.augment.AUGMENTS (test_study)
     finish_front: Bool = True
 
     UNWRITTEN = ("augment",)

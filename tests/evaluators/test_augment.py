@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitsearch.evaluators.augment import AUGMENTS, SHIFT_PX, augmented, shifted
+from vitsearch.evaluators.augment import AFFINE, AUGMENTS, SHIFT_PX, affine_warped, augmented, shifted
 from vitsearch.evaluators.distill import distillation_loss
 
 
@@ -34,6 +34,29 @@ def test_a_shift_keeps_rows_and_columns_apart_on_a_wide_image():
     out = shifted(image, torch.Generator().manual_seed(0), px=1)
     padded = F.pad(image, (1, 1, 1, 1), mode="replicate")[0, 0]
     assert any(torch.equal(padded[dy:dy + 3, dx:dx + 7], out[0, 0]) for dy in range(3) for dx in range(3))
+
+
+def test_affine_is_the_identity_at_zero_and_warps_each_image_its_own_way():
+    images, labels = _batch()
+    still = affine_warped(images, torch.Generator().manual_seed(0), rotate_deg=0.0, scale=(1.0, 1.0), shift=0.0)
+    assert torch.allclose(still, images, atol=1e-5)
+    m = augmented(images, labels, "affine", torch.Generator().manual_seed(3))
+    assert m.images.shape == images.shape and torch.equal(m.labels[0], labels) and m.weights == (1.0,)
+    same = [torch.allclose(a, b, atol=1e-5) for a, b in zip(m.images, images)]
+    assert not any(same)
+    # one image repeated: each copy gets its own rotation, scale and offset
+    copies = affine_warped(images[:1].repeat(4, 1, 1, 1), torch.Generator().manual_seed(3))
+    assert len({tuple(c.flatten()[:8].tolist()) for c in copies}) == 4
+
+
+def test_affine_is_the_built_in_models_training_warp():
+    from vitsearch.evaluators.training import Recipe, augment
+
+    recipe = Recipe()
+    assert AFFINE == dict(rotate_deg=recipe.rotate_deg, scale=recipe.scale, shift=recipe.shift)
+    images, labels = _batch()
+    trained = augment(images, recipe, torch.Generator().manual_seed(4))
+    assert torch.equal(trained, augmented(images, labels, "affine", torch.Generator().manual_seed(4)).images)
 
 
 def test_the_same_seed_gives_the_same_batch_and_another_seed_another():
@@ -71,7 +94,7 @@ def test_the_hard_label_term_of_a_blended_batch_mixes_the_two_labels_cross_entro
 
 def test_an_unknown_augmentation_is_refused_naming_the_choices():
     images, labels = _batch()
-    with pytest.raises(ValueError, match="'rotate' is not one of none, shift, mixup"):
+    with pytest.raises(ValueError, match="'rotate' is not one of none, shift, affine, mixup"):
         augmented(images, labels, "rotate", torch.Generator())
     assert AUGMENTS[0] == "none"
 
