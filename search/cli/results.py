@@ -37,7 +37,10 @@ def register(sub) -> None:
                         "rung; 0: none); kept only if it beats the unpolished weights on val (--polish-select)")
     p.add_argument("--polish-augment", default=None, metavar="HOW",
                    help="how the polish alters each batch, teacher and student alike: none, shift (each image "
-                        "moved by up to 2 pixels; default), mixup or shift+mixup")
+                        "moved by up to 2 pixels), affine (rotated up to 12 degrees, scaled 0.9-1.1 and moved up to "
+                        "2 pixels, as the built-in model was trained; default), mixup or shift+mixup")
+    p.add_argument("--polish-lr", type=float, default=None, metavar="LR",
+                   help="the polish's peak learning rate, decayed along a cosine to 0 (default 5e-4)")
     p.add_argument("--polish-ema", type=float, default=None, metavar="DECAY",
                    help="the polish scores and keeps a moving average of the weights, DECAY per step (default "
                         "1 - 4 / steps: 0.998 over 2,000 steps; 0: the weights as trained)")
@@ -95,7 +98,8 @@ def cmd_pick(args) -> int:
     check_budget(args.latency_ms, args.min_accuracy, args.max_size_mb, args.max_drop)  # before any slow work
     if args.out:
         check_out_dir(args.out, "--out")
-    polish = polish_settings(args.polish_steps, args.polish_augment, args.polish_ema, args.polish_select)
+    polish = polish_settings(args.polish_steps, args.polish_augment, args.polish_ema, args.polish_select,
+                             args.polish_lr)
     choose_by = CHOOSE_BY if args.choose_by is None else args.choose_by
     check_choose_by(choose_by)
     view = load_run(args.run_dir)
@@ -205,6 +209,7 @@ def pick_record(prov: dict, out: Path) -> dict:
             "asked": prov.get("asked", {}),
             "polish": {"steps": acc["polish"]["steps"], "augment": acc["polish"].get("augment"),
                        "ema": acc["polish"].get("ema"), "select": acc["polish"].get("select"),
+                       "lr": acc["polish"].get("lr"),
                        "kept": acc["polish"]["kept"]},
             "units": {"paired_drop": "fraction of the test images (0.01 = 1 point), positive = less accurate",
                       "latency_ms": "ms per batch of the study's latency.batch_size", "speedup": "x"}}

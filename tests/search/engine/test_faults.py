@@ -151,7 +151,9 @@ def test_pick_shows_progress_while_it_polishes(rung_run, tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert "polishing trial" in err and "step 1/3" in err and "step 3/3 (100%), ETA 0 s" in err, err
     polish = json.loads((tmp_path / "v" / "provenance.json").read_text())["accuracy"]["polish"]
-    assert polish["augment"] == "shift" and "batches altered by shift" in polish["schedule"]  # the default
+    # the defaults: the built-in model's training warp, from a peak learning rate of its own
+    assert polish["augment"] == "affine" and "batches altered by affine" in polish["schedule"]
+    assert polish["lr"] == 5e-4 and "AdamW from lr 0.0005" in polish["schedule"]
     # both val figures at every checkpoint, whichever selects
     kls, top1s = polish["val_kl_at_checkpoints"], polish["val_at_checkpoints"]
     assert set(kls) == set(top1s) == {"0", "1", "2", "3"} and all(k > 0 for k in kls.values())

@@ -126,7 +126,7 @@ def test_pick_remeasures_on_the_study_device(run_dir):
     assert record["speedup_low"] <= record["speedup"] <= record["speedup_high"]
     assert record["paired_drop_low"] <= record["paired_drop"] <= record["paired_drop_high"]
     assert record["paired_drop"] == pytest.approx(record["base_test_accuracy"] - record["test_accuracy"])
-    assert set(record["polish"]) == {"steps", "augment", "ema", "select", "kept"}  # how the exported weights were polished
+    assert set(record["polish"]) == {"steps", "augment", "ema", "select", "lr", "kept"}  # how the exported weights were polished
     cache = json.loads((run_dir / "test_accuracy.json").read_text())
     base = unpack(cache["base"]["test_correct"], cache["base"]["test_n"])
     assert paired_drop(base, base).drop == 0 and record["test_n"] == cache["base"]["test_n"]
