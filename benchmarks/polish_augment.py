@@ -1,6 +1,6 @@
 """pick's polish with and without augmentation of its batches, on front variants of the default study (accuracy only).
 
-    .venv/bin/python benchmarks/polish_augment.py CONFIG [--steps 2000] [--augments none shift mixup shift+mixup]
+    .venv/bin/python benchmarks/polish_augment.py CONFIG [--steps 2000] [--augments none shift affine mixup shift+mixup]
         [--threads 1] [--out FILE.jsonl] [--test-at-checkpoints] [--ema DECAY] [--lr LR] [--select teacher|top1]
 
 CONFIG names one of :data:`CONFIGS` (variants `pick` exported from the default study and its
@@ -78,9 +78,11 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.0,
                     help="score and keep a moving average of the weights (decay per step, e.g. 0.998; 0: off)")
     ap.add_argument("--lr", type=float, default=None,
-                    help="the polish's peak learning rate (default: the study's recovery.lr, as pick)")
+                    help="the polish's peak learning rate (default: the study's recovery.lr, 1e-4, as pick before the "
+                         "fifteenth session; pick's polish now uses 5e-4)")
     ap.add_argument("--select", choices=("teacher", "top1"), default="top1",
-                    help="what chooses the kept checkpoint: val KL from the teacher (pick's default) or val top-1")
+                    help="what chooses the kept checkpoint: val KL from the teacher (pick's default) or val top-1 (this "
+                         "script's default, as its earlier rows were run)")
     ap.add_argument("--test-at-checkpoints", action="store_true",
                     help="also record test top-1 and images lost / gained at each val checkpoint (read, never used)")
     args = ap.parse_args()

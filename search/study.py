@@ -148,7 +148,7 @@ class RecoverySection(_Strict):
     ``false``: the float model is distilled and quantised after (post-training).
     ``feature_weight``: weight of the block-feature loss beside the logits' (0 = logits only).
     ``augment``: how each distillation batch is altered for teacher and student alike
-    (``none``, ``shift``, ``mixup``, ``shift+mixup``; ``vitsearch pick``'s polish has its own
+    (``none``, ``shift``, ``affine``, ``mixup``, ``shift+mixup``; ``vitsearch pick``'s polish has its own
     ``--polish-augment``). ``none`` when a study file does not say, so a run made before the
     setting existed rebuilds as it was made.
     ``finish_front``: with rungs, the end of the search promotes the front's candidates left

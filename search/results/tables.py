@@ -192,22 +192,22 @@ def eligible(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.DataF
 def pareto_front(frame: pd.DataFrame, objectives: list[tuple[str, str]], basis=None) -> pd.DataFrame:
     """The :func:`eligible` trials on the front, by latency (or the second objective).
 
-    With ``basis`` (a :class:`~vitsearch.search.results.basis.MsBasis`) the objectives are judged, and the
-    rows ordered, on that basis (ratio x one uncompressed time, as every table states ms), so a row timed
-    while the machine ran fast is not on the front by that alone; the rows returned keep their ms as timed.
+    Membership is judged on the values as timed, as the search judged them (its rungs finish
+    that front to the top rung). With ``basis`` (a :class:`~vitsearch.search.results.basis.MsBasis`)
+    the rows are ordered on that basis (ratio x one uncompressed time, as every table states ms),
+    so a table never lists a row after a slower one; the rows keep their ms as timed.
     """
     ok = eligible(frame, objectives)
     if ok.empty:
         return ok
-    judged = ok
-    if basis is not None:
-        from vitsearch.search.results.basis import rebase
+    values = ok[[m for m, _ in objectives]].to_numpy(dtype=float)
+    front = ok[pareto_mask(values, [d == "maximize" for _, d in objectives])]
+    key = objectives[1][0] if len(objectives) > 1 else objectives[0][0]
+    if basis is None:
+        return front.sort_values(key, kind="stable")
+    from vitsearch.search.results.basis import rebase
 
-        judged = rebase(ok, basis)
-    values = judged[[m for m, _ in objectives]].to_numpy(dtype=float)
-    mask = pareto_mask(values, [d == "maximize" for _, d in objectives])
-    order = judged[mask].sort_values(objectives[1][0] if len(objectives) > 1 else objectives[0][0], kind="stable")
-    return ok.loc[order.index]
+    return front.iloc[rebase(front, basis)[key].to_numpy().argsort(kind="stable")]
 
 
 def front_table(front: pd.DataFrame) -> str:

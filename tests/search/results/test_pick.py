@@ -162,6 +162,3 @@ def test_meaningless_budgets_are_refused(kw):
     with pytest.raises(ConfigError) as exc:
         choose(FRONT, **kw)
     assert exc.value.exit_code == 2
-
-
-# ---- on a real run ---------------------------------------------------------------------------
