@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from vitsearch.search.results.rundir import write_atomic
 from vitsearch.search.results.sitting import run_sitting_sd, widen_frame
-from vitsearch.search.results.basis import rebase, study_basis
+from vitsearch.search.results.basis import in_basis_order, rebase, study_basis
 from vitsearch.search.results.tables import front_table, pareto_front, run_counts
 from vitsearch.search.results.testacc import front_test_accuracy
 
@@ -38,7 +38,7 @@ def write_summary(plan: RunPlan, frame: pd.DataFrame, *, completed: int, seconds
     spec = plan.spec
     objectives = [(o.metric, o.direction) for o in spec.objectives]
     basis = study_basis(study)  # the report's: the printed table states ms as list and report do
-    front = widen_frame(pareto_front(frame, objectives, basis), run_sitting_sd({"sitting": sitting}))
+    front = widen_frame(in_basis_order(pareto_front(frame, objectives), basis), run_sitting_sd({"sitting": sitting}))
     path = plan.run_dir.path
     if not front.empty and session.data.test is not None:
         front = front_test_accuracy(session, path, front)  # the split the search never saw

@@ -107,3 +107,11 @@ def _budget(out: pd.DataFrame) -> None:
     out["budget_low_ms"] = out.get(f"{prefix}_low_ms", ms)
     out["budget_high_ms"] = out.get(f"{prefix}_high_ms", ms).fillna(ms)
     out["budget_speedup"] = out.get("remeasured_speedup" if prefix == "remeasured" else "speedup")
+
+
+def in_basis_order(front: pd.DataFrame, basis: MsBasis) -> pd.DataFrame:
+    """``front``'s rows, unchanged, ordered by their latency on ``basis`` (ratio x one uncompressed time, as every
+    table states ms), fastest first: a table never lists a row after a slower one."""
+    if front.empty or "latency_ms" not in front:
+        return front
+    return front.iloc[rebase(front, basis)["latency_ms"].to_numpy().argsort(kind="stable")]

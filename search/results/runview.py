@@ -87,7 +87,7 @@ def load_run(path: str | Path) -> RunView:
     import optuna
 
     from vitsearch.search.storage import journal_file, open_storage, sqlite_file
-    from vitsearch.search.results.basis import study_basis
+    from vitsearch.search.results.basis import in_basis_order, study_basis
     from vitsearch.search.results.tables import pareto_front, trials_frame
 
     run = RunDir(Path(path))
@@ -113,7 +113,7 @@ def load_run(path: str | Path) -> RunView:
         raise ConfigError(f"RUN_DIR: {str(path)!r} holds no completed trial yet; let `vitsearch run` "
                           f"finish at least one (resume with --resume {path})")
     objectives = [(o.metric, o.direction) for o in spec.objectives]
-    front = pareto_front(frame, objectives, study_basis(study))  # judged on the ms basis every table states
+    front = in_basis_order(pareto_front(frame, objectives), study_basis(study))  # as every table states ms
     return RunView(Path(path), spec, meta, study, frame, front.reset_index(drop=True), objectives)
 
 

@@ -189,25 +189,16 @@ def eligible(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.DataF
     return ok.dropna(subset=[m for m, _ in objectives])
 
 
-def pareto_front(frame: pd.DataFrame, objectives: list[tuple[str, str]], basis=None) -> pd.DataFrame:
-    """The :func:`eligible` trials on the front, by latency (or the second objective).
-
-    Membership is judged on the values as timed, as the search judged them (its rungs finish
-    that front to the top rung). With ``basis`` (a :class:`~vitsearch.search.results.basis.MsBasis`)
-    the rows are ordered on that basis (ratio x one uncompressed time, as every table states ms),
-    so a table never lists a row after a slower one; the rows keep their ms as timed.
-    """
+def pareto_front(frame: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.DataFrame:
+    """The :func:`eligible` trials on the front, judged on the values as timed (as the search judged them: its
+    rungs finish that front to the top rung), by latency; :func:`~vitsearch.search.results.basis.in_basis_order`
+    orders them on a run's ms basis."""
     ok = eligible(frame, objectives)
     if ok.empty:
         return ok
     values = ok[[m for m, _ in objectives]].to_numpy(dtype=float)
     front = ok[pareto_mask(values, [d == "maximize" for _, d in objectives])]
-    key = objectives[1][0] if len(objectives) > 1 else objectives[0][0]
-    if basis is None:
-        return front.sort_values(key, kind="stable")
-    from vitsearch.search.results.basis import rebase
-
-    return front.iloc[rebase(front, basis)[key].to_numpy().argsort(kind="stable")]
+    return front.sort_values([objectives[1][0] if len(objectives) > 1 else objectives[0][0]])
 
 
 def front_table(front: pd.DataFrame) -> str:
