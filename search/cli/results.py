@@ -85,7 +85,7 @@ def cmd_report(args) -> int:
 def cmd_pick(args) -> int:
     """``vitsearch pick RUN_DIR --latency-ms X`` and/or ``--max-drop P``."""
     from vitsearch.search.engine.progress import stderr_is_terminal
-    from vitsearch.search.results.basis import rebase, study_basis
+    from vitsearch.search.results.basis import rebase
     from vitsearch.search.results.closeness import CHOOSE_BY, check_choose_by, teacher_kl
     from vitsearch.search.results.export import export, polish_settings
     from vitsearch.search.results.pick import check_budget, check_same_base, choose, runner_up_line
@@ -131,7 +131,7 @@ def cmd_pick(args) -> int:
     if by_teacher:
         session = session or load_session(view.spec)
         closeness = lambda rows: teacher_kl(view, session, rows, say)  # noqa: E731
-    basis = study_basis(view.study)  # the report's: a trial has the same ms in both
+    basis = view.basis  # the report's: a trial has the same ms in both
     say(f"latencies: {check.why}; {basis.text()}")
     choice = choose(rebase(front_latency(view, check, rows), basis), args.latency_ms, args.min_accuracy,
                     args.max_size_mb, args.max_drop, base_acc, closeness, pool_name(view, rows))
@@ -218,13 +218,13 @@ def pick_record(prov: dict, out: Path) -> dict:
 def cmd_list(args) -> int:
     """``vitsearch list RUN_DIR``: the front with the Markdown summary's columns."""
     from vitsearch.evaluators.paired import PairedDrop
-    from vitsearch.search.results.basis import rebase, study_basis
+    from vitsearch.search.results.basis import rebase
     from vitsearch.search.results.report import FRONT_COLUMNS, device_text, front_rows
     from vitsearch.search.results.runview import load_run
     from vitsearch.search.results.testacc import BASE_KEY, read_cache, with_cached
 
     view = load_run(args.run_dir)
-    basis = study_basis(view.study)  # the report's: list and report state ms on one basis
+    basis = view.basis  # the report's: list and report state ms on one basis
     cache = read_cache(view.path, view.spec.latency.runtime)
     front = rebase(with_cached(view.front, cache), basis)
     rows = front_rows(front) if not view.front.empty else []

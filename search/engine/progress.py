@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from vitsearch.search.engine.plan import eta_text
-from vitsearch.search.results.basis import in_basis_order, rebase, study_basis
+from vitsearch.search.results.basis import rebase, study_basis
 from vitsearch.search.results.tables import fastest_text, pareto_front, run_counts, write_tables
 
 if TYPE_CHECKING:
@@ -127,8 +127,7 @@ class Progress:
         counts = run_counts(frame, len(self.spec.recovery.ladder))
         self._done = counts["evaluated"]
         # ms on the report's basis, as the table printed at the end states them
-        basis = study_basis(self.study)
-        front = rebase(in_basis_order(pareto_front(frame, self.objectives), basis), basis)
+        front = rebase(pareto_front(frame, self.objectives), study_basis(self.study))  # counted, not listed
         best = front["accuracy"].max() if not front.empty else float("nan")
         if self.bar is not None:
             self.bar.n = self._done

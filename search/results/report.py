@@ -16,7 +16,7 @@ import pandas as pd
 
 from vitsearch.evaluators.accuracy import wilson_interval
 from vitsearch.search.results import checkplot, figures
-from vitsearch.search.results.basis import MsBasis, rebase, study_basis
+from vitsearch.search.results.basis import MsBasis, rebase
 from vitsearch.search.results.importance import knob_importances
 from vitsearch.search.results.page import (as_decided, front_section, html_table, kv_table, paired_cell, render_html,
                                            speedup_cell)
@@ -177,7 +177,7 @@ def build(view: RunView, out: Path, remeasure: bool = True, progress: bool = Tru
     check = remeasure_front(view, progress=progress) if remeasure else check_remeasure(view)
     if not remeasure and check.done:
         check.done, check.why = False, "not re-measured (--no-remeasure); latencies are as recorded"
-    basis = study_basis(view.study)
+    basis = view.basis
     if check.table is not None:
         check.table = rebase(check.table, basis)
     front = rebase(_with_test(view, front_latency(view, check)), basis)

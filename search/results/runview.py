@@ -36,6 +36,7 @@ class RunView:
     frame: pd.DataFrame
     front: pd.DataFrame
     objectives: list[tuple[str, str]]
+    basis: Any  # the run's ms basis (:class:`~vitsearch.search.results.basis.MsBasis`): list, report, pick state ms on it
     _rungs: dict | None = None  # rung records (rung >= 1) by trial number, read on first use
 
     def meta_summary(self) -> dict[str, Any]:
@@ -64,12 +65,6 @@ class RunView:
         if later:
             return later[max(later)].get("evaluation") or {}
         return self.study.trials[number].user_attrs.get("evaluation") or {}
-
-    def latency_records(self) -> list[dict[str, Any]]:
-        """Every trial's recorded latency (``evaluation["latency"]`` at the highest rung it reached; {} if none)."""
-        from vitsearch.search.results.tables import latency_records
-
-        return latency_records(self.study)
 
     def study_fingerprint(self) -> dict[str, Any]:
         """The device fingerprint most front (else completed) trials were timed on."""
@@ -113,8 +108,9 @@ def load_run(path: str | Path) -> RunView:
         raise ConfigError(f"RUN_DIR: {str(path)!r} holds no completed trial yet; let `vitsearch run` "
                           f"finish at least one (resume with --resume {path})")
     objectives = [(o.metric, o.direction) for o in spec.objectives]
-    front = in_basis_order(pareto_front(frame, objectives), study_basis(study))  # as every table states ms
-    return RunView(Path(path), spec, meta, study, frame, front.reset_index(drop=True), objectives)
+    basis = study_basis(study)  # read once: every table of the run states ms on it
+    front = in_basis_order(pareto_front(frame, objectives), basis)
+    return RunView(Path(path), spec, meta, study, frame, front.reset_index(drop=True), objectives, basis)
 
 
 def top_rung_pool(view: RunView) -> pd.DataFrame:

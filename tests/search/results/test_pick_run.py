@@ -33,8 +33,9 @@ def recorded_front(run_dir):
 def on_basis(view, front):
     """``front`` with every ms rebased as pick and the report state them (ratio x one uncompressed time)."""
     from vitsearch.search.results.basis import rebase, report_basis
+    from vitsearch.search.results.tables import latency_records
 
-    return rebase(front, report_basis(view.latency_records()))
+    return rebase(front, report_basis(latency_records(view.study)))
 
 
 def check_variant(out, number, view):
@@ -150,6 +151,7 @@ def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path, capsys):
     """--max-drop alone on a real run: the fastest front variant within that many val points of the uncompressed
     model's recorded val accuracy is exported, and the variant's record says what was asked."""
     from vitsearch.search.results.basis import report_basis
+    from vitsearch.search.results.tables import latency_records
 
     view, fr = recorded_front(run_dir)
     drop = max(round(100 * (view.base_accuracy - fr["accuracy"].min()), 1), 0) + 0.1  # every front variant is within
@@ -161,7 +163,7 @@ def test_pick_fastest_within_max_drop_on_a_real_run(run_dir, tmp_path, capsys):
     assert f"trial {number} wins: the fastest of {len(fr)} Pareto variant(s) within {drop:g} val point" in proc.stderr
     record = json.loads(proc.stdout)
     asked = {"max_drop_points": drop, "base_val_accuracy": view.base_accuracy, "base_val_source": "recorded by the run",
-             "latency_basis": report_basis(view.latency_records()).text()}
+             "latency_basis": report_basis(latency_records(view.study)).text()}
     assert record["trial"] == number and record["asked"] == asked
     assert json.loads((out / "provenance.json").read_text())["asked"] == asked
     # a drop nothing on the front meets (when the front's best val is below the uncompressed model's): exit 3
