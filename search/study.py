@@ -160,7 +160,7 @@ class RecoverySection(_Strict):
     rungs: tuple[Steps, ...] | None = None
     reduction: Float = 3.0
     enabled: Bool = True
-    lr: Float = Field(default=1e-4, gt=0)
+    lr: Float = Field(default=5e-4, gt=0)  # = evaluators.distill.DISTIL_LR (1e-4 until benchmarks/results/rung_lr16.json)
     batch_size: Int = Field(default=64, gt=0)
     temperature: Float = Field(default=2.0, gt=0)
     alpha: Float = Field(default=0.5, ge=0, le=1)

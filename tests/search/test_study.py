@@ -1,3 +1,4 @@
+import inspect
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,13 @@ def test_defaults_fill_an_empty_study():
     spec = parse_study({})
     assert [o.metric for o in spec.objectives] == ["accuracy", "latency_ms"]
     assert spec.search.sampler == "nsga2" and spec.run_dir() == Path("runs/default")
+
+
+def test_recovery_lr_default_is_the_distillations():
+    from vitsearch.evaluators.distill import DISTIL_LR, distilled
+
+    # one default, said twice (the study's schema does not import torch): both must move together
+    assert parse_study({}).recovery.lr == DISTIL_LR == inspect.signature(distilled).parameters["lr"].default == 5e-4
 
 
 @pytest.mark.parametrize("doc, match", [
