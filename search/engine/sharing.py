@@ -160,7 +160,7 @@ def check_same_study(storage, spec) -> None:
     """ConfigError when ``storage`` holds study ``spec.name`` started from a different study file, from the same
     one with ``device: auto`` resolved to another kind of device, or with other default precision choices (an
     older vitsearch that searched fp32 on a bf16 base)."""
-    from vitsearch.search.results.rundir import first_difference
+    from vitsearch.search.results.rundir import default_hint, first_difference
     from vitsearch.spaces.errors import ConfigError
 
     try:
@@ -187,9 +187,10 @@ def check_same_study(storage, spec) -> None:
                           f"the default ones in its base precision {searched_base(spec)} (model.precision "
                           f"{spec.model.precision} on device {spec.device}); run every driver of one study on one "
                           "kind of device, or write space.precision")
+    hint = default_hint(stored, mine, "the storage's study was run with", "to join it")
     raise ConfigError(f"study {spec.name!r}: the storage holds this study run with a different study file "
-                      f"(first difference at {first_difference(stored, mine)}); give every driver of one study the "
-                      "same file, or rename the study (name:)")
+                      f"(first difference at {first_difference(stored, mine)}){hint}; give every driver of one study "
+                      "the same file, or rename the study (name:)")
 
 
 def _kind(device: str) -> str:

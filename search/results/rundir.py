@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vitsearch.search.storage import check_sqlite_file
-from vitsearch.search.study import StudySpec, load_study, study_to_yaml
+from vitsearch.search.study import StudySpec, load_study, parse_study, study_to_yaml
 from vitsearch.search.studyfile import shown
 from vitsearch.spaces.errors import ConfigError
 
@@ -184,10 +184,11 @@ class RunDir:
         # output_dir does not matter once the run dir is named (and is anchored differently in study.yaml)
         a, b = (s.model_dump(mode="json", exclude={"output_dir"}) for s in (stored, spec or stored))
         if a != b:
-            diff = first_difference(a, b)
+            hint = default_hint(a, b, "the run was started with", "to resume")
             raise ConfigError(
                 f"--resume: the study file differs from the one {str(self.path)!r} was started with "
-                f"(first difference at {diff}); resume with the same study file or start a new run with --out")
+                f"(first difference at {first_difference(a, b)}){hint or '; resume with the same study file'}"
+                " or start a new run with --out")
         return stored
 
     def _check_own_storage(self) -> None:
@@ -214,9 +215,35 @@ def _remove_if_empty(path: Path) -> None:
         pass  # not empty: something else lives there
 
 
-def first_difference(a: Any, b: Any, where: str = "") -> str:
+def difference_at(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any]:
+    """The dotted key where two nested dicts first differ, and the two values there."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
             if a.get(key) != b.get(key):
-                return first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+                return difference_at(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+    return where, a, b
+
+
+def first_difference(a: Any, b: Any) -> str:
+    where, a, b = difference_at(a, b)
     return f"{where or '(top level)'}: {a!r} vs {b!r}"
+
+
+def default_hint(stored: dict, mine: dict, started: str, to: str) -> str:
+    """Where two study dumps first differ at a value this vitsearch gives by default: the line to write (an older
+    vitsearch's default, or a value written, made ``stored``); else ''."""
+    where, theirs, ours = difference_at(stored, mine)
+    if not where or default_at(where) != ours:
+        return ""
+    return (f"; {where} is {ours!r} here, this vitsearch's default, and {started} {theirs!r} (an older default, or "
+            f"written so): write {where}: {theirs!r} in the study file {to}")
+
+
+def default_at(where: str) -> Any:
+    """The value a study that writes nothing has at the dotted key ``where`` (None where it has none)."""
+    node: Any = parse_study({}).model_dump(mode="json")
+    for key in where.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
