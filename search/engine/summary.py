@@ -37,7 +37,7 @@ def write_summary(plan: RunPlan, frame: pd.DataFrame, *, completed: int, seconds
     returned."""
     spec = plan.spec
     objectives = [(o.metric, o.direction) for o in spec.objectives]
-    basis = study_basis(study)  # the report's: the printed table states ms as list and report do
+    basis = study_basis(study, reference.latency_ratio)  # the report's: the printed table states ms as list does
     front = widen_frame(in_basis_order(pareto_front(frame, objectives), basis), run_sitting_sd({"sitting": sitting}))
     path = plan.run_dir.path
     if not front.empty and session.data.test is not None:

@@ -56,9 +56,8 @@ def best_under(front: pd.DataFrame, budget: float) -> pd.Series | None:
 
 
 def front_rows(front: pd.DataFrame) -> list[list[str]]:
-    """The front as text cells in :data:`FRONT_COLUMNS` order (speed-up = 1 / ``latency_ratio`` unless given)."""
-    if "speedup" not in front:
-        front = front.assign(speedup=1.0 / pd.to_numeric(front["latency_ratio"], errors="coerce"))
+    """The front as text cells in :data:`FRONT_COLUMNS` order (a rebased front: its ``speedup`` column,
+    :func:`vitsearch.search.results.basis.rebase`; "-" without one)."""
     return [[str(int(r["number"])), _rung_cell(r), f"{r['accuracy']:.2%}", _test_cell(r), paired_cell(r),
              f"{r['latency_ms']:.3f}",
              interval_cell(r), speedup_cell(r), _source_cell(r), f"{r['size_mb']:.3f}",

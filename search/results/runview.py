@@ -103,12 +103,13 @@ def load_run(path: str | Path) -> RunView:
         raise ConfigError(f"RUN_DIR: {str(path)!r} has no Optuna study {meta.get('study_name')!r} in its storage; "
                           "was the run started? (`vitsearch run STUDY --out DIR`)") from None
     # every interval read back includes the spread between sittings the run measured itself (no profile)
-    frame = widen_frame(trials_frame(study), run_sitting_sd(read_summary(run.path)))
+    summary = read_summary(run.path)
+    frame = widen_frame(trials_frame(study), run_sitting_sd(summary))
     if not (frame["state"] == "COMPLETE").any():
         raise ConfigError(f"RUN_DIR: {str(path)!r} holds no completed trial yet; let `vitsearch run` "
                           f"finish at least one (resume with --resume {path})")
     objectives = [(o.metric, o.direction) for o in spec.objectives]
-    basis = study_basis(study)  # read once: every table of the run states ms on it
+    basis = study_basis(study, (summary.get("reference") or {}).get("latency_ratio"))  # read once: every table's
     front = in_basis_order(pareto_front(frame, objectives), basis)
     return RunView(Path(path), spec, meta, study, frame, front.reset_index(drop=True), objectives, basis)
 

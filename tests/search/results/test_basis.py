@@ -47,3 +47,67 @@ def test_the_front_is_ordered_on_the_basis():
     assert on_basis["number"].tolist() == [1, 2]
     assert on_basis["latency_ms"].tolist() == [2.00, 1.90]  # the rows keep their ms as timed
     assert in_basis_order(pareto_front(frame, objectives), MsBasis(None, "no ratio"))["number"].tolist() == [2, 1]
+
+
+def test_a_speed_up_outside_eager_is_over_the_uncompressed_model_in_that_runtime():
+    """In ONNX Runtime every ratio is to the eager model timed beside it; the uncompressed model runs there at
+    ratio 0.52 (trial 0), so a variant at ratio 0.175 is x2.97 faster than it, not x5.71; its interval carries the
+    uncompressed model's own. A run that never timed the uncompressed model there gives no speed-up."""
+    from vitsearch.search.results.basis import rebase, report_basis
+    from vitsearch.search.results.page import speedup_cell
+
+    def record(ratio, low, high):
+        return {"ratio": ratio, "ratio_low": low, "ratio_high": high, "reference_ms_now": 4.0, "runtime": "onnxruntime"}
+
+    base = record(0.52, 0.50, 0.54)
+    basis = report_basis([base, record(0.175, 0.17, 0.18)], uncompressed=[base])
+    assert basis.runtime == "onnxruntime" and basis.uncompressed_ratio == 0.52
+    assert "speed-up over the uncompressed model in onnxruntime = its ratio, 0.520 [0.500, 0.540] (2.080 ms, " \
+        "timed as trial 0), / the variant's" in basis.text() and "in eager PyTorch" in basis.text()
+    front = pd.DataFrame({"number": [66], "latency_ratio": [0.175], "latency_ms": [0.7],
+                          "latency_low_ms": [0.68], "latency_high_ms": [0.72]})
+    out = rebase(front, basis)
+    assert out["speedup"][0] == pytest.approx(0.52 / 0.175)
+    row = out.iloc[0].to_dict()
+    low, high = (0.52 / 0.175) * 0.7 / 0.72 * 0.50 / 0.52, (0.52 / 0.175) * 0.7 / 0.68 * 0.54 / 0.52
+    assert speedup_cell(row) == f"x{0.52 / 0.175:.2f} [{low:.2f}, {high:.2f}]"
+    untimed = report_basis([record(0.175, 0.17, 0.18)])
+    assert untimed.uncompressed_ratio is None and "no speed-up over the uncompressed model in onnxruntime" \
+        in untimed.text() and rebase(front, untimed)["speedup"].isna().all()
+    started = report_basis([record(0.175, 0.17, 0.18)], run_start_ratio=0.55)  # a space without it: the run's start
+    assert rebase(front, started)["speedup"][0] == pytest.approx(0.55 / 0.175) and "timed at the run's start" \
+        in started.text() and "speedup_low_factor" not in rebase(front, started)
+    no_ms = report_basis([{"ratio": 0.2, "runtime": "onnxruntime"}])  # ratios without a reference time: nothing
+    assert no_ms.reference_ms is None and rebase(front, no_ms)["speedup"].isna().all()
+    eager = report_basis([{"ratio": 0.5, "reference_ms_now": 4.0}])  # records before the runtime was written down
+    assert eager.runtime == "eager" and rebase(front, eager)["speedup"][0] == pytest.approx(1 / 0.175)
+
+
+def test_the_uncompressed_trial_is_found_in_the_study():
+    """study_basis takes the uncompressed program's ratio from its own trial (fp32, or its base precision), not
+    from a compressed one, nor from a trial without a record; in eager it reads no config."""
+    import json
+
+    import optuna
+
+    from vitsearch.search.results.basis import study_basis
+    from vitsearch.spaces import CompressionConfig
+
+    def trial(config, ratio, runtime="onnxruntime"):
+        latency = {"ratio": ratio, "ratio_low": ratio - 0.01, "ratio_high": ratio + 0.01, "reference_ms_now": 4.0,
+                   "runtime": runtime} if ratio else {}
+        return optuna.trial.create_trial(values=[0.9, 1.0], user_attrs={"config": config,
+                                                                         "evaluation": {"latency": latency}})
+
+    def study(*trials):
+        s = optuna.create_study(directions=["maximize", "minimize"])
+        for t in trials:
+            s.add_trial(t)
+        return s
+
+    compressed = '{"schema_version": 1, "depth": {"keep": 6}}'
+    assert study_basis(study(trial(compressed, 0.3), trial('{"schema_version": 1}', 0.5))).uncompressed_ratio == 0.5
+    bf16 = json.dumps(CompressionConfig.reference("bf16").to_dict())  # as a bf16 study records its trial 0
+    assert study_basis(study(trial(compressed, 0.3), trial(bf16, 0.6))).uncompressed_ratio == 0.6
+    assert study_basis(study(trial("{}", None), trial(compressed, 0.3)), run_start_ratio=0.55).uncompressed_ratio == 0.55
+    assert study_basis(study(trial("not json", 0.5, "eager"), trial(compressed, 0.3, "eager"))).uncompressed_ratio == 1.0
