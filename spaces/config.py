@@ -163,6 +163,10 @@ class CompressionConfig:
         """Whether this is the uncompressed model in ``base_precision`` (or the identity: the fp32 teacher)."""
         return self.is_identity() or self == CompressionConfig.reference(base_precision)
 
+    def is_uncompressed(self) -> bool:
+        """Whether this is the uncompressed model in the base precision it names (a study's trial 0)."""
+        return self.is_reference(self.precision.base)
+
     def summary(self) -> str:
         """Short human label, e.g. ``depth 6 | kv 2 | tokens merge@2:0.7 | mlp 2:4 | mlp int8``."""
         parts = [s for s in (getattr(self, name).summary() for name in ORDER) if s]

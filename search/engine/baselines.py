@@ -89,12 +89,12 @@ def run_recipe(session, name: str, minutes: float, seed: int, progress: bool = T
     pipe = replace(pipe, distill={**pipe.distill, "seed": seed})
     steps = pipe.ladder[-1]
     configs = recipe_configs(name, VitDims.of(session.base), lambda c: _refused(session, c), session.base_precision)
-    deadline, spent, points, base_ms = time.monotonic() + minutes * 60.0, [], [], []
+    deadline, spent, points, base = time.monotonic() + minutes * 60.0, [], [], {}
     for config in configs:
         if spent and time.monotonic() + sum(spent) / len(spent) > deadline:
             break  # the next model would overrun the wall time
         t0 = time.monotonic()
-        points.append(_point(session, pipe, config, steps, base_ms))
+        points.append(_point(session, pipe, config, steps, base))
         spent.append(time.monotonic() - t0)
         if progress:
             print(f"bench-search: {name}: {config.summary()}: val {points[-1]['val_accuracy']:.2%}, latency ratio "
@@ -115,11 +115,13 @@ def _refused(session, config) -> str | None:
     return None
 
 
-def _point(session, pipe, config, steps: int, base_ms: list[float]) -> dict[str, Any]:
-    """One recipe model: distilled, timed (ratio to the uncompressed model), scored on val and on test.
+def _point(session, pipe, config, steps: int, base: dict[str, float]) -> dict[str, Any]:
+    """One recipe model: distilled, timed (ratio to the uncompressed model in the study's runtime), scored on val
+    and on test.
 
-    The ratio is the interleaved measurement's; without one (``latency.interleave`` off)
-    the latency over the uncompressed model's, timed once per recipe (``base_ms``).
+    The ratio is the interleaved measurement's (to the eager model: outside eager divided by the uncompressed
+    program's own, timed once per recipe, ``base["ratio"]``); without one (``latency.interleave`` off) the
+    latency over the uncompressed program's, timed once per recipe (``base["ms"]``).
     """
     costs = pipe.costs(config)
     prepared = pipe.recover(config, steps)
@@ -127,9 +129,15 @@ def _point(session, pipe, config, steps: int, base_ms: list[float]) -> dict[str,
     val, _ = pipe.accuracy(prepared, config, session.data.val, f"val split of {session.data.name}", program)
     test, _ = pipe.accuracy(prepared, config, session.data.test, f"test split of {session.data.name}", program)
     lat = costs["latency"]
-    if not lat.get("ratio") and not base_ms:
-        base_ms.append(pipe.costs(pipe.reference)["latency"]["median_ms"])
-    ratio = lat.get("ratio") or lat["median_ms"] / base_ms[0]
+    if lat.get("ratio"):
+        if "ratio" not in base:  # 1 in eager, where the interleaved reference is the uncompressed model itself
+            base["ratio"] = 1.0 if pipe.runtime.is_reference else (
+                pipe.costs(pipe.reference)["latency"].get("ratio") or 1.0)
+        ratio = lat["ratio"] / base["ratio"]
+    else:
+        if "ms" not in base:
+            base["ms"] = pipe.costs(pipe.reference)["latency"]["median_ms"]
+        ratio = lat["median_ms"] / base["ms"]
     return {"config": config.to_dict(), "summary": config.summary(), "val_accuracy": val.top1,
             "test_accuracy": test.top1, "test_n": test.n, "test_correct": test.correct,
             "latency_ratio": float(ratio), "latency_ms": lat["median_ms"], "latency_source": lat["source"]}
@@ -161,11 +169,11 @@ def front_quality(front: list[dict], ref: dict, base: dict) -> dict[str, Any]:
             "best_test_accuracy_at_half_latency": max(at_half, default=None)}
 
 
-def vitsearch_front(run_dir: Path) -> tuple[list[dict], dict | None]:
+def vitsearch_front(run_dir: Path, runtime: str | None = None) -> tuple[list[dict], dict | None]:
     """A finished run's val-selected front with test accuracy and per-image results; and the run's base entry."""
     from vitsearch.search.engine.fidelity_bench import front_points
 
-    points = front_points(run_dir)
+    points = front_points(run_dir, runtime)
     cache_file = run_dir / "test_accuracy.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     for p in points:

@@ -76,7 +76,7 @@ def run_baselines_bench(study, minutes: float, n_seeds: int, out: Path, progress
         code, wall = _one_run(study_file, out / "runs" / name, out / "logs" / f"{name}.log")
         record: dict[str, Any] = {"seed": seed, "exit_code": code, "wall_seconds": round(wall, 1)}
         if code == 0:
-            front, _ = vitsearch_front(out / "runs" / name)
+            front, _ = vitsearch_front(out / "runs" / name, spec.latency.runtime)
             record.update(front=front, **front_quality(front, ref, base))
         results["vitsearch"].append(record)
         save()

@@ -16,10 +16,11 @@ of the machine's speed hits them alike.
 Quality is the hypervolume of each run's front re-measured on the **test** split, which the
 search never saw: the run's Pareto front (selected on val, each candidate at the highest
 rung it reached) with the test accuracy the driver measures for it (``summary.json``
-``pareto_test``), against its latency as a ratio to the uncompressed model (the
-interleaved measurement's ratio where there is one, else latency / the run's reference
-timing; the uncompressed model itself is 1 by definition), so runs timed minutes apart
-compare. One reference point for every run and fidelity: test accuracy = the uncompressed
+``pareto_test``), against its latency as a ratio to the uncompressed model in the study's
+runtime (the interleaved measurement's ratio where there is one - outside eager divided by
+the uncompressed program's own, every ratio being to the eager model - else latency / the
+run's reference timing; the uncompressed model itself is 1 by definition), so runs timed
+minutes apart compare. One reference point for every run and fidelity: test accuracy = the uncompressed
 model's test accuracy minus the study's ``max_accuracy_drop`` (0.05 when the study sets
 none), latency ratio = 1 (nothing slower than the uncompressed model is a gain). The
 hypervolume is then in (accuracy fraction) x (share of the uncompressed latency saved);
@@ -110,22 +111,29 @@ def _reference(spec, session) -> dict[str, Any]:
             "base_test": base}
 
 
-def front_points(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's front (val-selected, highest rung) with test accuracy and latency ratio per point."""
+def front_points(run_dir: Path, runtime: str | None = None) -> list[dict[str, Any]]:
+    """The run's front (val-selected, highest rung) with test accuracy and latency ratio per point: to the
+    uncompressed model in the study's ``runtime`` (default: the run's study file's)."""
     import pandas as pd
 
     summary = json.loads((run_dir / "summary.json").read_text())
     frame = pd.read_parquet(run_dir / "trials.parquet").set_index("number")
     ref_ms = (summary.get("reference") or {}).get("latency_ms")
+    if runtime is None:
+        from vitsearch.search.study import load_study
+
+        runtime = load_study(run_dir / "study.yaml").latency.runtime
+    uncompressed = 1.0 if runtime == "eager" else _uncompressed_ratio(frame, summary)
     points = []
     for rec in summary.get("pareto_test", []):
         row = frame.loc[int(rec["number"])]
-        config = json.loads(row["config"])
         ratio = row.get("latency_ratio")
-        if not {k for k in config if k != "schema_version"}:
+        if _uncompressed(row["config"]):
             ratio, how = 1.0, "the uncompressed model itself"
-        elif ratio is not None and ratio == ratio:
-            how = "interleaved ratio to the uncompressed model"
+        elif ratio is not None and ratio == ratio and uncompressed is not None:
+            ratio, how = ratio / uncompressed, ("interleaved ratio to the uncompressed model" if runtime == "eager"
+                                                else f"interleaved ratio to the eager model / the uncompressed "
+                                                     f"program's in {runtime} ({uncompressed:.3f})")
         else:
             ratio, how = row["latency_ms"] / ref_ms, "latency / the run's uncompressed-model timing"
         points.append({"number": int(rec["number"]), "rung": rec.get("rung"), "val_accuracy": rec.get("accuracy"),
@@ -134,6 +142,29 @@ def front_points(run_dir: Path) -> list[dict[str, Any]]:
                        "latency_ratio": float(ratio), "latency_ratio_how": how,
                        "latency_source": row.get("latency_source"), "summary": row.get("summary")})
     return points
+
+
+def _uncompressed_ratio(frame, summary: dict) -> float | None:
+    """Outside eager, the uncompressed program's ratio to the interleaved (eager) reference: its trial's recorded
+    ratio (as ``list`` takes it), else the run-start timing's; None when the run recorded neither."""
+    timed = frame[frame["latency_ratio"].notna()] if "latency_ratio" in frame else frame.iloc[:0]
+    first = next((r["latency_ratio"] for _, r in timed.iterrows() if _uncompressed(r.get("config"))), None)
+    if first is not None:
+        return float(first)
+    start = (summary.get("reference") or {}).get("latency_ratio")
+    return float(start) if start else None
+
+
+def _uncompressed(config: Any) -> bool:
+    """Whether a trial's recorded config (JSON) is the uncompressed model (False for none or one unreadable)."""
+    from vitsearch.spaces import CompressionConfig
+
+    if not isinstance(config, str):
+        return False
+    try:
+        return CompressionConfig.from_dict(json.loads(config)).is_uncompressed()
+    except (ValueError, TypeError):
+        return False
 
 
 def front_hypervolume(points: list[dict], ref: dict) -> float:

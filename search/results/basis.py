@@ -143,7 +143,7 @@ def uncompressed_records(study, records: list[dict]) -> list[dict]:
             parsed = CompressionConfig.from_dict(json.loads(config) if isinstance(config, str) else config)
         except (ValueError, TypeError):
             continue
-        if parsed.is_reference(parsed.precision.base):
+        if parsed.is_uncompressed():
             out.append(record)
     return out
 

@@ -60,6 +60,36 @@ def test_front_hypervolume_against_one_reference_point():
     assert front_hypervolume([], ref) == 0.0
 
 
+@pytest.mark.parametrize("runtime, uncompressed", [("eager", 1.0), ("onnxruntime", 0.5)])
+def test_front_points_are_ratios_to_the_uncompressed_model_in_the_runtime(tmp_path, runtime, uncompressed):
+    """Every ratio is timed against the eager model; in ONNX Runtime, where the uncompressed program runs at 0.5
+    of it (trial 0), a variant at 0.2 is at 0.4 of the uncompressed model there: the hypervolume's axis."""
+    import pandas as pd
+
+    from vitsearch.search.engine.fidelity_bench import front_points
+    from vitsearch.search.study import study_to_yaml
+
+    (tmp_path / "study.yaml").write_text(study_to_yaml(parse_study({"latency": {"runtime": runtime}})))
+    trials = pd.DataFrame({"number": [0, 1, 2], "config": ['{"schema_version": 1}', None,  # 1: asked, never drawn
+                                                           '{"schema_version": 1, "depth": {"keep": 4}}'],
+                           "latency_ratio": [0.5 if runtime != "eager" else 1.01, None, 0.2],
+                           "latency_ms": [2.0, None, 0.8], "latency_source": "measured",
+                           "summary": ["identity", None, "depth 4"]})
+    trials.to_parquet(tmp_path / "trials.parquet")
+    summary = {"reference": {"latency_ms": 2.0, "latency_ratio": 0.55},
+               "pareto_test": [{"number": n, "rung": 0, "accuracy": 0.9} for n in (0, 2)]}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    points = {p["number"]: p for p in front_points(tmp_path)}
+    assert points[0]["latency_ratio"] == 1.0 and points[2]["latency_ratio"] == pytest.approx(0.2 / uncompressed)
+    assert ("eager model / the uncompressed program's in onnxruntime (0.500)" in points[2]["latency_ratio_how"]) \
+        == (runtime != "eager")
+    if runtime != "eager":  # no ratio of the uncompressed program recorded: latency over its run-start timing
+        trials.drop(index=0).to_parquet(tmp_path / "trials.parquet")
+        (tmp_path / "summary.json").write_text(json.dumps({**summary, "reference": {"latency_ms": 2.0},
+                                                           "pareto_test": summary["pareto_test"][1:]}))
+        assert front_points(tmp_path, runtime)[0]["latency_ratio"] == pytest.approx(0.8 / 2.0)
+
+
 def test_trials_to_reach_random():
     curves = {"random": {0: [0.0, 0.1, 0.2, 0.4], 1: [0.0, 0.2, 0.2, 0.2]},  # mean at the end: 0.3
               "tpe": {0: [0.0, 0.3, 0.5, 0.5], 1: [0.1, 0.1, 0.1, 0.2]}}
