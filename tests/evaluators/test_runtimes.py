@@ -142,8 +142,10 @@ def test_a_faithful_int8_program_passes_and_a_planted_wrong_one_fails(builtin_mo
     from vitsearch.evaluators.distill import distilled
 
     config = CompressionConfig.from_dict(MERGED_INT8)
-    prepared = distilled(builtin_model, float_structure(config), mnist.train, steps=10,
-                         calibration=mnist.calibration)  # as its first rung left it
+    # as its first rung left it, at the lr this test's margins were set on (at 5e-4 int8 moves the logits
+    # 6.5 %, the check's deviation 0.57 %: still 11x, but the 0.1 below would not hold)
+    prepared = distilled(builtin_model, float_structure(config), mnist.train, steps=10, lr=1e-4,
+                         calibration=mnist.calibration)
     deployed, numerics = build_checked("onnxruntime", prepared, config, SHAPE, CPU, 1, mnist.calibration)
     assert "attn linears quantised as onnxruntime quantises them" in numerics["reference"]
     assert numerics["top1_agreement"] >= 0.98 and numerics["max_rel_logit_diff"] < 0.01 < numerics["tolerance_rel"]
