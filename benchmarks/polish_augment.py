@@ -78,8 +78,8 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.0,
                     help="score and keep a moving average of the weights (decay per step, e.g. 0.998; 0: off)")
     ap.add_argument("--lr", type=float, default=None,
-                    help="the polish's peak learning rate (default: the study's recovery.lr, 1e-4, as pick before the "
-                         "fifteenth session; pick's polish now uses 5e-4)")
+                    help="the polish's peak learning rate (default: the study's recovery.lr, as pick did before the "
+                         "fifteenth session, then 1e-4; pick's polish now uses 5e-4)")
     ap.add_argument("--select", choices=("teacher", "top1"), default="top1",
                     help="what chooses the kept checkpoint: val KL from the teacher (pick's default) or val top-1 (this "
                          "script's default, as its earlier rows were run)")

@@ -4,7 +4,7 @@
 
 For a few damaging configs, compresses the built-in model and scores top-1 on the 1,000
 mnist5k val images after 0, 100 and 300 KD steps (teacher: the uncompressed model;
-batch 64, AdamW lr 1e-4, T=2, alpha 0.5, seed 0). Accuracy only: no timing involved.
+batch 64, AdamW at the study's recovery.lr, T=2, alpha 0.5, seed 0). Accuracy only: no timing involved.
 """
 
 from __future__ import annotations

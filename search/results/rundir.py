@@ -8,6 +8,7 @@ tables (``trials.parquet`` / ``trials.csv``) are re-derived from it, written ato
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from contextlib import contextmanager
@@ -185,10 +186,11 @@ class RunDir:
         a, b = (s.model_dump(mode="json", exclude={"output_dir"}) for s in (stored, spec or stored))
         if a != b:
             hint = default_hint(a, b, "the run was started with", "to resume")
+            own = shown(str(self.study_file))
             raise ConfigError(
                 f"--resume: the study file differs from the one {str(self.path)!r} was started with "
-                f"(first difference at {first_difference(a, b)}){hint or '; resume with the same study file'}"
-                " or start a new run with --out")
+                f"(first difference at {first_difference(a, b)}){hint or '; resume with the same study file'} "
+                f"(the run's own copy: {own}), or start a new run with --out")
         return stored
 
     def _check_own_storage(self) -> None:
@@ -216,27 +218,48 @@ def _remove_if_empty(path: Path) -> None:
 
 
 def difference_at(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any]:
-    """The dotted key where two nested dicts first differ, and the two values there."""
+    """The dotted key where two nested dicts first differ, and the two values there (:data:`_MISSING` for a key
+    one of them lacks)."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
-            if a.get(key) != b.get(key):
-                return difference_at(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+            if a.get(key, _MISSING) != b.get(key, _MISSING):
+                return difference_at(a.get(key, _MISSING), b.get(key, _MISSING), f"{where}.{key}" if where else key)
     return where, a, b
 
 
 def first_difference(a: Any, b: Any) -> str:
     where, a, b = difference_at(a, b)
-    return f"{where or '(top level)'}: {a!r} vs {b!r}"
+    shown_ = ["(not set)" if v is _MISSING else repr(v) for v in (a, b)]
+    return f"{where or '(top level)'}: {shown_[0]} vs {shown_[1]}"
 
 
 def default_hint(stored: dict, mine: dict, started: str, to: str) -> str:
-    """Where two study dumps first differ at a value this vitsearch gives by default: the line to write (an older
-    vitsearch's default, or a value written, made ``stored``); else ''."""
+    """Where two study dumps differ at one key only, whose value here is this vitsearch's default: the setting to
+    write (an older vitsearch's default, or a value written, made ``stored``); else ''."""
     where, theirs, ours = difference_at(stored, mine)
-    if not where or default_at(where) != ours:
+    if not where or where.split(".")[0] == "device" or theirs is _MISSING or default_at(where) != ours:
         return ""
-    return (f"; {where} is {ours!r} here, this vitsearch's default, and {started} {theirs!r} (an older default, or "
-            f"written so): write {where}: {theirs!r} in the study file {to}")
+    if _with(mine, where, theirs) != stored:
+        return ""  # more than this one difference: the line would not be enough
+    *parents, key = where.split(".")
+    under = f" under `{'.'.join(parents)}:`" if parents else ""
+    return (f"; {where} is {json.dumps(ours)} here, this vitsearch's default, and {started} {json.dumps(theirs)} "
+            f"(an older default, or written so): set `{key}: {json.dumps(theirs)}`{under} in the study file {to}")
+
+
+#: a key one study dump has and the other has not
+_MISSING = object()
+
+
+def _with(doc: dict, where: str, value: Any) -> dict:
+    """A copy of the nested ``doc`` with the dotted key ``where`` set to ``value``."""
+    out = copy.deepcopy(doc)
+    node = out
+    *parents, key = where.split(".")
+    for part in parents:
+        node = node[part]
+    node[key] = value
+    return out
 
 
 def default_at(where: str) -> Any:

@@ -69,17 +69,22 @@ def test_a_failed_start_leaves_no_folder(cwd):
 
 def test_resume_names_a_default_that_changed(tmp_path):
     """A run started when a default was another value is refused with the line to write, not only the difference."""
-    from vitsearch.search.study import parse_study
+    from vitsearch.search.study import load_study, parse_study
 
     run = RunDir(tmp_path / "run")
     run.create(parse_study({"recovery": {"lr": 1e-4}}), {"trials": 2})  # as an older vitsearch wrote its study
     with pytest.raises(ConfigError, match=r"recovery\.lr is 0\.0005 here, this vitsearch's default, and the run was "
-                                          r"started with 0\.0001 .*: write recovery\.lr: 0\.0001 in the study file"):
+                                          r"started with 0\.0001 .*: set `lr: 0\.0001` under `recovery:` in the study "
+                                          r"file to resume \(the run's own copy: .*study\.yaml'\), or start a new run"):
         run.check_resumable(parse_study({}))
-    with pytest.raises(ConfigError) as written:  # a value the file wrote: no talk of defaults
-        run.check_resumable(parse_study({"recovery": {"lr": 2e-3}}))
-    assert "this vitsearch's default" not in str(written.value) and "resume with the same study file" in str(written.value)
+    for other in ({"recovery": {"lr": 2e-3}},  # a value the file wrote: no talk of defaults
+                  {"recovery": {"seed": 3}}):  # the default's difference and another: the one line would not do
+        with pytest.raises(ConfigError) as refused:
+            run.check_resumable(parse_study(other))
+        assert "this vitsearch's default" not in str(refused.value)
+        assert "resume with the same study file" in str(refused.value)
     assert run.check_resumable(parse_study({"recovery": {"lr": 1e-4}})).recovery.lr == 1e-4
+    assert run.check_resumable(load_study(run.study_file)).recovery.lr == 1e-4  # the run's own copy resumes it
     # a second driver joining a shared study that an older vitsearch started: told the same
     import optuna
 
@@ -88,8 +93,8 @@ def test_resume_names_a_default_that_changed(tmp_path):
     storage = optuna.storages.InMemoryStorage()
     older = study_fingerprint(parse_study({"recovery": {"lr": 1e-4}}))
     optuna.create_study(storage=storage, study_name="default").set_user_attr(STUDY_ATTR, older)
-    with pytest.raises(ConfigError, match=r"the storage's study was run with 0\.0001 .*: write recovery\.lr: 0\.0001 "
-                                          r"in the study file to join it; give every driver"):
+    with pytest.raises(ConfigError, match=r"the storage's study was run with 0\.0001 .*: set `lr: 0\.0001` under "
+                                          r"`recovery:` in the study file to join it; give every driver"):
         check_same_study(storage, parse_study({}))
 
 # ---- Ray stays local ----------------------------------------------------------------------------
