@@ -123,7 +123,10 @@ def front_points(run_dir: Path, runtime: str | None = None) -> list[dict[str, An
         from vitsearch.search.study import load_study
 
         runtime = load_study(run_dir / "study.yaml").latency.runtime
-    uncompressed = 1.0 if runtime == "eager" else _uncompressed_ratio(frame, summary)
+    from vitsearch.search.results.basis import is_reference_runtime
+
+    reference = is_reference_runtime(runtime)
+    uncompressed = 1.0 if reference else _uncompressed_ratio(frame, summary)
     points = []
     for rec in summary.get("pareto_test", []):
         row = frame.loc[int(rec["number"])]
@@ -131,7 +134,7 @@ def front_points(run_dir: Path, runtime: str | None = None) -> list[dict[str, An
         if _uncompressed(row["config"]):
             ratio, how = 1.0, "the uncompressed model itself"
         elif ratio is not None and ratio == ratio and uncompressed is not None:
-            ratio, how = ratio / uncompressed, ("interleaved ratio to the uncompressed model" if runtime == "eager"
+            ratio, how = ratio / uncompressed, ("interleaved ratio to the uncompressed model" if reference
                                                 else f"interleaved ratio to the eager model / the uncompressed "
                                                      f"program's in {runtime} ({uncompressed:.3f})")
         else:

@@ -58,7 +58,7 @@ class MsBasis:
         """The sentence a report states once."""
         if self.reference_ms is None:
             return f"ms as timed ({self.how}); no speed-up can be given"
-        if self.runtime == "eager":
+        if is_reference_runtime(self.runtime):
             return (f"every ms in this report = ratio to the uncompressed model x the uncompressed model's time of "
                     f"{self.reference_ms:.3f} ms ({self.how}); speed-up = 1 / ratio")
         timed = (f"every ms in this report = ratio to the uncompressed model in eager PyTorch (timed beside each "
@@ -100,7 +100,7 @@ def report_basis(records: list[dict], uncompressed: list[dict] = (), run_start_r
                         runtime)
     else:
         basis = MsBasis(None, "this run recorded no ratio to the uncompressed model", runtime)
-    if runtime == "eager":
+    if is_reference_runtime(runtime):
         return basis
     timed = [r for r in uncompressed if r and r.get("ratio") is not None and r.get("ratio_low") is not None]
     if timed:
@@ -111,6 +111,14 @@ def report_basis(records: list[dict], uncompressed: list[dict] = (), run_start_r
     if run_start_ratio is not None and run_start_ratio == run_start_ratio:
         return replace(basis, uncompressed_ratio=float(run_start_ratio), uncompressed_how="timed at the run's start")
     return replace(basis, uncompressed_ratio=None)
+
+
+def is_reference_runtime(name: str) -> bool:
+    """Whether the runtime ``name`` deploys the eager model every ratio is timed against (its ratios are then to
+    the uncompressed model as deployed); an unknown name is not."""
+    from vitsearch.evaluators.runtimes import RUNTIMES
+
+    return name in RUNTIMES and bool(RUNTIMES[name].is_reference)
 
 
 def _runtime(records: list[dict]) -> str:
@@ -124,7 +132,7 @@ def study_basis(study, run_start_ratio: float | None = None) -> MsBasis:
     closing table, its progress bar, ``list``, ``report`` and ``pick`` all state ms on); ``run_start_ratio``:
     the uncompressed model's ratio timed at the run's start (summary.json's ``reference.latency_ratio``)."""
     records = latency_records(study)
-    if _runtime([r for r in records if r and r.get("ratio") is not None]) == "eager":
+    if is_reference_runtime(_runtime([r for r in records if r and r.get("ratio") is not None])):
         return report_basis(records)
     return report_basis(records, uncompressed_records(study, records), run_start_ratio)
 
