@@ -123,7 +123,7 @@ def front_points(run_dir: Path, runtime: str | None = None) -> list[dict[str, An
         from vitsearch.search.study import load_study
 
         runtime = load_study(run_dir / "study.yaml").latency.runtime
-    from vitsearch.search.results.basis import is_reference_runtime
+    from vitsearch.search.results.basis import is_reference_runtime, is_uncompressed_config
 
     reference = is_reference_runtime(runtime)
     uncompressed = 1.0 if reference else _uncompressed_ratio(frame, summary)
@@ -131,7 +131,7 @@ def front_points(run_dir: Path, runtime: str | None = None) -> list[dict[str, An
     for rec in summary.get("pareto_test", []):
         row = frame.loc[int(rec["number"])]
         ratio = row.get("latency_ratio")
-        if _uncompressed(row["config"]):
+        if is_uncompressed_config(row["config"]):
             ratio, how = 1.0, "the uncompressed model itself"
         elif ratio is not None and ratio == ratio and uncompressed is not None:
             ratio, how = ratio / uncompressed, ("interleaved ratio to the uncompressed model" if reference
@@ -150,24 +150,14 @@ def front_points(run_dir: Path, runtime: str | None = None) -> list[dict[str, An
 def _uncompressed_ratio(frame, summary: dict) -> float | None:
     """Outside eager, the uncompressed program's ratio to the interleaved (eager) reference: its trial's recorded
     ratio (as ``list`` takes it), else the run-start timing's; None when the run recorded neither."""
+    from vitsearch.search.results.basis import is_uncompressed_config
+
     timed = frame[frame["latency_ratio"].notna()] if "latency_ratio" in frame else frame.iloc[:0]
-    first = next((r["latency_ratio"] for _, r in timed.iterrows() if _uncompressed(r.get("config"))), None)
+    first = next((r["latency_ratio"] for _, r in timed.iterrows() if is_uncompressed_config(r.get("config"))), None)
     if first is not None:
         return float(first)
     start = (summary.get("reference") or {}).get("latency_ratio")
     return float(start) if start else None
-
-
-def _uncompressed(config: Any) -> bool:
-    """Whether a trial's recorded config (JSON) is the uncompressed model (False for none or one unreadable)."""
-    from vitsearch.spaces import CompressionConfig
-
-    if not isinstance(config, str):
-        return False
-    try:
-        return CompressionConfig.from_dict(json.loads(config)).is_uncompressed()
-    except (ValueError, TypeError):
-        return False
 
 
 def front_hypervolume(points: list[dict], ref: dict) -> float:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 
@@ -140,20 +141,21 @@ def study_basis(study, run_start_ratio: float | None = None) -> MsBasis:
 def uncompressed_records(study, records: list[dict]) -> list[dict]:
     """The latency records (``records``, one per trial of ``study``, in order) of its trials of the uncompressed
     model (in its base precision)."""
+    return [record for trial, record in zip(study.get_trials(deepcopy=False), records)
+            if record and is_uncompressed_config(trial.user_attrs.get("config"))]
+
+
+def is_uncompressed_config(config: Any) -> bool:
+    """Whether a trial's recorded config (JSON text or a dict) is the uncompressed model in its base precision
+    (False for none, or one unreadable)."""
     from vitsearch.spaces import CompressionConfig
 
-    out = []
-    for trial, record in zip(study.get_trials(deepcopy=False), records):
-        config = trial.user_attrs.get("config")
-        if not config or not record:
-            continue
-        try:
-            parsed = CompressionConfig.from_dict(json.loads(config) if isinstance(config, str) else config)
-        except (ValueError, TypeError):
-            continue
-        if parsed.is_uncompressed():
-            out.append(record)
-    return out
+    if not config or not isinstance(config, (str, dict)):
+        return False
+    try:
+        return CompressionConfig.from_dict(json.loads(config) if isinstance(config, str) else config).is_uncompressed()
+    except (ValueError, TypeError):
+        return False
 
 
 def rebase(df: pd.DataFrame, basis: MsBasis) -> pd.DataFrame:

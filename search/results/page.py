@@ -93,7 +93,8 @@ def front_section(front: pd.DataFrame, base_accuracy: float | None, base_name: s
     base = "?" if base_accuracy is None else f"{base_accuracy:.2%}"
     return ["<h2>Front variants</h2>",
             f"<p>Latency: {html.escape(str(sitting))}, in the report's ms; speed-up over the uncompressed model "
-            "in the study's runtime, its interval from the latency's. Test drop: the test top-1 points the variant loses against the uncompressed "
+            "in the study's runtime, its interval from the latency's. Test drop: the test top-1 points the "
+            "variant loses against the uncompressed "
             f"{html.escape(base_name)} on the same test images, with its paired 95 % interval (a variant not yet "
             f"measured on test shows its val difference from {html.escape(base_name)}'s {base} val, marked "
             "unpaired; the study's accuracy constraint judges val).</p>",
